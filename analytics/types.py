@@ -1,0 +1,70 @@
+"""Values shared by every detector and by the gateway's analysis runner.
+
+Time is always passed in as seconds since the Unix epoch (float, UTC). Detectors never
+read a clock. Local time of day, where a detector needs it, is derived from an explicit
+UTC offset handed in with the detector's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DetectionKind(StrEnum):
+    """What a detector found. Care kinds concern the resident, technical kinds the devices."""
+
+    # care
+    EMERGENCY_CALL = "emergency_call"
+    FALL = "fall"
+    NOT_UP = "not_up"  # not out of bed by the usual rise time plus a margin
+    NIGHT_BED_EXIT = "night_bed_exit"  # out of bed at night and not back within N minutes
+    NO_ACTIVITY = "no_activity"  # no activity evidence at all for N hours in waking time
+    MOTIONLESS_IN_BED = "motionless_in_bed"
+    VITALS_ABNORMAL = "vitals_abnormal"
+    APNEA = "apnea"
+    NOT_WORN = "not_worn"
+    # technical
+    DEVICE_OFFLINE = "device_offline"
+    HUB_OFFLINE = "hub_offline"  # one home's devices all silent together
+    SITE_OFFLINE = "site_offline"  # a whole site's connection silent
+    LOW_BATTERY = "low_battery"
+
+    @property
+    def technical(self) -> bool:
+        return self in _TECHNICAL
+
+
+_TECHNICAL = frozenset(
+    {
+        DetectionKind.DEVICE_OFFLINE,
+        DetectionKind.HUB_OFFLINE,
+        DetectionKind.SITE_OFFLINE,
+        DetectionKind.LOW_BATTERY,
+    }
+)
+
+DetailValue = float | int | str | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One finding of a detector, with a plain-language explanation.
+
+    ``subject`` names what the detection is about: a device id for device-level
+    detectors, a resident id where the runner feeds a resident-level detector, a
+    location id for a silent home, a site id for a silent site.
+    ``time`` is when the condition was established (epoch seconds);
+    ``started`` is when the underlying episode began, if different.
+    ``resolved`` is True for the detection that says a condition has cleared
+    (e.g. vitals back in range, device back online); runners use it to close the loop.
+    """
+
+    kind: DetectionKind
+    subject: str
+    time: float
+    reason: str
+    details: Mapping[str, DetailValue] = field(default_factory=dict)
+    started: float | None = None
+    resolved: bool = False

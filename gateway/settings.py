@@ -1,0 +1,246 @@
+"""Typed settings: TOML defaults in ``config/``, an optional site overlay, environment overrides.
+
+Order of precedence (highest first):
+
+1. environment variables ``SAFEHOME_<SECTION>__<KEY>`` (e.g. ``SAFEHOME_MQTT__PORT=1884``);
+2. the TOML file named by ``SAFEHOME_CONFIG`` (an operator's overlay, e.g.
+   ``/etc/safehome/gateway.toml``);
+3. ``config/default.toml`` shipped with the project.
+
+Secrets (database and broker passwords, the API signing key) never come from TOML: a TOML
+file that sets one is refused. They come from the environment, either directly
+(``SAFEHOME_MQTT__PASSWORD``) or from a file (``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``).
+
+Settings are built by :func:`load_settings`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
+ENV_PREFIX = "SAFEHOME_"
+
+# (section, key) pairs that hold secrets: refused in TOML, accepted from env or *_FILE.
+SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
+    {("database", "password"), ("mqtt", "password"), ("api", "jwt_secret")}
+)
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; ``str(err)`` names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    name: str = "safehome"
+    user: str = "safehome"
+    password: SecretStr | None = None
+    pool_min: int = Field(2, ge=1)
+    pool_max: int = Field(10, ge=1)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # After this long without a database the gateway keeps retrying; it only logs.
+    retry_min_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(5.0, gt=0)
+
+    def conninfo(self) -> str:
+        """libpq connection string (password included when set)."""
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "dbname": self.name,
+            "user": self.user,
+            "connect_timeout": str(max(1, int(self.connect_timeout_s))),
+            "application_name": "safehome-gateway",
+        }
+        if self.password is not None:
+            parts["password"] = self.password.get_secret_value()
+        return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("shg", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    client_id: str = Field("safehome-gateway", min_length=1, max_length=64)
+    username: str = "gateway"
+    password: SecretStr | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    # The broker keeps the gateway's subscription and queued messages this long while
+    # the gateway is away (MQTT 5 session expiry). Size it to the longest outage to survive.
+    session_expiry_s: int = Field(7 * 86400, ge=60)
+    # MQTT 5 receive maximum: how many unacknowledged QoS 1 messages the broker may have in
+    # flight to the gateway. This bounds the gateway's in-memory queue; the broker queues
+    # the rest on disk. Messages are acknowledged only once stored.
+    receive_maximum: int = Field(65535, ge=1, le=65535)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    tls: bool = False
+    ca_file: Path | None = None
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    max_delay_ms: int = Field(50, ge=1, le=10_000)
+    max_payload_bytes: int = Field(65536, ge=256)
+    max_future_s: float = Field(300.0, ge=0)
+    max_age_s: float = Field(7 * 86400.0, gt=0)
+    dead_letter_payload_bytes: int = Field(2048, ge=0)
+    registry_refresh_s: float = Field(5.0, gt=0)
+
+
+class RetentionSettings(_Section):
+    """How long each time series is kept, in days, and how often retention runs."""
+
+    readings_days: int = Field(400, ge=1)
+    accel_days: int = Field(3, ge=1)
+    device_events_days: int = Field(3650, ge=1)
+    device_state_days: int = Field(400, ge=1)
+    dead_letters_days: int = Field(90, ge=1)
+    # Community edition only: compress chunks older than this.
+    compress_after_days: int = Field(2, ge=1)
+    interval_s: float = Field(3600.0, gt=0)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    jwt_secret: SecretStr | None = None
+    token_ttl_s: int = Field(900, ge=60, le=86400)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """All gateway settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    retention: RetentionSettings = RetentionSettings()
+    api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
+    var_dir: Path = PROJECT_ROOT / "var"
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if self.database.pool_min > self.database.pool_max:
+            raise ValueError("database.pool_min must not exceed database.pool_max")
+        if self.mqtt.reconnect_min_s > self.mqtt.reconnect_max_s:
+            raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # TOML data arrives through init_settings (see load_settings), below the environment.
+        return (env_settings, init_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"settings file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
+    for section, key in sorted(SECRET_KEYS):
+        if key in data.get(section, {}):
+            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            raise SettingsError(
+                f"{path}: {section}.{key} is a secret and must not be stored in a TOML file; "
+                f"set {env} or {env}_FILE instead"
+            )
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _secrets_from_files(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for section, key in SECRET_KEYS:
+        name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}_FILE"
+        path = environ.get(name)
+        if not path:
+            continue
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        lines.append(f"  {key}: {err['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(
+    config_file: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build the settings from the TOML layers and the environment; raise SettingsError."""
+    env = dict(os.environ if environ is None else environ)
+    data = _read_toml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    overlay = config_file or (Path(env["SAFEHOME_CONFIG"]) if env.get("SAFEHOME_CONFIG") else None)
+    if overlay is not None:
+        data = _merge(data, _read_toml(overlay))
+    data = _merge(data, _secrets_from_files(env))
+    # pydantic-settings reads os.environ itself; give it the environment we were handed.
+    saved = dict(os.environ)
+    try:
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        return Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    finally:
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(saved)
