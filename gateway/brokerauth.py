@@ -64,10 +64,14 @@ class DeviceAccount:
 
 @dataclass(frozen=True, slots=True)
 class ServiceAccount:
-    """The gateway (or another trusted service) with read access to every device topic."""
+    """The gateway (or another trusted service) with read access to every device topic.
+
+    ``can_inject`` grants write access to every device topic: for test and replay tools only.
+    """
 
     username: str
     password_hash: str
+    can_inject: bool = False
 
 
 def _check_id(value: str, what: str) -> str:
@@ -105,7 +109,8 @@ def render_acl(
         "",
     ]
     for s in extra:
-        out += [f"user {s.username}", f"topic read {prefix}/v1/#", "topic read $SYS/#", ""]
+        out += [f"user {s.username}", f"topic read {prefix}/v1/#", "topic read $SYS/#"]
+        out += [f"topic write {prefix}/v1/#", ""] if s.can_inject else [""]
     for d in devices:
         site, dev = _check_id(d.site_id, "site id"), _check_id(d.device_id, "device id")
         base = f"{prefix}/v1/{site}/{dev}"

@@ -1,0 +1,82 @@
+"""The device registry as the ingest path sees it: an in-memory snapshot of active devices.
+
+Loaded from the ``devices`` table and refreshed periodically; a message from a device that
+is not in the snapshot triggers an early refresh (a device commissioned a moment ago), at
+most once per ``min_refresh_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from devices.protocol import DeviceKind
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device_id: str
+    site_id: str
+    kind: DeviceKind
+    location_id: str | None
+    bed_id: str | None
+    resident_id: str | None
+    heartbeat_interval_s: int | None
+
+
+_QUERY = """
+SELECT d.device_id, d.site_id, d.kind, coalesce(d.location_id, b.location_id), d.bed_id,
+       coalesce(d.resident_id, r.resident_id), d.heartbeat_interval_s
+FROM devices d
+LEFT JOIN beds b ON b.bed_id = d.bed_id
+LEFT JOIN residents r ON r.bed_id = d.bed_id
+WHERE d.active
+"""
+
+
+def load_devices(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, DeviceInfo]:
+    out: dict[str, DeviceInfo] = {}
+    for dev, site, kind, loc, bed, res, hb in conn.execute(_QUERY).fetchall():
+        out[str(dev)] = DeviceInfo(
+            str(dev),
+            str(site),
+            DeviceKind(str(kind)),
+            None if loc is None else str(loc),
+            None if bed is None else str(bed),
+            None if res is None else str(res),
+            None if hb is None else int(str(hb)),
+        )
+    return out
+
+
+class RegistryCache:
+    """Snapshot of active devices; not thread-safe: owned by the ingest writer thread."""
+
+    def __init__(self, refresh_s: float, min_refresh_s: float = 1.0) -> None:
+        self._devices: dict[str, DeviceInfo] = {}
+        self._refresh_s = refresh_s
+        self._min_refresh_s = min_refresh_s
+        self._loaded_at = -1e18
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    @property
+    def devices(self) -> dict[str, DeviceInfo]:
+        return self._devices
+
+    def due(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) - self._loaded_at >= self._refresh_s
+
+    def refresh(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self._devices = load_devices(conn)
+        conn.commit()
+        self._loaded_at = time.monotonic()
+
+    def get(self, device_id: str) -> DeviceInfo | None:
+        return self._devices.get(device_id)
+
+    def may_refresh_for_unknown(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self._min_refresh_s

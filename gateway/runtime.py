@@ -1,0 +1,179 @@
+"""The gateway process: one async context manager that owns every long-lived part.
+
+Start-up, in order: database reachable and schema current → TimescaleDB edition detected and
+its policies applied (or the gateway's own retention scheduled) → ingest writer → MQTT
+session → HTTP API. Shutdown runs in reverse, each step with a timeout. A worker that fails
+fails the process (the supervisor, e.g. systemd, restarts it); bad input never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from types import TracebackType
+from typing import Self
+
+import psycopg
+import uvicorn
+
+from gateway.api.app import build_app
+from gateway.ingest import IngestPipeline, Sink
+from gateway.metrics import Metrics
+from gateway.mqttsession import MqttSession
+from gateway.settings import Settings
+from gateway.storage import timescale
+from gateway.storage.migrate import check_schema
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(RuntimeError):
+    """The gateway cannot start or has lost a component it cannot run without."""
+
+
+def wait_for_database(settings: Settings, timeout_s: float | None = None) -> None:
+    """Block until the database answers; log the wait once."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    warned = False
+    delay = settings.database.retry_min_s
+    while True:
+        try:
+            with psycopg.connect(settings.database.conninfo()) as conn:
+                conn.execute("SELECT 1")
+            if warned:
+                log.warning("database available")
+            return
+        except psycopg.OperationalError as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise GatewayError(f"database unreachable: {exc}") from exc
+            if not warned:
+                log.error("database unavailable at start-up; waiting", extra={"error": str(exc)})
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, settings.database.retry_max_s)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, api: bool = True, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.tsinfo: timescale.TimescaleInfo | None = None
+        self._api_enabled = api
+        self._sink = sink
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._server: uvicorn.Server | None = None
+        self.ingest: IngestPipeline | None = None
+        self.session: MqttSession | None = None
+        self.api_port: int | None = None
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        await asyncio.to_thread(wait_for_database, s)
+        self.tsinfo = await asyncio.to_thread(self._prepare_database)
+        log.info(
+            "storage ready",
+            extra={"timescaledb": self.tsinfo.edition.value, "version": self.tsinfo.version},
+        )
+        self.ingest = IngestPipeline(s.database, s.ingest, s.mqtt.prefix, self.metrics, self._sink)
+        self.session = MqttSession(s.mqtt, self.ingest.enqueue, [f"{s.mqtt.prefix}/v1/+/+/+"])
+        self.ingest.attach(self.session)
+        self.ingest.start()
+        self.session.start()
+        self._tasks.append(asyncio.create_task(self._watch(), name="watchdog"))
+        if not self.tsinfo.has_policies:
+            self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self._api_enabled:
+            await self._start_api()
+        return self
+
+    def _prepare_database(self) -> timescale.TimescaleInfo:
+        with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
+            check_schema(conn)
+            info = timescale.detect(conn)
+            timescale.apply_policies(conn, info, self.settings.retention)
+            return info
+
+    async def _start_api(self) -> None:
+        app = build_app(self)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.api.host,
+            port=self.settings.api.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._tasks.append(asyncio.create_task(self._server.serve(), name="api"))
+        while not self._server.started:
+            if self._tasks[-1].done():
+                self._tasks[-1].result()
+                raise GatewayError("HTTP API did not start")
+            await asyncio.sleep(0.02)
+        sock = self._server.servers[0].sockets[0]
+        self.api_port = int(sock.getsockname()[1])
+        log.info("api listening", extra={"host": self.settings.api.host, "port": self.api_port})
+
+    async def _watch(self) -> None:
+        """Fail the process when a worker thread dies; keep the connectivity gauges fresh."""
+        assert self.ingest is not None and self.session is not None
+        while True:
+            if not self.ingest.alive:
+                raise GatewayError(f"ingest writer died: {self.ingest.failed!r}")
+            self.metrics.broker_up.set(1 if self.session.connected.is_set() else 0)
+            await asyncio.sleep(0.5)
+
+    async def _retention_loop(self) -> None:
+        assert self.tsinfo is not None
+        info = self.tsinfo
+        while True:
+            try:
+                removed = await asyncio.to_thread(self._retention_once, info)
+                if any(removed.values()):
+                    log.info("retention ran", extra={"removed": removed})
+            except psycopg.OperationalError as exc:
+                log.warning("retention skipped: database unavailable", extra={"error": str(exc)})
+            await asyncio.sleep(self.settings.retention.interval_s)
+
+    def _retention_once(self, info: timescale.TimescaleInfo) -> dict[str, int]:
+        with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
+            return timescale.run_retention(conn, info, self.settings.retention)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stop is requested or a worker fails (then raise)."""
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop and task.exception() is not None:
+                stop.cancel()
+                raise GatewayError(f"{task.get_name()} failed") from task.exception()
+        stop.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        # Stop taking messages first, then let the writer finish (store + ack) its batch.
+        if self.session is not None:
+            await asyncio.to_thread(self.session.stop)
+        if self.ingest is not None:
+            await asyncio.to_thread(self.ingest.stop)
+        for task in reversed(self._tasks):
+            if task.get_name() == "api":
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=5)
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        log.info("gateway stopped")

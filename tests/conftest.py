@@ -1,0 +1,104 @@
+"""Fixtures that start real services: a private PostgreSQL + TimescaleDB and Mosquitto.
+
+Every service runs from a private data directory on a free port of 127.0.0.1, owned by the
+test session, so tests can stop, kill and restart them. Nothing here is skipped: a missing
+binary makes the fixture fail loudly (CI must never go green without the real services).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.brokerauth import ServiceAccount, hash_password
+from gateway.localsvc import MosquittoServer, PostgresServer, free_port
+from gateway.storage.migrate import migrate
+from tests.support import PREFIX, Broker, Database
+
+TEMPLATE_DB = "safehome_template"
+DB_USER = "safehome"
+DB_PASSWORD = "test-" + uuid.uuid4().hex[:12]
+GATEWAY_PASSWORD = "gw-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def services_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="shg-test-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def start_postgres(root: Path, name: str) -> PostgresServer:
+    server = PostgresServer(root / name, free_port(), fsync=False)
+    server.init()
+    server.start()
+    server.ensure_database(TEMPLATE_DB, DB_USER, DB_PASSWORD)
+    with psycopg.connect(
+        f"host=127.0.0.1 port={server.port} dbname={TEMPLATE_DB} "
+        f"user={DB_USER} password={DB_PASSWORD}"
+    ) as conn:
+        migrate(conn)
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server(services_root: Path) -> Iterator[PostgresServer]:
+    server = start_postgres(services_root, "pg")
+    yield server
+    server.stop(mode="immediate")
+
+
+def new_database(server: PostgresServer) -> Database:
+    name = "t_" + uuid.uuid4().hex[:12]
+    server.psql_admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" OWNER "{DB_USER}"')
+    return Database(server, name, DB_USER, DB_PASSWORD)
+
+
+@pytest.fixture
+def db(pg_server: PostgresServer) -> Iterator[Database]:
+    """A fresh, migrated database for one test (copied from a migrated template)."""
+    if not pg_server.running():
+        pg_server.start()
+    database = new_database(pg_server)
+    yield database
+    if pg_server.running():
+        pg_server.psql_admin(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def private_pg(tmp_path_factory: pytest.TempPathFactory, services_root: Path) -> Iterator[Database]:
+    """A database on its own PostgreSQL server, for tests that stop or kill the server."""
+    server = start_postgres(services_root, "pg-" + uuid.uuid4().hex[:8])
+    database = new_database(server)
+    yield database
+    server.stop(mode="immediate")
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def broker(services_root: Path) -> Iterator[Broker]:
+    """A private Mosquitto for one test (accounts set by the test through ``Broker``)."""
+    server = MosquittoServer(services_root / ("mq-" + uuid.uuid4().hex[:8]), free_port())
+    service = ServiceAccount("gateway", hash_password(GATEWAY_PASSWORD))
+    server.init(PREFIX, service, [])
+    server.start()
+    b = Broker(server, service, GATEWAY_PASSWORD)
+    yield b
+    if server.running():
+        server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _ci_guard() -> None:
+    """Under CI the real services must exist: fail, never skip."""
+    if os.environ.get("CI") == "true":
+        assert shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()

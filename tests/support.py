@@ -1,0 +1,262 @@
+"""Helpers shared by the integration and end-to-end tests (no fakes: real services only)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from gateway.brokerauth import ServiceAccount
+from gateway.commissioning import DeviceCredential, apply_site_definition, device_accounts
+from gateway.localsvc import MosquittoServer, PostgresServer
+from gateway.settings import Settings, load_settings
+
+PREFIX = "shg"
+
+
+@dataclass
+class Database:
+    server: PostgresServer
+    name: str
+    user: str
+    password: str
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def conninfo(self) -> str:
+        return (
+            f"host=127.0.0.1 port={self.port} dbname={self.name} "
+            f"user={self.user} password={self.password}"
+        )
+
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.conninfo(), autocommit=True)
+
+    def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        with self.connect() as conn:
+            row = conn.execute(query.encode(), params).fetchone()
+            return None if row is None else row[0]
+
+    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            return conn.execute(query.encode(), params).fetchall()
+
+
+@dataclass
+class Broker:
+    server: MosquittoServer
+    service: ServiceAccount
+    gateway_password: str
+    extra: list[ServiceAccount] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def sync(self, db: Database) -> None:
+        """Load every active device of the registry into the broker's passwd/ACL."""
+        with db.connect() as conn:
+            accounts = device_accounts(conn)
+        self.server.set_accounts(PREFIX, self.service, accounts, self.extra)
+        self.server.reload()
+        time.sleep(0.2)  # mosquitto applies SIGHUP on its next loop iteration
+
+
+def gateway_settings(db: Database, broker: Broker, **overrides: str) -> Settings:
+    env = {
+        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
+        "SAFEHOME_DATABASE__PORT": str(db.port),
+        "SAFEHOME_DATABASE__NAME": db.name,
+        "SAFEHOME_DATABASE__USER": db.user,
+        "SAFEHOME_DATABASE__PASSWORD": db.password,
+        "SAFEHOME_DATABASE__RETRY_MAX_S": "1",
+        "SAFEHOME_MQTT__PORT": str(broker.port),
+        "SAFEHOME_MQTT__PREFIX": PREFIX,
+        "SAFEHOME_MQTT__PASSWORD": broker.gateway_password,
+        "SAFEHOME_MQTT__CLIENT_ID": "gw-" + uuid.uuid4().hex[:8],
+        "SAFEHOME_MQTT__RECONNECT_MIN_S": "0.2",
+        "SAFEHOME_MQTT__RECONNECT_MAX_S": "1",
+        "SAFEHOME_API__PORT": "0",
+        "SAFEHOME_LOG__FORMAT": "text",
+    }
+    env.update(overrides)
+    return load_settings(environ=env)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces ``settings`` in a gateway subprocess."""
+    d, m = settings.database, settings.mqtt
+    assert d.password is not None and m.password is not None
+    return {
+        "SAFEHOME_DATABASE__PORT": str(d.port),
+        "SAFEHOME_DATABASE__NAME": d.name,
+        "SAFEHOME_DATABASE__USER": d.user,
+        "SAFEHOME_DATABASE__PASSWORD": d.password.get_secret_value(),
+        "SAFEHOME_DATABASE__RETRY_MAX_S": str(d.retry_max_s),
+        "SAFEHOME_MQTT__PORT": str(m.port),
+        "SAFEHOME_MQTT__PREFIX": m.prefix,
+        "SAFEHOME_MQTT__PASSWORD": m.password.get_secret_value(),
+        "SAFEHOME_MQTT__CLIENT_ID": m.client_id,
+        "SAFEHOME_MQTT__RECONNECT_MIN_S": str(m.reconnect_min_s),
+        "SAFEHOME_MQTT__RECONNECT_MAX_S": str(m.reconnect_max_s),
+        "SAFEHOME_API__PORT": str(settings.api.port),
+        "SAFEHOME_LOG__FORMAT": "json",
+    }
+
+
+def make_site(
+    db: Database,
+    broker: Broker,
+    *,
+    site_id: str = "site-a",
+    beds: int = 1,
+    wearables: bool = True,
+    buttons: bool = True,
+    kind: str = "nursing_home",
+) -> list[DeviceCredential]:
+    """Create a site with ``beds`` beds/residents and their devices; sync the broker."""
+    locations, bed_rows, residents, devices = [], [], [], []
+    for i in range(beds):
+        loc, bed, res = f"{site_id}-l{i}", f"{site_id}-b{i}", f"{site_id}-r{i}"
+        locations.append({"id": loc, "kind": "room", "label": f"Room {100 + i}"})
+        bed_rows.append({"id": bed, "code": f"BED-{site_id}-{i:04d}", "location": loc})
+        residents.append(
+            {"id": res, "code": f"ELD-{site_id}-{i:04d}", "name": f"Resident {i}",
+             "bed": bed, "care_level": 2}
+        )  # fmt: skip
+        devices.append(
+            {"id": f"{site_id}-bs{i}", "kind": "bed_sensor", "model": "BS1",
+             "serial": f"{site_id}-bs{i}", "bed": bed, "location": loc}
+        )  # fmt: skip
+        if wearables:
+            devices.append(
+                {"id": f"{site_id}-wr{i}", "kind": "wearable", "model": "WR1",
+                 "serial": f"{site_id}-wr{i}", "resident": res, "location": loc}
+            )  # fmt: skip
+        if buttons:
+            devices.append(
+                {"id": f"{site_id}-bt{i}", "kind": "button", "model": "BT1",
+                 "serial": f"{site_id}-bt{i}", "bed": bed, "location": loc}
+            )  # fmt: skip
+    definition = {
+        "site": {"id": site_id, "name": f"Site {site_id}", "kind": kind},
+        "locations": locations,
+        "beds": bed_rows,
+        "residents": residents,
+        "devices": devices,
+    }
+    with db.connect() as conn:
+        creds = apply_site_definition(conn, definition)
+    broker.sync(db)
+    return creds
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(step_s)
+
+
+class DeviceClient:
+    """A real MQTT device connection (paho, its own thread), for integration tests."""
+
+    def __init__(self, broker_port: int, username: str, password: str | None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.username = username
+        self.acks: list[bytes] = []
+        self.connect_rc: list[str] = []
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{username}-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )  # fmt: skip
+        if password is not None:
+            self._client.username_pw_set(username, password)
+        self._client.on_connect = lambda c, u, f, rc, p: self.connect_rc.append(str(rc))
+        self._client.on_message = lambda c, u, m: self.acks.append(m.payload)
+        self._port = broker_port
+        self._mqtt = mqtt
+
+    def __enter__(self) -> DeviceClient:
+        self._client.connect("127.0.0.1", self._port, keepalive=30)
+        self._client.loop_start()
+        wait_until(lambda: bool(self.connect_rc), 5, "CONNACK")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.connect_rc) and self.connect_rc[-1] != "Success"
+
+    def subscribe(self, topic: str) -> None:
+        self._client.subscribe(topic, qos=1)
+        time.sleep(0.2)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, timeout_s: float = 5) -> str:
+        """Publish and wait for the broker's PUBACK; return the broker's reason code."""
+        info = self._client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout_s)
+        return str(getattr(info, "rc", ""))
+
+
+class InProcessGateway:
+    """Run a real gateway Runtime on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings, **runtime_kwargs: Any) -> None:
+        self.settings = settings
+        self._kwargs = runtime_kwargs
+        self.runtime: Any = None
+        self._thread: Any = None
+        self._loop: Any = None
+        self._error: BaseException | None = None
+        self._ready = False
+
+    def __enter__(self) -> InProcessGateway:
+        import asyncio
+        import threading
+
+        from gateway.runtime import Runtime
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            async with Runtime(self.settings, **self._kwargs) as rt:
+                self.runtime = rt
+                self._ready = True
+                await rt.run()
+
+        def target() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._ready or self._error is not None, 30, "gateway start")
+        if self._error is not None:
+            raise self._error
+        assert self.runtime is not None
+        wait_until(self.runtime.session.connected.is_set, 10, "gateway broker connection")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self.runtime is not None:
+            self._loop.call_soon_threadsafe(self.runtime.request_stop)
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "gateway did not stop"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.runtime.api_port}"
