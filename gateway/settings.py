@@ -21,7 +21,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +157,11 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
+    @field_validator("var_dir")
+    @classmethod
+    def _absolute_var_dir(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
         if self.database.pool_min > self.database.pool_max:
@@ -166,8 +179,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # TOML data arrives through init_settings (see load_settings), below the environment.
-        return (env_settings, init_settings)
+        # load_settings merges TOML layers, secret files and the environment itself (so that
+        # *_FILE variables and SAFEHOME_CONFIG are understood); pydantic only validates.
+        return (init_settings,)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -221,6 +235,22 @@ def _describe(exc: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
+    """``SAFEHOME_<SECTION>__<KEY>=value`` → {section: {key: value}}; ``*_FILE`` excluded."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.endswith("_FILE") or name == "SAFEHOME_CONFIG":
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: conflicts with another variable")
+        node[parts[-1]] = value
+    return out
+
+
 def load_settings(
     config_file: Path | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -231,16 +261,8 @@ def load_settings(
     if overlay is not None:
         data = _merge(data, _read_toml(overlay))
     data = _merge(data, _secrets_from_files(env))
-    # pydantic-settings reads os.environ itself; give it the environment we were handed.
-    saved = dict(os.environ)
+    data = _merge(data, _from_environment(env))
     try:
-        if environ is not None:
-            os.environ.clear()
-            os.environ.update(env)
         return Settings(**data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
-    finally:
-        if environ is not None:
-            os.environ.clear()
-            os.environ.update(saved)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from gateway.brokerauth import ServiceAccount, hash_password
-from gateway.localsvc import MosquittoServer, PostgresServer, free_port
+from gateway.localsvc import LocalServiceError, MosquittoServer, PostgresServer, free_port
 from gateway.storage.migrate import migrate
 from tests.support import PREFIX, Broker, Database
 
@@ -46,7 +47,20 @@ def start_postgres(root: Path, name: str) -> PostgresServer:
         f"user={DB_USER} password={DB_PASSWORD}"
     ) as conn:
         migrate(conn)
+    # TimescaleDB's scheduler keeps a session open in every database that allows connections;
+    # a template must have none.
+    server.psql_admin(
+        f'ALTER DATABASE "{TEMPLATE_DB}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false'
+    )
+    _disconnect_template(server)
     return server
+
+
+def _disconnect_template(server: PostgresServer) -> None:
+    server.psql_admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{TEMPLATE_DB}' AND pid <> pg_backend_pid()"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +72,17 @@ def pg_server(services_root: Path) -> Iterator[PostgresServer]:
 
 def new_database(server: PostgresServer) -> Database:
     name = "t_" + uuid.uuid4().hex[:12]
-    server.psql_admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" OWNER "{DB_USER}"')
+    for attempt in range(20):
+        try:
+            server.psql_admin(
+                f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" OWNER "{DB_USER}"'
+            )
+            break
+        except LocalServiceError:
+            if attempt == 19:
+                raise
+            _disconnect_template(server)
+            time.sleep(0.1)
     return Database(server, name, DB_USER, DB_PASSWORD)
 
 

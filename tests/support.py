@@ -260,3 +260,169 @@ class InProcessGateway:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.runtime.api_port}"
+
+
+class StreamPublisher:
+    """Real devices streaming 1 Hz-style ``vitals`` as fast as asked, in a background thread.
+
+    Only messages the broker acknowledged with success (PUBACK, reason 0) count as sent;
+    ``sent_ids`` is what the database must end up holding, exactly.
+    """
+
+    def __init__(
+        self, broker_port: int, creds: list[DeviceCredential], rate_per_device: float
+    ) -> None:
+        import threading
+
+        self.broker_port = broker_port
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int], str] = {}
+        self._early: dict[tuple[int, int], bool] = {}
+        self.sent_ids: set[str] = set()
+        # Published but never confirmed (the connection dropped before the PUBACK): the broker
+        # may or may not have taken them; a real device would resend them with the same id.
+        self.attempted_ids: set[str] = set()
+        self.failed = 0
+        self._interval = 1.0 / rate_per_device
+        self._devices = creds
+        self._clients: list[Any] = []
+        for i, c in enumerate(creds):
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=f"pub-{c.device_id}", protocol=mqtt.MQTTv5
+            )
+            client.username_pw_set(c.device_id, c.password)
+            client.reconnect_delay_set(1, 2)
+            client.on_publish = self._on_publish_for(i)
+            self._clients.append(client)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_publish_for(self, idx: int) -> Callable[..., None]:
+        def on_publish(client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+            with self._lock:
+                msg_id = self._pending.pop((idx, mid), None)
+                if msg_id is None:  # PUBACK raced ahead of publish() returning
+                    self._early[(idx, mid)] = not rc.is_failure
+                    return
+                self._settle(msg_id, not rc.is_failure)
+
+        return on_publish
+
+    def _settle(self, msg_id: str, ok: bool) -> None:
+        if ok:
+            self.sent_ids.add(msg_id)
+        else:
+            self.failed += 1
+
+    def __enter__(self) -> StreamPublisher:
+        for c in self._clients:
+            c.connect("127.0.0.1", self._port_of(c), keepalive=10)
+            c.loop_start()
+        self._thread.start()
+        return self
+
+    def _port_of(self, client: Any) -> int:
+        return self.broker_port
+
+    def _run(self) -> None:
+        from devices import protocol as p
+
+        seq = 0
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            seq += 1
+            ts = int(time.time() * 1000)
+            for idx, (c, cred) in enumerate(zip(self._clients, self._devices, strict=True)):
+                msg_id = f"{cred.device_id}-{seq}"
+                payload = p.encode_vitals(
+                    cred.device_id, msg_id, seq, ts, presence=True, hr=60.0, rr=14.0, movement=0.1
+                )
+                topic = f"{PREFIX}/v1/{cred.site_id}/{cred.device_id}/telemetry"
+                # Never hold our lock inside paho: its callbacks take it (lock order).
+                # While disconnected paho answers "no connection" but still queues the
+                # message and sends it after reconnecting: it counts as attempted either way.
+                info = c.publish(topic, payload, qos=1)
+                self.attempted_ids.add(msg_id)
+                with self._lock:
+                    ok = self._early.pop((idx, info.mid), None)
+                    if ok is None:
+                        self._pending[(idx, info.mid)] = msg_id
+                    else:
+                        self._settle(msg_id, ok)
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - t0)))
+
+    def stop(self, settle_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join()
+        wait_until(lambda: not self._pending, settle_s, "outstanding PUBACKs", 0.05)
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.disconnect()
+            c.loop_stop()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+        self.close()
+
+
+class GatewayProcess:
+    """The gateway as a real OS process (``safehome gateway run``), logs captured to a file."""
+
+    def __init__(self, settings: Settings, log_path: Any) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: Any = None
+
+    def start(self) -> GatewayProcess:
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+        env.update(settings_env(self.settings))
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self._log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "gateway", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: "broker connected" in self.log_text(), 30, "gateway start")
+        return self
+
+    def log_text(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def log_count(self, message: str) -> int:
+        import json
+
+        n = 0
+        for line in self.log_text().splitlines():
+            try:
+                if json.loads(line).get("msg") == message:
+                    n += 1
+            except ValueError:
+                continue
+        return n
+
+    def kill(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        if not self._log.closed:
+            self._log.close()

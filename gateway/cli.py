@@ -1,0 +1,260 @@
+"""``safehome``: the command line of the gateway (one entry point, subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+
+from gateway.logs import configure_logging
+from gateway.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("safehome")
+
+
+def _settings(args: argparse.Namespace, *, local_secrets: bool = False) -> Settings:
+    config = Path(args.config) if args.config else None
+    if local_secrets:
+        from gateway.localsvc_admin import settings_with_local_secrets
+
+        return settings_with_local_secrets(config)[0]
+    return load_settings(config)
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from gateway.storage.migrate import migrate
+
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        applied = migrate(conn)
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}"
+                                                           for m in applied))  # fmt: skip
+    return 0
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    from gateway.storage import timescale
+    from gateway.storage.migrate import check_schema
+
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        check_schema(conn)
+        info = timescale.detect(conn)
+    print(f"schema current; timescaledb edition: {info.edition.value} ({info.version or '-'})")
+    return 0
+
+
+def cmd_gateway_run(args: argparse.Namespace) -> int:
+    from gateway.runtime import Runtime
+
+    s = _settings(args)
+    configure_logging(s.log.level, s.log.format)
+
+    async def main() -> None:
+        async with Runtime(s) as rt:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, rt.request_stop)
+            await rt.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_broker_sync(args: argparse.Namespace) -> int:
+    from gateway.localsvc_admin import sync_broker_files
+
+    s = _settings(args, local_secrets=True)
+    n = sync_broker_files(s)
+    print(f"broker accounts written for {n} device(s) and the broker reloaded")
+    return 0
+
+
+def cmd_site_apply(args: argparse.Namespace) -> int:
+    from gateway.commissioning import (
+        apply_site_definition,
+        credentials_json,
+        load_site_definition,
+    )
+
+    s = _settings(args)
+    definition = load_site_definition(Path(args.file))
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        creds = apply_site_definition(conn, definition, rotate_passwords=args.rotate_passwords)
+    out = Path(args.credentials_out) if args.credentials_out else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch(mode=0o600)
+        out.write_text(json.dumps(credentials_json(creds), indent=2))
+        print(f"{len(creds)} new device credential(s) written to {out} (mode 0600)")
+    else:
+        print(f"{len(creds)} new device credential(s); pass --credentials-out to save them")
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from gateway.localsvc_admin import LocalServices
+
+    s = _settings(args, local_secrets=True)
+    services = LocalServices(s)
+    if args.action == "up":
+        services.up()
+        print(services.describe())
+    elif args.action == "down":
+        services.down()
+        print("local services stopped")
+    else:
+        print(services.describe())
+    return 0
+
+
+def cmd_eval_falls(args: argparse.Namespace) -> int:
+    from gateway.evaluation import evaluate_falls, render_fall_report
+
+    try:
+        ev = evaluate_falls(Path(args.data))
+    except (OSError, ValueError) as exc:
+        print(f"safehome eval falls: {exc}", file=sys.stderr)
+        return 2
+    print(render_fall_report(ev))
+    if args.json:
+        print(json.dumps(ev.to_json()))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from devices.manifest import load_manifest
+    from devices.scenario import default_scenario, load_scenario
+    from devices.simulator import SimulationConfig, run_simulation
+
+    manifest = load_manifest(args.manifest)
+    scenario = (
+        load_scenario(args.scenario) if args.scenario else default_scenario()
+        if args.scenario_default else None
+    )  # fmt: skip
+    config = SimulationConfig(
+        manifest=manifest,
+        scenario=scenario,
+        duration_s=args.duration,
+        seed=args.seed,
+        heartbeat_s=args.heartbeat,
+        stream_rate_hz=args.rate,
+        record_path=args.record,
+    )
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        report = await run_simulation(config, stop=stop)
+        print(json.dumps(report.to_dict() if args.json else _report_summary(report)))
+
+    asyncio.run(main())
+    return 0
+
+
+def _report_summary(report: object) -> dict[str, object]:
+    from devices.simulator import SimulationReport
+
+    assert isinstance(report, SimulationReport)
+    return {
+        "site": report.site,
+        "devices": len(report.devices),
+        "published": {str(k): v for k, v in report.published.items()},
+        "acked": {str(k): v for k, v in report.acked.items()},
+        "publish_rate": round(report.publish_rate, 1),
+        "incidents": len(report.incidents),
+    }
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(Path(args.config) if args.config else None, duration_s=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safehome", description=__doc__)
+    parser.add_argument("--config", help="settings overlay TOML (default: $SAFEHOME_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    db.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_db_migrate)
+    db.add_parser("check", help="verify the schema is current").set_defaults(func=cmd_db_check)
+
+    gw = sub.add_parser("gateway", help="run the gateway").add_subparsers(
+        dest="gw_cmd", required=True
+    )
+    gw.add_parser("run", help="run ingest, analysis and the API").set_defaults(func=cmd_gateway_run)
+
+    broker = sub.add_parser("broker", help="broker accounts").add_subparsers(
+        dest="broker_cmd", required=True
+    )
+    broker.add_parser(
+        "sync", help="write passwd/ACL for the project's broker from the registry and reload it"
+    ).set_defaults(func=cmd_broker_sync)
+
+    site = sub.add_parser("site", help="registry").add_subparsers(dest="site_cmd", required=True)
+    apply = site.add_parser("apply", help="upsert a site definition (TOML)")
+    apply.add_argument("file")
+    apply.add_argument("--rotate-passwords", action="store_true")
+    apply.add_argument("--credentials-out", help="write new device credentials here (0600)")
+    apply.set_defaults(func=cmd_site_apply)
+
+    services = sub.add_parser("services", help="the project's private PostgreSQL and Mosquitto")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.set_defaults(func=cmd_services)
+
+    ev = sub.add_parser("eval", help="evaluate detectors on recorded data").add_subparsers(
+        dest="eval_cmd", required=True
+    )
+    falls = ev.add_parser("falls", help="fall detector on a SisFall-format .npz file")
+    falls.add_argument("--data", required=True, help="path to the .npz file")
+    falls.add_argument("--json", action="store_true", help="last line: one JSON object")
+    falls.set_defaults(func=cmd_eval_falls)
+
+    sim = sub.add_parser("simulate", help="simulated devices of a site manifest")
+    sim.add_argument("--manifest", required=True, help="site manifest JSON (with credentials)")
+    sim.add_argument("--scenario", help="scripted incidents (TOML or JSON)")
+    sim.add_argument(
+        "--scenario-default", action="store_true", help="use the built-in incident timeline"
+    )
+    sim.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--heartbeat", type=float, default=300.0, help="heartbeat interval, s")
+    sim.add_argument("--rate", type=float, default=1.0, help="stream messages/s per device")
+    sim.add_argument("--record", help="write every published message here (replay format)")
+    sim.add_argument("--json", action="store_true", help="print the full report as JSON")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="set up and run the whole product on a simulated site")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        configure_logging("INFO", "text")
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"safehome: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"safehome: database unreachable: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

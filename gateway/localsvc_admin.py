@@ -1,0 +1,109 @@
+"""The project's own services for a single machine (demo, evaluation, small sites).
+
+``safehome services up`` starts a private PostgreSQL + TimescaleDB and a private Mosquitto
+under ``<var_dir>`` on the ports in the settings, creates the database, role and secrets
+(files of mode 0600 under ``<var_dir>/secrets``) and applies the schema. Production sites
+point the gateway at their own managed services instead (README, "Existing services").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import psycopg
+
+from gateway.brokerauth import ServiceAccount, hash_password
+from gateway.commissioning import device_accounts
+from gateway.localsvc import MosquittoServer, PostgresServer
+from gateway.settings import Settings, load_settings
+from gateway.storage.migrate import migrate
+
+SECRET_FILES = {
+    "SAFEHOME_DATABASE__PASSWORD_FILE": "db_password",
+    "SAFEHOME_MQTT__PASSWORD_FILE": "mqtt_password",
+    "SAFEHOME_API__JWT_SECRET_FILE": "jwt_secret",
+}
+
+
+def ensure_secrets(var_dir: Path) -> dict[str, str]:
+    """Create the local secrets once; return the environment that points settings at them."""
+    sdir = var_dir / "secrets"
+    sdir.mkdir(parents=True, exist_ok=True)
+    sdir.chmod(0o700)
+    env = {}
+    for var, name in SECRET_FILES.items():
+        path = sdir / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        env[var] = str(path)
+    return env
+
+
+def settings_with_local_secrets(config_file: Path | None) -> tuple[Settings, dict[str, str]]:
+    """Settings whose secrets come from ``<var_dir>/secrets`` (created if missing)."""
+    base = load_settings(config_file)
+    env = ensure_secrets(base.var_dir)
+    merged = dict(os.environ) | env
+    if config_file is not None:
+        merged["SAFEHOME_CONFIG"] = str(config_file)
+    return load_settings(config_file, environ=merged), env
+
+
+class LocalServices:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        var = settings.var_dir
+        self.postgres = PostgresServer(var / "pg", settings.database.port)
+        self.mosquitto = MosquittoServer(var / "mqtt", settings.mqtt.port)
+
+    def _service_account(self) -> ServiceAccount:
+        pw = self.settings.mqtt.password
+        if pw is None:
+            raise RuntimeError("mqtt.password is not set (see ensure_secrets)")
+        return ServiceAccount(self.settings.mqtt.username, hash_password(pw.get_secret_value()))
+
+    def up(self) -> None:
+        s = self.settings
+        if s.database.password is None:
+            raise RuntimeError("database.password is not set (see ensure_secrets)")
+        self.postgres.init()
+        self.postgres.start()
+        self.postgres.ensure_database(
+            s.database.name, s.database.user, s.database.password.get_secret_value()
+        )
+        with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+            migrate(conn)
+            devices = device_accounts(conn)
+        self.mosquitto.init(s.mqtt.prefix, self._service_account(), devices)
+        self.mosquitto.start()
+        self.mosquitto.reload()
+
+    def sync_broker(self) -> int:
+        with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
+            devices = device_accounts(conn)
+        self.mosquitto.set_accounts(self.settings.mqtt.prefix, self._service_account(), devices)
+        self.mosquitto.reload()
+        return len(devices)
+
+    def down(self) -> None:
+        self.mosquitto.stop()
+        self.postgres.stop()
+
+    def describe(self) -> str:
+        s = self.settings
+        pg = "running" if self.postgres.running() else "stopped"
+        mq = "running" if self.mosquitto.running() else "stopped"
+        return (
+            f"PostgreSQL+TimescaleDB  127.0.0.1:{s.database.port}  db={s.database.name}  ({pg}, "
+            f"data {self.postgres.data_dir})\n"
+            f"Mosquitto               127.0.0.1:{s.mqtt.port}  ({mq}, "
+            f"data {self.mosquitto.directory})"
+        )
+
+
+def sync_broker_files(settings: Settings) -> int:
+    return LocalServices(settings).sync_broker()
