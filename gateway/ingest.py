@@ -385,7 +385,7 @@ class IngestPipeline:
             if new:
                 stored[it.table] += 1
                 assert it.msg is not None and it.info is not None
-                m.lag_seconds.observe(max(0.0, committed - it.msg.envelope.ts))
+                m.lag_seconds.observe(max(0.0, committed - _sent_at(it.msg)))
                 out.append(StoredMessage(it.info, it.msg, rec.received_at))
             else:
                 duplicates += 1
@@ -419,6 +419,14 @@ class IngestPipeline:
 
 class _StopRequestedError(Exception):
     """Raised inside the writer when asked to stop during a database outage."""
+
+
+def _sent_at(msg: Message) -> float:
+    """When the device sent the message: an accelerometer batch is sent after its last sample."""
+    ts = msg.envelope.ts
+    if isinstance(msg, AccelBatch):
+        return ts + float(msg.samples.shape[0]) / msg.fs
+    return ts
 
 
 def _dumps(obj: object) -> str:

@@ -182,7 +182,7 @@ class DeviceClient:
         if password is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = lambda c, u, f, rc, p: self.connect_rc.append(str(rc))
-        self._client.on_message = lambda c, u, m: self.acks.append(m.payload)
+        self._client.on_message = lambda c, u, m: self.acks.append(bytes(m.payload))
         self._port = broker_port
         self._mqtt = mqtt
 
@@ -426,3 +426,25 @@ class GatewayProcess:
             self.proc.wait(30)
         if not self._log.closed:
             self._log.close()
+
+
+def manifest_for(creds: list[DeviceCredential], broker: Broker, site: str = "site-a") -> Any:
+    """A simulator manifest for devices created by :func:`make_site`."""
+    from devices.manifest import ManifestDevice, SiteManifest
+    from devices.protocol import DeviceKind
+    from devices.transport import BrokerEndpoint
+
+    devices = tuple(
+        ManifestDevice(
+            id=c.device_id,
+            kind=DeviceKind(c.kind),
+            password=c.password,
+            bed=c.bed_id,
+            resident=c.resident_id or (c.bed_id.replace("-b", "-r") if c.bed_id else None),
+            location=c.location_id,
+        )
+        for c in creds
+    )
+    return SiteManifest(
+        site=site, devices=devices, prefix=PREFIX, broker=BrokerEndpoint("127.0.0.1", broker.port)
+    )
