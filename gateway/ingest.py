@@ -22,11 +22,10 @@ until the offending message is found, which goes to dead letters (``storage_reje
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +62,7 @@ log = logging.getLogger(__name__)
 
 STORAGE_REJECTED = "storage_rejected"
 T = TypeVar("T")
+_POLL_S = 0.002  # how often the idle writer looks for new messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,11 @@ class IngestPipeline:
         self._prefix = prefix
         self._metrics = metrics
         self._sink = sink
-        self._queue: queue.SimpleQueue[Received] = queue.SimpleQueue()
+        # Filled by paho's network thread, drained by the writer: deque appends and pops are
+        # atomic, so no lock is taken per message. Its length is bounded by the broker: at most
+        # mqtt.receive_maximum QoS 1 messages can be unacknowledged, and nothing is acked
+        # before it is stored.
+        self._buffer: deque[Received] = deque()
         self._session: MqttSession | None = None
         self._registry = RegistryCache(settings.registry_refresh_s)
         self._last_seq: dict[str, int] = {}
@@ -133,7 +137,7 @@ class IngestPipeline:
         self._session = session
 
     def enqueue(self, rec: Received) -> None:
-        self._queue.put(rec)
+        self._buffer.append(rec)
 
     def start(self) -> None:
         self._thread.start()
@@ -163,7 +167,7 @@ class IngestPipeline:
         try:
             while not self._stop.is_set():
                 batch = self._collect()
-                self._metrics.queue_depth.set(self._queue.qsize())
+                self._metrics.queue_depth.set(len(self._buffer))
                 if self._registry.due():
                     self._with_db(self._registry.refresh)
                 if batch:
@@ -178,22 +182,20 @@ class IngestPipeline:
             raise
 
     def _collect(self) -> list[Received]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self._settings.max_delay_ms / 1000.0
+        """Up to batch_size messages, waiting at most max_delay_ms after the first one."""
+        buf = self._buffer
+        if not buf:
+            deadline = time.monotonic() + 0.2
+            while not buf and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(_POLL_S)
+            if not buf:
+                return []
         limit = self._settings.batch_size
-        while len(batch) < limit:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+        deadline = time.monotonic() + self._settings.max_delay_ms / 1000.0
+        while len(buf) < limit and time.monotonic() < deadline:
+            time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+        popleft = buf.popleft
+        return [popleft() for _ in range(min(limit, len(buf)))]
 
     def _process(self, batch: list[Received]) -> None:
         items = [self._decode(rec) for rec in batch]
@@ -368,10 +370,16 @@ class IngestPipeline:
         stale = 0
         out: list[StoredMessage] = []
         seen: set[tuple[str, tuple[object, ...] | None]] = set()
+        if session is not None:
+            by_generation: dict[int, list[int]] = {}
+            for it in items:
+                if it.rec.qos > 0:
+                    by_generation.setdefault(it.rec.generation, []).append(it.rec.mid)
+            for generation, mids in by_generation.items():
+                if not session.ack_many(generation, mids):
+                    stale += len(mids)
         for it in items:
             rec = it.rec
-            if session is not None and not session.ack(rec.generation, rec.mid, rec.qos):
-                stale += 1
             channels[it.topic.channel if it.topic is not None else "invalid"] += 1
             if it.reject_reason is not None:
                 dead[it.reject_reason] += 1
