@@ -53,6 +53,19 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
+def _live_pid(pid_file: Path) -> int | None:
+    """The pid on the first line of ``pid_file`` if that process is alive, else None."""
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0].strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
 def _service_user(name: str) -> pwd.struct_passwd | None:
     """The system user to run a server as when we are root; None when not root."""
     if os.geteuid() != 0:
@@ -211,16 +224,7 @@ class PostgresServer:
         wait_for_port(self.host, self.port, timeout_s)
 
     def pid(self) -> int | None:
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return _live_pid(self.data_dir / "postmaster.pid")
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -363,15 +367,7 @@ class MosquittoServer:
         _chown_tree(self.directory, self._user)
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return _live_pid(self.pid_file)
 
     def running(self) -> bool:
         return self.pid() is not None
