@@ -40,6 +40,7 @@ from psycopg.types.json import Jsonb
 from devices.protocol import (
     AccelBatch,
     Channel,
+    DeviceConfig,
     Event,
     Message,
     ProtocolError,
@@ -47,8 +48,10 @@ from devices.protocol import (
     RejectReason,
     State,
     Topic,
+    config_topic,
     decode,
     encode_ack,
+    encode_config,
     format_topic,
     parse_topic,
 )
@@ -123,6 +126,7 @@ class IngestPipeline:
         self._session: MqttSession | None = None
         self._registry = RegistryCache(settings.registry_refresh_s)
         self._last_seq: dict[str, int] = {}
+        self._configs_sent: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -170,6 +174,7 @@ class IngestPipeline:
                 self._metrics.queue_depth.set(len(self._buffer))
                 if self._registry.due():
                     self._with_db(self._registry.refresh)
+                    self._publish_configs()
                 if batch:
                     self._process(batch)
         except _StopRequestedError:
@@ -180,6 +185,35 @@ class IngestPipeline:
             self._error = exc
             log.exception("ingest writer stopped by an unexpected error")
             raise
+
+    def _publish_configs(self) -> None:
+        """Publish each device's receiver-set heartbeat interval, retained, when it changes.
+
+        Like a SCAIP receiver, the gateway tells every device with an interval in the registry
+        how often to send heartbeats (protocol doc, "Heartbeats and configuration"); the
+        broker keeps it retained, so a device gets it on every (re)subscribe. Only changes
+        are published, so this costs nothing in the steady state.
+        """
+        session = self._session
+        if session is None or not session.connected.is_set():
+            return
+        for dev in self._registry.devices.values():
+            interval = dev.heartbeat_interval_s
+            if interval is None or self._configs_sent.get(dev.device_id) == interval:
+                continue
+            try:
+                payload = encode_config(DeviceConfig(heartbeat_s=interval))
+            except ValueError:
+                log.warning(
+                    "device heartbeat interval out of the protocol's range; not sent",
+                    extra={"device": dev.device_id, "heartbeat_interval_s": interval},
+                )
+                self._configs_sent[dev.device_id] = interval
+                continue
+            session.publish(
+                config_topic(self._prefix, dev.site_id, dev.device_id), payload, retain=True
+            )
+            self._configs_sent[dev.device_id] = interval
 
     def _collect(self) -> list[Received]:
         """Up to batch_size messages, waiting at most max_delay_ms after the first one."""

@@ -144,3 +144,20 @@ def test_bad_input_lands_in_dead_letters_with_its_reason(db: Database, broker: B
     assert size > 4000 and kept == settings.ingest.dead_letter_payload_bytes
     assert db.scalar("SELECT count(*) FROM readings") == 0
     assert db.scalar("SELECT count(*) FROM device_events") == 0
+
+
+def test_receiver_set_heartbeat_interval_is_published_retained(
+    db: Database, broker: Broker
+) -> None:
+    creds = {c.device_id: c for c in make_site(db, broker)}
+    with db.connect() as conn:
+        conn.execute("UPDATE devices SET heartbeat_interval_s = 45 WHERE device_id = 'site-a-bt0'")
+    settings = gateway_settings(db, broker, SAFEHOME_INGEST__REGISTRY_REFRESH_S="0.5")
+    bt = creds["site-a-bt0"]
+    with InProcessGateway(settings):
+        time.sleep(1.5)  # at least one registry refresh while connected
+        # A device subscribing afterwards still gets it: the broker keeps it retained.
+        with DeviceClient(broker.port, bt.device_id, bt.password) as dev:
+            dev.subscribe(_topic("site-a", bt.device_id, "config"))
+            wait_until(lambda: bool(dev.acks), 5, "retained config")
+            assert p.decode_config(dev.acks[0]).heartbeat_s == 45
