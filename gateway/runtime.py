@@ -1,9 +1,12 @@
 """The gateway process: one async context manager that owns every long-lived part.
 
 Start-up, in order: database reachable and schema current → TimescaleDB edition detected and
-its policies applied (or the gateway's own retention scheduled) → ingest writer → MQTT
-session → HTTP API. Shutdown runs in reverse, each step with a timeout. A worker that fails
-fails the process (the supervisor, e.g. systemd, restarts it); bad input never does.
+its policies applied (or the gateway's own retention scheduled) → analysis runner (state
+rebuilt from the stored streams, worker thread started) → ingest writer (its sink is the
+runner's bounded queue) → MQTT session → HTTP API. Shutdown runs in reverse, each step with a
+timeout: no new messages, ingest finishes its batch and hands it over, the runner analyses
+what is queued and writes its detections. A worker that fails fails the process (the
+supervisor, e.g. systemd, restarts it); bad input never does.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
 import psycopg
 import uvicorn
 
+from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
-from gateway.ingest import IngestPipeline, Sink
+from gateway.ingest import IngestPipeline, Sink, StoredMessage
 from gateway.metrics import Metrics
 from gateway.mqttsession import MqttSession
 from gateway.settings import Settings
@@ -56,6 +61,8 @@ def wait_for_database(settings: Settings, timeout_s: float | None = None) -> Non
 
 
 class Runtime:
+    """The running gateway. ``sink`` is an extra consumer of stored batches (after analysis)."""
+
     def __init__(self, settings: Settings, *, api: bool = True, sink: Sink | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -65,6 +72,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._server: uvicorn.Server | None = None
+        self.analysis: AnalysisRunner | None = None
         self.ingest: IngestPipeline | None = None
         self.session: MqttSession | None = None
         self.api_port: int | None = None
@@ -77,7 +85,13 @@ class Runtime:
             "storage ready",
             extra={"timescaledb": self.tsinfo.edition.value, "version": self.tsinfo.version},
         )
-        self.ingest = IngestPipeline(s.database, s.ingest, s.mqtt.prefix, self.metrics, self._sink)
+        self.analysis = AnalysisRunner(
+            s.analysis, PostgresStore(s.database), metrics_registry=self.metrics.registry
+        )
+        await asyncio.to_thread(self.analysis.start)
+        self.ingest = IngestPipeline(
+            s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver
+        )
         self.session = MqttSession(s.mqtt, self.ingest.enqueue, [f"{s.mqtt.prefix}/v1/+/+/+"])
         self.ingest.attach(self.session)
         self.ingest.start()
@@ -88,6 +102,13 @@ class Runtime:
         if self._api_enabled:
             await self._start_api()
         return self
+
+    def _deliver(self, batch: Sequence[StoredMessage]) -> None:
+        """The ingest sink (writer thread): analysis first (waits while its queue is full)."""
+        assert self.analysis is not None
+        self.analysis.submit(batch)
+        if self._sink is not None:
+            self._sink(batch)
 
     def _prepare_database(self) -> timescale.TimescaleInfo:
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
@@ -120,9 +141,14 @@ class Runtime:
     async def _watch(self) -> None:
         """Fail the process when a worker thread dies; keep the connectivity gauges fresh."""
         assert self.ingest is not None and self.session is not None
+        assert self.analysis is not None
         while True:
+            if not self.analysis.alive:
+                raise GatewayError(f"analysis runner died: {self.analysis.failed!r}")
             if not self.ingest.alive:
                 raise GatewayError(f"ingest writer died: {self.ingest.failed!r}")
+            if not self.session.alive:
+                raise GatewayError(f"mqtt session died: {self.session.failed!r}")
             self.metrics.broker_up.set(1 if self.session.connected.is_set() else 0)
             await asyncio.sleep(0.5)
 
@@ -168,6 +194,8 @@ class Runtime:
             await asyncio.to_thread(self.session.stop)
         if self.ingest is not None:
             await asyncio.to_thread(self.ingest.stop)
+        if self.analysis is not None:
+            await asyncio.to_thread(self.analysis.stop)
         for task in reversed(self._tasks):
             if task.get_name() == "api":
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):

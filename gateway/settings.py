@@ -134,6 +134,43 @@ class ApiSettings(_Section):
     token_ttl_s: int = Field(900, ge=60, le=86400)
 
 
+class AnalysisSettings(_Section):
+    """The analysis runner (``gateway.analysis``): cadence, queue, and detector timing.
+
+    Times in seconds. Heartbeat intervals are per device kind (a device's own
+    ``heartbeat_interval_s`` in the registry wins); a device is silent after
+    ``deadline_factor`` intervals without a message.
+    """
+
+    check_interval_s: float = Field(5.0, gt=0)
+    # Batches of stored messages (each at most ingest.batch_size) waiting for analysis. When
+    # full the ingest writer waits: its next messages stay unacknowledged at the broker.
+    queue_size: int = Field(64, ge=1)
+    fall_confirm_window_s: float = Field(30.0, ge=0)
+    fall_merge_window_s: float = Field(10.0, ge=0)
+    heartbeat_button_s: float = Field(300.0, gt=0)
+    heartbeat_bed_sensor_s: float = Field(60.0, gt=0)
+    heartbeat_wearable_s: float = Field(120.0, gt=0)
+    deadline_factor: float = Field(2.5, gt=1)
+    group_hold_s: float = Field(900.0, ge=0)
+    vitals_min_duration_s: float = Field(120.0, ge=0)
+    vitals_recover_s: float = Field(60.0, ge=0)
+    vitals_baseline_min_duration_s: float = Field(600.0, ge=0)
+    # Start-up rebuild, replayed from the stored streams: events, steps and heartbeats of the
+    # last rebuild_events_s; bed readings thinned to one per rebuild_sample_step_s for the last
+    # rebuild_samples_s; every message (accelerometer and readings at full rate, alarms
+    # included) of the last catch_up_s, so nothing stored just before a crash goes unanalysed.
+    rebuild_events_s: float = Field(36 * 3600.0, ge=0)
+    rebuild_samples_s: float = Field(6 * 3600.0, ge=0)
+    rebuild_sample_step_s: float = Field(60.0, gt=0)
+    catch_up_s: float = Field(120.0, ge=0)
+    # Conditions open in the database that no detector re-raises within this long after a
+    # start are resolved as "not re-established" (at least a device deadline + group hold).
+    reconcile_after_s: float = Field(1800.0, ge=0)
+    registry_refresh_s: float = Field(30.0, gt=0)
+    state_save_interval_s: float = Field(60.0, gt=0)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -155,6 +192,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
