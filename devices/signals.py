@@ -265,8 +265,10 @@ def random_rotation(rng: random.Random, max_tilt_deg: float = 35.0) -> FloatArra
 class FallPlan:
     """A scripted fall: starts at ``start`` (epoch s), impact ``peak_g`` at ``start + 0.42 s``.
 
-    Phases (seconds after ``start``): 0–0.40 falling (the measured acceleration drops towards
-    free fall), 0.40–0.46 impact, 0.46–1.2 settling, then lying still on the floor.
+    Phases (seconds after ``start``): 0–0.33 falling (the measured acceleration drops to about
+    0.5 g: a body falls partly supported, not freely like a dropped device), 0.33–0.51 impact
+    (a peak of ``peak_g`` that absorbs about 1.3 m/s of velocity above 1.2 g, like the falls
+    of the SisFall recordings), 0.51–1.2 settling, then lying still on the floor.
     """
 
     start: float
@@ -274,6 +276,9 @@ class FallPlan:
     direction: tuple[float, float, float]  # body-frame unit vector of the floor posture
 
     IMPACT_AT: ClassVar[float] = 0.42
+    IMPACT_HALF_WIDTH: ClassVar[float] = 0.09
+    IMPACT_START: ClassVar[float] = IMPACT_AT - IMPACT_HALF_WIDTH
+    IMPACT_END: ClassVar[float] = IMPACT_AT + IMPACT_HALF_WIDTH
 
     @property
     def impact_time(self) -> float:
@@ -407,19 +412,21 @@ class MotionModel:
         floor = np.array(plan.direction)
         mid = _UP + floor
         impact_dir = mid / np.linalg.norm(mid)
-        falling = (rel >= 0.0) & (rel < 0.40)
+        start, end = FallPlan.IMPACT_START, FallPlan.IMPACT_END
+        falling = (rel >= 0.0) & (rel < start)
         if falling.any():
             r = rel[falling]
-            scale = 1.0 - 0.8 * np.minimum(r / 0.1, 1.0)  # towards ~0.2 g: free fall
+            scale = 1.0 - 0.5 * np.minimum(r / 0.15, 1.0)  # towards ~0.5 g
             body[falling] = _UP * scale[:, None]
-        impact = (rel >= 0.40) & (rel < 0.46)
+        impact = (rel >= start) & (rel < end)
         if impact.any():
             r = rel[impact]
-            shape = np.maximum(0.0, 1.0 - np.abs(r - FallPlan.IMPACT_AT) / 0.03)
-            body[impact] = impact_dir * (0.2 + (plan.peak_g - 0.2) * shape)[:, None]
-        settle = (rel >= 0.46) & (rel < 1.2)
+            width = FallPlan.IMPACT_HALF_WIDTH
+            shape = np.maximum(0.0, 1.0 - np.abs(r - FallPlan.IMPACT_AT) / width)
+            body[impact] = impact_dir * (0.5 + (plan.peak_g - 0.5) * shape)[:, None]
+        settle = (rel >= end) & (rel < 1.2)
         if settle.any():
-            r = rel[settle] - 0.46
+            r = rel[settle] - end
             ring = 0.8 * np.exp(-r / 0.1) * np.cos(2.0 * math.pi * 6.0 * r)
             body[settle] = floor + impact_dir * ring[:, None]
         after = rel >= 1.2
@@ -452,7 +459,7 @@ class MotionModel:
             body = self._body(tt)
             self._apply_fall(tt, body, plan)
             rel = tt - plan.start
-            has_impact = bool(((rel >= 0.40) & (rel < 0.46)).any())
+            has_impact = bool(((rel >= FallPlan.IMPACT_START) & (rel < FallPlan.IMPACT_END)).any())
             if t0 + n / fs >= plan.start + 1.2:
                 self.activity = Activity.FLOOR
             axes = self.mount @ body.T

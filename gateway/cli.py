@@ -175,10 +175,42 @@ def _report_summary(report: object) -> dict[str, object]:
     }
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from devices.errors import ManifestError
+    from gateway.replay import run_replay
+
+    try:
+        return run_replay(
+            Path(args.file),
+            _settings(args).analysis,
+            sys.stdout,
+            manifest=Path(args.manifest) if args.manifest else None,
+            as_json=args.json,
+            tail_s=args.tail,
+        )
+    except (OSError, ManifestError) as exc:
+        print(f"safehome replay: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return run_demo(Path(args.config) if args.config else None, duration_s=args.duration)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        result = verify(conn)
+    if not result.ok:
+        print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem} "
+              f"({result.entries} entries read)")  # fmt: skip
+        return 1
+    print(f"audit chain intact: {result.entries} entries, head {result.head_hash}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,9 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print the full report as JSON")
     sim.set_defaults(func=cmd_simulate)
 
+    replay = sub.add_parser("replay", help="replay a recording through the analysis (no DB)")
+    replay.add_argument("file", help="recording: JSON lines {topic, payload, received_at}")
+    replay.add_argument("--manifest", help="site manifest (device kinds, residents, locations)")
+    replay.add_argument("--json", action="store_true", help="JSON lines; last line: summary")
+    replay.add_argument("--tail", type=float, default=None, help="seconds to run on after the end")
+    replay.set_defaults(func=cmd_replay)
+
     demo = sub.add_parser("demo", help="set up and run the whole product on a simulated site")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_cmd", required=True
+    )
+    audit.add_parser(
+        "verify", help="walk the hash chain; exit 1 at the first broken entry"
+    ).set_defaults(func=cmd_audit_verify)
     return parser
 
 
