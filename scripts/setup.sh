@@ -14,7 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 packages=(
     mosquitto mosquitto-clients
     postgresql-15 postgresql-client-15 postgresql-server-dev-15
-    cmake gcc make libc6-dev xz-utils ca-certificates debian-archive-keyring
+    cmake gcc make libc6-dev xz-utils ca-certificates debian-archive-keyring openssl
     python3 python3-venv python3-dev
 )
 if [ "${1:-}" = "--browser" ]; then

@@ -1,0 +1,523 @@
+"""Channel adapters: webhook, SMTP e-mail, group bots (apprise) and template SMS.
+
+Every adapter implements :class:`Notifier`: ``await send(notification)`` returns a
+:class:`DeliveryResult` (delivered, transient failure, permanent failure) with a short
+detail that never contains personal data (no addresses, phone numbers, names or response
+bodies). Adapters never raise for delivery problems; only misconfiguration raises
+:class:`NotifyError`, when the adapter is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import smtplib
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any, Literal, Protocol
+
+import apprise
+
+from gateway.notify.messages import RenderedMessage
+from gateway.notify.settings import (
+    AliyunSmsSettings,
+    NotifySettings,
+    SmtpSettings,
+    WebhookEndpoint,
+)
+
+AddressKind = Literal["email", "phone"] | None
+SIGNATURE_HEADER = "X-Safehome-Signature"
+TIMESTAMP_HEADER = "X-Safehome-Timestamp"
+DELIVERY_HEADER = "X-Safehome-Delivery"
+_TRANSIENT_HTTP = frozenset({408, 425, 429})
+
+
+class NotifyError(Exception):
+    """A channel is misconfigured (raised when building adapters, never when sending)."""
+
+    def __init__(self, message: str, *, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+class Outcome(enum.Enum):
+    """Result class of one delivery attempt."""
+
+    DELIVERED = "delivered"
+    TRANSIENT = "transient"  # worth retrying on the same channel (timeouts, 5xx, throttling)
+    PERMANENT = "permanent"  # retrying will not help: move on to the next channel
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """Outcome of one attempt plus a short detail that is safe to log and store."""
+
+    outcome: Outcome
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the message was accepted by the channel."""
+        return self.outcome is Outcome.DELIVERED
+
+    @classmethod
+    def delivered(cls, detail: str = "") -> DeliveryResult:
+        """A successful delivery."""
+        return cls(Outcome.DELIVERED, detail[:200])
+
+    @classmethod
+    def transient(cls, detail: str) -> DeliveryResult:
+        """A failure worth retrying."""
+        return cls(Outcome.TRANSIENT, detail[:200])
+
+    @classmethod
+    def permanent(cls, detail: str) -> DeliveryResult:
+        """A failure that retrying will not fix."""
+        return cls(Outcome.PERMANENT, detail[:200])
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message for one contact on one channel.
+
+    ``address`` (an e-mail address or phone number) is personal data: it is excluded from
+    ``repr`` and must never be logged.
+    """
+
+    notification_id: int  # the outbox row id: an idempotency key for receivers
+    incident_id: int
+    contact_id: str
+    channel: str
+    message: RenderedMessage
+    sms_params: Mapping[str, str] = field(default_factory=dict)
+    address: str | None = field(default=None, repr=False)
+
+
+class Notifier(Protocol):
+    """A delivery channel."""
+
+    @property
+    def private(self) -> bool:
+        """True when the channel reaches one person only (names may be included)."""
+        ...
+
+    @property
+    def address_kind(self) -> AddressKind:
+        """Which contact address the channel needs (``None``: the endpoint is configured)."""
+        ...
+
+    @property
+    def broadcast(self) -> bool:
+        """True when one post reaches a whole group: an incident is posted there once."""
+        ...
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Deliver ``message``; never raises for delivery failures."""
+        ...
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is answered as an error: the endpoint is misconfigured
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+def _http_post(
+    url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+) -> tuple[int, bytes]:
+    """POST synchronously; return (status, body). HTTP errors return their status."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError("only http(s) URLs are allowed")
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            return int(response.status), response.read(65536)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), exc.read(65536)
+
+
+def _network_failure(exc: BaseException) -> DeliveryResult:
+    """Classify a network exception as transient with a safe detail."""
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return DeliveryResult.transient("timeout")
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, TimeoutError | socket.timeout):
+            return DeliveryResult.transient("timeout")
+        return DeliveryResult.transient(f"network error: {type(reason).__name__}")
+    return DeliveryResult.transient(f"network error: {type(exc).__name__}")
+
+
+def classify_http(status: int) -> DeliveryResult:
+    """2xx delivered; 408/425/429/5xx transient; anything else (3xx, 4xx) permanent."""
+    if 200 <= status < 300:
+        return DeliveryResult.delivered(f"http {status}")
+    if status >= 500 or status in _TRANSIENT_HTTP:
+        return DeliveryResult.transient(f"http {status}")
+    return DeliveryResult.permanent(f"http {status}")
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, ``timestamp + "." + body``)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookNotifier:
+    """POST a JSON document to a configured endpoint, optionally HMAC-SHA256 signed.
+
+    Headers: ``X-Safehome-Delivery`` (the notification id, for de-duplication: delivery is
+    at-least-once), ``X-Safehome-Timestamp`` (unix seconds) and, with a secret,
+    ``X-Safehome-Signature: sha256=<hex HMAC of "<timestamp>.<body>">``.
+    """
+
+    address_kind: AddressKind = None
+    broadcast = False  # the document names the contact: one per contact
+
+    def __init__(self, endpoint: WebhookEndpoint) -> None:
+        self._endpoint = endpoint
+        url = endpoint.url.get_secret_value()
+        if not url.lower().startswith(("http://", "https://")):
+            raise NotifyError("webhook URL must be http(s)")
+        self._url = url
+
+    @property
+    def private(self) -> bool:
+        """As configured: only a one-to-one endpoint may receive names."""
+        return self._endpoint.private
+
+    def payload(self, message: Notification) -> dict[str, Any]:
+        """The JSON document posted for ``message``."""
+        return {
+            "event": "incident.notification",
+            "notification_id": message.notification_id,
+            "incident_id": message.incident_id,
+            "contact_id": message.contact_id,
+            "channel": message.channel,
+            "title": message.message.title,
+            "body": message.message.body,
+            "fields": message.message.fields,
+        }
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """POST the JSON document; classify the HTTP status."""
+        body = json.dumps(self.payload(message), ensure_ascii=False).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "safehome-guardian",
+            DELIVERY_HEADER: str(message.notification_id),
+            TIMESTAMP_HEADER: timestamp,
+        }
+        if self._endpoint.secret is not None:
+            headers[SIGNATURE_HEADER] = webhook_signature(
+                self._endpoint.secret.get_secret_value(), timestamp, body
+            )
+        try:
+            status, _ = await asyncio.to_thread(
+                _http_post, self._url, body, headers, self._endpoint.timeout_s
+            )
+        except (OSError, urllib.error.URLError) as exc:
+            return _network_failure(exc)
+        return classify_http(status)
+
+
+# --------------------------------------------------------------------------- e-mail
+
+
+class EmailNotifier:
+    """Plain-text e-mail through SMTP (stdlib ``smtplib`` in a thread), STARTTLS optional."""
+
+    private = True
+    address_kind: AddressKind = "email"
+    broadcast = False
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+
+    def build(self, message: Notification) -> EmailMessage:
+        """The e-mail for ``message`` (the recipient is the contact's address)."""
+        if message.address is None:
+            raise NotifyError("e-mail needs an address", channel=message.channel)
+        mail = EmailMessage()
+        mail["From"] = self._settings.from_address
+        mail["To"] = message.address
+        mail["Subject"] = message.message.title
+        mail["Message-ID"] = f"<notification-{message.notification_id}@safehome>"
+        mail.set_content(message.message.body)
+        return mail
+
+    def _send_sync(self, mail: EmailMessage) -> None:
+        s = self._settings
+        # smtplib's own default context does not verify certificates: always pass ours.
+        context = ssl.create_default_context(cafile=s.ca_file)
+        smtp = (
+            smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
+            if s.implicit_tls
+            else smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        )
+        with smtp:
+            if s.starttls:
+                smtp.starttls(context=context)
+            if s.username and s.password is not None:
+                smtp.login(s.username, s.password.get_secret_value())
+            smtp.send_message(mail)
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Send the mail; 5xx replies are permanent, 4xx and network errors transient."""
+        if not message.address:
+            return DeliveryResult.permanent("no e-mail address")
+        mail = self.build(message)
+        try:
+            await asyncio.to_thread(self._send_sync, mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if codes and all(400 <= c < 500 for c in codes):
+                return DeliveryResult.transient(f"smtp recipient refused {codes[0]}")
+            return DeliveryResult.permanent(f"smtp recipient refused {codes[0] if codes else ''}")
+        except smtplib.SMTPResponseException as exc:
+            code = int(exc.smtp_code)
+            if 400 <= code < 500:
+                return DeliveryResult.transient(f"smtp {code}")
+            return DeliveryResult.permanent(f"smtp {code}")
+        except smtplib.SMTPNotSupportedError:
+            return DeliveryResult.permanent("smtp server lacks a required extension")
+        except ssl.SSLCertVerificationError:
+            return DeliveryResult.permanent("smtp certificate not trusted")
+        except (smtplib.SMTPException, OSError) as exc:
+            return _network_failure(exc)
+        return DeliveryResult.delivered("smtp accepted")
+
+
+# --------------------------------------------------------------------------- group bots
+
+
+class AppriseNotifier:
+    """A group bot (WeCom ``wecombot://``, DingTalk ``dingtalk://``, Feishu ``feishu://``).
+
+    Group bots reach many people: messages carry the bed code, room and incident type only.
+    Apprise reports success or failure without a reason, so failures count as transient
+    (bounded by ``max_attempts``, after which the contact's next channel is used).
+    """
+
+    private = False
+    address_kind: AddressKind = None
+    broadcast = True
+
+    def __init__(self, url: str, *, channel: str = "bot") -> None:
+        self._apprise = apprise.Apprise()
+        # Apprise loads its plugins on the first add(); one of them imports the deprecated
+        # ``imghdr`` module. That warning is apprise's, not ours: silence it for the load.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*'imghdr' is deprecated", category=DeprecationWarning
+            )
+            added = self._apprise.add(url)
+        # Never put the URL in the error: it embeds the bot's key.
+        if not added:
+            raise NotifyError("invalid apprise URL", channel=channel)
+        self._lock = asyncio.Lock()
+
+    @property
+    def service(self) -> str:
+        """The apprise service name (e.g. 'WeCom Bot'), for diagnostics."""
+        return str(self._apprise[0].service_name)
+
+    @property
+    def plugin(self) -> str:
+        """The apprise plugin class in use (e.g. ``NotifyWeComBot``), for diagnostics."""
+        return type(self._apprise[0]).__name__
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Post title and body to the bot."""
+        async with self._lock:
+            try:
+                ok = await asyncio.to_thread(
+                    self._apprise.notify, body=message.message.body, title=message.message.title
+                )
+            except Exception as exc:  # apprise plugins raise arbitrary errors
+                return DeliveryResult.transient(f"bot error: {type(exc).__name__}")
+        if ok:
+            return DeliveryResult.delivered("bot accepted")
+        return DeliveryResult.transient("bot delivery failed")
+
+
+# --------------------------------------------------------------------------- SMS
+
+
+class SmsProvider(Protocol):
+    """An SMS gateway that sends approved templates (free text is not allowed in China)."""
+
+    async def send_template(
+        self, phone: str, template_code: str, params: Mapping[str, str], *, out_id: str
+    ) -> DeliveryResult:
+        """Send one templated SMS; never raises for delivery failures."""
+        ...
+
+
+def aliyun_percent_encode(value: str) -> str:
+    """POP percent-encoding: RFC 3986 unreserved kept, space as ``%20``, ``*`` as ``%2A``."""
+    return urllib.parse.quote(value, safe="~")
+
+
+def aliyun_signature(params: Mapping[str, str], secret: str, method: str = "POST") -> str:
+    """Aliyun RPC signature v1 (HMAC-SHA1) of ``params`` (``Signature`` itself excluded)."""
+    enc = aliyun_percent_encode
+    canonical = "&".join(
+        f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()) if k != "Signature"
+    )
+    string_to_sign = f"{method}&{enc('/')}&{enc(canonical)}"
+    digest = hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+# Aliyun error codes worth retrying; every other non-OK code is permanent.
+ALIYUN_TRANSIENT_CODES = frozenset(
+    {
+        "isp.SYSTEM_ERROR",
+        "isv.BUSINESS_LIMIT_CONTROL",
+        "Throttling",
+        "Throttling.User",
+        "Throttling.Api",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
+
+
+class AliyunSmsProvider:
+    """Aliyun SMS ``SendSms`` (API version 2017-05-25) with the RPC HMAC-SHA1 signature.
+
+    The endpoint is configurable so tests can point it at a local server. Only the response
+    ``Code`` is ever reported: Aliyun's ``Message`` may echo the phone number.
+    """
+
+    VERSION = "2017-05-25"
+
+    def __init__(self, settings: AliyunSmsSettings) -> None:
+        self._settings = settings
+        if not settings.endpoint.lower().startswith(("http://", "https://")):
+            raise NotifyError("SMS endpoint must be http(s)", channel="sms")
+
+    def request_params(
+        self,
+        phone: str,
+        template_code: str,
+        params: Mapping[str, str],
+        *,
+        out_id: str,
+        nonce: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> dict[str, str]:
+        """The signed form parameters of one ``SendSms`` call."""
+        s = self._settings
+        now = (timestamp or datetime.now(UTC)).astimezone(UTC)
+        form = {
+            "AccessKeyId": s.access_key_id,
+            "Action": "SendSms",
+            "Format": "JSON",
+            "OutId": out_id,
+            "PhoneNumbers": phone,
+            "RegionId": s.region_id,
+            "SignName": s.sign_name,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureNonce": nonce or uuid.uuid4().hex,
+            "SignatureVersion": "1.0",
+            "TemplateCode": template_code,
+            "TemplateParam": json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")),
+            "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Version": self.VERSION,
+        }
+        form["Signature"] = aliyun_signature(form, s.access_key_secret.get_secret_value())
+        return form
+
+    async def send_template(
+        self, phone: str, template_code: str, params: Mapping[str, str], *, out_id: str
+    ) -> DeliveryResult:
+        """POST the signed form; classify by HTTP status and Aliyun's ``Code``."""
+        form = self.request_params(phone, template_code, params, out_id=out_id)
+        body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        try:
+            status, raw = await asyncio.to_thread(
+                _http_post, self._settings.endpoint, body, headers, self._settings.timeout_s
+            )
+        except (OSError, urllib.error.URLError) as exc:
+            return _network_failure(exc)
+        try:
+            answer = json.loads(raw)
+            code = str(answer.get("Code", "")) if isinstance(answer, dict) else ""
+        except ValueError:
+            code = ""
+        if code == "OK" and 200 <= status < 300:
+            return DeliveryResult.delivered("aliyun OK")
+        safe_code = "".join(ch for ch in code if ch.isalnum() or ch in "._-")[:60]
+        if not safe_code:
+            return classify_http(status)
+        if code in ALIYUN_TRANSIENT_CODES or status >= 500:
+            return DeliveryResult.transient(f"aliyun {safe_code}")
+        return DeliveryResult.permanent(f"aliyun {safe_code}")
+
+
+class SmsNotifier:
+    """A template SMS to the contact's phone through an :class:`SmsProvider`."""
+
+    private = True
+    address_kind: AddressKind = "phone"
+    broadcast = False
+
+    def __init__(self, provider: SmsProvider, template_code: str) -> None:
+        self._provider = provider
+        self._template_code = template_code
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Send the approved template with the notification's (name-free) parameters."""
+        if not message.address:
+            return DeliveryResult.permanent("no phone number")
+        return await self._provider.send_template(
+            message.address,
+            self._template_code,
+            message.sms_params,
+            out_id=str(message.notification_id),
+        )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def build_notifiers(settings: NotifySettings) -> dict[str, Notifier]:
+    """Adapters for every configured channel, keyed by channel name (see settings)."""
+    out: dict[str, Notifier] = {}
+    if settings.smtp is not None:
+        out["email"] = EmailNotifier(settings.smtp)
+    if settings.sms is not None:
+        out["sms"] = SmsNotifier(AliyunSmsProvider(settings.sms), settings.sms.template_code)
+    for name, endpoint in settings.webhooks.items():
+        out[name] = WebhookNotifier(endpoint)
+    for name, url in settings.bots.items():
+        out[name] = AppriseNotifier(url.get_secret_value(), channel=name)
+    return out

@@ -1,0 +1,533 @@
+"""The notification outbox: enqueue per consented contact, deliver with retries, fall back.
+
+Flow for one incident and one contact whose ``channels`` are ``[c0, c1, …]``:
+
+1. :func:`enqueue_incident` (inside the caller's transaction: a transactional outbox)
+   inserts one ``pending`` row for ``c0``. Only contacts with ``consent_notify`` are
+   considered, and family members only when the resident consents to family incident
+   notices (``residents.consent_family_incidents``). The row holds redacted facts (bed code,
+   room, incident type, time) and the channel list, never a name or an address.
+2. :class:`OutboxWorker` claims due rows with ``FOR UPDATE SKIP LOCKED`` (several workers
+   may run), reads the address and (for private family channels only) the resident's name
+   from the registry, renders, sends, and records the attempt in ``notification_attempts``.
+3. Delivered: done. Transient failure: retried with exponential backoff and jitter until
+   ``max_attempts`` or ``channel_deadline_s`` after the row was queued, whichever comes
+   first. Permanent failure, or transient failures exhausted: the row is
+   ``failed`` and a row for the next channel ``c1`` is inserted in the same transaction, due
+   at once. When no channel is left, ``on_exhausted`` is awaited (after commit) so the
+   escalation logic learns at once that the contact could not be reached.
+
+A group bot (``broadcast`` channel) followed by several contacts is posted once per
+incident: the other contacts' rows are marked delivered ("group already notified").
+:func:`contact_status` is the durable view of the same outcomes for escalation after a
+restart. Call :meth:`OutboxWorker.wake` after the enqueuing transaction commits.
+
+Delivery is at least once: a worker that dies mid-send leaves a ``sending`` row whose lease
+runs out and is claimed again; receivers de-duplicate by notification id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
+from gateway.notify.messages import Audience, IncidentFacts, render, sms_params
+from gateway.notify.settings import CHANNEL_NAME, NotifySettings
+
+log = logging.getLogger(__name__)
+
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+_CONSENT_WITHDRAWN = "consent withdrawn"  # stops the contact's chain without a report
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentNotice:
+    """What the workflow hands over when an incident must be notified."""
+
+    incident_id: int
+    resident_id: str
+    incident_type: str
+    raised_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """Rows created and consented contacts that have no usable channel at all."""
+
+    outbox_ids: tuple[int, ...]
+    unreachable_contacts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactExhausted:
+    """Every channel of a contact failed for an incident (passed to ``on_exhausted``)."""
+
+    incident_id: int
+    contact_id: str
+    channels: tuple[str, ...]
+    last_detail: str
+
+
+ExhaustedHook = Callable[[ContactExhausted], Awaitable[None]]
+# Called after every attempt with (channel kind, outcome, duration in seconds): for metrics
+# (label by channel *kind* such as "webhook", never by contact or resident).
+AttemptObserver = Callable[[str, Outcome, float], None]
+
+_CONTACTS_SQL = b"""
+SELECT c.contact_id, c.channels, b.bed_code, l.label, s.utc_offset_s
+FROM contacts c
+JOIN residents r ON r.resident_id = c.resident_id
+JOIN sites s ON s.site_id = r.site_id
+LEFT JOIN beds b ON b.bed_id = r.bed_id
+LEFT JOIN locations l ON l.location_id = b.location_id
+WHERE c.resident_id = %s
+  AND c.consent_notify
+  AND (c.kind = 'community_worker' OR r.consent_family_incidents)
+ORDER BY c.priority, c.contact_id
+"""
+
+_INSERT_SQL = b"""
+INSERT INTO notification_outbox (incident_id, contact_id, channel, channel_index, payload)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (incident_id, contact_id, channel) DO NOTHING
+RETURNING id
+"""
+
+_CLAIM_SQL = b"""
+WITH due AS (
+    SELECT id FROM notification_outbox
+    WHERE (state = 'pending' AND next_attempt_at <= now())
+       OR (state = 'sending' AND lease_until < now())
+    ORDER BY next_attempt_at, id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notification_outbox o
+SET state = 'sending', attempts = o.attempts + 1,
+    lease_until = now() + make_interval(secs => %s)
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.payload, o.attempts,
+          o.created_at
+"""
+
+_RECIPIENTS_SQL = b"""
+SELECT c.contact_id, c.kind, c.email, c.phone, c.consent_notify,
+       r.display_name, r.consent_family_incidents
+FROM contacts c JOIN residents r ON r.resident_id = c.resident_id
+WHERE c.contact_id = ANY(%s)
+"""
+
+_GROUP_DONE_SQL = b"""
+SELECT 1 FROM notification_outbox
+WHERE incident_id = %s AND channel = %s AND state = 'delivered' AND id <> %s
+LIMIT 1
+"""
+_GROUP_DONE = "group already notified"
+
+_ATTEMPT_SQL = b"""
+INSERT INTO notification_attempts
+    (outbox_id, incident_id, contact_id, channel, attempt, result, detail, duration_ms)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def usable_channels(raw: Any) -> list[str]:
+    """The contact's channel preferences, in order, valid names only, without duplicates."""
+    out: list[str] = []
+    if not isinstance(raw, list):
+        return out
+    for item in raw:
+        if isinstance(item, str) and CHANNEL_NAME.match(item) and item not in out:
+            out.append(item)
+    return out
+
+
+async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueResult:
+    """Queue ``notice`` for every consented contact's first channel (idempotent).
+
+    Runs on the caller's connection, so it commits (or not) with the caller's transaction.
+    """
+    cur = await conn.execute(_CONTACTS_SQL, (notice.resident_id,))
+    contacts = await cur.fetchall()
+    ids: list[int] = []
+    unreachable: list[str] = []
+    for contact_id, raw_channels, bed_code, room, utc_offset_s in contacts:
+        channels = usable_channels(raw_channels)
+        if not channels:
+            unreachable.append(str(contact_id))
+            continue
+        payload = {
+            "facts": {
+                "incident_type": notice.incident_type,
+                "resident_id": notice.resident_id,
+                "bed_code": bed_code,
+                "room": room,
+                "raised_at": notice.raised_at.isoformat(),
+                "utc_offset_s": int(utc_offset_s),
+            },
+            "channels": channels,
+        }
+        cur = await conn.execute(
+            _INSERT_SQL, (notice.incident_id, contact_id, channels[0], 0, Jsonb(payload))
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            ids.append(int(row[0]))
+    log.info(
+        "notifications queued",
+        extra={
+            "incident_id": notice.incident_id,
+            "queued": len(ids),
+            "unreachable_contacts": unreachable,
+        },
+    )
+    return EnqueueResult(tuple(ids), tuple(unreachable))
+
+
+def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered."""
+    base = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** max(0, attempt - 1))
+    jitter = settings.backoff_jitter
+    return max(0.0, base * (1.0 + rng.uniform(-jitter, jitter)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    outbox_id: int
+    incident_id: int
+    contact_id: str
+    channel: str
+    channel_index: int
+    payload: dict[str, Any]
+    attempt: int
+    queued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Recipient:
+    kind: str
+    email: str | None
+    phone: str | None
+    consent_notify: bool
+    resident_name: str
+    consent_family_incidents: bool
+
+
+class OutboxWorker:
+    """Claims due outbox rows, delivers them through ``notifiers`` and records attempts."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        notifiers: Mapping[str, Notifier],
+        settings: NotifySettings,
+        *,
+        on_exhausted: ExhaustedHook | None = None,
+        on_attempt: AttemptObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._pool = pool
+        self._notifiers = dict(notifiers)
+        self._settings = settings
+        self._on_exhausted = on_exhausted
+        self._on_attempt = on_attempt
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._db_down = False
+
+    def wake(self) -> None:
+        """Look for due rows now (e.g. right after an enqueue committed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled. Database outages are logged once and retried."""
+        while True:
+            try:
+                handled = await self.run_once()
+                if self._db_down:
+                    self._db_down = False
+                    log.info("notification outbox: database back")
+            except psycopg.OperationalError as exc:
+                handled = 0
+                if not self._db_down:
+                    self._db_down = True
+                    log.warning(
+                        "notification outbox: database unavailable",
+                        extra={"error": type(exc).__name__},
+                    )
+            if handled >= self._settings.batch_size:
+                continue  # more may be due
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Claim one batch of due rows and process it; return how many were claimed."""
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        recipients = await self._recipients({c.contact_id for c in claimed})
+        semaphore = asyncio.Semaphore(self._settings.concurrency)
+        # Rows of several contacts may share one group channel for the same incident: they
+        # go one after the other so that the group is posted once (see _deliver).
+        shared: defaultdict[tuple[int, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+        async def one(item: _Claimed) -> None:
+            async with semaphore:
+                notifier = self._notifiers.get(item.channel)
+                if notifier is not None and notifier.broadcast:
+                    async with shared[(item.incident_id, item.channel)]:
+                        await self._process(item, recipients.get(item.contact_id))
+                else:
+                    await self._process(item, recipients.get(item.contact_id))
+
+        outcomes = await asyncio.gather(*(one(item) for item in claimed), return_exceptions=True)
+        for outcome in outcomes:
+            # A row whose result could not be recorded stays 'sending' until its lease runs
+            # out and is then sent again (at least once). Database errors reach run().
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return len(claimed)
+
+    async def _claim(self) -> list[_Claimed]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                _CLAIM_SQL, (self._settings.batch_size, self._settings.lease_s)
+            )
+            rows = await cur.fetchall()
+        return [
+            _Claimed(
+                int(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), dict(r[5]), int(r[6]), r[7]
+            )
+            for r in rows
+        ]
+
+    async def _recipients(self, contact_ids: set[str]) -> dict[str, _Recipient]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_RECIPIENTS_SQL, (sorted(contact_ids),))
+            rows = await cur.fetchall()
+        return {
+            str(r[0]): _Recipient(str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]))
+            for r in rows
+        }
+
+    def _message(self, item: _Claimed, notifier: Notifier, recipient: _Recipient) -> Notification:
+        facts_raw = item.payload.get("facts", {})
+        family_ok = recipient.kind == "family" and recipient.consent_family_incidents
+        if notifier.private and family_ok:
+            audience = Audience.PRIVATE_FAMILY
+        elif notifier.private:
+            audience = Audience.PRIVATE
+        else:
+            audience = Audience.GROUP
+        facts = IncidentFacts(
+            incident_id=item.incident_id,
+            incident_type=str(facts_raw.get("incident_type", "unknown")),
+            bed_code=facts_raw.get("bed_code"),
+            room=facts_raw.get("room"),
+            raised_at=datetime.fromisoformat(str(facts_raw["raised_at"])),
+            resident_name=recipient.resident_name if audience is Audience.PRIVATE_FAMILY else None,
+            utc_offset_s=int(facts_raw.get("utc_offset_s", 28800)),
+        )
+        address = {"email": recipient.email, "phone": recipient.phone}.get(
+            notifier.address_kind or ""
+        )
+        return Notification(
+            notification_id=item.outbox_id,
+            incident_id=item.incident_id,
+            contact_id=item.contact_id,
+            channel=item.channel,
+            message=render(facts, audience),
+            sms_params=sms_params(facts),
+            address=address,
+        )
+
+    async def _deliver(self, item: _Claimed, recipient: _Recipient | None) -> DeliveryResult:
+        if recipient is None or not recipient.consent_notify:
+            return DeliveryResult.permanent(_CONSENT_WITHDRAWN)
+        is_family = recipient.kind == "family"
+        if is_family and not recipient.consent_family_incidents:
+            return DeliveryResult.permanent(_CONSENT_WITHDRAWN)
+        notifier = self._notifiers.get(item.channel)
+        if notifier is None:
+            return DeliveryResult.permanent("channel not configured")
+        message = self._message(item, notifier, recipient)
+        if notifier.address_kind is not None and not message.address:
+            return DeliveryResult.permanent(f"contact has no {notifier.address_kind}")
+        if notifier.broadcast and await self._group_already_notified(item):
+            return DeliveryResult.delivered(_GROUP_DONE)
+        return await notifier.send(message)
+
+    async def _group_already_notified(self, item: _Claimed) -> bool:
+        """Whether another contact's row already posted this incident to this group."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                _GROUP_DONE_SQL, (item.incident_id, item.channel, item.outbox_id)
+            )
+            return await cur.fetchone() is not None
+
+    async def _process(self, item: _Claimed, recipient: _Recipient | None) -> None:
+        started = time.monotonic()
+        try:
+            result = await self._deliver(item, recipient)
+        except Exception as exc:  # an adapter bug must not stall escalation
+            # No traceback: an adapter's exception text may quote an address.
+            log.error(
+                "notifier raised",
+                extra={
+                    "outbox_id": item.outbox_id,
+                    "channel": item.channel,
+                    "error": type(exc).__name__,
+                },
+            )
+            result = DeliveryResult.transient(f"adapter error: {type(exc).__name__}")
+        duration_s = time.monotonic() - started
+        duration_ms = int(duration_s * 1000)
+        withdrawn = result.detail == _CONSENT_WITHDRAWN
+        exhausted = await self._finish(item, result, duration_ms, stop=withdrawn)
+        if self._on_attempt is not None:
+            try:
+                self._on_attempt(item.channel.split(":")[0], result.outcome, duration_s)
+            except Exception:
+                log.exception("on_attempt observer failed", extra={"channel": item.channel})
+        if exhausted is not None and self._on_exhausted is not None:
+            try:
+                await self._on_exhausted(exhausted)
+            except Exception:
+                log.exception(
+                    "on_exhausted hook failed",
+                    extra={"incident_id": item.incident_id, "contact_id": item.contact_id},
+                )
+
+    async def _finish(
+        self, item: _Claimed, result: DeliveryResult, duration_ms: int, *, stop: bool
+    ) -> ContactExhausted | None:
+        """Record the attempt and move the row on; return a ContactExhausted to report."""
+        extra = {
+            "outbox_id": item.outbox_id,
+            "incident_id": item.incident_id,
+            "contact_id": item.contact_id,
+            "channel": item.channel,
+            "attempt": item.attempt,
+            "detail": result.detail,
+            "duration_ms": duration_ms,
+        }
+        delay = backoff_delay(item.attempt, self._settings, self._rng)
+        age_s = (datetime.now(UTC) - item.queued_at).total_seconds()
+        retry = (
+            result.outcome is Outcome.TRANSIENT
+            and item.attempt < self._settings.max_attempts
+            and age_s + delay <= self._settings.channel_deadline_s
+            and not stop
+        )
+        channels = [str(c) for c in item.payload.get("channels", [item.channel])]
+        exhausted: ContactExhausted | None = None
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                _ATTEMPT_SQL,
+                (
+                    item.outbox_id,
+                    item.incident_id,
+                    item.contact_id,
+                    item.channel,
+                    item.attempt,
+                    result.outcome.value,
+                    result.detail,
+                    duration_ms,
+                ),
+            )
+            guard = b" WHERE id = %s AND state = 'sending' AND attempts = %s"
+            if result.ok:
+                sql = (
+                    b"UPDATE notification_outbox SET state = 'delivered', delivered_at = now(),"
+                    b" lease_until = NULL, last_error = NULL" + guard
+                )
+                cur = await conn.execute(sql, (item.outbox_id, item.attempt))
+            elif retry:
+                sql = (
+                    b"UPDATE notification_outbox SET state = 'pending', lease_until = NULL,"
+                    b" last_error = %s, next_attempt_at = now() + make_interval(secs => %s)" + guard
+                )
+                cur = await conn.execute(sql, (result.detail, delay, item.outbox_id, item.attempt))
+            else:
+                sql = (
+                    b"UPDATE notification_outbox SET state = 'failed', lease_until = NULL,"
+                    b" last_error = %s" + guard
+                )
+                cur = await conn.execute(sql, (result.detail, item.outbox_id, item.attempt))
+            if cur.rowcount == 0:
+                # Our lease ran out and another worker owns the row now; it decides.
+                log.warning("notification lease lost", extra=extra)
+                return None
+            if not result.ok and not retry and not stop:
+                next_id = await self._next_channel(conn, item, channels)
+                if next_id is None:
+                    exhausted = ContactExhausted(
+                        item.incident_id, item.contact_id, tuple(channels), result.detail
+                    )
+        if result.ok:
+            log.info("notification delivered", extra=extra)
+        elif retry:
+            log.warning("notification attempt failed, will retry", extra=extra)
+        elif exhausted is not None:
+            log.warning("notification failed on every channel of the contact", extra=extra)
+        else:
+            log.warning("notification channel failed", extra=extra)
+        return exhausted
+
+    async def _next_channel(
+        self, conn: AsyncConn, item: _Claimed, channels: Sequence[str]
+    ) -> int | None:
+        """Queue the contact's next channel (due now); ``None`` when there is none left."""
+        for index in range(item.channel_index + 1, len(channels)):
+            cur = await conn.execute(
+                _INSERT_SQL,
+                (item.incident_id, item.contact_id, channels[index], index, Jsonb(item.payload)),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return int(row[0])
+        return None
+
+
+_STATUS_SQL = b"""
+SELECT contact_id,
+       bool_or(state = 'delivered') AS delivered,
+       bool_or(state IN ('pending', 'sending')) AS in_progress
+FROM notification_outbox
+WHERE incident_id = %s
+GROUP BY contact_id
+ORDER BY contact_id
+"""
+
+
+async def contact_status(conn: AsyncConn, incident_id: int) -> dict[str, str]:
+    """Per contact of an incident: ``delivered``, ``in_progress`` or ``failed`` (all channels).
+
+    The durable counterpart of ``on_exhausted`` (which is lost if the process dies between
+    the commit and the call): escalation can poll this after a restart.
+    """
+    cur = await conn.execute(_STATUS_SQL, (incident_id,))
+    out: dict[str, str] = {}
+    for contact_id, delivered, in_progress in await cur.fetchall():
+        if delivered:
+            out[str(contact_id)] = "delivered"
+        elif in_progress:
+            out[str(contact_id)] = "in_progress"
+        else:
+            out[str(contact_id)] = "failed"
+    return out
