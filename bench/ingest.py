@@ -205,6 +205,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2.0, help="stream messages/s per device")
     ap.add_argument("--duration", type=float, default=60.0, help="sustained phase, seconds")
     ap.add_argument("--backlog-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--client", choices=("native", "paho"), default="native", help="gateway's MQTT client"
+    )
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shg-bench-"))
@@ -236,7 +239,9 @@ def main() -> None:
             "SAFEHOME_MQTT__PASSWORD": gw_pw,
             "SAFEHOME_MQTT__CLIENT_ID": "bench-gateway",
             "SAFEHOME_API__PORT": str(api_port),
+            "SAFEHOME_API__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
             "SAFEHOME_LOG__LEVEL": "WARNING",
+            "SAFEHOME_MQTT__CLIENT": args.client,
         }
         api = f"http://127.0.0.1:{api_port}"
 
@@ -300,6 +305,7 @@ def main() -> None:
         window = max(report.ended_at - report.steady_at, 1e-9)
         sent = expected_total(report)
         result = {
+            "client": args.client,
             "devices": n_dev,
             "offered_msgs_per_s": round(report.publish_rate, 1),
             "msgs_per_s": round(stored / window, 1),

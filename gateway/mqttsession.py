@@ -12,7 +12,13 @@
   are dropped (the redelivered copies are stored idempotently and acked instead). This keeps
   a stale ack from ever acknowledging a different message that reuses the packet id.
 
-paho-mqtt runs the socket in its own thread; callbacks here only hand values on.
+Two implementations, chosen by ``mqtt.client``: ``native`` (:mod:`gateway.mqttclient`, the
+default, built for throughput) and ``paho`` (paho-mqtt 2.x, kept for comparison). Both run the
+socket in their own thread; the callbacks here only hand values on and log state changes:
+"broker connected" once, then "broker connection lost" / "broker connection restored" once per
+outage, and a refused connection once until the next success. If the network thread dies of an
+error, :attr:`MqttSession.alive` turns False and :attr:`MqttSession.failed` says why (the
+runtime's watchdog then fails the process, as for the ingest writer).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,23 +38,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.mqttclient import MqttClient, Received
 from gateway.settings import MqttSettings
+
+__all__ = ["MqttSession", "Received"]
 
 log = logging.getLogger(__name__)
 _PUBACK = struct.Struct("!BBH")
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One message as it came off the wire, with what is needed to acknowledge it."""
-
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: float
-    dup: bool
+def _ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
 
 
 class MqttSession:
@@ -64,61 +65,196 @@ class MqttSession:
         self._settings = settings
         self._on_message_cb = on_message
         self._subscriptions = subscriptions
-        self._generation = 0
-        self._lock = threading.Lock()
         self.connected = threading.Event()
         self._ever_connected = False
         self._down_since: float | None = None
+        self._refused_logged = False
         self._stopping = False
-        self._client = mqtt.Client(
+        cid = client_id or settings.client_id
+        self._native: MqttClient | None = None
+        self._paho: _PahoSession | None = None
+        if settings.client == "paho":
+            self._paho = _PahoSession(self, settings, cid)
+        else:
+            self._native = MqttClient(
+                settings.host,
+                settings.port,
+                cid,
+                on_message,
+                subscriptions,
+                username=settings.username,
+                password=(
+                    settings.password.get_secret_value() if settings.password is not None else None
+                ),
+                keepalive_s=settings.keepalive_s,
+                session_expiry_s=settings.session_expiry_s,
+                receive_maximum=settings.receive_maximum,
+                ssl_context=_ssl_context(settings),
+                reconnect_min_s=settings.reconnect_min_s,
+                reconnect_max_s=settings.reconnect_max_s,
+                on_connect=self._up,
+                on_disconnect=self._down,
+                on_refused=self._refused,
+            )
+
+    @property
+    def client(self) -> str:
+        """Which implementation runs this session: ``"native"`` or ``"paho"``."""
+        return "native" if self._native is not None else "paho"
+
+    @property
+    def generation(self) -> int:
+        if self._native is not None:
+            return self._native.generation
+        assert self._paho is not None
+        return self._paho.generation
+
+    @property
+    def alive(self) -> bool:
+        """False once the network thread has died of an error (True before start and after stop)."""
+        if self._native is not None:
+            return self._native.alive
+        assert self._paho is not None
+        return self._paho.alive
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that ended the network thread, if one did."""
+        if self._native is not None:
+            return self._native.failed
+        assert self._paho is not None
+        return self._paho.error
+
+    def start(self) -> None:
+        if self._native is not None:
+            self._native.start()
+        else:
+            assert self._paho is not None
+            self._paho.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._native is not None:
+            self._native.stop()
+        else:
+            assert self._paho is not None
+            self._paho.stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected.wait(timeout_s)
+
+    def ack_many(self, generation: int, mids: list[int]) -> bool:
+        """PUBACK many stored QoS 1 messages in one write; False if from an earlier connection."""
+        if self._native is not None:
+            return self._native.ack_many(generation, mids)
+        assert self._paho is not None
+        return self._paho.ack_many(generation, mids)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if self._native is not None:
+            self._native.publish(topic, payload, qos=qos, retain=retain)
+        else:
+            assert self._paho is not None
+            self._paho.client.publish(topic, payload, qos=qos, retain=retain)
+
+    # connection state (network thread of either implementation) ------------------------------
+
+    def _up(self, session_present: bool) -> None:
+        self.connected.set()
+        self._refused_logged = False
+        if not self._ever_connected:
+            self._ever_connected = True
+            log.info(
+                "broker connected",
+                extra={
+                    "host": self._settings.host,
+                    "port": self._settings.port,
+                    "session_present": session_present,
+                    "client": self.client,
+                },
+            )
+        elif self._down_since is not None:
+            log.warning(
+                "broker connection restored",
+                extra={
+                    "outage_s": round(time.monotonic() - self._down_since, 3),
+                    "session_present": session_present,
+                },
+            )
+        self._down_since = None
+
+    def _down(self, reason: str) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and self._down_since is None and not self._stopping:
+            self._down_since = time.monotonic()
+            log.warning("broker connection lost", extra={"reason": reason})
+
+    def _refused(self, reason: str) -> None:
+        if not self._refused_logged:
+            self._refused_logged = True
+            log.error("broker refused the gateway connection", extra={"reason": reason})
+
+
+class _PahoSession:
+    """The paho-mqtt implementation (``mqtt.client = "paho"``)."""
+
+    def __init__(self, owner: MqttSession, settings: MqttSettings, client_id: str) -> None:
+        self._owner = owner
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.error: BaseException | None = None
+        self._started = False
+        self._stopping = False
+        self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or settings.client_id,
+            client_id=client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
         if settings.password is not None:
-            self._client.username_pw_set(settings.username, settings.password.get_secret_value())
+            self.client.username_pw_set(settings.username, settings.password.get_secret_value())
         else:
-            self._client.username_pw_set(settings.username)
-        if settings.tls:
-            ctx = ssl.create_default_context(
-                cafile=str(settings.ca_file) if settings.ca_file else None
-            )
-            self._client.tls_set_context(ctx)
-        self._client.reconnect_delay_set(
+            self.client.username_pw_set(settings.username)
+        ctx = _ssl_context(settings)
+        if ctx is not None:
+            self.client.tls_set_context(ctx)
+        self.client.reconnect_delay_set(
             max(1, int(settings.reconnect_min_s)), max(1, int(settings.reconnect_max_s))
         )
-        self._client.max_inflight_messages_set(1000)
-        self._client.max_queued_messages_set(0)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
 
     @property
-    def generation(self) -> int:
-        return self._generation
+    def alive(self) -> bool:
+        # paho's loop thread clears ``_thread`` when it ends (pinned by ``paho-mqtt<3``).
+        if self.error is not None:
+            return False
+        return not self._started or self._stopping or self.client._thread is not None
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.session_expiry_s
         props.ReceiveMaximum = self._settings.receive_maximum
-        self._client.connect_async(
+        self.client.connect_async(
             self._settings.host,
             self._settings.port,
             keepalive=self._settings.keepalive_s,
             clean_start=False,
             properties=props,
         )
-        self._client.loop_start()
+        self._started = True
+        self.client.loop_start()
 
     def stop(self) -> None:
         self._stopping = True
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        return self.connected.wait(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
 
     def ack_many(self, generation: int, mids: list[int]) -> bool:
         """PUBACK many stored QoS 1 messages in one write; False if from an earlier connection.
@@ -133,14 +269,11 @@ class MqttSession:
         if not mids:
             return True
         with self._lock:
-            if generation != self._generation or not self.connected.is_set():
+            if generation != self.generation or not self._owner.connected.is_set():
                 return False
             packet = b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids])
-            rc = self._client._packet_queue(0x40, packet, 0, 1)
+            rc = self.client._packet_queue(0x40, packet, 0, 1)
             return rc == mqtt.MQTT_ERR_SUCCESS
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        self._client.publish(topic, payload, qos=qos, retain=retain)
 
     # paho callbacks (network thread) -------------------------------------------------------
 
@@ -153,37 +286,18 @@ class MqttSession:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the gateway connection", extra={"reason": str(reason_code)})
+            self._owner._refused(str(reason_code))
             return
         with self._lock:
-            self._generation += 1
+            self.generation += 1
         # retain_handling=1: retained state is sent only when the subscription is new, not
         # again on every reconnect of a persistent session.
         # no_local: our own acks and config messages are not sent back to us.
         opts = SubscribeOptions(
             qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
         )
-        client.subscribe([(f, opts) for f in self._subscriptions])
-        self.connected.set()
-        if not self._ever_connected:
-            self._ever_connected = True
-            log.info(
-                "broker connected",
-                extra={
-                    "host": self._settings.host,
-                    "port": self._settings.port,
-                    "session_present": flags.session_present,
-                },
-            )
-        elif self._down_since is not None:
-            log.warning(
-                "broker connection restored",
-                extra={
-                    "outage_s": round(time.monotonic() - self._down_since, 3),
-                    "session_present": flags.session_present,
-                },
-            )
-        self._down_since = None
+        client.subscribe([(f, opts) for f in self._owner._subscriptions])
+        self._owner._up(flags.session_present)
 
     def _on_disconnect(
         self,
@@ -193,22 +307,22 @@ class MqttSession:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        was_connected = self.connected.is_set()
-        self.connected.clear()
-        if was_connected and self._down_since is None and not self._stopping:
-            self._down_since = time.monotonic()
-            log.warning("broker connection lost", extra={"reason": str(reason_code)})
+        self._owner._down(str(reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = msg.payload
-        self._on_message_cb(
-            Received(
-                self._generation,
-                msg.mid,
-                msg.qos,
-                msg.topic,
-                payload if isinstance(payload, bytes) else bytes(payload),
-                time.time(),
-                bool(msg.dup),
+        try:
+            self._owner._on_message_cb(
+                Received(
+                    self.generation,
+                    msg.mid,
+                    msg.qos,
+                    msg.topic,
+                    payload if isinstance(payload, bytes) else bytes(payload),
+                    time.time(),
+                    bool(msg.dup),
+                )
             )
-        )
+        except BaseException as exc:  # paho's thread ends with it: let the watchdog know
+            self.error = exc
+            raise

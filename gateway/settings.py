@@ -32,13 +32,22 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.notify.settings import NotifySettings
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 ENV_PREFIX = "SAFEHOME_"
 
 # (section, key) pairs that hold secrets: refused in TOML, accepted from env or *_FILE.
 SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
-    {("database", "password"), ("mqtt", "password"), ("api", "jwt_secret")}
+    {
+        ("database", "password"),
+        ("mqtt", "password"),
+        ("api", "jwt_secret"),
+        # notify: webhook URLs/signing secrets and bot URLs (which embed their keys).
+        ("notify", "webhooks"),
+        ("notify", "bots"),
+    }
 )
 
 
@@ -102,6 +111,9 @@ class MqttSettings(_Section):
     reconnect_max_s: float = Field(30.0, gt=0)
     tls: bool = False
     ca_file: Path | None = None
+    # MQTT client implementation: "native" (gateway.mqttclient, built for throughput: big
+    # reads, many packets parsed per read) or "paho" (paho-mqtt, kept for comparison).
+    client: Literal["native", "paho"] = "native"
 
 
 class IngestSettings(_Section):
@@ -171,6 +183,21 @@ class AnalysisSettings(_Section):
     state_save_interval_s: float = Field(60.0, gt=0)
 
 
+class EscalationSettings(_Section):
+    """The escalation worker (``gateway.escalation.worker``) and its ladder file."""
+
+    enabled: bool = True
+    # Ladders (default + per-site overrides); a relative path is under the project root.
+    ladder_config: Path = Path("config/escalation.toml")
+    poll_interval_s: float = Field(1.0, gt=0)
+    batch_size: int = Field(50, ge=1, le=1000)
+
+    def ladder_path(self) -> Path:
+        """The ladder file as an absolute path."""
+        path = self.ladder_config
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -193,6 +220,8 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    notify: NotifySettings = NotifySettings()
+    escalation: EscalationSettings = EscalationSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
