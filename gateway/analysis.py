@@ -386,6 +386,10 @@ class MemoryStore:
 # --------------------------------------------------------------------------------------------
 
 _Conn = psycopg.Connection[tuple[Any, ...]]
+StoredHook = Callable[[_Conn, Sequence[DetectionRecord]], None]
+"""Called in the storing transaction with the detections that were new (not duplicates)."""
+CancelHook = Callable[[_Conn, str, float, str | None], None]
+"""Called with (connection, resident id, device time, device id) of a resident's cancel."""
 
 _INSERT_DETECTION = """
 INSERT INTO detections (kind, subject, condition, site_id, resident_id, device_id, location_id,
@@ -481,9 +485,21 @@ class PostgresStore:
     reconnects.
     """
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        *,
+        on_stored: StoredHook | None = None,
+        on_cancel: CancelHook | None = None,
+    ) -> None:
         self._settings = settings
         self._conn: _Conn | None = None
+        # The incident workflow's hooks (gateway.escalation.intake): ``on_stored`` runs in
+        # the transaction that stores detections, with the rows really inserted, so a
+        # detection is stored if and only if the workflow took it; ``on_cancel`` receives
+        # the resident's "I'm OK" (see :meth:`cancel`).
+        self._on_stored = on_stored
+        self._on_cancel = on_cancel
 
     def _connection(self) -> _Conn:
         if self._conn is None or self._conn.closed:
@@ -660,8 +676,16 @@ class PostgresStore:
         routine_days: Sequence[RoutineDay],
         vitals_days: Sequence[VitalsDay],
     ) -> int:
-        new: int = self._run(lambda conn: self._write(conn, detections, routine_days, vitals_days))
+        new: int = self._run(
+            lambda conn: self._write(conn, detections, routine_days, vitals_days, self._on_stored)
+        )
         return new
+
+    def cancel(self, resident_id: str, at: float, device_id: str | None) -> None:
+        """Hand the resident's "I'm OK" (device time ``at``) to the ``on_cancel`` hook."""
+        hook = self._on_cancel
+        if hook is not None:
+            self._run(lambda conn: hook(conn, resident_id, at, device_id))
 
     @staticmethod
     def _write(
@@ -669,8 +693,10 @@ class PostgresStore:
         detections: Sequence[DetectionRecord],
         routine_days: Sequence[RoutineDay],
         vitals_days: Sequence[VitalsDay],
+        on_stored: StoredHook | None = None,
     ) -> int:
         new = 0
+        inserted: list[DetectionRecord] = []
         with conn.transaction():
             for r in detections:
                 started = _utc(r.started)
@@ -682,6 +708,8 @@ class PostgresStore:
                      r.reason, Jsonb(dict(r.details), dumps=_dumps)),
                 )  # fmt: skip
                 new += max(cur.rowcount, 0)
+                if cur.rowcount > 0:
+                    inserted.append(r)
                 if r.resolved:
                     conn.execute(
                         _CLOSE_DETECTION,
@@ -698,6 +726,8 @@ class PostgresStore:
                 conn.execute(
                     _UPSERT_VITALS, (v.subject, v.day, list(v.heart_rate), list(v.breathing_rate))
                 )
+            if on_stored is not None and inserted:
+                on_stored(conn, inserted)
         return new
 
 
@@ -876,9 +906,14 @@ class AnalysisRunner:
         *,
         metrics_registry: CollectorRegistry | None = None,
         clock: Clock = time.time,
+        on_cancel: Callable[[str, float, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
+        # The resident's "I'm OK" (resident id, device time, device id), handed over after
+        # the detections queued before it are stored (e.g. PostgresStore.cancel).
+        self._on_cancel = on_cancel
+        self._pending_cancels: list[tuple[str, float, str | None]] = []
         self._clock = clock
         self._m = AnalysisMetrics(metrics_registry or CollectorRegistry(auto_describe=True))
         self._registry = RegistrySnapshot({})
@@ -995,6 +1030,7 @@ class AnalysisRunner:
     def flush(self, *, force: bool = False) -> None:
         """Write pending detections and day rows; on a store outage keep them for later."""
         if not (self._pending or self._pending_days or self._pending_vitals):
+            self._flush_cancels()
             return
         mono = time.monotonic()
         if not force and mono < self._retry_at:
@@ -1032,6 +1068,19 @@ class AnalysisRunner:
         self._pending = []
         self._pending_days.clear()
         self._pending_vitals.clear()
+        self._flush_cancels()
+
+    def _flush_cancels(self) -> None:
+        """Hand over queued resident cancels (their alarms are stored by now)."""
+        while self._pending_cancels and self._on_cancel is not None:
+            resident_id, t, device_id = self._pending_cancels[0]
+            try:
+                self._on_cancel(resident_id, t, device_id)
+            except StoreUnavailableError:
+                return  # kept: retried with the next flush
+            except Exception:
+                log.exception("resident cancel hook failed", extra={"device": device_id})
+            self._pending_cancels.pop(0)
 
     # -- threaded use ---------------------------------------------------------------------------
 
@@ -1319,6 +1368,8 @@ class AnalysisRunner:
         elif type_ == "cancel":
             res.routine.on_activity(t)
             if alarms:
+                if self._on_cancel is not None and res.resident_id is not None:
+                    self._pending_cancels.append((res.resident_id, t, dev.info.device_id))
                 cancelled = res.fusion.cancel(t)
                 if cancelled:
                     self._m.falls_cancelled.inc(len(cancelled))

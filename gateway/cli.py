@@ -213,6 +213,59 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_sla(args: argparse.Namespace) -> int:
+    from gateway.reports.sla import SiteNotFoundError, sla_report
+
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        try:
+            report = sla_report(conn, args.site, args.month)
+        except (SiteNotFoundError, ValueError) as exc:
+            print(f"safehome: {exc}", file=sys.stderr)
+            return 2
+    if args.csv:
+        csv_path = Path(args.csv)
+        csv_path.write_text(report.to_csv(), encoding="utf-8")
+        kpi_path = csv_path.with_name(csv_path.stem + "-kpis.csv")
+        kpi_path.write_text(report.kpis_csv(), encoding="utf-8")
+        print(f"wrote {csv_path} and {kpi_path}", file=sys.stderr)
+    if args.png:
+        print(f"wrote {report.to_png(args.png)}", file=sys.stderr)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(report.to_text(), end="")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """Create an API user; the password comes from stdin (piped) or a hidden prompt."""
+    import getpass
+
+    from gateway.api.auth import AuthError, create_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("safehome: passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        try:
+            user_id = create_user(conn, args.username, args.role, password,
+                                  site_id=args.site, residents=args.resident or ())  # fmt: skip
+        except (AuthError, ValueError) as exc:
+            print(f"safehome: {exc}", file=sys.stderr)
+            return 2
+        except psycopg.errors.IntegrityError as exc:
+            print(f"safehome: user not created: {exc.diag.message_primary}", file=sys.stderr)
+            return 2
+    print(f"user {user_id} created ({args.role})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safehome", description=__doc__)
     parser.add_argument("--config", help="settings overlay TOML (default: $SAFEHOME_CONFIG)")
@@ -284,6 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(
         "verify", help="walk the hash chain; exit 1 at the first broken entry"
     ).set_defaults(func=cmd_audit_verify)
+
+    report = sub.add_parser("report", help="reports").add_subparsers(
+        dest="report_cmd", required=True
+    )
+    sla = report.add_parser("sla", help="monthly SLA report of one site (answer times, uptime)")
+    sla.add_argument("--site", required=True, help="site id")
+    sla.add_argument("--month", required=True, help="local calendar month, YYYY-MM")
+    sla.add_argument("--csv", help="write incidents here and the KPIs to <stem>-kpis.csv")
+    sla.add_argument("--png", help="write the answer-time chart here (PNG)")
+    sla.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    sla.set_defaults(func=cmd_report_sla)
+
+    user = sub.add_parser("user", help="API users").add_subparsers(dest="user_cmd", required=True)
+    uadd = user.add_parser("add", help="create a user (password read from stdin or a prompt)")
+    uadd.add_argument("--username", required=True)
+    uadd.add_argument(
+        "--role",
+        required=True,
+        choices=["duty_staff", "supervisor", "family", "installer", "admin"],
+    )
+    uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
+    uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
+    uadd.set_defaults(func=cmd_user_add)
     return parser
 
 

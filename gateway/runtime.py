@@ -17,16 +17,23 @@ import logging
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import psycopg
 import uvicorn
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
+from gateway.api.auth import AuthError, check_jwt_secret
+from gateway.escalation import intake
+from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
+from gateway.escalation.worker import EscalationWorker
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
 from gateway.metrics import Metrics
 from gateway.mqttsession import MqttSession
+from gateway.notify.channels import Notifier, NotifyError, build_notifiers
+from gateway.notify.outbox import OutboxWorker
 from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
@@ -76,19 +83,36 @@ class Runtime:
         self.ingest: IngestPipeline | None = None
         self.session: MqttSession | None = None
         self.api_port: int | None = None
+        # The API's database pool (sync, autocommit): opened before the API, closed after it.
+        self.api_pool: ConnectionPool[Any] | None = None
+        # Workflow workers and their async pool (see _start_workflow).
+        self.workflow_pool: AsyncConnectionPool[Any] | None = None
+        self.escalation: EscalationWorker | None = None
+        self.outbox: OutboxWorker | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
+        if self._api_enabled:
+            try:
+                check_jwt_secret(s.api)  # refuse before anything starts
+            except AuthError as exc:
+                raise GatewayError(str(exc)) from None
+        workflow = self._load_workflow()  # refuse a bad ladder or channel before starting
         await asyncio.to_thread(wait_for_database, s)
         self.tsinfo = await asyncio.to_thread(self._prepare_database)
         log.info(
             "storage ready",
             extra={"timescaledb": self.tsinfo.edition.value, "version": self.tsinfo.version},
         )
+        # Stored detections become incidents in the storing transaction (escalation.intake).
+        store = PostgresStore(
+            s.database, on_stored=intake.on_detections_stored, on_cancel=intake.on_resident_cancel
+        )
         self.analysis = AnalysisRunner(
-            s.analysis, PostgresStore(s.database), metrics_registry=self.metrics.registry
+            s.analysis, store, metrics_registry=self.metrics.registry, on_cancel=store.cancel
         )
         await asyncio.to_thread(self.analysis.start)
+        await self._start_workflow(*workflow)
         self.ingest = IngestPipeline(
             s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver
         )
@@ -102,6 +126,52 @@ class Runtime:
         if self._api_enabled:
             await self._start_api()
         return self
+
+    def _load_workflow(self) -> tuple[EscalationConfig | None, dict[str, Notifier]]:
+        """The escalation ladders and notification channels, validated (or GatewayError)."""
+        s = self.settings
+        try:
+            ladders = load_ladders(s.escalation.ladder_path()) if s.escalation.enabled else None
+            notifiers = build_notifiers(s.notify) if s.notify.enabled else {}
+        except (EscalationConfigError, NotifyError) as exc:
+            raise GatewayError(str(exc)) from None
+        return ladders, notifiers
+
+    async def _start_workflow(
+        self, ladders: EscalationConfig | None, notifiers: dict[str, Notifier]
+    ) -> None:
+        """Start the notification outbox and escalation workers (tasks on their own pool).
+
+        A worker that dies ends :meth:`run` (the process fails); database outages are
+        retried inside the workers. They stop after ingest and analysis, before the pool.
+        """
+        s = self.settings
+        if not (s.notify.enabled or s.escalation.enabled):
+            return
+        db = s.database
+        self.workflow_pool = AsyncConnectionPool(
+            db.conninfo(), min_size=1, max_size=4, kwargs={"autocommit": True},
+            open=False, name="workflow",
+        )  # fmt: skip
+        await self.workflow_pool.open(wait=True, timeout=db.connect_timeout_s)
+        if ladders is not None:
+            self.escalation = EscalationWorker(
+                self.workflow_pool, ladders,
+                poll_interval_s=s.escalation.poll_interval_s,
+                batch_size=s.escalation.batch_size,
+                on_enqueued=lambda: self.outbox.wake() if self.outbox is not None else None,
+            )  # fmt: skip
+            self._tasks.append(asyncio.create_task(self.escalation.run(), name="escalation"))
+        if s.notify.enabled:
+            self.outbox = OutboxWorker(
+                self.workflow_pool, notifiers, s.notify,
+                on_exhausted=self.escalation.on_exhausted if self.escalation else None,
+            )  # fmt: skip
+            self._tasks.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
+        log.info(
+            "workflow workers started",
+            extra={"escalation": self.escalation is not None, "notify": self.outbox is not None},
+        )
 
     def _deliver(self, batch: Sequence[StoredMessage]) -> None:
         """The ingest sink (writer thread): analysis first (waits while its queue is full)."""
@@ -118,6 +188,12 @@ class Runtime:
             return info
 
     async def _start_api(self) -> None:
+        db = self.settings.database
+        self.api_pool = ConnectionPool(
+            db.conninfo(), min_size=1, max_size=db.pool_max, kwargs={"autocommit": True},
+            open=False, name="api",
+        )  # fmt: skip
+        await asyncio.to_thread(self.api_pool.open, True, db.connect_timeout_s)
         app = build_app(self)
         config = uvicorn.Config(
             app,
@@ -171,6 +247,11 @@ class Runtime:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether shutdown has begun (long-lived API streams end themselves on it)."""
+        return self._stop.is_set() or (self._server is not None and self._server.should_exit)
+
     async def run(self) -> None:
         """Run until stop is requested or a worker fails (then raise)."""
         stop = asyncio.create_task(self._stop.wait())
@@ -204,4 +285,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.api_pool is not None:
+            await asyncio.to_thread(self.api_pool.close, 5)
+        if self.workflow_pool is not None:  # after its workers' tasks ended above
+            await self.workflow_pool.close(timeout=5)
         log.info("gateway stopped")

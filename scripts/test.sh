@@ -3,5 +3,5 @@
 # test suite against real PostgreSQL/TimescaleDB and Mosquitto started by the fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --browser
 make check

@@ -83,6 +83,7 @@ def gateway_settings(db: Database, broker: Broker, **overrides: str) -> Settings
         "SAFEHOME_MQTT__RECONNECT_MIN_S": "0.2",
         "SAFEHOME_MQTT__RECONNECT_MAX_S": "1",
         "SAFEHOME_API__PORT": "0",
+        "SAFEHOME_API__JWT_SECRET": "test-" + uuid.uuid4().hex + uuid.uuid4().hex,
         "SAFEHOME_LOG__FORMAT": "text",
     }
     env.update(overrides)
@@ -93,6 +94,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a gateway subprocess."""
     d, m = settings.database, settings.mqtt
     assert d.password is not None and m.password is not None
+    assert settings.api.jwt_secret is not None
     return {
         "SAFEHOME_DATABASE__PORT": str(d.port),
         "SAFEHOME_DATABASE__NAME": d.name,
@@ -106,6 +108,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SAFEHOME_MQTT__RECONNECT_MIN_S": str(m.reconnect_min_s),
         "SAFEHOME_MQTT__RECONNECT_MAX_S": str(m.reconnect_max_s),
         "SAFEHOME_API__PORT": str(settings.api.port),
+        "SAFEHOME_API__JWT_SECRET": settings.api.jwt_secret.get_secret_value(),
         "SAFEHOME_LOG__FORMAT": "json",
     }
 

@@ -1,4 +1,14 @@
-"""HTTP API factory. ``build_app(runtime)`` wires routes to a running gateway."""
+"""HTTP API factory. ``build_app(runtime)`` wires routes to a running gateway.
+
+The app needs ``runtime.api_pool`` (a sync :class:`psycopg_pool.ConnectionPool` of
+autocommit connections, opened by the runtime before the API starts) and a token signing
+secret (:func:`gateway.api.auth.check_jwt_secret`); without a good secret it refuses to be
+built. Route handlers that touch the database are plain ``def`` functions: FastAPI runs
+them in its worker threads, so the sync workflow service never blocks the event loop.
+
+Every route declares who may call it (``**allow(...)`` or ``**PUBLIC``, see
+``gateway.api.auth``). OpenAPI stays published at ``/openapi.json`` and ``/docs``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +17,35 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.api.auth import PUBLIC, AuthError, build_auth_router, check_jwt_secret
+from gateway.api.routes_devices import build_devices_router
+from gateway.api.routes_family import build_family_router
+from gateway.api.routes_incidents import build_incidents_router
+from gateway.api.routes_live import LiveFeed, build_live_router
+from gateway.api.routes_pages import build_pages_router
+
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 
 def build_app(runtime: Runtime) -> FastAPI:
+    """The gateway's FastAPI app; raises :class:`AuthError` without a usable jwt_secret."""
+    settings = runtime.settings
+    secret = check_jwt_secret(settings.api)
+    pool = getattr(runtime, "api_pool", None)
+    if pool is None:
+        raise AuthError("the API needs the runtime's database pool (runtime.api_pool)")
     app = FastAPI(title="Safe-Home Guardian gateway", version="0.1.0")
+    app.state.jwt_secret = secret
+    app.state.token_ttl_s = settings.api.token_ttl_s
+    app.state.pool = pool
+    app.state.analysis_settings = settings.analysis
+    app.state.live_feed = LiveFeed(
+        pool, settings.database.conninfo(), stopping=lambda: runtime.stopping
+    )
 
-    @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)")
+    @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)",
+             **PUBLIC)  # fmt: skip
     def health() -> dict[str, object]:
         session, ingest = runtime.session, runtime.ingest
         return {
@@ -24,8 +55,16 @@ def build_app(runtime: Runtime) -> FastAPI:
             "timescaledb": runtime.tsinfo.edition.value if runtime.tsinfo else None,
         }
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",
+             **PUBLIC)  # fmt: skip
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(build_auth_router())
+    # The stream before /incidents/{incident_id}, which would otherwise match "stream".
+    app.include_router(build_live_router())
+    app.include_router(build_incidents_router())
+    app.include_router(build_family_router())
+    app.include_router(build_devices_router())
+    app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     return app

@@ -1,0 +1,250 @@
+"""The staff live feed: ``GET /incidents/stream`` (Server-Sent Events).
+
+Every incident change is a row of ``incident_events`` (raised, triggered, acknowledged,
+...); its id, a monotonic bigint, is the SSE event id. One :class:`LiveFeed` per app reads
+new rows and fans them out to the connected clients:
+
+- it wakes on ``LISTEN incident_events`` (the trigger of migration 0012 notifies on every
+  insert) and in any case every ``poll_s`` (200 ms), so a lost notification or a lost
+  listening connection only delays an event, never loses it;
+- each client has a bounded queue (``queue_size``); a client whose queue is full is
+  disconnected instead of slowing the others. It reconnects with ``Last-Event-ID`` and
+  resumes from the backlog; streams also end when the gateway stops;
+- a client that sends ``Last-Event-ID: N`` first receives every event with id > N that it
+  may see, then follows live; ids already sent are never repeated.
+
+Known limit: ids are assigned at insert and become visible at commit, so an event whose
+transaction commits after a later id has been read can be skipped by the follower (not by a
+resuming client's backlog read). Incident transactions are short, so this is rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import StreamingResponse
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolClosed
+
+from gateway.api.auth import STAFF, CurrentUser, allow
+from gateway.api.routes_incidents import scope_site
+
+log = logging.getLogger(__name__)
+
+_EVENTS_SQL = """
+SELECT e.id, e.incident_id, e.time, e.kind, e.actor, e.data,
+       i.site_id, i.resident_id, i.subject, i.type, i.priority, i.technical,
+       i.state AS incident_state
+FROM incident_events e JOIN incidents i ON i.id = e.incident_id
+WHERE e.id > %(after)s AND (%(site)s::text IS NULL OR i.site_id = %(site)s)
+ORDER BY e.id
+LIMIT %(limit)s
+"""
+_PAGE = 1000
+KEEPALIVE_S = 15.0
+_STOP_CHECK_S = 0.5  # how soon a stream notices the gateway stopping
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One client's bounded queue of events; ``overflowed`` once it fell behind."""
+
+    site_id: str | None
+    queue: asyncio.Queue[dict[str, Any]]
+    overflowed: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LiveFeed:
+    """Reads new timeline events once for all clients and fans them out."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        conninfo: str | None,
+        *,
+        poll_s: float = 0.2,
+        queue_size: int = 256,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._pool = pool
+        self.stopping = stopping
+        self._conninfo = conninfo
+        self._poll_s = poll_s
+        self._queue_size = queue_size
+        self._subs: set[Subscription] = set()
+        self._cursor = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def subscribers(self) -> int:
+        """How many clients are connected."""
+        return len(self._subs)
+
+    def fetch(self, after: int, site_id: str | None, limit: int = _PAGE) -> list[dict[str, Any]]:
+        """Events with id > ``after`` (of ``site_id``, or every site), oldest first."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows: list[dict[str, Any]] = cur.execute(
+                _EVENTS_SQL, {"after": after, "site": site_id, "limit": limit}
+            ).fetchall()
+            return rows
+
+    def _head(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM incident_events").fetchone()
+        return int(row[0]) if row else 0
+
+    async def subscribe(self, site_id: str | None) -> Subscription:
+        """Register a client: it receives every event committed after this call returns."""
+        async with self._lock:
+            if self._task is None:
+                self._cursor = await asyncio.to_thread(self._head)
+                self._task = asyncio.create_task(self._run(), name="live-feed")
+            sub = Subscription(site_id, asyncio.Queue(self._queue_size))
+            self._subs.add(sub)
+            return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a client (on disconnect)."""
+        self._subs.discard(sub)
+
+    async def _run(self) -> None:
+        listener: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while self._subs:
+                if listener is None or listener.closed:
+                    listener = await self._listen()
+                await self._wait(listener)
+                rows = await asyncio.to_thread(self.fetch, self._cursor, None)
+                for row in rows:
+                    self._cursor = row["id"]
+                    self._fan_out(row)
+        except (psycopg.OperationalError, PoolClosed) as exc:
+            log.warning("live feed: database unavailable", extra={"error": str(exc)})
+            for sub in list(self._subs):  # clients reconnect and resume with Last-Event-ID
+                self._drop(sub)
+        finally:
+            # No await between the loop's last check and here: a subscriber arriving from
+            # now on starts a new task instead of joining one that is ending.
+            if self._task is asyncio.current_task():
+                self._task = None
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any] | None:
+        if self._conninfo is None:
+            return None
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            await conn.execute("LISTEN incident_events")
+            return conn
+        except psycopg.OperationalError:
+            return None  # poll only; retried on the next round
+
+    async def _wait(self, listener: psycopg.AsyncConnection[Any] | None) -> None:
+        if listener is None:
+            await asyncio.sleep(self._poll_s)
+            return
+        try:
+            async for _ in listener.notifies(timeout=self._poll_s, stop_after=1):
+                pass
+        except psycopg.OperationalError:
+            await listener.close()
+            await asyncio.sleep(self._poll_s)
+
+    def _fan_out(self, row: dict[str, Any]) -> None:
+        for sub in list(self._subs):
+            if sub.site_id is not None and sub.site_id != row["site_id"]:
+                continue
+            try:
+                sub.queue.put_nowait(row)
+            except asyncio.QueueFull:
+                log.warning("live feed: slow client disconnected", extra={"event_id": row["id"]})
+                self._drop(sub)
+            else:
+                sub.wake.set()
+
+    def _drop(self, sub: Subscription) -> None:
+        sub.overflowed = True
+        self._subs.discard(sub)
+        sub.wake.set()
+
+
+def sse(row: dict[str, Any]) -> str:
+    """One event in SSE framing (id = the timeline event id)."""
+    data = json.dumps(jsonable_encoder(row), separators=(",", ":"))
+    return f"id: {row['id']}\nevent: incident\ndata: {data}\n\n"
+
+
+async def stream(
+    feed: LiveFeed, site_id: str | None, last_event_id: int | None
+) -> AsyncIterator[str]:
+    """The SSE body: the backlog after ``last_event_id``, then live events."""
+    sub = await feed.subscribe(site_id)
+    try:
+        sent = -1
+        yield f"retry: 1000\n: connected (subscribers {feed.subscribers})\n\n"
+        if last_event_id is not None:
+            after = last_event_id
+            while True:
+                rows = await asyncio.to_thread(feed.fetch, after, site_id)
+                for row in rows:
+                    yield sse(row)
+                    sent = after = row["id"]
+                if len(rows) < _PAGE:
+                    break
+        quiet_since = time.monotonic()
+        while not sub.overflowed and not feed.stopping():
+            if sub.queue.empty():
+                sub.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.wake.wait(), _STOP_CHECK_S)
+                if time.monotonic() - quiet_since > KEEPALIVE_S:
+                    yield ": keepalive\n\n"
+                    quiet_since = time.monotonic()
+                continue
+            quiet_since = time.monotonic()
+            row = sub.queue.get_nowait()
+            if row["id"] > sent:
+                yield sse(row)
+                sent = row["id"]
+    finally:
+        feed.unsubscribe(sub)
+
+
+def build_live_router() -> APIRouter:
+    """``GET /incidents/stream``."""
+    router = APIRouter(tags=["incidents"])
+
+    @router.get(
+        "/incidents/stream",
+        summary="Live incident changes (Server-Sent Events; resume with Last-Event-ID)",
+        response_class=StreamingResponse,
+        **allow(*STAFF),
+    )
+    async def incident_stream(
+        request: Request,
+        user: CurrentUser,
+        site: str | None = None,
+        last_event_id: int | None = Header(default=None, alias="Last-Event-ID", ge=0),
+    ) -> StreamingResponse:
+        site_id = scope_site(user, site)
+        feed: LiveFeed = request.app.state.live_feed
+        return StreamingResponse(
+            stream(feed, site_id, last_event_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router

@@ -1,0 +1,471 @@
+/* The duty staff console: open incidents live from the stream, SLA countdowns, the alarm for
+ * new emergencies, lifecycle actions and the resident context card.
+ *
+ * The stream (GET /incidents/stream) needs the Authorization header, which EventSource cannot
+ * send, so it is read with fetch() and a stream reader; on any end or error it reconnects with
+ * Last-Event-ID, and every event simply re-reads the list (the list is the source of truth). */
+"use strict";
+
+(() => {
+  const { api, el } = SHG;
+  const ACK_SLA_S = 60; // answer-time standard: acknowledge within 60 s
+  const ALARM_TYPES = new Set(["emergency_call", "fall"]);
+  const STAFF_ROLES = new Set(["duty_staff", "supervisor", "admin"]);
+  const BEEP_EVERY_MS = 2000;
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
+    board: $("board"), rows: $("incident-rows"), empty: $("empty"), count: $("count"),
+    detail: $("detail"), alarm: $("alarm"), alarmText: $("alarm-text"), error: $("error"),
+    errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
+  };
+
+  const state = {
+    incidents: [],
+    selectedId: null,
+    selected: null, // the selected incident with its timeline
+    card: null, // the selected incident's resident card
+    cards: new Map(), // resident id -> card (bed code, room) read this session
+    lastEventId: null,
+    alarmed: new Set(), // emergency incident ids already announced
+    muted: false,
+    audio: null,
+    beeps: 0,
+    stream: null, // AbortController of the running stream
+    refreshTimer: null,
+    live: false,
+  };
+
+  // -- errors ------------------------------------------------------------------------------
+
+  function showError(err) {
+    let text = err instanceof SHG.ApiError ? err.detail : String(err && err.message || err);
+    if (err instanceof SHG.ApiError) {
+      if (err.status === 409) text = `操作冲突 Conflict (409): 事件状态已变化，可能已有同事处理 — ${err.detail}`;
+      else if (err.status === 403) text = `无权限 Not allowed (403): ${err.detail}`;
+      else if (err.status === 404) text = `未找到 Not found (404): ${err.detail}`;
+      else if (err.status === 422) text = `输入有误 Invalid input (422): ${err.detail}`;
+      else text = `错误 Error (${err.status}): ${err.detail}`;
+    }
+    ui.errorText.textContent = text;
+    ui.error.hidden = false;
+  }
+  function clearError() { ui.error.hidden = true; ui.errorText.textContent = ""; }
+  $("error-close").addEventListener("click", clearError);
+
+  function handleAuthLoss(err) {
+    if (err instanceof SHG.ApiError && err.status === 401) {
+      signOut("登录已过期，请重新登录 · Session expired, please sign in again");
+      return true;
+    }
+    return false;
+  }
+
+  // -- sound -------------------------------------------------------------------------------
+
+  /* Browsers only start audio after a user gesture: this runs in the sign-in click. */
+  function unlockAudio() {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    if (!state.audio) state.audio = new Ctx();
+    if (state.audio.state === "suspended") state.audio.resume().catch(() => {});
+  }
+
+  function beep() {
+    state.beeps += 1;
+    document.body.dataset.beeps = String(state.beeps);
+    const ctx = state.audio;
+    document.body.dataset.audio = ctx ? ctx.state : "none";
+    if (!ctx || ctx.state !== "running") return;
+    const t = ctx.currentTime;
+    for (const [i, freq] of [[0, 880], [1, 660], [2, 880]]) {
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.type = "square";
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.0001, t + i * 0.25);
+      gain.gain.exponentialRampToValueAtTime(0.3, t + i * 0.25 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.25 + 0.22);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(t + i * 0.25);
+      osc.stop(t + i * 0.25 + 0.24);
+    }
+  }
+
+  // -- alarm -------------------------------------------------------------------------------
+
+  const alarming = () =>
+    state.incidents.filter((i) => i.state === "raised" && ALARM_TYPES.has(i.type));
+
+  function updateAlarm() {
+    const open = alarming();
+    let fresh = false;
+    for (const inc of open) {
+      if (!state.alarmed.has(inc.id)) { state.alarmed.add(inc.id); fresh = true; }
+    }
+    if (fresh) { state.muted = false; beep(); }
+    if (open.length === 0) {
+      ui.alarm.hidden = true;
+      ui.mute.hidden = true;
+      return;
+    }
+    const first = open[0];
+    const where = residentWhere(first);
+    const who = residentLabel(first) + (where ? ` (${where})` : "");
+    ui.alarmText.textContent = open.length === 1
+      ? `新紧急事件 NEW EMERGENCY: ${SHG.typeLabel(first.type)} — ${who} — 请立即确认 acknowledge now`
+      : `${open.length} 个紧急事件待确认 EMERGENCIES waiting: ${SHG.typeLabel(first.type)} — ${who} …`;
+    ui.alarm.hidden = false;
+    ui.mute.hidden = false;
+    ui.mute.textContent = state.muted ? "已静音 Muted" : "静音 Mute";
+  }
+
+  setInterval(() => {
+    if (!state.muted && alarming().length > 0) beep();
+  }, BEEP_EVERY_MS);
+
+  ui.alarm.addEventListener("click", () => {
+    const first = alarming()[0];
+    if (first) select(first.id);
+  });
+
+  ui.mute.addEventListener("click", () => {
+    state.muted = true;
+    ui.mute.textContent = "已静音 Muted";
+  });
+
+  // -- the incident list -------------------------------------------------------------------
+
+  function residentLabel(inc) {
+    const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
+    if (card) return card.display_name || card.elder_code || inc.resident_id;
+    return inc.resident_id || inc.subject;
+  }
+  function residentWhere(inc) {
+    const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
+    if (!card) return inc.resident_id ? "" : "设备/位置 device/location";
+    const parts = [card.bed_code && `床位 ${card.bed_code}`, card.room, card.address];
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  const elapsedS = (iso) => Math.max(0, (SHG.now() - Date.parse(iso)) / 1000);
+
+  function slaCell(inc) {
+    if (inc.state === "raised") {
+      const left = ACK_SLA_S - elapsedS(inc.raised_at);
+      return left > 0
+        ? { cls: "sla sla-ok", text: `剩 ${Math.ceil(left)} 秒 to ack` }
+        : { cls: "sla sla-over", text: `超时 OVERDUE +${SHG.duration(-left)}` };
+    }
+    const took = inc.time_to_acknowledge_s;
+    if (took === null || took === undefined) return { cls: "sla", text: "—" };
+    return took <= ACK_SLA_S
+      ? { cls: "sla sla-done", text: `${Math.round(took)} 秒内接单 acked` }
+      : { cls: "sla sla-over", text: `${SHG.duration(took)} 接单 (late)` };
+  }
+
+  function renderList() {
+    ui.rows.replaceChildren(...state.incidents.map((inc) => {
+      const sla = slaCell(inc);
+      const row = el("tr", {
+        class: `row p${inc.priority} state-${inc.state}${inc.id === state.selectedId ? " selected" : ""}`,
+        "data-incident-id": inc.id, "data-state": inc.state, tabindex: "0",
+        onclick: () => select(inc.id),
+        onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
+      },
+      el("td", {}, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
+      el("td", {}, residentLabel(inc), el("span", { class: "sub", text: residentWhere(inc) })),
+      el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
+      el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
+      el("td", {}, el("span", { class: sla.cls, text: sla.text })));
+      return row;
+    }));
+    ui.count.textContent = String(state.incidents.length);
+    ui.empty.hidden = state.incidents.length > 0;
+  }
+
+  function tick() {
+    for (const row of ui.rows.children) {
+      const inc = state.incidents.find((i) => String(i.id) === row.dataset.incidentId);
+      if (!inc) continue;
+      row.querySelector(".age").textContent = SHG.duration(elapsedS(inc.raised_at));
+      const sla = slaCell(inc);
+      const span = row.querySelector(".sla");
+      span.className = sla.cls;
+      span.textContent = sla.text;
+    }
+  }
+  setInterval(tick, 1000);
+
+  async function refresh() {
+    try {
+      state.incidents = await api("/incidents?state=open");
+      renderList();
+      updateAlarm();
+      if (state.selectedId !== null) await loadSelected(false);
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(refresh, 150);
+  }
+
+  // -- the stream --------------------------------------------------------------------------
+
+  function setLive(on) {
+    state.live = on;
+    ui.feed.className = on ? "feed feed-on" : "feed feed-off";
+    ui.feed.textContent = on ? "实时 Live: 已连接 connected" : "实时 Live: 重连中 reconnecting…";
+  }
+
+  /* Every event re-reads the list; a raised emergency is announced by updateAlarm(). */
+  function onEvent(_ev) {
+    scheduleRefresh();
+  }
+
+  async function runStream() {
+    const ctrl = new AbortController();
+    state.stream = ctrl;
+    let retryMs = 1000;
+    while (!ctrl.signal.aborted) {
+      try {
+        const headers = { Authorization: `Bearer ${SHG.token()}`, Accept: "text/event-stream" };
+        if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
+        const resp = await fetch("/incidents/stream", { headers, signal: ctrl.signal, cache: "no-store" });
+        if (resp.status === 401) { signOut("登录已过期 · Session expired"); return; }
+        if (!resp.ok || !resp.body) throw new Error(`stream answered ${resp.status}`);
+        setLive(true);
+        scheduleRefresh(); // whatever happened while (re)connecting
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value;
+          let cut;
+          while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
+            const frame = buf.slice(0, cut);
+            buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
+            let data = "";
+            let id = null;
+            for (const line of frame.split(/\r?\n/)) {
+              if (line.startsWith(":")) continue;
+              const i = line.indexOf(":");
+              const field = i < 0 ? line : line.slice(0, i);
+              const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+              if (field === "id") id = val;
+              else if (field === "data") data += (data ? "\n" : "") + val;
+              else if (field === "retry" && /^\d+$/.test(val)) retryMs = Number(val);
+            }
+            if (id !== null) state.lastEventId = id;
+            if (data) {
+              try { onEvent(JSON.parse(data)); } catch { /* a malformed event: skip it */ }
+            }
+          }
+        }
+      } catch (err) {
+        if (ctrl.signal.aborted) return;
+      }
+      setLive(false);
+      await new Promise((r) => setTimeout(r, retryMs));
+    }
+  }
+
+  // -- the selected incident ---------------------------------------------------------------
+
+  async function select(id) {
+    clearError();
+    state.selectedId = id;
+    state.selected = null;
+    state.card = null;
+    for (const row of ui.rows.children) {
+      row.classList.toggle("selected", row.dataset.incidentId === String(id));
+    }
+    await loadSelected(true);
+  }
+
+  async function loadSelected(withCard) {
+    const id = state.selectedId;
+    try {
+      const inc = await api(`/incidents/${id}`);
+      if (state.selectedId !== id) return;
+      state.selected = inc;
+      if (withCard && inc.resident_id) {
+        const card = await api(`/residents/${encodeURIComponent(inc.resident_id)}`); // audited read
+        if (state.selectedId !== id) return;
+        state.card = card;
+        state.cards.set(inc.resident_id, card);
+        renderList();
+        updateAlarm(); // the banner can name the bed and room now
+      }
+      renderDetail();
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+
+  async function act(path, body) {
+    const id = state.selectedId;
+    clearError();
+    try {
+      await api(`/incidents/${id}/${path}`, { method: "POST", body });
+      await refresh();
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+      await refresh();
+    }
+  }
+
+  function facts(pairs) {
+    const dl = el("dl", { class: "facts" });
+    for (const [k, v] of pairs) {
+      if (v === null || v === undefined || v === "") continue;
+      dl.append(el("dt", { text: k }), el("dd", { text: String(v) }));
+    }
+    return dl;
+  }
+
+  function actionsFor(inc) {
+    const box = el("div", { class: "actions", id: "actions" });
+    const s = inc.state;
+    if (s === "raised") {
+      box.append(el("button", { id: "act-acknowledge", class: "primary", type: "button",
+        onclick: () => act("acknowledge", undefined) }, "确认接单 Acknowledge"));
+    }
+    if (s === "acknowledged") {
+      const responder = el("input", { id: "responder", placeholder: "派出人员编号 Responder id",
+        maxlength: "64", "aria-label": "派出人员 Responder" });
+      box.append(el("form", { class: "rowform", onsubmit: (e) => {
+        e.preventDefault();
+        const who = responder.value.trim();
+        if (!who) { showError("请填写派出人员 Enter a responder"); return; }
+        act("dispatch", { responder: who });
+      } }, responder, el("button", { id: "act-dispatch", type: "submit" }, "派人 Dispatch")));
+    }
+    if (s === "dispatched") {
+      box.append(el("button", { id: "act-on-scene", type: "button",
+        onclick: () => act("on-scene", undefined) }, "已到场 On scene"));
+    }
+    if (s === "acknowledged" || s === "dispatched" || s === "on_scene") {
+      const outcome = el("select", { id: "outcome", "aria-label": "处理结果 Outcome" },
+        el("option", { value: "", text: "— 处理结果 Outcome —" }),
+        ...Object.keys(SHG.OUTCOME_LABELS).filter((o) => o !== "condition_cleared")
+          .map((o) => el("option", { value: o, text: SHG.outcomeLabel(o) })));
+      const notes = el("textarea", { id: "notes", maxlength: "2000",
+        placeholder: "备注 Notes (不要写入不必要的个人信息 no needless personal data)" });
+      box.append(el("form", { class: "rowform", onsubmit: (e) => {
+        e.preventDefault();
+        if (!outcome.value) { showError("请选择处理结果 Choose an outcome"); return; }
+        act("resolve", { outcome: outcome.value, notes: notes.value.trim() || null });
+      } }, outcome, notes, el("button", { id: "act-resolve", class: "danger", type: "submit" }, "结案 Resolve")));
+    }
+    if (!box.children.length) box.append(el("p", { class: "empty", text: "无可用操作 No actions" }));
+    return box;
+  }
+
+  function cardView(card) {
+    const flags = el("p", {},
+      card.high_risk ? el("span", { class: "flag", text: "高风险 High risk" }) : null,
+      card.lives_alone ? el("span", { class: "flag", text: "独居 Lives alone" }) : null);
+    const v = card.last_vitals;
+    const vitals = v
+      ? `心率 HR ${v.heart_rate ?? "—"} · 呼吸 RR ${v.breathing_rate ?? "—"} · ` +
+        `${v.presence === true ? "在床 in bed" : v.presence === false ? "离床 out of bed" : ""} (${SHG.clock(v.time)})`
+      : "24 小时内无数据 No vitals in 24 h";
+    return el("div", { id: "resident-card" },
+      el("h3", { text: "住户 Resident" }),
+      flags,
+      facts([
+        ["姓名 Name", card.display_name], ["编号 Elder code", card.elder_code],
+        ["床位 Bed", card.bed_code], ["房间 Room", card.room], ["地址 Address", card.address],
+        ["护理等级 Care level", card.care_level], ["最近体征 Last vitals", vitals],
+      ]),
+      el("h3", { text: "联系人 Contacts" }),
+      card.contacts && card.contacts.length
+        ? el("ul", { class: "history" }, ...card.contacts.map((c) => el("li", {},
+          `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · ${c.phone || c.email || "—"}`)))
+        : el("p", { class: "empty", text: "无联系人 None" }),
+      el("h3", { text: "近期事件 Recent incidents" }),
+      el("ul", { class: "history" }, ...(card.recent_incidents || []).map((r) => el("li", {},
+        `${SHG.clock(r.raised_at)} · ${SHG.typeLabel(r.type)} · ${SHG.stateLabel(r.state)}` +
+        (r.outcome ? ` · ${SHG.outcomeLabel(r.outcome)}` : "")))));
+  }
+
+  function renderDetail() {
+    const inc = state.selected;
+    if (!inc) return;
+    ui.detail.replaceChildren(
+      el("h2", { id: "detail-title" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
+      el("p", { class: "state", id: "detail-state", "data-state": inc.state, text: SHG.stateLabel(inc.state) }),
+      facts([
+        ["发生 Raised", SHG.clock(inc.raised_at)],
+        ["原因 Reason", inc.reason],
+        ["触发次数 Triggers", inc.trigger_count > 1 ? inc.trigger_count : null],
+        ["接单人 Acknowledged by", inc.acknowledged_by],
+        ["接单用时 Time to ack", inc.time_to_acknowledge_s != null ? SHG.duration(inc.time_to_acknowledge_s) : null],
+        ["派出 Responder", inc.responder],
+        ["结果 Outcome", inc.outcome && SHG.outcomeLabel(inc.outcome)],
+      ]),
+      actionsFor(inc),
+      state.card ? cardView(state.card) : null,
+      el("h3", { text: "时间线 Timeline" }),
+      el("ol", { class: "timeline", id: "timeline" }, ...(inc.timeline || []).map((e) =>
+        el("li", { "data-kind": e.kind }, `${SHG.clock(e.time)} · ${e.kind} · ${e.actor}`))),
+    );
+  }
+
+  // -- sign-in -----------------------------------------------------------------------------
+
+  function showBoard() {
+    ui.login.hidden = true;
+    ui.board.hidden = false;
+    ui.signOut.hidden = false;
+    setLive(false);
+    refresh();
+    runStream();
+  }
+
+  function signOut(message) {
+    if (state.stream) state.stream.abort();
+    SHG.signOut();
+    Object.assign(state, { incidents: [], selectedId: null, selected: null, card: null, lastEventId: null });
+    state.cards.clear();
+    ui.board.hidden = true;
+    ui.login.hidden = false;
+    ui.signOut.hidden = true;
+    ui.alarm.hidden = true;
+    ui.mute.hidden = true;
+    ui.feed.className = "feed feed-off";
+    ui.feed.textContent = "实时 Live: 未连接 offline";
+    if (message) showError(message);
+  }
+  ui.signOut.addEventListener("click", () => signOut());
+
+  ui.form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    unlockAudio(); // the click is the user gesture that lets the alarm sound
+    try {
+      const tok = await SHG.signIn(ui.user.value.trim(), ui.pass.value);
+      ui.pass.value = "";
+      if (!STAFF_ROLES.has(tok.role)) {
+        SHG.signOut();
+        showError("此页面仅供值班人员使用；家属请使用 /family · Staff only; family members use /family");
+        return;
+      }
+      showBoard();
+    } catch (err) {
+      showError(err instanceof SHG.ApiError && err.status === 401
+        ? "用户名或密码错误 · Incorrect username or password" : err);
+    }
+  });
+
+  // A reload within the tab keeps the session; sound needs one click to be allowed again.
+  if (SHG.token() && STAFF_ROLES.has(SHG.role())) {
+    document.addEventListener("click", unlockAudio, { once: true });
+    showBoard();
+  }
+})();

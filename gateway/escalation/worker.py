@@ -1,0 +1,394 @@
+"""The escalation worker: database timers move unacknowledged incidents up the ladder.
+
+Every new incident gets a row in ``incident_escalations`` (see
+:mod:`gateway.escalation.intake`), due at once. The worker claims due rows with
+``FOR UPDATE SKIP LOCKED`` (several workers may run) and, **in one transaction per row**:
+
+1. stops the escalation when the incident is no longer ``raised`` — a human acknowledged it
+   (or staff cancelled it, the resident cancelled it, the system cleared it): escalation
+   stops only on that, never because a notification was delivered;
+2. otherwise, when the current tier timed out (or its channels all failed: ``advance_early``),
+   performs the next tier that applies to the incident's priority and has someone to
+   reach — staff pages for the on-duty staff or supervisors (``staff_pages``, from the duty
+   roster), outbox rows for the consented contacts (:func:`gateway.notify.enqueue_incident`),
+   or the emergency-services instruction for every staff member of the site; tiers with
+   nobody to reach are skipped (and audited);
+3. or, when only a reminder is due, pages the current tier again;
+4. advances the row (tier, tier_started_at, next_at, reminders_sent) and appends an audit
+   entry.
+
+Because the tier's notifications, the row's advance and the audit entry commit together,
+a crash or restart between tiers neither loses nor repeats a tier. Times come from the
+database clock (``now()``), so several gateways agree and tests can use short ladders.
+Logs carry incident ids, tier names and counts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.escalation.ladder import Audience, EscalationConfig, Ladder
+from gateway.escalation.roster import DutyRole, on_duty_async
+from gateway.notify.outbox import ContactExhausted, IncidentNotice, contact_status, enqueue_incident
+
+log = logging.getLogger(__name__)
+
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+FaultHook = Callable[[int, int], Awaitable[None]]
+"""Test plug point: awaited with (incident id, tier) just before a tier's commit."""
+
+_CLAIM = b"""
+SELECT e.incident_id, e.site_id, e.tier, e.tier_started_at, e.reminders_sent, e.advance_early,
+       i.state, i.priority, i.type, i.resident_id, i.raised_at, now(), i.technical
+FROM incident_escalations e JOIN incidents i ON i.id = e.incident_id
+WHERE e.stopped_at IS NULL AND e.next_at <= now()
+ORDER BY e.next_at
+LIMIT 1
+FOR UPDATE OF e SKIP LOCKED
+"""
+
+_PAGE = b"""
+INSERT INTO staff_pages (incident_id, site_id, tier, tier_name, sequence, user_id, role, kind,
+                         message)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (incident_id, tier, sequence, user_id) DO NOTHING
+"""
+
+_ADVANCE = b"""
+UPDATE incident_escalations
+SET tier = %s, tier_started_at = %s, next_at = %s, reminders_sent = 0, advance_early = false
+WHERE incident_id = %s
+"""
+
+_REMIND = b"""
+UPDATE incident_escalations
+SET next_at = %s, reminders_sent = reminders_sent + 1, advance_early = false
+WHERE incident_id = %s
+"""
+
+_STOP = b"""
+UPDATE incident_escalations SET stopped_at = now(), stop_reason = %s WHERE incident_id = %s
+"""
+
+_POSTPONE = b"""
+UPDATE incident_escalations SET next_at = now() + make_interval(secs => %s)
+WHERE incident_id = %s AND stopped_at IS NULL
+"""
+_POSTPONE_S = 30.0
+
+_AUDIT = b"SELECT seq FROM audit_append(%s, %s, %s, %s)"
+
+_EARLY = b"""
+UPDATE incident_escalations SET advance_early = true, next_at = now()
+WHERE incident_id = %s AND stopped_at IS NULL AND tier = %s
+"""
+
+_ROW_FOR_EARLY = b"""
+SELECT site_id, tier FROM incident_escalations
+WHERE incident_id = %s AND stopped_at IS NULL
+FOR UPDATE
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    incident_id: int
+    site_id: str
+    tier: int
+    tier_started_at: datetime | None
+    reminders_sent: int
+    advance_early: bool
+    state: str
+    priority: int
+    type: str
+    resident_id: str | None
+    raised_at: datetime
+    now: datetime
+    technical: bool
+
+
+class EscalationWorker:
+    """Claims due escalation timers and performs their tiers (see the module docs)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        config: EscalationConfig,
+        *,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 50,
+        on_enqueued: Callable[[], None] | None = None,
+        before_commit: FaultHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._config = config
+        self._poll_interval_s = poll_interval_s
+        self._batch_size = batch_size
+        self._on_enqueued = on_enqueued  # e.g. OutboxWorker.wake
+        self._before_commit = before_commit
+        self._wake = asyncio.Event()
+        self._db_down = False
+        self._claimed: int | None = None  # the row being handled (for _postpone)
+
+    def wake(self) -> None:
+        """Look for due timers now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Escalate until cancelled. Database outages are logged once and retried."""
+        while True:
+            try:
+                handled = await self.run_once()
+                if self._db_down:
+                    self._db_down = False
+                    log.info("escalation: database back")
+            except psycopg.OperationalError as exc:
+                handled = 0
+                if not self._db_down:
+                    self._db_down = True
+                    log.warning(
+                        "escalation: database unavailable", extra={"error": type(exc).__name__}
+                    )
+            if handled >= self._batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Handle up to ``batch_size`` due timers, one transaction each; return how many."""
+        handled = 0
+        enqueued = False
+        while handled < self._batch_size:
+            async with self._pool.connection() as conn:
+                try:
+                    step = await self._step(conn)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:  # one bad row must not stop every escalation
+                    await self._postpone(conn, exc)
+                    step = False
+            if step is None:
+                break
+            handled += 1
+            enqueued = enqueued or step
+        if enqueued and self._on_enqueued is not None:
+            self._on_enqueued()
+        return handled
+
+    async def on_exhausted(self, exhausted: ContactExhausted) -> None:
+        """Outbox hook: a contact could not be reached on any channel.
+
+        When the current tier is the contacts tier and no contact of the incident was
+        reached or is still being tried, the next tier is due now (not at the timeout).
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_ROW_FOR_EARLY, (exhausted.incident_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return
+            site_id, tier = str(row[0]), int(row[1])
+            ladder = self._config.ladder(site_id)
+            if not 0 <= tier < len(ladder.tiers):
+                return
+            if ladder.tiers[tier].audience is not Audience.CONTACTS:
+                return
+            status = await contact_status(conn, exhausted.incident_id)
+            if any(s != "failed" for s in status.values()):
+                return
+            await conn.execute(_EARLY, (exhausted.incident_id, tier))
+        log.info(
+            "escalation: contacts unreachable, next tier early",
+            extra={"incident_id": exhausted.incident_id, "tier": ladder.tiers[tier].name},
+        )
+        self.wake()
+
+    # -- one timer ---------------------------------------------------------------------
+
+    async def _step(self, conn: AsyncConn) -> bool | None:
+        """Handle one due timer; ``None`` when none is due, else whether outbox rows were
+        queued."""
+        async with conn.transaction():
+            cur = await conn.execute(_CLAIM)
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            due = _Due(
+                int(row[0]), str(row[1]), int(row[2]), row[3], int(row[4]), bool(row[5]),
+                str(row[6]), int(row[7]), str(row[8]), row[9], row[10], row[11], bool(row[12]),
+            )  # fmt: skip
+            self._claimed = due.incident_id
+            if due.state != "raised":
+                await self._stop(conn, due)
+                return False
+            ladder = self._config.ladder(due.site_id)
+            enqueued = await self._escalate(conn, due, ladder)
+            if self._before_commit is not None:
+                await self._before_commit(due.incident_id, due.tier)
+        return enqueued
+
+    async def _escalate(self, conn: AsyncConn, due: _Due, ladder: Ladder) -> bool:
+        current = min(due.tier, len(ladder.tiers) - 1)
+        timed_out = (
+            current < 0
+            or due.advance_early
+            or due.tier_started_at is None
+            or due.now >= due.tier_started_at + _seconds(ladder.timeout_s(current, due.priority))
+        )
+        if timed_out:
+            index = current
+            while (nxt := ladder.next_tier(index, due.priority)) is not None:
+                reached, enqueued = await self._perform(conn, due, ladder, nxt, 0)
+                if reached:
+                    next_at = _next_at(ladder, nxt, due.priority, due.now, due.now)
+                    await conn.execute(_ADVANCE, (nxt, due.now, next_at, due.incident_id))
+                    tier = ladder.tiers[nxt]
+                    await _audit(conn, due.incident_id, "escalation.tier", {
+                        "tier": nxt, "name": tier.name, "audience": tier.audience.value,
+                        "reached": reached, "early": due.advance_early,
+                        "next_at": next_at.isoformat(),
+                    })  # fmt: skip
+                    log.info(
+                        "escalation tier reached",
+                        extra={"incident_id": due.incident_id, "tier": nxt, "tier_name": tier.name,
+                               "reached": reached, "early": due.advance_early},
+                    )  # fmt: skip
+                    return enqueued
+                await _audit(conn, due.incident_id, "escalation.tier_skipped",
+                             {"tier": nxt, "name": ladder.tiers[nxt].name,
+                              "reason": "nobody to reach"})  # fmt: skip
+                log.info(
+                    "escalation tier skipped: nobody to reach",
+                    extra={"incident_id": due.incident_id, "tier_name": ladder.tiers[nxt].name},
+                )
+                index = nxt
+            if current < 0:
+                return await self._unreachable(conn, due, ladder)
+        # A reminder at the current tier (also: the ladder's end, repeated until acknowledged).
+        sequence = due.reminders_sent + 1
+        reached, enqueued = await self._perform(conn, due, ladder, current, sequence)
+        started = due.tier_started_at or due.now
+        next_at = _next_at(ladder, current, due.priority, started, due.now)
+        await conn.execute(_REMIND, (next_at, due.incident_id))
+        await _audit(conn, due.incident_id, "escalation.reminder", {
+            "tier": current, "name": ladder.tiers[current].name, "sequence": sequence,
+            "reached": reached, "next_at": next_at.isoformat(),
+        })  # fmt: skip
+        log.info(
+            "escalation reminder",
+            extra={"incident_id": due.incident_id, "tier_name": ladder.tiers[current].name,
+                   "sequence": sequence, "reached": reached},
+        )  # fmt: skip
+        return enqueued
+
+    async def _postpone(self, conn: AsyncConn, exc: psycopg.Error) -> None:
+        """The row's transaction failed on a data error: retry it later, keep the others."""
+        incident_id, self._claimed = self._claimed, None
+        log.error(
+            "escalation step failed; retrying the row later",
+            extra={"incident_id": incident_id, "error": type(exc).__name__},
+        )
+        if incident_id is None:
+            raise exc  # the claim itself failed: nothing to set aside
+        await conn.execute(_POSTPONE, (_POSTPONE_S, incident_id))
+
+    async def _unreachable(self, conn: AsyncConn, due: _Due, ladder: Ladder) -> bool:
+        """No tier reached anyone yet (e.g. nobody on shift): keep trying, never give up.
+
+        The timer stays before the first tier and comes back at that tier's pace; only an
+        incident that no tier applies to at all (by priority) stops escalating.
+        """
+        first = ladder.next_tier(-1, due.priority)
+        if first is None:
+            await conn.execute(_STOP, ("no applicable tier", due.incident_id))
+            await _audit(conn, due.incident_id, "escalation.stopped",
+                         {"reason": "no applicable tier"})  # fmt: skip
+            log.info("escalation: no tier applies", extra={"incident_id": due.incident_id})
+            return False
+        next_at = _next_at(ladder, first, due.priority, due.now, due.now)
+        await conn.execute(_REMIND, (next_at, due.incident_id))
+        data = {"attempt": due.reminders_sent + 1, "next_at": next_at.isoformat()}
+        await _audit(conn, due.incident_id, "escalation.unreachable", data)
+        log.error(
+            "escalation: no tier reaches anyone, retrying",
+            extra={"incident_id": due.incident_id, "attempt": due.reminders_sent + 1},
+        )
+        return False
+
+    async def _perform(
+        self, conn: AsyncConn, due: _Due, ladder: Ladder, index: int, sequence: int
+    ) -> tuple[int, bool]:
+        """Do tier ``index``'s action; return (how many were reached, outbox rows queued)."""
+        tier = ladder.tiers[index]
+        if tier.audience in (Audience.DUTY_STAFF, Audience.SUPERVISOR):
+            role = DutyRole(tier.audience.value)
+            users = await on_duty_async(conn, due.site_id, role, due.now)
+            kind = "page" if sequence == 0 else "reminder"
+            text = (
+                f"incident {due.incident_id} ({due.type}, priority {due.priority}) is not "
+                f"acknowledged: please acknowledge [{tier.name}]"
+            )
+            for user_id in users:
+                await conn.execute(
+                    _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, user_id,
+                            role.value, kind, text),
+                )  # fmt: skip
+            return len(users), False
+        if tier.audience is Audience.EMERGENCY:
+            assert tier.instruction is not None
+            text = f"incident {due.incident_id} ({due.type}): {tier.instruction}"
+            await conn.execute(
+                _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, "", "all",
+                        "instruction", text),
+            )  # fmt: skip
+            return 1, False
+        # Contacts: care incidents only (a device's trouble is the staff's business), queued
+        # once per incident (the outbox retries and falls back by itself).
+        if due.technical or due.resident_id is None or sequence > 0:
+            return 0, False
+        result = await enqueue_incident(
+            conn, IncidentNotice(due.incident_id, due.resident_id, due.type, due.raised_at)
+        )
+        return len(result.outbox_ids), bool(result.outbox_ids)
+
+    async def _stop(self, conn: AsyncConn, due: _Due) -> None:
+        reason = due.state  # acknowledged, dispatched, cancelled, resolved, ...
+        await conn.execute(_STOP, (reason, due.incident_id))
+        await _audit(conn, due.incident_id, "escalation.stopped",
+                     {"reason": reason, "tier": due.tier})  # fmt: skip
+        log.info(
+            "escalation stopped",
+            extra={"incident_id": due.incident_id, "reason": reason, "tier": due.tier},
+        )
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _next_at(
+    ladder: Ladder, index: int, priority: int, started: datetime, now: datetime
+) -> datetime:
+    """The tier's next reminder or its timeout, whichever comes first (always after ``now``)."""
+    timeout_at = started + _seconds(ladder.timeout_s(index, priority))
+    reminder = ladder.reminder_s(index, priority)
+    next_at = timeout_at if reminder is None else min(timeout_at, now + _seconds(reminder))
+    if next_at <= now:  # past the timeout with no further tier: repeat at the tier's pace
+        next_at = now + _seconds(
+            reminder if reminder is not None else ladder.timeout_s(index, priority)
+        )
+    return next_at
+
+
+async def _audit(conn: AsyncConn, incident_id: int, action: str, data: dict[str, Any]) -> None:
+    await conn.execute(_AUDIT, ("system", action, f"incident:{incident_id}", Jsonb(data)))

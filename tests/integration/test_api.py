@@ -1,0 +1,331 @@
+"""The HTTP API against a real gateway (real server, real PostgreSQL): auth and role rules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from gateway.api.app import build_app
+from gateway.api.auth import (
+    MIN_SECRET_LENGTH,
+    PUBLIC_ROLE,
+    ROLES_KEY,
+    AuthError,
+    Principal,
+    UserRole,
+    check_jwt_secret,
+    create_user,
+    issue_token,
+)
+from gateway.runtime import GatewayError
+from gateway.settings import load_settings
+from gateway.workflow.service import IncidentService, Trigger
+from gateway.workflow.transitions import IncidentType
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    gateway_settings,
+    make_site,
+    settings_env,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-secret-" + uuid.uuid4().hex + uuid.uuid4().hex
+PASSWORD = "pw-" + uuid.uuid4().hex[:12]
+ROLES = ("anonymous", "duty_staff", "supervisor", "family", "installer", "admin")
+
+
+@dataclass
+class Env:
+    """A running gateway with two sites, users of every role, and incidents."""
+
+    gw: InProcessGateway
+    db: Database
+    tokens: dict[str, str]
+    inc_a: int
+    inc_b: int
+
+    def client(self, who: str) -> httpx.Client:
+        headers = {} if who == "anonymous" else {"Authorization": f"Bearer {self.tokens[who]}"}
+        return httpx.Client(base_url=self.gw.api_url, headers=headers, timeout=10)
+
+
+def _raise(db: Database, site: str, resident: str, kind: IncidentType) -> int:
+    with db.connect() as conn:
+        incident, _ = IncidentService(conn).raise_or_join(
+            Trigger(kind, site, datetime.now(UTC), "test trigger", resident_id=resident)
+        )
+    return incident.id
+
+
+def _token(base_url: str, username: str, password: str) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/auth/token", data={"username": username, "password": password}, timeout=10
+    )
+
+
+@pytest.fixture
+def env(db: Database, broker: Broker) -> Iterator[Env]:
+    make_site(db, broker, site_id="site-a", beds=2)
+    make_site(db, broker, site_id="site-b", beds=1)
+    with db.connect() as conn:
+        conn.execute(
+            "UPDATE residents SET consent_family_health = true WHERE resident_id = 'site-a-r0'"
+        )
+        conn.execute(
+            "INSERT INTO readings (time, device_id, msg_id, seq, type, presence, heart_rate, "
+            "breathing_rate, received_at) VALUES (now(), 'site-a-bs0', 'm1', 1, 'vitals', true, "
+            "62, 14, now())"
+        )
+        conn.execute(
+            "INSERT INTO contacts (contact_id, resident_id, kind, display_name, relation, phone) "
+            "VALUES ('c1', 'site-a-r0', 'family', 'Daughter', 'daughter', '13800000000')"
+        )
+        create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
+        create_user(conn, "sup-a", "supervisor", PASSWORD, site_id="site-a")
+        create_user(conn, "inst-a", "installer", PASSWORD, site_id="site-a")
+        create_user(conn, "root", "admin", PASSWORD)
+        create_user(conn, "fam-b", "family", PASSWORD, residents=["site-b-r0"])
+    settings = gateway_settings(db, broker, SAFEHOME_API__JWT_SECRET=SECRET)
+    # The family user comes from the CLI: password on stdin.
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+    cli_env.update(settings_env(settings))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "user", "add", "--username", "fam-a",
+         "--role", "family", "--resident", "site-a-r0"],
+        check=False, input=PASSWORD + "\n", env=cli_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    inc_a = _raise(db, "site-a", "site-a-r0", IncidentType.FALL)
+    inc_b = _raise(db, "site-b", "site-b-r0", IncidentType.EMERGENCY_CALL)
+    with InProcessGateway(settings) as gw:
+        names = {"duty_staff": "duty-a", "supervisor": "sup-a", "family": "fam-a",
+                 "installer": "inst-a", "admin": "root"}  # fmt: skip
+        tokens = {}
+        for role, name in names.items():
+            resp = _token(gw.api_url, name, PASSWORD)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["role"] == role
+            tokens[role] = resp.json()["access_token"]
+        yield Env(gw, db, tokens, inc_a, inc_b)
+
+
+# Expected status per role: anonymous, duty_staff, supervisor, family, installer, admin.
+GET_MATRIX: list[tuple[str, tuple[int, ...]]] = [
+    ("/health", (200, 200, 200, 200, 200, 200)),
+    ("/metrics", (200, 200, 200, 200, 200, 200)),
+    ("/openapi.json", (200, 200, 200, 200, 200, 200)),
+    ("/docs", (200, 200, 200, 200, 200, 200)),
+    ("/incidents", (401, 200, 200, 403, 403, 200)),
+    ("/incidents?site=site-b", (401, 403, 403, 403, 403, 200)),
+    ("/incidents/{inc_a}", (401, 200, 200, 403, 403, 200)),
+    ("/incidents/{inc_b}", (401, 404, 404, 403, 403, 200)),
+    ("/incidents/999999", (401, 404, 404, 403, 403, 404)),
+    ("/residents/site-a-r0", (401, 200, 200, 403, 403, 200)),
+    ("/residents/site-b-r0", (401, 404, 404, 403, 403, 200)),
+    ("/family/residents", (401, 403, 403, 200, 403, 403)),
+    ("/family/residents/site-a-r0", (401, 403, 403, 200, 403, 403)),
+    ("/family/residents/site-b-r0", (401, 403, 403, 404, 403, 403)),
+    ("/family/residents/site-a-r1", (401, 403, 403, 404, 403, 403)),
+    ("/family/residents/no-such-resident", (401, 403, 403, 404, 403, 403)),
+    ("/devices", (401, 403, 403, 403, 200, 200)),
+    ("/devices?site=site-b", (401, 403, 403, 403, 403, 200)),
+    ("/incidents/stream", (401, 200, 200, 403, 403, 200)),
+]
+
+
+def test_every_role_against_every_route(env: Env) -> None:
+    failures = []
+    for path_t, expected in GET_MATRIX:
+        path = path_t.format(inc_a=env.inc_a, inc_b=env.inc_b)
+        for who, want in zip(ROLES, expected, strict=True):
+            with env.client(who) as c, c.stream("GET", path) as resp:
+                got = resp.status_code  # the stream's headers only; not read to the end
+            if got != want:
+                failures.append(f"{who} GET {path}: {got}, expected {want}")
+    for action, body in [
+        ("acknowledge", None),
+        ("dispatch", {"responder": "staff-9"}),
+        ("on-scene", None),
+        ("resolve", {"outcome": "assisted"}),
+        ("close", None),
+        ("cancel", {"reason": "test"}),
+    ]:
+        for who in ("anonymous", "family", "installer"):
+            with env.client(who) as c:
+                got = c.post(f"/incidents/{env.inc_a}/{action}", json=body).status_code
+            want = 401 if who == "anonymous" else 403
+            if got != want:
+                failures.append(f"{who} POST {action}: {got}, expected {want}")
+        with env.client("supervisor") as c:  # another site's incident does not exist for them
+            got = c.post(f"/incidents/{env.inc_b}/{action}", json=body).status_code
+        if got != 404:
+            failures.append(f"supervisor POST {action} on site-b: {got}, expected 404")
+    with env.client("duty_staff") as c:  # duty staff may not close or cancel
+        for action, body in [("close", None), ("cancel", {"reason": "x"})]:
+            got = c.post(f"/incidents/{env.inc_a}/{action}", json=body).status_code
+            if got != 403:
+                failures.append(f"duty_staff POST {action}: {got}, expected 403")
+    assert not failures, "\n".join(failures)
+
+
+def test_staff_lifecycle_with_conflicts_and_timeline(env: Env) -> None:
+    inc = env.inc_a
+    with env.client("duty_staff") as staff, env.client("supervisor") as sup:
+        listed = staff.get("/incidents").json()
+        assert [i["id"] for i in listed] == [inc]  # own site only, open
+        assert staff.post(f"/incidents/{inc}/dispatch", json={"responder": "r"}).status_code == 409
+        ack = staff.post(f"/incidents/{inc}/acknowledge")
+        assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
+        again = staff.post(f"/incidents/{inc}/acknowledge")
+        assert again.status_code == 409
+        assert "acknowledged" in again.json()["detail"]
+        resp = staff.post(f"/incidents/{inc}/dispatch", json={"responder": "staff-9"})
+        assert resp.json()["responder"] == "staff-9"
+        assert staff.post(f"/incidents/{inc}/on-scene").json()["state"] == "on_scene"
+        bad = staff.post(f"/incidents/{inc}/resolve", json={"outcome": "nonsense"})
+        assert bad.status_code == 422
+        done = staff.post(f"/incidents/{inc}/resolve", json={"outcome": "assisted", "notes": "ok"})
+        assert done.json()["state"] == "resolved"
+        assert sup.post(f"/incidents/{inc}/close").json()["state"] == "closed"
+        detail = staff.get(f"/incidents/{inc}").json()
+        kinds = [e["kind"] for e in detail["timeline"]]
+        assert kinds == ["raised", "acknowledged", "dispatched", "on_scene", "resolved", "closed"]
+        assert detail["time_to_acknowledge_s"] is not None
+        assert staff.get("/incidents").json() == []
+        assert [i["id"] for i in staff.get("/incidents?state=all").json()] == [inc]
+    with env.client("admin") as admin:  # priority then age, every site
+        ids = [i["id"] for i in admin.get("/incidents").json()]
+        assert ids == [env.inc_b]
+
+
+def test_resident_card_is_complete_and_audited(env: Env) -> None:
+    with env.client("duty_staff") as c:
+        card = c.get("/residents/site-a-r0").json()
+    assert card["bed_code"] == "BED-site-a-0000"
+    assert card["room"] == "Room 100" and card["address"] is None
+    assert card["care_level"] == 2
+    assert card["contacts"][0]["relation"] == "daughter"
+    assert card["last_vitals"]["heart_rate"] == 62
+    assert [i["id"] for i in card["recent_incidents"]] == [env.inc_a]
+    audited = env.db.rows(
+        "SELECT actor, action, data->>'what' FROM audit_log WHERE target = 'resident:site-a-r0'"
+    )
+    assert len(audited) == 1 and audited[0][1:] == ("health_data.read", "context_card")
+    assert audited[0][0].startswith("u-")
+
+
+def test_family_sees_safety_and_consented_vitals_only(env: Env) -> None:
+    with env.client("family") as c:
+        mine = c.get("/family/residents").json()
+        assert [r["resident_id"] for r in mine] == ["site-a-r0"]
+        view = c.get("/family/residents/site-a-r0").json()
+        assert view["safe"] is False
+        assert view["open_incident"]["id"] == env.inc_a
+        assert view["open_incident"]["handled_by"] is None
+        assert view["vitals"]["heart_rate"] == 62
+        with env.client("duty_staff") as staff:
+            staff.post(f"/incidents/{env.inc_a}/acknowledge")
+        view = c.get("/family/residents/site-a-r0").json()
+        assert view["open_incident"]["handled_by"] == "duty-a"
+        # Cross-family: fam-a asking for fam-b's relative is exactly "does not exist".
+        other = c.get("/family/residents/site-b-r0")
+        missing = c.get("/family/residents/no-such-resident")
+        assert other.status_code == missing.status_code == 404
+        assert other.json() == missing.json()
+    env.db.rows("UPDATE residents SET consent_family_health = false RETURNING 1")
+    with env.client("family") as c:
+        view = c.get("/family/residents/site-a-r0").json()
+    assert view["vitals"] is None and view["vitals_shared"] is False
+
+
+def test_installer_sees_devices_of_own_site(env: Env) -> None:
+    with env.client("installer") as c:
+        devices = c.get("/devices").json()
+    assert {d["site_id"] for d in devices} == {"site-a"}
+    by_id = {d["device_id"]: d for d in devices}
+    assert by_id["site-a-bs0"]["online"] is True  # a reading just now
+    assert by_id["site-a-bs1"]["online"] is False and by_id["site-a-bs1"]["last_seen"] is None
+    assert by_id["site-a-bs0"]["bed_id"] == "site-a-b0"
+
+
+def test_wrong_password_expired_and_forged_tokens(env: Env) -> None:
+    url = env.gw.api_url
+    wrong = _token(url, "duty-a", "not-the-password")
+    unknown = _token(url, "nobody", PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    staff = Principal("u-x", UserRole.DUTY_STAFF, "site-a")
+    past = datetime.now(UTC) - timedelta(hours=2)
+    expired = issue_token(SECRET, staff, 900, now=past)
+    forged = issue_token("another-secret-" + "x" * 40, staff, 900)
+    for token, detail in [(expired, "token expired"), (forged, "invalid token")]:
+        resp = httpx.get(f"{url}/incidents", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 401 and resp.json()["detail"] == detail
+        assert resp.headers["www-authenticate"] == "Bearer"
+    # A fresh token lives token_ttl_s.
+    resp = _token(url, "duty-a", PASSWORD).json()
+    assert resp["expires_in"] == 900 and resp["token_type"] == "bearer"
+
+
+def test_gateway_refuses_to_start_without_a_good_secret(db: Database, broker: Broker) -> None:
+    for overrides in ({"SAFEHOME_API__JWT_SECRET": ""}, {"SAFEHOME_API__JWT_SECRET": "short"}):
+        settings = gateway_settings(db, broker, **overrides)
+        with pytest.raises(GatewayError, match="jwt_secret"):
+            InProcessGateway(settings).__enter__()
+
+
+def test_check_jwt_secret_messages() -> None:
+    with pytest.raises(AuthError, match="not set"):
+        check_jwt_secret(load_settings(environ={}).api)
+    short = load_settings(environ={"SAFEHOME_API__JWT_SECRET": "x" * (MIN_SECRET_LENGTH - 1)})
+    with pytest.raises(AuthError, match="too short"):
+        check_jwt_secret(short.api)
+    good = load_settings(environ={"SAFEHOME_API__JWT_SECRET": "x" * MIN_SECRET_LENGTH})
+    assert check_jwt_secret(good.api) == "x" * MIN_SECRET_LENGTH
+
+
+def test_every_route_declares_who_may_call_it() -> None:
+    settings = load_settings(environ={"SAFEHOME_API__JWT_SECRET": SECRET})
+    runtime: Any = SimpleNamespace(settings=settings, api_pool=object(), stopping=False)
+    app = build_app(runtime)
+    framework = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    undeclared, public, seen = [], set(), set()
+    # Included routers are expanded lazily by FastAPI: walk the effective routes.
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            assert context.path in framework, f"unexpected route {context.path}"
+            continue
+        roles = (route.openapi_extra or {}).get(ROLES_KEY)
+        if not roles:
+            undeclared.append(route.path)
+        elif roles == [PUBLIC_ROLE]:
+            public.add(route.path)
+        else:  # the declaration is enforced: a role-check dependency carries the same roles
+            checks = [getattr(d.call, "allowed_roles", None) for d in route.dependant.dependencies]
+            declared = [c for c in checks if c is not None]
+            assert len(declared) == 1, route.path
+            assert sorted(declared[0]) == roles, route.path
+        seen.add(route.path)
+    assert not undeclared, f"routes without a role declaration: {undeclared}"
+    assert {"/incidents/stream", "/incidents/{incident_id}/close", "/residents/{resident_id}",
+            "/family/residents/{resident_id}", "/devices"} <= seen  # fmt: skip
+    # The pages carry no data (everything they show comes from role-checked API routes).
+    assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}"}
+    spec = app.openapi()
+    assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
