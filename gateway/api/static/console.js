@@ -329,7 +329,7 @@
   }
 
   function actionsFor(inc) {
-    const box = el("div", { class: "actions", id: "actions" });
+    const box = el("div", { class: "actions", id: "actions", "data-for": `${inc.id}:${inc.state}` });
     const s = inc.state;
     if (s === "raised") {
       box.append(el("button", { id: "act-acknowledge", class: "primary", type: "button",
@@ -397,6 +397,10 @@
   function renderDetail() {
     const inc = state.selected;
     if (!inc) return;
+    // Live events re-render the panel; keep the action forms of an unchanged incident so a
+    // responder id or notes being typed are not wiped by someone else's update.
+    const prev = document.getElementById("actions");
+    const actions = prev && prev.dataset.for === `${inc.id}:${inc.state}` ? prev : actionsFor(inc);
     ui.detail.replaceChildren(
       el("h2", { id: "detail-title" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
       el("p", { class: "state", id: "detail-state", "data-state": inc.state, text: SHG.stateLabel(inc.state) }),
@@ -409,7 +413,7 @@
         ["派出 Responder", inc.responder],
         ["结果 Outcome", inc.outcome && SHG.outcomeLabel(inc.outcome)],
       ]),
-      actionsFor(inc),
+      actions,
       state.card ? cardView(state.card) : null,
       el("h3", { text: "时间线 Timeline" }),
       el("ol", { class: "timeline", id: "timeline" }, ...(inc.timeline || []).map((e) =>

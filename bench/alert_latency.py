@@ -1,0 +1,243 @@
+"""Alert latency benchmark: emergency button press → incident on the staff live feed.
+
+Real and private to the run: PostgreSQL + TimescaleDB, Mosquitto, the gateway as its own
+process (ingest, analysis, workflow, API), and the background load of the ingest benchmark
+(default 5,000 beds, each with a bed sensor and a wearable at 1 message/s, from the simulator in
+its own process). While that load runs, ``--presses`` emergency buttons (each in another bed)
+are pressed one after another; each press is timed from the moment the device publishes it to
+the moment its ``raised`` incident event arrives on the SSE live feed (``/incidents/stream``),
+read by a logged-in duty-staff client.
+
+The last line printed is one JSON object: ``presses``, ``p50_ms``, ``p99_ms``, ``max_ms``,
+``missed`` (presses with no incident within ``--timeout`` seconds) and
+``background_msgs_per_s`` (messages the gateway received per second during the presses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.ingest import manifest, site_definition
+from devices import protocol as p
+from devices.manifest import save_manifest
+from gateway.api.auth import create_user
+from gateway.brokerauth import ServiceAccount, hash_password
+from gateway.commissioning import apply_site_definition, device_accounts
+from gateway.localsvc import MosquittoServer, PostgresServer, free_port
+from gateway.storage.migrate import migrate
+
+PREFIX = "shg"
+SITE = "bench"
+
+
+def add_buttons(definition: dict[str, Any], n: int) -> None:
+    """One emergency button on each of the first ``n`` beds (its resident raises the call)."""
+    for i in range(n):
+        definition["devices"].append(
+            {"id": f"bt{i}", "kind": "button", "model": "BT", "serial": f"bt{i}",
+             "bed": f"b{i}", "location": f"l{i}"}
+        )  # fmt: skip
+
+
+def messages_total(api: str) -> float:
+    with urllib.request.urlopen(f"{api}/metrics", timeout=5) as resp:  # noqa: S310
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("safehome_ingest_messages_total{")
+    )
+
+
+class FeedReader(threading.Thread):
+    """Follows the SSE live feed; records when each resident's emergency call is raised."""
+
+    def __init__(self, api: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.token = api, token
+        self.raised: dict[str, float] = {}
+        self.connected = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        with (
+            httpx.Client(timeout=httpx.Timeout(10.0, read=None)) as client,
+            client.stream("GET", f"{self.api}/incidents/stream", headers=headers) as resp,
+        ):
+            resp.raise_for_status()
+            self.connected.set()
+            for line in resp.iter_lines():
+                if self.stop.is_set():
+                    return
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[6:])
+                if event.get("kind") == "raised" and event.get("type") == "emergency_call":
+                    self.raised.setdefault(str(event["resident_id"]), time.time())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--beds", type=int, default=5000, help="background beds (2 devices each)")
+    ap.add_argument("--presses", type=int, default=100)
+    ap.add_argument("--interval", type=float, default=0.4, help="seconds between presses")
+    ap.add_argument(
+        "--timeout", type=float, default=10.0, help="a press unseen this long is missed"
+    )
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="shg-alert-"))
+    root.chmod(0o755)
+    pg = PostgresServer(root / "pg", free_port())
+    mq = MosquittoServer(root / "mq", free_port())
+    procs: list[subprocess.Popen[bytes]] = []
+    db_pw, gw_pw, staff_pw = (uuid.uuid4().hex for _ in range(3))
+    try:
+        pg.init()
+        pg.start()
+        pg.ensure_database("safehome", "safehome", db_pw)
+        conninfo = f"host=127.0.0.1 port={pg.port} dbname=safehome user=safehome password={db_pw}"
+        definition = site_definition(args.beds)
+        add_buttons(definition, args.presses)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            migrate(conn)
+            creds = apply_site_definition(conn, definition)
+            accounts = device_accounts(conn)
+            create_user(conn, "duty", "duty_staff", staff_pw, site_id=SITE)
+        mq.init(PREFIX, ServiceAccount("gateway", hash_password(gw_pw)), accounts)
+        mq.start()
+        buttons = {c.device_id: c for c in creds if c.kind == "button"}
+        background = [c for c in creds if c.kind != "button"]
+        bed_resident = {r["bed"]: r["id"] for r in definition["residents"]}
+
+        api_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")} | {
+            "SAFEHOME_DATABASE__PORT": str(pg.port),
+            "SAFEHOME_DATABASE__PASSWORD": db_pw,
+            "SAFEHOME_MQTT__PORT": str(mq.port),
+            "SAFEHOME_MQTT__PASSWORD": gw_pw,
+            "SAFEHOME_API__PORT": str(api_port),
+            "SAFEHOME_API__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+            "SAFEHOME_LOG__LEVEL": "WARNING",
+        }
+        api = f"http://127.0.0.1:{api_port}"
+        with (root / "gateway.log").open("ab") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "gateway", "run"], env=env,
+                stdout=subprocess.DEVNULL, stderr=log,
+            ))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=1) as r:  # noqa: S310
+                    if json.loads(r.read())["broker_connected"]:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.2)
+        token = httpx.post(
+            f"{api}/auth/token", data={"username": "duty", "password": staff_pw}, timeout=10
+        ).json()["access_token"]
+        feed = FeedReader(api, token)
+        feed.start()
+        if not feed.connected.wait(10):
+            raise RuntimeError("live feed did not connect")
+
+        # Background load: the ingest benchmark's devices, from the simulator's own process.
+        manifest_path = root / "background.json"
+        save_manifest(manifest(background, mq.port), manifest_path)
+        sim_s = args.presses * args.interval + 40
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "simulate", "--manifest", str(manifest_path),
+             "--duration", str(sim_s), "--heartbeat", "60"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        m0, t0 = messages_total(api), time.time()
+        while messages_total(api) - m0 < 2 * len(background) and time.time() - t0 < 60:
+            time.sleep(1)  # connection ramp: wait until the load is flowing
+
+        clients = []
+        for dev in buttons.values():
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev.device_id,
+                            protocol=mqtt.MQTTv5)  # fmt: skip
+            c.username_pw_set(dev.device_id, dev.password)
+            c.connect("127.0.0.1", mq.port)
+            c.loop_start()
+            clients.append((dev, c))
+        time.sleep(1)
+
+        pressed: dict[str, float] = {}
+        m1, w1 = messages_total(api), time.time()
+        for seq, (dev, c) in enumerate(clients):
+            now = time.time()
+            payload = p.encode_event(
+                dev.device_id, f"press-{uuid.uuid4().hex[:12]}", seq, int(now * 1000),
+                event="press",
+            )  # fmt: skip
+            pressed[bed_resident[str(dev.bed_id)]] = time.time()
+            c.publish(f"{PREFIX}/v1/{SITE}/{dev.device_id}/event", payload, qos=1)
+            time.sleep(args.interval)
+        m2, w2 = messages_total(api), time.time()
+        end = time.time() + args.timeout
+        while time.time() < end and not set(pressed) <= set(feed.raised):
+            time.sleep(0.1)
+        feed.stop.set()
+        for _, c in clients:
+            c.disconnect()
+            c.loop_stop()
+
+        lat = np.array(
+            [(feed.raised[r] - t) * 1000 for r, t in pressed.items() if r in feed.raised]
+        )
+        missed = sum(1 for r in pressed if r not in feed.raised)
+        result = {
+            "presses": len(pressed),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            "max_ms": round(float(lat.max()), 1) if lat.size else None,
+            "missed": missed,
+            "background_msgs_per_s": round((m2 - m1) / max(w2 - w1, 1e-9), 1),
+            "background_devices": len(background),
+        }
+        print(
+            f"{result['presses']} presses: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+            f"max {result['max_ms']} ms, missed {missed}; background "
+            f"{result['background_msgs_per_s']:,} msg/s from {len(background)} devices"
+        )
+        print(json.dumps(result))
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        mq.stop()
+        pg.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
