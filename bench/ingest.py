@@ -14,9 +14,12 @@ Phases, all on the same broker:
 3. **Drain.** The gateway starts and stores its queue: ``drain_msgs_per_s`` is its capacity
    (receive + decode + COPY + commit + ack), ``ratio_to_baseline`` = drain / baseline.
 4. **Sustained.** The devices stream at a realistic rate for ``--duration`` seconds while the
-   gateway runs: ``msgs_per_s`` (stored per second), ``p50_ms``/``p99_ms`` from device
-   timestamp to database commit (the gateway's lag histogram, this phase only), ``lost``
+   gateway runs: ``msgs_per_s`` (stored per second), ``p50_ms``/``p99_ms`` publish →
+   committed (probe devices publish events stamped at the real publish time and time the
+   gateway's application ack, which is sent only after the commit), ``lost``
    (broker-acknowledged minus stored), ``gateway_cpu_pct`` (percent of one core).
+   ``sample_age_p50_ms``/``p99_ms`` is the gateway's own lag histogram (device timestamp to
+   commit): when the load generator falls behind it also counts how late the generator is.
 
 Default load: 5,000 beds, each with a bed sensor and a wearable (10,000 connections), each
 device sending 2 messages a second (vitals / accelerometer batches of 25 samples at 50 Hz), so
@@ -41,6 +44,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,7 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devices.manifest import ManifestDevice, SiteManifest
-from devices.protocol import DeviceKind, RowKind
+from devices.protocol import DeviceKind, RowKind, decode_ack, encode_event
 from devices.simulator import SimulationConfig, SimulationReport, run_simulation
 from devices.transport import BrokerEndpoint
 from gateway.brokerauth import ServiceAccount, hash_password
@@ -86,7 +90,9 @@ def stored_total(conninfo: str) -> int:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         total = 0
         for t in TABLES:
-            row = conn.execute(f"SELECT count(*) FROM {t}").fetchone()  # noqa: S608
+            # Latency probes (CommitProbe) are not part of the simulated load.
+            where = " WHERE msg_id NOT LIKE 'probe-%'" if t == "device_events" else ""
+            row = conn.execute(f"SELECT count(*) FROM {t}{where}").fetchone()  # noqa: S608
             total += int(row[0]) if row else 0
         return total
 
@@ -137,6 +143,63 @@ class BareSubscriber:
     def disconnect(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class CommitProbe(threading.Thread):
+    """Publish → committed latency, measured exactly.
+
+    A few probe connections (with the credentials of some wearables, under their own client
+    ids) publish ``worn`` events stamped with the real publish time, QoS 1, at ``rate`` per
+    second in total. The gateway sends an event's application-level ack only after the
+    transaction holding it has committed, so ack arrival - publish time bounds publish →
+    committed from above (it adds the ack's own trip back through the broker).
+    """
+
+    def __init__(self, creds: list[Any], port: int, rate: float, delay_s: float) -> None:
+        super().__init__(daemon=True)
+        self.creds, self.port, self.rate, self.delay_s = creds, port, rate, delay_s
+        self.sent: dict[str, float] = {}
+        self.latency_ms: list[float] = []
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _on_ack(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        ack = decode_ack(bytes(msg.payload))
+        with self._lock:
+            sent = self.sent.pop(ack.msg_id, None)
+            if sent is not None and ack.status == "stored":
+                self.latency_ms.append((now - sent) * 1000)
+
+    def run(self) -> None:
+        clients = []
+        for c in self.creds:
+            cl = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=f"probe-{c.device_id}",
+                protocol=mqtt.MQTTv5,
+            )  # fmt: skip
+            cl.username_pw_set(c.device_id, c.password)
+            cl.on_message = self._on_ack
+            cl.connect("127.0.0.1", self.port)
+            cl.subscribe(f"{PREFIX}/v1/bench/{c.device_id}/ack", qos=1)
+            cl.loop_start()
+            clients.append((c, cl))
+        self.stop.wait(self.delay_s)
+        seq = 0
+        while not self.stop.is_set():
+            for c, cl in clients:
+                seq += 1
+                msg_id = f"probe-{uuid.uuid4().hex[:16]}"
+                now = time.time()
+                with self._lock:
+                    self.sent[msg_id] = now
+                payload = encode_event(c.device_id, msg_id, seq, int(now * 1000), event="worn")
+                cl.publish(f"{PREFIX}/v1/bench/{c.device_id}/event", payload, qos=1)
+            self.stop.wait(len(clients) / self.rate)
+        time.sleep(3)  # acks in flight
+        for _, cl in clients:
+            cl.disconnect()
+            cl.loop_stop()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,6 +268,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2.0, help="stream messages/s per device")
     ap.add_argument("--duration", type=float, default=60.0, help="sustained phase, seconds")
     ap.add_argument("--backlog-seconds", type=float, default=10.0)
+    ap.add_argument("--probes", type=int, default=10, help="latency probe connections")
+    ap.add_argument("--probe-rate", type=float, default=50.0, help="probe events per second")
     ap.add_argument(
         "--client", choices=("native", "paho"), default="native", help="gateway's MQTT client"
     )
@@ -295,10 +360,16 @@ def main() -> None:
         # 4. sustained realistic load.
         before_hist = lag_histogram(api)
         cpu0, wall0 = cpu_seconds(gw_proc.pid), time.time()
+        wearables = [c for c in creds if c.kind == "wearable"][: args.probes]
+        probe = CommitProbe(wearables, mq.port, args.probe_rate, delay_s=n_dev / 1000.0 + 5)
+        probe.start()
         report = asyncio.run(simulate(m, args.rate, args.duration))
+        probe.stop.set()
+        probe.join(30)
         target = drained + expected_total(report)
         t_end = wait_total(conninfo, target, 120)
         cpu1 = cpu_seconds(gw_proc.pid)
+        probes = len(probe.latency_ms)
         stored = stored_total(conninfo) - drained
         after_hist = lag_histogram(api)
         hist = {k: after_hist[k] - before_hist.get(k, 0.0) for k in after_hist}
@@ -313,8 +384,11 @@ def main() -> None:
             "accel_samples_per_s": round(
                 report.expected_rows.get(RowKind.ACCEL, 0) * 50 / args.rate / window, 1
             ),
-            "p50_ms": round(quantile(hist, 0.50), 1),
-            "p99_ms": round(quantile(hist, 0.99), 1),
+            "p50_ms": round(float(np.percentile(probe.latency_ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(probe.latency_ms, 99)), 1),
+            "latency_probes": probes,
+            "sample_age_p50_ms": round(quantile(hist, 0.50), 1),
+            "sample_age_p99_ms": round(quantile(hist, 0.99), 1),
             "sent": sent,
             "stored": stored,
             "lost": sent - stored,
