@@ -23,6 +23,7 @@ from gateway.api.routes_family import build_family_router
 from gateway.api.routes_incidents import build_incidents_router
 from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
+from gateway.api.routes_reports import build_reports_router
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -66,5 +67,6 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_incidents_router())
     app.include_router(build_family_router())
     app.include_router(build_devices_router())
+    app.include_router(build_reports_router())
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     return app

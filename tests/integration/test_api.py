@@ -137,6 +137,10 @@ GET_MATRIX: list[tuple[str, tuple[int, ...]]] = [
     ("/incidents/999999", (401, 404, 404, 403, 403, 404)),
     ("/residents/site-a-r0", (401, 200, 200, 403, 403, 200)),
     ("/residents/site-b-r0", (401, 404, 404, 403, 403, 200)),
+    ("/reports/sla?month=2026-11", (401, 403, 200, 403, 403, 422)),
+    ("/reports/sla?site=site-b&month=2026-11", (401, 403, 403, 403, 403, 200)),
+    ("/reports/sla?site=site-a&month=2026-13", (401, 403, 422, 403, 403, 422)),
+    ("/reports/sla?site=nowhere&month=2026-11", (401, 403, 403, 403, 403, 404)),
     ("/family/residents", (401, 403, 403, 200, 403, 403)),
     ("/family/residents/site-a-r0", (401, 403, 403, 200, 403, 403)),
     ("/family/residents/site-b-r0", (401, 403, 403, 404, 403, 403)),
@@ -329,3 +333,14 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}"}
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
+
+
+def test_supervisor_gets_the_sla_report_as_json_csv_and_png(env: Env) -> None:
+    with env.client("supervisor") as c:
+        body = c.get("/reports/sla", params={"month": "2026-11"}).json()
+        csv = c.get("/reports/sla", params={"month": "2026-11", "format": "csv"})
+        png = c.get("/reports/sla", params={"month": "2026-11", "format": "png"})
+    assert (body["site_id"], body["month"]) == ("site-a", "2026-11")
+    assert csv.headers["content-type"].startswith("text/csv") and "," in csv.text
+    assert png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n" and len(png.content) > 5000
