@@ -20,12 +20,16 @@ log = logging.getLogger("safehome")
 
 
 def _settings(args: argparse.Namespace, *, local_secrets: bool = False) -> Settings:
+    """Settings; with the project's own services (``safehome services``/``demo``), their
+    secrets under ``<var_dir>/secrets`` fill in what the environment does not set."""
     config = Path(args.config) if args.config else None
-    if local_secrets:
+    settings = load_settings(config)
+    local = (settings.var_dir / "secrets" / "db_password").exists()
+    if local_secrets or (local and settings.database.password is None):
         from gateway.localsvc_admin import settings_with_local_secrets
 
         return settings_with_local_secrets(config)[0]
-    return load_settings(config)
+    return settings
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:

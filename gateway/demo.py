@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,10 @@ from devices.protocol import DeviceKind
 from devices.scenario import default_scenario
 from devices.simulator import SimulationConfig, run_simulation
 from devices.transport import BrokerEndpoint
+from gateway.api.auth import create_user, hash_password
 from gateway.commissioning import DeviceCredential, apply_site_definition, load_site_definition
+from gateway.escalation.roster import DutyRole, add_shift
+from gateway.localsvc import free_port
 from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
 from gateway.settings import PROJECT_ROOT, Settings
@@ -35,6 +43,69 @@ from gateway.settings import PROJECT_ROOT, Settings
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
 DEMO_SITES = sorted((PROJECT_ROOT / "config" / "sites").glob("demo-*.toml"))
 COUNTED = ("readings", "accel", "device_events", "device_state", "dead_letters")
+# Console users of the demo: (username, role, site, linked resident). Passwords are generated
+# once and kept in <var_dir>/secrets/users.json (mode 0600).
+DEMO_USERS = (
+    ("duty-nh", "duty_staff", "demo-nh", None),
+    ("sup-nh", "supervisor", "demo-nh", None),
+    ("duty-hc", "duty_staff", "demo-hc", None),
+    ("family-nh01", "family", None, "nh-res-01"),
+)
+
+
+def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
+    """Create (or re-password) the demo's console users and put the staff on shift."""
+    path = var / "secrets" / "users.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    now = datetime.now(UTC)
+    for username, role, site, resident in DEMO_USERS:
+        password = known.setdefault(username, secrets.token_urlsafe(9))
+        row = conn.execute("SELECT user_id FROM users WHERE username = %s", (username,)).fetchone()
+        if row is None:
+            user_id = create_user(
+                conn, username, role, password, site_id=site,
+                residents=[resident] if resident else (),
+            )  # fmt: skip
+        else:
+            user_id = str(row[0])
+            conn.execute(
+                "UPDATE users SET password_hash = %s WHERE user_id = %s",
+                (hash_password(password), user_id),
+            )
+        if role in ("duty_staff", "supervisor") and site is not None:
+            add_shift(
+                conn, site, user_id=user_id, role=DutyRole(role),
+                starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=12),
+            )  # fmt: skip
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(known, fh)
+    return known
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """The demo's stand-in for a family app's backend: prints each notification it gets."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.end_headers()
+        try:
+            note = json.loads(body)
+        except ValueError:
+            note = {}
+        summary = {k: note.get(k) for k in ("incident_id", "contact_id", "title") if k in note}
+        print(f"[demo] family notification delivered to the local receiver: {summary or note}",
+              flush=True)  # fmt: skip
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _start_receiver() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/notify"
 
 
 def _manifest(
@@ -108,9 +179,18 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
             manifest = _manifest(settings, definition, creds)
             save_manifest(manifest, var / f"manifest-{manifest.site}.json")
             manifests.append(manifest)
+        users = _demo_users(conn, var)
     services.sync_broker()
+    receiver, receiver_url = _start_receiver()
 
-    env = dict(os.environ) | secret_env | {"SAFEHOME_CONFIG": str(config)}
+    env = (
+        dict(os.environ)
+        | secret_env
+        | {
+            "SAFEHOME_CONFIG": str(config),
+            "SAFEHOME_NOTIFY__WEBHOOKS__WEBHOOK__URL": receiver_url,
+        }
+    )
     log_path = var / "gateway.log"
     with log_path.open("ab") as log:
         gateway = subprocess.Popen(
@@ -122,9 +202,10 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
     api = f"http://{settings.api.host}:{settings.api.port}"
     try:
         _wait_health(f"{api}/health", gateway)
-        _banner(settings, api, log_path, manifests)
+        _banner(settings, api, log_path, manifests, users=users, receiver_url=receiver_url)
         asyncio.run(_simulate(settings, manifests, duration_s))
     finally:
+        receiver.shutdown()
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(30)
@@ -138,20 +219,36 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
     return 0
 
 
-def _banner(settings: Settings, api: str, log_path: Path, manifests: list[SiteManifest]) -> None:
+def _banner(
+    settings: Settings,
+    api: str,
+    log_path: Path,
+    manifests: list[SiteManifest],
+    *,
+    users: dict[str, str],
+    receiver_url: str,
+) -> None:
     d = settings.database
     devices = sum(len(m.devices) for m in manifests)
+    logins = "\n".join(f"                    {u} / {pw}" for u, pw in users.items())
     print(
         "\n"
         "==================== Safe-Home Guardian demo ====================\n"
-        f"  Console / API     {api}/   (OpenAPI: {api}/docs)\n"
+        f"  Staff console     {api}/        Family view {api}/family\n"
+        f"  Logins            (user / password; also in {settings.var_dir / 'secrets'})\n"
+        f"{logins}\n"
+        f"  API               {api}/docs (OpenAPI)\n"
+        f"  Family receiver   {receiver_url} (notifications are printed here)\n"
+        f"  SLA report        .venv/bin/safehome --config config/demo.toml report sla "
+        f"--site demo-nh --month {datetime.now(UTC):%Y-%m}\n"
         f"  Health, metrics   {api}/health   {api}/metrics\n"
         f"  Sites             {', '.join(m.site for m in manifests)} ({devices} devices)\n"
         f"  Database          psql -h 127.0.0.1 -p {d.port} -U {d.user} {d.name}\n"
         f"                    (password in {settings.var_dir / 'secrets' / 'db_password'})\n"
         f"  Gateway log       {log_path}\n"
         "  Scripted incidents (minutes after start): button press, fall, not up,\n"
-        "  night bed exit, a device going silent, low battery.\n"
+        "  night bed exit, a device going silent, low battery. An emergency nobody\n"
+        "  acknowledges escalates: duty staff, supervisor, then the family (about 2.5 min).\n"
         "  Stop: Ctrl-C (services keep running; `services down` stops them)\n"
         "=================================================================\n",
         flush=True,
