@@ -23,6 +23,9 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 
+# The gateway's MQTT session runs on either implementation; both must pass every ingest test.
+CLIENTS = pytest.mark.parametrize("client", ["native", "paho"])
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -32,12 +35,14 @@ def _topic(site: str, dev: str, channel: str) -> str:
     return f"{PREFIX}/v1/{site}/{dev}/{channel}"
 
 
+@CLIENTS
 def test_every_message_kind_is_stored_once_and_events_are_acked(
-    db: Database, broker: Broker
+    db: Database, broker: Broker, client: str
 ) -> None:
     creds = {c.device_id: c for c in make_site(db, broker)}
-    settings = gateway_settings(db, broker)
-    with InProcessGateway(settings):
+    settings = gateway_settings(db, broker, SAFEHOME_MQTT__CLIENT=client)
+    with InProcessGateway(settings) as gw:
+        assert gw.runtime.session.client == client
         bs, wr, bt = creds["site-a-bs0"], creds["site-a-wr0"], creds["site-a-bt0"]
         with (
             DeviceClient(broker.port, bs.device_id, bs.password) as bed,
@@ -78,7 +83,10 @@ def test_every_message_kind_is_stored_once_and_events_are_acked(
     assert db.scalar("SELECT count(*) FROM dead_letters") == 0
 
 
-def test_bad_input_lands_in_dead_letters_with_its_reason(db: Database, broker: Broker) -> None:
+@CLIENTS
+def test_bad_input_lands_in_dead_letters_with_its_reason(
+    db: Database, broker: Broker, client: str
+) -> None:
     from gateway.brokerauth import ServiceAccount, hash_password
 
     injector_pw = uuid.uuid4().hex
@@ -87,7 +95,9 @@ def test_bad_input_lands_in_dead_letters_with_its_reason(db: Database, broker: B
     # A device the broker still knows but the registry no longer has.
     with db.connect() as conn:
         conn.execute("UPDATE devices SET active = false WHERE device_id = 'site-a-bs1'")
-    settings = gateway_settings(db, broker, SAFEHOME_INGEST__MAX_PAYLOAD_BYTES="2048")
+    settings = gateway_settings(
+        db, broker, SAFEHOME_INGEST__MAX_PAYLOAD_BYTES="2048", SAFEHOME_MQTT__CLIENT=client
+    )
     bt = creds["site-a-bt0"]
     t = _now_ms()
     cases = {
@@ -146,13 +156,16 @@ def test_bad_input_lands_in_dead_letters_with_its_reason(db: Database, broker: B
     assert db.scalar("SELECT count(*) FROM device_events") == 0
 
 
+@CLIENTS
 def test_receiver_set_heartbeat_interval_is_published_retained(
-    db: Database, broker: Broker
+    db: Database, broker: Broker, client: str
 ) -> None:
     creds = {c.device_id: c for c in make_site(db, broker)}
     with db.connect() as conn:
         conn.execute("UPDATE devices SET heartbeat_interval_s = 45 WHERE device_id = 'site-a-bt0'")
-    settings = gateway_settings(db, broker, SAFEHOME_INGEST__REGISTRY_REFRESH_S="0.5")
+    settings = gateway_settings(
+        db, broker, SAFEHOME_INGEST__REGISTRY_REFRESH_S="0.5", SAFEHOME_MQTT__CLIENT=client
+    )
     bt = creds["site-a-bt0"]
     with InProcessGateway(settings):
         time.sleep(1.5)  # at least one registry refresh while connected

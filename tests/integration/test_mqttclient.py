@@ -7,22 +7,18 @@ integration tests at the end, so both ``mqtt.client`` choices stay working.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 
-from gateway import runtime as runtime_module
 from gateway.commissioning import DeviceCredential
 from gateway.mqttsession import MqttSession, Received
 from gateway.settings import Settings
-from tests.integration import test_ingest as ingest_tests
 from tests.support import (
     PREFIX,
     Broker,
@@ -276,48 +272,3 @@ def test_publish_outside_the_acl_is_refused_and_counted(db: Database, broker: Br
         assert native is not None
         wait_until(lambda: native.stats.publish_refused == 1, 5, "refused publish")
         assert s.connected.is_set()
-
-
-# the paho implementation ---------------------------------------------------------------------
-
-
-def _ingest_cases() -> list[Any]:
-    """Every test of tests/integration/test_ingest.py that takes just ``db`` and ``broker``."""
-    cases = []
-    for name in sorted(dir(ingest_tests)):
-        fn = getattr(ingest_tests, name)
-        if (
-            name.startswith("test_")
-            and callable(fn)
-            and list(inspect.signature(fn).parameters) == ["db", "broker"]
-        ):
-            cases.append(pytest.param(fn, id=name.removeprefix("test_")))
-    return cases
-
-
-@pytest.mark.parametrize("case", _ingest_cases())
-def test_ingest_with_the_paho_client(
-    case: Callable[[Database, Broker], None],
-    db: Database,
-    broker: Broker,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The ingest integration tests, run with ``mqtt.client = "paho"``."""
-    sessions: list[MqttSession] = []
-
-    def paho_settings(db: Database, broker: Broker, **overrides: Any) -> Settings:
-        return gateway_settings(db, broker, SAFEHOME_MQTT__CLIENT="paho", **overrides)
-
-    class RecordingSession(MqttSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            sessions.append(self)
-
-    monkeypatch.setattr(ingest_tests, "gateway_settings", paho_settings)
-    monkeypatch.setattr(runtime_module, "MqttSession", RecordingSession)
-    case(db, broker)
-    assert [s.client for s in sessions] == ["paho"]
-
-
-def test_the_paho_run_covers_the_ingest_tests() -> None:
-    assert len(_ingest_cases()) >= 2
