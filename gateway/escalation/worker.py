@@ -25,8 +25,6 @@ Logs carry incident ids, tier names and counts only.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.escalation.ladder import Audience, EscalationConfig, Ladder
 from gateway.escalation.roster import DutyRole, on_duty_async
 from gateway.notify.outbox import ContactExhausted, IncidentNotice, contact_status, enqueue_incident
+from gateway.pollworker import PollingWorker
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class _Due:
     technical: bool
 
 
-class EscalationWorker:
+class EscalationWorker(PollingWorker):
     """Claims due escalation timers and performs their tiers (see the module docs)."""
 
     def __init__(
@@ -132,38 +131,12 @@ class EscalationWorker:
     ) -> None:
         self._pool = pool
         self._config = config
-        self._poll_interval_s = poll_interval_s
-        self._batch_size = batch_size
+        super().__init__(
+            "escalation", poll_interval_s=poll_interval_s, batch_size=batch_size, logger=log
+        )
         self._on_enqueued = on_enqueued  # e.g. OutboxWorker.wake
         self._before_commit = before_commit
-        self._wake = asyncio.Event()
-        self._db_down = False
         self._claimed: int | None = None  # the row being handled (for _postpone)
-
-    def wake(self) -> None:
-        """Look for due timers now."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Escalate until cancelled. Database outages are logged once and retried."""
-        while True:
-            try:
-                handled = await self.run_once()
-                if self._db_down:
-                    self._db_down = False
-                    log.info("escalation: database back")
-            except psycopg.OperationalError as exc:
-                handled = 0
-                if not self._db_down:
-                    self._db_down = True
-                    log.warning(
-                        "escalation: database unavailable", extra={"error": type(exc).__name__}
-                    )
-            if handled >= self._batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
-            self._wake.clear()
 
     async def run_once(self) -> int:
         """Handle up to ``batch_size`` due timers, one transaction each; return how many."""

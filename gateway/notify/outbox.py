@@ -29,7 +29,6 @@ runs out and is claimed again; receivers de-duplicate by notification id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -46,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
 from gateway.notify.messages import Audience, IncidentFacts, render, sms_params
 from gateway.notify.settings import CHANNEL_NAME, NotifySettings
+from gateway.pollworker import PollingWorker
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class _Recipient:
     consent_family_incidents: bool
 
 
-class OutboxWorker:
+class OutboxWorker(PollingWorker):
     """Claims due outbox rows, delivers them through ``notifiers`` and records attempts."""
 
     def __init__(
@@ -243,37 +243,15 @@ class OutboxWorker:
         self._pool = pool
         self._notifiers = dict(notifiers)
         self._settings = settings
+        super().__init__(
+            "notification outbox",
+            poll_interval_s=settings.poll_interval_s,
+            batch_size=settings.batch_size,
+            logger=log,
+        )
         self._on_exhausted = on_exhausted
         self._on_attempt = on_attempt
         self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
-        self._db_down = False
-
-    def wake(self) -> None:
-        """Look for due rows now (e.g. right after an enqueue committed)."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver until cancelled. Database outages are logged once and retried."""
-        while True:
-            try:
-                handled = await self.run_once()
-                if self._db_down:
-                    self._db_down = False
-                    log.info("notification outbox: database back")
-            except psycopg.OperationalError as exc:
-                handled = 0
-                if not self._db_down:
-                    self._db_down = True
-                    log.warning(
-                        "notification outbox: database unavailable",
-                        extra={"error": type(exc).__name__},
-                    )
-            if handled >= self._settings.batch_size:
-                continue  # more may be due
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
-            self._wake.clear()
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and process it; return how many were claimed."""
