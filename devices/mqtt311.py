@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import ssl
 import struct
-import time
-from enum import Enum
 from typing import Final
 
-from devices.transport import BrokerEndpoint, Link, LinkEvents, LinkSpec
+from devices.transport import (
+    BrokerEndpoint,
+    Link,
+    LinkEvents,
+    LinkSpec,
+    LinkState,
+    SlicedPublisher,
+)
 
 __all__ = ["AsyncioPublisher", "MqttPacketError"]
 
@@ -49,9 +53,6 @@ _CONNACK_REASONS: Final = {
 }
 
 _u16 = struct.Struct(">H")
-
-_MISC_INTERVAL_S: Final = 1.0
-_MISC_SLICES: Final = 10
 
 
 class MqttPacketError(Exception):
@@ -101,13 +102,6 @@ def connect_packet(spec: LinkSpec, will_payload: bytes, keepalive_s: int) -> byt
     return _packet(_CONNECT, body)
 
 
-class _State(Enum):
-    IDLE = 0
-    CONNECTING = 1  # TCP connecting or CONNECT sent, waiting for CONNACK
-    CONNECTED = 2
-    CLOSING = 3
-
-
 class _Link(asyncio.Protocol):
     """One device connection. Also the asyncio protocol of that connection."""
 
@@ -135,7 +129,7 @@ class _Link(asyncio.Protocol):
         self._owner = owner
         self._spec = spec
         self._events = events
-        self._state = _State.IDLE
+        self._state = LinkState.IDLE
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._connack_timer: asyncio.TimerHandle | None = None
@@ -154,17 +148,17 @@ class _Link(asyncio.Protocol):
 
     @property
     def connected(self) -> bool:
-        return self._state is _State.CONNECTED
+        return self._state is LinkState.CONNECTED
 
     def connect(self, will_payload: bytes) -> None:
-        if self._state is not _State.IDLE:
+        if self._state is not LinkState.IDLE:
             raise RuntimeError(f"connect() while {self._state.name}")
-        self._state = _State.CONNECTING
+        self._state = LinkState.CONNECTING
         self._will = will_payload
         self._task = self._owner.loop.create_task(self._open())
 
     def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> int | None:
-        if self._state is not _State.CONNECTED:
+        if self._state is not LinkState.CONNECTED:
             return None
         encoded = self._topics.get(topic)
         if encoded is None:
@@ -186,18 +180,18 @@ class _Link(asyncio.Protocol):
         return mid
 
     def disconnect(self) -> None:
-        if self._state is _State.CONNECTING:
+        if self._state is LinkState.CONNECTING:
             self._abort_connect()
-        elif self._state is _State.CONNECTED and self._transport is not None:
-            self._state = _State.CLOSING
+        elif self._state is LinkState.CONNECTED and self._transport is not None:
+            self._state = LinkState.CLOSING
             self._transport.write(_DISCONNECT_PACKET)
             self._transport.close()
 
     def drop(self) -> None:
-        if self._state is _State.CONNECTING:
+        if self._state is LinkState.CONNECTING:
             self._abort_connect()
-        elif self._state is _State.CONNECTED and self._transport is not None:
-            self._state = _State.CLOSING
+        elif self._state is LinkState.CONNECTED and self._transport is not None:
+            self._state = LinkState.CLOSING
             self._transport.abort()
 
     # -- internals ----------------------------------------------------------------------------
@@ -239,23 +233,23 @@ class _Link(asyncio.Protocol):
                     server_hostname=owner.endpoint.host if owner.ssl_context else None,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            if self._state is _State.CONNECTING and self._transport is None:
-                self._state = _State.IDLE
+            if self._state is LinkState.CONNECTING and self._transport is None:
+                self._state = LinkState.IDLE
                 self._events.link_failed(f"tcp: {type(exc).__name__}", refused=False)
 
     def _abort_connect(self) -> None:
-        self._state = _State.CLOSING
+        self._state = LinkState.CLOSING
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._transport is not None:
             self._transport.abort()  # connection_lost reports link_closed
         else:
-            self._state = _State.IDLE
+            self._state = LinkState.IDLE
             self._events.link_closed()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if self._state is not _State.CONNECTING:
+        if self._state is not LinkState.CONNECTING:
             transport.abort()
             return
         self._transport = transport
@@ -271,12 +265,12 @@ class _Link(asyncio.Protocol):
 
     def _connack_timeout(self) -> None:
         self._connack_timer = None
-        if self._state is _State.CONNECTING and self._transport is not None:
+        if self._state is LinkState.CONNECTING and self._transport is not None:
             self._fail("connack: timeout", refused=False)
 
     def _fail(self, reason: str, *, refused: bool) -> None:
         """Report a failure now and close the connection without another report."""
-        self._state = _State.IDLE
+        self._state = LinkState.IDLE
         transport = self._transport
         self._transport = None
         self._owner.slices[self._slice].discard(self)
@@ -293,8 +287,8 @@ class _Link(asyncio.Protocol):
             return
         self._transport = None
         state = self._state
-        self._state = _State.IDLE
-        if state is _State.CLOSING:
+        self._state = LinkState.IDLE
+        if state is LinkState.CLOSING:
             self._events.link_closed()
         else:
             detail = type(exc).__name__ if exc is not None else "closed by broker"
@@ -379,13 +373,13 @@ class _Link(asyncio.Protocol):
         if self._connack_timer is not None:
             self._connack_timer.cancel()
             self._connack_timer = None
-        if self._state is not _State.CONNECTING:
+        if self._state is not LinkState.CONNECTING:
             return
         code = body[1]
         if code:
             self._fail(f"connack: {_CONNACK_REASONS.get(code, str(code))}", refused=True)
             return
-        self._state = _State.CONNECTED
+        self._state = LinkState.CONNECTED
         self._owner.slices[self._slice].add(self)
         subs = self._spec.subscriptions
         if subs and self._transport is not None:
@@ -415,7 +409,7 @@ class _Link(asyncio.Protocol):
     def misc(self, now: float) -> None:
         """Keepalive: PINGREQ when idle for the keepalive; drop if the broker stays silent."""
         transport = self._transport
-        if transport is None or self._state is not _State.CONNECTED:
+        if transport is None or self._state is not LinkState.CONNECTED:
             return
         keepalive = self._owner.keepalive_s
         if self._ping_sent and now - self._ping_sent > keepalive:
@@ -425,7 +419,7 @@ class _Link(asyncio.Protocol):
             self._ping_sent = self._last_out = now
 
 
-class AsyncioPublisher:
+class AsyncioPublisher(SlicedPublisher[_Link]):
     """Creates MQTT 3.1.1 links on the running loop; one task runs their keepalives.
 
     ``max_inflight`` bounds unacknowledged QoS 1 publications per connection, ``max_queued``
@@ -443,38 +437,14 @@ class AsyncioPublisher:
     ) -> None:
         if not 1 <= keepalive_s <= 0xFFFF:
             raise ValueError("keepalive_s must be within 1..65535")
-        self.endpoint = endpoint
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self.max_inflight = max_inflight
         self.max_queued = max_queued
-        self.loop = asyncio.get_running_loop()
-        self.ssl_context: ssl.SSLContext | None = None
-        if endpoint.tls:
-            self.ssl_context = ssl.create_default_context(cafile=endpoint.ca_file)
-        self.slices: list[set[_Link]] = [set() for _ in range(_MISC_SLICES)]
-        self._next_slice = 0
-        self.now = time.monotonic()
-        self._misc_task = self.loop.create_task(self._misc_loop(), name="mqtt-keepalive")
+        super().__init__(endpoint, task_name="mqtt-keepalive")
 
     def open(self, spec: LinkSpec, events: LinkEvents) -> Link:
         return _Link(self, spec, events)
 
-    def next_slice(self) -> int:
-        self._next_slice = (self._next_slice + 1) % _MISC_SLICES
-        return self._next_slice
-
-    async def _misc_loop(self) -> None:
-        slice_s = _MISC_INTERVAL_S / _MISC_SLICES
-        tick = 0
-        while True:
-            await asyncio.sleep(slice_s)
-            self.now = now = time.monotonic()
-            for link in list(self.slices[tick]):
-                link.misc(now)
-            tick = (tick + 1) % _MISC_SLICES
-
-    async def aclose(self) -> None:
-        self._misc_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._misc_task
+    def visit(self, link: _Link, now: float) -> None:
+        link.misc(now)

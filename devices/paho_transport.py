@@ -21,20 +21,24 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from enum import Enum
-from typing import Any, Final
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.transport import BrokerEndpoint, Link, LinkEvents, LinkSpec, MqttVersion
+from devices.transport import (
+    BrokerEndpoint,
+    Link,
+    LinkEvents,
+    LinkSpec,
+    LinkState,
+    MqttVersion,
+    SlicedPublisher,
+)
 
 __all__ = ["PahoPublisher"]
-
-_MISC_INTERVAL_S: Final = 1.0
-_MISC_SLICES: Final = 10
 
 
 class _Client(mqtt.Client):
@@ -48,13 +52,6 @@ class _Client(mqtt.Client):
             raise OSError("no pre-connected socket")
         self._presock = None
         return sock
-
-
-class _State(Enum):
-    IDLE = 0
-    CONNECTING = 1
-    CONNECTED = 2
-    CLOSING = 3
 
 
 class _PahoLink:
@@ -74,7 +71,7 @@ class _PahoLink:
         self._owner = owner
         self._spec = spec
         self._events = events
-        self._state = _State.IDLE
+        self._state = LinkState.IDLE
         self._sock: socket.socket | None = None
         self._has_writer = False
         self._task: asyncio.Task[None] | None = None
@@ -116,18 +113,18 @@ class _PahoLink:
 
     @property
     def connected(self) -> bool:
-        return self._state is _State.CONNECTED
+        return self._state is LinkState.CONNECTED
 
     def connect(self, will_payload: bytes) -> None:
-        if self._state is not _State.IDLE:
+        if self._state is not LinkState.IDLE:
             raise RuntimeError(f"connect() while {self._state.name}")
-        self._state = _State.CONNECTING
+        self._state = LinkState.CONNECTING
         self._client = self._new_client(will_payload)
         self._task = self._owner.loop.create_task(self._connect(self._client))
 
     def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> int | None:
         client = self._client
-        if self._state is not _State.CONNECTED or client is None:
+        if self._state is not LinkState.CONNECTED or client is None:
             return None
         info = client.publish(topic, payload, qos, retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -135,18 +132,18 @@ class _PahoLink:
         return info.mid if qos else 0
 
     def disconnect(self) -> None:
-        if self._state is _State.CONNECTING:
+        if self._state is LinkState.CONNECTING:
             self._abort_connect()
-        elif self._state is _State.CONNECTED and self._client is not None:
-            self._state = _State.CLOSING
+        elif self._state is LinkState.CONNECTED and self._client is not None:
+            self._state = LinkState.CLOSING
             if self._client.disconnect() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._finish_closed()
 
     def drop(self) -> None:
-        if self._state is _State.CONNECTING:
+        if self._state is LinkState.CONNECTING:
             self._abort_connect()
-        elif self._state is _State.CONNECTED:
-            self._state = _State.CLOSING
+        elif self._state is LinkState.CONNECTED:
+            self._state = LinkState.CLOSING
             if self._sock is None:
                 self._finish_closed()
                 return
@@ -174,7 +171,7 @@ class _PahoLink:
         except (OSError, TimeoutError) as exc:
             if sock is not None:
                 sock.close()
-            self._state = _State.IDLE
+            self._state = LinkState.IDLE
             self._events.link_failed(f"tcp: {type(exc).__name__}", refused=False)
             return
         client._presock = sock
@@ -183,24 +180,24 @@ class _PahoLink:
         except (OSError, ssl.SSLError) as exc:
             client._presock = None
             sock.close()
-            self._state = _State.IDLE
+            self._state = LinkState.IDLE
             self._events.link_failed(f"connect: {type(exc).__name__}", refused=False)
             return
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._state = _State.IDLE
+            self._state = LinkState.IDLE
             self._events.link_failed(f"connect: {mqtt.error_string(rc)}", refused=False)
 
     def _abort_connect(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self._state = _State.CLOSING
+        self._state = LinkState.CLOSING
         if self._sock is not None and self._client is not None:
             self._client.disconnect()  # paho closes the socket once DISCONNECT is written
         else:
             self._finish_closed()
 
     def _finish_closed(self) -> None:
-        self._state = _State.IDLE
+        self._state = LinkState.IDLE
         self._events.link_closed()
 
     # -- paho socket callbacks ----------------------------------------------------------------
@@ -254,10 +251,10 @@ class _PahoLink:
     ) -> None:
         if reason.is_failure:
             # paho closes the socket itself after a refused CONNACK.
-            self._state = _State.IDLE
+            self._state = LinkState.IDLE
             self._events.link_failed(f"connack: {reason.getName()}", refused=True)
             return
-        self._state = _State.CONNECTED
+        self._state = LinkState.CONNECTED
         if self._spec.subscriptions:
             client.subscribe([(t, 1) for t in self._spec.subscriptions])
         self._events.link_connected()
@@ -271,10 +268,10 @@ class _PahoLink:
         properties: Properties | None,
     ) -> None:
         state = self._state
-        self._state = _State.IDLE
-        if state is _State.CLOSING:
+        self._state = LinkState.IDLE
+        if state is LinkState.CLOSING:
             self._events.link_closed()
-        elif state is not _State.IDLE:  # IDLE: already reported (refused CONNACK)
+        elif state is not LinkState.IDLE:  # IDLE: already reported (refused CONNACK)
             self._events.link_failed(f"lost: {reason.getName()}", refused=False)
 
     def _on_publish(
@@ -292,7 +289,7 @@ class _PahoLink:
         self._events.link_message(message.topic, bytes(message.payload))
 
 
-class PahoPublisher:
+class PahoPublisher(SlicedPublisher[_PahoLink]):
     """Drives any number of paho clients from the running event loop (see module docs)."""
 
     def __init__(
@@ -304,27 +301,19 @@ class PahoPublisher:
         connect_timeout_s: float = 10.0,
         max_inflight: int = 100,
     ) -> None:
-        self.endpoint = endpoint
         self.version = version
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self.max_inflight = max_inflight
-        self.loop = asyncio.get_running_loop()
-        self.slices: list[set[_PahoLink]] = [set() for _ in range(_MISC_SLICES)]
-        self._next_slice = 0
-        self.ssl_context: ssl.SSLContext | None = None
-        if endpoint.tls:
-            self.ssl_context = ssl.create_default_context(cafile=endpoint.ca_file)
         self._addr: tuple[socket.AddressFamily, Any] | None = None
         self._dirty: list[_PahoLink] = []
-        self._misc_task = self.loop.create_task(self._misc_loop(), name="paho-keepalive")
+        super().__init__(endpoint, task_name="paho-keepalive")
 
     def open(self, spec: LinkSpec, events: LinkEvents) -> Link:
         return _PahoLink(self, spec, events)
 
-    def next_slice(self) -> int:
-        self._next_slice = (self._next_slice + 1) % _MISC_SLICES
-        return self._next_slice
+    def visit(self, link: _PahoLink, now: float) -> None:
+        link.misc()
 
     async def address(self) -> tuple[socket.AddressFamily, Any]:
         """The broker's address, resolved once without blocking the loop."""
@@ -348,18 +337,7 @@ class PahoPublisher:
         for link in dirty:
             link.flush()
 
-    async def _misc_loop(self) -> None:
-        slice_s = _MISC_INTERVAL_S / _MISC_SLICES
-        tick = 0
-        while True:
-            await asyncio.sleep(slice_s)
-            for link in list(self.slices[tick]):
-                link.misc()
-            tick = (tick + 1) % _MISC_SLICES
-
     async def aclose(self) -> None:
-        self._misc_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._misc_task
+        await super().aclose()
         if self._dirty:
             self._flush()

@@ -637,6 +637,16 @@ _dumps = orjson.dumps
 _NUMPY_OPT: Final = orjson.OPT_SERIALIZE_NUMPY
 
 
+def _envelope(dev: str, msg_id: str, seq: int, ts_ms: int, type_: str) -> dict[str, Any]:
+    return {"v": 1, "dev": dev, "id": msg_id, "seq": seq, "ts": ts_ms, "type": type_}
+
+
+def _optional(obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``obj`` with those of ``fields`` that are not None (optional fields are omitted)."""
+    obj.update((key, value) for key, value in fields.items() if value is not None)
+    return obj
+
+
 def encode_vitals(
     dev: str,
     msg_id: str,
@@ -648,21 +658,10 @@ def encode_vitals(
     rr: float | None,
     movement: float,
 ) -> bytes:
-    """A bed sensor's 1 Hz ``vitals`` telemetry."""
-    return _dumps(
-        {
-            "v": 1,
-            "dev": dev,
-            "id": msg_id,
-            "seq": seq,
-            "ts": ts_ms,
-            "type": "vitals",
-            "presence": presence,
-            "hr": hr,
-            "rr": rr,
-            "movement": movement,
-        }
-    )
+    """A bed sensor's 1 Hz ``vitals`` telemetry (``hr``/``rr`` null when not measured)."""
+    obj = _envelope(dev, msg_id, seq, ts_ms, "vitals")
+    obj.update(presence=presence, hr=hr, rr=rr, movement=movement)
+    return _dumps(obj)
 
 
 def encode_accel(
@@ -682,35 +681,19 @@ def encode_accel(
     axes = np.round(samples.T, 3)  # (3, n); C-contiguous rows when samples is an axes-first .T
     if not axes.flags.c_contiguous:
         axes = np.ascontiguousarray(axes)
-    return _dumps(
-        {
-            "v": 1,
-            "dev": dev,
-            "id": msg_id,
-            "seq": seq,
-            "ts": ts_ms,
-            "type": "accel",
-            "fs": int(fs) if float(fs).is_integer() else fs,
-            "x": axes[0],
-            "y": axes[1],
-            "z": axes[2],
-        },
-        option=_NUMPY_OPT,
-    )
+    obj = _envelope(dev, msg_id, seq, ts_ms, "accel")
+    obj.update(fs=int(fs) if float(fs).is_integer() else fs, x=axes[0], y=axes[1], z=axes[2])
+    return _dumps(obj, option=_NUMPY_OPT)
 
 
 def encode_hr(dev: str, msg_id: str, seq: int, ts_ms: int, *, hr: float) -> bytes:
     """A wearable's ``hr`` telemetry (bpm)."""
-    return _dumps(
-        {"v": 1, "dev": dev, "id": msg_id, "seq": seq, "ts": ts_ms, "type": "hr", "hr": hr}
-    )
+    return _dumps(_optional(_envelope(dev, msg_id, seq, ts_ms, "hr"), hr=hr))
 
 
 def encode_steps(dev: str, msg_id: str, seq: int, ts_ms: int, *, steps: int) -> bytes:
     """A wearable's ``steps`` telemetry: steps since its previous ``steps`` message."""
-    return _dumps(
-        {"v": 1, "dev": dev, "id": msg_id, "seq": seq, "ts": ts_ms, "type": "steps", "steps": steps}
-    )
+    return _dumps(_optional(_envelope(dev, msg_id, seq, ts_ms, "steps"), steps=steps))
 
 
 def encode_heartbeat(
@@ -723,19 +706,8 @@ def encode_heartbeat(
     worn: bool | None = None,
 ) -> bytes:
     """A ``heartbeat`` telemetry; fields left None are omitted."""
-    obj: dict[str, Any] = {
-        "v": 1,
-        "dev": dev,
-        "id": msg_id,
-        "seq": seq,
-        "ts": ts_ms,
-        "type": "heartbeat",
-    }
-    if battery is not None:
-        obj["battery"] = battery
-    if worn is not None:
-        obj["worn"] = worn
-    return _dumps(obj)
+    obj = _envelope(dev, msg_id, seq, ts_ms, "heartbeat")
+    return _dumps(_optional(obj, battery=battery, worn=worn))
 
 
 def encode_event(
@@ -748,7 +720,7 @@ def encode_event(
     data: Mapping[str, Any] | None = None,
 ) -> bytes:
     """An ``event`` payload of type ``event`` with extra fields ``data`` (e.g. ``battery``)."""
-    obj: dict[str, Any] = {"v": 1, "dev": dev, "id": msg_id, "seq": seq, "ts": ts_ms, "type": event}
+    obj = _envelope(dev, msg_id, seq, ts_ms, event)
     if data:
         for key, value in data.items():
             if key in _ENVELOPE_KEYS:
@@ -769,21 +741,8 @@ def encode_state(
     rssi: int | None = None,
 ) -> bytes:
     """A ``state`` payload (``online``/``offline``); the last will is an ``offline`` one."""
-    obj: dict[str, Any] = {
-        "v": 1,
-        "dev": dev,
-        "id": msg_id,
-        "seq": seq,
-        "ts": ts_ms,
-        "type": "online" if online else "offline",
-    }
-    if battery is not None:
-        obj["battery"] = battery
-    if fw is not None:
-        obj["fw"] = fw
-    if rssi is not None:
-        obj["rssi"] = rssi
-    return _dumps(obj)
+    obj = _envelope(dev, msg_id, seq, ts_ms, "online" if online else "offline")
+    return _dumps(_optional(obj, battery=battery, fw=fw, rssi=rssi))
 
 
 def _ts_ms(ts: float) -> int:

@@ -19,17 +19,24 @@ logic decides what to retry, as protocol v1 requires for events).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
+import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
+from enum import Enum, StrEnum
+from typing import Final, Generic, Protocol, TypeVar
 
 __all__ = [
     "BrokerEndpoint",
     "Link",
     "LinkEvents",
     "LinkSpec",
+    "LinkState",
     "MqttVersion",
     "Publisher",
+    "SlicedPublisher",
     "TransportKind",
     "make_publisher",
 ]
@@ -124,6 +131,63 @@ class Publisher(Protocol):
 
     async def aclose(self) -> None:
         """Stop background work (keepalives). Owners close their links first."""
+
+
+class LinkState(Enum):
+    """Where a link's connection stands."""
+
+    IDLE = 0
+    CONNECTING = 1  # TCP connecting or CONNECT sent, waiting for CONNACK
+    CONNECTED = 2
+    CLOSING = 3
+
+
+MISC_INTERVAL_S: Final = 1.0
+MISC_SLICES: Final = 10
+
+L = TypeVar("L")
+
+
+class SlicedPublisher(ABC, Generic[L]):
+    """What both publishers share: the broker endpoint and TLS context, and one background
+    task that visits the connected links for keepalives and timeouts. Links are spread over
+    :data:`MISC_SLICES` sets (a link asks :meth:`next_slice` for its own), and each tick visits
+    one set, so every link is seen once per :data:`MISC_INTERVAL_S` without a burst of work
+    for thousands of links at once."""
+
+    def __init__(self, endpoint: BrokerEndpoint, *, task_name: str) -> None:
+        self.endpoint = endpoint
+        self.loop = asyncio.get_running_loop()
+        self.ssl_context: ssl.SSLContext | None = None
+        if endpoint.tls:
+            self.ssl_context = ssl.create_default_context(cafile=endpoint.ca_file)
+        self.slices: list[set[L]] = [set() for _ in range(MISC_SLICES)]
+        self._next_slice = 0
+        self.now = time.monotonic()
+        self._misc_task = self.loop.create_task(self._misc_loop(), name=task_name)
+
+    def next_slice(self) -> int:
+        self._next_slice = (self._next_slice + 1) % MISC_SLICES
+        return self._next_slice
+
+    @abstractmethod
+    def visit(self, link: L, now: float) -> None:
+        """Keepalive and timeout work of one link (``now``: :func:`time.monotonic`)."""
+
+    async def _misc_loop(self) -> None:
+        slice_s = MISC_INTERVAL_S / MISC_SLICES
+        tick = 0
+        while True:
+            await asyncio.sleep(slice_s)
+            self.now = now = time.monotonic()
+            for link in list(self.slices[tick]):
+                self.visit(link, now)
+            tick = (tick + 1) % MISC_SLICES
+
+    async def aclose(self) -> None:
+        self._misc_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._misc_task
 
 
 def make_publisher(
