@@ -364,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
     uadd.set_defaults(func=cmd_user_add)
+
+    from gateway.cli_roster import add_roster_commands
+
+    add_roster_commands(sub)
     return parser
 
 
