@@ -62,6 +62,11 @@ class DatabaseSettings(_Section):
     name: str = "safehome"
     user: str = "safehome"
     password: SecretStr | None = None
+    # The role that owns the schema and runs `safehome db migrate` (migration 0014); the
+    # gateway itself connects as ``user`` with only the privileges it needs. None: one role
+    # owns everything and the gateway runs as it (older installations; warned at start-up).
+    owner_user: str | None = None
+    owner_password: SecretStr | None = None
     pool_min: int = Field(2, ge=1)
     pool_max: int = Field(10, ge=1)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -71,16 +76,30 @@ class DatabaseSettings(_Section):
 
     def conninfo(self) -> str:
         """libpq connection string (password included when set)."""
+        return self._conninfo(self.user, self.password, "safehome-gateway")
+
+    @property
+    def app_role(self) -> str | None:
+        """The role to grant privileges to after migrating (None: single-role setup)."""
+        return self.user if self.owner_user and self.owner_user != self.user else None
+
+    def owner_conninfo(self) -> str:
+        """libpq connection string of the owner role (migrations); ``user`` without one."""
+        if self.owner_user is None:
+            return self.conninfo()
+        return self._conninfo(self.owner_user, self.owner_password, "safehome-migrate")
+
+    def _conninfo(self, user: str, password: SecretStr | None, application: str) -> str:
         parts = {
             "host": self.host,
             "port": str(self.port),
             "dbname": self.name,
-            "user": self.user,
+            "user": user,
             "connect_timeout": str(max(1, int(self.connect_timeout_s))),
-            "application_name": "safehome-gateway",
+            "application_name": application,
         }
-        if self.password is not None:
-            parts["password"] = self.password.get_secret_value()
+        if password is not None:
+            parts["password"] = password.get_secret_value()
         return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
 
 

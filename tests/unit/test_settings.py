@@ -156,3 +156,20 @@ def test_file_variable_of_a_non_secret_key_is_an_ordinary_setting(tmp_path: Path
     ca = tmp_path / "ca.pem"
     s = load_settings(environ={"SAFEHOME_MQTT__CA_FILE": str(ca)})
     assert s.mqtt.ca_file == ca  # a path setting, not a file to read
+
+
+def test_owner_role_is_used_for_migrations_only() -> None:
+    s = load_settings(
+        environ={
+            "SAFEHOME_DATABASE__PASSWORD": "app-pw",
+            "SAFEHOME_DATABASE__OWNER_USER": "safehome_owner",
+            "SAFEHOME_DATABASE__OWNER_PASSWORD": "owner-pw",
+        }
+    )
+    d = s.database
+    assert "user='safehome'" in d.conninfo() and "app-pw" in d.conninfo()
+    assert "owner-pw" not in d.conninfo()
+    assert "user='safehome_owner'" in d.owner_conninfo() and "owner-pw" in d.owner_conninfo()
+    assert d.app_role == "safehome"
+    single = load_settings(environ={"SAFEHOME_DATABASE__PASSWORD": "app-pw"}).database
+    assert single.app_role is None and single.owner_conninfo() == single.conninfo()
