@@ -33,11 +33,17 @@ def _settings(args: argparse.Namespace, *, local_secrets: bool = False) -> Setti
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from gateway.storage.migrate import migrate
+    from gateway.storage import timescale
+    from gateway.storage.migrate import SchemaError, migrate
 
     s = _settings(args)
-    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
-        applied = migrate(conn)
+    with psycopg.connect(s.database.owner_conninfo(), autocommit=True) as conn:
+        try:
+            applied = migrate(conn, app_role=s.database.app_role)
+        except SchemaError as exc:
+            print(f"safehome db migrate: {exc}", file=sys.stderr)
+            return 2
+        timescale.apply_policies(conn, timescale.detect(conn), s.retention)
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}"
                                                            for m in applied))  # fmt: skip
     return 0
@@ -364,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
     uadd.set_defaults(func=cmd_user_add)
+
+    from gateway.cli_roster import add_roster_commands
+
+    add_roster_commands(sub)
     return parser
 
 

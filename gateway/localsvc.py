@@ -260,24 +260,47 @@ class PostgresServer:
             self._user,
         )
 
-    def ensure_database(self, name: str, owner: str, password: str) -> None:
-        """Create (or update the password of) a login role and a database it owns."""
-        for ident in (name, owner):
+    def ensure_database(
+        self,
+        name: str,
+        owner: str,
+        password: str,
+        *,
+        app_user: str | None = None,
+        app_password: str | None = None,
+    ) -> None:
+        """Create (or update the password of) a login role and a database it owns.
+
+        With ``app_user``, also the application's login role (it owns nothing; migrating
+        grants its privileges). A database of an older version, where the application role
+        owned everything, is handed over to ``owner`` (database and objects).
+        """
+        for ident in (name, owner, *([app_user] if app_user else [])):
             if not _SQL_IDENT.match(ident):
                 raise LocalServiceError(f"invalid database identifier {ident!r}")
-        pw = password.replace("'", "''")
-        self.psql_admin(
-            "DO $$BEGIN "
-            f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner}') THEN "
-            f"CREATE ROLE \"{owner}\" LOGIN PASSWORD '{pw}'; "
-            f"ELSE ALTER ROLE \"{owner}\" PASSWORD '{pw}'; END IF; END$$;"
-        )
+        if app_user == owner:
+            raise LocalServiceError("the application role must differ from the owner role")
+        self._ensure_role(owner, password)
+        if app_user is not None:
+            self._ensure_role(app_user, app_password or "")
         query = f"SELECT 1 FROM pg_database WHERE datname = '{name}'"  # noqa: S608 (checked ident)
         exists = self.psql_admin(query).strip()
         if not exists:
             self.psql_admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        elif app_user is not None:
+            self.psql_admin(f'ALTER DATABASE "{name}" OWNER TO "{owner}"')
+            self.psql_admin(f'REASSIGN OWNED BY "{app_user}" TO "{owner}"', dbname=name)
         # The extension needs a superuser to create; the owner then uses it.
         self.psql_admin("CREATE EXTENSION IF NOT EXISTS timescaledb", dbname=name)
+
+    def _ensure_role(self, role: str, password: str) -> None:
+        pw = password.replace("'", "''")
+        self.psql_admin(
+            "DO $$BEGIN "
+            f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+            f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{pw}'; "
+            f"ELSE ALTER ROLE \"{role}\" PASSWORD '{pw}'; END IF; END$$;"
+        )
 
 
 @dataclass

@@ -18,6 +18,7 @@ from gateway.brokerauth import ServiceAccount, hash_password
 from gateway.commissioning import device_accounts
 from gateway.localsvc import MosquittoServer, PostgresServer
 from gateway.settings import Settings, load_settings
+from gateway.storage import timescale
 from gateway.storage.migrate import migrate
 
 SECRET_FILES = {
@@ -25,29 +26,44 @@ SECRET_FILES = {
     "SAFEHOME_MQTT__PASSWORD_FILE": "mqtt_password",
     "SAFEHOME_API__JWT_SECRET_FILE": "jwt_secret",
 }
+# The schema owner's password (migrations only): never handed to the gateway process.
+OWNER_SECRET = ("SAFEHOME_DATABASE__OWNER_PASSWORD_FILE", "db_owner_password")
+
+
+def _secret_file(sdir: Path, name: str) -> Path:
+    path = sdir / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path
 
 
 def ensure_secrets(var_dir: Path) -> dict[str, str]:
-    """Create the local secrets once; return the environment that points settings at them."""
+    """Create the local secrets once; return the environment that points the gateway's
+    settings at them (the owner's password file is created too, but not returned)."""
     sdir = var_dir / "secrets"
     sdir.mkdir(parents=True, exist_ok=True)
     sdir.chmod(0o700)
-    env = {}
-    for var, name in SECRET_FILES.items():
-        path = sdir / name
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
-        env[var] = str(path)
-    return env
+    _secret_file(sdir, OWNER_SECRET[1])
+    return {var: str(_secret_file(sdir, name)) for var, name in SECRET_FILES.items()}
+
+
+def local_owner_user(settings: Settings) -> str:
+    """The owner role of the local database: ``database.owner_user`` or ``<user>_owner``."""
+    return settings.database.owner_user or f"{settings.database.user}_owner"
 
 
 def settings_with_local_secrets(config_file: Path | None) -> tuple[Settings, dict[str, str]]:
-    """Settings whose secrets come from ``<var_dir>/secrets`` (created if missing)."""
+    """Settings whose secrets come from ``<var_dir>/secrets`` (created if missing), with the
+    local owner role for migrations; the returned environment is the gateway's (no owner)."""
     base = load_settings(config_file)
     env = ensure_secrets(base.var_dir)
-    merged = dict(os.environ) | env
+    owner = {
+        "SAFEHOME_DATABASE__OWNER_USER": local_owner_user(base),
+        OWNER_SECRET[0]: str(base.var_dir / "secrets" / OWNER_SECRET[1]),
+    }
+    merged = dict(os.environ) | env | owner
     if config_file is not None:
         merged["SAFEHOME_CONFIG"] = str(config_file)
     return load_settings(config_file, environ=merged), env
@@ -67,18 +83,21 @@ class LocalServices:
         return ServiceAccount(self.settings.mqtt.username, hash_password(pw.get_secret_value()))
 
     def up(self) -> None:
-        s = self.settings
-        if s.database.password is None:
-            raise RuntimeError("database.password is not set (see ensure_secrets)")
+        d = self.settings.database
+        if d.password is None or d.owner_user is None or d.owner_password is None:
+            raise RuntimeError("database passwords are not set (see settings_with_local_secrets)")
         self.postgres.init()
         self.postgres.start()
         self.postgres.ensure_database(
-            s.database.name, s.database.user, s.database.password.get_secret_value()
-        )
-        with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
-            migrate(conn)
+            d.name, d.owner_user, d.owner_password.get_secret_value(),
+            app_user=d.user, app_password=d.password.get_secret_value(),
+        )  # fmt: skip
+        with psycopg.connect(d.owner_conninfo(), autocommit=True) as conn:
+            migrate(conn, app_role=d.user)
+            timescale.apply_policies(conn, timescale.detect(conn), self.settings.retention)
+        with psycopg.connect(d.conninfo(), autocommit=True) as conn:
             devices = device_accounts(conn)
-        self.mosquitto.init(s.mqtt.prefix, self._service_account(), devices)
+        self.mosquitto.init(self.settings.mqtt.prefix, self._service_account(), devices)
         self.mosquitto.start()
         self.mosquitto.reload()
 

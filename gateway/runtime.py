@@ -184,7 +184,13 @@ class Runtime:
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
             check_schema(conn)
             info = timescale.detect(conn)
-            timescale.apply_policies(conn, info, self.settings.retention)
+            if timescale.owns_schema(conn):
+                log.warning(
+                    "the gateway connects as the owner of the schema, so it could disable the "
+                    "audit log's append-only triggers: set database.owner_user (README, "
+                    "Operations)"
+                )
+                timescale.apply_policies(conn, info, self.settings.retention)
             return info
 
     async def _start_api(self) -> None:

@@ -7,9 +7,12 @@ Order of precedence (highest first):
    ``/etc/safehome/gateway.toml``);
 3. ``config/default.toml`` shipped with the project.
 
-Secrets (database and broker passwords, the API signing key) never come from TOML: a TOML
-file that sets one is refused. They come from the environment, either directly
-(``SAFEHOME_MQTT__PASSWORD``) or from a file (``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``).
+Secrets (every ``SecretStr`` field at any depth: database and broker passwords, the API
+signing key, ``notify.smtp.password``, ``notify.sms.access_key_secret``, webhook and bot URLs)
+never come from TOML: a TOML file that sets one is refused, naming the key. They come from the
+environment, either directly (``SAFEHOME_MQTT__PASSWORD``) or from a file
+(``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``). A ``…_FILE`` variable of a key that is
+not a secret (``SAFEHOME_MQTT__CA_FILE``) is an ordinary setting.
 
 Settings are built by :func:`load_settings`, never at import time.
 """
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -38,17 +42,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 ENV_PREFIX = "SAFEHOME_"
 
-# (section, key) pairs that hold secrets: refused in TOML, accepted from env or *_FILE.
-SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("database", "password"),
-        ("mqtt", "password"),
-        ("api", "jwt_secret"),
-        # notify: webhook URLs/signing secrets and bot URLs (which embed their keys).
-        ("notify", "webhooks"),
-        ("notify", "bots"),
-    }
-)
+# A key path of a secret: section, key, ... ("*" stands for any key of a dict, e.g. a
+# webhook's name). Derived from the models (see secret_paths): every SecretStr field at any
+# depth is refused in TOML and accepted from the environment or from a *_FILE variable.
+SecretPath = tuple[str, ...]
 
 
 class SettingsError(Exception):
@@ -65,6 +62,11 @@ class DatabaseSettings(_Section):
     name: str = "safehome"
     user: str = "safehome"
     password: SecretStr | None = None
+    # The role that owns the schema and runs `safehome db migrate` (migration 0014); the
+    # gateway itself connects as ``user`` with only the privileges it needs. None: one role
+    # owns everything and the gateway runs as it (older installations; warned at start-up).
+    owner_user: str | None = None
+    owner_password: SecretStr | None = None
     pool_min: int = Field(2, ge=1)
     pool_max: int = Field(10, ge=1)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -74,16 +76,30 @@ class DatabaseSettings(_Section):
 
     def conninfo(self) -> str:
         """libpq connection string (password included when set)."""
+        return self._conninfo(self.user, self.password, "safehome-gateway")
+
+    @property
+    def app_role(self) -> str | None:
+        """The role to grant privileges to after migrating (None: single-role setup)."""
+        return self.user if self.owner_user and self.owner_user != self.user else None
+
+    def owner_conninfo(self) -> str:
+        """libpq connection string of the owner role (migrations); ``user`` without one."""
+        if self.owner_user is None:
+            return self.conninfo()
+        return self._conninfo(self.owner_user, self.owner_password, "safehome-migrate")
+
+    def _conninfo(self, user: str, password: SecretStr | None, application: str) -> str:
         parts = {
             "host": self.host,
             "port": str(self.port),
             "dbname": self.name,
-            "user": self.user,
+            "user": user,
             "connect_timeout": str(max(1, int(self.connect_timeout_s))),
-            "application_name": "safehome-gateway",
+            "application_name": application,
         }
-        if self.password is not None:
-            parts["password"] = self.password.get_secret_value()
+        if password is not None:
+            parts["password"] = password.get_secret_value()
         return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
 
 
@@ -251,6 +267,45 @@ class Settings(BaseSettings):
         return (init_settings,)
 
 
+def _secret_paths_of(annotation: Any, prefix: SecretPath) -> Iterator[SecretPath]:
+    if annotation is SecretStr:
+        yield prefix
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, info in annotation.model_fields.items():
+            yield from _secret_paths_of(info.annotation, (*prefix, name))
+    elif get_origin(annotation) in (dict, Mapping):
+        yield from _secret_paths_of(get_args(annotation)[1], (*prefix, "*"))
+    else:  # unions (X | None), lists: the key holds a secret if any member does
+        for arg in get_args(annotation):
+            yield from _secret_paths_of(arg, prefix)
+
+
+def secret_paths(model: type[BaseModel]) -> frozenset[SecretPath]:
+    """Every SecretStr field of ``model``, at any depth, as a key path."""
+    return frozenset(_secret_paths_of(model, ()))
+
+
+def secret_env(path: SecretPath) -> str:
+    """The environment variable of a key path (``*_FILE`` is its file variant)."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path)
+
+
+def _is_secret(path: SecretPath) -> bool:
+    return any(
+        len(pattern) == len(path) and all(p in ("*", k) for p, k in zip(pattern, path, strict=True))
+        for pattern in SECRET_PATHS
+    )
+
+
+def _secrets_in(data: dict[str, Any], prefix: SecretPath = ()) -> Iterator[SecretPath]:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if _is_secret(path):
+            yield path
+        elif isinstance(value, dict):
+            yield from _secrets_in(value, path)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -259,13 +314,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
-    for section, key in sorted(SECRET_KEYS):
-        if key in data.get(section, {}):
-            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
-            raise SettingsError(
-                f"{path}: {section}.{key} is a secret and must not be stored in a TOML file; "
-                f"set {env} or {env}_FILE instead"
-            )
+    found = sorted(_secrets_in(data))
+    if found:
+        lines = [
+            f"  {'.'.join(key)} is a secret: set {secret_env(key)} or {secret_env(key)}_FILE"
+            for key in found
+        ]
+        raise SettingsError(
+            f"{path}: secrets must not be stored in a TOML file:\n" + "\n".join(lines)
+        )
     return data
 
 
@@ -279,18 +336,38 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _secrets_from_files(environ: dict[str, str]) -> dict[str, dict[str, str]]:
-    found: dict[str, dict[str, str]] = {}
-    for section, key in SECRET_KEYS:
-        name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}_FILE"
-        path = environ.get(name)
-        if not path:
+def _env_path(name: str) -> SecretPath:
+    return tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+
+
+def _secret_file_path(name: str) -> SecretPath | None:
+    """The secret a ``SAFEHOME_…_FILE`` variable names, or None (an ordinary variable)."""
+    if not name.startswith(ENV_PREFIX) or not name.endswith("_FILE"):
+        return None
+    path = _env_path(name[: -len("_FILE")])
+    return path if _is_secret(path) else None
+
+
+def _put(out: dict[str, Any], name: str, path: SecretPath, value: str) -> None:
+    node = out
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"{name}: conflicts with another variable")
+    node[path[-1]] = value
+
+
+def _secrets_from_files(environ: dict[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, file in sorted(environ.items()):
+        path = _secret_file_path(name)
+        if path is None or not file:
             continue
         try:
-            value = Path(path).read_text(encoding="utf-8").strip()
+            value = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from exc
-        found.setdefault(section, {})[key] = value
+            raise SettingsError(f"{name}: cannot read {file}: {exc.strerror}") from exc
+        _put(found, name, path, value)
     return found
 
 
@@ -303,19 +380,19 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
-    """``SAFEHOME_<SECTION>__<KEY>=value`` → {section: {key: value}}; ``*_FILE`` excluded."""
+    """``SAFEHOME_<SECTION>__<KEY>=value`` → {section: {key: value}}; secret ``*_FILE``
+    variables excluded (read by :func:`_secrets_from_files`)."""
     out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.endswith("_FILE") or name == "SAFEHOME_CONFIG":
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "SAFEHOME_CONFIG":
             continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SettingsError(f"{name}: conflicts with another variable")
-        node[parts[-1]] = value
+        if _secret_file_path(name) is not None:
+            continue
+        _put(out, name, _env_path(name), value)
     return out
+
+
+SECRET_PATHS: frozenset[SecretPath] = secret_paths(Settings)
 
 
 def load_settings(

@@ -24,6 +24,10 @@ from gateway.storage.migrate import migrate
 from tests.support import PREFIX, Broker, Database
 
 TEMPLATE_DB = "safehome_template"
+# The schema owner runs the migrations; the gateway (and the tests) connect as DB_USER,
+# which owns nothing (migration 0014), as in production.
+OWNER_USER = "safehome_owner"
+OWNER_PASSWORD = "own-" + uuid.uuid4().hex[:12]
 DB_USER = "safehome"
 DB_PASSWORD = "test-" + uuid.uuid4().hex[:12]
 GATEWAY_PASSWORD = "gw-" + uuid.uuid4().hex[:12]
@@ -41,12 +45,14 @@ def start_postgres(root: Path, name: str) -> PostgresServer:
     server = PostgresServer(root / name, free_port(), fsync=False)
     server.init()
     server.start()
-    server.ensure_database(TEMPLATE_DB, DB_USER, DB_PASSWORD)
+    server.ensure_database(
+        TEMPLATE_DB, OWNER_USER, OWNER_PASSWORD, app_user=DB_USER, app_password=DB_PASSWORD
+    )
     with psycopg.connect(
         f"host=127.0.0.1 port={server.port} dbname={TEMPLATE_DB} "
-        f"user={DB_USER} password={DB_PASSWORD}"
+        f"user={OWNER_USER} password={OWNER_PASSWORD}"
     ) as conn:
-        migrate(conn)
+        migrate(conn, app_role=DB_USER)
     # TimescaleDB's scheduler keeps a session open in every database that allows connections;
     # a template must have none.
     server.psql_admin(
@@ -75,7 +81,7 @@ def new_database(server: PostgresServer) -> Database:
     for attempt in range(20):
         try:
             server.psql_admin(
-                f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" OWNER "{DB_USER}"'
+                f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" OWNER "{OWNER_USER}"'
             )
             break
         except LocalServiceError:
@@ -83,7 +89,7 @@ def new_database(server: PostgresServer) -> Database:
                 raise
             _disconnect_template(server)
             time.sleep(0.1)
-    return Database(server, name, DB_USER, DB_PASSWORD)
+    return Database(server, name, DB_USER, DB_PASSWORD, OWNER_USER, OWNER_PASSWORD)
 
 
 @pytest.fixture

@@ -20,23 +20,29 @@ PREFIX = "shg"
 
 @dataclass
 class Database:
+    """A test database: ``user`` is the gateway's role (no ownership), ``owner`` the schema's."""
+
     server: PostgresServer
     name: str
     user: str
     password: str
+    owner: str
+    owner_password: str
 
     @property
     def port(self) -> int:
         return self.server.port
 
-    def conninfo(self) -> str:
-        return (
-            f"host=127.0.0.1 port={self.port} dbname={self.name} "
-            f"user={self.user} password={self.password}"
-        )
+    def conninfo(self, *, owner: bool = False) -> str:
+        user, password = (self.owner, self.owner_password) if owner else (self.user, self.password)
+        return f"host=127.0.0.1 port={self.port} dbname={self.name} user={user} password={password}"
 
     def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.conninfo(), autocommit=True)
+
+    def connect_owner(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """As the schema owner (what the gateway cannot do: DDL, tampering)."""
+        return psycopg.connect(self.conninfo(owner=True), autocommit=True)
 
     def scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
         with self.connect() as conn:

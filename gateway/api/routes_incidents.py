@@ -75,12 +75,26 @@ class CancelBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-_INCIDENT_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Incident))
+_INCIDENT_COLUMNS = ", ".join(f"i.{f.name}" for f in dataclasses.fields(Incident))
+# Where to go, without opening the (audited) resident card: the bed code and the room label
+# (nursing home) or household label (home care) of the resident's bed; for a technical
+# incident without a resident, those of the device (subject) or the location (subject of
+# ``hub_offline``). Names and home addresses stay in the card.
+LOCATION_FIELDS = ("bed_code", "location_kind", "location_label")
 _LIST_SQL = f"""
-SELECT {_INCIDENT_COLUMNS} FROM incidents
-WHERE (%(site)s::text IS NULL OR site_id = %(site)s)
-  AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
-ORDER BY priority, raised_at
+SELECT {_INCIDENT_COLUMNS},
+       b.bed_code, l.kind AS location_kind, l.label AS location_label
+FROM incidents i
+LEFT JOIN residents r ON r.resident_id = i.resident_id
+LEFT JOIN devices d ON i.resident_id IS NULL AND d.device_id = i.subject
+LEFT JOIN beds b ON b.bed_id = coalesce(r.bed_id, d.bed_id) AND b.site_id = i.site_id
+LEFT JOIN locations l
+       ON l.location_id = coalesce(
+              b.location_id, d.location_id, CASE WHEN i.resident_id IS NULL THEN i.subject END)
+      AND l.site_id = i.site_id
+WHERE (%(site)s::text IS NULL OR i.site_id = %(site)s)
+  AND (%(states)s::text[] IS NULL OR i.state = ANY(%(states)s))
+ORDER BY i.priority, i.raised_at
 LIMIT %(limit)s
 """  # noqa: S608 (only the dataclass's field names are spliced in)
 
@@ -97,7 +111,8 @@ def build_incidents_router() -> APIRouter:
     """Staff routes over incidents and residents."""
     router = APIRouter(tags=["incidents"])
 
-    @router.get("/incidents", summary="Incidents, most urgent and oldest first", **allow(*STAFF))
+    @router.get("/incidents", summary="Incidents, most urgent and oldest first, with bed and room",
+                **allow(*STAFF))  # fmt: skip
     def list_incidents(
         user: CurrentUser,
         conn: DbConn,
@@ -110,7 +125,11 @@ def build_incidents_router() -> APIRouter:
             rows = cur.execute(
                 _LIST_SQL, {"site": site_id, "states": _states(state), "limit": limit}
             ).fetchall()
-        return [incident_json(Incident(**row)) for row in rows]
+        out = []
+        for row in rows:
+            where = {name: row.pop(name) for name in LOCATION_FIELDS}
+            out.append(incident_json(Incident(**row)) | where)
+        return out
 
     def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
         try:

@@ -91,10 +91,18 @@ def ensure_timescaledb(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     return True
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
-    """Apply every pending migration; return those applied. Idempotent."""
+def migrate(
+    conn: psycopg.Connection[tuple[object, ...]], app_role: str | None = None
+) -> list[Migration]:
+    """Apply every pending migration; return those applied. Idempotent.
+
+    ``conn`` is the owner role's. With ``app_role`` (the role the gateway connects as, not
+    the owner) its privileges are (re)granted afterwards: see migration 0014.
+    """
     conn.autocommit = True
     ensure_timescaledb(conn)
+    if app_role is not None:
+        check_ownership(conn, app_role)
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
         conn.execute(_BOOKKEEPING)
@@ -112,9 +120,51 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
                 )
             log.info("migration applied", extra={"version": mig.version, "migration": mig.name})
             applied.append(mig)
+        if app_role is not None:
+            grant_app_role(conn, app_role)
         return applied
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+_OWNERSHIP = """
+SELECT current_user, current_database(), pg_get_userbyid(d.datdba),
+       has_schema_privilege('public', 'CREATE'),
+       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = %s)
+FROM pg_database d WHERE d.datname = current_database()
+"""
+
+
+def check_ownership(conn: psycopg.Connection[tuple[object, ...]], app_role: str) -> None:
+    """Refuse to migrate a database the owner role cannot own yet (an older installation
+    where ``app_role`` owns everything), saying what a superuser must run once."""
+    row = conn.execute(_OWNERSHIP, (app_role,)).fetchone()
+    assert row is not None
+    me, dbname, db_owner, may_create, app_owned = row
+    if me == app_role:
+        raise SchemaError(
+            f"`db migrate` connected as the application role {app_role}: set "
+            "database.owner_user (and SAFEHOME_DATABASE__OWNER_PASSWORD[_FILE]) to the owner role"
+        )
+    if app_owned or not may_create:
+        raise SchemaError(
+            f"database {dbname} (owner {db_owner}) is not ready for the owner role {me}: "
+            f"the application role {app_role} owns {app_owned} object(s). Once, as a "
+            f'superuser: ALTER DATABASE "{dbname}" OWNER TO "{me}"; then, connected to '
+            f'{dbname}: REASSIGN OWNED BY "{app_role}" TO "{me}"; then migrate again'
+        )
+
+
+def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], app_role: str) -> None:
+    """Give the application role exactly its privileges (0014's safehome_grant_app)."""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT safehome_grant_app(%s)", (app_role,))
+    except psycopg.errors.RaiseException as exc:
+        hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+        raise SchemaError(f"{exc.diag.message_primary}{hint}") from None
+    log.info("application role privileges granted", extra={"role": app_role})
 
 
 def _check_known(migs: list[Migration], done: dict[int, tuple[str, str]]) -> None:

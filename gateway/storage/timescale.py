@@ -3,7 +3,11 @@
 * Community (``timescaledb.license = 'timescale'``): compression settings plus
   ``add_retention_policy`` / ``add_compression_policy`` jobs run inside the database.
 * Apache (``'apache'``, e.g. the edition built from Debian's source package): no policy jobs,
-  so the gateway runs ``drop_chunks`` itself on a schedule.
+  so the gateway runs ``drop_chunks`` itself on a schedule (through ``safehome_drop_chunks``,
+  migration 0014, as the gateway's role does not own the tables).
+
+Policies need the tables' owner: ``safehome db migrate`` installs them; the gateway does it at
+start-up only when it connects as the owner (single-role installations).
 * No timescaledb at all: plain tables; the gateway deletes old rows itself.
 """
 
@@ -57,6 +61,15 @@ def detect(conn: psycopg.Connection[tuple[object, ...]]) -> TimescaleInfo:
     return TimescaleInfo(edition, str(row[0]))
 
 
+def owns_schema(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the connected role owns the tables (may ALTER them, e.g. install policies)."""
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
+        "WHERE oid = to_regclass('audit_log')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _days(settings: RetentionSettings, attr: str) -> int:
     return int(getattr(settings, attr))
 
@@ -101,11 +114,12 @@ def run_retention(
         interval = f"{_days(settings, attr)} days"
         with conn.transaction():
             if info.edition is Edition.APACHE:
-                rows = conn.execute(
-                    "SELECT drop_chunks(%s, older_than => now() - %s::interval)",
-                    (table, interval),
-                ).fetchall()
-                removed[table] = len(rows)
+                # drop_chunks needs the table's owner: migration 0014's SECURITY DEFINER
+                # wrapper runs it for the gateway's (non-owner) role.
+                row = conn.execute(
+                    "SELECT safehome_drop_chunks(%s, %s::interval)", (table, interval)
+                ).fetchone()
+                removed[table] = int(str(row[0])) if row else 0
             else:
                 cur = conn.execute(
                     f"DELETE FROM {table} WHERE {col} < now() - %s::interval",  # noqa: S608

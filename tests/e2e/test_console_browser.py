@@ -127,9 +127,13 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         expect(row).to_be_visible()
         expect(row).to_contain_text("Emergency call")
         expect(row).to_contain_text("site-a-r0")
+        # Where to go, before any (audited) card read: bed code and room from the list.
+        expect(row.locator(".where")).to_have_text("床位 Bed BED-site-a-0000 · Room 100")
+        assert db.scalar("SELECT count(*) FROM audit_log WHERE action = 'health_data.read'") == 0
         expect(row.locator(".sla")).to_contain_text("to ack")
         expect(page.locator("#alarm")).to_be_visible()
         expect(page.locator("#alarm-text")).to_contain_text("NEW EMERGENCY")
+        expect(page.locator("#alarm-text")).to_contain_text("BED-site-a-0000 · Room 100")
         page.wait_for_function("Number(document.body.dataset.beeps || 0) >= 1")
         assert page.evaluate("document.body.dataset.audio") == "running"
 
@@ -138,7 +142,7 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         expect(page.locator("#resident-card")).to_contain_text("BED-site-a-0000")
         expect(page.locator("#resident-card")).to_contain_text("Room 100")
         expect(page.locator("#resident-card")).to_contain_text("Daughter")
-        expect(row).to_contain_text("BED-site-a-0000")  # the list now names the bed too
+        expect(row.locator(".where")).to_contain_text("Room 100")  # still there after the read
         _shot(page, "console.png")
         page.click("#act-acknowledge")
         expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")

@@ -217,6 +217,53 @@ def test_staff_lifecycle_with_conflicts_and_timeline(env: Env) -> None:
         assert ids == [env.inc_b]
 
 
+def test_incident_list_says_where_without_names_or_addresses(env: Env) -> None:
+    """Each listed incident carries bed code and room / household label, nothing personal."""
+    db = env.db
+    with db.connect() as conn:  # a home-care household in site-a, with an address
+        conn.execute(
+            "INSERT INTO locations (location_id, site_id, kind, label, address) VALUES "
+            "('site-a-h1', 'site-a', 'home', 'Household Wang 3-2', '12 Elm Road, Flat 3')"
+        )
+        conn.execute(
+            "INSERT INTO beds (bed_id, bed_code, site_id, location_id) "
+            "VALUES ('site-a-hb1', 'HB-0001', 'site-a', 'site-a-h1')"
+        )
+        conn.execute(
+            "INSERT INTO residents (resident_id, elder_code, site_id, bed_id, display_name, "
+            "care_level) VALUES ('site-a-hr1', 'ELD-H-1', 'site-a', 'site-a-hb1', 'Wang Li', 1)"
+        )
+    home = _raise(db, "site-a", "site-a-hr1", IncidentType.EMERGENCY_CALL)
+    with db.connect() as conn:
+        service = IncidentService(conn)
+        now = datetime.now(UTC)
+        device, _ = service.raise_or_join(  # technical, no resident: the device's bed
+            Trigger(IncidentType.DEVICE_OFFLINE, "site-a", now, "silent", subject="site-a-bs1")
+        )
+        hub, _ = service.raise_or_join(  # technical, a location: its room, no bed
+            Trigger(IncidentType.HUB_OFFLINE, "site-a", now, "silent", subject="site-a-l1")
+        )
+    with env.client("duty_staff") as staff:
+        resp = staff.get("/incidents")
+    assert resp.status_code == 200
+    where = {i["id"]: (i["bed_code"], i["location_kind"], i["location_label"]) for i in resp.json()}
+    assert where == {
+        env.inc_a: ("BED-site-a-0000", "room", "Room 100"),
+        home: ("HB-0001", "home", "Household Wang 3-2"),
+        device.id: ("BED-site-a-0001", "room", "Room 101"),
+        hub.id: (None, "room", "Room 101"),
+    }
+    for secret in ("Wang Li", "Elm Road", "Resident 0", "display_name", "address"):
+        assert secret not in resp.text
+    with env.client("admin") as admin:  # the other site's incident says where too
+        other = admin.get("/incidents?site=site-b").json()
+    assert [(i["bed_code"], i["location_label"]) for i in other] == [
+        ("BED-site-b-0000", "Room 100")
+    ]
+    # Listing is not a read of health data: only the card is audited.
+    assert db.scalar("SELECT count(*) FROM audit_log WHERE action = 'health_data.read'") == 0
+
+
 def test_resident_card_is_complete_and_audited(env: Env) -> None:
     with env.client("duty_staff") as c:
         card = c.get("/residents/site-a-r0").json()

@@ -331,14 +331,48 @@ def test_concurrent_audit_appends_stay_linear(db: Database) -> None:
     assert result.ok and result.entries == n * per
 
 
+AUDIT_REWRITES = ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log",
+                  "TRUNCATE audit_log")  # fmt: skip
+
+
 def test_audit_log_refuses_update_delete_truncate(db: Database, svc: IncidentService) -> None:
     svc.record_read("staff-17", "r0", "vitals")
-    with db.connect() as c:
-        for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log",
-                    "TRUNCATE audit_log"):  # fmt: skip
+    with db.connect_owner() as c:  # even the owner: the append-only triggers refuse
+        for sql in AUDIT_REWRITES:
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 c.execute(sql.encode())
     assert db.scalar("SELECT count(*) FROM audit_log") == 1
+
+
+def test_gateway_role_cannot_disable_the_audit_triggers_or_rewrite(
+    db: Database, svc: IncidentService
+) -> None:
+    svc.record_read("staff-17", "r0", "vitals")
+    with db.connect() as c:  # the gateway's role: no privilege to change history at all
+        for sql in (
+            *AUDIT_REWRITES,
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+            "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+            "DROP TRIGGER audit_log_append_only ON audit_log",
+            "ALTER TABLE audit_log OWNER TO CURRENT_USER",
+            "CREATE OR REPLACE FUNCTION audit_log_refuse_change() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+            "SET session_replication_role = replica",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(sql.encode())
+        # ... nor to bypass retention limits or grant itself more.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT safehome_drop_chunks('audit_log', interval '1 year')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT safehome_grant_app(current_user)")
+        owner = c.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'audit_log'::regclass"
+        ).fetchone()
+        assert owner == (db.owner,)
+    assert db.rows("SELECT actor FROM audit_log") == [("staff-17",)]
+    with db.connect() as c:
+        assert audit.verify(c).ok
 
 
 def _fill(svc: IncidentService, n: int = 5) -> None:
@@ -349,7 +383,7 @@ def _fill(svc: IncidentService, n: int = 5) -> None:
 def test_verify_finds_edited_entry(db: Database, svc: IncidentService) -> None:
     _fill(svc)
     seq = db.scalar("SELECT seq FROM audit_log ORDER BY seq OFFSET 2 LIMIT 1")
-    with db.connect() as c:  # the owner can disable its own triggers: simulate a tamperer
+    with db.connect_owner() as c:  # the owner can disable its triggers: simulate a tamperer
         c.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
         c.execute('UPDATE audit_log SET data = \'{"what": "nothing"}\' WHERE seq = %s', (seq,))
         c.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
@@ -360,7 +394,7 @@ def test_verify_finds_edited_entry(db: Database, svc: IncidentService) -> None:
 def test_verify_finds_deleted_entry(db: Database, svc: IncidentService) -> None:
     _fill(svc)
     seqs = [r[0] for r in db.rows("SELECT seq FROM audit_log ORDER BY seq")]
-    with db.connect() as c:
+    with db.connect_owner() as c:
         c.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
         c.execute("DELETE FROM audit_log WHERE seq = %s", (seqs[1],))
         c.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
@@ -416,7 +450,7 @@ def test_cli_audit_verify(
     assert main(["audit", "verify"]) == 0
     assert "audit chain intact: 3 entries" in capsys.readouterr().out
     seq = db.scalar("SELECT max(seq) FROM audit_log")
-    with db.connect() as c:
+    with db.connect_owner() as c:
         c.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
         c.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = %s", (seq,))
     assert main(["audit", "verify"]) == 1

@@ -112,5 +112,5 @@ def test_notify_and_escalation_sections_load_and_secrets_stay_out_of_toml(tmp_pa
     assert settings.notify.webhooks["webhook"].url.get_secret_value().endswith("/hook")
     overlay = tmp_path / "gw.toml"
     overlay.write_text('[notify.webhooks.webhook]\nurl = "http://127.0.0.1:9/hook"\n')
-    with pytest.raises(SettingsError, match=r"notify\.webhooks is a secret"):
+    with pytest.raises(SettingsError, match=r"notify\.webhooks\.webhook\.url is a secret"):
         load_settings(config_file=overlay, environ={})

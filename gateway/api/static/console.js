@@ -26,7 +26,7 @@
     selectedId: null,
     selected: null, // the selected incident with its timeline
     card: null, // the selected incident's resident card
-    cards: new Map(), // resident id -> card (bed code, room) read this session
+    cards: new Map(), // resident id -> card (name, home address) read this session
     lastEventId: null,
     alarmed: new Set(), // emergency incident ids already announced
     muted: false,
@@ -142,11 +142,16 @@
     if (card) return card.display_name || card.elder_code || inc.resident_id;
     return inc.resident_id || inc.subject;
   }
+  /* Where to go: the list carries the bed code and the room (nursing home) or household
+   * label (home care); the home address only comes with the audited resident card. */
   function residentWhere(inc) {
     const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
-    if (!card) return inc.resident_id ? "" : "设备/位置 device/location";
-    const parts = [card.bed_code && `床位 ${card.bed_code}`, card.room, card.address];
-    return parts.filter(Boolean).join(" · ");
+    const label = inc.location_label
+      ? (inc.location_kind === "home" ? `居家 Home: ${inc.location_label}` : inc.location_label)
+      : null;
+    const parts = [inc.bed_code && `床位 Bed ${inc.bed_code}`, label, card && card.address];
+    const where = parts.filter(Boolean).join(" · ");
+    return where || (inc.resident_id ? "" : "设备/位置 device/location");
   }
 
   const elapsedS = (iso) => Math.max(0, (SHG.now() - Date.parse(iso)) / 1000);
@@ -175,7 +180,7 @@
         onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
       },
       el("td", {}, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
-      el("td", {}, residentLabel(inc), el("span", { class: "sub", text: residentWhere(inc) })),
+      el("td", {}, residentLabel(inc), el("span", { class: "sub where", text: residentWhere(inc) })),
       el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
       el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
       el("td", {}, el("span", { class: sla.cls, text: sla.text })));
