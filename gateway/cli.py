@@ -364,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
     uadd.set_defaults(func=cmd_user_add)
+
+    # The installer's commands (HTTP clients of the gateway API): login, site list/show/
+    # create/edit, location, bed, resident, import, label, device, commissioning, status,
+    # completion.
+    from gateway.installer.parser import register as register_installer
+
+    register_installer(sub, site)
     return parser
 
 
