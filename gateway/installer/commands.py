@@ -225,8 +225,8 @@ BED_COLS: list[str | tuple[str, str]] = [
 ]
 RESIDENT_COLS = ["elder_code", "resident_id", "care_level", "bed_code", "lives_alone",
                  "high_risk"]  # fmt: skip
-DEVICE_COLS = ["device_id", "kind", "model", "firmware", "location_id", "bed_id",
-               "resident_id", "active", "online"]  # fmt: skip
+DEVICE_COLS = ["device_id", "kind", "model", "serial", "firmware", "location_label",
+               "bed_code", "elder_code", "active", "online"]  # fmt: skip
 
 
 def cmd_site_list(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -316,7 +316,7 @@ def cmd_resident_list(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 def cmd_resident_show(ctx: Ctx, args: argparse.Namespace) -> int:
-    ctx.out.record(ctx.api.get(f"/residents/{_q(args.resident)}"))
+    ctx.out.record(ctx.api.get(f"/residents/{_q(args.resident)}/registry"))
     return 0
 
 
@@ -339,7 +339,7 @@ def cmd_resident_create(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def cmd_resident_edit(ctx: Ctx, args: argparse.Namespace) -> int:
     body = _fields(
-        display_name=args.name, care_level=args.care_level, bed_code=args.bed,
+        display_name=args.name, care_level=args.care_level, bed=args.bed,
         lives_alone=args.lives_alone, high_risk=args.high_risk,
     )  # fmt: skip
     res = ctx.api.patch(f"/residents/{_q(args.resident)}", body)
@@ -650,6 +650,8 @@ def _prompt_line(state: Mapping[str, Any]) -> str | None:
 
 
 def cmd_device_test(ctx: Ctx, args: argparse.Namespace) -> int:
+    if args.abort:
+        return _abort_test(ctx, args)
     body = {"timeout_s": args.timeout} if args.timeout else {}
     started = ctx.api.post(f"/devices/{_q(args.device_id)}/acceptance", body)
     test_id = str(started["test_id"])
@@ -707,6 +709,18 @@ def cmd_device_test(ctx: Ctx, args: argparse.Namespace) -> int:
             f"{args.device_id}",
             Exit.TEST_FAILED,
         )
+    return 0
+
+
+def _abort_test(ctx: Ctx, args: argparse.Namespace) -> int:
+    device = ctx.api.get(f"/devices/{_q(args.device_id)}")
+    test_id = device.get("running_test")
+    if not test_id:
+        raise CliError(f"device {args.device_id} has no acceptance test running",
+                       code=Exit.NOT_FOUND)  # fmt: skip
+    notes = args.notes or "aborted by the installer"
+    record = ctx.api.post(f"/acceptance/{_q(str(test_id))}/finish", {"abort": True, "notes": notes})
+    _show_record(ctx, record)
     return 0
 
 

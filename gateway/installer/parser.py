@@ -243,6 +243,7 @@ def register(sub: Any, site_group: Any) -> None:
                    help="no live display or questions; wait at most --timeout")  # fmt: skip
     p.add_argument("--timeout", type=float, metavar="S", help="seconds (default: the gateway's)")
     p.add_argument("--notes", help="note stored with the commissioning record (no names)")
+    p.add_argument("--abort", action="store_true", help="abort the device's running test")
 
     com = _group(sub, "commissioning", "commissioning records (acceptance test results)",
                  "  safehome commissioning list\n"
