@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from rich.console import Group
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -28,6 +29,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from gateway.installer import labels as lbl
 from gateway.installer.client import LOGIN_HINT, ApiClient, CliError, Exit
@@ -225,8 +227,16 @@ BED_COLS: list[str | tuple[str, str]] = [
 ]
 RESIDENT_COLS = ["elder_code", "resident_id", "care_level", "bed_code", "lives_alone",
                  "high_risk"]  # fmt: skip
-DEVICE_COLS = ["device_id", "kind", "model", "serial", "firmware", "location_label",
-               "bed_code", "elder_code", "active", "online"]  # fmt: skip
+DEVICE_COLS: list[str | tuple[str, str]] = [
+    ("device_id", "device"),
+    "kind",
+    "model",
+    ("location_label", "location"),
+    ("bed_code", "bed"),
+    ("elder_code", "resident"),
+    "active",
+    "online",
+]
 
 
 def cmd_site_list(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -370,11 +380,14 @@ def _server_errors(body: Any) -> list[RowError]:
     return out
 
 
-def _chunks(data: bytes, progress: Progress, task: Any, size: int = 16384) -> Iterator[bytes]:
+def _chunks(
+    data: bytes, progress: Progress, task: Any, after: str, size: int = 16384
+) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         chunk = data[i : i + size]
         yield chunk
         progress.advance(task, len(chunk))
+    progress.update(task, description=after)
 
 
 def _import(ctx: Ctx, kind: str, body: bytes, *, dry_run: bool, progress: Progress | None) -> Any:
@@ -384,7 +397,7 @@ def _import(ctx: Ctx, kind: str, body: bytes, *, dry_run: bool, progress: Progre
     content: bytes | Iterator[bytes] = body
     if progress is not None:
         task = progress.add_task("uploading", total=len(body))
-        content = _chunks(body, progress, task)
+        content = _chunks(body, progress, task, f"the gateway is applying the {kind}")
     try:
         resp = ctx.api.send("POST", path, params=params, content=content, headers=headers)
     except CliError as err:
@@ -394,6 +407,13 @@ def _import(ctx: Ctx, kind: str, body: bytes, *, dry_run: bool, progress: Progre
     return resp.json()
 
 
+def _merge(local: list[RowError], remote: list[RowError]) -> list[RowError]:
+    """Every problem once: the local ones, plus the gateway's for lines not already
+    reported (it also knows what exists: locations, beds, codes in use)."""
+    seen = {e.line for e in local}
+    return sorted([*local, *(e for e in remote if e.line not in seen)], key=lambda e: e.line)
+
+
 def cmd_import_csv(ctx: Ctx, args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
@@ -401,32 +421,35 @@ def cmd_import_csv(ctx: Ctx, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}", code=Exit.USAGE) from None
     local = check_csv(args.kind, data)
-    if local.errors:
-        if ctx.out.as_json:
-            ctx.out.json({"dry_run": True, "rows": local.rows, "created": 0, "updated": 0,
-                          "errors": [e.to_json() for e in local.errors]})  # fmt: skip
-        else:
-            _print_row_errors(ctx, str(path), local.errors, local.rows)
-        raise CliError(
-            f"{len(local.errors)} problem(s) in {path}; nothing was sent",
-            "fix the lines above and run the command again", Exit.USAGE,
-        )  # fmt: skip
-    body = local.text.encode("utf-8")
-    checked = _import(ctx, args.kind, body, dry_run=True, progress=None)
-    errors = _server_errors(checked)
+    structural = any(e.line == 1 for e in local.errors) or not local.text
+    checked: Any = None
+    note = None
+    if not structural:  # the gateway's dry run, even with local errors: report every bad row
+        try:
+            checked = _import(ctx, args.kind, local.text.encode("utf-8"), dry_run=True,
+                              progress=None)  # fmt: skip
+        except CliError as err:
+            if not local.errors or err.code not in (Exit.UNREACHABLE, Exit.AUTH):
+                raise
+            note = f"the gateway did not check the file ({err.message})"
+    errors = _merge(local.errors, _server_errors(checked))
+    rows = int(checked.get("rows", local.rows)) if isinstance(checked, dict) else local.rows
     if errors:
         if ctx.out.as_json:
-            ctx.out.json(checked)
+            ctx.out.json({"dry_run": True, "rows": rows, "created": 0, "updated": 0,
+                          "errors": [e.to_json() for e in errors]})  # fmt: skip
         else:
-            _print_row_errors(ctx, str(path), errors, int(checked.get("rows", local.rows)))
+            _print_row_errors(ctx, str(path), errors, rows)
+        if note:
+            ctx.out.warn(note)
         raise CliError(
-            f"the gateway found {len(errors)} problem(s) in {path}; nothing was written",
+            f"{len(errors)} problem(s) in {path}; nothing was written",
             "fix the lines above and run the command again", Exit.USAGE,
         )  # fmt: skip
     if args.dry_run:
         ctx.out.done(
-            f"{path}: {checked.get('rows', local.rows)} row(s) OK; would create "
-            f"{checked.get('created', 0)} and update {checked.get('updated', 0)} (nothing written)",
+            f"{path}: {rows} row(s) OK; would create {checked.get('created', 0)} and update "
+            f"{checked.get('updated', 0)} (nothing written)",
             checked,
         )
         return 0
@@ -435,15 +458,15 @@ def cmd_import_csv(ctx: Ctx, args: argparse.Namespace) -> int:
         TimeElapsedColumn(), console=ctx.out.err, transient=True, disable=ctx.out.as_json,
     )  # fmt: skip
     with progress:
-        result = _import(ctx, args.kind, body, dry_run=False, progress=progress)
-        progress.add_task(f"applying {local.rows} {args.kind}", total=None)
+        result = _import(ctx, args.kind, local.text.encode("utf-8"), dry_run=False,
+                         progress=progress)  # fmt: skip
     errors = _server_errors(result)
     if errors:  # someone changed the site between the dry run and now
         if not ctx.out.as_json:
-            _print_row_errors(ctx, str(path), errors, local.rows)
+            _print_row_errors(ctx, str(path), errors, rows)
         raise CliError(f"{len(errors)} problem(s); nothing was written", code=Exit.USAGE)
     ctx.out.done(
-        f"{path}: {result.get('rows', local.rows)} {args.kind} imported "
+        f"{path}: {result.get('rows', rows)} {args.kind} imported "
         f"({result.get('created', 0)} created, {result.get('updated', 0)} updated)",
         result,
     )
@@ -603,6 +626,13 @@ def cmd_device_replace(ctx: Ctx, args: argparse.Namespace) -> int:
 STEP_STYLE = {"passed": "green", "failed": "red", "waiting": "yellow"}
 
 
+def _test_view(state: Mapping[str, Any], remaining_s: float | None) -> Group:
+    """The live view of a test: what to do now, then the steps."""
+    prompt = _prompt_line(state) if state.get("status", "running") == "running" else None
+    head = Text(f"▶ {prompt}" if prompt else "", style="bold magenta")
+    return Group(head, _step_table(state, remaining_s))
+
+
 def _step_table(state: Mapping[str, Any], remaining_s: float | None) -> Table:
     status = str(state.get("status", "running"))
     left = f" — {remaining_s:.0f}s left" if remaining_s is not None and status == "running" else ""
@@ -622,11 +652,26 @@ def _step_table(state: Mapping[str, Any], remaining_s: float | None) -> Table:
             escape(str(step.get("prompt", ""))),
             f"[{STEP_STYLE.get(st, 'white')}]{st}[/]",
             "-" if latency is None else f"{latency:.0f} ms",
-            escape(cell(step.get("observed"))),
+            escape(_seen(step.get("observed"))),
         )
     notified = state.get("family_notified")
     table.add_row("family page", "", "[red]SENT[/]" if notified else "[green]none[/]", "", "")
     return table
+
+
+def _seen(observed: Any) -> str:
+    """What the gateway saw for a step: when it arrived, and the values that matter."""
+    if not isinstance(observed, Mapping) or not observed:
+        return "-"
+    parts = []
+    arrived = observed.get("received_at")
+    if isinstance(arrived, str):
+        parts.append("arrived " + cell(arrived)[11:])
+    for key in ("event", "reading", "presence", "worn", "heart_rate", "breathing_rate",
+                "peak_g", "family_notified"):  # fmt: skip
+        if key in observed:
+            parts.append(f"{key}={cell(observed[key])}")
+    return ", ".join(parts)
 
 
 def _settled(state: Mapping[str, Any]) -> bool:
@@ -676,7 +721,7 @@ def cmd_device_test(ctx: Ctx, args: argparse.Namespace) -> int:
                     if prompt and prompt not in announced:
                         announced.add(prompt)
                         live.console.print(f"[bold magenta]▶ {escape(prompt)}[/]")
-                    live.update(_step_table(state, deadline - time.monotonic()))
+                    live.update(_test_view(state, deadline - time.monotonic()))
         else:
             reported: set[str] = set()
             while True:
@@ -791,8 +836,8 @@ def cmd_commissioning_export(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def _status_table(rows: list[Mapping[str, Any]], title: str, note: str | None) -> Table:
     table = Table(title=title, caption=note, header_style="bold")
-    for col in ("device", "kind", "bed", "location", "online", "last seen", "battery",
-                "signal", "firmware", "last test"):  # fmt: skip
+    for col in ("device", "kind", "bed", "location", "state", "seen", "batt", "rssi", "fw",
+                "last test"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         online = r.get("online")
@@ -803,7 +848,7 @@ def _status_table(rows: list[Mapping[str, Any]], title: str, note: str | None) -
         table.add_row(
             str(r.get("device_id")), str(r.get("kind", "")), cell(r.get("bed_code")),
             escape(cell(r.get("location_label", r.get("location")))),
-            "[green]online[/]" if online else "[red]offline[/]",
+            "[green]online[/]" if online else "[red]OFFLINE[/]",
             ago(r.get("last_seen")),
             "-" if battery is None else f"{battery}%",
             "-" if rssi is None else f"{rssi} dBm",
@@ -833,6 +878,20 @@ def cmd_status(ctx: Ctx, args: argparse.Namespace) -> int:
         else:
             ctx.out.out.print(_status_table(rows, f"status of {scope}", None))
         return 0
+    try:
+        _watch(ctx, args, rows, fetch, scope)
+    except KeyboardInterrupt:  # the normal end of a watch
+        return 0
+    return 0
+
+
+def _watch(
+    ctx: Ctx,
+    args: argparse.Namespace,
+    rows: list[Mapping[str, Any]],
+    fetch: Callable[[], list[Mapping[str, Any]]],
+    scope: str,
+) -> None:
     if ctx.out.as_json:  # one JSON document per line per refresh
         while True:
             sys.stdout.write(json.dumps(rows, default=str) + "\n")

@@ -25,7 +25,7 @@ class Output:
     def __init__(self, *, as_json: bool = False) -> None:
         self.as_json = as_json
         self.out = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     @property
     def interactive(self) -> bool:
@@ -126,6 +126,8 @@ def cell(value: Any) -> str:
         return short_time(value)
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list) and not value:
+        return "-"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ", ".join(value)
     return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))

@@ -231,13 +231,15 @@ def test_installer_commissions_a_site_with_the_cli_only(
     assert "2 row(s) OK" in out.stdout
     assert cli.json("location", "list") == []  # a dry run writes nothing
     cli("import", "locations", "locations.csv")
+    # Every bad row, with its line: what the CLI checks itself (line 3: not a bed code) and
+    # what only the gateway knows (line 4: no such location).
     bad = cli("import", "beds", "beds-bad.csv", "--dry-run", want=2)
-    assert re.search(r"│\s+3\s+│\s+bed_code", bad.stderr), bad.stderr  # local check: line 3
-    # The gateway's own dry run catches what only it can know (an unknown location, line 4).
-    (tmp_path / "beds-bad2.csv").write_text(BEDS_BAD.replace("B1,sunrise-r101\n", ""))
-    bad = cli("import", "beds", "beds-bad2.csv", "--dry-run", "--json", want=2)
+    assert re.search(r"│\s+3\s+│\s+bed_code", bad.stderr), bad.stderr
+    assert re.search(r"│\s+4\s+│\s+location_id\s+│.*sunrise-r999", bad.stderr), bad.stderr
+    bad = cli("import", "beds", "beds-bad.csv", "--dry-run", "--json", want=2)
     errors = json.loads(bad.stdout)["errors"]
-    assert [e["line"] for e in errors] == [3] and "sunrise-r999" in errors[0]["message"]
+    assert [(e["line"], e["column"]) for e in errors] == [(3, "bed_code"), (4, "location_id")]
+    assert cli.json("bed", "list") == []
     cli("import", "beds", "beds.csv")
     cli("import", "residents", "residents.csv")
     beds = cli.json("bed", "list")
