@@ -520,3 +520,28 @@ def test_bed_sensor_and_wearable_acceptance_and_a_failed_test(inst: Inst) -> Non
         assert c.post(f"/acceptance/{aborted}/finish", json={"abort": True}).json()[
             "result"] == "aborted"  # fmt: skip
         assert c.post("/devices/site-a-bs0/acceptance", json={"timeout_s": 1}).status_code == 422
+
+
+def test_broker_failure_changes_nothing_and_says_so(inst: Inst) -> None:
+    before = (inst.broker.server.directory / "passwd").read_text()
+    inst.broker.server.stop()  # the gateway cannot reload it: registration must not happen
+    try:
+        with inst.client("installer") as c:
+            r = c.post("/sites/site-a/devices",
+                       json={"kind": "wearable", "model": "WR9", "serial": "SN-0900"})  # fmt: skip
+            assert r.status_code == 503, r.text
+            assert "nothing changed" in r.json()["detail"] and "broker" in r.json()["hint"]
+            rot = c.post("/devices/site-a-wr0/credentials/rotate")
+            assert rot.status_code == 503
+    finally:
+        inst.broker.server.start()
+    assert inst.db.scalar("SELECT count(*) FROM devices WHERE serial = 'SN-0900'") == 0
+    after = (inst.broker.server.directory / "passwd").read_text()
+    # The files were restored from the committed registry (same accounts as before, plus the
+    # gateway's reload canary, which has no ACL entry).
+    users = [line.split(":")[0] for line in after.splitlines()]
+    assert "wr-SN-0900" not in users and "gateway-reload" in users
+    assert [u for u in users if u != "gateway-reload"] == [
+        line.split(":")[0] for line in before.splitlines()
+    ]
+    assert "user gateway-reload" not in (inst.broker.server.directory / "acl").read_text()
