@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from devices import protocol as p
@@ -302,6 +303,23 @@ def test_installer_commissions_a_site_with_the_cli_only(
         stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, (stdout, stderr)
     assert json.loads(stdout)["result"] == "passed"
+    wearable = cli.json("device", "register", "--kind", "wearable", "--model", "WR1",
+                        "--serial", "SN-5")["config"]  # fmt: skip
+    cli("device", "bind", wearable["device_id"], "--resident", "ELD-0101")
+    with Device(wearable) as dev, running(cli.start("device", "test", wearable["device_id"],
+                                                    "--non-interactive", "--timeout", "60",
+                                                    "--json")) as proc:  # fmt: skip
+        wait_until(lambda: _test_started(db, wearable["device_id"]), 30, "wearable test start")
+        dev.send("event", p.encode_event, event="worn")  # put it on
+        dev.send("telemetry", p.encode_hr, hr=72.0)
+        shake = np.zeros((50, 3))
+        shake[:, 2] = 1.0
+        shake[25] = (2.0, 2.0, 1.5)  # a 3.2 g jolt
+        dev.send("telemetry", p.encode_accel, samples=shake)
+        stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, (stdout, stderr)
+    steps = {s["name"]: s for s in json.loads(stdout)["steps"]}
+    assert steps["motion"]["observed"]["peak_g"] >= 2.5
     # Test mode: the press raised no incident and nobody was paged.
     assert db.scalar("SELECT count(*) FROM incidents") == 0
     assert db.scalar("SELECT count(*) FROM notification_outbox") == 0
@@ -317,9 +335,9 @@ def test_installer_commissions_a_site_with_the_cli_only(
     assert by_id[button["device_id"]]["online"] is True
     assert by_id[button["device_id"]]["last_commissioning"]["result"] == "passed"
     records = cli.json("commissioning", "list")
-    assert sorted(r["result"] for r in records) == ["failed", "passed", "passed"]
+    assert sorted(r["result"] for r in records) == ["failed", "passed", "passed", "passed"]
     cli("commissioning", "export", "--format", "csv", "--out", "records.csv")
-    assert (tmp_path / "records.csv").read_text().count("\n") == 4
+    assert (tmp_path / "records.csv").read_text().count("\n") == 5
     cli("commissioning", "export", "--format", "pdf", "--out", "records.pdf")
     assert (tmp_path / "records.pdf").read_bytes().startswith(b"%PDF-")
 
@@ -345,4 +363,7 @@ def test_installer_commissions_a_site_with_the_cli_only(
     assert not token_file.exists()
     out = cli("bed", "list", want=4)
     assert "safehome login" in out.stderr
-    assert PREFIX  # the topic prefix the devices used is the gateway's
+    # Nothing the tests did (a press, lying down, a shake) became an incident afterwards.
+    assert db.scalar("SELECT count(*) FROM incidents") == 0
+    assert all(c["mqtt"]["topic_prefix"].startswith(f"{PREFIX}/v1/{SITE}/")
+               for c in (button, sensor, wearable, new))  # fmt: skip
