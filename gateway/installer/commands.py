@@ -744,6 +744,11 @@ def cmd_device_test(ctx: Ctx, args: argparse.Namespace) -> int:
         record = ctx.api.post(f"/acceptance/{_q(test_id)}/finish", {"abort": True, "notes": notes})
         _show_record(ctx, record)
         return int(Exit.TEST_FAILED)
+    if state.get("finished_at"):  # ended elsewhere (safehome device test D --abort)
+        raise CliError(
+            f"test {test_id} was ended elsewhere: {state.get('status')}",
+            "see the record: safehome commissioning list", Exit.TEST_FAILED,
+        )  # fmt: skip
     finish: dict[str, Any] = {"notes": args.notes} if args.notes else {}
     record = ctx.api.post(f"/acceptance/{_q(test_id)}/finish", finish)
     _show_record(ctx, record)

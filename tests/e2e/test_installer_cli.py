@@ -329,15 +329,26 @@ def test_installer_commissions_a_site_with_the_cli_only(
               want=8)  # fmt: skip
     assert "failed" in out.stdout and "hint:" in out.stderr
 
+    # -- a test left running is aborted from another terminal -----------------------------
+    with running(cli.start("device", "test", other["device_id"], "--non-interactive",
+                           "--timeout", "60")) as proc:  # fmt: skip
+        wait_until(lambda: _test_started(db, other["device_id"]), 30, "test start")
+        aborted = cli.json("device", "test", other["device_id"], "--abort")
+        assert aborted["result"] == "aborted"
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 8 and "ended elsewhere" in stderr
+
     # -- status and the commissioning records ---------------------------------------------
     status = cli.json("status", "--bed", "BED-0101")
     by_id = {r["device_id"]: r for r in status}
     assert by_id[button["device_id"]]["online"] is True
     assert by_id[button["device_id"]]["last_commissioning"]["result"] == "passed"
     records = cli.json("commissioning", "list")
-    assert sorted(r["result"] for r in records) == ["failed", "passed", "passed", "passed"]
+    assert sorted(r["result"] for r in records) == [
+        "aborted", "failed", "passed", "passed", "passed",
+    ]  # fmt: skip
     cli("commissioning", "export", "--format", "csv", "--out", "records.csv")
-    assert (tmp_path / "records.csv").read_text().count("\n") == 5
+    assert (tmp_path / "records.csv").read_text().count("\n") == 6
     cli("commissioning", "export", "--format", "pdf", "--out", "records.pdf")
     assert (tmp_path / "records.pdf").read_bytes().startswith(b"%PDF-")
 
