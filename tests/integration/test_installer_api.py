@@ -545,3 +545,24 @@ def test_broker_failure_changes_nothing_and_says_so(inst: Inst) -> None:
         line.split(":")[0] for line in before.splitlines()
     ]
     assert "user gateway-reload" not in (inst.broker.server.directory / "acl").read_text()
+
+
+def test_test_mode_ends_when_the_test_expires(inst: Inst) -> None:
+    port = inst.broker.port
+    pw = _site_a_password(inst, "site-a-bt1")
+    with inst.client("installer") as c:
+        test_id = c.post("/devices/site-a-bt1/acceptance", json={"timeout_s": 10}).json()[
+            "test_id"]  # fmt: skip
+        wait_until(lambda: _progress(c, test_id)["status"] == "expired", 20, "expiry", 0.5)
+        view = _progress(c, test_id)
+        assert view["test_mode"] is False
+        assert {s["status"] for s in view["steps"]} == {"failed"}
+        assert c.get("/devices/site-a-bt1").json()["running_test"] is None
+        # Out of test mode, a press is a real call for help again.
+        _press(port, "site-a-bt1", pw, "site-a", "after-expiry")
+        wait_until(lambda: len(_open_incidents(inst.db, "site-a-r1")) == 1, 15, "incident")
+        rec = c.post(f"/acceptance/{test_id}/finish").json()
+        assert rec["result"] == "failed"
+        assert rec["finished_at"] == view["expires_at"]  # the window closed at the expiry
+        # A new test may start once the old one is over.
+        assert c.post("/devices/site-a-bt1/acceptance").status_code == 201
