@@ -374,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_roster import add_roster_commands
 
     add_roster_commands(sub)
+
+    # The installer's commands (HTTP clients of the gateway API): login, site list/show/
+    # create/edit, location, bed, resident, import, label, device, commissioning, status,
+    # completion.
+    from gateway.installer.parser import register as register_installer
+
+    register_installer(sub, site)
     return parser
 
 

@@ -160,6 +160,8 @@ class ApiSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     jwt_secret: SecretStr | None = None
     token_ttl_s: int = Field(900, ge=60, le=86400)
+    # Installers work on site for hours (often on a phone hotspot): their tokens live longer.
+    installer_token_ttl_s: int = Field(8 * 3600, ge=60, le=86400)
 
 
 class AnalysisSettings(_Section):
@@ -214,6 +216,41 @@ class EscalationSettings(_Section):
         return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+class BrokerSettings(_Section):
+    """The broker's auth files the gateway manages when installers register devices.
+
+    Device registration, rotation and decommissioning rewrite Mosquitto's password file and
+    ACL from the registry and send the broker SIGHUP (its pid from ``pid_path``) before the
+    API answers. Unset paths: the gateway does not manage the broker and those routes answer
+    503. Not ``*_file``: ``SAFEHOME_*_FILE`` variables name secret files.
+    ``public_host``/``public_port``/``public_tls`` are what DEVICES connect to (printed in
+    the device configuration), not the gateway's own ``mqtt.host``.
+    """
+
+    passwd_path: Path | None = None
+    acl_path: Path | None = None
+    pid_path: Path | None = None
+    public_host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    public_port: int = Field(8883, ge=1, le=65535)
+    public_tls: bool = True
+    # How long to wait for the reloaded broker to accept (or refuse) changed credentials.
+    apply_timeout_s: float = Field(5.0, gt=0, le=60)
+
+    @property
+    def managed(self) -> bool:
+        return self.passwd_path is not None and self.acl_path is not None
+
+
+class CommissioningSettings(_Section):
+    """Installer acceptance tests (``gateway.acceptance``)."""
+
+    acceptance_timeout_s: float = Field(300.0, ge=10, le=3600)
+    acceptance_max_timeout_s: float = Field(1800.0, ge=10, le=86400)
+    # A device clock may run this far behind the gateway and its test events still count.
+    clock_slack_s: float = Field(5.0, ge=0, le=300)
+    import_max_bytes: int = Field(2_000_000, ge=1024)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -238,6 +275,8 @@ class Settings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     notify: NotifySettings = NotifySettings()
     escalation: EscalationSettings = EscalationSettings()
+    broker: BrokerSettings = BrokerSettings()
+    commissioning: CommissioningSettings = CommissioningSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

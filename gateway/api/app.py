@@ -14,16 +14,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api.auth import PUBLIC, AuthError, build_auth_router, check_jwt_secret
+from gateway.api.auth import (
+    PUBLIC,
+    AuthError,
+    UserRole,
+    build_auth_router,
+    check_jwt_secret,
+)
+from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
 from gateway.api.routes_incidents import build_incidents_router
 from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
+from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
+from gateway.brokersync import BrokerSync
+from gateway.registry_admin import RegistryError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -39,6 +50,11 @@ def build_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="Safe-Home Guardian gateway", version="0.1.0")
     app.state.jwt_secret = secret
     app.state.token_ttl_s = settings.api.token_ttl_s
+    # Installers work on site for hours: their tokens live longer (api.installer_token_ttl_s).
+    app.state.token_ttl_by_role = {UserRole.INSTALLER: settings.api.installer_token_ttl_s}
+    app.state.settings = settings
+    app.state.broker_sync = BrokerSync(settings)
+    app.state.import_max_bytes = settings.commissioning.import_max_bytes
     app.state.pool = pool
     app.state.analysis_settings = settings.analysis
     app.state.live_feed = LiveFeed(
@@ -61,12 +77,19 @@ def build_app(runtime: Runtime) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(RegistryError)
+    def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
+        return JSONResponse(body, status_code=exc.status)
+
     app.include_router(build_auth_router())
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
     app.include_router(build_live_router())
     app.include_router(build_incidents_router())
     app.include_router(build_family_router())
     app.include_router(build_devices_router())
+    app.include_router(build_registry_router())  # installers: sites, beds, residents, import
+    app.include_router(build_commissioning_router())  # installers: devices, acceptance tests
     app.include_router(build_reports_router())
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     return app

@@ -2,7 +2,8 @@
 
 - Passwords: argon2id (``argon2-cffi`` :class:`PasswordHasher`); only the hash is stored.
 - Tokens: OAuth2 password flow, ``POST /auth/token`` returns a short-lived JWT (HS256,
-  signed with ``api.jwt_secret``, lifetime ``api.token_ttl_s``) with the claims
+  signed with ``api.jwt_secret``, lifetime ``api.token_ttl_s``, installers
+  ``api.installer_token_ttl_s``) with the claims
   ``sub`` (user id), ``role``, ``site``, ``iat``, ``exp`` and ``jti``.
 - The API refuses to start without a signing secret of at least :data:`MIN_SECRET_LENGTH`
   characters (:func:`check_jwt_secret`).
@@ -274,7 +275,8 @@ def build_auth_router() -> APIRouter:
             principal = authenticate(conn, form.username, form.password)
         if principal is None:
             raise _unauthorized("incorrect username or password")
-        ttl: int = state.token_ttl_s
+        # Per-role lifetimes (installers: api.installer_token_ttl_s), else api.token_ttl_s.
+        ttl: int = getattr(state, "token_ttl_by_role", {}).get(principal.role, state.token_ttl_s)
         return Token(
             access_token=issue_token(state.jwt_secret, principal, ttl),
             expires_in=ttl,

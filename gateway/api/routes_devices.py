@@ -1,9 +1,14 @@
-"""Installer routes: the devices of a site, their binding and whether they are online.
+"""Installer routes: the devices of a site, their binding, whether they are online, status.
 
 A device is online when its last message (reading, event or state report, by device time)
 is within ``deadline_factor`` heartbeat intervals: the device's own interval from the
 registry, else its kind's default from ``analysis`` settings (the same rule the analysis
 runner uses for "device offline"). Installers see their own site; admins any site.
+
+Status fields come from what devices report (docs/device-protocol.md): battery from the
+latest ``state`` report or ``heartbeat`` reading (whichever is newer), signal = the
+``rssi`` and firmware = the ``fw`` of the latest state report (else the registry's
+firmware), and the result of the device's latest commissioning record.
 """
 
 from __future__ import annotations
@@ -11,26 +16,49 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request, status
 from psycopg.rows import dict_row
 
 from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
-from gateway.api.routes_incidents import scope_site
+from gateway.api.routes_incidents import may_see_site, scope_site
 from gateway.settings import AnalysisSettings
 
+INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
+
 _DEVICES_SQL = """
-SELECT d.device_id, d.site_id, d.kind, d.model, d.firmware, d.location_id, d.bed_id,
-       d.resident_id, d.heartbeat_interval_s, d.active, d.commissioned_at,
+SELECT d.device_id, d.site_id, d.kind, d.model, d.serial, d.firmware, d.location_id,
+       l.label AS location_label, d.bed_id, b.bed_code, d.resident_id, r.elder_code,
+       d.heartbeat_interval_s, d.active, d.commissioned_at, d.decommissioned_at, d.replaced_by,
        greatest(rd.time, ev.time, st.time) AS last_seen,
-       st.time AS state_time, st.online AS reported_online, st.battery
+       st.time AS state_time, st.online AS reported_online,
+       CASE WHEN hb.time IS NOT NULL AND (st.battery IS NULL OR hb.time > st.time)
+            THEN hb.battery ELSE st.battery END AS battery,
+       st.rssi AS signal, coalesce(st.firmware, d.firmware) AS reported_firmware,
+       cr.result AS commissioning_result, cr.finished_at AS commissioning_at,
+       cr.test_id AS commissioning_test_id, rt.test_id AS running_test
 FROM devices d
+LEFT JOIN beds b ON b.bed_id = d.bed_id
+LEFT JOIN locations l ON l.location_id = coalesce(d.location_id, b.location_id)
+LEFT JOIN residents r ON r.resident_id = d.resident_id
 LEFT JOIN LATERAL (SELECT time FROM readings WHERE device_id = d.device_id
                    ORDER BY time DESC LIMIT 1) rd ON true
 LEFT JOIN LATERAL (SELECT time FROM device_events WHERE device_id = d.device_id
                    ORDER BY time DESC LIMIT 1) ev ON true
-LEFT JOIN LATERAL (SELECT time, online, battery FROM device_state WHERE device_id = d.device_id
-                   ORDER BY time DESC LIMIT 1) st ON true
+LEFT JOIN LATERAL (SELECT time, online, battery, rssi, firmware FROM device_state
+                   WHERE device_id = d.device_id ORDER BY time DESC LIMIT 1) st ON true
+LEFT JOIN LATERAL (SELECT time, battery FROM readings
+                   WHERE device_id = d.device_id AND type = 'heartbeat' AND battery IS NOT NULL
+                     AND time > now() - interval '1 day'
+                   ORDER BY time DESC LIMIT 1) hb ON true
+LEFT JOIN LATERAL (SELECT result, finished_at, test_id FROM commissioning_records
+                   WHERE device_id = d.device_id ORDER BY finished_at DESC LIMIT 1) cr ON true
+LEFT JOIN LATERAL (SELECT test_id FROM acceptance_tests WHERE device_id = d.device_id
+                     AND finished_at IS NULL AND expires_at > now()) rt ON true
 WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
+  AND (%(device)s::text IS NULL OR d.device_id = %(device)s)
+  AND (%(location)s::text IS NULL OR l.location_id = %(location)s)
+  AND (%(bed)s::text IS NULL OR d.bed_id = %(bed)s OR b.bed_code = %(bed)s)
+  AND (%(active)s::boolean IS NULL OR d.active = %(active)s)
 ORDER BY d.site_id, d.device_id
 """
 
@@ -46,33 +74,107 @@ def _interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> float
     return defaults.get(kind, analysis.heartbeat_button_s)
 
 
+def heartbeat_interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> int:
+    """The heartbeat interval a device is expected to keep (its own, else its kind's)."""
+    return round(_interval_s(analysis, kind, own))
+
+
+def device_rows(
+    conn: DbConn,
+    analysis: AnalysisSettings,
+    *,
+    site: str | None = None,
+    device: str | None = None,
+    location: str | None = None,
+    bed: str | None = None,
+    active: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Devices with binding and status (``online``, ``last_seen``, battery, signal, ...)."""
+    params = {"site": site, "device": device, "location": location, "bed": bed,
+              "active": active}  # fmt: skip
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_DEVICES_SQL, params).fetchall()
+    now = datetime.now(UTC)
+    for row in rows:
+        deadline = analysis.deadline_factor * _interval_s(
+            analysis, row["kind"], row["heartbeat_interval_s"]
+        )
+        seen = row["last_seen"]
+        state_time = row.pop("state_time")
+        row["online"] = bool(
+            row["active"]
+            and seen is not None
+            and (now - seen).total_seconds() <= deadline
+            # a device's own "going offline" report counts while it is the latest news
+            and not (row["reported_online"] is False and state_time == seen)
+        )
+        result, at, test = (row.pop(k) for k in ("commissioning_result", "commissioning_at",
+                                                  "commissioning_test_id"))  # fmt: skip
+        row["last_commissioning"] = (
+            None if result is None else {"result": result, "at": at, "test_id": test}
+        )
+    return rows
+
+
+def visible_device(
+    conn: DbConn, analysis: AnalysisSettings, user: CurrentUser, device_id: str
+) -> dict[str, Any]:
+    """One device with status, if ``user`` may see it (404 otherwise)."""
+    rows = device_rows(conn, analysis, device=device_id)
+    if not rows or not may_see_site(user, rows[0]["site_id"]):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown device {device_id!r}")
+    return rows[0]
+
+
 def build_devices_router() -> APIRouter:
-    """``GET /devices?site=``."""
+    """``GET /devices``, ``GET /devices/{device_id}``, ``GET /status``."""
     router = APIRouter(tags=["devices"])
 
-    @router.get("/devices", summary="Devices, binding and online state",
-                **allow(UserRole.INSTALLER, UserRole.ADMIN))  # fmt: skip
+    @router.get("/devices", summary="Devices, binding and online state", **allow(*INSTALLERS))
     def list_devices(
-        request: Request, user: CurrentUser, conn: DbConn, site: str | None = None
+        request: Request,
+        user: CurrentUser,
+        conn: DbConn,
+        *,
+        site: str | None = None,
+        location: str | None = None,
+        bed: str | None = None,
     ) -> list[dict[str, Any]]:
         analysis: AnalysisSettings = request.app.state.analysis_settings
         site_id = scope_site(user, site)
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(_DEVICES_SQL, {"site": site_id}).fetchall()
-        now = datetime.now(UTC)
+        return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
+
+    @router.get("/devices/{device_id}", summary="One device: binding and status",
+                **allow(*INSTALLERS))  # fmt: skip
+    def get_device(
+        device_id: str, request: Request, user: CurrentUser, conn: DbConn
+    ) -> dict[str, Any]:
+        return visible_device(conn, request.app.state.analysis_settings, user, device_id)
+
+    @router.get("/status", summary="Status of the devices of a site, location, bed or device",
+                **allow(*INSTALLERS))  # fmt: skip
+    def device_status(
+        request: Request,
+        user: CurrentUser,
+        conn: DbConn,
+        *,
+        site: str | None = None,
+        location: str | None = None,
+        bed: str | None = None,
+        device: str | None = None,
+    ) -> list[dict[str, Any]]:
+        analysis: AnalysisSettings = request.app.state.analysis_settings
+        site_id = scope_site(user, site)
+        rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
+                           device=device, active=None if device else True)  # fmt: skip
+        keys = ("device_id", "site_id", "kind", "bed_code", "location_id", "location_label",
+                "elder_code", "active", "online", "last_seen", "battery", "signal",
+                "reported_firmware", "last_commissioning")  # fmt: skip
+        out = []
         for row in rows:
-            deadline = analysis.deadline_factor * _interval_s(
-                analysis, row["kind"], row["heartbeat_interval_s"]
-            )
-            seen = row["last_seen"]
-            row["online"] = bool(
-                row["active"]
-                and seen is not None
-                and (now - seen).total_seconds() <= deadline
-                # a device's own "going offline" report counts while it is the latest news
-                and not (row["reported_online"] is False and row.pop("state_time") == seen)
-            )
-            row.pop("state_time", None)
-        return rows
+            item = {k: row[k] for k in keys}
+            item["firmware"] = item.pop("reported_firmware")
+            out.append(item)
+        return out
 
     return router

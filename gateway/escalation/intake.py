@@ -8,7 +8,9 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
 * a raise (care or technical) → :meth:`IncidentService.raise_or_join`;
 * a resolved technical detection → :meth:`IncidentService.clear` of the open incident of
   that subject and type (when it is still raised or acknowledged);
-* resolved care detections change nothing (a human closes care incidents).
+* resolved care detections change nothing (a human closes care incidents);
+* a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) is stored
+  as an observation of the test instead: no incident, nobody paged.
 
 :func:`on_resident_cancel` is called by the analysis runner for a button ``cancel`` /
 wearable cancel event after the detections before it were stored, and calls
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from gateway import acceptance
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, WorkflowError
 
@@ -59,6 +62,8 @@ def start_escalation(conn: Conn, incident_id: int, site_id: str) -> None:
 def on_detections_stored(conn: Conn, records: Sequence[DetectionRecord]) -> None:
     """Raise/join or clear incidents for newly stored detections (in the caller's txn)."""
     service = IncidentService(conn)
+    # Devices in an installer's acceptance test (TEST MODE): observations, not incidents.
+    testing = acceptance.tests_in_progress(conn, records)
     for rec in records:
         if rec.site_id is None:
             log.warning(
@@ -70,6 +75,8 @@ def on_detections_stored(conn: Conn, records: Sequence[DetectionRecord]) -> None
             with conn.transaction():
                 if rec.resolved:
                     _clear(conn, service, rec)
+                elif rec.device_id in testing:
+                    acceptance.observe(conn, testing[rec.device_id], rec)
                 else:
                     trigger = Trigger(
                         type=IncidentType.from_detection(rec.kind),

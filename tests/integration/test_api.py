@@ -149,7 +149,98 @@ GET_MATRIX: list[tuple[str, tuple[int, ...]]] = [
     ("/devices", (401, 403, 403, 403, 200, 200)),
     ("/devices?site=site-b", (401, 403, 403, 403, 403, 200)),
     ("/incidents/stream", (401, 200, 200, 403, 403, 200)),
+    # Installer routes (docs/installer-api.md): installers on their own site, admins any.
+    ("/sites", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-a", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-b", (401, 403, 403, 403, 404, 200)),
+    ("/sites/nowhere", (401, 403, 403, 403, 404, 404)),
+    ("/sites/site-a/locations", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-b/locations", (401, 403, 403, 403, 404, 200)),
+    ("/locations/site-a-l0", (401, 403, 403, 403, 200, 200)),
+    ("/locations/site-b-l0", (401, 403, 403, 403, 404, 200)),
+    ("/sites/site-a/beds", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-b/beds", (401, 403, 403, 403, 404, 200)),
+    ("/beds/BED-site-a-0000", (401, 403, 403, 403, 200, 200)),
+    ("/beds/site-a-b0", (401, 403, 403, 403, 200, 200)),
+    ("/beds/BED-site-b-0000", (401, 403, 403, 403, 404, 200)),
+    ("/beds/no-such-bed", (401, 403, 403, 403, 404, 404)),
+    ("/sites/site-a/residents", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-b/residents", (401, 403, 403, 403, 404, 200)),
+    ("/residents/ELD-site-a-0000/registry", (401, 403, 403, 403, 200, 200)),
+    ("/residents/site-b-r0/registry", (401, 403, 403, 403, 404, 200)),
+    ("/devices/site-a-bt0", (401, 403, 403, 403, 200, 200)),
+    ("/devices/site-b-bt0", (401, 403, 403, 403, 404, 200)),
+    ("/devices/no-such-device", (401, 403, 403, 403, 404, 404)),
+    ("/status", (401, 403, 403, 403, 200, 200)),
+    ("/status?site=site-b", (401, 403, 403, 403, 403, 200)),
+    ("/status?bed=BED-site-a-0000", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-a/commissioning", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-a/commissioning?format=csv", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-a/commissioning?format=pdf", (401, 403, 403, 403, 200, 200)),
+    ("/sites/site-b/commissioning", (401, 403, 403, 403, 404, 200)),
+    ("/acceptance/at-nope", (401, 403, 403, 403, 404, 404)),
 ]
+
+# Installer routes that change something: (method, path with {s} = site, {d} = device, body).
+# Only installers and admins may call them; an installer acting on another site gets 404.
+INSTALLER_WRITES: list[tuple[str, str, Any]] = [
+    ("POST", "/sites/{s}/locations", {"location_id": "x-l9", "kind": "room", "label": "9"}),
+    ("PATCH", "/sites/{s}", {"name": "renamed"}),
+    ("PATCH", "/locations/{s}-l0", {"label": "renamed"}),
+    ("POST", "/sites/{s}/beds", {"bed_code": "BED-X999", "location_id": "{s}-l0"}),
+    ("PATCH", "/beds/{s}-b0", {"location_id": "{s}-l0"}),
+    ("POST", "/sites/{s}/residents", {"elder_code": "ELD-X999", "display_name": "X",
+                                      "care_level": 1}),
+    ("PATCH", "/residents/{s}-r0", {"care_level": 2}),
+    ("POST", "/sites/{s}/import/beds?dry_run=true", None),
+    ("POST", "/sites/{s}/devices", {"kind": "button", "model": "M", "serial": "S-X"}),
+    ("POST", "/devices/{d}/credentials/rotate", None),
+    ("POST", "/devices/{d}/decommission", None),
+    ("POST", "/devices/{d}/bind", {"bed": "{s}-b0"}),
+    ("POST", "/devices/{d}/unbind", None),
+    ("POST", "/devices/{d}/replace", {"serial": "S-Y"}),
+    ("POST", "/devices/{d}/acceptance", None),
+    ("POST", "/acceptance/at-nope/finish", None),
+]  # fmt: skip
+
+
+def _fill(value: Any, site: str) -> Any:
+    if isinstance(value, str):
+        return value.format(s=site, d=f"{site}-bt0")
+    if isinstance(value, dict):
+        return {k: _fill(v, site) for k, v in value.items()}
+    return value
+
+
+def test_installer_writes_by_role_and_site(env: Env) -> None:
+    failures = []
+    for method, path_t, body_t in INSTALLER_WRITES:
+        for who in ("anonymous", "duty_staff", "supervisor", "family"):
+            path, body = _fill(path_t, "site-a"), _fill(body_t, "site-a")
+            with env.client(who) as c:
+                got = c.request(method, path, json=body).status_code
+            want = 401 if who == "anonymous" else 403
+            if got != want:
+                failures.append(f"{who} {method} {path}: {got}, expected {want}")
+        path, body = _fill(path_t, "site-b"), _fill(body_t, "site-b")
+        with env.client("installer") as c:  # site-a's installer on site-b's objects
+            got = c.request(method, path, json=body).status_code
+        if got != 404:
+            failures.append(f"installer {method} {path}: {got}, expected 404")
+    with env.client("installer") as c:
+        site_b = {"site_id": "site-b", "name": "B", "kind": "nursing_home"}
+        if (code := c.post("/sites", json=site_b).status_code) != 403:
+            failures.append(f"installer POST /sites for site-b: {code}, expected 403")
+    for who in ("anonymous", "duty_staff", "supervisor", "family"):
+        with env.client(who) as c:
+            new = {"site_id": "s-new", "name": "N", "kind": "nursing_home"}
+            code = c.post("/sites", json=new).status_code
+        want = 401 if who == "anonymous" else 403
+        if code != want:
+            failures.append(f"{who} POST /sites: {code}, expected {want}")
+    assert not failures, "\n".join(failures)
+    assert env.db.scalar("SELECT count(*) FROM locations WHERE location_id = 'x-l9'") == 0
+    assert env.db.scalar("SELECT name FROM sites WHERE site_id = 'site-b'") == "Site site-b"
 
 
 def test_every_role_against_every_route(env: Env) -> None:

@@ -1,0 +1,470 @@
+"""Acceptance tests of installed devices, TEST MODE, and commissioning records.
+
+An installer starts a test for one device (:func:`start_test`); until it is finished or
+expires the device is in **test mode**: the incident intake
+(:func:`gateway.escalation.intake.on_detections_stored`) asks :func:`tests_in_progress`
+which devices of a batch of new detections are under test and stores their detections as
+observations (:func:`observe`) instead of raising incidents, so nobody is paged.
+
+The steps of a test depend on the device kind (:data:`STEPS`) and are evaluated from what
+the gateway stored for the device since the test started (``device_events``, ``readings``,
+``accel``; migration 0002) and from the test-mode observations (:func:`evaluate`).
+Latency of a step = the message's ``received_at`` (when the gateway took it; it is
+committed within ``ingest.max_delay_ms``) minus its device timestamp ``time``.
+
+:func:`finish` ends test mode and stores the commissioning record (who, when, device,
+step results with latencies, notes); :func:`records_csv` / :func:`records_pdf` export them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.registry_admin import conflict, invalid, not_found
+
+if TYPE_CHECKING:
+    from gateway.analysis import DetectionRecord
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+
+STEPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "button": (
+        ("press", "Press the button now."),
+        ("no_page", "Nothing to do: the gateway checks that the test call paged nobody."),
+    ),
+    "bed_sensor": (
+        ("presence_on", "Lie down on the bed."),
+        ("presence_off", "Get up from the bed."),
+        ("vitals", "Lie still on the bed until heart and breathing rate arrive."),
+    ),
+    "wearable": (
+        ("worn", "Put the wearable on."),
+        ("heart_rate", "Keep it on until a heart rate arrives."),
+        ("motion", "Shake it hard, or drop it onto a cushion (a peak of at least 2.5 g)."),
+    ),
+}
+HR_BED = (30.0, 180.0)
+RR_BED = (5.0, 40.0)
+HR_WEARABLE = (30.0, 220.0)
+MOTION_PEAK_G = 2.5
+
+_IN_PROGRESS = b"""
+SELECT device_id, test_id FROM acceptance_tests
+WHERE finished_at IS NULL AND expires_at > now() AND device_id = ANY(%s)
+"""
+
+_TEST_SQL = """
+SELECT t.test_id, t.device_id, t.site_id, t.kind, t.bed_id, b.bed_code, t.resident_id,
+       t.installer, t.started_at, t.expires_at, t.finished_at, t.result, now() AS now
+FROM acceptance_tests t LEFT JOIN beds b ON b.bed_id = t.bed_id
+WHERE t.test_id = %s
+"""
+
+
+# -- test mode (called by the incident intake) ------------------------------------------
+
+
+def tests_in_progress(conn: Conn, records: Sequence[DetectionRecord]) -> dict[str, str]:
+    """``{device_id: test_id}`` for the devices of new, unresolved detections under test.
+
+    No query at all when no record names a device; otherwise one indexed lookup per batch.
+    """
+    devices = list({r.device_id for r in records if r.device_id is not None and not r.resolved})
+    if not devices:
+        return {}
+    return {str(d): str(t) for d, t in conn.execute(_IN_PROGRESS, (devices,)).fetchall()}
+
+
+def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
+    """Store a test-mode detection as an observation of the test (no incident, no page)."""
+    conn.execute(
+        b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
+        b"VALUES (%s, %s, %s, %s, %s, %s)",
+        (test_id, rec.device_id, rec.kind.value, datetime.fromtimestamp(rec.time, UTC),
+         rec.reason, Jsonb(dict(rec.details))),
+    )  # fmt: skip
+    log.info(
+        "detection in test mode: no incident",
+        extra={"test_id": test_id, "device": rec.device_id, "kind": rec.kind.value},
+    )
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def steps_of(kind: str) -> list[dict[str, str]]:
+    return [{"name": n, "prompt": p} for n, p in STEPS[kind]]
+
+
+def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: float) -> str:
+    """Put ``device`` in test mode for ``timeout_s``; return the test id."""
+    dev = str(device["device_id"])
+    if not device["active"]:
+        raise conflict(f"device {dev!r} is decommissioned")
+    test_id = "at-" + uuid.uuid4().hex[:16]
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (dev,))
+        # A test left to expire is over: close it (failed) so a new one may start.
+        conn.execute(
+            "UPDATE acceptance_tests SET finished_at = expires_at, result = 'failed' "
+            "WHERE device_id = %s AND finished_at IS NULL AND expires_at <= now()",
+            (dev,),
+        )
+        running = conn.execute(
+            "SELECT test_id FROM acceptance_tests WHERE device_id = %s AND finished_at IS NULL",
+            (dev,),
+        ).fetchone()
+        if running is not None:
+            raise conflict(
+                f"device {dev!r} already has a test running: {running[0]}",
+                f"finish or abort it first: safehome device test {dev} --abort",
+            )
+        resident = device["resident_id"]
+        if resident is None and device["bed_id"] is not None:
+            row = conn.execute("SELECT resident_id FROM residents WHERE bed_id = %s",
+                               (device["bed_id"],)).fetchone()  # fmt: skip
+            resident = None if row is None else row[0]
+        conn.execute(
+            "INSERT INTO acceptance_tests (test_id, device_id, site_id, kind, bed_id, "
+            "resident_id, installer, expires_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s)",
+            (test_id, dev, device["site_id"], device["kind"], device["bed_id"], resident,
+             user_id, timedelta(seconds=timeout_s)),
+        )  # fmt: skip
+    log.info("acceptance test started", extra={"test_id": test_id, "device": dev})
+    return test_id
+
+
+def find_test(conn: Conn, test_id: str) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_TEST_SQL, (test_id,)).fetchone()
+    if row is None:
+        raise not_found("acceptance test", test_id)
+    return row
+
+
+@dataclass
+class _Found:
+    observed: dict[str, Any]
+    latency_ms: float | None = None
+
+
+def _latency(received: datetime, time: datetime) -> float:
+    return round((received - time).total_seconds() * 1000.0, 1)
+
+
+def _window(test: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    end = test["finished_at"] or min(test["expires_at"], test["now"])
+    return test["started_at"], end
+
+
+def _rows(conn: Conn, sql: str, test: Mapping[str, Any], slack_s: float) -> list[dict[str, Any]]:
+    start, end = _window(test)
+    params = {"dev": test["device_id"], "start": start, "end": end,
+              "from_time": start - timedelta(seconds=slack_s)}  # fmt: skip
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql.encode(), params).fetchall()
+
+
+_WHERE = ("device_id = %(dev)s AND time >= %(from_time)s AND received_at >= %(start)s "
+          "AND received_at <= %(end)s")  # fmt: skip
+_EVENTS = f"SELECT time, received_at, type, data FROM device_events WHERE {_WHERE} ORDER BY time"  # noqa: S608
+_READINGS = (
+    "SELECT time, received_at, type, presence, heart_rate, breathing_rate, worn "  # noqa: S608
+    f"FROM readings WHERE {_WHERE} ORDER BY time"
+)
+_ACCEL = f"SELECT time, received_at, n, samples FROM accel WHERE {_WHERE} ORDER BY time"  # noqa: S608
+
+
+def _first_event(events: list[dict[str, Any]], types: set[str]) -> _Found | None:
+    for e in events:
+        if e["type"] in types:
+            obs = {"event": e["type"], "device_time": e["time"], "received_at": e["received_at"]}
+            return _Found(obs, _latency(e["received_at"], e["time"]))
+    return None
+
+
+def _reading(r: Mapping[str, Any], **extra: Any) -> _Found:
+    obs = {"reading": r["type"], "device_time": r["time"], "received_at": r["received_at"], **extra}
+    return _Found(obs, _latency(r["received_at"], r["time"]))
+
+
+def _in(value: float | None, bounds: tuple[float, float]) -> bool:
+    return value is not None and bounds[0] <= value <= bounds[1]
+
+
+def _button(conn: Conn, test: Mapping[str, Any], slack: float, notified: bool) -> dict[str, Any]:
+    press = _first_event(_rows(conn, _EVENTS, test, slack), {"press"})
+    if press is not None:
+        diverted = conn.execute(
+            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s",
+            (test["test_id"],),
+        ).fetchone()
+        press.observed["incident_suppressed"] = bool(diverted and diverted[0])
+    no_page: _Found | None = None
+    if press is not None and not notified:
+        no_page = _Found({"family_notified": False})
+    return {"press": press, "no_page": no_page, "_failed": {"no_page"} if notified else set()}
+
+
+def _bed(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, Any]:
+    events = _rows(conn, _EVENTS, test, slack)
+    on = _first_event(events, {"bed_entry"})
+    off = _first_event(events, {"bed_exit"})
+    vitals = None
+    seen_present = False
+    for r in _rows(conn, _READINGS, test, slack):
+        if r["presence"] is True:
+            seen_present = True
+            on = on or _reading(r, presence=True)
+            if vitals is None and _in(r["heart_rate"], HR_BED) and _in(r["breathing_rate"], RR_BED):
+                vitals = _reading(r, heart_rate=r["heart_rate"], breathing_rate=r["breathing_rate"])
+        elif r["presence"] is False and seen_present and off is None:
+            off = _reading(r, presence=False)
+    return {"presence_on": on, "presence_off": off, "vitals": vitals}
+
+
+def _wearable(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, Any]:
+    events = _rows(conn, _EVENTS, test, slack)
+    worn = _first_event(events, {"worn"})
+    heart = None
+    for r in _rows(conn, _READINGS, test, slack):
+        if worn is None and r["worn"] is True:
+            worn = _reading(r, worn=True)
+        if heart is None and r["type"] == "hr" and _in(r["heart_rate"], HR_WEARABLE):
+            heart = _reading(r, heart_rate=r["heart_rate"])
+    motion = None
+    for e in events:
+        peak = e["data"].get("peak_g") if e["type"] == "fall" else None
+        if isinstance(peak, int | float) and peak >= MOTION_PEAK_G:
+            motion = _first_event([e], {"fall"})
+            if motion is not None:
+                motion.observed["peak_g"] = float(peak)
+            break
+    if motion is None:
+        for a in _rows(conn, _ACCEL, test, slack):
+            milli = np.frombuffer(a["samples"], dtype="<i2").reshape(int(a["n"]), 3)
+            peak_g = float(np.sqrt((milli.astype(np.float64) ** 2).sum(axis=1)).max()) / 1000.0
+            if peak_g >= MOTION_PEAK_G:
+                motion = _Found({"reading": "accel", "device_time": a["time"],
+                                 "received_at": a["received_at"], "peak_g": round(peak_g, 3)},
+                                _latency(a["received_at"], a["time"]))  # fmt: skip
+                break
+    return {"worn": worn, "heart_rate": heart, "motion": motion}
+
+
+def family_notified(conn: Conn, test: Mapping[str, Any]) -> bool:
+    """Whether any contact of the test's resident got a notification during the test."""
+    if test["resident_id"] is None:
+        return False
+    start, end = _window(test)
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM notification_outbox o JOIN contacts c "
+        "ON c.contact_id = o.contact_id WHERE c.resident_id = %s AND o.created_at >= %s "
+        "AND o.created_at <= %s)",
+        (test["resident_id"], start, end),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, Any]:
+    """The test as the API shows it: status, steps with observations and latencies."""
+    notified = family_notified(conn, test)
+    kind = str(test["kind"])
+    if kind == "button":
+        found = _button(conn, test, slack_s, notified)
+    elif kind == "bed_sensor":
+        found = _bed(conn, test, slack_s)
+    else:
+        found = _wearable(conn, test, slack_s)
+    failed_early: set[str] = found.pop("_failed", set())
+    over = test["finished_at"] is not None or test["now"] >= test["expires_at"]
+    steps = []
+    for name, prompt in STEPS[kind]:
+        f = found.get(name)
+        if f is not None:
+            status = "passed"
+        elif name in failed_early or over:
+            status = "failed"
+        else:
+            status = "waiting"
+        step: dict[str, Any] = {"name": name, "prompt": prompt, "status": status,
+                                "observed": {} if f is None else f.observed}  # fmt: skip
+        if f is not None and f.latency_ms is not None:
+            step["latency_ms"] = f.latency_ms
+        steps.append(step)
+    if test["result"] is not None:
+        status = str(test["result"])
+    elif test["now"] >= test["expires_at"]:
+        status = "expired"
+    elif all(s["status"] == "passed" for s in steps):
+        status = "passed"
+    elif any(s["status"] == "failed" for s in steps):
+        status = "failed"
+    else:
+        status = "running"
+    observations = conn.execute(
+        "SELECT kind, time, stored_at, reason FROM acceptance_observations WHERE test_id = %s "
+        "ORDER BY time",
+        (test["test_id"],),
+    ).fetchall()
+    return {
+        "test_id": test["test_id"], "device_id": test["device_id"], "site_id": test["site_id"],
+        "kind": kind, "bed_code": test["bed_code"], "resident_id": test["resident_id"],
+        "installer": test["installer"], "started_at": test["started_at"],
+        "expires_at": test["expires_at"], "finished_at": test["finished_at"], "status": status,
+        "test_mode": test["finished_at"] is None and test["now"] < test["expires_at"],
+        "steps": steps, "family_notified": notified,
+        "observations": [{"kind": k, "time": t, "stored_at": s, "reason": r}
+                         for k, t, s, r in observations],
+    }  # fmt: skip
+
+
+_RECORD_COLUMNS = (
+    "record_id, test_id, device_id, site_id, kind, bed_code, resident_id, installer, "
+    "started_at, finished_at, result, steps, family_notified, notes"
+)
+
+_INSERT_RECORD = (
+    "INSERT INTO commissioning_records (test_id, device_id, site_id, kind, bed_code, "  # noqa: S608
+    "resident_id, installer, started_at, finished_at, result, steps, family_notified, notes) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    f"RETURNING {_RECORD_COLUMNS}"
+).encode()
+
+
+def finish(
+    conn: Conn, test_id: str, notes: str | None, *, abort: bool, slack_s: float
+) -> dict[str, Any]:
+    """End test mode and store the commissioning record; return it."""
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM acceptance_tests WHERE test_id = %s FOR UPDATE", (test_id,))
+        test = find_test(conn, test_id)
+        if test["finished_at"] is not None:
+            raise conflict(f"test {test_id} is already finished ({test['result']})",
+                           "list the records: safehome commissioning list")  # fmt: skip
+        # Evaluate as of now (or the expiry, if it passed): the window closes here.
+        test = {**test, "finished_at": min(test["now"], test["expires_at"])}
+        view = evaluate(conn, {**test, "result": None}, slack_s)
+        passed = all(s["status"] == "passed" for s in view["steps"])
+        result = "aborted" if abort else ("passed" if passed else "failed")
+        conn.execute(
+            "UPDATE acceptance_tests SET finished_at = %s, result = %s WHERE test_id = %s",
+            (test["finished_at"], result, test_id),
+        )
+        steps = [{k: v for k, v in s.items() if k != "prompt"} for s in view["steps"]]
+        with conn.cursor(row_factory=dict_row) as cur:
+            record = cur.execute(
+                _INSERT_RECORD,
+                (test_id, test["device_id"], test["site_id"], test["kind"], test["bed_code"],
+                 test["resident_id"], test["installer"], test["started_at"], test["finished_at"],
+                 result, Jsonb(steps, dumps=_dumps), view["family_notified"], notes),
+            ).fetchone()  # fmt: skip
+    assert record is not None
+    log.info("acceptance test finished",
+             extra={"test_id": test_id, "device": test["device_id"], "result": result})  # fmt: skip
+    return record
+
+
+def _dumps(obj: object) -> str:
+    import orjson  # noqa: PLC0415
+
+    return orjson.dumps(obj, default=str).decode()
+
+
+def list_records(conn: Conn, site_id: str) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM commissioning_records WHERE site_id = %s "  # noqa: S608
+            "ORDER BY finished_at DESC, record_id DESC",
+            (site_id,),
+        ).fetchall()
+
+
+def check_timeout(timeout_s: float | None, default_s: float, max_s: float) -> float:
+    value = default_s if timeout_s is None else timeout_s
+    if not 10 <= value <= max_s:
+        raise invalid(f"timeout_s must be between 10 and {max_s:g} seconds")
+    return value
+
+
+# -- exports ------------------------------------------------------------------------------
+
+EXPORT_HEADER = (
+    "record_id", "test_id", "device_id", "kind", "bed_code", "installer",
+    "started_at", "finished_at", "result", "steps", "family_notified", "notes",
+)  # fmt: skip
+
+
+def _steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for s in steps:
+        lat = s.get("latency_ms")
+        parts.append(f"{s['name']}={s['status']}" + (f" ({lat:.0f} ms)" if lat is not None else ""))
+    return "; ".join(parts)
+
+
+def _export_row(r: Mapping[str, Any]) -> list[str]:
+    return [str(r["record_id"]), r["test_id"], r["device_id"], r["kind"], r["bed_code"] or "",
+            r["installer"], r["started_at"].isoformat(), r["finished_at"].isoformat(),
+            r["result"], _steps_text(r["steps"]), "yes" if r["family_notified"] else "no",
+            r["notes"] or ""]  # fmt: skip
+
+
+def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(EXPORT_HEADER)
+    for r in records:
+        writer.writerow(_export_row(r))
+    return buf.getvalue()
+
+
+def records_pdf(
+    site_id: str, records: Sequence[Mapping[str, Any]], rows_per_page: int = 18
+) -> bytes:
+    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency)."""
+    from matplotlib.backends.backend_pdf import PdfPages  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps")
+    idx = [EXPORT_HEADER.index(c) for c in columns]
+    rows = [[row[i] for i in idx] for row in map(_export_row, records)]
+    for row in rows:
+        row[4] = row[4][:19].replace("T", " ")
+    buf = io.BytesIO()
+    pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing")
+        with PdfPages(buf) as pdf:
+            for n, page in enumerate(pages, 1):
+                fig = Figure(figsize=(11.69, 8.27))
+                ax = fig.add_subplot()
+                ax.axis("off")
+                ax.set_title(f"Commissioning records, site {site_id} (page {n}/{len(pages)})",
+                             loc="left")  # fmt: skip
+                if page:
+                    table = ax.table(cellText=page, colLabels=columns, loc="upper center",
+                                     cellLoc="left", colWidths=(0.13, 0.08, 0.1, 0.1, 0.12,
+                                                                0.06, 0.41))  # fmt: skip
+                    table.auto_set_font_size(False)
+                    table.set_fontsize(7)
+                    table.scale(1, 1.4)
+                else:
+                    ax.text(0, 0.9, "no commissioning records yet", transform=ax.transAxes)
+                pdf.savefig(fig)
+    return buf.getvalue()

@@ -1,0 +1,277 @@
+"""Installer routes over devices: register, credentials, bind, replace, decommission,
+acceptance tests in TEST MODE and commissioning records (docs/installer-api.md).
+
+Registering, rotating, replacing and decommissioning change the broker's accounts in the
+same transaction as the registry (:class:`gateway.brokersync.BrokerSync`): the API answers
+only once the broker has loaded the new password file and ACL. A device's password is in
+the answer once (``config``), never stored (only its ``$7$`` hash) and never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, Field
+
+from gateway import acceptance
+from gateway import commissioning as com
+from gateway import registry_admin as reg
+from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.routes_devices import heartbeat_interval_s, visible_device
+from gateway.api.routes_registry import site_of
+from gateway.brokersync import BrokerSync, BrokerSyncError
+from gateway.settings import Settings
+
+INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=reg.ID_PATTERN)]
+Short = Annotated[str, Field(min_length=1, max_length=64)]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class DeviceIn(BaseModel):
+    kind: Literal["button", "bed_sensor", "wearable"]
+    model: Short
+    serial: Short
+    device_id: Ident | None = None
+    firmware: Short | None = None
+    heartbeat_interval_s: int | None = Field(None, ge=5, le=86400)
+
+
+class DecommissionIn(BaseModel):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class BindIn(BaseModel):
+    bed: Short | None = Field(None, description="bed_id or bed_code")
+    resident: Short | None = Field(None, description="resident_id or elder_code")
+    location_id: Ident | None = None
+
+
+class ReplaceIn(BaseModel):
+    serial: Short
+    model: Short | None = None
+    device_id: Ident | None = None
+    firmware: Short | None = None
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class AcceptanceIn(BaseModel):
+    timeout_s: float | None = None
+
+
+class FinishIn(BaseModel):
+    notes: Annotated[str, Field(max_length=2000)] | None = None
+    abort: bool = False
+
+
+def device_config(settings: Settings, device: dict[str, Any], password: str) -> dict[str, Any]:
+    """What the installer loads onto the device (printed once)."""
+    b, dev, site = settings.broker, str(device["device_id"]), str(device["site_id"])
+    return {
+        "device_id": dev,
+        "site_id": site,
+        "mqtt": {
+            "host": b.public_host, "port": b.public_port, "tls": b.public_tls,
+            "username": dev, "password": password, "client_id": dev,
+            "topic_prefix": f"{settings.mqtt.prefix}/v1/{site}/{dev}",
+        },
+        "protocol": 1,
+        "heartbeat_interval_s": heartbeat_interval_s(
+            settings.analysis, str(device["kind"]), device["heartbeat_interval_s"]
+        ),
+    }  # fmt: skip
+
+
+def build_commissioning_router() -> APIRouter:
+    """Device lifecycle, acceptance tests and commissioning records."""
+    router = APIRouter(tags=["commissioning"])
+
+    def _settings(request: Request) -> Settings:
+        settings: Settings = request.app.state.settings
+        return settings
+
+    def _broker(request: Request) -> Callable[[DbConn], object]:
+        """The broker hook for a change; 503 with a hint when the broker is not managed."""
+        sync: BrokerSync = request.app.state.broker_sync
+        if not sync.managed:
+            raise reg.RegistryError(
+                503, "this gateway does not manage the broker's accounts",
+                "set broker.passwd_path, broker.acl_path and broker.pid_path",
+            )  # fmt: skip
+        return sync.apply
+
+    def _change(request: Request, fn: Callable[[], Any]) -> Any:
+        """Run a change that touches the broker; on a broker failure restore its files."""
+        sync: BrokerSync = request.app.state.broker_sync
+        try:
+            return fn()
+        except BrokerSyncError as exc:
+            sync.resync(_settings(request).database.conninfo())
+            raise reg.RegistryError(
+                503, f"the broker was not updated, nothing changed: {exc}",
+                "check that the broker is running, then try again",
+            ) from None  # fmt: skip
+
+    def _device(request: Request, user: Principal, conn: DbConn, device_id: str) -> dict[str, Any]:
+        return visible_device(conn, _settings(request).analysis, user, device_id)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @router.post("/sites/{site_id}/devices", summary="Register a device; its config once",
+                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+    def register(
+        site_id: str, body: DeviceIn, request: Request, user: CurrentUser, conn: DbConn
+    ) -> Response:
+        site_of(conn, user, site_id)
+        apply = _broker(request)
+        sync: BrokerSync = request.app.state.broker_sync
+        dev, password = _change(request, lambda: com.register_device(
+            conn, site_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+        device = _device(request, user, conn, dev)
+        out = {"device": device, "config": device_config(_settings(request), device, password)}
+        return _json(out, status.HTTP_201_CREATED)
+
+    @router.post("/devices/{device_id}/credentials/rotate",
+                 summary="New device password (the old one is refused); config once",
+                 **allow(*INSTALLERS))  # fmt: skip
+    def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> Response:
+        _device(request, user, conn, device_id)
+        apply = _broker(request)
+        password = _change(request, lambda: com.rotate_device(conn, device_id, apply))
+        device = _device(request, user, conn, device_id)
+        return _json({"device": device,
+                      "config": device_config(_settings(request), device, password)})  # fmt: skip
+
+    @router.post("/devices/{device_id}/decommission",
+                 summary="Take a device out of service; the broker refuses it",
+                 **allow(*INSTALLERS))  # fmt: skip
+    def decommission(
+        device_id: str, request: Request, user: CurrentUser, conn: DbConn,
+        body: DecommissionIn | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        _device(request, user, conn, device_id)
+        apply = _broker(request)
+        reason = body.reason if body else None
+        _change(request, lambda: com.decommission(conn, device_id, reason, apply))
+        return _device(request, user, conn, device_id)
+
+    @router.post("/devices/{device_id}/bind", summary="Bind to a bed and/or resident",
+                 **allow(*INSTALLERS))  # fmt: skip
+    def bind(
+        device_id: str, body: BindIn, request: Request, user: CurrentUser, conn: DbConn
+    ) -> dict[str, Any]:
+        _device(request, user, conn, device_id)
+        device = com.find_device(conn, device_id)
+        site = str(device["site_id"])
+        bed_id = None if body.bed is None else reg.resolve_bed(conn, site, body.bed)
+        resident_id = None
+        if body.resident is not None:
+            res = reg.find_resident(conn, body.resident)
+            if res["site_id"] != site:
+                raise reg.not_found("resident", body.resident)
+            resident_id = str(res["resident_id"])
+        if body.location_id is not None:
+            loc = reg.find_location(conn, body.location_id)
+            if loc["site_id"] != site:
+                raise reg.not_found("location", body.location_id)
+        com.bind_device(conn, device, bed_id, resident_id, body.location_id)
+        return _device(request, user, conn, device_id)
+
+    @router.post("/devices/{device_id}/unbind", summary="Remove a device's binding",
+                 **allow(*INSTALLERS))  # fmt: skip
+    def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+        _device(request, user, conn, device_id)
+        com.unbind_device(conn, com.find_device(conn, device_id))
+        return _device(request, user, conn, device_id)
+
+    @router.post("/devices/{device_id}/replace",
+                 summary="A new device takes over the binding; the old one is decommissioned",
+                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+    def replace(
+        device_id: str, body: ReplaceIn, request: Request, user: CurrentUser, conn: DbConn
+    ) -> Response:
+        _device(request, user, conn, device_id)
+        apply = _broker(request)
+        sync: BrokerSync = request.app.state.broker_sync
+        new_id, password = _change(request, lambda: com.replace_device(
+            conn, device_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+        new = _device(request, user, conn, new_id)
+        out = {"old": _device(request, user, conn, device_id), "new": new,
+               "config": device_config(_settings(request), new, password)}  # fmt: skip
+        return _json(out, status.HTTP_201_CREATED)
+
+    # -- acceptance tests ------------------------------------------------------------------
+
+    def _test(user: Principal, conn: DbConn, test_id: str) -> dict[str, Any]:
+        test = acceptance.find_test(conn, test_id)
+        if not (user.is_admin or user.site_id == test["site_id"]):
+            raise reg.not_found("acceptance test", test_id)
+        return test
+
+    @router.post("/devices/{device_id}/acceptance",
+                 summary="Start an acceptance test: the device is in TEST MODE until finished",
+                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+    def start(
+        device_id: str, request: Request, user: CurrentUser, conn: DbConn,
+        body: AcceptanceIn | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        _device(request, user, conn, device_id)
+        c = _settings(request).commissioning
+        timeout = acceptance.check_timeout(
+            body.timeout_s if body else None, c.acceptance_timeout_s, c.acceptance_max_timeout_s
+        )
+        test_id = acceptance.start_test(conn, com.find_device(conn, device_id), user.user_id,
+                                        timeout)  # fmt: skip
+        test = acceptance.find_test(conn, test_id)
+        return {"test_id": test_id, "device_id": device_id, "kind": test["kind"],
+                "started_at": test["started_at"], "expires_at": test["expires_at"],
+                "steps": acceptance.steps_of(str(test["kind"]))}  # fmt: skip
+
+    @router.get("/acceptance/{test_id}", summary="Progress of an acceptance test",
+                **allow(*INSTALLERS))  # fmt: skip
+    def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+        test = _test(user, conn, test_id)
+        return acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+
+    @router.post("/acceptance/{test_id}/finish",
+                 summary="End test mode and store the commissioning record",
+                 **allow(*INSTALLERS))  # fmt: skip
+    def finish(
+        test_id: str, request: Request, user: CurrentUser, conn: DbConn,
+        body: FinishIn | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        _test(user, conn, test_id)
+        b = body or FinishIn()
+        slack = _settings(request).commissioning.clock_slack_s
+        return acceptance.finish(conn, test_id, b.notes, abort=b.abort, slack_s=slack)
+
+    @router.get("/sites/{site_id}/commissioning",
+                summary="Commissioning records of a site as JSON, CSV or PDF",
+                **allow(*INSTALLERS))  # fmt: skip
+    def records(
+        site_id: str, user: CurrentUser, conn: DbConn,
+        format: Literal["json", "csv", "pdf"] = "json",
+    ) -> Any:  # fmt: skip
+        site_of(conn, user, site_id)
+        rows = acceptance.list_records(conn, site_id)
+        name = f"commissioning-{site_id}"
+        if format == "json":
+            return rows
+        disposition = {"Content-Disposition": f'attachment; filename="{name}.{format}"'}
+        if format == "csv":
+            body = acceptance.records_csv(rows).encode()
+            return Response(body, media_type="text/csv; charset=utf-8", headers=disposition)
+        body = acceptance.records_pdf(site_id, rows)
+        return Response(body, media_type="application/pdf", headers=disposition)
+
+    return router
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    """A JSON answer that caches must not keep (it holds a device password)."""
+    from fastapi.encoders import jsonable_encoder  # noqa: PLC0415
+    from fastapi.responses import JSONResponse  # noqa: PLC0415
+
+    return JSONResponse(jsonable_encoder(content), status_code=status_code, headers=NO_STORE)

@@ -1,0 +1,221 @@
+"""Keep the broker's password file and ACL in step with the registry, from the running gateway.
+
+When an installer registers, rotates or decommissions a device through the API, the gateway
+rewrites Mosquitto's ``passwd`` and ``acl`` files from the registry (every active device;
+the same rules as ``safehome broker sync``, :mod:`gateway.brokerauth`), sends the broker
+SIGHUP (pid from ``broker.pid_path``) and waits until the broker has really loaded the new
+files before the API answers.
+
+How "really loaded" is known: every rewrite carries a *reload canary*, an account named
+``<mqtt.username>-reload`` with a fresh random password and no ACL entry (it can do nothing).
+The canary's new password is accepted only once the broker has read this very version of
+the files, so a successful MQTT CONNECT with it proves the reload (and, since Mosquitto
+re-checks connected clients on reload, that removed or rotated devices are refused).
+
+The rewrite runs in the caller's database transaction under an advisory lock, so two API
+requests (or two gateway processes) never interleave their files, and the files always
+reflect the registry as of the change being made. If anything fails, the caller's
+transaction rolls back and :meth:`BrokerSync.resync` restores the files from the committed
+registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import ssl
+import struct
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from gateway.brokerauth import (
+    ServiceAccount,
+    hash_password,
+    new_password,
+    render_acl,
+    render_password_file,
+)
+from gateway.commissioning import device_accounts
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x5AFE_0015
+CANARY_SUFFIX = "-reload"
+
+
+class BrokerSyncError(RuntimeError):
+    """The broker's files could not be written, or the broker did not apply them."""
+
+
+def _encode_str(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mqtt_login_code(
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    *,
+    tls: bool = False,
+    ca_file: Path | None = None,
+    timeout_s: float = 2.0,
+) -> int:
+    """CONNECT (MQTT 3.1.1, clean session, no will) and return the CONNACK return code.
+
+    0 = accepted, 4 = bad user name or password, 5 = not authorised. The connection is
+    closed at once (DISCONNECT): nothing is published or subscribed.
+    """
+    client_id = f"probe-{uuid.uuid4().hex[:12]}"
+    variable = _encode_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 10)
+    payload = _encode_str(client_id) + _encode_str(username) + _encode_str(password)
+    body = variable + payload
+    packet = b"\x10" + _remaining_length(len(body)) + body
+    raw = socket.create_connection((host, port), timeout=timeout_s)
+    sock: Any = raw
+    try:
+        if tls:
+            ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            sock = ctx.wrap_socket(raw, server_hostname=host)
+        sock.sendall(packet)
+        head = b""
+        while len(head) < 4:
+            chunk = sock.recv(4 - len(head))
+            if not chunk:
+                raise BrokerSyncError("the broker closed the connection before CONNACK")
+            head += chunk
+        if head[0] != 0x20:
+            raise BrokerSyncError(f"unexpected reply to CONNECT: {head[0]:#x}")
+        code = head[3]
+        if code == 0:
+            sock.sendall(b"\xe0\x00")
+        return int(code)
+    finally:
+        sock.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, keeping the existing file's owner and mode (0600 if new)."""
+    try:
+        st: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        st = None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if st is not None:
+            os.chmod(tmp, st.st_mode & 0o777)
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class BrokerSync:
+    """Rewrites the broker's auth files from the registry and confirms the reload."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._broker = settings.broker
+        self._mqtt = settings.mqtt
+
+    @property
+    def managed(self) -> bool:
+        return self._broker.managed
+
+    @property
+    def reserved_usernames(self) -> frozenset[str]:
+        """Broker accounts that are not devices (a device may not take these ids)."""
+        return frozenset({self._mqtt.username, self._mqtt.username + CANARY_SUFFIX})
+
+    def _service(self) -> ServiceAccount:
+        pw = self._mqtt.password
+        if pw is None:
+            raise BrokerSyncError("mqtt.password is not set: cannot write the gateway's account")
+        return ServiceAccount(self._mqtt.username, hash_password(pw.get_secret_value()))
+
+    def apply(self, conn: psycopg.Connection[Any]) -> int:
+        """Rewrite the files from ``conn``'s view of the registry; reload; wait for the broker.
+
+        Call inside the transaction that changes the devices (its uncommitted rows are what
+        the files get). Returns the number of device accounts written.
+        """
+        b = self._broker
+        if b.passwd_path is None or b.acl_path is None:
+            raise BrokerSyncError("broker.passwd_path / broker.acl_path are not configured")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        devices = device_accounts(conn)
+        service = self._service()
+        canary_pw = new_password()
+        canary = ServiceAccount(self._mqtt.username + CANARY_SUFFIX, hash_password(canary_pw))
+        try:
+            _write_atomic(b.passwd_path, render_password_file(service, devices, [canary]))
+            _write_atomic(b.acl_path, render_acl(self._mqtt.prefix, service, devices))
+        except OSError as exc:
+            raise BrokerSyncError(f"cannot write the broker's files: {exc.strerror}") from exc
+        self._reload()
+        self._confirm(canary.username, canary_pw)
+        log.info("broker accounts applied", extra={"devices": len(devices)})
+        return len(devices)
+
+    def resync(self, conninfo: str) -> None:
+        """Best effort after a failed change: files from the committed registry again."""
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn, conn.transaction():
+                self.apply(conn)
+        except (BrokerSyncError, psycopg.Error) as exc:
+            log.error("broker resync failed", extra={"error": str(exc)[:200]})
+
+    def _reload(self) -> None:
+        pid_path = self._broker.pid_path
+        if pid_path is None:
+            raise BrokerSyncError("broker.pid_path is not configured: cannot reload the broker")
+        try:
+            pid = int(pid_path.read_text().split("\n", 1)[0].strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            raise BrokerSyncError(f"cannot signal the broker (pid file {pid_path}): {exc}") from exc
+
+    def _confirm(self, username: str, password: str) -> None:
+        deadline = time.monotonic() + self._broker.apply_timeout_s
+        last = "no answer"
+        while True:
+            try:
+                code = mqtt_login_code(
+                    self._mqtt.host, self._mqtt.port, username, password,
+                    tls=self._mqtt.tls, ca_file=self._mqtt.ca_file,
+                )  # fmt: skip
+                if code == 0:
+                    return
+                last = f"CONNACK {code}"
+            except (OSError, BrokerSyncError) as exc:
+                last = str(exc)
+            if time.monotonic() >= deadline:
+                raise BrokerSyncError(
+                    f"the broker did not apply the new accounts within "
+                    f"{self._broker.apply_timeout_s}s ({last})"
+                )
+            time.sleep(0.05)
