@@ -50,6 +50,7 @@ DEMO_USERS = (
     ("sup-nh", "supervisor", "demo-nh", None),
     ("duty-hc", "duty_staff", "demo-hc", None),
     ("family-nh01", "family", None, "nh-res-01"),
+    ("inst-nh", "installer", "demo-nh", None),
 )
 
 
@@ -238,6 +239,8 @@ def _banner(
         f"  Logins            (user / password; also in {settings.var_dir / 'secrets'})\n"
         f"{logins}\n"
         f"  API               {api}/docs (OpenAPI)\n"
+        f"  Installer CLI     .venv/bin/safehome login --gateway {api} --user inst-nh\n"
+        "                    then follow docs/installer-guide.md (site demo-nh)\n"
         f"  Family receiver   {receiver_url} (notifications are printed here)\n"
         f"  SLA report        .venv/bin/safehome --config config/demo.toml report sla "
         f"--site demo-nh --month {datetime.now(UTC):%Y-%m}\n"

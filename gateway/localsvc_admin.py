@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from gateway.brokerauth import ServiceAccount, hash_password
+from gateway.brokersync import BrokerSync
 from gateway.commissioning import device_accounts
 from gateway.localsvc import MosquittoServer, PostgresServer
 from gateway.settings import Settings, load_settings
@@ -49,6 +50,23 @@ def ensure_secrets(var_dir: Path) -> dict[str, str]:
     return {var: str(_secret_file(sdir, name)) for var, name in SECRET_FILES.items()}
 
 
+def local_broker_env(settings: Settings) -> dict[str, str]:
+    """Point ``broker.*`` at the local Mosquitto's files (when not configured otherwise), so
+    the gateway manages device accounts there: installers can register devices against the
+    local services. Devices reach that broker where the gateway does, without TLS."""
+    if settings.broker.passwd_path is not None:
+        return {}
+    mqtt_dir = settings.var_dir / "mqtt"
+    return {
+        "SAFEHOME_BROKER__PASSWD_PATH": str(mqtt_dir / "passwd"),
+        "SAFEHOME_BROKER__ACL_PATH": str(mqtt_dir / "acl"),
+        "SAFEHOME_BROKER__PID_PATH": str(mqtt_dir / "mosquitto.pid"),
+        "SAFEHOME_BROKER__PUBLIC_HOST": settings.mqtt.host,
+        "SAFEHOME_BROKER__PUBLIC_PORT": str(settings.mqtt.port),
+        "SAFEHOME_BROKER__PUBLIC_TLS": "false",
+    }
+
+
 def local_owner_user(settings: Settings) -> str:
     """The owner role of the local database: ``database.owner_user`` or ``<user>_owner``."""
     return settings.database.owner_user or f"{settings.database.user}_owner"
@@ -58,7 +76,7 @@ def settings_with_local_secrets(config_file: Path | None) -> tuple[Settings, dic
     """Settings whose secrets come from ``<var_dir>/secrets`` (created if missing), with the
     local owner role for migrations; the returned environment is the gateway's (no owner)."""
     base = load_settings(config_file)
-    env = ensure_secrets(base.var_dir)
+    env = ensure_secrets(base.var_dir) | local_broker_env(base)
     owner = {
         "SAFEHOME_DATABASE__OWNER_USER": local_owner_user(base),
         OWNER_SECRET[0]: str(base.var_dir / "secrets" / OWNER_SECRET[1]),
@@ -102,6 +120,13 @@ class LocalServices:
         self.mosquitto.reload()
 
     def sync_broker(self) -> int:
+        """Broker accounts from the registry; the broker reloaded. When the gateway manages
+        the broker's files (``broker.*``), the same writer as the gateway's API is used, under
+        its lock, so the two never interleave."""
+        sync = BrokerSync(self.settings)
+        if sync.managed and self.mosquitto.running():
+            with psycopg.connect(self.settings.database.conninfo()) as conn, conn.transaction():
+                return sync.apply(conn)
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
             devices = device_accounts(conn)
         self.mosquitto.set_accounts(self.settings.mqtt.prefix, self._service_account(), devices)

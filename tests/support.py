@@ -96,6 +96,19 @@ def gateway_settings(db: Database, broker: Broker, **overrides: str) -> Settings
     return load_settings(environ=env)
 
 
+def broker_env(broker: Broker) -> dict[str, str]:
+    """Settings that let the gateway manage the test broker's accounts (device registration
+    rewrites its passwd/ACL and reloads it); devices connect to it without TLS."""
+    return {
+        "SAFEHOME_BROKER__PASSWD_PATH": str(broker.server.directory / "passwd"),
+        "SAFEHOME_BROKER__ACL_PATH": str(broker.server.directory / "acl"),
+        "SAFEHOME_BROKER__PID_PATH": str(broker.server.pid_file),
+        "SAFEHOME_BROKER__PUBLIC_HOST": "127.0.0.1",
+        "SAFEHOME_BROKER__PUBLIC_PORT": str(broker.port),
+        "SAFEHOME_BROKER__PUBLIC_TLS": "false",
+    }
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a gateway subprocess."""
     d, m = settings.database, settings.mqtt
@@ -116,7 +129,23 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SAFEHOME_API__PORT": str(settings.api.port),
         "SAFEHOME_API__JWT_SECRET": settings.api.jwt_secret.get_secret_value(),
         "SAFEHOME_LOG__FORMAT": "json",
+    } | _broker_settings_env(settings)
+
+
+def _broker_settings_env(settings: Settings) -> dict[str, str]:
+    b = settings.broker
+    if b.passwd_path is None or b.acl_path is None:
+        return {}
+    env = {
+        "SAFEHOME_BROKER__PASSWD_PATH": str(b.passwd_path),
+        "SAFEHOME_BROKER__ACL_PATH": str(b.acl_path),
+        "SAFEHOME_BROKER__PUBLIC_HOST": b.public_host,
+        "SAFEHOME_BROKER__PUBLIC_PORT": str(b.public_port),
+        "SAFEHOME_BROKER__PUBLIC_TLS": str(b.public_tls).lower(),
     }
+    if b.pid_path is not None:
+        env["SAFEHOME_BROKER__PID_PATH"] = str(b.pid_path)
+    return env
 
 
 def make_site(

@@ -36,6 +36,7 @@ from tests.support import (
     Database,
     DeviceClient,
     InProcessGateway,
+    broker_env,
     gateway_settings,
     wait_until,
 )
@@ -107,16 +108,7 @@ class Cli:
 def gateway(db: Database, broker: Broker) -> Iterator[InProcessGateway]:
     """A gateway that manages the broker's passwd/ACL (and reloads it) and tells devices to
     connect to the test broker without TLS."""
-    d = broker.server.directory
-    settings = gateway_settings(
-        db, broker,
-        SAFEHOME_BROKER__PASSWD_PATH=str(d / "passwd"),
-        SAFEHOME_BROKER__ACL_PATH=str(d / "acl"),
-        SAFEHOME_BROKER__PID_PATH=str(broker.server.pid_file),
-        SAFEHOME_BROKER__PUBLIC_HOST="127.0.0.1",
-        SAFEHOME_BROKER__PUBLIC_PORT=str(broker.port),
-        SAFEHOME_BROKER__PUBLIC_TLS="false",
-    )  # fmt: skip
+    settings = gateway_settings(db, broker, **broker_env(broker))
     with db.connect() as conn:  # the operator's part: an admin account
         create_user(conn, "admin", "admin", ADMIN_PW)
     with InProcessGateway(settings) as gw:

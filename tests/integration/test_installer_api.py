@@ -28,6 +28,7 @@ from tests.support import (
     Database,
     DeviceClient,
     InProcessGateway,
+    broker_env,
     gateway_settings,
     make_site,
     wait_until,
@@ -54,18 +55,6 @@ class Inst:
     def client(self, who: str) -> httpx.Client:
         headers = {} if who == "anonymous" else {"Authorization": f"Bearer {self.tokens[who]}"}
         return httpx.Client(base_url=self.gw.api_url, headers=headers, timeout=30)
-
-
-def broker_env(broker: Broker) -> dict[str, str]:
-    """Settings that let the gateway manage the test broker's accounts."""
-    return {
-        "SAFEHOME_BROKER__PASSWD_PATH": str(broker.server.directory / "passwd"),
-        "SAFEHOME_BROKER__ACL_PATH": str(broker.server.directory / "acl"),
-        "SAFEHOME_BROKER__PID_PATH": str(broker.server.pid_file),
-        "SAFEHOME_BROKER__PUBLIC_HOST": "127.0.0.1",
-        "SAFEHOME_BROKER__PUBLIC_PORT": str(broker.port),
-        "SAFEHOME_BROKER__PUBLIC_TLS": "false",
-    }
 
 
 @pytest.fixture
