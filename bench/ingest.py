@@ -19,7 +19,9 @@ Phases, all on the same broker:
    gateway's application ack, which is sent only after the commit), ``lost``
    (broker-acknowledged minus stored), ``gateway_cpu_pct`` (percent of one core).
    ``sample_age_p50_ms``/``p99_ms`` is the gateway's own lag histogram (device timestamp to
-   commit): when the load generator falls behind it also counts how late the generator is.
+   commit): when the load generator falls behind it also counts how late the generator is. The
+   probes are events, so with ``ingest.event_lane`` on (the default) ``p50_ms``/``p99_ms``
+   time the event lane; telemetry's own latency is the sample age.
 
 Default load: 5,000 beds, each with a bed sensor and a wearable (10,000 connections), each
 device sending 2 messages a second (vitals / accelerometer batches of 25 samples at 50 Hz), so

@@ -15,6 +15,10 @@ Flow (one direction, like the rest of the gateway)::
   unacknowledged (backpressure). Nothing is ever dropped. If the worker has died ``submit``
   raises :class:`AnalysisError` instead of waiting forever, and the runtime's watchdog fails
   the process; whatever was stored but not analysed is caught up at the next start.
+* The ingest event lane (device events: button presses, SOS, fall flags, ...) calls
+  :meth:`AnalysisRunner.submit_urgent` instead: those batches never wait for room and are
+  analysed before any queued batch, even in the middle of one or of the periodic checks
+  (looked for between messages and between residents), and what they find is written at once.
 * State is per device and per resident: a :class:`~analytics.falls.FallDetector` per wearable;
   a :class:`~analytics.fall_fusion.FallFusion`, :class:`~analytics.routine.RoutineMonitor` and
   :class:`~analytics.vitals.VitalsMonitor` per resident, fed by the resident's bed sensor,
@@ -56,11 +60,13 @@ health tracker uses one UTC offset (China's) for its waking-time rule, whatever 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -715,17 +721,23 @@ class PostgresStore:
                         _CLOSE_DETECTION,
                         (_utc(r.time), r.kind.value, r.subject, r.condition, started),
                     )
-            for d in routine_days:
-                s = d.summary
-                conn.execute(
-                    _UPSERT_ROUTINE,
-                    (d.subject, s.day, s.rise_s, s.bed_s, list(s.active_minutes), s.away,
-                     s.bed_data),
-                )  # fmt: skip
-            for v in vitals_days:
-                conn.execute(
-                    _UPSERT_VITALS, (v.subject, v.day, list(v.heart_rate), list(v.breathing_rate))
-                )
+            # Day rows come by the thousand (every resident's, each state_save_interval_s):
+            # executemany pipelines them instead of one round trip each, so the worker is
+            # soon free again for an alarm (5,000 vitals rows: ~0.23 s instead of 0.5-0.9 s).
+            with conn.cursor() as cur:
+                if routine_days:
+                    cur.executemany(
+                        _UPSERT_ROUTINE,
+                        [(d.subject, d.summary.day, d.summary.rise_s, d.summary.bed_s,
+                          list(d.summary.active_minutes), d.summary.away, d.summary.bed_data)
+                         for d in routine_days],
+                    )  # fmt: skip
+                if vitals_days:
+                    cur.executemany(
+                        _UPSERT_VITALS,
+                        [(v.subject, v.day, list(v.heart_rate), list(v.breathing_rate))
+                         for v in vitals_days],
+                    )  # fmt: skip
             if on_stored is not None and inserted:
                 on_stored(conn, inserted)
         return new
@@ -952,6 +964,7 @@ class AnalysisRunner:
         self._store_down_since: float | None = None
         # worker
         self._queue: queue.Queue[Sequence[StoredMessage] | None] = queue.Queue(s.queue_size)
+        self._urgent: deque[Sequence[StoredMessage]] = deque()
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
         self._closing = False
         self._error: BaseException | None = None
@@ -1003,10 +1016,27 @@ class AnalysisRunner:
         )
 
     def feed(self, messages: Sequence[StoredMessage]) -> None:
-        """Analyse stored messages (in the order they were stored)."""
+        """Analyse stored messages (in the order they were stored).
+
+        Urgent batches (:meth:`submit_urgent`) that arrive meanwhile go first."""
+        urgent = self._urgent
         for sm in messages:
+            if urgent:
+                self._feed_urgent()
             self._handle(sm, alarms=True)
         self._m.messages.inc(len(messages))
+
+    def _feed_urgent(self) -> None:
+        """Analyse the urgent batches in hand and write what they found at once."""
+        urgent = self._urgent
+        if not urgent:
+            return
+        while urgent:
+            batch = urgent.popleft()
+            for sm in batch:
+                self._handle(sm, alarms=True)
+            self._m.messages.inc(len(batch))
+        self.flush()
 
     def advance(self, now: float | None = None) -> None:
         """Run what is due at ``now`` (default: the clock): checks, saves, then write."""
@@ -1111,6 +1141,19 @@ class AnalysisRunner:
             except queue.Full:
                 self._check_running()
 
+    def submit_urgent(self, batch: Sequence[StoredMessage]) -> None:
+        """The ingest event lane's sink: analysed before everything queued, never waits.
+
+        Alarms are few (the event channel), so this queue needs no bound of its own.
+        Raises :class:`AnalysisError` if the runner is stopping or its worker has died."""
+        if not batch:
+            return
+        self._check_running()
+        self._urgent.append(batch)
+        # Wakes an idle worker; a busy one looks at urgent batches between messages.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(())
+
     def _check_running(self) -> None:
         if self._closing or self._error is not None or not self._thread.is_alive():
             raise AnalysisError("the analysis runner is not running")
@@ -1146,6 +1189,7 @@ class AnalysisRunner:
                     item = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     item = ()
+                self._feed_urgent()
                 if item is None:
                     break
                 if item:
@@ -1156,6 +1200,7 @@ class AnalysisRunner:
                     self._congested = False
                     log.info("analysis caught up with ingest")
                 self.advance()
+            self._feed_urgent()
             self.advance()
             try:
                 self.flush(force=True)
@@ -1474,7 +1519,10 @@ class AnalysisRunner:
 
     def _check(self, now: float) -> None:
         self._m.checks.inc()
-        for res in self._residents.values():
+        urgent = self._urgent
+        for res in list(self._residents.values()):  # (urgent batches may add residents)
+            if urgent:
+                self._feed_urgent()
             for det in res.fusion.poll(now):
                 self._emit_resident(res, det, res.wearable)
             for det in res.routine.check(now):

@@ -1,22 +1,38 @@
 """Ingest: MQTT message → decode and validate → batched durable write → broker ack.
 
-Flow (one writer thread; paho's network thread only enqueues):
+Flow (two writer threads; the MQTT network thread only enqueues):
 
-1. ``enqueue`` (network thread) puts the raw message on the queue. The queue is bounded by
+1. ``enqueue`` (network thread) puts the raw message on a queue. The queues are bounded by
    the broker, not here: at most ``mqtt.receive_maximum`` QoS 1 messages can be unacked and
    in flight to us, and nothing is acked before it is stored.
-2. The writer collects up to ``ingest.batch_size`` messages or ``ingest.max_delay_ms``,
-   decodes each against the device registry and protocol, and turns bad input into
-   dead-letter rows (with a reason and a counter), never an exception.
-3. One transaction stores the batch (binary COPY; duplicates stored once), then commits.
-4. Only then: PUBACK every message of the batch, publish the application-level ack for each
-   event (``stored`` / ``duplicate`` / ``rejected``), hand the new messages to the analysis
-   sink.
+2. Two lanes, each with its own writer thread and database connection:
 
-If the database is unreachable the writer retries the same batch with backoff, logging the
-outage once and the recovery once; nothing is acked meanwhile, so the broker keeps
-everything. A batch the database refuses for its content (not a connection problem) is split
-until the offending message is found, which goes to dead letters (``storage_rejected``).
+   * the **bulk lane** (telemetry and state: 50 Hz accelerometer batches, vitals) collects up
+     to ``ingest.batch_size`` messages or ``ingest.max_delay_ms``;
+   * the **event lane** (``ingest.event_lane``, on by default: the ``event`` channel, which
+     carries emergency button presses, SOS and fall flags, and is a tiny share of the
+     traffic) stores whatever events have arrived at once, in their own small transaction,
+     so an alarm never waits for a batch to fill or behind thousands of telemetry rows.
+     Events of one device keep their order (one lane, one thread); an event may be stored
+     before telemetry its device sent earlier, which the analysis is built for (its
+     detectors order evidence by device time).
+
+   Each writer decodes its messages against the device registry and protocol and turns bad
+   input into dead-letter rows (with a reason and a counter), never an exception.
+3. One transaction stores the batch (binary COPY; duplicates stored once), then commits.
+4. Only then: PUBACK the batch's messages, publish the application-level ack for each
+   event (``stored`` / ``duplicate`` / ``rejected``), hand the new messages to the analysis
+   (the event lane to its priority sink). PUBACKs go out in the order the messages were
+   received, across both lanes (MQTT 5 §4.6, [MQTT-4.6.0-2]): a stored event whose
+   earlier-received telemetry is still being written has its PUBACK sent right after theirs
+   (:class:`_AckOrder`); its application ack and its analysis do not wait for that.
+
+If the database is unreachable each writer retries the same batch with backoff; the outage
+and the recovery are each logged once for the pipeline; nothing is acked meanwhile, so the
+broker keeps everything. A connection that breaks while the database is up (e.g. the idle
+event lane's, after a database restart) is replaced once at once, without an outage. A
+batch the database refuses for its content (not a connection problem) is split until the
+offending message is found, which goes to dead letters (``storage_rejected``).
 """
 
 from __future__ import annotations
@@ -80,6 +96,82 @@ class StoredMessage:
 Sink = Callable[[Sequence[StoredMessage]], None]
 
 
+@dataclass(slots=True, eq=False)
+class _EventMsg:
+    """An event-lane message: its place among everything received, for its PUBACK."""
+
+    rec: Received
+    position: int  # how many bulk-lane messages were received before it
+    stored: bool = False  # committed (or dead-lettered): its PUBACK may go
+
+
+class _AckOrder:
+    """Sends PUBACKs in the order the messages were received, across both lanes.
+
+    Bulk-lane messages are numbered by arrival (their batches are committed in that order,
+    by one thread); an event-lane message knows how many bulk-lane messages came before it.
+    After each commit, :meth:`release` sends every PUBACK whose predecessors are all stored,
+    merged in receive order, under one lock (taken once per batch, never per message) so two
+    writers never interleave their acknowledgements.
+    """
+
+    def __init__(self, send: Callable[[list[Received]], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self.events: deque[_EventMsg] = deque()  # appended by the network thread only
+        self._bulk: deque[list[Received]] = deque()  # committed bulk batches, oldest first
+        self._offset = 0  # how much of self._bulk[0] is acknowledged
+        self._bulk_next = 0  # arrival number of the next bulk message to acknowledge
+
+    def bulk_stored(self, recs: list[Received]) -> None:
+        with self._lock:
+            self._bulk.append(recs)
+            self._release()
+
+    def events_stored(self, msgs: list[_EventMsg]) -> None:
+        with self._lock:
+            for m in msgs:
+                m.stored = True
+            self._release()
+
+    def _release(self) -> None:
+        out: list[Received] = []
+        events, bulk = self.events, self._bulk
+        while True:
+            ev = events[0] if events else None
+            if ev is not None and ev.position <= self._bulk_next:
+                if not ev.stored:
+                    break  # everything after it waits for its commit
+                events.popleft()
+                out.append(ev.rec)
+                continue
+            if not bulk:
+                break
+            batch, start = bulk[0], self._offset
+            stop = len(batch)
+            if ev is not None:
+                stop = min(stop, start + ev.position - self._bulk_next)
+            out.extend(batch[start:stop])
+            self._bulk_next += stop - start
+            if stop == len(batch):
+                bulk.popleft()
+                self._offset = 0
+            else:
+                self._offset = stop
+        if out:
+            self._send(out)
+
+
+class _Lane:
+    """One writer thread's own database connection and per-device sequence tracking."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self.writer: BatchWriter | None = None
+        self.last_seq: dict[str, int] = {}
+
+
 @dataclass(slots=True)
 class _Item:
     rec: Received
@@ -103,7 +195,11 @@ def _accel_bytes(samples: npt.NDArray[np.float32]) -> bytes:
 
 
 class IngestPipeline:
-    """Owns the writer thread. ``enqueue`` is the MQTT session's message callback."""
+    """Owns the writer threads. ``enqueue`` is the MQTT session's message callback.
+
+    ``sink`` receives the bulk lane's stored messages, ``event_sink`` the event lane's
+    (default: ``sink``); each is called from its lane's writer thread.
+    """
 
     def __init__(
         self,
@@ -112,25 +208,37 @@ class IngestPipeline:
         prefix: str,
         metrics: Metrics,
         sink: Sink | None = None,
+        *,
+        event_sink: Sink | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._prefix = prefix
         self._metrics = metrics
         self._sink = sink
-        # Filled by paho's network thread, drained by the writer: deque appends and pops are
-        # atomic, so no lock is taken per message. Its length is bounded by the broker: at most
-        # mqtt.receive_maximum QoS 1 messages can be unacknowledged, and nothing is acked
+        self._event_sink = event_sink or sink
+        # Filled by the network thread, drained by the writers: deque appends and pops are
+        # atomic, so no lock is taken per message. Their length is bounded by the broker: at
+        # most mqtt.receive_maximum QoS 1 messages can be unacknowledged, and nothing is acked
         # before it is stored.
         self._buffer: deque[Received] = deque()
+        self._events: deque[_EventMsg] = deque()
+        self._event_suffix = f"/{Channel.EVENT.value}" if settings.event_lane else None
+        self._bulk_received = 0  # bulk-lane messages enqueued (network thread only)
+        self._event_wake = threading.Event()
+        self._acks = _AckOrder(self._puback)
         self._session: MqttSession | None = None
+        # Shared by both writers: a refresh replaces the snapshot, never mutates it.
         self._registry = RegistryCache(settings.registry_refresh_s)
-        self._last_seq: dict[str, int] = {}
         self._configs_sent: dict[str, int] = {}
         self._stop = threading.Event()
+        self._bulk_lane = _Lane("bulk")
+        self._event_lane = _Lane("event")
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self._writer: BatchWriter | None = None
+        self._event_thread = threading.Thread(
+            target=self._run_events, name="ingest-events", daemon=True
+        )
+        self._db_lock = threading.Lock()
         self._db_down_since: float | None = None
         self._error: BaseException | None = None
         self.stored_batches = 0
@@ -141,17 +249,31 @@ class IngestPipeline:
         self._session = session
 
     def enqueue(self, rec: Received) -> None:
+        suffix = self._event_suffix
+        if suffix is not None and rec.topic.endswith(suffix):
+            msg = _EventMsg(rec, self._bulk_received)
+            self._acks.events.append(msg)  # its place in the PUBACK order, before the writer
+            self._events.append(msg)
+            self._event_wake.set()
+            return
+        self._bulk_received += 1
         self._buffer.append(rec)
 
     def start(self) -> None:
         self._thread.start()
+        self._event_thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish the batch in hand (stored and acked), leave the rest to redelivery."""
+        """Finish the batches in hand (stored and acked), leave the rest to redelivery."""
         self._stop.set()
-        self._thread.join(timeout_s)
-        if self._conn is not None:
-            self._conn.close()
+        self._event_wake.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in (self._thread, self._event_thread):
+            if thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in (self._bulk_lane, self._event_lane):
+            if lane.conn is not None:
+                lane.conn.close()
 
     @property
     def failed(self) -> BaseException | None:
@@ -163,20 +285,22 @@ class IngestPipeline:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.is_alive() and self._event_thread.is_alive()
 
-    # writer thread ----------------------------------------------------------------------------
+    # writer threads ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The bulk lane's writer (and the registry refresh)."""
+        lane = self._bulk_lane
         try:
             while not self._stop.is_set():
                 batch = self._collect()
-                self._metrics.queue_depth.set(len(self._buffer))
+                self._metrics.queue_depth.set(len(self._buffer) + len(self._events))
                 if self._registry.due():
-                    self._with_db(self._registry.refresh)
+                    self._with_db(lane, self._registry.refresh)
                     self._publish_configs()
                 if batch:
-                    self._process(batch)
+                    self._process(lane, batch)
         except _StopRequestedError:
             log.info(
                 "ingest writer stopped during a database outage; unstored messages stay unacked"
@@ -184,6 +308,28 @@ class IngestPipeline:
         except BaseException as exc:  # a bug, not bad input: fail the process loudly
             self._error = exc
             log.exception("ingest writer stopped by an unexpected error")
+            raise
+
+    def _run_events(self) -> None:
+        """The event lane's writer: stores the events in hand as soon as they arrive."""
+        lane, events, wake = self._event_lane, self._events, self._event_wake
+        limit = self._settings.batch_size
+        try:
+            while not self._stop.is_set():
+                wake.wait(0.2)
+                wake.clear()  # before taking: an event enqueued from now on sets it again
+                while events and not self._stop.is_set():
+                    popleft = events.popleft
+                    msgs = [popleft() for _ in range(min(limit, len(events)))]
+                    self._process(lane, [m.rec for m in msgs], msgs)
+        except _StopRequestedError:
+            log.info(
+                "ingest event writer stopped during a database outage; "
+                "unstored messages stay unacked"
+            )
+        except BaseException as exc:  # a bug, not bad input: fail the process loudly
+            self._error = exc
+            log.exception("ingest event writer stopped by an unexpected error")
             raise
 
     def _publish_configs(self) -> None:
@@ -231,11 +377,41 @@ class IngestPipeline:
         popleft = buf.popleft
         return [popleft() for _ in range(min(limit, len(buf)))]
 
-    def _process(self, batch: list[Received]) -> None:
-        items = [self._decode(rec) for rec in batch]
-        fresh = self._with_db(lambda conn: self._store(items))
+    def _process(
+        self, lane: _Lane, batch: list[Received], events: list[_EventMsg] | None = None
+    ) -> None:
+        items = [self._decode(lane, rec) for rec in batch]
+        fresh = self._with_db(lane, lambda conn: self._store(lane, items))
         committed = time.time()
-        self._after_commit(items, fresh, committed)
+        if events is None:
+            self._acks.bulk_stored(batch)
+            self._after_commit(items, fresh, committed, event_lane=False)
+            return
+        self._after_commit(items, fresh, committed, event_lane=True)
+        self._acks.events_stored(events)
+        observe = self._metrics.event_lane_seconds.observe
+        for rec in batch:
+            observe(max(0.0, committed - rec.received_at))
+
+    def _puback(self, recs: list[Received]) -> None:
+        """PUBACK stored QoS 1 messages, in the given order (called under the ack lock)."""
+        session = self._session
+        if session is None:
+            return
+        stale = 0
+        generation, mids = -1, list[int]()
+        for rec in recs:
+            if rec.qos == 0:
+                continue
+            if rec.generation != generation:
+                if mids and not session.ack_many(generation, mids):
+                    stale += len(mids)
+                generation, mids = rec.generation, []
+            mids.append(rec.mid)
+        if mids and not session.ack_many(generation, mids):
+            stale += len(mids)
+        if stale:
+            self._metrics.stale_acks.inc(stale)
 
     # decoding ----------------------------------------------------------------------------------
 
@@ -264,14 +440,14 @@ class IngestPipeline:
             claimed_id=claimed_id,
         )  # fmt: skip
 
-    def _decode(self, rec: Received) -> _Item:
+    def _decode(self, lane: _Lane, rec: Received) -> _Item:
         try:
             topic = parse_topic(rec.topic, self._prefix)
         except ProtocolError as exc:
             return self._dead(rec, exc.reason, exc.detail, None, None)
         info = self._registry.get(topic.device)
         if info is None and self._registry.may_refresh_for_unknown():
-            self._with_db(self._registry.refresh)
+            self._with_db(lane, self._registry.refresh)
             info = self._registry.get(topic.device)
         if info is None:
             return self._dead(
@@ -299,11 +475,11 @@ class IngestPipeline:
         except ProtocolError as exc:
             return self._dead(rec, exc.reason, exc.detail, topic, info, claimed_id=exc.msg_id)
         env = msg.envelope
-        last = self._last_seq.get(info.device_id)
+        last = lane.last_seq.get(info.device_id)  # per lane: lanes may overtake each other
         if last is not None and env.seq < last:
             self._metrics.out_of_order.inc()
         else:
-            self._last_seq[info.device_id] = env.seq
+            lane.last_seq[info.device_id] = env.seq
         t, dev, mid, seq = _utc(env.ts), env.device, env.msg_id, env.seq
         recv = _utc(rec.received_at)
         key = (dev, mid)
@@ -326,15 +502,15 @@ class IngestPipeline:
 
     # storing -------------------------------------------------------------------------------
 
-    def _store(self, items: list[_Item]) -> dict[str, set[tuple[object, ...]]]:
+    def _store(self, lane: _Lane, items: list[_Item]) -> dict[str, set[tuple[object, ...]]]:
         """Store all items; content the database refuses is isolated into dead letters."""
-        assert self._writer is not None
+        assert lane.writer is not None
         rows: dict[str, list[Row]] = {}
         for it in items:
             rows.setdefault(it.table, []).append(it.row)
         started = time.perf_counter()
         try:
-            fresh = self._writer.write(rows)
+            fresh = lane.writer.write(rows)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             if len(items) == 1:
                 it = items[0]
@@ -345,80 +521,91 @@ class IngestPipeline:
                 items[0] = self._dead(
                     it.rec, STORAGE_REJECTED, type(exc).__name__, it.topic, it.info
                 )
-                return self._store(items)
+                return self._store(lane, items)
             mid = len(items) // 2
             left, right = items[:mid], items[mid:]
-            fresh = self._store(left)
-            for table, keys in self._store(right).items():
+            fresh = self._store(lane, left)
+            for table, keys in self._store(lane, right).items():
                 fresh.setdefault(table, set()).update(keys)
             items[:] = left + right
             return fresh
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         return fresh
 
-    def _with_db(self, fn: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
-        """Run ``fn`` on the writer's connection, retrying through database outages."""
+    def _with_db(self, lane: _Lane, fn: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        """Run ``fn`` on the lane's connection, retrying through database outages."""
         delay = self._db.retry_min_s
+        replace_once = True  # a connection that broke while idle is replaced once, silently
         while True:
+            reused = lane.conn is not None and not lane.conn.closed
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._db.conninfo(), autocommit=False)
-                    self._writer = BatchWriter(self._conn)
-                result = fn(self._conn)
+                if lane.conn is None or lane.conn.closed:
+                    lane.conn = psycopg.connect(self._db.conninfo(), autocommit=False)
+                    lane.writer = BatchWriter(lane.conn)
+                result = fn(lane.conn)
                 if self._db_down_since is not None:
-                    log.warning(
-                        "database available again",
-                        extra={"outage_s": round(time.monotonic() - self._db_down_since, 3)},
-                    )
-                    self._db_down_since = None
+                    self._database_up()
                 self._metrics.db_up.set(1)
                 return result
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if self._db_down_since is None:
-                    self._db_down_since = time.monotonic()
-                    self._metrics.db_up.set(0)
-                    self._metrics.db_outages.inc()
-                    log.error(
-                        "database unavailable; holding messages unacknowledged",
-                        extra={"error": type(exc).__name__},
-                    )
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
+                if lane.conn is not None:
+                    lane.conn.close()
+                lane.conn = None
+                if reused and replace_once:
+                    replace_once = False
+                    continue
+                self._database_down(exc)
                 if self._stop.is_set():
                     raise _StopRequestedError from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._db.retry_max_s)
 
+    def _database_down(self, exc: BaseException) -> None:
+        with self._db_lock:
+            if self._db_down_since is not None:
+                return
+            self._db_down_since = time.monotonic()
+        self._metrics.db_up.set(0)
+        self._metrics.db_outages.inc()
+        log.error(
+            "database unavailable; holding messages unacknowledged",
+            extra={"error": type(exc).__name__},
+        )
+
+    def _database_up(self) -> None:
+        with self._db_lock:
+            since, self._db_down_since = self._db_down_since, None
+        if since is not None:
+            log.warning(
+                "database available again",
+                extra={"outage_s": round(time.monotonic() - since, 3)},
+            )
+
     # after commit ------------------------------------------------------------------------------
 
     def _after_commit(
-        self, items: list[_Item], fresh: dict[str, set[tuple[object, ...]]], committed: float
+        self,
+        items: list[_Item],
+        fresh: dict[str, set[tuple[object, ...]]],
+        committed: float,
+        *,
+        event_lane: bool,
     ) -> None:
         m = self._metrics
-        session = self._session
         channels: Counter[str] = Counter()
         stored: Counter[str] = Counter()
         dead: Counter[str] = Counter()
         duplicates = 0
-        stale = 0
         out: list[StoredMessage] = []
+        app_acks: list[tuple[_Item, str]] = []
         seen: set[tuple[str, tuple[object, ...] | None]] = set()
-        if session is not None:
-            by_generation: dict[int, list[int]] = {}
-            for it in items:
-                if it.rec.qos > 0:
-                    by_generation.setdefault(it.rec.generation, []).append(it.rec.mid)
-            for generation, mids in by_generation.items():
-                if not session.ack_many(generation, mids):
-                    stale += len(mids)
         for it in items:
             rec = it.rec
             channels[it.topic.channel if it.topic is not None else "invalid"] += 1
             if it.reject_reason is not None:
                 dead[it.reject_reason] += 1
                 if it.topic is not None and it.topic.channel == Channel.EVENT:
-                    self._app_ack(it, "rejected")
+                    app_acks.append((it, "rejected"))
                 continue
             keys = fresh.get(it.table)
             # A copy may arrive twice in one batch (device retry): only the first is new.
@@ -432,7 +619,7 @@ class IngestPipeline:
             else:
                 duplicates += 1
             if isinstance(it.msg, Event):
-                self._app_ack(it, "stored" if new else "duplicate")
+                app_acks.append((it, "stored" if new else "duplicate"))
         for ch, n in channels.items():
             m.messages.labels(ch).inc(n)
         for table, n in stored.items():
@@ -441,12 +628,18 @@ class IngestPipeline:
             m.dead_letters.labels(reason).inc(n)
         if duplicates:
             m.duplicates.inc(duplicates)
-        if stale:
-            m.stale_acks.inc(stale)
         m.batches.inc()
         self.stored_batches += 1
+        if event_lane:  # alarms: to the analysis first, then tell the devices
+            if out and self._event_sink is not None:
+                self._event_sink(out)
+            for it, status in app_acks:
+                self._app_ack(it, status)
+            return
+        for it, status in app_acks:
+            self._app_ack(it, status)
         if out and self._sink is not None:
-            self._sink(out)
+            self._sink(out)  # may wait for room in the analysis queue (backpressure)
 
     def _app_ack(self, it: _Item, status: str) -> None:
         if self._session is None or it.topic is None:

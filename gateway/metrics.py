@@ -56,6 +56,12 @@ class Metrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
+        self.event_lane_seconds = Histogram(
+            "safehome_ingest_event_lane_seconds",
+            "Event lane: MQTT receive to database commit, per device event",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
         self.queue_depth = Gauge(
             "safehome_ingest_queue_depth", "Messages received and not yet stored", registry=r
         )

@@ -52,7 +52,11 @@ def load_devices(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, Devi
 
 
 class RegistryCache:
-    """Snapshot of active devices; not thread-safe: owned by the ingest writer thread."""
+    """Snapshot of active devices, shared by the ingest writer threads.
+
+    A refresh replaces the snapshot (one reference assignment) and never mutates it, so a
+    reader on another thread sees the old snapshot or the new one, whole.
+    """
 
     def __init__(self, refresh_s: float, min_refresh_s: float = 1.0) -> None:
         self._devices: dict[str, DeviceInfo] = {}

@@ -68,7 +68,8 @@ def wait_for_database(settings: Settings, timeout_s: float | None = None) -> Non
 
 
 class Runtime:
-    """The running gateway. ``sink`` is an extra consumer of stored batches (after analysis)."""
+    """The running gateway. ``sink`` is an extra consumer of stored batches (after analysis;
+    called from either ingest writer thread)."""
 
     def __init__(self, settings: Settings, *, api: bool = True, sink: Sink | None = None) -> None:
         self.settings = settings
@@ -114,8 +115,9 @@ class Runtime:
         await asyncio.to_thread(self.analysis.start)
         await self._start_workflow(*workflow)
         self.ingest = IngestPipeline(
-            s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver
-        )
+            s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver,
+            event_sink=self._deliver_urgent,
+        )  # fmt: skip
         self.session = MqttSession(s.mqtt, self.ingest.enqueue, [f"{s.mqtt.prefix}/v1/+/+/+"])
         self.ingest.attach(self.session)
         self.ingest.start()
@@ -177,6 +179,13 @@ class Runtime:
         """The ingest sink (writer thread): analysis first (waits while its queue is full)."""
         assert self.analysis is not None
         self.analysis.submit(batch)
+        if self._sink is not None:
+            self._sink(batch)
+
+    def _deliver_urgent(self, batch: Sequence[StoredMessage]) -> None:
+        """The ingest event lane's sink (its writer thread): analysis's priority lane."""
+        assert self.analysis is not None
+        self.analysis.submit_urgent(batch)
         if self._sink is not None:
             self._sink(batch)
 

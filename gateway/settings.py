@@ -140,6 +140,9 @@ class IngestSettings(_Section):
     max_age_s: float = Field(7 * 86400.0, gt=0)
     dead_letter_payload_bytes: int = Field(2048, ge=0)
     registry_refresh_s: float = Field(5.0, gt=0)
+    # Device events (button presses, SOS, fall flags, ...) are stored by their own writer the
+    # moment they arrive, instead of waiting in a telemetry batch (see gateway.ingest).
+    event_lane: bool = True
 
 
 class RetentionSettings(_Section):

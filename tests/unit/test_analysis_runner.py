@@ -582,3 +582,34 @@ def test_detail_values_are_stored_as_plain_json() -> None:
     rec = DetectionRecord.of(det, site_id=None, resident_id=None, device_id=None, location_id=None)
     assert rec.details == {"a": 1.5, "b": True, "c": None, "d": 3}
     assert type(rec.details["a"]) is float and type(rec.details["b"]) is bool
+
+
+def test_urgent_batch_never_waits_and_is_written_before_queued_batches() -> None:
+    """The ingest event lane's alarms pass a full queue: analysed and written first."""
+    reg = site_registry()
+    store = GatedStore(reg)
+    runner = AnalysisRunner(settings(queue_size=1, check_interval_s=60.0), store)
+    runner.start()
+    stream = Stream(reg)
+    now = time.time()
+    presses = [[stream.event("bt1", now + i, "press")] for i in range(3)]
+    try:
+        runner.submit(presses[0])  # analysed; its write hangs on the gate
+        time.sleep(0.3)
+        runner.submit(presses[1])  # the queue is full now
+        done = threading.Event()
+
+        def event_lane() -> None:
+            runner.submit_urgent(presses[2])
+            done.set()
+
+        threading.Thread(target=event_lane).start()
+        assert done.wait(2.0), "submit_urgent must not wait for room in the queue"
+        store.gate.set()
+        deadline = time.monotonic() + 5.0
+        while len(store.detections) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        store.gate.set()
+        runner.stop()
+    assert [r.started for r in store.detections] == [round(now + i, 3) for i in (0, 2, 1)]
