@@ -11,6 +11,11 @@ read by a logged-in duty-staff client.
 The last line printed is one JSON object: ``presses``, ``p50_ms``, ``p99_ms``, ``max_ms``,
 ``missed`` (presses with no incident within ``--timeout`` seconds) and
 ``background_msgs_per_s`` (messages the gateway received per second during the presses).
+
+Baseline, measured in the same run under the same load: a bare MQTT subscriber (a read-only
+monitoring account) receives the same presses straight from the broker; ``broker_p50_ms`` /
+``broker_p99_ms`` are publish → delivery there, and ``p99_ratio_to_broker`` is how many times
+that floor the full path (store, detect, raise, audit, notify the live feed) takes at p99.
 """
 
 from __future__ import annotations
@@ -67,6 +72,34 @@ def messages_total(api: str) -> float:
     )
 
 
+class BrokerBaseline:
+    """Receives the presses straight from the broker (the baseline: delivery only)."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.received: dict[str, float] = {}
+        self.subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-baseline",
+                        protocol=mqtt.MQTTv5)  # fmt: skip
+        c.username_pw_set(username, password)
+        c.on_connect = lambda cl, *_: cl.subscribe(f"{PREFIX}/v1/{SITE}/+/event", qos=1)
+        c.on_subscribe = lambda *_: self.subscribed.set()
+        c.on_message = self._on_message
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.received.setdefault(msg.topic.split("/")[3], time.time())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
 class FeedReader(threading.Thread):
     """Follows the SSE live feed; records when each resident's emergency call is raised."""
 
@@ -110,20 +143,27 @@ def main() -> None:
     pg = PostgresServer(root / "pg", free_port())
     mq = MosquittoServer(root / "mq", free_port())
     procs: list[subprocess.Popen[bytes]] = []
-    db_pw, gw_pw, staff_pw = (uuid.uuid4().hex for _ in range(3))
+    db_pw, owner_pw, gw_pw, staff_pw, mon_pw = (uuid.uuid4().hex for _ in range(5))
     try:
         pg.init()
         pg.start()
-        pg.ensure_database("safehome", "safehome", db_pw)
-        conninfo = f"host=127.0.0.1 port={pg.port} dbname=safehome user=safehome password={db_pw}"
+        # as in production: an owner role migrates, the gateway's role owns nothing
+        pg.ensure_database(
+            "safehome", "safehome_owner", owner_pw, app_user="safehome", app_password=db_pw
+        )
+        base = f"host=127.0.0.1 port={pg.port} dbname=safehome"
+        with psycopg.connect(
+            f"{base} user=safehome_owner password={owner_pw}", autocommit=True
+        ) as conn:
+            migrate(conn, app_role="safehome")
         definition = site_definition(args.beds)
         add_buttons(definition, args.presses)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            migrate(conn)
+        with psycopg.connect(f"{base} user=safehome password={db_pw}", autocommit=True) as conn:
             creds = apply_site_definition(conn, definition)
             accounts = device_accounts(conn)
             create_user(conn, "duty", "duty_staff", staff_pw, site_id=SITE)
-        mq.init(PREFIX, ServiceAccount("gateway", hash_password(gw_pw)), accounts)
+        monitor = ServiceAccount("bench-monitor", hash_password(mon_pw))
+        mq.init(PREFIX, ServiceAccount("gateway", hash_password(gw_pw)), accounts, [monitor])
         mq.start()
         buttons = {c.device_id: c for c in creds if c.kind == "button"}
         background = [c for c in creds if c.kind != "button"]
@@ -163,6 +203,9 @@ def main() -> None:
         feed.start()
         if not feed.connected.wait(10):
             raise RuntimeError("live feed did not connect")
+        baseline = BrokerBaseline(mq.port, monitor.username, mon_pw)
+        if not baseline.subscribed.wait(10):
+            raise RuntimeError("baseline subscriber did not subscribe")
 
         # Background load: the ingest benchmark's devices, from the simulator's own process.
         manifest_path = root / "background.json"
@@ -188,6 +231,7 @@ def main() -> None:
         time.sleep(1)
 
         pressed: dict[str, float] = {}
+        pressed_dev: dict[str, float] = {}
         m1, w1 = messages_total(api), time.time()
         for seq, (dev, c) in enumerate(clients):
             now = time.time()
@@ -195,7 +239,7 @@ def main() -> None:
                 dev.device_id, f"press-{uuid.uuid4().hex[:12]}", seq, int(now * 1000),
                 event="press",
             )  # fmt: skip
-            pressed[bed_resident[str(dev.bed_id)]] = time.time()
+            pressed[bed_resident[str(dev.bed_id)]] = pressed_dev[dev.device_id] = time.time()
             c.publish(f"{PREFIX}/v1/{SITE}/{dev.device_id}/event", payload, qos=1)
             time.sleep(args.interval)
         m2, w2 = messages_total(api), time.time()
@@ -203,27 +247,38 @@ def main() -> None:
         while time.time() < end and not set(pressed) <= set(feed.raised):
             time.sleep(0.1)
         feed.stop.set()
+        baseline.close()
         for _, c in clients:
             c.disconnect()
             c.loop_stop()
 
-        lat = np.array(
-            [(feed.raised[r] - t) * 1000 for r, t in pressed.items() if r in feed.raised]
-        )
+        lat = [(feed.raised[r] - t) * 1000 for r, t in pressed.items() if r in feed.raised]
+        floor = [
+            (baseline.received[d] - t) * 1000
+            for d, t in pressed_dev.items()
+            if d in baseline.received
+        ]
         missed = sum(1 for r in pressed if r not in feed.raised)
+        p99, broker_p99 = _pct(lat, 99), _pct(floor, 99)
         result = {
             "presses": len(pressed),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
-            "max_ms": round(float(lat.max()), 1) if lat.size else None,
+            "p50_ms": _pct(lat, 50),
+            "p99_ms": p99,
+            "max_ms": round(max(lat), 1) if lat else None,
             "missed": missed,
             "background_msgs_per_s": round((m2 - m1) / max(w2 - w1, 1e-9), 1),
             "background_devices": len(background),
+            "broker_p50_ms": _pct(floor, 50),
+            "broker_p99_ms": broker_p99,
+            "p99_ratio_to_broker": round(p99 / broker_p99, 2) if p99 and broker_p99 else None,
         }
         print(
-            f"{result['presses']} presses: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+            f"{result['presses']} presses: p50 {result['p50_ms']} ms, p99 {p99} ms, "
             f"max {result['max_ms']} ms, missed {missed}; background "
-            f"{result['background_msgs_per_s']:,} msg/s from {len(background)} devices"
+            f"{result['background_msgs_per_s']:,} msg/s from {len(background)} devices\n"
+            f"baseline, same run: broker delivery to a bare subscriber p50 "
+            f"{result['broker_p50_ms']} ms, p99 {broker_p99} ms; "
+            f"gateway p99 / broker p99 = {result['p99_ratio_to_broker']}"
         )
         print(json.dumps(result))
     finally:
