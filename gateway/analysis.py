@@ -1038,6 +1038,10 @@ class AnalysisRunner:
             self._m.messages.inc(len(batch))
         self.flush()
 
+    def registry_changed(self) -> None:
+        """The device registry changed: reload bindings at the next step (any thread)."""
+        self._next_registry = -math.inf
+
     def advance(self, now: float | None = None) -> None:
         """Run what is due at ``now`` (default: the clock): checks, saves, then write."""
         if now is None:

@@ -259,6 +259,10 @@ class IngestPipeline:
         self._bulk_received += 1
         self._buffer.append(rec)
 
+    def registry_changed(self) -> None:
+        """The device registry changed: refresh it before relying on it again."""
+        self._registry.invalidate()
+
     def start(self) -> None:
         self._thread.start()
         self._event_thread.start()

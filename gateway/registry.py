@@ -2,7 +2,9 @@
 
 Loaded from the ``devices`` table and refreshed periodically; a message from a device that
 is not in the snapshot triggers an early refresh (a device commissioned a moment ago), at
-most once per ``min_refresh_s``.
+most once per ``min_refresh_s``. The gateway's own registry routes call
+:meth:`RegistryCache.invalidate` after each change, so a device registered through the API is
+known to ingest from its first message.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class RegistryCache:
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self._devices.get(device_id)
+
+    def invalidate(self) -> None:
+        """The registry changed (a device registered, bound, replaced, decommissioned): refresh
+        at the next chance, and let a message from a device not yet in the snapshot refresh
+        it at once rather than waiting out ``min_refresh_s``."""
+        self._loaded_at = -1e18
 
     def may_refresh_for_unknown(self) -> bool:
         return time.monotonic() - self._loaded_at >= self._min_refresh_s

@@ -175,6 +175,15 @@ class Runtime:
             extra={"escalation": self.escalation is not None, "notify": self.outbox is not None},
         )
 
+    def registry_changed(self) -> None:
+        """The registry was changed through the API: ingest and analysis reload it before
+        relying on it again (a device registered a moment ago is known from its first message;
+        a new binding applies at once). Any thread."""
+        if self.ingest is not None:
+            self.ingest.registry_changed()
+        if self.analysis is not None:
+            self.analysis.registry_changed()
+
     def _deliver(self, batch: Sequence[StoredMessage]) -> None:
         """The ingest sink (writer thread): analysis first (waits while its queue is full)."""
         assert self.analysis is not None

@@ -296,3 +296,13 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
 
 
 DbConn = Annotated[psycopg.Connection[Any], Depends(get_conn)]
+
+
+def registry_writes(request: Request) -> Iterator[None]:
+    """Router dependency of the registry-changing routers: after a successful POST/PATCH/...
+    (its transaction committed: this dependency is set up first, so it exits last), tell the
+    running gateway (``app.state.registry_changed``) to reload the device registry."""
+    yield
+    changed = getattr(request.app.state, "registry_changed", None)
+    if request.method not in ("GET", "HEAD") and changed is not None:
+        changed()

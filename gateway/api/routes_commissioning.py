@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 
 from gateway import acceptance
 from gateway import commissioning as com
 from gateway import registry_admin as reg
-from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
 from gateway.api.routes_devices import heartbeat_interval_s, visible_device
 from gateway.api.routes_registry import site_of
 from gateway.brokersync import BrokerSync, BrokerSyncError
@@ -86,7 +86,7 @@ def device_config(settings: Settings, device: dict[str, Any], password: str) -> 
 
 def build_commissioning_router() -> APIRouter:
     """Device lifecycle, acceptance tests and commissioning records."""
-    router = APIRouter(tags=["commissioning"])
+    router = APIRouter(tags=["commissioning"], dependencies=[Depends(registry_writes)])
 
     def _settings(request: Request) -> Settings:
         settings: Settings = request.app.state.settings

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway import audit
 from gateway import registry_admin as reg
-from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
 from gateway.api.routes_incidents import may_see_site
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
@@ -127,7 +127,7 @@ def audit_resident_reads(
 
 def build_registry_router() -> APIRouter:
     """Sites, locations, beds, residents and bulk import (docs/installer-api.md)."""
-    router = APIRouter(tags=["registry"])
+    router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
 
     # -- sites -----------------------------------------------------------------------------
 
