@@ -4,7 +4,9 @@ An installer starts a test for one device (:func:`start_test`); until it is fini
 expires the device is in **test mode**: the incident intake
 (:func:`gateway.escalation.intake.on_detections_stored`) asks :func:`tests_in_progress`
 which devices of a batch of new detections are under test and stores their detections as
-observations (:func:`observe`) instead of raising incidents, so nobody is paged.
+observations (:func:`observe`) instead of raising incidents, so nobody is paged; a resident
+cancel ("I'm OK") from a device under test is an observation too (:func:`observe_cancel`)
+and cancels none of the resident's real alarms.
 
 The steps of a test depend on the device kind (:data:`STEPS`) and are evaluated from what
 the gateway stored for the device since the test started (``device_events``, ``readings``,
@@ -89,11 +91,17 @@ def tests_in_progress(conn: Conn, records: Sequence[DetectionRecord]) -> dict[st
     return {str(d): str(t) for d, t in conn.execute(_IN_PROGRESS, (devices,)).fetchall()}
 
 
+_OBSERVE = (
+    b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
+    b"VALUES (%s, %s, %s, %s, %s, %s)"
+)
+RESIDENT_CANCEL = "resident_cancel"
+
+
 def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     """Store a test-mode detection as an observation of the test (no incident, no page)."""
     conn.execute(
-        b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
-        b"VALUES (%s, %s, %s, %s, %s, %s)",
+        _OBSERVE,
         (test_id, rec.device_id, rec.kind.value, datetime.fromtimestamp(rec.time, UTC),
          rec.reason, Jsonb(dict(rec.details))),
     )  # fmt: skip
@@ -101,6 +109,24 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
         "detection in test mode: no incident",
         extra={"test_id": test_id, "device": rec.device_id, "kind": rec.kind.value},
     )
+
+
+def running_test_of(conn: Conn, device_id: str) -> str | None:
+    """The id of the test ``device_id`` is in (TEST MODE now), or None."""
+    row = conn.execute(_IN_PROGRESS, ([device_id],)).fetchone()
+    return None if row is None else str(row[1])
+
+
+def observe_cancel(conn: Conn, test_id: str, device_id: str, at: float) -> None:
+    """Store a resident "I'm OK" from a device under test as an observation: it must not
+    cancel any of the resident's real alarms."""
+    conn.execute(
+        _OBSERVE,
+        (test_id, device_id, RESIDENT_CANCEL, datetime.fromtimestamp(at, UTC),
+         "resident cancel (I'm OK) in test mode: no alarm cancelled", Jsonb({})),
+    )  # fmt: skip
+    log.info("resident cancel in test mode: no alarm cancelled",
+             extra={"test_id": test_id, "device": device_id})  # fmt: skip
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -211,8 +237,8 @@ def _button(conn: Conn, test: Mapping[str, Any], slack: float, notified: bool) -
     press = _first_event(_rows(conn, _EVENTS, test, slack), {"press"})
     if press is not None:
         diverted = conn.execute(
-            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s",
-            (test["test_id"],),
+            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s AND kind <> %s",
+            (test["test_id"], RESIDENT_CANCEL),
         ).fetchone()
         press.observed["incident_suppressed"] = bool(diverted and diverted[0])
     no_page: _Found | None = None
