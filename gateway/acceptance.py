@@ -451,6 +451,9 @@ def _export_row(r: Mapping[str, Any]) -> list[str]:
             r["notes"] or ""]  # fmt: skip
 
 
+NOTES_PDF_CHARS = 40  # notes are cut in the PDF table (the CSV has them whole)
+
+
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -461,21 +464,36 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def records_pdf(
-    site_id: str, records: Sequence[Mapping[str, Any]], rows_per_page: int = 18
+    site_id: str,
+    records: Sequence[Mapping[str, Any]],
+    rows_per_page: int = 18,
+    families: Sequence[str] | None = None,
 ) -> bytes:
-    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency)."""
+    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency).
+
+    Chinese text (notes, bed codes) is drawn with a CJK system font when one is installed
+    (:mod:`gateway.reports.fonts`; ``families`` overrides the font list); without one it
+    shows as boxes (logged once)."""
+    from matplotlib import rc_context  # noqa: PLC0415
     from matplotlib.backends.backend_pdf import PdfPages  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps")
+    from gateway.reports.fonts import font_families  # noqa: PLC0415
+
+    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps",
+               "notes")  # fmt: skip
     idx = [EXPORT_HEADER.index(c) for c in columns]
     rows = [[row[i] for i in idx] for row in map(_export_row, records)]
     for row in rows:
         row[4] = row[4][:19].replace("T", " ")
+        notes = " ".join(row[7].split())
+        row[7] = notes if len(notes) <= NOTES_PDF_CHARS else notes[: NOTES_PDF_CHARS - 1] + "…"
     buf = io.BytesIO()
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing")
+    families = list(font_families() if families is None else families)
+    with warnings.catch_warnings(), rc_context({"font.family": families}):
+        if len(families) == 1:  # no CJK font: boxes, already logged once
+            warnings.filterwarnings("ignore", message="Glyph .* missing")
         with PdfPages(buf) as pdf:
             for n, page in enumerate(pages, 1):
                 fig = Figure(figsize=(11.69, 8.27))
@@ -485,8 +503,8 @@ def records_pdf(
                              loc="left")  # fmt: skip
                 if page:
                     table = ax.table(cellText=page, colLabels=columns, loc="upper center",
-                                     cellLoc="left", colWidths=(0.13, 0.08, 0.1, 0.1, 0.12,
-                                                                0.06, 0.41))  # fmt: skip
+                                     cellLoc="left", colWidths=(0.12, 0.07, 0.1, 0.1, 0.11,
+                                                                0.06, 0.29, 0.15))  # fmt: skip
                     table.auto_set_font_size(False)
                     table.set_fontsize(7)
                     table.scale(1, 1.4)
