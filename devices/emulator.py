@@ -41,6 +41,7 @@ import contextlib
 import json
 import random
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -605,6 +606,9 @@ async def emulate(
         start_in_bed=first == "get-up" and kind is S, start_worn=first != "wear",
     )  # fmt: skip
     plan = None if actions is None else [a for a in actions for _ in range(options.count)]
+    task = asyncio.current_task()
+    if task is not None:  # SIGTERM: a clean stop too (offline state, no will)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await emulator.run(plan)
 
 
@@ -673,5 +677,7 @@ def main(args: Any) -> int:
         return err.code
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM
+        return 143
     ok = all(r.status in (AckStatus.STORED, AckStatus.DUPLICATE) for r in results)
     return Exit.OK if ok else Exit.FAILED
