@@ -30,6 +30,7 @@ __all__ = [
     "FallPlan",
     "MotionModel",
     "ResidentModel",
+    "ShakePlan",
     "VitalsModel",
     "VitalsSample",
     "random_rotation",
@@ -133,6 +134,11 @@ class ResidentModel:
     def fall(self, t: float, floor_s: float | None) -> None:
         self.fallen_at = t
         self.on_floor_until = None if floor_s is None else t + floor_s
+
+    def get_up(self, t: float) -> None:
+        """Get up off the floor at ``t`` (after a fall); nothing if not on the floor."""
+        if self.on_floor(t):
+            self.on_floor_until = t
 
     def on_floor(self, t: float) -> bool:
         if self.fallen_at is None or t < self.fallen_at:
@@ -285,6 +291,20 @@ class FallPlan:
         return self.start + self.IMPACT_AT
 
 
+@dataclass(frozen=True, slots=True)
+class ShakePlan:
+    """The device shaken by hand (an installer's motion check): from ``start`` (epoch s) for
+    ``seconds``, an oscillation at ``hz`` mostly along ``axis`` (device frame) whose peak
+    acceleration, gravity included, reaches at least ``peak_g``."""
+
+    start: float
+    seconds: float
+    peak_g: float
+    axis: tuple[float, ...]
+    side: tuple[float, ...]
+    hz: float
+
+
 _TEMPLATE_S: Final = 20
 _MAX_BATCH: Final = 256
 _POOL: Final = 1 << 16
@@ -342,6 +362,7 @@ class MotionModel:
         self._was_in_bed = False
         self.steps_total = 0.0
         self.fall: FallPlan | None = None
+        self.shake: ShakePlan | None = None
         self._static: tuple[Activity, FloatArray, float] | None = None  # device-frame posture
 
     @property
@@ -360,6 +381,32 @@ class MotionModel:
         self.fall = FallPlan(start, peak_g, choice)
         self._floor = np.array(choice)
         return self.fall
+
+    def plan_shake(self, start: float, seconds: float, peak_g: float) -> ShakePlan:
+        """Schedule the device being shaken hard by hand from ``start`` for ``seconds``."""
+        rng = self._rng
+        axis = np.array([rng.gauss(0.0, 1.0) for _ in range(3)])
+        side = np.cross(axis, (1.0, 0.0, 0.0) if abs(axis[0]) < 0.9 else (0.0, 1.0, 0.0))
+        self.shake = ShakePlan(
+            start, seconds, peak_g, tuple(axis / np.linalg.norm(axis)),
+            tuple(side / np.linalg.norm(side)), rng.uniform(4.0, 6.0),
+        )  # fmt: skip
+        return self.shake
+
+    def _shaken(self, t0: float, n: int, fs: float, axes: FloatArray) -> FloatArray:
+        """Add the hand's shaking (device frame) to a batch overlapping a :class:`ShakePlan`."""
+        plan = self.shake
+        if plan is None or t0 >= plan.start + plan.seconds or t0 + n / fs <= plan.start:
+            return axes
+        rel = t0 + np.arange(n) / fs - plan.start
+        ramp = min(0.15, plan.seconds / 4.0)
+        env = np.clip(np.minimum(rel, plan.seconds - rel) / ramp, 0.0, 1.0)
+        ph = 2.0 * math.pi * plan.hz * rel
+        main = plan.peak_g * 1.05 * env * np.sin(ph)
+        cross = 0.3 * plan.peak_g * env * np.sin(ph + math.pi / 2.0)
+        axes += np.outer(plan.axis, main) + np.outer(plan.side, cross)
+        np.clip(axes, -16.0, 16.0, out=axes)
+        return axes
 
     def _choose_activity(self, t: float, in_bed: bool, on_floor: bool) -> None:
         rng = self._rng
@@ -474,7 +521,7 @@ class MotionModel:
             axes = self.mount @ template[:, start : start + n]
             axes += pool
             self.steps_total += self.step_hz * n / fs
-            return axes, False
+            return self._shaken(t0, n, fs, axes), False
         static = self._static
         if static is None or static[0] is not self.activity or t0 >= static[2]:
             # posture in the device frame, with a small shift every half minute or so
@@ -484,7 +531,7 @@ class MotionModel:
                 base = base + np.array((rng.gauss(0.0, sway), rng.gauss(0.0, sway), 0.0))
             vec = (self.mount @ base)[:, None]
             static = self._static = (self.activity, vec, t0 + self._rng.uniform(15.0, 45.0))
-        return pool + static[1], False
+        return self._shaken(t0, n, fs, pool + static[1]), False
 
     def heart_rate(self, base: float) -> float:
         """A wrist heart rate for the current activity."""

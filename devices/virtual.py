@@ -144,6 +144,11 @@ class VirtualDevice:
     def _reading(self, type_: str, ts: int, payload: bytes, msg_id: str, seq: int) -> Outgoing:
         return Outgoing(Channel.TELEMETRY, type_, msg_id, seq, ts, payload, RowKind.READINGS)
 
+    def heartbeat_now(self, now: float) -> Outgoing:
+        """A heartbeat now (e.g. right after connecting); the next one is an interval away."""
+        self._next_heartbeat = now + self.heartbeat_s
+        return self.heartbeat(now)
+
     def heartbeat(self, now: float) -> Outgoing:
         msg_id, seq = self.next_id()
         ts = _ms(now)
@@ -257,6 +262,22 @@ class WearableDevice(VirtualDevice):
     def cancel(self, now: float) -> Outgoing:
         return self.event(now, "cancel")
 
+    def put_on(self, now: float) -> Outgoing:
+        """The wearer puts the device on: ``worn``, and a heart rate at the next period."""
+        self.worn = True
+        self.motion.rewear()
+        self._next_hr = now
+        return self.event(now, "worn")
+
+    def take_off(self, now: float) -> Outgoing:
+        """The wearer takes the device off: ``not_worn``, and no heart rate until worn."""
+        self.worn = False
+        return self.event(now, "not_worn")
+
+    def shake(self, now: float, *, seconds: float, peak_g: float) -> None:
+        """The device is shaken by hand from ``now`` (the next ``accel`` batches show it)."""
+        self.motion.plan_shake(now, seconds, peak_g)
+
     def start_fall(self, now: float, *, peak_g: float, floor_s: float | None, flag: bool) -> float:
         """Fall during the next period; returns the impact time. ``flag``: the device raises
         its own ``fall`` event after the impact."""
@@ -294,7 +315,7 @@ class WearableDevice(VirtualDevice):
             self._fall_flag = False
             peak = float(np.sqrt((axes * axes).sum(axis=0)).max())
             out.append(self.event(plan.impact_time, "fall", {"peak_g": round(peak, 2)}))
-        if now >= self._next_hr:
+        if self.worn and now >= self._next_hr:
             msg_id, seq = self.next_id()
             ts = _ms(now)
             payload = encode_hr(self.id, msg_id, seq, ts, hr=self.motion.heart_rate(self.hr_base))

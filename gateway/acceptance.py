@@ -4,7 +4,9 @@ An installer starts a test for one device (:func:`start_test`); until it is fini
 expires the device is in **test mode**: the incident intake
 (:func:`gateway.escalation.intake.on_detections_stored`) asks :func:`tests_in_progress`
 which devices of a batch of new detections are under test and stores their detections as
-observations (:func:`observe`) instead of raising incidents, so nobody is paged.
+observations (:func:`observe`) instead of raising incidents, so nobody is paged; a resident
+cancel ("I'm OK") from a device under test is an observation too (:func:`observe_cancel`)
+and cancels none of the resident's real alarms.
 
 The steps of a test depend on the device kind (:data:`STEPS`) and are evaluated from what
 the gateway stored for the device since the test started (``device_events``, ``readings``,
@@ -89,11 +91,17 @@ def tests_in_progress(conn: Conn, records: Sequence[DetectionRecord]) -> dict[st
     return {str(d): str(t) for d, t in conn.execute(_IN_PROGRESS, (devices,)).fetchall()}
 
 
+_OBSERVE = (
+    b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
+    b"VALUES (%s, %s, %s, %s, %s, %s)"
+)
+RESIDENT_CANCEL = "resident_cancel"
+
+
 def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     """Store a test-mode detection as an observation of the test (no incident, no page)."""
     conn.execute(
-        b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
-        b"VALUES (%s, %s, %s, %s, %s, %s)",
+        _OBSERVE,
         (test_id, rec.device_id, rec.kind.value, datetime.fromtimestamp(rec.time, UTC),
          rec.reason, Jsonb(dict(rec.details))),
     )  # fmt: skip
@@ -101,6 +109,24 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
         "detection in test mode: no incident",
         extra={"test_id": test_id, "device": rec.device_id, "kind": rec.kind.value},
     )
+
+
+def running_test_of(conn: Conn, device_id: str) -> str | None:
+    """The id of the test ``device_id`` is in (TEST MODE now), or None."""
+    row = conn.execute(_IN_PROGRESS, ([device_id],)).fetchone()
+    return None if row is None else str(row[1])
+
+
+def observe_cancel(conn: Conn, test_id: str, device_id: str, at: float) -> None:
+    """Store a resident "I'm OK" from a device under test as an observation: it must not
+    cancel any of the resident's real alarms."""
+    conn.execute(
+        _OBSERVE,
+        (test_id, device_id, RESIDENT_CANCEL, datetime.fromtimestamp(at, UTC),
+         "resident cancel (I'm OK) in test mode: no alarm cancelled", Jsonb({})),
+    )  # fmt: skip
+    log.info("resident cancel in test mode: no alarm cancelled",
+             extra={"test_id": test_id, "device": device_id})  # fmt: skip
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -211,8 +237,8 @@ def _button(conn: Conn, test: Mapping[str, Any], slack: float, notified: bool) -
     press = _first_event(_rows(conn, _EVENTS, test, slack), {"press"})
     if press is not None:
         diverted = conn.execute(
-            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s",
-            (test["test_id"],),
+            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s AND kind <> %s",
+            (test["test_id"], RESIDENT_CANCEL),
         ).fetchone()
         press.observed["incident_suppressed"] = bool(diverted and diverted[0])
     no_page: _Found | None = None
@@ -425,6 +451,9 @@ def _export_row(r: Mapping[str, Any]) -> list[str]:
             r["notes"] or ""]  # fmt: skip
 
 
+NOTES_PDF_CHARS = 40  # notes are cut in the PDF table (the CSV has them whole)
+
+
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -435,21 +464,36 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def records_pdf(
-    site_id: str, records: Sequence[Mapping[str, Any]], rows_per_page: int = 18
+    site_id: str,
+    records: Sequence[Mapping[str, Any]],
+    rows_per_page: int = 18,
+    families: Sequence[str] | None = None,
 ) -> bytes:
-    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency)."""
+    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency).
+
+    Chinese text (notes, bed codes) is drawn with a CJK system font when one is installed
+    (:mod:`gateway.reports.fonts`; ``families`` overrides the font list); without one it
+    shows as boxes (logged once)."""
+    from matplotlib import rc_context  # noqa: PLC0415
     from matplotlib.backends.backend_pdf import PdfPages  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps")
+    from gateway.reports.fonts import font_families  # noqa: PLC0415
+
+    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps",
+               "notes")  # fmt: skip
     idx = [EXPORT_HEADER.index(c) for c in columns]
     rows = [[row[i] for i in idx] for row in map(_export_row, records)]
     for row in rows:
         row[4] = row[4][:19].replace("T", " ")
+        notes = " ".join(row[7].split())
+        row[7] = notes if len(notes) <= NOTES_PDF_CHARS else notes[: NOTES_PDF_CHARS - 1] + "…"
     buf = io.BytesIO()
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing")
+    families = list(font_families() if families is None else families)
+    with warnings.catch_warnings(), rc_context({"font.family": families}):
+        if len(families) == 1:  # no CJK font: boxes, already logged once
+            warnings.filterwarnings("ignore", message="Glyph .* missing")
         with PdfPages(buf) as pdf:
             for n, page in enumerate(pages, 1):
                 fig = Figure(figsize=(11.69, 8.27))
@@ -459,8 +503,8 @@ def records_pdf(
                              loc="left")  # fmt: skip
                 if page:
                     table = ax.table(cellText=page, colLabels=columns, loc="upper center",
-                                     cellLoc="left", colWidths=(0.13, 0.08, 0.1, 0.1, 0.12,
-                                                                0.06, 0.41))  # fmt: skip
+                                     cellLoc="left", colWidths=(0.12, 0.07, 0.1, 0.1, 0.11,
+                                                                0.06, 0.29, 0.15))  # fmt: skip
                     table.auto_set_font_size(False)
                     table.set_fontsize(7)
                     table.scale(1, 1.4)

@@ -242,9 +242,11 @@ class DeviceClient:
         self._client.subscribe(topic, qos=1)
         time.sleep(0.2)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, timeout_s: float = 5) -> str:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, timeout_s: float = 5, retain: bool = False
+    ) -> str:
         """Publish and wait for the broker's PUBACK; return the broker's reason code."""
-        info = self._client.publish(topic, payload, qos=qos)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout_s)
         return str(getattr(info, "rc", ""))
 

@@ -15,7 +15,8 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
 :func:`on_resident_cancel` is called by the analysis runner for a button ``cancel`` /
 wearable cancel event after the detections before it were stored, and calls
 :meth:`IncidentService.cancel_by_resident` (too late, already acknowledged or nothing
-open: logged, nothing changes).
+open: logged, nothing changes); a cancel from a device in an acceptance test is stored as an
+observation of the test and cancels nothing.
 
 Each item runs in its own savepoint: a bad item (e.g. a care detection of a device bound to
 no resident) is logged and skipped without undoing the others; connection failures
@@ -106,7 +107,14 @@ def _clear(conn: Conn, service: IncidentService, rec: DetectionRecord) -> None:
 
 
 def on_resident_cancel(conn: Conn, resident_id: str, at: float, device_id: str | None) -> None:
-    """The resident's "I'm OK" (device time ``at``): cancel their open alarm in its window."""
+    """The resident's "I'm OK" (device time ``at``): cancel their open alarm in its window;
+    from a device in an acceptance test: a test observation, no alarm cancelled."""
+    if device_id is not None:
+        with conn.transaction():
+            test_id = acceptance.running_test_of(conn, device_id)
+            if test_id is not None:
+                acceptance.observe_cancel(conn, test_id, device_id, at)
+                return
     try:
         IncidentService(conn).cancel_by_resident(
             resident_id, datetime.fromtimestamp(at, UTC), device_id

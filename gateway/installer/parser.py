@@ -29,6 +29,13 @@ def _run(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _emulate(args: argparse.Namespace) -> int:
+    """``device emulate``: the device side only (MQTT), in :mod:`devices.emulator`."""
+    module = importlib.import_module("devices.emulator")
+    result: int = module.main(args)
+    return result
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -244,6 +251,49 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("--timeout", type=float, metavar="S", help="seconds (default: the gateway's)")
     p.add_argument("--notes", help="note stored with the commissioning record (no names)")
     p.add_argument("--abort", action="store_true", help="abort the device's running test")
+    p = dev.add_parser(
+        "emulate", help="play a device from its saved configuration (no hardware needed)",
+        description="Connect to the broker as the device of a configuration saved with "
+        "--config-out and do what a person does with it: the messages, acks, heartbeats and "
+        "last will of docs/device-protocol.md. No ACTION: read actions from standard input.",
+        epilog="actions: press, long-press, cancel (button); lie-down, get-up (bed sensor); "
+        "wear, take-off, press (SOS), cancel, shake, fall, get-up (wearable); online (all)\n"
+        "examples:\n  safehome device emulate --config btn.json press\n"
+        "  safehome device emulate --config bed.json lie-down get-up\n"
+        "  safehome device emulate --config wr.json wear shake\n\nexit codes:\n  0 every "
+        "event stored by the gateway   1 an event rejected or not acked\n  2 bad arguments or "
+        "configuration    3 broker unreachable   4 broker refused the credentials",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE.json",
+        help="the device configuration (safehome device register --config-out)",
+    )
+    p.add_argument("actions", nargs="*", metavar="ACTION", help="what to do, in order")
+    p.add_argument(
+        "--kind",
+        choices=["button", "bed_sensor", "wearable"],
+        help="device kind (default: from the id, e.g. btn-..., or the actions)",
+    )
+    p.add_argument("--count", type=int, default=1, metavar="N", help="do each action N times")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        metavar="S",
+        help="how long lie-down/wear last (default 8/3) and online (default: Ctrl-C)",
+    )
+    p.add_argument(
+        "--ack-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long to retry an event until the gateway acks it",
+    )
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate of a TLS broker")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_emulate)
 
     com = _group(sub, "commissioning", "commissioning records (acceptance test results)",
                  "  safehome commissioning list\n"

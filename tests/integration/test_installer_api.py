@@ -555,3 +555,49 @@ def test_test_mode_ends_when_the_test_expires(inst: Inst) -> None:
         assert rec["finished_at"] == view["expires_at"]  # the window closed at the expiry
         # A new test may start once the old one is over.
         assert c.post("/devices/site-a-bt1/acceptance").status_code == 201
+
+
+def _cancel(port: int, dev: str, password: str, site: str, msg_id: str) -> None:
+    """The wearer's "I'm OK" from ``dev``, once the gateway acked it."""
+    with DeviceClient(port, dev, password) as d:
+        assert not d.refused
+        d.subscribe(_topic(site, dev, "ack"))
+        event = p.encode_event(dev, msg_id, int(time.time()), _now_ms(), event="cancel")
+        d.publish(_topic(site, dev, "event"), event)
+        wait_until(lambda: bool(d.acks), 10, f"ack of {msg_id}")
+
+
+def _incident_state(db: Database, incident_id: int) -> str:
+    return str(db.scalar("SELECT state FROM incidents WHERE id = %s", (incident_id,)))
+
+
+def test_a_cancel_from_a_device_under_test_cancels_no_real_alarm(inst: Inst) -> None:
+    port = inst.broker.port
+    bt_pw = _site_a_password(inst, "site-a-bt0")
+    wr_pw = _site_a_password(inst, "site-a-wr0")
+    # A real call for help from the resident's button: open, within its cancel window.
+    _press(port, "site-a-bt0", bt_pw, "site-a", "real-call")
+    wait_until(lambda: len(_open_incidents(inst.db, "site-a-r0")) == 1, 15, "the real call")
+    ((incident_id, _),) = _open_incidents(inst.db, "site-a-r0")
+    with inst.client("installer") as c:
+        test_id = c.post("/devices/site-a-wr0/acceptance", json={"timeout_s": 60}).json()[
+            "test_id"]  # fmt: skip
+        # The installer presses "I'm OK" on the wearable under test: a test observation ...
+        _cancel(port, "site-a-wr0", wr_pw, "site-a", "test-cancel")
+        wait_until(lambda: _progress(c, test_id)["observations"] != [], 15, "observation")
+        observed = _progress(c, test_id)["observations"]
+        assert [o["kind"] for o in observed] == ["resident_cancel"]
+        assert "no alarm cancelled" in observed[0]["reason"]
+        # ... and the resident's real call stays open (the intake ran: the observation is it).
+        assert _incident_state(inst.db, incident_id) == "raised"
+        record = c.post(f"/acceptance/{test_id}/finish", json={"abort": True}).json()
+        assert record["result"] == "aborted"
+    # Out of test mode, the same device's "I'm OK" cancels the call (still in its window).
+    _cancel(port, "site-a-wr0", wr_pw, "site-a", "real-cancel")
+    wait_until(lambda: _incident_state(inst.db, incident_id) == "cancelled", 15, "the cancel")
+    assert (
+        inst.db.scalar(
+            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s", (test_id,)
+        )
+        == 1
+    )
