@@ -54,7 +54,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.state.token_ttl_by_role = {UserRole.INSTALLER: settings.api.installer_token_ttl_s}
     app.state.settings = settings
     app.state.broker_sync = BrokerSync(settings)
-    app.state.registry_changed = runtime.registry_changed
+    app.state.registry_changed = getattr(runtime, "registry_changed", None)
     app.state.import_max_bytes = settings.commissioning.import_max_bytes
     app.state.pool = pool
     app.state.analysis_settings = settings.analysis
