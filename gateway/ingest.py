@@ -463,8 +463,9 @@ class IngestPipeline:
         if info is None:
             if self._registry.decommissioned(topic.device):
                 return self._dead(
-                    rec, RejectReason.DECOMMISSIONED, "device is decommissioned", topic, None
-                )
+                    rec, RejectReason.DECOMMISSIONED, "device is decommissioned", topic, None,
+                    claimed_id=_claimed_id(rec.payload),  # its event is acked `rejected`
+                )  # fmt: skip
             return self._dead(
                 rec, RejectReason.UNKNOWN_DEVICE, "device is not in the registry", topic, None
             )
@@ -704,6 +705,16 @@ class IngestPipeline:
         topic = format_topic(self._prefix, it.topic.site, it.topic.device, Channel.ACK)
         reason = it.reject_reason if status == "rejected" else None
         self._session.publish(topic, encode_ack(msg_id, status, reason), qos=1)
+
+
+def _claimed_id(payload: bytes) -> str | None:
+    """The message id a refused payload claims, if it is readable JSON with a short one."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    mid = obj.get("id") if isinstance(obj, dict) else None
+    return mid if isinstance(mid, str) and 0 < len(mid) <= 64 and mid.isprintable() else None
 
 
 def _restamp(msg: Event, received_at: float) -> tuple[Event, float]:

@@ -18,7 +18,7 @@ import pytest
 from analytics.types import Detection, DetectionKind
 from devices import protocol as p
 from gateway.analysis import DetectionRecord, PostgresStore
-from gateway.commissioning import DeviceCredential
+from gateway.commissioning import DeviceCredential, apply_site_definition
 from gateway.escalation import intake
 from gateway.escalation.recovery import recover_once
 from gateway.ingest import IngestPipeline
@@ -215,3 +215,131 @@ def test_recovery_racing_the_live_path_raises_each_alarm_once(db: Database) -> N
     by = dict(db.rows("SELECT handled_by, count(*) FROM pending_alarms GROUP BY 1"))
     assert sum(by.values()) == n
     assert db.scalar("SELECT count(*) FROM incident_escalations") == n
+
+
+def _registry_states_site(db: Database, broker: Broker) -> dict[str, DeviceCredential]:
+    """A room with a resident's bed, a bathroom with a pull-cord, a vacant bed, an unbound
+    button, a button whose acceptance test expired, and one to be decommissioned."""
+    button = {"kind": "button", "model": "BT1"}
+    definition = {
+        "site": {"id": "s3", "name": "Site 3", "kind": "nursing_home"},
+        "locations": [
+            {"id": "room-1", "kind": "room", "label": "101"},
+            {"id": "bath-1", "kind": "room", "label": "101 bathroom"},
+            {"id": "room-2", "kind": "room", "label": "102"},
+        ],
+        "beds": [
+            {"id": "bed-1", "code": "BED-1", "location": "room-1"},
+            {"id": "bed-2", "code": "BED-2", "location": "room-2"},
+        ],
+        "residents": [{"id": "res-1", "code": "E1", "name": "R", "bed": "bed-1", "care_level": 2}],
+        "devices": [
+            {**button, "id": "cord", "serial": "1", "location": "bath-1"},
+            {**button, "id": "vacant", "serial": "2", "bed": "bed-2", "location": "room-2"},
+            {**button, "id": "loose", "serial": "3"},
+            {**button, "id": "tested", "serial": "4", "location": "bath-1"},
+            {**button, "id": "retired", "serial": "5", "bed": "bed-1", "location": "room-1"},
+        ],
+    }
+    with db.connect() as conn:
+        creds = apply_site_definition(conn, definition)
+        conn.execute(
+            "INSERT INTO acceptance_tests (test_id, device_id, site_id, kind, installer, "
+            "started_at, expires_at) VALUES ('t1', 'tested', 's3', 'button', 'u1', "
+            "now() - interval '1 hour', now() - interval '50 minutes')"
+        )
+    broker.sync(db)
+    return {c.device_id: c for c in creds}
+
+
+def test_alarms_of_devices_bound_to_no_resident_raise_place_incidents(
+    db: Database, broker: Broker
+) -> None:
+    creds = _registry_states_site(db, broker)
+    settings = gateway_settings(db, broker)
+    with InProcessGateway(settings) as gw:
+        with db.connect() as conn:  # decommissioned after the broker sync: still connects
+            conn.execute(
+                "UPDATE devices SET active = false, decommissioned_at = now() "
+                "WHERE device_id = 'retired'"
+            )
+        gw.runtime.registry_changed()
+        now = int(time.time() * 1000)
+        for dev in ("cord", "vacant", "loose", "tested"):
+            assert _press(broker, creds[dev], f"{dev}-1", now) == "stored", dev
+        assert _press(broker, creds["retired"], "retired-1", now) == "rejected/decommissioned"
+        wait_until(lambda: len(_incidents(db)) == 3, 15, "three place incidents")
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 0,
+            10,
+            "every alarm handled",
+        )
+        time.sleep(0.5)
+        decommissioned = gw.runtime.metrics.registry.get_sample_value(
+            "safehome_ingest_dead_letters_total", {"reason": "decommissioned"}
+        )
+    rows = _incidents(db)
+    places = {r[1]: r for r in rows}
+    assert set(places) == {"bath-1", "room-2", "s3"}  # the cord and the expired test share one
+    assert all(r[2] is None for r in rows)  # no resident
+    assert places["bath-1"][7] == 2 and places["s3"][6]["level"] == "site"
+    assert (
+        places["room-2"][6]["device"] == "vacant" and "bound to no resident" in places["room-2"][5]
+    )
+    assert db.scalar("SELECT count(*) FROM incident_escalations") == 3
+    assert db.rows("SELECT device_id, reason FROM dead_letters") == [("retired", "decommissioned")]
+    assert decommissioned == 1.0
+    assert db.scalar("SELECT count(*) FROM pending_alarms") == 4
+
+
+def test_wrong_device_clocks_never_cost_an_alarm(db: Database, broker: Broker) -> None:
+    creds = {c.device_id: c for c in make_site(db, broker, wearables=False)}
+    button = creds["site-a-bt0"]
+    settings = gateway_settings(db, broker)
+    with InProcessGateway(settings):
+        sent = time.time()
+        assert _press(broker, button, "ahead", int((sent + 400) * 1000)) == "stored"
+        wait_until(lambda: len(_incidents(db)) == 1, 10, "the alarm's incident")
+        wait_until(lambda: len(_incidents(db, "device_clock_wrong")) == 1, 10, "clock wrong")
+        assert _press(broker, button, "ahead", int((sent + 400) * 1000)) == "duplicate"
+        assert _press(broker, button, "behind", int((sent - 3600) * 1000)) == "stored"
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 0,
+            10,
+            "both alarms handled",
+        )
+        time.sleep(0.5)
+        assert len(_incidents(db, "device_clock_wrong")) == 1  # once per device
+        alarm = _incidents(db)
+        assert len(alarm) == 1 and alarm[0][7] == 2  # the second press joined
+        _, _, _, first, _, reason, details, _ = alarm[0]
+        assert abs(first.timestamp() - sent) < 5  # the receive time, not the device's
+        assert details["clock_wrong"] is True and "clock was wrong" in reason
+        assert db.scalar("SELECT count(*) FROM device_events") == 2
+        assert db.scalar("SELECT count(*) FROM dead_letters") == 0
+        # The clock is right again: a heartbeat with a plausible time clears the incident.
+        with DeviceClient(broker.port, button.device_id, button.password) as dev:
+            dev.publish(
+                _topic("site-a", button.device_id, "telemetry"),
+                p.encode_heartbeat(button.device_id, "hb-1", 3, int(time.time() * 1000),
+                                   battery=80),
+            )  # fmt: skip
+        wait_until(
+            lambda: (
+                db.scalar("SELECT state FROM incidents WHERE type = 'device_clock_wrong'")
+                == "resolved"
+            ),
+            10,
+            "clock-wrong incident cleared",
+        )
+        # Telemetry with a wrong clock is still dead-lettered, as before.
+        with DeviceClient(broker.port, button.device_id, button.password) as dev:
+            dev.publish(
+                _topic("site-a", button.device_id, "telemetry"),
+                p.encode_heartbeat(button.device_id, "hb-2", 4, int((time.time() + 400) * 1000),
+                                   battery=80),
+            )  # fmt: skip
+        wait_until(lambda: db.scalar("SELECT count(*) FROM dead_letters") == 1, 10, "dead")
+    markers = db.rows("SELECT msg_id, clock_wrong, device_time FROM pending_alarms ORDER BY 1")
+    assert [(m, w) for m, w, _ in markers] == [("ahead", True), ("behind", True)]
+    assert abs(markers[0][2].timestamp() - (sent + 400)) < 1
