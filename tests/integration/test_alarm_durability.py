@@ -343,3 +343,43 @@ def test_wrong_device_clocks_never_cost_an_alarm(db: Database, broker: Broker) -
     markers = db.rows("SELECT msg_id, clock_wrong, device_time FROM pending_alarms ORDER BY 1")
     assert [(m, w) for m, w, _ in markers] == [("ahead", True), ("behind", True)]
     assert abs(markers[0][2].timestamp() - (sent + 400)) < 1
+
+
+def test_fall_flags_raise_through_the_analysis_or_record_the_residents_cancel(
+    db: Database, broker: Broker
+) -> None:
+    """A fall flag's marker is taken when the analysis confirms the fall; a flag the resident
+    cancelled is recorded by the recovery (outcome ``cancelled``), nothing raised."""
+    creds = {c.device_id: c for c in make_site(db, broker, beds=2, buttons=False)}
+    settings = gateway_settings(
+        db, broker,
+        SAFEHOME_ANALYSIS__FALL_CONFIRM_WINDOW_S="3",
+        SAFEHOME_ANALYSIS__CHECK_INTERVAL_S="0.2",
+        SAFEHOME_ALARMS__RECOVERY_GRACE_S="5",
+        SAFEHOME_ALARMS__RECOVERY_INTERVAL_S="0.5",
+    )  # fmt: skip
+    falls, cancels = creds["site-a-wr0"], creds["site-a-wr1"]
+    with InProcessGateway(settings):
+        now = int(time.time() * 1000)
+        assert _press(broker, falls, "fall-1", now, event="fall") == "stored"
+        with DeviceClient(broker.port, cancels.device_id, cancels.password) as dev:
+            for mid, event in (("fall-2", "fall"), ("ok-2", "cancel")):  # "I'm OK" at once
+                dev.publish(
+                    _topic("site-a", cancels.device_id, "event"),
+                    p.encode_event(cancels.device_id, mid, 1, now + 300, event=event),
+                )
+        wait_until(lambda: len(_incidents(db, "fall")) == 1, 10, "the fall incident")
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 0,
+            15,
+            "the cancelled flag recorded",
+        )
+        time.sleep(0.5)
+    assert [r[2] for r in _incidents(db, "fall")] == ["site-a-r0"]
+    assert db.scalar("SELECT count(*) FROM incidents") == 1
+    marks = db.rows("SELECT msg_id, handled_by, outcome, note FROM pending_alarms ORDER BY 1")
+    assert [m[:3] for m in marks] == [
+        ("fall-1", "analysis", "raised"),
+        ("fall-2", "recovery", "cancelled"),
+    ]
+    assert "cancelled by the resident" in marks[1][3]
