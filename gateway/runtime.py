@@ -109,7 +109,9 @@ class Runtime:
         )
         # Alarms stored but never analysed by the previous run (killed after the ack, down
         # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
-        self.recovery = AlarmRecovery(s.database.conninfo(), s.alarms, s.analysis)
+        self.recovery = AlarmRecovery(
+            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
+        )
         await asyncio.to_thread(self.recovery.startup)
         # Stored detections become incidents in the storing transaction (escalation.intake).
         store = PostgresStore(

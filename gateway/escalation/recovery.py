@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry, Counter
 
 from analytics.falls import clock_time
 from analytics.types import Detection, DetectionKind
@@ -179,21 +180,24 @@ def recover_once(
     before: datetime,
     analysis: AnalysisSettings,
     limit: int,
-) -> int:
+) -> list[str]:
     """Handle up to ``limit`` markers written before ``before``, in one transaction.
 
-    Returns how many were claimed. ``conn`` must be in autocommit mode."""
+    Returns the outcome of each claimed marker (``raised``, ``joined``, ``cancelled``,
+    ``test_observation``, ``already_raised``, or ``failed``: left pending, retried).
+    ``conn`` must be in autocommit mode."""
     confirm = analysis.fall_confirm_window_s
     with conn.transaction():
         alarms = _claim(conn, before, confirm, limit)
         if not alarms:
-            return 0
+            return []
         service = IncidentService(conn)
         records = [_record(a, confirm) for a in alarms]
         testing = acceptance.tests_in_progress(conn, records)
-        for alarm, rec in zip(alarms, records, strict=True):
+        return [
             _recover(conn, service, alarm, rec, testing=testing, confirm_window_s=confirm)
-    return len(alarms)
+            for alarm, rec in zip(alarms, records, strict=True)
+        ]
 
 
 def _recover(
@@ -204,7 +208,7 @@ def _recover(
     *,
     testing: dict[str, str],
     confirm_window_s: float,
-) -> None:
+) -> str:
     late = max(0.0, datetime.now(UTC).timestamp() - alarm.received_at)
     if alarm.type == "fall":
         cancel = conn.execute(
@@ -220,7 +224,7 @@ def _recover(
             )
             conn.execute(_MARK_CANCELLED, (note, alarm.device_id, alarm.msg_id))
             log.info("pending fall flag: resident cancelled", extra={"device": alarm.device_id})
-            return
+            return "cancelled"
     PostgresStore.store_detections(conn, [rec])
     outcome = intake.take(
         conn, service, rec, testing, by="recovery", note=f"raised {late:.0f} s after receipt"
@@ -239,6 +243,7 @@ def _recover(
         extra={"device": alarm.device_id, "type": alarm.type, "outcome": outcome,
                "late_s": round(late, 1)},
     )  # fmt: skip
+    return outcome or "failed"
 
 
 def _utc(t: float) -> datetime:
@@ -248,12 +253,25 @@ def _utc(t: float) -> datetime:
 class AlarmRecovery:
     """Runs :func:`recover_once` at start-up and periodically, on its own connection."""
 
-    def __init__(self, conninfo: str, settings: AlarmSettings, analysis: AnalysisSettings):
+    def __init__(
+        self,
+        conninfo: str,
+        settings: AlarmSettings,
+        analysis: AnalysisSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._settings = settings
         self._analysis = analysis
         self._conn: Conn | None = None
         self.recovered = 0
+        self._outcomes = Counter(
+            "safehome_alarms_recovered",
+            "Stored alarms the recovery handled (their incident did not exist), by outcome",
+            ["outcome"],
+            registry=registry or CollectorRegistry(auto_describe=True),
+        )
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
@@ -265,12 +283,15 @@ class AlarmRecovery:
         limit = self._settings.recovery_batch_size
         while True:
             try:
-                n = recover_once(
+                outcomes = recover_once(
                     self._connection(), before=before, analysis=self._analysis, limit=limit
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 self.close()
                 raise
+            for outcome in outcomes:
+                self._outcomes.labels(outcome).inc()
+            n = len(outcomes)
             total += n
             if n < limit:
                 break

@@ -97,9 +97,13 @@ def test_press_acked_then_down_longer_than_catch_up_raises_exactly_one_incident(
     assert db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 1
     assert db.scalar("SELECT count(*) FROM incidents") == 0
     time.sleep(1.5)  # down for three times catch_up_s: the rebuild no longer replays the press
-    with InProcessGateway(settings):
+    with InProcessGateway(settings) as gw:
         wait_until(lambda: len(_incidents(db)) == 1, 15, "the recovered incident")
         time.sleep(1.0)  # anything the live path would add shows now
+        recovered = gw.runtime.metrics.registry.get_sample_value(
+            "safehome_alarms_recovered_total", {"outcome": "raised"}
+        )
+    assert recovered == 1.0
     rows = _incidents(db)
     assert len(rows) == 1
     _, subject, resident, first, raised, reason, details, count = rows[0]
