@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from tests.support import (
     Broker,
     Database,
     DeviceClient,
+    GatewayProcess,
     InProcessGateway,
     gateway_settings,
     make_site,
@@ -119,6 +121,36 @@ def test_press_acked_then_down_longer_than_catch_up_raises_exactly_one_incident(
     with InProcessGateway(settings):  # another restart raises nothing more
         time.sleep(1.0)
     assert len(_incidents(db)) == 1
+
+
+def test_gateway_killed_right_after_the_ack_raises_exactly_one_incident(
+    db: Database, broker: Broker, tmp_path: Path
+) -> None:
+    """kill -9 of the gateway process the moment the press is acked (whether or not its
+    analysis got to it), down for longer than catch_up_s: exactly one incident."""
+    creds = {c.device_id: c for c in make_site(db, broker, wearables=False)}
+    button = creds["site-a-bt0"]
+    settings = gateway_settings(db, broker)
+    timers = {"SAFEHOME_ANALYSIS__CATCH_UP_S": "0.5"}
+    gw = GatewayProcess(settings, tmp_path / "gateway.log", timers).start()
+    try:
+        pressed_ms = int(time.time() * 1000)
+        assert _press(broker, button, "press-1", pressed_ms) == "stored"
+        gw.kill()
+        time.sleep(1.5)
+        gw = GatewayProcess(settings, tmp_path / "gateway.log", timers).start()
+        wait_until(lambda: len(_incidents(db)) == 1, 15, "the incident")
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 0,
+            10,
+            "the alarm handled",
+        )
+        time.sleep(1.0)
+    finally:
+        gw.stop()
+    rows = _incidents(db)
+    assert len(rows) == 1 and rows[0][7] == 1
+    assert abs(rows[0][3].timestamp() * 1000 - pressed_ms) < 2
 
 
 def test_restart_within_catch_up_raises_once_with_the_replay_running_too(
