@@ -112,7 +112,11 @@ class Runtime:
         self.recovery = AlarmRecovery(
             s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
         )
-        await asyncio.to_thread(self.recovery.startup)
+        try:
+            await asyncio.to_thread(self.recovery.startup)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # The periodic pass takes them once the database answers again.
+            log.warning("alarm recovery at start-up failed", extra={"error": type(exc).__name__})
         # Stored detections become incidents in the storing transaction (escalation.intake).
         store = PostgresStore(
             s.database, on_stored=intake.on_detections_stored, on_cancel=intake.on_resident_cancel

@@ -67,8 +67,8 @@ LEFT JOIN devices d ON d.device_id = p.device_id
 LEFT JOIN beds b ON b.bed_id = d.bed_id
 LEFT JOIN residents r ON r.bed_id = d.bed_id
 LEFT JOIN sites s ON s.site_id = p.site_id
-WHERE p.handled_at IS NULL AND p.created_at < %(before)s
-  AND (p.type <> 'fall' OR p.time < now() - %(fall_window)s * interval '1 second')
+WHERE p.handled_at IS NULL AND p.created_at < now() - %(grace)s * interval '1 second'
+  AND (p.type <> 'fall' OR p.created_at < now() - %(fall_window)s * interval '1 second')
 ORDER BY p.created_at
 LIMIT %(limit)s
 FOR UPDATE OF p SKIP LOCKED
@@ -112,9 +112,9 @@ class PendingAlarm:
         return self.resident_id or self.bed_id or self.device_id
 
 
-def _claim(conn: Conn, before: datetime, fall_window_s: float, limit: int) -> list[PendingAlarm]:
+def _claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[PendingAlarm]:
     rows = conn.execute(
-        _CLAIM, {"before": before, "fall_window": fall_window_s, "limit": limit}
+        _CLAIM, {"grace": grace_s, "fall_window": fall_window_s, "limit": limit}
     ).fetchall()
     return [
         PendingAlarm(
@@ -177,18 +177,19 @@ def _record(alarm: PendingAlarm, confirm_window_s: float) -> DetectionRecord:
 def recover_once(
     conn: Conn,
     *,
-    before: datetime,
+    older_than_s: float,
     analysis: AnalysisSettings,
     limit: int,
 ) -> list[str]:
-    """Handle up to ``limit`` markers written before ``before``, in one transaction.
+    """Handle up to ``limit`` markers written more than ``older_than_s`` ago (the database's
+    clock: a gateway clock off by an hour changes nothing), in one transaction.
 
     Returns the outcome of each claimed marker (``raised``, ``joined``, ``cancelled``,
     ``test_observation``, ``already_raised``, or ``failed``: left pending, retried).
     ``conn`` must be in autocommit mode."""
     confirm = analysis.fall_confirm_window_s
     with conn.transaction():
-        alarms = _claim(conn, before, confirm, limit)
+        alarms = _claim(conn, older_than_s, confirm, limit)
         if not alarms:
             return []
         service = IncidentService(conn)
@@ -278,13 +279,16 @@ class AlarmRecovery:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
         return self._conn
 
-    def _drain(self, before: datetime) -> int:
+    def _drain(self, older_than_s: float) -> int:
         total = 0
         limit = self._settings.recovery_batch_size
         while True:
             try:
                 outcomes = recover_once(
-                    self._connection(), before=before, analysis=self._analysis, limit=limit
+                    self._connection(),
+                    older_than_s=older_than_s,
+                    analysis=self._analysis,
+                    limit=limit,
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 self.close()
@@ -300,17 +304,14 @@ class AlarmRecovery:
 
     def startup(self) -> int:
         """Every marker of the previous run (written before now), whatever its age."""
-        n = self._drain(datetime.now(UTC))
+        n = self._drain(0.0)
         if n:
             log.warning("pending alarms of the previous run recovered", extra={"alarms": n})
         return n
 
     def run_once(self) -> int:
         """The markers pending longer than ``recovery_grace_s``."""
-        before = datetime.fromtimestamp(
-            datetime.now(UTC).timestamp() - self._settings.recovery_grace_s, UTC
-        )
-        return self._drain(before)
+        return self._drain(self._settings.recovery_grace_s)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -231,9 +230,7 @@ def test_recovery_racing_the_live_path_raises_each_alarm_once(db: Database) -> N
         try:
             with db.connect() as conn:
                 start.wait()
-                while recover_once(
-                    conn, before=datetime.now(UTC), analysis=AnalysisSettings(), limit=3
-                ):
+                while recover_once(conn, older_than_s=0.0, analysis=AnalysisSettings(), limit=3):
                     pass
         except BaseException as exc:
             errors.append(exc)
