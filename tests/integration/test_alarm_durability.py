@@ -416,3 +416,31 @@ def test_fall_flags_raise_through_the_analysis_or_record_the_residents_cancel(
         ("fall-2", "recovery", "cancelled"),
     ]
     assert "cancelled by the resident" in marks[1][3]
+
+
+def test_periodic_recovery_raises_an_alarm_the_running_analysis_never_took(
+    db: Database, broker: Broker
+) -> None:
+    """No restart: an alarm stored and acked whose analysis never came (a stuck or dead
+    analysis thread) is raised by the periodic pass once older than the grace."""
+    make_site(db, broker, wearables=False)
+    settings = gateway_settings(
+        db, broker,
+        SAFEHOME_ALARMS__RECOVERY_GRACE_S="1",
+        SAFEHOME_ALARMS__RECOVERY_INTERVAL_S="0.2",
+    )  # fmt: skip
+    with InProcessGateway(settings) as gw:
+        with db.connect() as conn, conn.transaction():  # what ingest commits, nothing more
+            conn.execute(
+                "INSERT INTO device_events VALUES (now(), 'site-a-bt0', 'lost-1', 1, 'press', "
+                "'{}', now())"
+            )
+            conn.execute(
+                "INSERT INTO pending_alarms (device_id, msg_id, site_id, type, time, "
+                "received_at) VALUES ('site-a-bt0', 'lost-1', 'site-a', 'press', now(), now())"
+            )
+        wait_until(lambda: len(_incidents(db)) == 1, 10, "the recovered incident")
+        assert gw.runtime.analysis.alive
+    marker = db.rows("SELECT handled_by, outcome FROM pending_alarms")
+    assert marker == [("recovery", "raised")]
+    assert db.scalar("SELECT (raised_at - first_trigger_at) >= interval '1 second' FROM incidents")
