@@ -380,13 +380,13 @@ def build_auth_router() -> APIRouter:
         state = request.app.state
         guard: LoginGuard = state.login_guard
         address = request.client.host if request.client else "unknown"
-        wait = guard.throttle.retry_after(form.username, address, time.monotonic())
-        if wait:
-            guard.logins.labels("throttled").inc()
-            raise guard.too_many(wait, "too many failed sign-ins; try again later")
         if guard.waiting >= guard.queue_max:
             guard.logins.labels("busy").inc()
             raise guard.too_many(1, "too many sign-ins at once; try again shortly")
+        wait = guard.throttle.begin(form.username, address, time.monotonic())
+        if wait:
+            guard.logins.labels("throttled").inc()
+            raise guard.too_many(wait, "too many failed sign-ins; try again later")
         guard.waiting += 1
         try:
 
@@ -400,11 +400,10 @@ def build_auth_router() -> APIRouter:
             )
         finally:
             guard.waiting -= 1
-        if principal is None:
-            guard.throttle.failed(form.username, address, time.monotonic())
+        if principal is None:  # counted as a failure by begin() already
             guard.logins.labels("failed").inc()
             raise _unauthorized("incorrect username or password")
-        guard.throttle.succeeded(form.username)
+        guard.throttle.succeeded(form.username, address)
         guard.logins.labels("ok").inc()
         _, max_s = _session_ttl(state, principal.role)
         idle_s: int = state.settings.api.refresh_idle_s

@@ -51,13 +51,24 @@ class FailureWindows:
         while len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)
 
+    def undo(self, key: str) -> None:
+        """Take back the latest failure of ``key`` (an attempt counted ahead that succeeded)."""
+        times = self._keys.get(key)
+        if times:
+            times.pop()
+
     def clear(self, key: str) -> None:
         """Forget ``key`` (a successful sign-in)."""
         self._keys.pop(key, None)
 
 
 class LoginThrottle:
-    """Per user name and per client address limits of failed sign-ins."""
+    """Per user name and per client address limits of failed sign-ins.
+
+    An attempt counts as a failure from the moment it starts (:meth:`begin`), so parallel
+    attempts cannot slip past the limit while their passwords are being checked; a
+    successful one is taken back (:meth:`succeeded`).
+    """
 
     def __init__(
         self, window_s: float, per_user: int, per_address: int, max_keys: int = 10_000
@@ -65,18 +76,18 @@ class LoginThrottle:
         self.users = FailureWindows(per_user, window_s, max_keys)
         self.addresses = FailureWindows(per_address, window_s, max_keys)
 
-    def retry_after(self, username: str, address: str, now: float) -> int:
-        """Seconds to wait before this sign-in is even checked (0: go ahead)."""
-        return max(
-            self.users.retry_after(username.casefold(), now),
-            self.addresses.retry_after(address, now),
-        )
+    def begin(self, username: str, address: str, now: float) -> int:
+        """Seconds to wait before this sign-in is even checked (0: go ahead, and it counts
+        as a failure until :meth:`succeeded` takes it back)."""
+        user = username.casefold()
+        wait = max(self.users.retry_after(user, now), self.addresses.retry_after(address, now))
+        if not wait:
+            self.users.fail(user, now)
+            self.addresses.fail(address, now)
+        return wait
 
-    def failed(self, username: str, address: str, now: float) -> None:
-        """Count a failed sign-in."""
-        self.users.fail(username.casefold(), now)
-        self.addresses.fail(address, now)
-
-    def succeeded(self, username: str) -> None:
-        """A correct password clears the user name's failures (not the address's)."""
+    def succeeded(self, username: str, address: str) -> None:
+        """A correct password: the user name's failures are cleared, the address's attempt
+        taken back (its earlier failures stay)."""
         self.users.clear(username.casefold())
+        self.addresses.undo(address)
