@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -415,3 +416,49 @@ def test_gateway_serves_https_with_the_configured_certificate(
         assert resp.status_code == 200 and resp.json()["status"] == "ok"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_installer_cli_renews_an_expired_access_token_and_logs_out(
+    env: Env, tmp_path: Path
+) -> None:
+    """The cached access token expired: the next command refreshes it (no password asked),
+    rotating the refresh token; ``logout`` ends the session at the gateway."""
+    from gateway.installer.config import jwt_claims
+
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+    cli_env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+                   SAFEHOME_GATEWAY_URL=env.url)  # fmt: skip
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args], check=False, input=stdin,
+            env=cli_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    done = cli("login", "--user", "inst-a", "--password-stdin", stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "xdg" / "safehome" / "token.json"
+    cached = json.loads(path.read_text())
+    sid = jwt_claims(cached["access_token"])["sid"]
+    past = datetime.now(UTC) - timedelta(hours=1)
+    installer = Principal(env.users["inst-a"], UserRole.INSTALLER, "site-a", sid)
+    cached |= {"access_token": issue_token(SECRET, installer, 60, now=past),
+               "expires_at": past.timestamp() + 60}  # fmt: skip
+    path.write_text(json.dumps(cached))
+    path.chmod(0o600)
+    done = cli("site", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "site-a" in done.stdout
+    renewed = json.loads(path.read_text())
+    assert renewed["refresh_token"] != cached["refresh_token"]
+    assert renewed["expires_at"] > time.time()
+    assert env.get("/sites", renewed["access_token"]).status_code == 200
+    done = cli("logout")
+    assert done.returncode == 0, done.stderr
+    assert env.get("/sites", renewed["access_token"]).status_code == 401
+    assert (
+        env.db.scalar("SELECT revoked_reason FROM auth_sessions WHERE session_id = %s", (sid,))
+        == "logout"
+    )
+    spent = {"refresh_token": cached["refresh_token"]}
+    assert env.post("/auth/refresh", None, spent).status_code == 401
