@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,10 +67,10 @@ class Env:
             timeout=30,
         )  # fmt: skip
 
-    def tokens(self, username: str, password: str = PASSWORD) -> dict[str, str]:
+    def tokens(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
         resp = self.sign_in(username, password)
         assert resp.status_code == 200, resp.text
-        body: dict[str, str] = resp.json()
+        body: dict[str, Any] = resp.json()
         return body
 
     def get(self, path: str, token: str) -> httpx.Response:
