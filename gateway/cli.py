@@ -276,6 +276,52 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_new_password() -> str | None:
+    """A new password from stdin (piped) or a hidden prompt typed twice; None if they differ."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("new password: ")
+    if getpass.getpass("again: ") != password:
+        print("safehome: passwords differ", file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_user_manage(args: argparse.Namespace) -> int:
+    """``user deactivate|reactivate|passwd USER``: revokes sessions where due; audited."""
+    from gateway.api.auth import AuthError, check_new_password, hash_password
+    from gateway.storage import auth_sessions
+
+    password_hash = None
+    if args.user_cmd == "passwd":
+        password = _read_new_password()
+        if password is None:
+            return 2
+        try:
+            check_new_password(password)
+        except AuthError as exc:
+            print(f"safehome: {exc}", file=sys.stderr)
+            return 2
+        password_hash = hash_password(password)
+    s = _settings(args)
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        user_id = auth_sessions.resolve_user(conn, args.user)
+        if user_id is None:
+            print(f"safehome: no user {args.user!r}", file=sys.stderr)
+            return 2
+        if password_hash is not None:
+            revoked = auth_sessions.set_password_hash(conn, user_id, password_hash, actor="cli")
+            print(f"password of {user_id} changed; {revoked} session(s) ended")
+            return 0
+        active = args.user_cmd == "reactivate"
+        changed = auth_sessions.set_active(conn, user_id, active, actor="cli")
+    state = "reactivated" if active else "deactivated (its sessions ended)"
+    print(f"user {user_id} {state}" if changed else f"user {user_id} was already {args.user_cmd}d")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safehome", description=__doc__)
     parser.add_argument("--config", help="settings overlay TOML (default: $SAFEHOME_CONFIG)")
@@ -370,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
     uadd.set_defaults(func=cmd_user_add)
+    for name, text in [
+        ("deactivate", "block sign-in and end every session of a user (audited)"),
+        ("reactivate", "allow a deactivated user to sign in again (audited)"),
+        ("passwd", "set a user's password (stdin or prompt); ends their sessions (audited)"),
+    ]:
+        manage = user.add_parser(name, help=text)
+        manage.add_argument("user", help="user id or sign-in name")
+        manage.set_defaults(func=cmd_user_manage)
 
     from gateway.cli_roster import add_roster_commands
 

@@ -239,6 +239,9 @@ class Runtime:
             log_config=None,
             access_log=False,
             lifespan="off",
+            # HTTPS with api.tls_certfile/keyfile (settings refuse plain HTTP off loopback).
+            ssl_certfile=self.settings.api.tls_certfile,
+            ssl_keyfile=self.settings.api.tls_keyfile,
         )
         self._server = uvicorn.Server(config)
         self._tasks.append(asyncio.create_task(self._server.serve(), name="api"))

@@ -19,6 +19,7 @@ Settings are built by :func:`load_settings`, never at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -167,8 +168,59 @@ class ApiSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     jwt_secret: SecretStr | None = None
     token_ttl_s: int = Field(900, ge=60, le=86400)
-    # Installers work on site for hours (often on a phone hotspot): their tokens live longer.
-    installer_token_ttl_s: int = Field(8 * 3600, ge=60, le=86400)
+    # Installers' access tokens; their sessions last installer_session_max_s (refresh).
+    installer_token_ttl_s: int = Field(900, ge=60, le=86400)
+    # -- hardening (issue 10 §3) --
+    # Request bodies larger than this are refused with 413 before they are read (the CSV
+    # import's own limit, commissioning.import_max_bytes, must fit under it).
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Sign-in throttling: failures per user name / per client address within the window.
+    login_window_s: float = Field(300.0, gt=0)
+    login_max_failures_per_user: int = Field(5, ge=1)
+    login_max_failures_per_address: int = Field(20, ge=1)
+    # Password hashes verified at once (argon2id: ~64 MiB and tens of ms each), and sign-ins
+    # allowed to wait for one; beyond that a sign-in gets 429 at once.
+    login_hash_concurrency: int = Field(2, ge=1)
+    login_queue_max: int = Field(32, ge=1)
+    # Sessions (refresh tokens, rotated on use): a session ends when unused for
+    # refresh_idle_s, and at the latest session_max_s after sign-in (installers:
+    # installer_session_max_s); then sign in again.
+    refresh_idle_s: int = Field(2 * 3600, ge=60)
+    session_max_s: int = Field(12 * 3600, ge=60)
+    installer_session_max_s: int = Field(4 * 3600, ge=60)
+    # An open live-feed stream re-checks its session this often (ends on revocation/expiry).
+    stream_recheck_s: float = Field(30.0, gt=0, le=60)
+    # HTTPS: certificate chain and private key (PEM). Without them the API refuses to listen
+    # on a non-loopback address unless allow_insecure_http is true.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    allow_insecure_http: bool = False
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ApiSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("api.tls_certfile and api.tls_keyfile must be set together")
+        if (
+            self.tls_certfile is None
+            and not self.allow_insecure_http
+            and not is_loopback(self.host)
+        ):
+            raise ValueError(
+                f"api.host {self.host!r} is not a loopback address: set api.tls_certfile and "
+                "api.tls_keyfile to serve HTTPS, or api.allow_insecure_http = true to accept "
+                "plain HTTP on the network"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class AnalysisSettings(_Section):
@@ -311,6 +363,8 @@ class Settings(BaseSettings):
             raise ValueError("database.pool_min must not exceed database.pool_max")
         if self.mqtt.reconnect_min_s > self.mqtt.reconnect_max_s:
             raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
+        if self.commissioning.import_max_bytes > self.api.max_body_bytes:
+            raise ValueError("commissioning.import_max_bytes must not exceed api.max_body_bytes")
         return self
 
     @classmethod

@@ -12,19 +12,21 @@ Every route declares who may call it (``**allow(...)`` or ``**PUBLIC``, see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from gateway.api.auth import (
     PUBLIC,
     AuthError,
+    LoginGuard,
     UserRole,
     build_auth_router,
     check_jwt_secret,
 )
+from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
@@ -33,6 +35,7 @@ from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
 from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
+from gateway.api.routes_users import build_users_router
 from gateway.brokersync import BrokerSync
 from gateway.registry_admin import RegistryError
 
@@ -61,6 +64,18 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.state.live_feed = LiveFeed(
         pool, settings.database.conninfo(), stopping=lambda: runtime.stopping
     )
+    # Hardening (issue 10 §3): sign-in throttling and the argon2 limit; bodies over
+    # api.max_body_bytes refused with 413 before routing and authentication read them.
+    # The runtime's registry (served at /metrics); a private one for an app built bare.
+    registry = getattr(getattr(runtime, "metrics", None), "registry", None) or CollectorRegistry()
+    app.state.login_guard = LoginGuard(settings.api, registry)
+    bodies_refused = Counter(
+        "safehome_api_bodies_refused", "Requests refused with 413 (body over api.max_body_bytes)",
+        registry=registry,
+    )  # fmt: skip
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes, on_refused=bodies_refused.inc
+    )
 
     @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)",
              **PUBLIC)  # fmt: skip
@@ -83,6 +98,7 @@ def build_app(runtime: Runtime) -> FastAPI:
         body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
         return JSONResponse(body, status_code=exc.status)
 
+    _document_error_details(app)
     app.include_router(build_auth_router())
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
     app.include_router(build_live_router())
@@ -92,5 +108,30 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_registry_router())  # installers: sites, beds, residents, import
     app.include_router(build_commissioning_router())  # installers: devices, acceptance tests
     app.include_router(build_reports_router())
+    app.include_router(build_users_router())  # admins: deactivate, reactivate, password
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     return app
+
+
+def _document_error_details(app: FastAPI) -> None:
+    """Say in the OpenAPI document what a 422 really carries: FastAPI's list of validation
+    errors, or a sentence (with a ``hint``) when a domain rule refused the request (found by
+    the schemathesis run: a string ``detail`` violated the generated schema)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            schemas = spec.get("components", {}).get("schemas", {})
+            error = schemas.get("HTTPValidationError")
+            if error is not None:
+                detail = error["properties"]["detail"]
+                error["properties"]["detail"] = {
+                    "title": "Detail", "anyOf": [{k: v for k, v in detail.items() if k != "title"},
+                                                 {"type": "string"}],
+                }  # fmt: skip
+                error["properties"]["hint"] = {"title": "Hint", "type": "string"}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

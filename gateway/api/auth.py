@@ -1,10 +1,22 @@
 """API authentication and authorisation: users, passwords, tokens and per-route roles.
 
 - Passwords: argon2id (``argon2-cffi`` :class:`PasswordHasher`); only the hash is stored.
-- Tokens: OAuth2 password flow, ``POST /auth/token`` returns a short-lived JWT (HS256,
-  signed with ``api.jwt_secret``, lifetime ``api.token_ttl_s``, installers
-  ``api.installer_token_ttl_s``) with the claims
-  ``sub`` (user id), ``role``, ``site``, ``iat``, ``exp`` and ``jti``.
+- Tokens: OAuth2 password flow, ``POST /auth/token`` opens a session and returns a
+  short-lived access JWT (HS256, signed with ``api.jwt_secret``, lifetime
+  ``api.token_ttl_s``, installers ``api.installer_token_ttl_s``) with the claims
+  ``sub`` (user id), ``role``, ``site``, ``sid`` (session), ``iat``, ``exp`` and ``jti``,
+  and an opaque refresh token. ``POST /auth/refresh`` exchanges the refresh token for a new
+  pair (rotation; the old refresh token is spent); ``POST /auth/logout`` ends the session.
+- Revocation: every authenticated request checks its session in the database
+  (:func:`gateway.storage.auth_sessions.session_valid`): a logged-out session, a deactivated
+  or deleted user, or a changed password (all sessions revoked) is refused with 401 on the
+  next request.
+- Sign-in hardening: failures are throttled per user name and per client address (429 with
+  ``Retry-After``, :mod:`gateway.api.throttle`); the argon2 verification runs in a worker
+  thread under a concurrency limit (``api.login_hash_concurrency``), after the database
+  connection that fetched the hash went back to the pool, so a flood of sign-ins neither
+  holds pool connections nor starves the console; an unknown or inactive user costs a
+  verification too (no user enumeration by timing).
 - The API refuses to start without a signing secret of at least :data:`MIN_SECRET_LENGTH`
   characters (:func:`check_jwt_secret`).
 - Every route declares who may call it: ``**allow(Role...)`` on the route decorator adds
@@ -18,6 +30,7 @@ Logs carry user ids only, never user names or passwords.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,15 +38,20 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import jwt
 import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, Field
 
+from gateway.api.throttle import LoginThrottle
 from gateway.settings import ApiSettings
+from gateway.storage import auth_sessions
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +123,8 @@ class Principal:
     user_id: str
     role: UserRole
     site_id: str | None
+    session_id: str | None = None  # the sign-in session (claim "sid")
+    expires_at: float | None = None  # the access token's expiry, unix seconds (claim "exp")
 
     @property
     def is_admin(self) -> bool:
@@ -125,8 +145,7 @@ def create_user(
     """Create a user (and family links) in one transaction; return the user id."""
     role = UserRole(role)
     links = list(residents)
-    if len(password) < 8:
-        raise AuthError("password too short: at least 8 characters")
+    check_new_password(password)
     if role in SITE_ROLES and not site_id:
         raise AuthError(f"a {role.value} user needs a site")
     if role is UserRole.ADMIN and site_id:
@@ -152,19 +171,31 @@ def create_user(
 
 
 def authenticate(conn: psycopg.Connection[Any], username: str, password: str) -> Principal | None:
-    """The active user with that name and password, or None (same cost either way)."""
-    row = conn.execute(
-        "SELECT user_id, role, site_id, password_hash FROM users WHERE username = %s AND active",
-        (username,),
-    ).fetchone()
-    if row is None:
+    """The active user with that name and password, or None (same cost either way).
+
+    Verifies on the caller's connection; the API's sign-in route instead fetches the hash,
+    returns the connection, and verifies in a limited worker thread.
+    """
+    row = auth_sessions.find_user(conn, username)
+    return check_password(row, password)
+
+
+def check_password(row: auth_sessions.UserRow | None, password: str) -> Principal | None:
+    """The principal of ``row`` if it is active and ``password`` matches; one argon2
+    verification whatever the outcome (unknown and inactive users included)."""
+    if row is None or not row.active:
         verify_password(_DUMMY_HASH, password)
         return None
-    user_id, role, site_id, password_hash = row
-    if not verify_password(password_hash, password):
-        log.info("sign-in refused", extra={"user_id": user_id})
+    if not verify_password(row.password_hash, password):
+        log.info("sign-in refused", extra={"user_id": row.user_id})
         return None
-    return Principal(user_id, UserRole(role), site_id)
+    return Principal(row.user_id, UserRole(row.role), row.site_id)
+
+
+def check_new_password(password: str) -> None:
+    """Raise :class:`AuthError` for a password too weak to set."""
+    if len(password) < 8:
+        raise AuthError("password too short: at least 8 characters")
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -177,6 +208,7 @@ def issue_token(secret: str, principal: Principal, ttl_s: int, now: datetime | N
         "sub": principal.user_id,
         "role": principal.role.value,
         "site": principal.site_id,
+        "sid": principal.session_id or "",
         "iat": iat,
         "exp": iat + timedelta(seconds=ttl_s),
         "jti": uuid.uuid4().hex,
@@ -188,14 +220,17 @@ def decode_token(secret: str, token: str) -> Principal:
     """Verify ``token`` (signature, expiry, claims); raise :class:`jwt.InvalidTokenError`."""
     claims = jwt.decode(
         token, secret, algorithms=[ALGORITHM],
-        options={"require": ["sub", "role", "exp", "iat", "jti"]},
+        options={"require": ["sub", "role", "exp", "iat", "jti", "sid"]},
     )  # fmt: skip
     try:
         role = UserRole(claims["role"])
     except ValueError:
         raise jwt.InvalidTokenError("unknown role") from None
     site = claims.get("site")
-    return Principal(str(claims["sub"]), role, str(site) if site is not None else None)
+    return Principal(
+        str(claims["sub"]), role, str(site) if site is not None else None,
+        session_id=str(claims["sid"]), expires_at=float(claims["exp"]),
+    )  # fmt: skip
 
 
 # -- FastAPI dependencies --------------------------------------------------------------
@@ -209,15 +244,26 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def session_open(request: Request, principal: Principal) -> bool:
+    """Whether the caller's session is still open and its user active (a database read)."""
+    if not principal.session_id:
+        return False
+    with request.app.state.pool.connection() as conn:
+        return auth_sessions.session_valid(conn, principal.session_id, principal.user_id)
+
+
 def get_current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]) -> Principal:
-    """The verified caller; 401 when the token is missing, forged or expired."""
+    """The verified caller; 401 when the token is missing, forged, expired or revoked."""
     secret: str = request.app.state.jwt_secret
     try:
-        return decode_token(secret, token)
+        principal = decode_token(secret, token)
     except jwt.ExpiredSignatureError:
         raise _unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise _unauthorized("invalid token") from None
+    if not session_open(request, principal):
+        raise _unauthorized("session ended (signed out, password changed or user deactivated)")
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
@@ -252,36 +298,145 @@ def allow(*allowed: UserRole) -> dict[str, Any]:
 PUBLIC: dict[str, Any] = {"openapi_extra": {ROLES_KEY: [PUBLIC_ROLE]}}
 
 
-# -- the token route -------------------------------------------------------------------
+# -- the token routes ------------------------------------------------------------------
+
+ALL_ROLES = tuple(UserRole)
 
 
 class Token(BaseModel):
-    """An OAuth2 bearer token."""
+    """An OAuth2 bearer token, with the refresh token that renews it."""
 
     access_token: str
     token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
     expires_in: int
     role: UserRole
+    refresh_token: str
+    session_expires_at: datetime  # the refresh token works until then at the latest
+
+
+class RefreshRequest(BaseModel):
+    """``POST /auth/refresh``: the refresh token of the last answer (spent by this call)."""
+
+    refresh_token: str = Field(min_length=16, max_length=256)
+
+
+class LoginGuard:
+    """Sign-in throttling, the argon2 concurrency limit and their counters (one per app)."""
+
+    def __init__(self, api: ApiSettings, registry: CollectorRegistry) -> None:
+        self.throttle = LoginThrottle(
+            api.login_window_s, api.login_max_failures_per_user, api.login_max_failures_per_address
+        )
+        self.hash_limiter = anyio.CapacityLimiter(api.login_hash_concurrency)
+        self.queue_max = api.login_queue_max
+        self.waiting = 0
+        self.logins = Counter(
+            "safehome_api_logins", "Sign-in attempts by result (ok, failed, throttled, busy)",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        for result in ("ok", "failed", "throttled", "busy"):
+            self.logins.labels(result)
+
+    def too_many(self, retry_after: int, detail: str) -> HTTPException:
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, detail=detail,
+            headers={"Retry-After": str(retry_after)},
+        )  # fmt: skip
+
+
+def _session_ttl(state: Any, role: UserRole) -> tuple[int, int]:
+    """(access token lifetime, session lifetime) of ``role``."""
+    api: ApiSettings = state.settings.api
+    if role is UserRole.INSTALLER:
+        return api.installer_token_ttl_s, api.installer_session_max_s
+    return api.token_ttl_s, api.session_max_s
+
+
+def _issue_pair(state: Any, principal: Principal, refresh: str, session_end: datetime) -> Token:
+    ttl, _ = _session_ttl(state, principal.role)
+    # Never beyond the session: an access token outliving its session would be refused anyway.
+    ttl = max(1, min(ttl, int((session_end - datetime.now(UTC)).total_seconds())))
+    return Token(
+        access_token=issue_token(state.jwt_secret, principal, ttl),
+        expires_in=ttl,
+        role=principal.role,
+        refresh_token=refresh,
+        session_expires_at=session_end,
+    )
 
 
 def build_auth_router() -> APIRouter:
-    """``POST /auth/token``: the OAuth2 password flow."""
+    """``POST /auth/token`` (OAuth2 password flow), ``/auth/refresh``, ``/auth/logout``."""
     router = APIRouter(tags=["auth"])
 
-    @router.post("/auth/token", summary="Sign in (OAuth2 password flow)", **PUBLIC)
-    def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+    @router.post(
+        "/auth/token", summary="Sign in (OAuth2 password flow)",
+        responses={429: {"description": "too many failed sign-ins; see Retry-After"}},
+        **PUBLIC,
+    )  # fmt: skip
+    async def token(
+        request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+    ) -> Token:
+        state = request.app.state
+        guard: LoginGuard = state.login_guard
+        address = request.client.host if request.client else "unknown"
+        if guard.waiting >= guard.queue_max:
+            guard.logins.labels("busy").inc()
+            raise guard.too_many(1, "too many sign-ins at once; try again shortly")
+        wait = guard.throttle.begin(form.username, address, time.monotonic())
+        if wait:
+            guard.logins.labels("throttled").inc()
+            raise guard.too_many(wait, "too many failed sign-ins; try again later")
+        guard.waiting += 1
+        try:
+
+            def lookup() -> auth_sessions.UserRow | None:
+                with state.pool.connection() as conn:  # returned before the hash is checked
+                    return auth_sessions.find_user(conn, form.username)
+
+            row = await anyio.to_thread.run_sync(lookup)
+            principal = await anyio.to_thread.run_sync(
+                check_password, row, form.password, limiter=guard.hash_limiter
+            )
+        finally:
+            guard.waiting -= 1
+        if principal is None:  # counted as a failure by begin() already
+            guard.logins.labels("failed").inc()
+            raise _unauthorized("incorrect username or password")
+        guard.throttle.succeeded(form.username, address)
+        guard.logins.labels("ok").inc()
+        _, max_s = _session_ttl(state, principal.role)
+        idle_s: int = state.settings.api.refresh_idle_s
+
+        def open_session() -> tuple[str, str, datetime]:
+            with state.pool.connection() as conn:
+                return auth_sessions.open_session(conn, principal.user_id, max_s, idle_s)
+
+        sid, refresh, end = await anyio.to_thread.run_sync(open_session)
+        signed_in = Principal(principal.user_id, principal.role, principal.site_id, sid)
+        return _issue_pair(state, signed_in, refresh, end)
+
+    @router.post("/auth/refresh", summary="New access token for a refresh token (rotated)",
+                 **PUBLIC)  # fmt: skip
+    def refresh(request: Request, body: RefreshRequest) -> Token:
         state = request.app.state
         with state.pool.connection() as conn:
-            principal = authenticate(conn, form.username, form.password)
-        if principal is None:
-            raise _unauthorized("incorrect username or password")
-        # Per-role lifetimes (installers: api.installer_token_ttl_s), else api.token_ttl_s.
-        ttl: int = getattr(state, "token_ttl_by_role", {}).get(principal.role, state.token_ttl_s)
-        return Token(
-            access_token=issue_token(state.jwt_secret, principal, ttl),
-            expires_in=ttl,
-            role=principal.role,
+            idle_s = state.settings.api.refresh_idle_s
+            rotated = auth_sessions.rotate(conn, body.refresh_token, idle_s)
+        if rotated is None:
+            raise _unauthorized("refresh token invalid, used or expired: sign in again")
+        principal = Principal(
+            rotated.user_id, UserRole(rotated.role), rotated.site_id, rotated.session_id
         )
+        return _issue_pair(state, principal, rotated.refresh_token, rotated.expires_at)
+
+    @router.post("/auth/logout", summary="End this session (its tokens stop working)",
+                 status_code=204, **allow(*ALL_ROLES))  # fmt: skip
+    def logout(request: Request, user: CurrentUser) -> None:
+        assert user.session_id is not None  # get_current_user checked it
+        with request.app.state.pool.connection() as conn:
+            auth_sessions.revoke_session(conn, user.session_id, "logout")
+        log.info("signed out", extra={"user_id": user.user_id})
 
     return router
 

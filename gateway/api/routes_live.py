@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from gateway.api.auth import STAFF, CurrentUser, allow
+from gateway.api.auth import STAFF, CurrentUser, allow, session_open
 from gateway.api.routes_incidents import scope_site
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,21 @@ class LiveFeed:
         sub.wake.set()
 
 
+@dataclass(frozen=True)
+class StreamAuth:
+    """The stream's credentials, re-checked while it runs (issue 10 §3): the stream ends at
+    the access token's expiry (``expires_at``, unix seconds) and, within ``recheck_s``, once
+    ``still_valid`` says the session was revoked. The client refreshes and resumes."""
+
+    still_valid: Callable[[], Awaitable[bool]]
+    expires_at: float | None
+    recheck_s: float
+
+    def ended(self, reason: str) -> str:
+        """The last frame of a stream whose credentials ended."""
+        return f"event: auth\ndata: {json.dumps({'reason': reason})}\n\n"
+
+
 def sse(row: dict[str, Any]) -> str:
     """One event in SSE framing (id = the timeline event id)."""
     data = json.dumps(jsonable_encoder(row), separators=(",", ":"))
@@ -188,9 +203,11 @@ def sse(row: dict[str, Any]) -> str:
 
 
 async def stream(
-    feed: LiveFeed, site_id: str | None, last_event_id: int | None
-) -> AsyncIterator[str]:
+    feed: LiveFeed, site_id: str | None, last_event_id: int | None,
+    auth: StreamAuth | None = None,
+) -> AsyncIterator[str]:  # fmt: skip
     """The SSE body: the backlog after ``last_event_id``, then live events."""
+    next_check = time.monotonic() + (auth.recheck_s if auth else 0.0)
     sub = await feed.subscribe(site_id)
     try:
         sent = -1
@@ -206,6 +223,15 @@ async def stream(
                     break
         quiet_since = time.monotonic()
         while not sub.overflowed and not feed.stopping():
+            if auth is not None:
+                if auth.expires_at is not None and time.time() >= auth.expires_at:
+                    yield auth.ended("token expired")
+                    break
+                if time.monotonic() >= next_check:
+                    if not await auth.still_valid():
+                        yield auth.ended("session ended")
+                        break
+                    next_check = time.monotonic() + auth.recheck_s
             if sub.queue.empty():
                 sub.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -241,8 +267,18 @@ def build_live_router() -> APIRouter:
     ) -> StreamingResponse:
         site_id = scope_site(user, site)
         feed: LiveFeed = request.app.state.live_feed
+
+        async def still_valid() -> bool:
+            try:
+                return await asyncio.to_thread(session_open, request, user)
+            except psycopg.OperationalError:  # PoolTimeout, PoolClosed too
+                return True  # database unreachable: checked again next interval
+
+        auth = StreamAuth(
+            still_valid, user.expires_at, request.app.state.settings.api.stream_recheck_s
+        )
         return StreamingResponse(
-            stream(feed, site_id, last_event_id),
+            stream(feed, site_id, last_event_id, auth),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -147,12 +147,16 @@ class ApiClient:
         retries: int = 4,
         backoff_s: float = 0.5,
         on_retry: Callable[[str], None] | None = None,
+        refresher: Callable[[], str | None] | None = None,
     ) -> None:
         self.base_url = base_url
         self.token = token
         self.retries = retries
         self.backoff_s = backoff_s
         self.on_retry = on_retry
+        # Called once on a 401 during a request: a new access token (the request is then
+        # sent again: a 401 means the gateway did nothing), or None to give up.
+        self.refresher = refresher
         headers = {"User-Agent": "safehome-installer/1"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token.access_token}"
@@ -194,6 +198,7 @@ class ApiClient:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         idempotent = method in IDEMPOTENT
         attempt = 0
+        refreshed = signing_in or self.refresher is None
         while True:
             try:
                 resp = self._http.request(
@@ -216,6 +221,10 @@ class ApiClient:
                     raise err from None
                 self._sleep(attempt, "connection lost")
             else:
+                replayable = content is None or isinstance(content, bytes)
+                if resp.status_code == 401 and not refreshed and replayable and self._renew():
+                    refreshed = True
+                    continue  # refused before anything happened: safe to send again
                 if resp.status_code in RETRY_STATUS and idempotent and attempt < self.retries:
                     self._sleep(attempt, f"gateway busy (HTTP {resp.status_code})")
                 elif resp.status_code >= 400:
@@ -223,6 +232,14 @@ class ApiClient:
                 else:
                     return resp
             attempt += 1
+
+    def _renew(self) -> bool:
+        assert self.refresher is not None
+        access = self.refresher()
+        if access is None:
+            return False
+        self._http.headers["Authorization"] = f"Bearer {access}"
+        return True
 
     def get(self, path: str, **params: Any) -> Any:
         """GET ``path`` and return its JSON."""
@@ -247,4 +264,9 @@ class ApiClient:
             "POST", "/auth/token", data={"username": username, "password": password},
             signing_in=True,
         )  # fmt: skip
+        return resp.json()
+
+    def refresh(self, refresh_token: str) -> Any:
+        """``POST /auth/refresh``: a new token pair (the presented refresh token is spent)."""
+        resp = self.send("POST", "/auth/refresh", json={"refresh_token": refresh_token})
         return resp.json()

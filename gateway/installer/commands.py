@@ -8,6 +8,7 @@ code (:class:`gateway.installer.client.Exit`). The API is ``docs/installer-api.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
@@ -87,10 +88,6 @@ class Ctx:
             token = load_token(self.directory)
             if token is None:
                 raise CliError("you are not signed in", LOGIN_HINT, Exit.AUTH)
-            if token.expired():
-                raise CliError(
-                    f"your sign-in expired at {_local(token.expires_at)}", LOGIN_HINT, Exit.AUTH
-                )
             if token.gateway != self.gateway.url:
                 raise CliError(
                     f"you are signed in to {token.gateway}, not {self.gateway.url}",
@@ -98,15 +95,48 @@ class Ctx:
                     Exit.AUTH,
                 )
             self._token = token
+            if token.expired():
+                self._token = self._refreshed(token)
         return self._token
+
+    def _refreshed(self, token: CachedToken) -> CachedToken:
+        """A new access token for the session (refresh token rotated, cache rewritten);
+        :class:`CliError` when the session is over."""
+        expired = CliError(
+            f"your sign-in expired at {_local(token.expires_at)}", LOGIN_HINT, Exit.AUTH
+        )
+        if not token.renewable() or token.refresh_token is None:
+            raise expired
+        with ApiClient(self.gateway.url, on_retry=lambda m: self.out.err.print(f"… {m}")) as c:
+            try:
+                answer = c.refresh(token.refresh_token)
+            except CliError as exc:
+                if exc.code is Exit.AUTH:
+                    forget_token(self.directory)  # spent or revoked: useless from now on
+                    raise expired from None
+                raise
+        fresh = token_from_response(token.gateway, token.username, answer)
+        save_token(fresh, self.directory)
+        return fresh
+
+    def _refresh_now(self) -> str | None:
+        """The ApiClient's hook on a 401: renew once; None when the session is over."""
+        if self._token is None:
+            return None
+        try:
+            self._token = self._refreshed(self._token)
+        except CliError:
+            return None
+        return self._token.access_token
 
     @property
     def api(self) -> ApiClient:
-        """An authenticated client of the gateway."""
+        """An authenticated client of the gateway (renews its token on the way)."""
         if self._client is None:
             self._client = ApiClient(
-                self.gateway.url, self.token, on_retry=lambda m: self.out.err.print(f"… {m}")
-            )
+                self.gateway.url, self.token, on_retry=lambda m: self.out.err.print(f"… {m}"),
+                refresher=self._refresh_now,
+            )  # fmt: skip
         return self._client
 
     def site(self) -> str:
@@ -195,6 +225,12 @@ def cmd_login(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 def cmd_logout(ctx: Ctx, args: argparse.Namespace) -> int:
+    token = load_token(ctx.directory)
+    if token is not None and not token.expired():
+        # End the session at the gateway too (its tokens stop working at once); a gateway
+        # out of reach does not keep the local sign-in: the session then ends by itself.
+        with contextlib.suppress(CliError), ApiClient(token.gateway, token, retries=0) as c:
+            c.send("POST", "/auth/logout")
     had = forget_token(ctx.directory)
     ctx.out.done("signed out" if had else "was not signed in", {"signed_out": had})
     return 0
@@ -207,10 +243,15 @@ def cmd_whoami(ctx: Ctx, args: argparse.Namespace) -> int:
     info = token.public()
     info["gateway_in_use"] = ctx.gateway.url
     info["gateway_from"] = ctx.gateway.source
-    info["expired"] = token.expired()
+    # An expired access token is renewed on the next command while the session lasts.
+    over = token.expired() and not token.renewable()
+    info["expired"] = over
     info["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(token.expires_at))
+    if token.session_expires_at is not None:
+        end = time.localtime(token.session_expires_at)
+        info["session_expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", end)
     ctx.out.record(info)
-    if token.expired():
+    if over:
         raise CliError("your sign-in has expired", LOGIN_HINT, Exit.AUTH)
     return 0
 

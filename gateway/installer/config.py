@@ -4,7 +4,10 @@ Everything lives in one directory, ``$XDG_CONFIG_HOME/safehome`` (``~/.config/sa
 when the variable is unset), created with mode 0700:
 
 - ``config.json`` — ``{"gateway": URL}``, written by ``safehome login --gateway URL``;
-- ``token.json`` — the bearer token, its expiry and who it belongs to, mode 0600.
+- ``token.json`` — the bearer token, its expiry, the session's refresh token and who it
+  belongs to, mode 0600. An expired access token is renewed with the refresh token
+  (``POST /auth/refresh``, which rotates it) without asking for the password again, until
+  the session ends (installers: ``api.installer_session_max_s``, 4 h by default).
 
 Both are written atomically (a temporary file in the same directory, ``fsync``, then
 ``os.replace``), so a crash or a full disk never leaves half a token behind, and the file
@@ -21,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -169,15 +173,26 @@ class CachedToken:
     user_id: str
     site: str | None
     expires_at: float  # unix seconds
+    # The session's refresh token (rotated on every use) and when the session ends at the
+    # latest; None in caches written before the gateway issued refresh tokens.
+    refresh_token: str | None = None
+    session_expires_at: float | None = None
 
     def expired(self, now: float | None = None) -> bool:
         """Whether the token is past its expiry (with 5 s slack for clock and latency)."""
         return (time.time() if now is None else now) >= self.expires_at - 5
 
+    def renewable(self, now: float | None = None) -> bool:
+        """Whether the session may still give a new access token (refresh)."""
+        if self.refresh_token is None:
+            return False
+        end = self.session_expires_at
+        return end is None or (time.time() if now is None else now) < end - 5
+
     def public(self) -> dict[str, Any]:
-        """Everything but the token itself (for ``whoami``)."""
+        """Everything but the tokens themselves (for ``whoami``)."""
         out = asdict(self)
-        del out["access_token"]
+        del out["access_token"], out["refresh_token"]
         return out
 
 
@@ -191,6 +206,13 @@ def token_from_response(gateway: str, username: str, body: Mapping[str, Any]) ->
     if not isinstance(exp, int | float):
         exp = time.time() + float(body.get("expires_in", 0))
     site = claims.get("site")
+    refresh = body.get("refresh_token")
+    session_end: float | None = None
+    if isinstance(body.get("session_expires_at"), str):
+        try:
+            session_end = datetime.fromisoformat(body["session_expires_at"]).timestamp()
+        except ValueError:
+            session_end = None
     return CachedToken(
         gateway=normalise_url(gateway),
         access_token=access,
@@ -199,6 +221,8 @@ def token_from_response(gateway: str, username: str, body: Mapping[str, Any]) ->
         user_id=str(claims.get("sub", "")),
         site=str(site) if site is not None else None,
         expires_at=float(exp),
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        session_expires_at=session_end,
     )
 
 
@@ -232,7 +256,12 @@ def load_token(directory: Path) -> CachedToken | None:
             user_id=str(data["user_id"]),
             site=None if data.get("site") is None else str(data["site"]),
             expires_at=float(data["expires_at"]),
-        )
+            refresh_token=None if data.get("refresh_token") is None else str(data["refresh_token"]),
+            session_expires_at=(
+                None if data.get("session_expires_at") is None
+                else float(data["session_expires_at"])
+            ),
+        )  # fmt: skip
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{path} is incomplete; run safehome login") from None
 

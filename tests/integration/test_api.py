@@ -270,6 +270,17 @@ def test_every_role_against_every_route(env: Env) -> None:
             got = c.post(f"/incidents/{env.inc_b}/{action}", json=body).status_code
         if got != 404:
             failures.append(f"supervisor POST {action} on site-b: {got}, expected 404")
+    # User management (admins only); an unknown user is 404 for them.
+    for action, body in [("deactivate", None), ("reactivate", None),
+                         ("password", {"password": "long-enough-password"})]:  # fmt: skip
+        for who, want in zip(ROLES, (401, 403, 403, 403, 403, 404), strict=True):
+            with env.client(who) as c:
+                got = c.post(f"/users/no-such-user/{action}", json=body).status_code
+            if got != want:
+                failures.append(f"{who} POST /users/no-such-user/{action}: {got}, expected {want}")
+    with env.client("anonymous") as c:
+        if (got := c.post("/auth/logout").status_code) != 401:
+            failures.append(f"anonymous POST /auth/logout: {got}, expected 401")
     with env.client("duty_staff") as c:  # duty staff may not close or cancel
         for action, body in [("close", None), ("cancel", {"reason": "x"})]:
             got = c.post(f"/incidents/{env.inc_a}/{action}", json=body).status_code
@@ -468,9 +479,14 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert {"/incidents/stream", "/incidents/{incident_id}/close", "/residents/{resident_id}",
             "/family/residents/{resident_id}", "/devices"} <= seen  # fmt: skip
     # The pages carry no data (everything they show comes from role-checked API routes).
-    assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}"}
+    assert public == {
+        "/health", "/metrics", "/auth/token", "/auth/refresh", "/", "/family", "/static/{name}"
+    }  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
+    for action in ("deactivate", "reactivate", "password"):  # user management: admins only
+        assert spec["paths"][f"/users/{{user_id}}/{action}"]["post"][ROLES_KEY] == ["admin"]
+    assert spec["paths"]["/auth/logout"]["post"][ROLES_KEY] == sorted(r.value for r in UserRole)
 
 
 def test_supervisor_gets_the_sla_report_as_json_csv_and_png(env: Env) -> None:

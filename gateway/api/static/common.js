@@ -1,10 +1,17 @@
 /* Shared by the staff console and the family view: sign-in, the token, API calls, labels.
- * The token lives in sessionStorage only (gone when the tab closes); nothing is logged. */
+ * The tokens live in sessionStorage only (gone when the tab closes); nothing is logged.
+ * Access tokens are short-lived: validToken() renews one shortly before it expires with the
+ * session's refresh token (POST /auth/refresh, which rotates it), and api() renews once on a
+ * 401, so the pages keep working until the session ends or is revoked. */
 "use strict";
 
 const SHG = (() => {
   const TOKEN_KEY = "shg.token";
   const ROLE_KEY = "shg.role";
+  const REFRESH_KEY = "shg.refresh";
+  const EXPIRES_KEY = "shg.expires"; // access token expiry, this browser's clock (ms)
+  const RENEW_BEFORE_MS = 60 * 1000;
+  let renewing = null; // the refresh in flight (one at a time: a refresh token works once)
   let clockOffsetMs = 0; // server clock minus this browser's clock (from the Date header)
 
   const TYPE_LABELS = {
@@ -52,7 +59,58 @@ const SHG = (() => {
 
   function token() { return sessionStorage.getItem(TOKEN_KEY); }
   function role() { return sessionStorage.getItem(ROLE_KEY); }
-  function signOut() { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(ROLE_KEY); }
+  function forget() {
+    for (const key of [TOKEN_KEY, ROLE_KEY, REFRESH_KEY, EXPIRES_KEY]) sessionStorage.removeItem(key);
+  }
+  /* Sign out: the gateway ends the session (its tokens stop working), then forget them. */
+  function signOut() {
+    const tok = token();
+    forget();
+    if (tok) {
+      fetch("/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${tok}` } })
+        .catch(() => {});
+    }
+  }
+  function keep(body) {
+    sessionStorage.setItem(TOKEN_KEY, body.access_token);
+    sessionStorage.setItem(ROLE_KEY, body.role);
+    sessionStorage.setItem(REFRESH_KEY, body.refresh_token);
+    sessionStorage.setItem(EXPIRES_KEY, String(Date.now() + body.expires_in * 1000));
+  }
+
+  /* A new access token for this session; false when the session is over (then signed out). */
+  function refresh() {
+    if (renewing) return renewing;
+    const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+    if (!refreshToken) return Promise.resolve(false);
+    renewing = (async () => {
+      try {
+        const resp = await fetch("/auth/refresh", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ refresh_token: refreshToken }),
+        });
+        if (resp.status === 401) { forget(); return false; }
+        if (!resp.ok) return false;
+        keep(await resp.json());
+        return true;
+      } catch {
+        return false; // network: the next call tries again
+      } finally {
+        renewing = null;
+      }
+    })();
+    return renewing;
+  }
+
+  /* The access token, renewed first when it expires within a minute. */
+  async function validToken() {
+    const expires = Number(sessionStorage.getItem(EXPIRES_KEY) || 0);
+    if (token() && Date.now() > expires - RENEW_BEFORE_MS) await refresh();
+    const tok = token();
+    if (!tok) throw new ApiError(401, "session ended");
+    return tok;
+  }
 
   function noteServerClock(resp) {
     const date = resp.headers.get("Date");
@@ -82,18 +140,22 @@ const SHG = (() => {
     const body = await resp.json().catch(() => null);
     if (!resp.ok) throw new ApiError(resp.status, detailOf(body, resp.statusText));
     noteServerClock(resp);
-    sessionStorage.setItem(TOKEN_KEY, body.access_token);
-    sessionStorage.setItem(ROLE_KEY, body.role);
+    keep(body);
     return body;
   }
 
-  /* fetch() with the bearer token; JSON in and out; ApiError on any non-2xx answer. */
+  /* fetch() with the bearer token; JSON in and out; ApiError on any non-2xx answer.
+   * A 401 renews the token once and sends again (the gateway did nothing on a 401). */
   async function api(path, { method = "GET", body } = {}) {
-    const headers = { Authorization: `Bearer ${token()}` };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const resp = await fetch(path, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const send = async () => {
+      const headers = { Authorization: `Bearer ${await validToken()}` };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      return fetch(path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    };
+    let resp = await send();
+    if (resp.status === 401 && await refresh()) resp = await send();
     noteServerClock(resp);
     const data = await resp.json().catch(() => null);
     if (!resp.ok) throw new ApiError(resp.status, detailOf(data, resp.statusText));
@@ -134,7 +196,7 @@ const SHG = (() => {
   const outcomeLabel = (o) => OUTCOME_LABELS[o] || o;
 
   return {
-    ApiError, api, signIn, signOut, token, role, now, el, duration, clock,
+    ApiError, api, signIn, signOut, token, validToken, refresh, role, now, el, duration, clock,
     typeLabel, stateLabel, outcomeLabel, OUTCOME_LABELS,
   };
 })();

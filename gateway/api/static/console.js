@@ -237,10 +237,13 @@
     let retryMs = 1000;
     while (!ctrl.signal.aborted) {
       try {
-        const headers = { Authorization: `Bearer ${SHG.token()}`, Accept: "text/event-stream" };
+        const headers = { Authorization: `Bearer ${await SHG.validToken()}`, Accept: "text/event-stream" };
         if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
         const resp = await fetch("/incidents/stream", { headers, signal: ctrl.signal, cache: "no-store" });
-        if (resp.status === 401) { signOut("登录已过期 · Session expired"); return; }
+        if (resp.status === 401) {
+          if (await SHG.refresh()) continue; // renewed: connect again at once
+          signOut("登录已过期 · Session expired"); return;
+        }
         if (!resp.ok || !resp.body) throw new Error(`stream answered ${resp.status}`);
         setLive(true);
         scheduleRefresh(); // whatever happened while (re)connecting
@@ -272,7 +275,7 @@
           }
         }
       } catch (err) {
-        if (ctrl.signal.aborted) return;
+        if (ctrl.signal.aborted || handleAuthLoss(err)) return;
       }
       setLive(false);
       await new Promise((r) => setTimeout(r, retryMs));

@@ -1,0 +1,86 @@
+"""User management by admins: deactivate, reactivate, set a password (issue 10 §3).
+
+Every change revokes what it must in the same transaction (deactivation and a new password
+end every session of the user: their tokens are refused on the next request, their live
+streams close within ``api.stream_recheck_s``) and is audited with the admin as actor.
+The CLI offers the same (``safehome user deactivate|reactivate|passwd``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+
+from gateway.api.auth import (
+    AuthError,
+    CurrentUser,
+    DbConn,
+    UserRole,
+    allow,
+    check_new_password,
+    hash_password,
+)
+from gateway.storage import auth_sessions
+
+
+class UserChange(BaseModel):
+    """The outcome of a user-management action."""
+
+    user_id: str
+    active: bool | None = None
+    changed: bool
+    sessions_revoked: int | None = None
+
+
+class NewPassword(BaseModel):
+    """``POST /users/{user_id}/password``."""
+
+    password: str = Field(min_length=8, max_length=256)
+
+
+def _not_found(user_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no user {user_id}")
+
+
+def build_users_router() -> APIRouter:
+    """``/users/{user_id}/deactivate|reactivate|password`` (admins only)."""
+    router = APIRouter(tags=["users"])
+    admin = allow(UserRole.ADMIN)
+
+    @router.post("/users/{user_id}/deactivate", summary="Deactivate a user (ends sessions)",
+                 **admin)  # fmt: skip
+    def deactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
+        if user_id == user.user_id:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="you cannot deactivate yourself")
+        try:
+            changed = auth_sessions.set_active(conn, user_id, False, actor=user.user_id)
+        except auth_sessions.UserNotFoundError:
+            raise _not_found(user_id) from None
+        return UserChange(user_id=user_id, active=False, changed=changed)
+
+    @router.post("/users/{user_id}/reactivate", summary="Reactivate a user", **admin)
+    def reactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
+        try:
+            changed = auth_sessions.set_active(conn, user_id, True, actor=user.user_id)
+        except auth_sessions.UserNotFoundError:
+            raise _not_found(user_id) from None
+        return UserChange(user_id=user_id, active=True, changed=changed)
+
+    @router.post("/users/{user_id}/password", summary="Set a user's password (ends sessions)",
+                 **admin)  # fmt: skip
+    def set_password(
+        user_id: str, body: NewPassword, user: CurrentUser, conn: DbConn
+    ) -> UserChange:
+        try:
+            check_new_password(body.password)
+        except AuthError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        try:
+            revoked = auth_sessions.set_password_hash(
+                conn, user_id, hash_password(body.password), actor=user.user_id
+            )
+        except auth_sessions.UserNotFoundError:
+            raise _not_found(user_id) from None
+        return UserChange(user_id=user_id, changed=True, sessions_revoked=revoked)
+
+    return router
