@@ -40,7 +40,7 @@ from gateway.notify.settings import (
     WebhookEndpoint,
 )
 
-AddressKind = Literal["email", "phone"] | None
+AddressKind = Literal["email", "phone", "openid"] | None
 SIGNATURE_HEADER = "X-Safehome-Signature"
 TIMESTAMP_HEADER = "X-Safehome-Timestamp"
 DELIVERY_HEADER = "X-Safehome-Delivery"
@@ -101,11 +101,14 @@ class Notification:
 
     notification_id: int  # the outbox row id: an idempotency key for receivers
     incident_id: int
-    contact_id: str
+    contact_id: str | None  # None for a staff page
     channel: str
     message: RenderedMessage
     sms_params: Mapping[str, str] = field(default_factory=dict)
     address: str | None = field(default=None, repr=False)
+    recipient_kind: str = "contact"  # contact | staff
+    user_id: str | None = None  # the paged staff user (staff pages)
+    page_id: int | None = None  # the staff_pages row (staff pages)
 
 
 class Notifier(Protocol):
@@ -212,7 +215,7 @@ class WebhookNotifier:
 
     def payload(self, message: Notification) -> dict[str, Any]:
         """The JSON document posted for ``message``."""
-        return {
+        doc: dict[str, Any] = {
             "event": "incident.notification",
             "notification_id": message.notification_id,
             "incident_id": message.incident_id,
@@ -222,6 +225,9 @@ class WebhookNotifier:
             "body": message.message.body,
             "fields": message.message.fields,
         }
+        if message.recipient_kind == "staff":  # a page for one staff user (ids only)
+            doc |= {"event": "staff.page", "user_id": message.user_id, "page_id": message.page_id}
+        return doc
 
     async def send(self, message: Notification) -> DeliveryResult:
         """POST the JSON document; classify the HTTP status."""
