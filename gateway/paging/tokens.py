@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -127,3 +128,15 @@ def inbound_signature_ok(
     if abs(now - sent) > max_skew_s:
         return False
     return hmac.compare_digest(inbound_signature(secret, timestamp, body), signature)
+
+
+def link_builder(base_url: str | None, secret: str | None) -> Callable[[int, str, int], str] | None:
+    """``(page id, user id, expiry) -> <base_url>/ack/<token>``; None without a base or key."""
+    if not base_url or not secret:
+        return None
+    base = base_url.rstrip("/")
+
+    def build(page_id: int, user_id: str, expires_at: int) -> str:
+        return f"{base}/ack/{sign_link(secret, page_id, user_id, expires_at)}"
+
+    return build
