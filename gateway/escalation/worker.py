@@ -353,7 +353,7 @@ class EscalationWorker(PollingWorker):
             text = f"incident {due.incident_id} ({due.type}): {tier.instruction}"
             await conn.execute(
                 _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, "", "all",
-                        "instruction", text),
+                        "instruction", text, None),
             )  # fmt: skip
             return 1, False
         # Contacts: care incidents only (a device's trouble is the staff's business), queued

@@ -615,9 +615,13 @@ class WechatTemplateNotifier:
         self._token_until = 0.0
         self._lock = asyncio.Lock()
 
-    async def _access_token(self, *, refresh: bool = False) -> str | DeliveryResult:
+    async def _access_token(self, stale: str | None = None) -> str | DeliveryResult:
+        """The cached token, or a new one when none is valid or ``stale`` (a token WeChat
+        refused) is still the cached one (concurrent senders refresh once, not each)."""
         async with self._lock:
-            if not refresh and self._token and time.monotonic() < self._token_until:
+            fresh = self._token and time.monotonic() < self._token_until
+            if fresh and self._token != stale:
+                assert self._token is not None
                 return self._token
             s = self._settings
             query = urllib.parse.urlencode({
@@ -665,8 +669,9 @@ class WechatTemplateNotifier:
             return DeliveryResult.permanent("no wechat openid")
         body = json.dumps(self.payload(message), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}
+        stale: str | None = None
         for refresh in (False, True):
-            token = await self._access_token(refresh=refresh)
+            token = await self._access_token(stale)
             if isinstance(token, DeliveryResult):
                 return token
             url = (f"{self._base}/cgi-bin/message/template/send?"
@@ -683,6 +688,7 @@ class WechatTemplateNotifier:
             if errcode == 0:
                 return DeliveryResult.delivered("wechat ok")
             if errcode in WECHAT_TOKEN_ERRORS and not refresh:
+                stale = token
                 continue
             if errcode in WECHAT_TRANSIENT_ERRORS:
                 return DeliveryResult.transient(f"wechat errcode {errcode}")

@@ -8,7 +8,8 @@ under that user id), and escalation stops at its next step. In one transaction:
 2. its single use is recorded in ``staff_page_acks`` (a second use finds the row: ``used``);
 3. the incident is acknowledged when still ``raised``; when someone else took it already the
    use is recorded as ``already_acknowledged`` (a clear answer, nothing changed);
-4. an audit entry ``page.acknowledged`` (page id, via, result) is appended under the user.
+4. an audit entry ``page.acknowledged`` (page id, via, result) is appended under the user;
+5. the escalation timer is made due now, so the worker records the stop at once.
 
 Logs carry page/incident/user ids and the result only, never the sender's number.
 """
@@ -134,6 +135,12 @@ def _acknowledge(
                 conn.execute(
                     "UPDATE staff_page_acks SET result = %s WHERE page_id = %s",
                     (result.value, page_id),
+                )
+            else:  # the escalation timer records the stop at its next poll, not its timeout
+                conn.execute(
+                    "UPDATE incident_escalations SET next_at = now() "
+                    "WHERE incident_id = %s AND stopped_at IS NULL",
+                    (incident_id,),
                 )
         audit.append(conn, user_id, "page.acknowledged", f"incident:{incident_id}",
                      {"page_id": page_id, "via": via, "result": result.value})  # fmt: skip
