@@ -749,8 +749,8 @@ async def test_wechat_template_message_refreshes_an_expired_token_once(
     notifiers = build_notifiers(settings)
     outbox = OutboxWorker(pool, notifiers, settings)
     when = datetime(2026, 11, 23, 1, 5, tzinfo=UTC)
-    async with await psycopg.AsyncConnection.connect(db.conninfo(), autocommit=True) as conn:
-        await enqueue_incident(conn, IncidentNotice(9001, "r1", "fall", when))
+    async with await psycopg.AsyncConnection.connect(db.conninfo(), autocommit=True) as aconn:
+        await enqueue_incident(aconn, IncidentNotice(9001, "r1", "fall", when))
     await outbox.run_once()
     results = db.rows(
         "SELECT contact_id, result, detail FROM notification_attempts ORDER BY contact_id"
@@ -771,8 +771,8 @@ async def test_wechat_template_message_refreshes_an_expired_token_once(
     assert "R" not in json.dumps(doc["data"]).replace("Room", "")  # no resident name
     # The token expires on WeChat's side: errcode 42001 → one refresh, then delivered.
     valid.clear()
-    async with await psycopg.AsyncConnection.connect(db.conninfo(), autocommit=True) as conn:
-        await enqueue_incident(conn, IncidentNotice(9002, "r1", "fall", when))
+    async with await psycopg.AsyncConnection.connect(db.conninfo(), autocommit=True) as aconn:
+        await enqueue_incident(aconn, IncidentNotice(9002, "r1", "fall", when))
     await outbox.run_once()
     assert db.rows(
         "SELECT result FROM notification_attempts WHERE incident_id = 9002 AND contact_id = 'fam1'"
