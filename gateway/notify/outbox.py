@@ -436,7 +436,9 @@ class OutboxWorker(PollingWorker):
         name = recipient.resident_name if audience is Audience.PRIVATE_FAMILY else None
         facts = self._facts(item, name)
         address = {
-            "email": recipient.email, "phone": recipient.phone, "openid": recipient.openid
+            "email": recipient.email,
+            "phone": recipient.phone,
+            "openid": recipient.openid,
         }.get(notifier.address_kind or "")
         return Notification(
             notification_id=item.outbox_id,

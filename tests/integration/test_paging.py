@@ -832,7 +832,8 @@ def test_user_channel_cli_adds_lists_and_removes_with_audit(db: Database) -> Non
     done = _cli(db, "list", "--user", "nurse-a", "--json")
     assert [(c["position"], c["channel"]) for c in json.loads(done.stdout)] == [(0, "sms")]
     actions = db.rows(
-        "SELECT actor, action, target FROM audit_log WHERE action LIKE 'user.channel%%' ORDER BY seq"
+        "SELECT actor, action, target FROM audit_log WHERE action LIKE 'user.channel%%'"
+        " ORDER BY seq"
     )
     assert actions == [
         ("cli", "user.channel_added", f"user:{nurse}"),
