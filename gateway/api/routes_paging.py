@@ -68,6 +68,14 @@ ANSWERS: dict[AckResult, tuple[str, str, int]] = {
 }  # fmt: skip
 
 
+_STATES = {
+    "raised": "待确认 / not acknowledged",
+    "acknowledged": "已确认 / acknowledged",
+    "dispatched": "已派人 / dispatched",
+    "on_scene": "已到场 / on scene",
+}
+
+
 def _paging(request: Request) -> PagingSettings:
     settings: PagingSettings = request.app.state.settings.paging
     return settings
@@ -131,9 +139,10 @@ def build_paging_router() -> APIRouter:
         if view.used:
             return _answer_page(AckResult.USED)
         label = html.escape(incident_label(view.incident_type))
+        state = html.escape(_STATES.get(view.incident_state, view.incident_state))
         body = (
             f"<h1>确认事件 {view.incident_id}</h1>"
-            f"<p>{label}，状态：{html.escape(view.incident_state)}</p>"
+            f"<p>{label}，状态 / state：{state}</p>"
             '<p class="en" lang="en">Acknowledge incident '
             f"{view.incident_id}: you take it and escalation stops.</p>"
             f'<form method="post" action="{html.escape(token)}">'
