@@ -351,11 +351,27 @@ class EscalationWorker(PollingWorker):
         if tier.audience is Audience.EMERGENCY:
             assert tier.instruction is not None
             text = f"incident {due.incident_id} ({due.type}): {tier.instruction}"
-            await conn.execute(
+            code = new_code()
+            cur = await conn.execute(
                 _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, "", "all",
-                        "instruction", text, None),
+                        "instruction", text, code),
             )  # fmt: skip
-            return 1, False
+            row = await cur.fetchone()
+            queued = False
+            if row is not None and self._page_ttl_s is not None:
+                # Told to everyone on shift too, on their own channels (one chain each).
+                everyone: list[str] = []
+                for duty in (DutyRole.DUTY_STAFF, DutyRole.SUPERVISOR):
+                    for user_id in await on_duty_async(conn, due.site_id, duty, due.now):
+                        if user_id not in everyone:
+                            everyone.append(user_id)
+                for user_id in everyone:
+                    page = StaffPage(
+                        int(row[0]), due.incident_id, user_id, tier.name, "instruction", code,
+                        due.now + _seconds(self._page_ttl_s), instruction=tier.instruction,
+                    )  # fmt: skip
+                    queued = (await enqueue_staff_page(conn, page)) is not None or queued
+            return 1, queued
         # Contacts: care incidents only (a device's trouble is the staff's business), queued
         # once per incident (the outbox retries and falls back by itself).
         if due.technical or due.resident_id is None or sequence > 0:

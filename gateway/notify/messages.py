@@ -125,9 +125,10 @@ class PageFacts:
     """What a staff page says besides the incident facts: the tier, the reply code, the link."""
 
     tier_name: str
-    kind: str  # page | reminder
+    kind: str  # page | reminder | instruction
     code: str | None
     link: str | None
+    instruction: str | None = None  # the emergency tier's instruction (e.g. call 120)
 
 
 def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
@@ -142,9 +143,10 @@ def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
         how.append(f"打开链接确认 / acknowledge: {page.link}")
     if page.code:
         how.append(f"或短信回复 {page.code} / or reply {page.code} by SMS")
+    todo = f"\n{page.instruction}" if page.instruction else ""
     body = (
         f"{place} 于 {when} 发生：{label}，尚无人确认。事件编号 {facts.incident_id}"
-        f"（{page.tier_name}）。\n" + "\n".join(how)
+        f"（{page.tier_name}）。{todo}\n" + "\n".join(how)
     )
     fields: dict[str, Any] = {
         "incident_id": facts.incident_id,
@@ -158,6 +160,7 @@ def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
         "kind": page.kind,
         "ack_code": page.code,
         "ack_url": page.link,
+        "instruction": page.instruction,
     }
     return RenderedMessage(title=title, body=body, fields=fields)
 

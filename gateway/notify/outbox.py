@@ -132,7 +132,7 @@ _STAFF_INSERT_SQL = b"""
 INSERT INTO notification_outbox (incident_id, recipient_kind, user_id, page_id, channel,
                                  channel_index, payload)
 VALUES (%s, 'staff', %s, %s, %s, %s, %s)
-ON CONFLICT (page_id, channel_index) WHERE page_id IS NOT NULL DO NOTHING
+ON CONFLICT (page_id, user_id, channel_index) WHERE page_id IS NOT NULL DO NOTHING
 RETURNING id
 """
 
@@ -265,9 +265,10 @@ class StaffPage:
     incident_id: int
     user_id: str
     tier_name: str
-    kind: str  # page | reminder
+    kind: str  # page | reminder | instruction
     ack_code: str | None
     expires_at: datetime  # when its link and reply code stop working
+    instruction: str | None = None  # the emergency tier's instruction (e.g. call 120)
 
 
 async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
@@ -295,6 +296,7 @@ async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
         "page": {
             "tier_name": page.tier_name,
             "kind": page.kind,
+            "instruction": page.instruction,
             "code": page.ack_code,
             "expires_at": int(page.expires_at.timestamp()),
         },
@@ -478,9 +480,11 @@ class OutboxWorker(PollingWorker):
         link = self._page_link(item.page_id, item.user_id, expires) if self._page_link else None
         code = page.get("code")
         facts = self._facts(item, None)
+        instruction = page.get("instruction")
         page_facts = PageFacts(
             tier_name=str(page.get("tier_name", "")), kind=str(page.get("kind", "page")),
             code=None if code is None else str(code), link=link,
+            instruction=None if instruction is None else str(instruction),
         )  # fmt: skip
         message = Notification(
             notification_id=item.outbox_id,

@@ -56,20 +56,25 @@ class PageView:
     used: bool
 
 
+# A page and its user: the page's own user, or (for the emergency instruction, addressed to
+# everyone: user_id '') any staff user of the page's site or an admin.
 _PAGE_SQL = """
-SELECT p.id, p.incident_id, p.user_id, p.created_at, u.role, u.active, i.state, i.type,
-       i.raised_at, (SELECT true FROM staff_page_acks a WHERE a.page_id = p.id)
+SELECT p.id, p.incident_id, u.user_id, p.created_at, u.role, u.active, i.state, i.type,
+       i.raised_at,
+       EXISTS (SELECT 1 FROM staff_page_acks a WHERE a.page_id = p.id AND a.user_id = u.user_id)
 FROM staff_pages p
-JOIN users u ON u.user_id = p.user_id
 JOIN incidents i ON i.id = p.incident_id
+JOIN users u ON u.user_id = %s
 WHERE p.id = %s
+  AND (p.user_id = u.user_id
+       OR (p.user_id = '' AND (u.site_id = p.site_id OR u.role = 'admin')))
 """
 
 
 def view_page(conn: Conn, claims: LinkClaims) -> PageView | None:
     """The page a valid link names (read only: a GET never acknowledges)."""
-    row = conn.execute(_PAGE_SQL, (claims.page_id,)).fetchone()
-    if row is None or row[2] != claims.user_id:
+    row = conn.execute(_PAGE_SQL, (claims.user_id, claims.page_id)).fetchone()
+    if row is None:
         return None
     return PageView(int(row[0]), int(row[1]), str(row[7]), str(row[6]), row[8], bool(row[9]))
 
@@ -90,12 +95,14 @@ def acknowledge_reply(conn: Conn, sender: str, text: str, ttl_s: float) -> AckOu
     if code is None:
         return AckOutcome(AckResult.UNKNOWN)
     row = conn.execute(
-        "SELECT p.id, p.user_id FROM staff_pages p "
-        "WHERE p.ack_code = %s AND p.user_id IN ("
-        "  SELECT sc.user_id FROM staff_channels sc WHERE sc.address = %s"
-        "  AND split_part(sc.channel, ':', 1) IN ('sms', 'voice')) "
+        "SELECT p.id, u.user_id FROM staff_pages p "
+        "JOIN staff_channels sc ON sc.address = %s"
+        "  AND split_part(sc.channel, ':', 1) IN ('sms', 'voice') "
+        "JOIN users u ON u.user_id = sc.user_id "
+        "WHERE p.ack_code = %s AND (p.user_id = u.user_id OR (p.user_id = ''"
+        "  AND (u.site_id = p.site_id OR u.role = 'admin'))) "
         "ORDER BY p.id DESC LIMIT 1",
-        (code, phone),
+        (phone, code),
     ).fetchone()
     if row is None:
         return AckOutcome(AckResult.UNKNOWN)
@@ -106,8 +113,8 @@ def _acknowledge(
     conn: Conn, page_id: int, user_id: str, via: Via, ttl_s: float | None
 ) -> AckOutcome:
     with conn.transaction():
-        row = conn.execute(_PAGE_SQL + " FOR UPDATE OF p", (page_id,)).fetchone()
-        if row is None or row[2] != user_id:
+        row = conn.execute(_PAGE_SQL + " FOR UPDATE OF p", (user_id, page_id)).fetchone()
+        if row is None:
             return _done(AckOutcome(AckResult.UNKNOWN, page_id=page_id), via)
         incident_id, created_at, role, active = int(row[1]), row[3], str(row[4]), bool(row[5])
         outcome = AckOutcome(AckResult.UNKNOWN, incident_id, page_id, user_id)
@@ -122,7 +129,8 @@ def _acknowledge(
             result = AckResult.ACKNOWLEDGED
         inserted = conn.execute(
             "INSERT INTO staff_page_acks (page_id, incident_id, user_id, via, result) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (page_id) DO NOTHING RETURNING page_id",
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (page_id, user_id) DO NOTHING "
+            "RETURNING page_id",
             (page_id, incident_id, user_id, via, result.value),
         ).fetchone()
         if inserted is None:
@@ -133,8 +141,8 @@ def _acknowledge(
             except IllegalTransitionError:  # taken between our read and the lock
                 result = AckResult.ALREADY
                 conn.execute(
-                    "UPDATE staff_page_acks SET result = %s WHERE page_id = %s",
-                    (result.value, page_id),
+                    "UPDATE staff_page_acks SET result = %s WHERE page_id = %s AND user_id = %s",
+                    (result.value, page_id, user_id),
                 )
             else:  # the escalation timer records the stop at its next poll, not its timeout
                 conn.execute(

@@ -51,8 +51,9 @@ from gateway.notify.settings import (
     WebhookEndpoint,
     WechatTemplateSettings,
 )
+from gateway.paging import acks
 from gateway.paging.channels import add_channel
-from gateway.paging.tokens import inbound_signature, sign_link
+from gateway.paging.tokens import AckResult, inbound_signature, sign_link, verify_link
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
 from tests.support import (
@@ -846,3 +847,56 @@ def test_user_channel_cli_adds_lists_and_removes_with_audit(db: Database) -> Non
     )
     done = _cli(db, "list", "--user", "nobody")
     assert done.returncode == 2 and "no user" in done.stderr
+
+
+async def test_the_emergency_instruction_reaches_everyone_on_shift_and_either_may_ack(
+    db: Database, pool: AsyncConnectionPool[Any], serve: Callable[[], Receiver]
+) -> None:
+    hook = serve()
+    seed_site(db)
+    nurse = staff_user(db, "nurse-a", "duty_staff", "s1")
+    head = staff_user(db, "head-a", "supervisor", "s1")
+    channel(db, nurse, "webhook")
+    channel(db, head, "webhook")
+    incident_id = raise_fall(db)
+    config = parse_ladders({"ladder": {"tiers": [
+        {"name": "duty_staff", "audience": "duty_staff", "timeout_s": 0.5},
+        {"name": "call_120", "audience": "emergency", "timeout_s": 60,
+         "instruction": "请立即拨打 120 / call 120 now"},
+    ]}})  # fmt: skip
+    notify = NotifySettings(
+        poll_interval_s=0.05, webhooks={"webhook": WebhookEndpoint(url=SecretStr(hook.url()))}
+    )
+
+    def instructions() -> list[dict[str, Any]]:
+        docs = [r.json() for r in list(hook.received)]
+        return [d for d in docs if d["fields"]["kind"] == "instruction"]
+
+    await run_workers(pool, config, notify, lambda: len(instructions()) == 2, "two instructions")
+    docs = instructions()
+    assert sorted(d["user_id"] for d in docs) == sorted([nurse, head])
+    assert all(d["fields"]["instruction"] == "请立即拨打 120 / call 120 now" for d in docs)
+    assert all("120" in d["body"] for d in docs)
+    (page_id,) = {d["page_id"] for d in docs}  # the one instruction row, paged to each
+    assert db.scalar("SELECT user_id FROM staff_pages WHERE id = %s", (page_id,)) == ""
+    # Either may acknowledge from the message; the other is told it is taken.
+    links = {d["user_id"]: d["fields"]["ack_url"].rsplit("/", 1)[1] for d in docs}
+    with db.connect() as conn:
+        first = acks.acknowledge_link(conn, verify_link(ACK_SECRET, links[head], time.time()))
+        second = acks.acknowledge_link(conn, verify_link(ACK_SECRET, links[nurse], time.time()))
+        again = acks.acknowledge_link(conn, verify_link(ACK_SECRET, links[head], time.time()))
+    assert (first.result, second.result, again.result) == (
+        AckResult.ACKNOWLEDGED, AckResult.ALREADY, AckResult.USED
+    )  # fmt: skip
+    state = db.rows("SELECT state, acknowledged_by FROM incidents WHERE id = %s", (incident_id,))
+    assert state == [("acknowledged", head)]
+    # Someone of another site cannot use it.
+    with db.connect() as conn:
+        conn.execute(
+            "INSERT INTO sites (site_id, name, kind) VALUES ('s2', 'Other', 'home_care_centre')"
+        )
+    other = staff_user(db, "nurse-z", "duty_staff", "s2")
+    forged = sign_link(ACK_SECRET, page_id, other, int(time.time()) + 60)
+    with db.connect() as conn:
+        outcome = acks.acknowledge_link(conn, verify_link(ACK_SECRET, forged, time.time()))
+    assert outcome.result is AckResult.UNKNOWN

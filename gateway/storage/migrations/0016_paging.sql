@@ -28,19 +28,23 @@ CREATE INDEX staff_channels_phone ON staff_channels (address)
 ALTER TABLE staff_pages ADD COLUMN ack_code text CHECK (ack_code ~ '^[0-9]{6}$');
 CREATE INDEX staff_pages_user_code ON staff_pages (user_id, ack_code) WHERE ack_code IS NOT NULL;
 
--- One use per page, by link or by reply code (single use is enforced by the primary key).
+-- One use per page and user, by link or by reply code (single use: the primary key). The
+-- emergency instruction (staff_pages.user_id = '') is paged to everyone on shift: each of
+-- them may use it once.
 CREATE TABLE staff_page_acks (
-    page_id  bigint PRIMARY KEY REFERENCES staff_pages ON DELETE CASCADE,
+    page_id  bigint NOT NULL REFERENCES staff_pages ON DELETE CASCADE,
     incident_id bigint NOT NULL,
     user_id  text NOT NULL,
     via      text NOT NULL CHECK (via IN ('link', 'sms')),
     result   text NOT NULL CHECK (result IN ('acknowledged', 'already_acknowledged')),
-    used_at  timestamptz NOT NULL DEFAULT now()
+    used_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (page_id, user_id)
 );
 
 -- Staff pages go through the same outbox and attempt log as family notifications.
 -- recipient_kind tells them apart: 'contact' rows name contact_id; 'staff' rows name the
--- paged user (user_id) and the staff_pages row (page_id), and contact_id is NULL.
+-- paged user (user_id) and the staff_pages row (page_id), and contact_id is NULL (the
+-- emergency instruction row, user_id '', is paged to each user on shift: one chain each).
 ALTER TABLE notification_outbox
     ADD COLUMN recipient_kind text NOT NULL DEFAULT 'contact'
         CHECK (recipient_kind IN ('contact', 'staff')),
@@ -53,7 +57,7 @@ ALTER TABLE notification_outbox
         OR (recipient_kind = 'staff' AND contact_id IS NULL AND user_id IS NOT NULL
             AND page_id IS NOT NULL));
 CREATE UNIQUE INDEX notification_outbox_page_channel
-    ON notification_outbox (page_id, channel_index) WHERE page_id IS NOT NULL;
+    ON notification_outbox (page_id, user_id, channel_index) WHERE page_id IS NOT NULL;
 
 ALTER TABLE notification_attempts
     ADD COLUMN recipient_kind text NOT NULL DEFAULT 'contact'
