@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
         manage = user.add_parser(name, help=text)
         manage.add_argument("user", help="user id or sign-in name")
         manage.set_defaults(func=cmd_user_manage)
+    from gateway.cli_paging import add_channel_commands
+
+    add_channel_commands(user)
 
     from gateway.cli_roster import add_roster_commands
 
