@@ -21,6 +21,7 @@ import pytest
 from gateway.api.auth import create_user
 from gateway.escalation import intake
 from gateway.escalation.roster import DutyRole, add_shift
+from gateway.escalation.timeline import Recipient, escalation_timeline
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
 from tests.support import (
@@ -152,3 +153,60 @@ def test_timeline_shows_tiers_pages_and_family_messages_without_personal_data(
     text = json.dumps(entries)
     for secret in ("nurse-login", nurse, PHONE, "Wang Fang"):
         assert secret not in text
+
+
+# The outbox columns of staff paging (migration 0016 of the paging branch), added here when
+# that migration is not in yet: the timeline must show staff messages either way.
+_STAFF_OUTBOX = """
+ALTER TABLE notification_outbox
+    ADD COLUMN IF NOT EXISTS recipient_kind text NOT NULL DEFAULT 'contact',
+    ADD COLUMN IF NOT EXISTS user_id text,
+    ADD COLUMN IF NOT EXISTS page_id bigint,
+    ALTER COLUMN contact_id DROP NOT NULL;
+ALTER TABLE notification_attempts
+    ADD COLUMN IF NOT EXISTS recipient_kind text NOT NULL DEFAULT 'contact',
+    ADD COLUMN IF NOT EXISTS user_id text,
+    ADD COLUMN IF NOT EXISTS page_id bigint,
+    ALTER COLUMN contact_id DROP NOT NULL;
+"""
+
+
+def test_staff_pages_sent_through_the_outbox_appear_as_staff_messages(
+    db: Database, broker: Broker
+) -> None:
+    make_site(db, broker, site_id="site-a", beds=1)
+    with db.connect_owner() as owner:
+        owner.execute(_STAFF_OUTBOX)
+    with db.connect() as conn:
+        nurse = create_user(conn, "nurse-login", "duty_staff", PASSWORD, site_id="site-a")
+        incident, _ = IncidentService(conn).raise_or_join(
+            Trigger(IncidentType.FALL, "site-a", datetime.now(UTC), "t", resident_id="site-a-r0")
+        )
+        page_id = conn.execute(
+            "INSERT INTO staff_pages (incident_id, site_id, tier, tier_name, sequence, user_id,"
+            " role, kind, message) VALUES (%s, 'site-a', 0, 'duty_staff', 0, %s, 'duty_staff',"
+            " 'page', 'm') RETURNING id",
+            (incident.id, nurse),
+        ).fetchone()
+        assert page_id is not None
+        outbox_id = conn.execute(
+            "INSERT INTO notification_outbox (incident_id, channel, payload, state, attempts,"
+            " delivered_at, recipient_kind, user_id, page_id)"
+            " VALUES (%s, 'sms', '{}', 'delivered', 1, now(), 'staff', %s, %s) RETURNING id",
+            (incident.id, nurse, page_id[0]),
+        ).fetchone()
+        assert outbox_id is not None
+        conn.execute(
+            "INSERT INTO notification_attempts (outbox_id, incident_id, channel, attempt, result,"
+            " duration_ms, recipient_kind, user_id, page_id)"
+            " VALUES (%s, %s, 'sms', 1, 'delivered', 40, 'staff', %s, %s)",
+            (outbox_id[0], incident.id, nurse, page_id[0]),
+        )
+        entries = escalation_timeline(conn, incident.id)
+    assert [(e.kind, e.channel, e.status) for e in entries] == [
+        ("page", "console", "posted"), ("notification", "sms", "delivered")
+    ]  # fmt: skip
+    sms = entries[1]
+    assert sms.recipient == Recipient("staff", role="duty_staff")
+    assert (sms.tier_name, sms.sequence) == ("duty_staff", 0)
+    assert [a.result for a in sms.attempts] == ["delivered"]
