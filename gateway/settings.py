@@ -165,6 +165,9 @@ class ApiSettings(_Section):
     token_ttl_s: int = Field(900, ge=60, le=86400)
     # Installers work on site for hours (often on a phone hotspot): their tokens live longer.
     installer_token_ttl_s: int = Field(8 * 3600, ge=60, le=86400)
+    # The staff console re-reads the open incidents this often whatever the live stream
+    # delivers (GET /console/config): at most 10 s, so no missed event hides an alarm longer.
+    console_reconcile_s: float = Field(10.0, ge=0.5, le=10.0)
 
 
 class AnalysisSettings(_Section):

@@ -243,7 +243,7 @@ async def stream(
 
 
 def build_live_router() -> APIRouter:
-    """``GET /incidents/stream``."""
+    """``GET /incidents/stream`` and ``GET /console/config``."""
     router = APIRouter(tags=["incidents"])
 
     @router.get(
@@ -265,5 +265,10 @@ def build_live_router() -> APIRouter:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    @router.get("/console/config", summary="Staff console timings (reconcile interval)",
+                tags=["pages"], **allow(*STAFF))  # fmt: skip
+    def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
+        return {"reconcile_s": request.app.state.settings.api.console_reconcile_s}
 
     return router
