@@ -516,9 +516,11 @@
         return `${label(PAGE_LABELS, e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
       case "notification": {
         const n = (e.attempts || []).length;
-        const when = e.result_at ? ` ${SHG.clock(e.result_at)}` : "";
+        const when = e.result_at
+          ? ` ${new Date(e.result_at).toLocaleTimeString("zh-CN", { hour12: false })}` : "";
+        const why = e.status === "failed" && e.detail ? ` — ${e.detail}` : "";
         return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
-          `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "");
+          `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
       }
       default:
         return e.kind;
