@@ -196,6 +196,9 @@ class ApiSettings(_Section):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     allow_insecure_http: bool = False
+    # The staff console re-reads the open incidents this often whatever the live stream
+    # delivers (GET /console/config): at most 10 s, so no missed event hides an alarm longer.
+    console_reconcile_s: float = Field(10.0, ge=0.5, le=10.0)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ApiSettings:

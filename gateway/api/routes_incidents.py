@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
     RULES,
@@ -140,7 +141,8 @@ def build_incidents_router() -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident")
         return incident
 
-    @router.get("/incidents/{incident_id}", summary="One incident and its timeline",
+    @router.get("/incidents/{incident_id}",
+                summary="One incident, its timeline and its escalation (steps, pages, messages)",
                 **allow(*STAFF))  # fmt: skip
     def get_incident(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         incident = _visible(conn, user, incident_id)
@@ -148,6 +150,10 @@ def build_incidents_router() -> APIRouter:
         out["timeline"] = [
             dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
         ]
+        # Who was paged or notified, by role and relation (gateway.escalation.timeline).
+        status = escalation_status(conn, incident_id)
+        out["escalation_status"] = None if status is None else dataclasses.asdict(status)
+        out["escalation"] = [dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)]
         return out
 
     def _act(

@@ -1,8 +1,8 @@
 """The staff live feed: ``GET /incidents/stream`` (Server-Sent Events).
 
 Every incident change is a row of ``incident_events`` (raised, triggered, acknowledged,
-...); its id, a monotonic bigint, is the SSE event id. One :class:`LiveFeed` per app reads
-new rows and fans them out to the connected clients:
+...). Its ``feed_seq``, numbered **at commit** (migration 0021), is the SSE event id. One
+:class:`LiveFeed` per app reads new rows and fans them out to the connected clients:
 
 - it wakes on ``LISTEN incident_events`` (the trigger of migration 0012 notifies on every
   insert) and in any case every ``poll_s`` (200 ms), so a lost notification or a lost
@@ -10,12 +10,31 @@ new rows and fans them out to the connected clients:
 - each client has a bounded queue (``queue_size``); a client whose queue is full is
   disconnected instead of slowing the others. It reconnects with ``Last-Event-ID`` and
   resumes from the backlog; streams also end when the gateway stops;
-- a client that sends ``Last-Event-ID: N`` first receives every event with id > N that it
-  may see, then follows live; ids already sent are never repeated.
+- a client that sends ``Last-Event-ID: N`` first receives every event with feed_seq > N
+  that it may see, then follows live; events already sent are never repeated.
 
-Known limit: ids are assigned at insert and become visible at commit, so an event whose
-transaction commits after a later id has been read can be skipped by the follower (not by a
-resuming client's backlog read). Incident transactions are short, so this is rare.
+Commit order, not insert order. The row id is taken at INSERT and becomes visible at
+COMMIT, so two incident transactions may commit in the other order than their ids: a
+reader that has read id 6 would never see id 5 committed after it. Three ways to close
+that gap were weighed:
+
+- *read only below the oldest in-flight transaction* (``pg_snapshot_xmin``): correct only
+  with a cursor on transaction ids, and any long writer anywhere in the cluster (a bulk
+  ingest batch, a migration, an idle-in-transaction session) would hold back every alarm;
+- *a periodic reconcile re-reading a window*: bounded delay only as long as the window, and
+  each event would need de-duplication by id;
+- *numbering at commit* (chosen): a deferred constraint trigger takes a transaction lock at
+  COMMIT and sets ``feed_seq`` from a sequence. The lock is released only once the commit
+  is visible, so ``feed_seq`` order is visibility order: whoever sees N sees every
+  committed event before N, and ``feed_seq > cursor`` can neither skip nor repeat. The
+  lock covers only the end of a commit of transactions that wrote a timeline event (they
+  already serialise on the audit chain's lock for longer).
+
+``tests/integration/test_live_feed.py`` commits two incidents out of id order against the
+real database and checks that the follower and a resuming client both get both. The
+console in addition re-reads the open incidents every ``api.console_reconcile_s`` (≤ 10 s,
+``GET /console/config``), so even a stream that is stalled somewhere on the way (a proxy,
+a sleeping tablet) cannot hide an emergency for longer than that.
 """
 
 from __future__ import annotations
@@ -42,12 +61,12 @@ from gateway.api.routes_incidents import scope_site
 log = logging.getLogger(__name__)
 
 _EVENTS_SQL = """
-SELECT e.id, e.incident_id, e.time, e.kind, e.actor, e.data,
+SELECT e.feed_seq AS seq, e.id, e.incident_id, e.time, e.kind, e.actor, e.data,
        i.site_id, i.resident_id, i.subject, i.type, i.priority, i.technical,
        i.state AS incident_state
 FROM incident_events e JOIN incidents i ON i.id = e.incident_id
-WHERE e.id > %(after)s AND (%(site)s::text IS NULL OR i.site_id = %(site)s)
-ORDER BY e.id
+WHERE e.feed_seq > %(after)s AND (%(site)s::text IS NULL OR i.site_id = %(site)s)
+ORDER BY e.feed_seq
 LIMIT %(limit)s
 """
 _PAGE = 1000
@@ -93,7 +112,7 @@ class LiveFeed:
         return len(self._subs)
 
     def fetch(self, after: int, site_id: str | None, limit: int = _PAGE) -> list[dict[str, Any]]:
-        """Events with id > ``after`` (of ``site_id``, or every site), oldest first."""
+        """Events with feed_seq > ``after`` (of ``site_id``, or every site), in commit order."""
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows: list[dict[str, Any]] = cur.execute(
                 _EVENTS_SQL, {"after": after, "site": site_id, "limit": limit}
@@ -102,7 +121,7 @@ class LiveFeed:
 
     def _head(self) -> int:
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT coalesce(max(id), 0) FROM incident_events").fetchone()
+            row = conn.execute("SELECT coalesce(max(feed_seq), 0) FROM incident_events").fetchone()
         return int(row[0]) if row else 0
 
     async def subscribe(self, site_id: str | None) -> Subscription:
@@ -128,7 +147,7 @@ class LiveFeed:
                 await self._wait(listener)
                 rows = await asyncio.to_thread(self.fetch, self._cursor, None)
                 for row in rows:
-                    self._cursor = row["id"]
+                    self._cursor = row["seq"]
                     self._fan_out(row)
         except (psycopg.OperationalError, PoolClosed) as exc:
             log.warning("live feed: database unavailable", extra={"error": str(exc)})
@@ -197,9 +216,9 @@ class StreamAuth:
 
 
 def sse(row: dict[str, Any]) -> str:
-    """One event in SSE framing (id = the timeline event id)."""
+    """One event in SSE framing (id = the event's feed_seq, its number in commit order)."""
     data = json.dumps(jsonable_encoder(row), separators=(",", ":"))
-    return f"id: {row['id']}\nevent: incident\ndata: {data}\n\n"
+    return f"id: {row['seq']}\nevent: incident\ndata: {data}\n\n"
 
 
 async def stream(
@@ -218,7 +237,7 @@ async def stream(
                 rows = await asyncio.to_thread(feed.fetch, after, site_id)
                 for row in rows:
                     yield sse(row)
-                    sent = after = row["id"]
+                    sent = after = row["seq"]
                 if len(rows) < _PAGE:
                     break
         quiet_since = time.monotonic()
@@ -242,15 +261,15 @@ async def stream(
                 continue
             quiet_since = time.monotonic()
             row = sub.queue.get_nowait()
-            if row["id"] > sent:
+            if row["seq"] > sent:
                 yield sse(row)
-                sent = row["id"]
+                sent = row["seq"]
     finally:
         feed.unsubscribe(sub)
 
 
 def build_live_router() -> APIRouter:
-    """``GET /incidents/stream``."""
+    """``GET /incidents/stream`` and ``GET /console/config``."""
     router = APIRouter(tags=["incidents"])
 
     @router.get(
@@ -282,5 +301,10 @@ def build_live_router() -> APIRouter:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    @router.get("/console/config", summary="Staff console timings (reconcile interval)",
+                tags=["pages"], **allow(*STAFF))  # fmt: skip
+    def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
+        return {"reconcile_s": request.app.state.settings.api.console_reconcile_s}
 
     return router

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from gateway.api.auth import create_user
@@ -117,8 +118,8 @@ def test_new_incident_reaches_the_feed_within_a_second(
             assert arrived - t0 < 1.0, f"event after {arrived - t0:.3f} s"
             assert data["incident_id"] == incident_id and data["kind"] == "raised"
             assert data["type"] == "fall" and data["site_id"] == "site-a"
-            assert event_id == db.scalar(
-                "SELECT max(id) FROM incident_events WHERE incident_id = %s", (incident_id,)
+            assert event_id == db.scalar(  # the SSE id: the event's number in commit order
+                "SELECT max(feed_seq) FROM incident_events WHERE incident_id = %s", (incident_id,)
             )
         _raise(db, "site-b", "site-b-r0")  # another site: not on this staff member's feed
         with pytest.raises(queue.Empty):
@@ -146,8 +147,8 @@ def test_resume_with_last_event_id_gets_exactly_the_missed_events(
     missed = [
         r[0]
         for r in db.rows(
-            "SELECT e.id FROM incident_events e JOIN incidents i ON i.id = e.incident_id "
-            "WHERE e.id > %s AND i.site_id = 'site-a' ORDER BY e.id",
+            "SELECT e.feed_seq FROM incident_events e JOIN incidents i ON i.id = e.incident_id "
+            "WHERE e.feed_seq > %s AND i.site_id = 'site-a' ORDER BY e.feed_seq",
             (last_seen,),
         )
     ]
@@ -182,3 +183,54 @@ def test_a_slow_client_is_dropped_and_the_others_keep_receiving() -> None:
         assert other_site.queue.empty() and not other_site.overflowed
 
     asyncio.run(scenario())
+
+
+def _insert_uncommitted(conn: Any, site: str, resident: str) -> int:
+    """Raise an incident inside ``conn``'s open transaction; return its timeline event id.
+
+    This is the state of an incident transaction that has inserted its timeline event and
+    not yet committed (e.g. it waits for the audit lock that another one holds).
+    """
+    incident_id = conn.execute(
+        "INSERT INTO incidents (site_id, resident_id, subject, type, priority, technical,"
+        " first_trigger_at, last_trigger_at, raised_at, reason)"
+        " VALUES (%s, %s, %s, 'emergency_call', 1, false, now(), now(), now(), 'test')"
+        " RETURNING id",
+        (site, resident, resident),
+    ).fetchone()[0]
+    return int(
+        conn.execute(
+            "INSERT INTO incident_events (incident_id, time, kind, actor)"
+            " VALUES (%s, now(), 'raised', 'system') RETURNING id",
+            (incident_id,),
+        ).fetchone()[0]
+    )
+
+
+def test_commits_out_of_id_order_reach_the_feed_and_a_resuming_client(
+    db: Database, gateway: tuple[InProcessGateway, str]
+) -> None:
+    """Event A gets the lower id but commits after event B: the feed delivers both, and a
+    client resuming after B's SSE id still gets A (the ids of the feed are commit order)."""
+    gw, token = gateway
+    url = f"{gw.api_url}/incidents/stream"
+    with SseReader(url, token) as reader, psycopg.connect(db.conninfo()) as slow:
+        early_id = _insert_uncommitted(slow, "site-a", "site-a-r0")  # lower id, still open
+        late_incident = _raise(db, "site-a", "site-a-r1")  # higher id, committed first
+        late_id = db.scalar(
+            "SELECT max(id) FROM incident_events WHERE incident_id = %s", (late_incident,)
+        )
+        assert late_id > early_id
+        [(late_sse, data, _)] = reader.take(1, timeout_s=3)
+        assert data["id"] == late_id
+        # The follower has delivered B, so its cursor is past A's id; now A commits.
+        slow.commit()
+        [(early_sse, data, _)] = reader.take(1, timeout_s=3)
+        assert data["id"] == early_id and data["kind"] == "raised"
+        assert early_sse > late_sse  # numbered in commit order
+    # A console that had seen B only (and then lost its stream) resumes and gets A.
+    with SseReader(url, token, last_event_id=late_sse) as resumed:
+        [(sse_id, data, _)] = resumed.take(1, timeout_s=3)
+        assert (sse_id, data["id"]) == (early_sse, early_id)
+        with pytest.raises(queue.Empty):
+            resumed.take(1, timeout_s=0.5)

@@ -3,7 +3,13 @@
  *
  * The stream (GET /incidents/stream) needs the Authorization header, which EventSource cannot
  * send, so it is read with fetch() and a stream reader; on any end or error it reconnects with
- * Last-Event-ID, and every event simply re-reads the list (the list is the source of truth). */
+ * Last-Event-ID, and every event simply re-reads the list (the list is the source of truth).
+ *
+ * Reconcile: whatever the stream delivers, the list is also re-read every reconcile interval
+ * (api.console_reconcile_s from GET /console/config, at most 10 s; RECONCILE_DEFAULT_MS until
+ * it is known). A stream stalled on the way (a proxy, a sleeping tablet) or an event lost
+ * cannot hide an incident for longer: an emergency found by a reconcile is shown and sounds
+ * exactly like a live one (same refresh(), same updateAlarm()). */
 "use strict";
 
 (() => {
@@ -12,6 +18,7 @@
   const ALARM_TYPES = new Set(["emergency_call", "fall"]);
   const STAFF_ROLES = new Set(["duty_staff", "supervisor", "admin"]);
   const BEEP_EVERY_MS = 2000;
+  const RECONCILE_DEFAULT_MS = 10000; // the setting's default and maximum (10 s)
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -34,6 +41,9 @@
     beeps: 0,
     stream: null, // AbortController of the running stream
     refreshTimer: null,
+    reconcileTimer: null,
+    reconcileMs: RECONCILE_DEFAULT_MS,
+    reconciles: 0,
     live: false,
   };
 
@@ -216,6 +226,31 @@
   function scheduleRefresh() {
     clearTimeout(state.refreshTimer);
     state.refreshTimer = setTimeout(refresh, 150);
+  }
+
+  // -- reconcile: re-read the list every reconcile interval, whatever the stream does ------
+
+  async function reconcile() {
+    state.reconciles += 1;
+    document.body.dataset.reconciles = String(state.reconciles);
+    await refresh();
+  }
+  function startReconcile() {
+    clearInterval(state.reconcileTimer);
+    document.body.dataset.reconcileMs = String(state.reconcileMs);
+    state.reconcileTimer = setInterval(reconcile, state.reconcileMs);
+  }
+  async function loadReconcileInterval() {
+    try {
+      const cfg = await api("/console/config");
+      const ms = Math.round(Number(cfg.reconcile_s) * 1000);
+      if (ms >= 500 && ms <= RECONCILE_DEFAULT_MS && ms !== state.reconcileMs) {
+        state.reconcileMs = ms;
+        startReconcile();
+      }
+    } catch (err) {
+      handleAuthLoss(err); // otherwise keep the default interval
+    }
   }
 
   // -- the stream --------------------------------------------------------------------------
@@ -424,9 +459,97 @@
       actions,
       state.card ? cardView(state.card) : null,
       el("h3", { text: "时间线 Timeline" }),
-      el("ol", { class: "timeline", id: "timeline" }, ...(inc.timeline || []).map((e) =>
-        el("li", { "data-kind": e.kind }, `${SHG.clock(e.time)} · ${e.kind} · ${e.actor}`))),
+      el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
     );
+  }
+
+  // -- the timeline: state changes merged with escalation steps, pages and messages ---------
+
+  const TIER_LABELS = {
+    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor",
+    contacts: "家属/社区 Contacts", emergency: "紧急呼救 Emergency",
+  };
+  const ROLE_LABELS = {
+    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor", admin: "管理员 Admin",
+  };
+  const CHANNEL_LABELS = {
+    console: "值班台 Console", sms: "短信 SMS", voice: "语音电话 Voice call", email: "邮件 E-mail",
+    webhook: "推送 Webhook", wecom: "企业微信 WeCom", dingtalk: "钉钉 DingTalk",
+    feishu: "飞书 Feishu", bot: "群机器人 Group bot", wechat: "微信 WeChat",
+  };
+  const STATUS_LABELS = {
+    posted: "已推送 posted", queued: "排队中 queued", sending: "发送中 sending",
+    retrying: "重试中 retrying", delivered: "已送达 delivered", failed: "失败 failed",
+  };
+  const STOP_LABELS = {
+    acknowledged: "已接单 acknowledged", dispatched: "已派人 dispatched", on_scene: "已到场 on scene",
+    resolved: "已处理 resolved", closed: "已关闭 closed", cancelled: "已取消 cancelled",
+    "no applicable tier": "无适用级别 no tier applies",
+  };
+  const PAGE_LABELS = { page: "呼叫 Paged", reminder: "再次提醒 Reminder", instruction: "紧急指示 Instruction" };
+  const label = (table, code) => (code == null ? "" : table[code] || code);
+  const tierLabel = (name) => label(TIER_LABELS, name);
+  function channelLabel(channel) {
+    if (!channel) return "";
+    const [kind, name] = channel.split(":");
+    return label(CHANNEL_LABELS, kind) + (name ? ` (${name})` : "");
+  }
+  /* Who, by role or relation only (the API never sends names, logins or numbers). */
+  function whoLabel(r) {
+    if (!r) return "";
+    if (r.kind === "all_staff") return "全体值班人员 All staff";
+    if (r.kind === "staff") return (r.label ? `${r.label} · ` : "") + (label(ROLE_LABELS, r.role) || "员工 Staff");
+    const kind = r.kind === "community_worker" ? "社区工作者 Community worker" : "家属 Family";
+    return kind + (r.relation ? ` (${r.relation})` : "");
+  }
+
+  function escalationText(e) {
+    switch (e.kind) {
+      case "tier":
+        return `升级 Escalated → ${tierLabel(e.tier_name)} · 已通知 ${e.reached} reached`;
+      case "tier_skipped":
+        return `跳过 Skipped ${tierLabel(e.tier_name)} · 无人可通知 nobody to reach`;
+      case "reminder":
+        return `提醒 Reminder #${e.sequence} · ${tierLabel(e.tier_name)}`;
+      case "unreachable":
+        return "无人可达，稍后重试 Nobody reachable yet, retrying";
+      case "stopped":
+        return `停止升级 Escalation stopped · ${label(STOP_LABELS, e.reason)}`;
+      case "page":
+        return `${label(PAGE_LABELS, e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
+      case "notification": {
+        const n = (e.attempts || []).length;
+        const when = e.result_at
+          ? ` ${new Date(e.result_at).toLocaleTimeString("zh-CN", { hour12: false })}` : "";
+        const why = e.status === "failed" && e.detail ? ` — ${e.detail}` : "";
+        return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
+          `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
+      }
+      default:
+        return e.kind;
+    }
+  }
+
+  /* Both lists are in order; merge them by time, keeping each one's own order. */
+  function timelineItems(inc) {
+    const states = inc.timeline || [];
+    const steps = inc.escalation || [];
+    const items = [];
+    let i = 0;
+    let j = 0;
+    while (i < states.length || j < steps.length) {
+      const takeState = j >= steps.length ||
+        (i < states.length && Date.parse(states[i].time) <= Date.parse(steps[j].time));
+      if (takeState) {
+        const e = states[i++];
+        items.push(el("li", { "data-kind": e.kind }, `${SHG.clock(e.time)} · ${e.kind} · ${e.actor}`));
+      } else {
+        const e = steps[j++];
+        items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
+          "data-status": e.status || null }, `${SHG.clock(e.time)} · ${escalationText(e)}`));
+      }
+    }
+    return items;
   }
 
   // -- sign-in -----------------------------------------------------------------------------
@@ -437,11 +560,14 @@
     ui.signOut.hidden = false;
     setLive(false);
     refresh();
+    startReconcile();
+    loadReconcileInterval();
     runStream();
   }
 
   function signOut(message) {
     if (state.stream) state.stream.abort();
+    clearInterval(state.reconcileTimer);
     SHG.signOut();
     Object.assign(state, { incidents: [], selectedId: null, selected: null, card: null, lastEventId: null });
     state.cards.clear();
