@@ -118,6 +118,7 @@ class RejectReason(StrEnum):
     IDENTITY_MISMATCH = "identity_mismatch"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     UNKNOWN_DEVICE = "unknown_device"
+    RATE_LIMITED = "rate_limited"
 
 
 class AckStatus(StrEnum):

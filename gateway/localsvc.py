@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.brokerauth import DeviceAccount, ServiceAccount, write_auth_files
+from gateway.settings import MQTT_PACKET_OVERHEAD, IngestSettings
 
 log = logging.getLogger(__name__)
 _SQL_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -313,7 +314,9 @@ class MosquittoServer:
     # Queue sizes: size them for the longest gateway outage a site must survive.
     # Mosquitto's default of 1000 queued messages silently drops QoS 1 traffic.
     max_queued_messages: int = 5_000_000
-    max_packet_size: int = 1_048_576
+    # Packets over this size are refused (the client is disconnected): the device payload cap
+    # plus framing (``Settings.mqtt_packet_limit``; callers with settings pass theirs).
+    max_packet_size: int = IngestSettings().max_payload_bytes + MQTT_PACKET_OVERHEAD
 
     def __post_init__(self) -> None:
         self._user = _service_user("mosquitto")
@@ -349,6 +352,9 @@ class MosquittoServer:
                     "per_listener_settings false",
                     f"listener {self.port} {self.host}",
                     "allow_anonymous false",
+                    # A client's id is its user name, whatever it sends: a device can take
+                    # over neither another device's session nor the gateway's.
+                    "use_username_as_clientid true",
                     f"password_file {self.directory / 'passwd'}",
                     f"acl_file {self.directory / 'acl'}",
                     "persistence true",
