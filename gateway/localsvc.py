@@ -54,6 +54,26 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _live_pid(pid_file: Path) -> int | None:
     """The pid on the first line of ``pid_file`` if that process is alive, else None."""
     try:
@@ -226,6 +246,25 @@ class PostgresServer:
 
     def pid(self) -> int | None:
         return _live_pid(self.data_dir / "postmaster.pid")
+
+    def pause(self) -> list[int]:
+        """SIGSTOP the server and all its backends (a database that hangs rather than fails:
+        connections stay open, queries never answer). Returns the stopped pids; :meth:`resume`
+        continues them. For tests and benchmarks."""
+        pid = self.pid()
+        if pid is None:
+            raise LocalServiceError("postgres is not running")
+        pids = [pid, *_descendants(pid)]
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def resume(pids: list[int]) -> None:
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
 
     def running(self) -> bool:
         return self.pid() is not None

@@ -116,8 +116,9 @@ def test_device_cannot_wipe_the_gateways_persistent_session_while_it_is_down(
         Intruder(broker.port, attacker.device_id, attacker.password, client_id).close()
     with InProcessGateway(settings):
         wait_until(
-            lambda: db.scalar("SELECT count(*) FROM device_events WHERE msg_id = 'queued-press'")
-            == 1,
+            lambda: (
+                db.scalar("SELECT count(*) FROM device_events WHERE msg_id = 'queued-press'") == 1
+            ),
             15,
             "the press queued while the gateway was down",
         )
