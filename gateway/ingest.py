@@ -472,7 +472,9 @@ class IngestPipeline:
                 info,
             )
         limiter = self._limiter
-        over = limiter is not None and not limiter.allow(info.device_id, rec.received_at)
+        over = limiter is not None and not limiter.allow(
+            info.device_id, rec.received_at, len(rec.payload)
+        )
         if over and topic.channel is not Channel.EVENT:
             return self._rate_limited(rec, topic, info, None)
         s = self._settings
@@ -698,7 +700,7 @@ def _rate_limited_rows(items: list[_Item], limiter: DeviceRateLimiter | None) ->
     for it in items:
         assert it.topic is not None
         by_device.setdefault(it.topic.device, []).append(it)
-    limit = f"{limiter.rate_per_s:g}/s, burst {limiter.burst:g}" if limiter is not None else "?"
+    limit = limiter.describe() if limiter is not None else "?"
     rows: list[Row] = []
     for device, its in by_device.items():
         first = its[0]

@@ -118,7 +118,10 @@ class Runtime:
         self.ingest = IngestPipeline(
             s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver,
             event_sink=self._deliver_urgent,
-            limiter=DeviceRateLimiter(s.ingest.rate_limit_per_s, s.ingest.rate_limit_burst),
+            limiter=DeviceRateLimiter(
+                s.ingest.rate_limit_per_s, s.ingest.rate_limit_burst,
+                s.ingest.rate_limit_bytes_per_s, s.ingest.rate_limit_burst_bytes,
+            ),
         )  # fmt: skip
         self.session = MqttSession(
             s.mqtt,

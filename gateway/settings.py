@@ -146,12 +146,17 @@ class IngestSettings(_Section):
     batch_size: int = Field(5000, ge=1, le=100_000)
     max_delay_ms: int = Field(50, ge=1, le=10_000)
     max_payload_bytes: int = Field(65536, ge=256)
-    # Per-device message rate (token bucket): a device may send ``rate_limit_per_s`` messages a
-    # second on average, bursts of ``rate_limit_burst``. Telemetry and state beyond it are
-    # dropped, counted (dead_letters_total{reason="rate_limited"}) and recorded as one dead
-    # letter per device per batch; valid events (alarms) are always stored.
+    # Per-device rate (token buckets, gateway.ratelimit): a device may send
+    # ``rate_limit_per_s`` messages a second on average, bursts of ``rate_limit_burst``.
+    # Telemetry and state beyond it are dropped, counted (dead_letters_total{reason=
+    # "rate_limited"}) and recorded as one dead letter per device per batch; valid events
+    # (alarms) are always stored.
     rate_limit_per_s: float = Field(50.0, gt=0)
     rate_limit_burst: int = Field(500, ge=1)
+    # ... and payload bytes a second (a few large messages are as costly as many small ones).
+    # The bucket may go into debt: one message over the burst passes when it is not empty.
+    rate_limit_bytes_per_s: int = Field(256 * 1024, ge=1024)
+    rate_limit_burst_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_future_s: float = Field(300.0, ge=0)
     max_age_s: float = Field(7 * 86400.0, gt=0)
     dead_letter_payload_bytes: int = Field(2048, ge=0)

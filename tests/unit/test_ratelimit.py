@@ -29,6 +29,19 @@ def test_refill_is_capped_at_the_burst_and_a_clock_step_back_is_harmless() -> No
 
 def test_invalid_parameters_are_refused() -> None:
     with pytest.raises(ValueError):
+        DeviceRateLimiter(rate_per_s=1, burst=1, bytes_per_s=0)
+    with pytest.raises(ValueError):
         DeviceRateLimiter(rate_per_s=0, burst=1)
     with pytest.raises(ValueError):
         DeviceRateLimiter(rate_per_s=1, burst=0)
+
+
+def test_bytes_are_limited_too_with_debt_for_a_large_message() -> None:
+    lim = DeviceRateLimiter(rate_per_s=100, burst=100, bytes_per_s=1000, burst_bytes=2000)
+    assert lim.allow("a", 0.0, 1500)  # 500 left
+    assert lim.allow("a", 0.0, 5000)  # not empty: passes, 4500 in debt
+    assert not lim.allow("a", 0.0, 10)
+    assert not lim.allow("a", 4.0, 10)  # 4 s pay back 4000: still 500 in debt
+    assert lim.allow("a", 5.0, 10)  # 1 s more: out of debt
+    assert lim.allow("b", 5.0, 10)
+    assert "1000 B/s" in lim.describe()
