@@ -210,16 +210,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway import audit_anchor
     from gateway.audit import verify
 
     s = _settings(args)
+    key = None if s.audit.anchor_key is None else s.audit.anchor_key.get_secret_value().encode()
+    path = s.audit_anchor_path()
+    try:
+        anchors = [] if key is None else audit_anchor.read(path, key)
+    except audit_anchor.AnchorError as exc:
+        print(f"audit anchors REFUSED: {exc}", file=sys.stderr)
+        return 1
     with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
-        result = verify(conn)
+        result = verify(conn, anchors, clock_step_tolerance_s=s.audit.clock_step_tolerance_s)
     if not result.ok:
         print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem} "
               f"({result.entries} entries read)")  # fmt: skip
         return 1
-    print(f"audit chain intact: {result.entries} entries, head {result.head_hash}")
+    if key is None:
+        print("audit chain intact (internally only: no audit.anchor_key, no anchors checked): "
+              f"{result.entries} entries, head {result.head_hash}")  # fmt: skip
+        return 0
+    if result.head_seq > audit_anchor.last_seq(anchors):
+        audit_anchor.write(path, audit_anchor.make(key, result.head_seq, result.head_hash))
+    print(f"audit chain intact: {result.entries} entries, head {result.head_hash}, "
+          f"{result.anchors_checked} of {len(anchors)} anchor(s) matched")  # fmt: skip
     return 0
 
 
