@@ -228,8 +228,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
               f"({result.entries} entries read)")  # fmt: skip
         return 1
     if key is None:
-        print("audit chain intact (internally only: no audit.anchor_key, no anchors checked): "
-              f"{result.entries} entries, head {result.head_hash}")  # fmt: skip
+        print(f"audit chain intact: {result.entries} entries, head {result.head_hash} "
+              "(checked internally only: no audit.anchor_key, so no anchors)")  # fmt: skip
         return 0
     if result.head_seq > audit_anchor.last_seq(anchors):
         audit_anchor.write(path, audit_anchor.make(key, result.head_seq, result.head_hash))
