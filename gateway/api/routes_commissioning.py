@@ -233,7 +233,9 @@ def build_commissioning_router() -> APIRouter:
                 **allow(*INSTALLERS))  # fmt: skip
     def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         test = _test(user, conn, test_id)
-        return acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+        view = acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+        acceptance.note_progress(conn, test, view)
+        return view
 
     @router.post("/acceptance/{test_id}/finish",
                  summary="End test mode and store the commissioning record",
@@ -245,7 +247,8 @@ def build_commissioning_router() -> APIRouter:
         _test(user, conn, test_id)
         b = body or FinishIn()
         slack = _settings(request).commissioning.clock_slack_s
-        return acceptance.finish(conn, test_id, b.notes, abort=b.abort, slack_s=slack)
+        return acceptance.finish(conn, test_id, b.notes, abort=b.abort, slack_s=slack,
+                                 actor=user.user_id)
 
     @router.get("/sites/{site_id}/commissioning",
                 summary="Commissioning records of a site as JSON, CSV or PDF",

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+from gateway import acceptance
 from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
@@ -217,6 +218,11 @@ def build_incidents_router() -> APIRouter:
         incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
+
+    @router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
+                **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
+    def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
+        return acceptance.active_tests(conn, scope_site(user, site))
 
     @router.get("/residents/{resident_id}", summary="Resident context card (audited)",
                 **allow(*STAFF))  # fmt: skip

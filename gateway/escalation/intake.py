@@ -9,8 +9,10 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
 * a resolved technical detection → :meth:`IncidentService.clear` of the open incident of
   that subject and type (when it is still raised or acknowledged);
 * resolved care detections change nothing (a human closes care incidents);
-* a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) is stored
-  as an observation of the test instead: no incident, nobody paged.
+* a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) that is
+  the step the test waits for (:func:`gateway.acceptance.awaited`: its first press or fall)
+  is stored as an observation of the test instead; any other raise of a device under test
+  is a real incident (test mode never silences a resident).
 
 :func:`on_resident_cancel` is called by the analysis runner for a button ``cancel`` /
 wearable cancel event after the detections before it were stored, and calls
@@ -76,7 +78,9 @@ def on_detections_stored(conn: Conn, records: Sequence[DetectionRecord]) -> None
             with conn.transaction():
                 if rec.resolved:
                     _clear(conn, service, rec)
-                elif rec.device_id in testing:
+                elif rec.device_id in testing and acceptance.awaited(
+                    conn, testing[rec.device_id], rec
+                ):
                     acceptance.observe(conn, testing[rec.device_id], rec)
                 else:
                     trigger = Trigger(
