@@ -155,8 +155,13 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     # The test's only alarm step is done: test mode ends here, the next alarm is real.
     conn.execute("UPDATE acceptance_tests SET steps_done_at = now() WHERE test_id = %s "
                  "AND steps_done_at IS NULL", (test_id,))  # fmt: skip
-    audit.append(conn, "system", "device.test.steps_done", f"device:{rec.device_id}",
-                 {"test_id": test_id, "step": ALARM_STEPS.get(_kind_of(conn, test_id), ("",))[0]})
+    audit.append(
+        conn,
+        "system",
+        "device.test.steps_done",
+        f"device:{rec.device_id}",
+        {"test_id": test_id, "step": ALARM_STEPS.get(_kind_of(conn, test_id), ("",))[0]},
+    )
 
 
 def running_test_of(conn: Conn, device_id: str) -> str | None:
@@ -185,7 +190,9 @@ def steps_of(kind: str) -> list[dict[str, str]]:
 
 
 def _kind_of(conn: Conn, test_id: str) -> str:
-    row = conn.execute("SELECT kind FROM acceptance_tests WHERE test_id = %s", (test_id,)).fetchone()
+    row = conn.execute(
+        "SELECT kind FROM acceptance_tests WHERE test_id = %s", (test_id,)
+    ).fetchone()
     return "" if row is None else str(row[0])
 
 
@@ -250,8 +257,13 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
             (test_id, dev, device["site_id"], device["kind"], device["bed_id"], resident,
              user_id, timedelta(seconds=timeout_s)),
         )  # fmt: skip
-        audit.append(conn, user_id, "device.test.start", f"device:{dev}",
-                     {"test_id": test_id, "timeout_s": timeout_s, "bed_id": device["bed_id"]})
+        audit.append(
+            conn,
+            user_id,
+            "device.test.start",
+            f"device:{dev}",
+            {"test_id": test_id, "timeout_s": timeout_s, "bed_id": device["bed_id"]},
+        )
     log.info("acceptance test started", extra={"test_id": test_id, "device": dev})
     return test_id
 
@@ -456,8 +468,13 @@ def note_progress(conn: Conn, test: Mapping[str, Any], view: Mapping[str, Any]) 
             (test["test_id"],),
         ).fetchone()
         if done is not None:
-            audit.append(conn, "system", "device.test.steps_done", f"device:{test['device_id']}",
-                         {"test_id": test["test_id"], "step": "all"})
+            audit.append(
+                conn,
+                "system",
+                "device.test.steps_done",
+                f"device:{test['device_id']}",
+                {"test_id": test["test_id"], "step": "all"},
+            )
 
 
 _RECORD_COLUMNS = (
@@ -474,7 +491,12 @@ _INSERT_RECORD = (
 
 
 def finish(
-    conn: Conn, test_id: str, notes: str | None, *, abort: bool, slack_s: float,
+    conn: Conn,
+    test_id: str,
+    notes: str | None,
+    *,
+    abort: bool,
+    slack_s: float,
     actor: str | None = None,
 ) -> dict[str, Any]:
     """End test mode and store the commissioning record; return it (audited as ``actor``,
@@ -502,8 +524,13 @@ def finish(
                  test["resident_id"], test["installer"], test["started_at"], test["finished_at"],
                  result, Jsonb(steps, dumps=_dumps), view["family_notified"], notes),
             ).fetchone()  # fmt: skip
-        audit.append(conn, actor or str(test["installer"]), "device.test.finish",
-                     f"device:{test['device_id']}", {"test_id": test_id, "result": result})
+        audit.append(
+            conn,
+            actor or str(test["installer"]),
+            "device.test.finish",
+            f"device:{test['device_id']}",
+            {"test_id": test_id, "result": result},
+        )
     assert record is not None
     log.info("acceptance test finished",
              extra={"test_id": test_id, "device": test["device_id"], "result": result})  # fmt: skip

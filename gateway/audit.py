@@ -153,8 +153,8 @@ def verify(
             if expected != stored:
                 return VerifyResult(False, count, prev, seq, "hash does not match the entry")
             if prev_time is not None and time < prev_time - tolerance:
-                return VerifyResult(False, count, prev, seq,
-                                    "entry is older than the one before it (back-dated)")  # fmt: skip
+                problem = "entry is older than the one before it (back-dated)"
+                return VerifyResult(False, count, prev, seq, problem)
             for skipped in [s for s in by_seq if last < s < seq]:
                 return VerifyResult(False, count, prev, skipped, "anchored entry is missing")
             anchor = by_seq.get(seq)

@@ -276,8 +276,8 @@ class Runtime:
             try:
                 result = await asyncio.to_thread(self._anchor_once)
                 if not result.ok and not broken:
-                    log.error("audit chain broken: head not anchored",
-                              extra={"seq": result.broken_seq, "problem": result.problem})  # fmt: skip
+                    extra = {"seq": result.broken_seq, "problem": result.problem}
+                    log.error("audit chain broken: head not anchored", extra=extra)
                 broken = not result.ok
             except (psycopg.OperationalError, OSError, AnchorError) as exc:
                 log.warning("audit anchor skipped", extra={"error": str(exc)[:200]})

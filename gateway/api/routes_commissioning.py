@@ -247,8 +247,9 @@ def build_commissioning_router() -> APIRouter:
         _test(user, conn, test_id)
         b = body or FinishIn()
         slack = _settings(request).commissioning.clock_slack_s
-        return acceptance.finish(conn, test_id, b.notes, abort=b.abort, slack_s=slack,
-                                 actor=user.user_id)
+        return acceptance.finish(
+            conn, test_id, b.notes, abort=b.abort, slack_s=slack, actor=user.user_id
+        )
 
     @router.get("/sites/{site_id}/commissioning",
                 summary="Commissioning records of a site as JSON, CSV or PDF",

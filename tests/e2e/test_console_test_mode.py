@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported from other test modules are parameters here
 """The console's test-mode banner in a real browser (Playwright + Debian Chromium).
 
 An installer starts an acceptance test through the API; the duty staff console shows the
@@ -39,8 +40,8 @@ def test_bed_under_test_shows_a_banner_with_a_countdown(
     with InProcessGateway(gateway_settings(db, broker)) as gw:
         form = {"username": "inst-a", "password": PASSWORD}
         token = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=10).json()
-        inst = httpx.Client(base_url=gw.api_url, timeout=10,
-                            headers={"Authorization": f"Bearer {token['access_token']}"})  # fmt: skip
+        auth = {"Authorization": f"Bearer {token['access_token']}"}
+        inst = httpx.Client(base_url=gw.api_url, timeout=10, headers=auth)
         started = inst.post("/devices/site-a-bt0/acceptance", json={"timeout_s": 300})
         assert started.status_code == 201, started.text
 

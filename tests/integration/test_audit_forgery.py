@@ -57,7 +57,9 @@ def _recompute_from(db: Database, seq: int) -> None:
         h = audit.entry_hash(prev, audit.canonical_text(s, t, str(actor), str(action),
                                                          str(target), data_text=data))  # fmt: skip
         if s >= seq:
-            updates.append(f"UPDATE audit_log SET prev_hash = '{prev}', hash = '{h}' WHERE seq = {s};")
+            updates.append(
+                f"UPDATE audit_log SET prev_hash = '{prev}', hash = '{h}' WHERE seq = {s};"
+            )
         prev = h
     _superuser(db, "ALTER TABLE audit_log DISABLE TRIGGER USER; "
                + "".join(updates) + " ALTER TABLE audit_log ENABLE TRIGGER USER;")  # fmt: skip
@@ -94,7 +96,10 @@ def test_application_role_cannot_insert_forged_entries(db: Database) -> None:
     # Defence in depth: even with INSERT granted again, the trigger refuses a direct insert.
     with db.connect_owner() as o:
         o.execute(f'GRANT INSERT ON audit_log TO "{db.user}"'.encode())
-    with db.connect() as c, pytest.raises(psycopg.errors.InsufficientPrivilege, match="audit_append"):
+    with (
+        db.connect() as c,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="audit_append"),
+    ):
         c.execute(
             "INSERT INTO audit_log (seq, time, actor, action, target, data, prev_hash, hash) "
             "OVERRIDING SYSTEM VALUE VALUES (99, now(), 'admin-1', 'x', 'y', '{}', %s, %s)",

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported from other test modules are parameters here
 """Test mode never silences a resident (issue 10 §5), through the real broker, ingest,
 analysis, intake, API and PostgreSQL.
 
