@@ -585,12 +585,22 @@ def _export_row(r: Mapping[str, Any]) -> list[str]:
 NOTES_PDF_CHARS = 40  # notes are cut in the PDF table (the CSV has them whole)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one starting a formula gets a leading ``'``."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """The records as CSV; cells that would start a formula (= + - @ tab CR) are escaped."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: a CR inside a cell is quoted too (with "\n" alone it was not).
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(EXPORT_HEADER)
     for r in records:
-        writer.writerow(_export_row(r))
+        writer.writerow([csv_cell(c) for c in _export_row(r)])
     return buf.getvalue()
 
 
@@ -622,7 +632,9 @@ def records_pdf(
     buf = io.BytesIO()
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
     families = list(font_families() if families is None else families)
-    with warnings.catch_warnings(), rc_context({"font.family": families}):
+    # Notes are data, never markup: "$\\foo$" would be mathtext (and crash the export).
+    rc = {"font.family": families, "text.parse_math": False}
+    with warnings.catch_warnings(), rc_context(rc):
         if len(families) == 1:  # no CJK font: boxes, already logged once
             warnings.filterwarnings("ignore", message="Glyph .* missing")
         with PdfPages(buf) as pdf:
