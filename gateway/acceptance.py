@@ -633,8 +633,7 @@ def records_pdf(
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
     families = list(font_families() if families is None else families)
     # Notes are data, never markup: "$\\foo$" would be mathtext (and crash the export).
-    rc = {"font.family": families, "text.parse_math": False}
-    with warnings.catch_warnings(), rc_context(rc):
+    with warnings.catch_warnings(), rc_context({"font.family": families, "text.parse_math": False}):
         if len(families) == 1:  # no CJK font: boxes, already logged once
             warnings.filterwarnings("ignore", message="Glyph .* missing")
         with PdfPages(buf) as pdf:
