@@ -100,9 +100,9 @@ def cmd_site_apply(args: argparse.Namespace) -> int:
         creds = apply_site_definition(conn, definition, rotate_passwords=args.rotate_passwords)
     out = Path(args.credentials_out) if args.credentials_out else None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch(mode=0o600)
-        out.write_text(json.dumps(credentials_json(creds), indent=2))
+        from gateway.privatefile import write_private
+
+        write_private(out, json.dumps(credentials_json(creds), indent=2).encode())
         print(f"{len(creds)} new device credential(s) written to {out} (mode 0600)")
     else:
         print(f"{len(creds)} new device credential(s); pass --credentials-out to save them")

@@ -54,8 +54,11 @@ def test_device_lifecycle_and_registry_changes_are_audited(inst: Inst) -> None:
         assert c.post(f"/devices/{dev}/bind", json={"bed": "BED-NOPE"}).status_code in (404, 409)
         assert c.post("/sites/site-a/beds", json=bed).status_code == 409
         csv_body = "location_id,kind,label,address\nroom-778,room,Room 778,\n"
-        imported = c.post("/sites/site-a/import/locations?dry_run=false",
-                          content=csv_body.encode(), headers={"Content-Type": "text/csv"})
+        imported = c.post(
+            "/sites/site-a/import/locations?dry_run=false",
+            content=csv_body.encode(),
+            headers={"Content-Type": "text/csv"},
+        )
         assert imported.json()["created"] == 1
     got = [(a, act, t) for a, act, t, _ in _entries(inst, start)]
     assert got == [

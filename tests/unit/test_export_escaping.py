@@ -37,7 +37,7 @@ def _record(notes: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "notes", ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+    "notes", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
 )
 def test_csv_cells_starting_a_formula_are_quoted_as_text(notes: str) -> None:
     rows = list(csv.reader(io.StringIO(acceptance.records_csv([_record(notes)]), newline="")))
