@@ -468,7 +468,8 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert {"/incidents/stream", "/incidents/{incident_id}/close", "/residents/{resident_id}",
             "/family/residents/{resident_id}", "/devices"} <= seen  # fmt: skip
     # The pages carry no data (everything they show comes from role-checked API routes).
-    assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}"}
+    assert public == {"/health", "/readyz", "/metrics", "/auth/token", "/", "/family",
+                      "/static/{name}"}  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
 
