@@ -34,8 +34,8 @@ def test_readyz_follows_the_database_and_the_broker(private_pg: Database, broker
         db.server.stop(mode="fast")
         try:
             wait_until(lambda: _get(gw, "/readyz")[0] == 503, 20, "not ready without database")
-            status, body = _get(gw, "/readyz")
-            assert body["database_up"] is False and body["status"] == "not ready"
+            code, body = _get(gw, "/readyz")
+            assert code == 503 and body["database_up"] is False and body["status"] == "not ready"
             assert _get(gw, "/health")[0] == 200
         finally:
             db.server.start()
