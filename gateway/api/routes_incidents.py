@@ -3,7 +3,8 @@ the resident context card.
 
 Duty staff and supervisors see their own site only (another site's incident or resident is
 404, an explicit ``?site=`` of another site is 403); admins see every site. Reading a
-resident's card is audited (``IncidentService.record_read``).
+resident's card is audited (``IncidentService.record_read``), and so is reading one
+incident's details (``GET /incidents/{id}``: ``incident.read``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from gateway import acceptance
+from gateway import acceptance, audit
 from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
@@ -146,9 +147,13 @@ def build_incidents_router() -> APIRouter:
     def get_incident(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         incident = _visible(conn, user, incident_id)
         out = incident_json(incident)
-        out["timeline"] = [
-            dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
-        ]
+        with conn.transaction():
+            out["timeline"] = [
+                dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
+            ]
+            # Incident details (reason, detector details, timeline) are a read of care data.
+            audit.append(conn, user.user_id, "incident.read", f"incident:{incident_id}",
+                         {"resident_id": incident.resident_id})  # fmt: skip
         return out
 
     def _act(

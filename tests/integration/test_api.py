@@ -371,6 +371,19 @@ def test_resident_card_is_complete_and_audited(env: Env) -> None:
     assert audited[0][0].startswith("u-")
 
 
+def test_incident_detail_reads_are_audited(env: Env) -> None:
+    with env.client("duty_staff") as c:
+        assert c.get("/incidents").status_code == 200  # the list is not a detail read
+        assert c.get(f"/incidents/{env.inc_a}").status_code == 200
+    rows = env.db.rows(
+        "SELECT actor, action, target, data FROM audit_log WHERE action = 'incident.read'"
+    )
+    assert len(rows) == 1
+    actor, _, target, data = rows[0]
+    assert actor.startswith("u-") and target == f"incident:{env.inc_a}"
+    assert data == {"resident_id": "site-a-r0"}
+
+
 def test_family_sees_safety_and_consented_vitals_only(env: Env) -> None:
     with env.client("family") as c:
         mine = c.get("/family/residents").json()

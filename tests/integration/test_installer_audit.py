@@ -85,6 +85,18 @@ def test_device_lifecycle_and_registry_changes_are_audited(inst: Inst) -> None:
         assert audit.verify(conn).ok
 
 
+def test_site_apply_is_audited_with_the_credentials_it_issued(inst: Inst) -> None:
+    rows = inst.db.rows(
+        "SELECT actor, data FROM audit_log WHERE action = 'registry.site.apply' "
+        "AND target = 'site:site-a'"
+    )
+    assert len(rows) == 1
+    actor, data = rows[0]
+    assert actor == "cli" and data["devices"] == 6 and data["residents"] == 2
+    assert "site-a-bt0" in data["credentials_issued"]
+    assert "Resident" not in str(data)  # ids and counts only
+
+
 def test_admin_site_changes_are_audited(inst: Inst) -> None:
     start = int(inst.db.scalar("SELECT coalesce(max(seq), 0) FROM audit_log"))
     with inst.client("admin") as c:
