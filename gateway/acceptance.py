@@ -1,12 +1,19 @@
 """Acceptance tests of installed devices, TEST MODE, and commissioning records.
 
-An installer starts a test for one device (:func:`start_test`); until it is finished or
-expires the device is in **test mode**: the incident intake
-(:func:`gateway.escalation.intake.on_detections_stored`) asks :func:`tests_in_progress`
-which devices of a batch of new detections are under test and stores their detections as
-observations (:func:`observe`) instead of raising incidents, so nobody is paged; a resident
-cancel ("I'm OK") from a device under test is an observation too (:func:`observe_cancel`)
-and cancels none of the resident's real alarms.
+An installer starts a test for one device (:func:`start_test`, at most
+``commissioning.acceptance_max_timeout_s``, 10 minutes); until it is finished, expires or its
+steps are done (``steps_done_at``) the device is in **test mode**. Test mode never silences
+a resident: the incident intake (:func:`gateway.escalation.intake.on_detections_stored`)
+asks :func:`tests_in_progress` which devices of a batch of new detections are under test,
+and stores as an observation (:func:`observe`) instead of an incident only the one detection
+that is the step the test waits for (:func:`awaited`: the first emergency call of a button
+under test, the first fall of a wearable under test, at or after the test's start); that
+ends the test mode (:data:`ALARM_STEPS` are the only steps that raise alarms). Every other
+detection of a device under test (a second press, a bed sensor's alarm, a press from before
+the test) raises a real incident. A resident cancel ("I'm OK") from a device under test is
+an observation (:func:`observe_cancel`) and cancels none of the resident's real alarms.
+Starting, ending (finish, abort, steps done, expiry found) are audited (``device.test.*``);
+:func:`active_tests` lists the devices under test for the console's banner.
 
 The steps of a test depend on the device kind (:data:`STEPS`) and are evaluated from what
 the gateway stored for the device since the test started (``device_events``, ``readings``,
@@ -35,6 +42,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from gateway import audit
 from gateway.registry_admin import conflict, invalid, not_found
 
 if TYPE_CHECKING:
@@ -64,14 +72,24 @@ RR_BED = (5.0, 40.0)
 HR_WEARABLE = (30.0, 220.0)
 MOTION_PEAK_G = 2.5
 
+# The step of a device kind that raises an alarm, and the detection kind that satisfies it.
+ALARM_STEPS: dict[str, tuple[str, str]] = {
+    "button": ("press", "emergency_call"),
+    "wearable": ("motion", "fall"),
+}
+# A test step's device time may be this much before the test's start (clocks run behind).
+AWAITED_CLOCK_SLACK_S = 5.0
+
 _IN_PROGRESS = b"""
 SELECT device_id, test_id FROM acceptance_tests
-WHERE finished_at IS NULL AND expires_at > now() AND device_id = ANY(%s)
+WHERE finished_at IS NULL AND steps_done_at IS NULL AND expires_at > now()
+  AND device_id = ANY(%s)
 """
 
 _TEST_SQL = """
 SELECT t.test_id, t.device_id, t.site_id, t.kind, t.bed_id, b.bed_code, t.resident_id,
-       t.installer, t.started_at, t.expires_at, t.finished_at, t.result, now() AS now
+       t.installer, t.started_at, t.expires_at, t.finished_at, t.result, t.steps_done_at,
+       now() AS now
 FROM acceptance_tests t LEFT JOIN beds b ON b.bed_id = t.bed_id
 WHERE t.test_id = %s
 """
@@ -98,6 +116,31 @@ _OBSERVE = (
 RESIDENT_CANCEL = "resident_cancel"
 
 
+def awaited(conn: Conn, test_id: str, rec: DetectionRecord) -> bool:
+    """Whether ``rec`` is the alarm step the test waits for (not yet seen, not before it).
+
+    Locks the test row, so two detections of one batch or of two batches never both count
+    as the step."""
+    row = conn.execute(
+        "SELECT kind, started_at, steps_done_at FROM acceptance_tests WHERE test_id = %s "
+        "FOR UPDATE",
+        (test_id,),
+    ).fetchone()
+    if row is None or row[2] is not None:
+        return False
+    kind, started_at = str(row[0]), row[1]
+    step = ALARM_STEPS.get(kind)
+    if step is None or rec.kind.value != step[1]:
+        return False
+    if rec.time < started_at.timestamp() - AWAITED_CLOCK_SLACK_S:
+        return False
+    seen = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM acceptance_observations WHERE test_id = %s AND kind = %s)",
+        (test_id, step[1]),
+    ).fetchone()
+    return not (seen and seen[0])
+
+
 def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     """Store a test-mode detection as an observation of the test (no incident, no page)."""
     conn.execute(
@@ -108,6 +151,16 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     log.info(
         "detection in test mode: no incident",
         extra={"test_id": test_id, "device": rec.device_id, "kind": rec.kind.value},
+    )
+    # The test's only alarm step is done: test mode ends here, the next alarm is real.
+    conn.execute("UPDATE acceptance_tests SET steps_done_at = now() WHERE test_id = %s "
+                 "AND steps_done_at IS NULL", (test_id,))  # fmt: skip
+    audit.append(
+        conn,
+        "system",
+        "device.test.steps_done",
+        f"device:{rec.device_id}",
+        {"test_id": test_id, "step": ALARM_STEPS.get(_kind_of(conn, test_id), ("",))[0]},
     )
 
 
@@ -136,8 +189,38 @@ def steps_of(kind: str) -> list[dict[str, str]]:
     return [{"name": n, "prompt": p} for n, p in STEPS[kind]]
 
 
+def _kind_of(conn: Conn, test_id: str) -> str:
+    row = conn.execute(
+        "SELECT kind FROM acceptance_tests WHERE test_id = %s", (test_id,)
+    ).fetchone()
+    return "" if row is None else str(row[0])
+
+
+_ACTIVE = b"""
+SELECT t.test_id, t.device_id, t.kind, t.bed_id, b.bed_code, l.location_id, l.label AS location,
+       t.started_at, t.expires_at, now() AS now
+FROM acceptance_tests t
+LEFT JOIN beds b ON b.bed_id = t.bed_id
+LEFT JOIN devices d ON d.device_id = t.device_id
+LEFT JOIN locations l ON l.location_id = coalesce(b.location_id, d.location_id)
+WHERE t.finished_at IS NULL AND t.steps_done_at IS NULL AND t.expires_at > now()
+  AND (%(site)s::text IS NULL OR t.site_id = %(site)s)
+ORDER BY t.expires_at
+"""
+
+
+def active_tests(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
+    """Devices in test mode now (of ``site_id``, or every site), for the console's banner:
+    test, device, bed code, room, start, deadline and the server's ``now`` (countdown)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_ACTIVE, {"site": site_id}).fetchall()
+    for r in rows:
+        r["remaining_s"] = max(0.0, round((r["expires_at"] - r["now"]).total_seconds(), 1))
+    return rows
+
+
 def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: float) -> str:
-    """Put ``device`` in test mode for ``timeout_s``; return the test id."""
+    """Put ``device`` in test mode for ``timeout_s``; return the test id (audited)."""
     dev = str(device["device_id"])
     if not device["active"]:
         raise conflict(f"device {dev!r} is decommissioned")
@@ -145,11 +228,14 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
     with conn.transaction():
         conn.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (dev,))
         # A test left to expire is over: close it (failed) so a new one may start.
-        conn.execute(
+        for (expired,) in conn.execute(
             "UPDATE acceptance_tests SET finished_at = expires_at, result = 'failed' "
-            "WHERE device_id = %s AND finished_at IS NULL AND expires_at <= now()",
+            "WHERE device_id = %s AND finished_at IS NULL AND expires_at <= now() "
+            "RETURNING test_id",
             (dev,),
-        )
+        ).fetchall():
+            audit.append(conn, "system", "device.test.expired", f"device:{dev}",
+                         {"test_id": expired})  # fmt: skip
         running = conn.execute(
             "SELECT test_id FROM acceptance_tests WHERE device_id = %s AND finished_at IS NULL",
             (dev,),
@@ -171,6 +257,13 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
             (test_id, dev, device["site_id"], device["kind"], device["bed_id"], resident,
              user_id, timedelta(seconds=timeout_s)),
         )  # fmt: skip
+        audit.append(
+            conn,
+            user_id,
+            "device.test.start",
+            f"device:{dev}",
+            {"test_id": test_id, "timeout_s": timeout_s, "bed_id": device["bed_id"]},
+        )
     log.info("acceptance test started", extra={"test_id": test_id, "device": dev})
     return test_id
 
@@ -353,11 +446,35 @@ def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, A
         "kind": kind, "bed_code": test["bed_code"], "resident_id": test["resident_id"],
         "installer": test["installer"], "started_at": test["started_at"],
         "expires_at": test["expires_at"], "finished_at": test["finished_at"], "status": status,
-        "test_mode": test["finished_at"] is None and test["now"] < test["expires_at"],
+        "test_mode": test["finished_at"] is None and test["now"] < test["expires_at"]
+        and test.get("steps_done_at") is None,
+        "steps_done_at": test.get("steps_done_at"),
         "steps": steps, "family_notified": notified,
         "observations": [{"kind": k, "time": t, "stored_at": s, "reason": r}
                          for k, t, s, r in observations],
     }  # fmt: skip
+
+
+def note_progress(conn: Conn, test: Mapping[str, Any], view: Mapping[str, Any]) -> None:
+    """Test mode ends once every step passed (whichever comes first: this or the deadline)."""
+    if test["finished_at"] is not None or test.get("steps_done_at") is not None:
+        return
+    if view["status"] != "passed":
+        return
+    with conn.transaction():
+        done = conn.execute(
+            "UPDATE acceptance_tests SET steps_done_at = now() WHERE test_id = %s "
+            "AND steps_done_at IS NULL AND finished_at IS NULL RETURNING test_id",
+            (test["test_id"],),
+        ).fetchone()
+        if done is not None:
+            audit.append(
+                conn,
+                "system",
+                "device.test.steps_done",
+                f"device:{test['device_id']}",
+                {"test_id": test["test_id"], "step": "all"},
+            )
 
 
 _RECORD_COLUMNS = (
@@ -374,9 +491,16 @@ _INSERT_RECORD = (
 
 
 def finish(
-    conn: Conn, test_id: str, notes: str | None, *, abort: bool, slack_s: float
+    conn: Conn,
+    test_id: str,
+    notes: str | None,
+    *,
+    abort: bool,
+    slack_s: float,
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """End test mode and store the commissioning record; return it."""
+    """End test mode and store the commissioning record; return it (audited as ``actor``,
+    default the test's installer)."""
     with conn.transaction():
         conn.execute("SELECT 1 FROM acceptance_tests WHERE test_id = %s FOR UPDATE", (test_id,))
         test = find_test(conn, test_id)
@@ -400,6 +524,13 @@ def finish(
                  test["resident_id"], test["installer"], test["started_at"], test["finished_at"],
                  result, Jsonb(steps, dumps=_dumps), view["family_notified"], notes),
             ).fetchone()  # fmt: skip
+        audit.append(
+            conn,
+            actor or str(test["installer"]),
+            "device.test.finish",
+            f"device:{test['device_id']}",
+            {"test_id": test_id, "result": result},
+        )
     assert record is not None
     log.info("acceptance test finished",
              extra={"test_id": test_id, "device": test["device_id"], "result": result})  # fmt: skip
@@ -454,12 +585,22 @@ def _export_row(r: Mapping[str, Any]) -> list[str]:
 NOTES_PDF_CHARS = 40  # notes are cut in the PDF table (the CSV has them whole)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one starting a formula gets a leading ``'``."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """The records as CSV; cells that would start a formula (= + - @ tab CR) are escaped."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: a CR inside a cell is quoted too (with "\n" alone it was not).
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(EXPORT_HEADER)
     for r in records:
-        writer.writerow(_export_row(r))
+        writer.writerow([csv_cell(c) for c in _export_row(r)])
     return buf.getvalue()
 
 
@@ -491,7 +632,8 @@ def records_pdf(
     buf = io.BytesIO()
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
     families = list(font_families() if families is None else families)
-    with warnings.catch_warnings(), rc_context({"font.family": families}):
+    # Notes are data, never markup: "$\\foo$" would be mathtext (and crash the export).
+    with warnings.catch_warnings(), rc_context({"font.family": families, "text.parse_math": False}):
         if len(families) == 1:  # no CJK font: boxes, already logged once
             warnings.filterwarnings("ignore", message="Glyph .* missing")
         with PdfPages(buf) as pdf:

@@ -8,22 +8,30 @@ rolls back with the change it records.
 :func:`verify` recomputes every hash in Python, independently of the database functions:
 ``hash = sha256(prev_hash || canonical)`` where ``canonical`` is the JSON array
 ``[seq, "YYYY-MM-DDTHH:MM:SS.ffffffZ", actor, action, target, data]`` in PostgreSQL jsonb's
-text form (``", "`` between elements, ``data`` as jsonb prints it). Removing entries at the
-end of the chain cannot be seen from inside the database; anchor the head elsewhere
-(e.g. print ``VerifyResult.head_hash`` to an external log) to detect that.
+text form (``", "`` between elements, ``data`` as jsonb prints it).
+
+The application role cannot INSERT into ``audit_log`` (migration 0019): ``audit_append`` is
+SECURITY DEFINER and the only way in. A superuser or the owner can still rewrite rows and
+recompute the plain hashes, or cut the end of the chain: :func:`verify` given the anchors of
+:mod:`gateway.audit_anchor` (heads keyed with a key the database does not hold, kept outside
+it) reports an anchored entry whose hash changed and a chain that ends before an anchor; and
+it reports an entry older than the one before it (back-dated), whoever wrote it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    from gateway.audit_anchor import Anchor
 
 GENESIS_HASH = "0" * 64
 
@@ -55,6 +63,8 @@ class VerifyResult:
     head_hash: str
     broken_seq: int | None = None
     problem: str | None = None
+    head_seq: int = 0
+    anchors_checked: int = 0
 
 
 Conn = psycopg.Connection[Any]
@@ -91,18 +101,50 @@ def entry_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def verify(conn: Conn) -> VerifyResult:
-    """Walk the whole chain in ``seq`` order and report the first broken entry."""
-    prev = GENESIS_HASH
+def head(conn: Conn) -> tuple[int, str]:
+    """The chain head ``(seq, hash)``; ``(0, GENESIS_HASH)`` for an empty log."""
+    row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+def verify(
+    conn: Conn,
+    anchors: Sequence[Anchor] = (),
+    *,
+    since: Anchor | None = None,
+    clock_step_tolerance_s: float = 1.0,
+) -> VerifyResult:
+    """Walk the chain in ``seq`` order and report the first broken entry.
+
+    Checks every link and hash, that no entry is older than the one before it by more than
+    ``clock_step_tolerance_s`` (back-dated), that the entry at each anchor's seq has the
+    anchored hash, and that the chain reaches the last anchor. With ``since`` (an anchor
+    already checked) the walk starts at that entry, which must still have its anchored hash.
+    """
+    by_seq = {a.seq: a for a in anchors}
+    prev = GENESIS_HASH if since is None else since.hash
+    prev_time: datetime | None = None
+    tolerance = timedelta(seconds=clock_step_tolerance_s)
     count = 0
+    last = 0
+    checked = 0
+    start = 0 if since is None else since.seq
     with conn.transaction(), conn.cursor(name="audit_verify") as cur:
         cur.itersize = 2000
         cur.execute(
             "SELECT seq, time, actor, action, target, data::text, prev_hash, hash "
-            "FROM audit_log ORDER BY seq"
+            "FROM audit_log WHERE seq >= %s ORDER BY seq",
+            (start,),
         )
         for seq, time, actor, action, target, data_text, prev_hash, stored in cur:
             count += 1
+            if since is not None and seq == since.seq:
+                if stored != since.hash or seq != start:
+                    return VerifyResult(False, count, prev, seq, "entry differs from its anchor")
+                prev_time, last = time, seq
+                continue
+            if since is not None and count == 1:
+                return VerifyResult(False, count, prev, since.seq, "anchored entry is missing")
             if prev_hash != prev:
                 return VerifyResult(False, count, prev, seq, "prev_hash does not link")
             expected = entry_hash(
@@ -110,5 +152,21 @@ def verify(conn: Conn) -> VerifyResult:
             )
             if expected != stored:
                 return VerifyResult(False, count, prev, seq, "hash does not match the entry")
-            prev = stored
-    return VerifyResult(True, count, prev)
+            if prev_time is not None and time < prev_time - tolerance:
+                problem = "entry is older than the one before it (back-dated)"
+                return VerifyResult(False, count, prev, seq, problem)
+            for skipped in [s for s in by_seq if last < s < seq]:
+                return VerifyResult(False, count, prev, skipped, "anchored entry is missing")
+            anchor = by_seq.get(seq)
+            if anchor is not None:
+                if anchor.hash != stored:
+                    return VerifyResult(False, count, prev, seq,
+                                        f"hash differs from the anchor of {anchor.at}")  # fmt: skip
+                checked += 1
+            prev, prev_time, last = stored, time, seq
+    beyond = [s for s in by_seq if s > last]
+    if beyond:
+        return VerifyResult(False, count, prev, min(beyond),
+                            f"chain ends at seq {last}, before the anchor at seq {max(beyond)} "
+                            "(entries removed)", last, checked)  # fmt: skip
+    return VerifyResult(True, count, prev, head_seq=last, anchors_checked=checked)

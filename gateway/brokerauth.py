@@ -85,7 +85,7 @@ class ServiceAccount:
 
 
 def _check_id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise BrokerAuthError(f"{what} {value!r} must match [A-Za-z0-9_-]{{1,64}}")
     return value
 

@@ -42,6 +42,7 @@ from gateway.brokerauth import (
     render_password_file,
 )
 from gateway.commissioning import device_accounts
+from gateway.privatefile import replace_keeping_owner
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,26 +113,12 @@ def mqtt_login_code(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` atomically, keeping the existing file's owner and mode (0600 if new)."""
-    try:
-        st: os.stat_result | None = path.stat()
-    except FileNotFoundError:
-        st = None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if st is not None:
-            os.chmod(tmp, st.st_mode & 0o777)
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace ``path`` atomically, keeping the existing file's owner and mode (0600 if new).
+
+    The temporary file is created O_EXCL | O_NOFOLLOW in a private (0700) folder, through
+    directory descriptors (:mod:`gateway.privatefile`): the broker's user may write to the
+    folder of these files, and a symlink it plants there is replaced, never followed."""
+    replace_keeping_owner(path, text.encode("utf-8"))
 
 
 class BrokerSync:

@@ -100,9 +100,9 @@ def cmd_site_apply(args: argparse.Namespace) -> int:
         creds = apply_site_definition(conn, definition, rotate_passwords=args.rotate_passwords)
     out = Path(args.credentials_out) if args.credentials_out else None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch(mode=0o600)
-        out.write_text(json.dumps(credentials_json(creds), indent=2))
+        from gateway.privatefile import write_private
+
+        write_private(out, json.dumps(credentials_json(creds), indent=2).encode())
         print(f"{len(creds)} new device credential(s) written to {out} (mode 0600)")
     else:
         print(f"{len(creds)} new device credential(s); pass --credentials-out to save them")
@@ -210,16 +210,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway import audit_anchor
     from gateway.audit import verify
 
     s = _settings(args)
+    key = None if s.audit.anchor_key is None else s.audit.anchor_key.get_secret_value().encode()
+    path = s.audit_anchor_path()
+    try:
+        anchors = [] if key is None else audit_anchor.read(path, key)
+    except audit_anchor.AnchorError as exc:
+        print(f"audit anchors REFUSED: {exc}", file=sys.stderr)
+        return 1
     with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
-        result = verify(conn)
+        result = verify(conn, anchors, clock_step_tolerance_s=s.audit.clock_step_tolerance_s)
     if not result.ok:
         print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem} "
               f"({result.entries} entries read)")  # fmt: skip
         return 1
-    print(f"audit chain intact: {result.entries} entries, head {result.head_hash}")
+    if key is None:
+        print(f"audit chain intact: {result.entries} entries, head {result.head_hash} "
+              "(checked internally only: no audit.anchor_key, so no anchors)")  # fmt: skip
+        return 0
+    if result.head_seq > audit_anchor.last_seq(anchors):
+        audit_anchor.write(path, audit_anchor.make(key, result.head_seq, result.head_hash))
+    print(f"audit chain intact: {result.entries} entries, head {result.head_hash}, "
+          f"{result.anchors_checked} of {len(anchors)} anchor(s) matched")  # fmt: skip
     return 0
 
 

@@ -26,6 +26,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from gateway import audit
 from gateway.brokerauth import DeviceAccount, hash_password, new_password
 from gateway.registry_admin import check_id, conflict, invalid, not_found
 
@@ -69,8 +70,12 @@ def apply_site_definition(
     definition: Mapping[str, Any],
     *,
     rotate_passwords: bool = False,
+    actor: str = "cli",
 ) -> list[DeviceCredential]:
-    """Upsert everything in the definition in one transaction; return new credentials."""
+    """Upsert everything in the definition in one transaction; return new credentials.
+
+    Audited in the same transaction (``registry.site.apply`` by ``actor``: device ids whose
+    credentials were issued, counts; no names)."""
     site = definition["site"]
     site_id = str(_req(site, "id", "site"))
     creds: list[DeviceCredential] = []
@@ -136,6 +141,11 @@ def apply_site_definition(
                  orjson.dumps(c.get("channels", [])).decode(),
                  bool(c.get("consent_notify", True)), int(c.get("priority", 1))),
             )  # fmt: skip
+        audit.append(conn, actor, "registry.site.apply", f"site:{site_id}", {
+            "devices": len(definition.get("devices", [])),
+            "residents": len(definition.get("residents", [])),
+            "credentials_issued": [c.device_id for c in creds],
+        })  # fmt: skip
     log.info(
         "site definition applied",
         extra={"site": site_id, "devices": len(definition.get("devices", [])),

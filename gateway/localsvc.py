@@ -316,7 +316,7 @@ class PostgresServer:
         owned everything, is handed over to ``owner`` (database and objects).
         """
         for ident in (name, owner, *([app_user] if app_user else [])):
-            if not _SQL_IDENT.match(ident):
+            if not _SQL_IDENT.fullmatch(ident):
                 raise LocalServiceError(f"invalid database identifier {ident!r}")
         if app_user == owner:
             raise LocalServiceError("the application role must differ from the owner role")

@@ -52,7 +52,7 @@ def invalid(detail: str, hint: str | None = None) -> RegistryError:
 
 
 def check_code(value: str, what: str) -> str:
-    if not _CODE.match(value):
+    if not _CODE.fullmatch(value):
         raise invalid(
             f"{what} {value!r} is not a valid code",
             "codes are 3-64 characters: letters, digits, '-' or '_', starting with a letter "
@@ -62,7 +62,7 @@ def check_code(value: str, what: str) -> str:
 
 
 def check_id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise invalid(f"{what} {value!r} must match [A-Za-z0-9_-]{{1,64}}")
     return value
 
@@ -413,14 +413,14 @@ class _Importer:
 
     def code(self, line: int, row: Mapping[str, str], col: str) -> str | None:
         value = row[col]
-        if not _CODE.match(value):
+        if not _CODE.fullmatch(value):
             self.err(line, f"{value!r} is not a valid code (3-64 of A-Z a-z 0-9 - _)", col)
             return None
         return value
 
     def ident(self, line: int, row: Mapping[str, str], col: str) -> str | None:
         value = row[col]
-        if not _ID.match(value):
+        if not _ID.fullmatch(value):
             self.err(line, f"{value!r} must match [A-Za-z0-9_-]{{1,64}}", col)
             return None
         return value

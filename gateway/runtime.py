@@ -23,9 +23,12 @@ import psycopg
 import uvicorn
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from gateway import audit_anchor
 from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
 from gateway.api.auth import AuthError, check_jwt_secret
+from gateway.audit import VerifyResult
+from gateway.audit_anchor import AnchorError
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
@@ -149,6 +152,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._recovery_loop(), name="alarm-recovery"))
         if not self.tsinfo.has_policies:
             self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if s.audit.anchor_key is not None:
+            self._tasks.append(asyncio.create_task(self._anchor_loop(), name="audit-anchor"))
         if self._api_enabled:
             await self._start_api()
         return self
@@ -314,6 +319,28 @@ class Runtime:
             except psycopg.OperationalError as exc:
                 log.warning("retention skipped: database unavailable", extra={"error": str(exc)})
             await asyncio.sleep(self.settings.retention.interval_s)
+
+    async def _anchor_loop(self) -> None:
+        """Anchor the audit chain's head outside the database (gateway.audit_anchor)."""
+        broken = False
+        while True:
+            try:
+                result = await asyncio.to_thread(self._anchor_once)
+                if not result.ok and not broken:
+                    extra = {"seq": result.broken_seq, "problem": result.problem}
+                    log.error("audit chain broken: head not anchored", extra=extra)
+                broken = not result.ok
+            except (psycopg.OperationalError, OSError, AnchorError) as exc:
+                log.warning("audit anchor skipped", extra={"error": str(exc)[:200]})
+            await asyncio.sleep(self.settings.audit.anchor_interval_s)
+
+    def _anchor_once(self) -> VerifyResult:
+        s = self.settings
+        assert s.audit.anchor_key is not None
+        key = s.audit.anchor_key.get_secret_value().encode()
+        with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+            return audit_anchor.anchor_head(conn, s.audit_anchor_path(), key,
+                                            s.audit.clock_step_tolerance_s)  # fmt: skip
 
     def _retention_once(self, info: timescale.TimescaleInfo) -> dict[str, int]:
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:

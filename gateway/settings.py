@@ -341,11 +341,29 @@ class BrokerSettings(_Section):
 class CommissioningSettings(_Section):
     """Installer acceptance tests (``gateway.acceptance``)."""
 
-    acceptance_timeout_s: float = Field(300.0, ge=10, le=3600)
-    acceptance_max_timeout_s: float = Field(1800.0, ge=10, le=86400)
+    acceptance_timeout_s: float = Field(300.0, ge=10, le=600)
+    acceptance_max_timeout_s: float = Field(600.0, ge=10, le=600)
     # A device clock may run this far behind the gateway and its test events still count.
     clock_slack_s: float = Field(5.0, ge=0, le=300)
     import_max_bytes: int = Field(2_000_000, ge=1024)
+
+
+class AuditSettings(_Section):
+    """Anchors of the audit chain outside the database (``gateway.audit_anchor``).
+
+    The gateway appends the chain head (seq, hash) with an HMAC under ``anchor_key`` to
+    ``anchor_path`` every ``anchor_interval_s`` (when the head moved), and so does
+    ``safehome audit verify``; verify checks the chain against every anchor. The key is a
+    secret the database never sees (``SAFEHOME_AUDIT__ANCHOR_KEY[_FILE]``); without one no
+    anchors are written and verify checks the chain only internally (and says so).
+    """
+
+    anchor_key: SecretStr | None = None
+    anchor_path: Path | None = None  # default: <var_dir>/audit/anchors.jsonl
+    anchor_interval_s: float = Field(60.0, gt=0)
+    # A later entry may be this much older than the one before it (DB clock steps) before
+    # verify calls it back-dated.
+    clock_step_tolerance_s: float = Field(1.0, ge=0, le=3600)
 
 
 class LogSettings(_Section):
@@ -376,6 +394,7 @@ class Settings(BaseSettings):
     paging: PagingSettings = PagingSettings()
     broker: BrokerSettings = BrokerSettings()
     commissioning: CommissioningSettings = CommissioningSettings()
+    audit: AuditSettings = AuditSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
@@ -404,6 +423,10 @@ class Settings(BaseSettings):
         dead-lettered as ``oversized``.
         """
         return self.ingest.max_payload_bytes + MQTT_PACKET_OVERHEAD
+
+    def audit_anchor_path(self) -> Path:
+        """Where the audit anchors live (``audit.anchor_path``, else under ``var_dir``)."""
+        return self.audit.anchor_path or self.var_dir / "audit" / "anchors.jsonl"
 
     @classmethod
     def settings_customise_sources(

@@ -39,6 +39,9 @@ from gateway.api.routes_reports import build_reports_router
 from gateway.api.routes_users import build_users_router
 from gateway.brokersync import BrokerSync
 from gateway.registry_admin import RegistryError
+from gateway.storage.probe import database_ready
+
+READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -79,6 +82,7 @@ def build_app(runtime: Runtime) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes, on_refused=bodies_refused.inc
     )
 
+    # /health is liveness (the process answers: always 200); /readyz is readiness.
     @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)",
              **PUBLIC)  # fmt: skip
     def health() -> dict[str, object]:
@@ -89,6 +93,18 @@ def build_app(runtime: Runtime) -> FastAPI:
             "database_up": bool(ingest and ingest.database_up),
             "timescaledb": runtime.tsinfo.edition.value if runtime.tsinfo else None,
         }
+
+    @app.get("/readyz", tags=["operations"],
+             summary="Readiness: 503 unless the database answers and the broker is connected",
+             **PUBLIC)  # fmt: skip
+    def readyz() -> JSONResponse:
+        session = runtime.session
+        broker = bool(session and session.connected.is_set())
+        database = database_ready(pool, READY_TIMEOUT_S)
+        ready = broker and database
+        body = {"status": "ready" if ready else "not ready", "broker_connected": broker,
+                "database_up": database}  # fmt: skip
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",
              **PUBLIC)  # fmt: skip

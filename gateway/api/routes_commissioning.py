@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 
-from gateway import acceptance
+from gateway import acceptance, audit
 from gateway import commissioning as com
 from gateway import registry_admin as reg
 from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
@@ -127,8 +127,16 @@ def build_commissioning_router() -> APIRouter:
         site_of(conn, user, site_id)
         apply = _broker(request)
         sync: BrokerSync = request.app.state.broker_sync
-        dev, password = _change(request, lambda: com.register_device(
-            conn, site_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+        with conn.transaction():
+            dev, password = _change(request, lambda: com.register_device(
+                conn, site_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+            audit.append(
+                conn,
+                user.user_id,
+                "device.register",
+                f"device:{dev}",
+                {"site_id": site_id, "kind": body.kind, "credentials": "issued"},
+            )
         device = _device(request, user, conn, dev)
         out = {"device": device, "config": device_config(_settings(request), device, password)}
         return _json(out, status.HTTP_201_CREATED)
@@ -139,7 +147,15 @@ def build_commissioning_router() -> APIRouter:
     def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> Response:
         _device(request, user, conn, device_id)
         apply = _broker(request)
-        password = _change(request, lambda: com.rotate_device(conn, device_id, apply))
+        with conn.transaction():
+            password = _change(request, lambda: com.rotate_device(conn, device_id, apply))
+            audit.append(
+                conn,
+                user.user_id,
+                "device.credentials.rotate",
+                f"device:{device_id}",
+                {"credentials": "issued; the old password is refused"},
+            )
         device = _device(request, user, conn, device_id)
         return _json({"device": device,
                       "config": device_config(_settings(request), device, password)})  # fmt: skip
@@ -154,7 +170,15 @@ def build_commissioning_router() -> APIRouter:
         _device(request, user, conn, device_id)
         apply = _broker(request)
         reason = body.reason if body else None
-        _change(request, lambda: com.decommission(conn, device_id, reason, apply))
+        with conn.transaction():
+            _change(request, lambda: com.decommission(conn, device_id, reason, apply))
+            audit.append(
+                conn,
+                user.user_id,
+                "device.decommission",
+                f"device:{device_id}",
+                {"credentials": "revoked"},
+            )
         return _device(request, user, conn, device_id)
 
     @router.post("/devices/{device_id}/bind", summary="Bind to a bed and/or resident",
@@ -176,14 +200,27 @@ def build_commissioning_router() -> APIRouter:
             loc = reg.find_location(conn, body.location_id)
             if loc["site_id"] != site:
                 raise reg.not_found("location", body.location_id)
-        com.bind_device(conn, device, bed_id, resident_id, body.location_id)
+        with conn.transaction():
+            com.bind_device(conn, device, bed_id, resident_id, body.location_id)
+            audit.append(conn, user.user_id, "device.bind", f"device:{device_id}",
+                         {"bed_id": bed_id, "resident_id": resident_id,
+                          "location_id": body.location_id})  # fmt: skip
         return _device(request, user, conn, device_id)
 
     @router.post("/devices/{device_id}/unbind", summary="Remove a device's binding",
                  **allow(*INSTALLERS))  # fmt: skip
     def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         _device(request, user, conn, device_id)
-        com.unbind_device(conn, com.find_device(conn, device_id))
+        with conn.transaction():
+            device = com.find_device(conn, device_id)
+            com.unbind_device(conn, device)
+            audit.append(
+                conn,
+                user.user_id,
+                "device.unbind",
+                f"device:{device_id}",
+                {"bed_id": device["bed_id"], "resident_id": device["resident_id"]},
+            )
         return _device(request, user, conn, device_id)
 
     @router.post("/devices/{device_id}/replace",
@@ -195,8 +232,12 @@ def build_commissioning_router() -> APIRouter:
         _device(request, user, conn, device_id)
         apply = _broker(request)
         sync: BrokerSync = request.app.state.broker_sync
-        new_id, password = _change(request, lambda: com.replace_device(
-            conn, device_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+        with conn.transaction():
+            new_id, password = _change(request, lambda: com.replace_device(
+                conn, device_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
+            audit.append(conn, user.user_id, "device.replace", f"device:{device_id}",
+                         {"new_device_id": new_id, "credentials": "issued to the new device; "
+                          "the old device's revoked"})  # fmt: skip
         new = _device(request, user, conn, new_id)
         out = {"old": _device(request, user, conn, device_id), "new": new,
                "config": device_config(_settings(request), new, password)}  # fmt: skip
@@ -233,7 +274,9 @@ def build_commissioning_router() -> APIRouter:
                 **allow(*INSTALLERS))  # fmt: skip
     def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         test = _test(user, conn, test_id)
-        return acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+        view = acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+        acceptance.note_progress(conn, test, view)
+        return view
 
     @router.post("/acceptance/{test_id}/finish",
                  summary="End test mode and store the commissioning record",
@@ -245,7 +288,9 @@ def build_commissioning_router() -> APIRouter:
         _test(user, conn, test_id)
         b = body or FinishIn()
         slack = _settings(request).commissioning.clock_slack_s
-        return acceptance.finish(conn, test_id, b.notes, abort=b.abort, slack_s=slack)
+        return acceptance.finish(
+            conn, test_id, b.notes, abort=b.abort, slack_s=slack, actor=user.user_id
+        )
 
     @router.get("/sites/{site_id}/commissioning",
                 summary="Commissioning records of a site as JSON, CSV or PDF",

@@ -3,7 +3,8 @@ the resident context card.
 
 Duty staff and supervisors see their own site only (another site's incident or resident is
 404, an explicit ``?site=`` of another site is 403); admins see every site. Reading a
-resident's card is audited (``IncidentService.record_read``).
+resident's card is audited (``IncidentService.record_read``), and so is reading one
+incident's details (``GET /incidents/{id}``: ``incident.read``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+from gateway import acceptance, audit
 from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
 from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
@@ -147,13 +149,19 @@ def build_incidents_router() -> APIRouter:
     def get_incident(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         incident = _visible(conn, user, incident_id)
         out = incident_json(incident)
-        out["timeline"] = [
-            dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
-        ]
-        # Who was paged or notified, by role and relation (gateway.escalation.timeline).
-        status = escalation_status(conn, incident_id)
-        out["escalation_status"] = None if status is None else dataclasses.asdict(status)
-        out["escalation"] = [dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)]
+        with conn.transaction():
+            out["timeline"] = [
+                dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
+            ]
+            # Who was paged or notified, by role and relation (gateway.escalation.timeline).
+            status = escalation_status(conn, incident_id)
+            out["escalation_status"] = None if status is None else dataclasses.asdict(status)
+            out["escalation"] = [
+                dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)
+            ]
+            # Incident details (reason, detector details, timeline) are a read of care data.
+            audit.append(conn, user.user_id, "incident.read", f"incident:{incident_id}",
+                         {"resident_id": incident.resident_id})  # fmt: skip
         return out
 
     def _act(
@@ -223,6 +231,11 @@ def build_incidents_router() -> APIRouter:
         incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
+
+    @router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
+                **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
+    def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
+        return acceptance.active_tests(conn, scope_site(user, site))
 
     @router.get("/residents/{resident_id}", summary="Resident context card (audited)",
                 **allow(*STAFF))  # fmt: skip

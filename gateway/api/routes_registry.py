@@ -125,6 +125,21 @@ def audit_resident_reads(
                          {"what": what})  # fmt: skip
 
 
+def _audit(
+    conn: DbConn,
+    user: Principal,
+    action: str,
+    target: str,
+    body: BaseModel | None = None,
+    **data: Any,
+) -> None:
+    """Audit a registry change in its transaction: ids and the names of changed fields only
+    (never their values: names, phones and addresses stay out of the audit log)."""
+    if body is not None:
+        data["fields"] = sorted(_changes(body))
+    audit.append(conn, user.user_id, action, target, data)
+
+
 def build_registry_router() -> APIRouter:
     """Sites, locations, beds, residents and bulk import (docs/installer-api.md)."""
     router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
@@ -141,7 +156,9 @@ def build_registry_router() -> APIRouter:
         if not user.is_admin and body.site_id != user.site_id:
             raise reg.RegistryError(403, "installers may create only their own site",
                                     "ask an admin to create other sites")  # fmt: skip
-        reg.create_site(conn, body.site_id, body.name, body.kind, body.utc_offset_s)
+        with conn.transaction():
+            reg.create_site(conn, body.site_id, body.name, body.kind, body.utc_offset_s)
+            _audit(conn, user, "registry.site.create", f"site:{body.site_id}")
         return reg.get_site(conn, body.site_id)
 
     @router.get("/sites/{site_id}", summary="One site with counts", **allow(*INSTALLERS))
@@ -153,7 +170,9 @@ def build_registry_router() -> APIRouter:
         site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         site_of(conn, user, site_id)
-        reg.patch_site(conn, site_id, _changes(body))
+        with conn.transaction():
+            reg.patch_site(conn, site_id, _changes(body))
+            _audit(conn, user, "registry.site.edit", f"site:{site_id}", body)
         return reg.get_site(conn, site_id)
 
     # -- locations -------------------------------------------------------------------------
@@ -170,8 +189,17 @@ def build_registry_router() -> APIRouter:
         site_id: str, body: LocationIn, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         site_of(conn, user, site_id)
-        reg.create_location(conn, site_id, body.location_id, kind=body.kind, label=body.label,
-                            address=body.address)  # fmt: skip
+        with conn.transaction():
+            reg.create_location(conn, site_id, body.location_id, kind=body.kind,
+                                label=body.label, address=body.address)  # fmt: skip
+            _audit(
+                conn,
+                user,
+                "registry.location.create",
+                f"location:{body.location_id}",
+                None,
+                site_id=site_id,
+            )
         return reg.find_location(conn, body.location_id)
 
     @router.get("/locations/{location_id}", summary="One location", **allow(*INSTALLERS))
@@ -183,7 +211,9 @@ def build_registry_router() -> APIRouter:
         location_id: str, body: LocationPatch, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         _visible(user, reg.find_location(conn, location_id), "location", location_id)
-        reg.patch_location(conn, location_id, _changes(body, nullable=("address",)))
+        with conn.transaction():
+            reg.patch_location(conn, location_id, _changes(body, nullable=("address",)))
+            _audit(conn, user, "registry.location.edit", f"location:{location_id}", body)
         return reg.find_location(conn, location_id)
 
     # -- beds ------------------------------------------------------------------------------
@@ -197,7 +227,9 @@ def build_registry_router() -> APIRouter:
                  status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
     def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         site_of(conn, user, site_id)
-        bed_id = reg.create_bed(conn, site_id, body.bed_code, body.location_id, body.bed_id)
+        with conn.transaction():
+            bed_id = reg.create_bed(conn, site_id, body.bed_code, body.location_id, body.bed_id)
+            _audit(conn, user, "registry.bed.create", f"bed:{bed_id}", None, site_id=site_id)
         return reg.find_bed(conn, bed_id)
 
     @router.get("/beds/{bed}", summary="One bed by bed_id or bed_code", **allow(*INSTALLERS))
@@ -207,7 +239,9 @@ def build_registry_router() -> APIRouter:
     @router.patch("/beds/{bed}", summary="Edit a bed (code, location)", **allow(*INSTALLERS))
     def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         row = _visible(user, reg.find_bed(conn, bed), "bed", bed)
-        reg.patch_bed(conn, row, _changes(body))
+        with conn.transaction():
+            reg.patch_bed(conn, row, _changes(body))
+            _audit(conn, user, "registry.bed.edit", f"bed:{row['bed_id']}", body)
         return reg.find_bed(conn, row["bed_id"])
 
     # -- residents -------------------------------------------------------------------------
@@ -230,7 +264,9 @@ def build_registry_router() -> APIRouter:
             raise reg.invalid("give bed_id or bed_code, not both")
         values = body.model_dump()
         values["bed"] = body.bed_id or body.bed_code
-        rid = reg.create_resident(conn, site_id, values)
+        with conn.transaction():
+            rid = reg.create_resident(conn, site_id, values)
+            _audit(conn, user, "registry.resident.create", f"resident:{rid}", None, site_id=site_id)
         row = reg.find_resident(conn, rid)
         audit_resident_reads(conn, user, [rid], "registry_record")
         return row
@@ -249,7 +285,9 @@ def build_registry_router() -> APIRouter:
         resident: str, body: ResidentPatch, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
         row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
-        reg.patch_resident(conn, row, _changes(body, nullable=("bed",)))
+        with conn.transaction():
+            reg.patch_resident(conn, row, _changes(body, nullable=("bed",)))
+            _audit(conn, user, "registry.resident.edit", f"resident:{row['resident_id']}", body)
         out = reg.find_resident(conn, row["resident_id"])
         audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
         return out
@@ -281,7 +319,12 @@ def build_registry_router() -> APIRouter:
 
         def run() -> dict[str, Any]:
             site_of(conn, user, site_id)
-            return reg.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
+            with conn.transaction():
+                out = reg.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
+                if not dry_run and (out["created"] or out["updated"]):
+                    _audit(conn, user, f"registry.{kind}.import", f"site:{site_id}",
+                           created=out["created"], updated=out["updated"])  # fmt: skip
+            return out
 
         return await run_in_threadpool(run)
 

@@ -9,8 +9,10 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
 * a resolved technical detection → :meth:`IncidentService.clear` of the open incident of
   that subject and type (when it is still raised or acknowledged);
 * resolved care detections change nothing (a human closes care incidents);
-* a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) is stored
-  as an observation of the test instead: no incident, nobody paged;
+* a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) that is
+  the step the test waits for (:func:`gateway.acceptance.awaited`: its first press or fall)
+  is stored as an observation of the test instead; any other raise of a device under test
+  is a real incident (test mode never silences a resident);
 * a care raise of a device bound to no resident (a pull-cord bound to a room, a vacant bed,
   an unbound device, a device whose test mode expired) raises a care incident of the place:
   subject = its location, else its site (``resident_id`` NULL; one open per subject and type,
@@ -141,7 +143,7 @@ def take(
             if rec.resolved:
                 _clear(conn, service, rec)
                 return None
-            if rec.device_id in testing:
+            if rec.device_id in testing and acceptance.awaited(conn, testing[rec.device_id], rec):
                 acceptance.observe(conn, testing[rec.device_id], rec)
                 _handle(conn, markers, by, "test_observation", None, note=note)
                 return "test_observation" if markers else None

@@ -561,8 +561,7 @@ def _show_config(ctx: Ctx, args: argparse.Namespace, result: Mapping[str, Any], 
         write_private(Path(args.config_out), json.dumps(config, indent=2) + "\n")
     if args.qr_out:
         qr_path = Path(args.qr_out)
-        lbl.config_qr_png(text, qr_path)
-        qr_path.chmod(0o600)
+        lbl.config_qr_png(text, qr_path)  # created 0600
     if ctx.out.as_json:
         ctx.out.json(result)
     else:

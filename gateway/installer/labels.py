@@ -12,6 +12,7 @@ Sheet layout: A4 portrait at 300 dpi, 3 × 8 labels of 63.5 × 33.9 mm with 8 mm
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,8 +141,13 @@ def write_labels(labels: Sequence[Label], out: Path) -> list[Path]:
 
 
 def config_qr_png(payload: str, path: Path, box_px: int = 600) -> Path:
-    """A plain QR PNG of a device configuration (for devices that scan their settings)."""
-    qr_image(payload, box_px).save(path, "PNG")
+    """A plain QR PNG of a device configuration (for devices that scan their settings): it
+    holds the device's password, so the file is created 0600 (never chmod-ed afterwards)."""
+    from gateway.privatefile import write_private  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    qr_image(payload, box_px).save(buf, "PNG")
+    write_private(path, buf.getvalue())
     return path
 
 

@@ -193,7 +193,7 @@ def usable_channels(raw: Any) -> list[str]:
     if not isinstance(raw, list):
         return out
     for item in raw:
-        if isinstance(item, str) and CHANNEL_NAME.match(item) and item not in out:
+        if isinstance(item, str) and CHANNEL_NAME.fullmatch(item) and item not in out:
             out.append(item)
     return out
 

@@ -138,7 +138,7 @@ class NotifySettings(_Section):
     @classmethod
     def _webhook_names(cls, value: dict[str, WebhookEndpoint]) -> dict[str, WebhookEndpoint]:
         for name in value:
-            if not CHANNEL_NAME.match(name) or name.split(":")[0] != "webhook":
+            if not CHANNEL_NAME.fullmatch(name) or name.split(":")[0] != "webhook":
                 raise ValueError(f"webhook channel {name!r} must be 'webhook' or 'webhook:<name>'")
         return value
 
@@ -147,7 +147,7 @@ class NotifySettings(_Section):
     def _bot_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, url in value.items():
             kind = name.split(":")[0]
-            if not CHANNEL_NAME.match(name) or kind not in {*BOT_SCHEMES, "bot"}:
+            if not CHANNEL_NAME.fullmatch(name) or kind not in {*BOT_SCHEMES, "bot"}:
                 raise ValueError(f"bot channel {name!r} must be wecom|dingtalk|feishu|bot[:name]")
             scheme = url.get_secret_value().split("://", 1)[0].lower()
             if kind in BOT_SCHEMES and scheme not in BOT_SCHEMES[kind]:

@@ -39,7 +39,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     found = []
     for entry in resources.files("gateway.storage").joinpath("migrations").iterdir():
-        m = _FILE.match(entry.name)
+        m = _FILE.fullmatch(entry.name)
         if m:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
     found.sort(key=lambda mig: mig.version)

@@ -386,6 +386,19 @@ def test_resident_card_is_complete_and_audited(env: Env) -> None:
     assert audited[0][0].startswith("u-")
 
 
+def test_incident_detail_reads_are_audited(env: Env) -> None:
+    with env.client("duty_staff") as c:
+        assert c.get("/incidents").status_code == 200  # the list is not a detail read
+        assert c.get(f"/incidents/{env.inc_a}").status_code == 200
+    rows = env.db.rows(
+        "SELECT actor, action, target, data FROM audit_log WHERE action = 'incident.read'"
+    )
+    assert len(rows) == 1
+    actor, _, target, data = rows[0]
+    assert actor.startswith("u-") and target == f"incident:{env.inc_a}"
+    assert data == {"resident_id": "site-a-r0"}
+
+
 def test_family_sees_safety_and_consented_vitals_only(env: Env) -> None:
     with env.client("family") as c:
         mine = c.get("/family/residents").json()
@@ -486,8 +499,8 @@ def test_every_route_declares_who_may_call_it() -> None:
     # /ack/{token}: the signed one-time link is the credential; /paging/sms-inbound: an
     # HMAC signature with paging.inbound_sms_secret (tests/integration/test_paging.py).
     assert public == {
-        "/health", "/metrics", "/auth/token", "/auth/refresh", "/", "/family", "/static/{name}",
-        "/ack/{token}", "/paging/sms-inbound",
+        "/health", "/readyz", "/metrics", "/auth/token", "/auth/refresh", "/", "/family",
+        "/static/{name}", "/ack/{token}", "/paging/sms-inbound",
     }  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]

@@ -424,14 +424,17 @@ def test_verify_finds_deleted_entry(db: Database, svc: IncidentService) -> None:
 def test_verify_finds_forged_insert(db: Database, svc: IncidentService) -> None:
     _fill(svc, 3)
     head = db.scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    with db.connect() as c:  # bypass audit_append: a row with a made-up hash
-        forged = c.execute(
-            "INSERT INTO audit_log (time, actor, action, target, data, prev_hash, hash) "
-            "VALUES (now(), 'staff-99', 'incident.acknowledge', 'incident:1', '{}', %s, %s) "
-            "RETURNING seq",
-            (head, "f" * 64),
-        ).fetchone()
-        assert forged is not None
+    # Bypass audit_append: a row with a made-up hash. The application role may not (see
+    # test_audit_forgery): a superuser who disables the insert trigger.
+    db.server.psql_admin(
+        "ALTER TABLE audit_log DISABLE TRIGGER USER; "
+        "INSERT INTO audit_log (time, actor, action, target, data, prev_hash, hash) "
+        f"VALUES (now(), 'staff-99', 'incident.acknowledge', 'incident:1', '{{}}', '{head}', "
+        f"'{'f' * 64}'); ALTER TABLE audit_log ENABLE TRIGGER USER;",
+        dbname=db.name,
+    )
+    forged = (db.scalar("SELECT max(seq) FROM audit_log"),)
+    with db.connect() as c:
         result = audit.verify(c)
     assert not result.ok and result.broken_seq == forged[0]
     svc.record_read("staff-17", "r0", "after")  # the chain goes on from the forged head ...

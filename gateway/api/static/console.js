@@ -607,3 +607,54 @@
     showBoard();
   }
 })();
+
+/* Test mode banner (issue 10 §5): beds and devices under an installer's acceptance test, with
+ * a countdown to the test's deadline. Reads GET /test-mode every 10 s while a staff member is
+ * signed in; the countdown uses the server's clock (`now` of the answer). A separate block:
+ * it shares only SHG with the console above. */
+(() => {
+  const { api, el } = SHG;
+  const STAFF_ROLES = new Set(["duty_staff", "supervisor", "admin"]);
+  const banner = document.getElementById("test-mode");
+  let tests = [];
+  let offsetMs = 0; // server clock - browser clock
+  let signedIn = false; // a staff token was seen at the last poll
+
+  function mmss(s) {
+    const v = Math.max(0, Math.round(s));
+    return `${Math.floor(v / 60)}:${String(v % 60).padStart(2, "0")}`;
+  }
+
+  function render() {
+    const now = Date.now() + offsetMs;
+    const live = tests.filter((t) => Date.parse(t.expires_at) > now);
+    banner.hidden = live.length === 0;
+    if (banner.hidden) { banner.replaceChildren(); return; }
+    banner.replaceChildren(
+      el("strong", { text: `测试中 Under test（${live.length}）：以下床位/设备正在安装验收，测试期间第二次按键仍会报警 · ` +
+        "acceptance test in progress; any alarm other than the test step still raises an incident" }),
+      el("ul", {}, ...live.map((t) => el("li", { "data-test-id": t.test_id },
+        `床位 Bed ${t.bed_code || "—"} · 房间 Room ${t.location || "—"} · 设备 Device ${t.device_id} · 剩余 Remaining `,
+        el("span", { class: "countdown", text: mmss((Date.parse(t.expires_at) - now) / 1000) })))));
+  }
+
+  async function poll() {
+    signedIn = Boolean(SHG.token()) && STAFF_ROLES.has(SHG.role());
+    if (!signedIn) { tests = []; render(); return; }
+    try {
+      const rows = await api("/test-mode");
+      if (rows.length) offsetMs = Date.parse(rows[0].now) - Date.now();
+      tests = rows;
+    } catch (_err) {
+      tests = []; // signed out or no access: the console above reports errors
+    }
+    render();
+  }
+
+  // Every second: the countdown, and a first poll as soon as a staff member signs in.
+  setInterval(() => {
+    if (!signedIn && SHG.token()) poll(); else if (signedIn && !SHG.token()) poll(); else render();
+  }, 1000);
+  setInterval(poll, 10000);
+  document.addEventListener("DOMContentLoaded", poll);
+})();

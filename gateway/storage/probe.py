@@ -1,0 +1,19 @@
+"""Readiness probe of the database: one ``SELECT 1`` through the API's pool, bounded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+
+def database_ready(pool: ConnectionPool[Any], timeout_s: float) -> bool:
+    """Whether a pooled connection answers ``SELECT 1`` within about ``timeout_s``."""
+    try:
+        with pool.connection(timeout=timeout_s) as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}".encode())
+            conn.execute(b"SELECT 1")
+    except (psycopg.Error, PoolTimeout):
+        return False
+    return True
