@@ -254,6 +254,18 @@ class CommissioningSettings(_Section):
     import_max_bytes: int = Field(2_000_000, ge=1024)
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics (``/metrics``): care-path figures read from the database."""
+
+    # A scrape reads the database at most this often (a scrape storm cannot load it).
+    carepath_cache_s: float = Field(10.0, ge=0, le=300)
+    # An incident/attempt/page id still missing this long after a higher one is given up
+    # (a rolled-back insert); transactions of the gateway are far shorter.
+    carepath_gap_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Subscribe to the broker's $SYS counters (dropped messages, clients) and export them.
+    broker_sys: bool = True
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -280,6 +292,7 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     broker: BrokerSettings = BrokerSettings()
     commissioning: CommissioningSettings = CommissioningSettings()
+    metrics: MetricsSettings = MetricsSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
