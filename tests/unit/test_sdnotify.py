@@ -79,13 +79,13 @@ async def test_watchdog_pings_only_while_healthy(listener: tuple[socket.socket, 
     sock, path = listener
     sock.setblocking(False)
     n = SdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000"})  # pings every 10 ms
-    state = {"healthy": True, "checks": 0}
+    state: dict[str, int] = {"healthy": 1, "checks": 0}
     checked = asyncio.Event()
 
     def healthy() -> bool:
         state["checks"] += 1
         checked.set()
-        return state["healthy"]
+        return bool(state["healthy"])
 
     def drain() -> list[bytes]:
         out = []
@@ -106,12 +106,12 @@ async def test_watchdog_pings_only_while_healthy(listener: tuple[socket.socket, 
     try:
         await checks(3)
         assert drain().count(b"WATCHDOG=1") >= 2
-        state["healthy"] = False
+        state["healthy"] = 0
         await checks(1)  # the loop has seen the change; what it sent before is drained here
         drain()
         await checks(5)
         assert drain() == []  # no ping while unhealthy
-        state["healthy"] = True
+        state["healthy"] = 1
         await checks(2)
         assert b"WATCHDOG=1" in drain()
     finally:
