@@ -196,3 +196,25 @@ def test_gateway_speaks_sd_notify(db: Database, broker: Broker, tmp_path: Path) 
         while not rest or rest[-1] != "STOPPING=1\nSTATUS=stopping":
             rest.append(sock.recv(256).decode())
         assert set(rest[:-1]) <= {"WATCHDOG=1"}
+
+
+def test_every_metric_of_the_alerts_and_dashboard_is_exported(gw: InProcessGateway) -> None:
+    """A rule or panel naming a metric the gateway does not export would never fire or show.
+    Node-exporter metrics and Prometheus' own ``up`` come from elsewhere."""
+    from tests.unit.test_deploy_monitoring import referenced_metrics
+
+    wanted = {n for n in referenced_metrics() if n != "up" and not n.startswith("node_")}
+
+    def exported() -> set[str]:
+        text = httpx.get(f"{gw.api_url}/metrics", timeout=10).text
+        names = set()
+        for family in text_string_to_metric_families(text):
+            # A family is exported even before its first labelled sample (TYPE and HELP).
+            base = family.name
+            kinds = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+            names |= {base} | {base + s for s in kinds.get(family.type, [])}
+            names |= {s.name for s in family.samples}
+        return names
+
+    # The broker's $SYS counters appear once Mosquitto has published them (every 10 s).
+    wait_until(lambda: wanted <= exported(), 30, f"exported: {sorted(wanted - exported())}")
