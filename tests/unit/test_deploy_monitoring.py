@@ -42,10 +42,10 @@ def referenced_metrics() -> set[str]:
     """Every metric name the alert rules and the dashboard query (functions excluded)."""
     exprs = [str(r["expr"]) for r in alert_rules()] + dashboard_exprs()
     names: set[str] = set()
-    for e in exprs:
-        e = re.sub(r"\{[^}]*\}", "", e)  # label matchers hold label names and values
-        e = re.sub(r"\b(by|without)\s*\([^)]*\)", "", e)  # ... and so do groupings
-        names |= set(METRIC.findall(e))
+    for expr in exprs:
+        bare = re.sub(r"\{[^}]*\}", "", expr)  # label matchers hold label names and values
+        bare = re.sub(r"\b(by|without)\s*\([^)]*\)", "", bare)  # ... and so do groupings
+        names |= set(METRIC.findall(bare))
     return names
 
 
