@@ -143,6 +143,7 @@ def test_compose_database_builds_timescaledb_as_the_project_does() -> None:
     text = (DEPLOY / "postgres" / "Dockerfile").read_text()
     assert "COPY scripts/install-timescaledb.sh" in text
     assert "postgresql-15" in text
-    assert "shared_preload_libraries = 'timescaledb'" in (
-        DEPLOY / "postgres" / "entrypoint.sh"
-    ).read_text()
+    assert (
+        "shared_preload_libraries = 'timescaledb'"
+        in (DEPLOY / "postgres" / "entrypoint.sh").read_text()
+    )
