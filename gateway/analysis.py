@@ -76,7 +76,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from psycopg.types.json import Jsonb
 
 from analytics.device_health import DeviceHealthParams, DeviceHealthTracker
@@ -840,6 +840,12 @@ class AnalysisMetrics:
         self.queue_depth = Gauge(
             "safehome_analysis_queue_batches", "Stored batches waiting for analysis", registry=r
         )
+        self.lag_seconds = Histogram(
+            "safehome_analysis_lag_seconds",
+            "MQTT receive to analysed, per batch (its oldest message)",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -989,6 +995,7 @@ class AnalysisRunner:
         self._urgent: deque[Sequence[StoredMessage]] = deque()
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
         self._closing = False
+        self.last_beat = time.monotonic()
         self._error: BaseException | None = None
         self._congested = False
 
@@ -1212,6 +1219,7 @@ class AnalysisRunner:
     def _run(self) -> None:
         try:
             while True:
+                self.last_beat = time.monotonic()  # the gateway's watchdog looks at it
                 timeout = min(max(self._next_check - self._clock(), 0.0), 0.2)
                 try:
                     item = self._queue.get(timeout=timeout)
@@ -1222,6 +1230,8 @@ class AnalysisRunner:
                     break
                 if item:
                     self.feed(item)
+                    # Receive (by ingest) to analysed, of the batch's oldest message.
+                    self._m.lag_seconds.observe(max(0.0, time.time() - item[0].received_at))
                 depth = self._queue.qsize()
                 self._m.queue_depth.set(depth)
                 if self._congested and depth < self.settings.queue_size // 2:

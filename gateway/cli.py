@@ -447,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_roster_commands(sub)
 
+    from gateway.cli_deploy import add_deploy_commands
+
+    add_deploy_commands(sub)
+
     # The installer's commands (HTTP clients of the gateway API): login, site list/show/
     # create/edit, location, bed, resident, import, label, device, commissioning, status,
     # completion.

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import dataclasses
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.mqttclient import ClientStats
 
 _LATENCY_BUCKETS = (
     0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
@@ -76,3 +90,41 @@ class Metrics:
             ["via", "result"],
             registry=r,
         )
+        # process_* (CPU, memory, open files, start time) and python_info.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r, platform=None)
+
+
+_CLIENT_STATS_HELP = {
+    "connects": "Accepted connections to the broker",
+    "refused": "Connections the broker refused (CONNACK error)",
+    "connection_losses": "Accepted connections that ended unexpectedly",
+    "malformed_packets": "Malformed packets from the broker",
+    "protocol_errors": "Protocol errors of the broker",
+    "qos2_rejected": "QoS 2 messages refused (the gateway subscribes at QoS 1)",
+    "subscriptions_refused": "Subscriptions the broker refused",
+    "published": "Messages the gateway published (acks, configuration)",
+    "publish_refused": "Publishes the broker refused",
+    "publish_dropped": "Publishes dropped (queue of the disconnected client full)",
+}
+
+
+class ClientStatsCollector(Collector):
+    """The MQTT client's own counters (gateway.mqttclient.ClientStats) as
+    ``safehome_mqtt_client_<name>_total``; nothing while no native client runs."""
+
+    def __init__(self, stats: Callable[[], ClientStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return
+        for field in dataclasses.fields(stats):
+            help_text = _CLIENT_STATS_HELP.get(field.name, field.name.replace("_", " "))
+            family = CounterMetricFamily(f"safehome_mqtt_client_{field.name}", help_text)
+            family.add_metric([], float(getattr(stats, field.name)))
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -1283,7 +1283,7 @@ class MqttClient:
                     "broker refused a subscription",
                     extra={"filter": topic_filter, "reason": reason_name(code)},
                 )
-            elif code != 0x01:
+            elif code != dict(self._subscriptions).get(topic_filter, 0x01) & 0x03:
                 log.warning(
                     "subscription granted with another QoS",
                     extra={"filter": topic_filter, "reason": reason_name(code)},

@@ -43,7 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.mqttclient import MqttClient, Received
+from gateway.mqttclient import ClientStats, MqttClient, Received
 from gateway.settings import MqttSettings
 
 __all__ = ["MqttSession", "Received"]
@@ -109,6 +109,11 @@ class MqttSession:
     def client(self) -> str:
         """Which implementation runs this session: ``"native"`` or ``"paho"``."""
         return "native" if self._native is not None else "paho"
+
+    @property
+    def stats(self) -> ClientStats | None:
+        """The native client's counters (None with paho)."""
+        return self._native.stats if self._native is not None else None
 
     @property
     def generation(self) -> int:

@@ -29,17 +29,20 @@ from gateway.api.app import build_app
 from gateway.api.auth import AuthError, check_jwt_secret
 from gateway.audit import VerifyResult
 from gateway.audit_anchor import AnchorError
+from gateway.brokerstats import BrokerSysMonitor
+from gateway.carepath_metrics import CarePathCollector
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
 from gateway.escalation.worker import EscalationWorker
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
-from gateway.metrics import Metrics
+from gateway.metrics import ClientStatsCollector, Metrics
 from gateway.mqttsession import MqttSession
 from gateway.notify.channels import Notifier, NotifyError, build_notifiers
 from gateway.notify.outbox import OutboxWorker
 from gateway.paging.tokens import link_builder
 from gateway.ratelimit import DeviceRateLimiter
+from gateway.sdnotify import SdNotifier, watchdog_loop
 from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
@@ -77,9 +80,18 @@ class Runtime:
     """The running gateway. ``sink`` is an extra consumer of stored batches (after analysis;
     called from either ingest writer thread)."""
 
-    def __init__(self, settings: Settings, *, api: bool = True, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api: bool = True,
+        sink: Sink | None = None,
+        notifier: SdNotifier | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        # systemd's notify socket (READY/WATCHDOG/STOPPING); a no-op outside systemd.
+        self.sd = notifier if notifier is not None else SdNotifier()
         self.tsinfo: timescale.TimescaleInfo | None = None
         self._api_enabled = api
         self._sink = sink
@@ -97,6 +109,7 @@ class Runtime:
         self.escalation: EscalationWorker | None = None
         self.outbox: OutboxWorker | None = None
         self.recovery: AlarmRecovery | None = None
+        self.broker_sys: BrokerSysMonitor | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -148,6 +161,12 @@ class Runtime:
         self.ingest.attach(self.session)
         self.ingest.start()
         self.session.start()
+        session = self.session
+        self.metrics.registry.register(ClientStatsCollector(lambda: session.stats))
+        if s.metrics.broker_sys:
+            self.broker_sys = BrokerSysMonitor(s.mqtt)
+            self.metrics.registry.register(self.broker_sys)
+            self.broker_sys.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._recovery_loop(), name="alarm-recovery"))
         if not self.tsinfo.has_policies:
@@ -156,6 +175,10 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._anchor_loop(), name="audit-anchor"))
         if self._api_enabled:
             await self._start_api()
+        if self.sd.watchdog_s is not None:
+            watchdog = watchdog_loop(self.sd, self.healthy)
+            self._tasks.append(asyncio.create_task(watchdog, name="sd-watchdog"))
+        self.sd.ready("serving")
         return self
 
     def _load_workflow(self) -> tuple[EscalationConfig | None, dict[str, Notifier]]:
@@ -250,6 +273,14 @@ class Runtime:
             open=False, name="api",
         )  # fmt: skip
         await asyncio.to_thread(self.api_pool.open, True, db.connect_timeout_s)
+        pool, m = self.api_pool, self.settings.metrics
+        self.metrics.registry.register(
+            CarePathCollector(
+                lambda: pool.connection(timeout=db.connect_timeout_s),
+                cache_s=m.carepath_cache_s,
+                gap_timeout_s=m.carepath_gap_timeout_s,
+            )
+        )
         app = build_app(self)
         config = uvicorn.Config(
             app,
@@ -307,6 +338,18 @@ class Runtime:
                         "alarm recovery: database unavailable",
                         extra={"error": type(exc).__name__},
                     )
+    def healthy(self) -> bool:
+        """Ingest, analysis, MQTT session and the workflow workers are all running (the
+        analysis thread went round its loop lately). Database or broker outages are not
+        ill health: the workers wait them out, and a restart would not help."""
+        if self.ingest is None or self.analysis is None or self.session is None:
+            return False
+        if not (self.ingest.alive and self.session.alive and self.analysis.alive):
+            return False
+        stale_s = self.sd.watchdog_s or 30.0
+        if time.monotonic() - self.analysis.last_beat > stale_s:
+            return False
+        return not any(t.done() for t in self._tasks if t.get_name() != "sd-watchdog")
 
     async def _retention_loop(self) -> None:
         assert self.tsinfo is not None
@@ -370,11 +413,14 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.sd.stopping()
         if self._server is not None:
             self._server.should_exit = True
         # Stop taking messages first, then let the writer finish (store + ack) its batch.
         if self.session is not None:
             await asyncio.to_thread(self.session.stop)
+        if self.broker_sys is not None:
+            await asyncio.to_thread(self.broker_sys.stop)
         if self.ingest is not None:
             await asyncio.to_thread(self.ingest.stop)
         if self.analysis is not None:

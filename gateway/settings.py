@@ -364,6 +364,16 @@ class AuditSettings(_Section):
     # A later entry may be this much older than the one before it (DB clock steps) before
     # verify calls it back-dated.
     clock_step_tolerance_s: float = Field(1.0, ge=0, le=3600)
+class MetricsSettings(_Section):
+    """Prometheus metrics (``/metrics``): care-path figures read from the database."""
+
+    # A scrape reads the database at most this often (a scrape storm cannot load it).
+    carepath_cache_s: float = Field(10.0, ge=0, le=300)
+    # An incident/attempt/page id still missing this long after a higher one is given up
+    # (a rolled-back insert); transactions of the gateway are far shorter.
+    carepath_gap_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Subscribe to the broker's $SYS counters (dropped messages, clients) and export them.
+    broker_sys: bool = True
 
 
 class LogSettings(_Section):
@@ -395,6 +405,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     commissioning: CommissioningSettings = CommissioningSettings()
     audit: AuditSettings = AuditSettings()
+    metrics: MetricsSettings = MetricsSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

@@ -1,0 +1,126 @@
+"""Read-only queries behind the care-path metrics (gateway.carepath_metrics).
+
+Every query is cheap at any table size: the event tables are read incrementally by their
+identity key (``id > floor``, primary-key range scans), and the gauges read only the rows of
+partial indexes (open incidents, due outbox rows, running escalation timers), which hold what
+is in flight, never the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import Connection
+
+# Incident timeline events with their incident's type and priority; for an acknowledgement,
+# the time it took (seconds from raised to acknowledged).
+_INCIDENT_EVENTS = """
+SELECT e.id, e.kind, i.type, i.priority,
+       CASE WHEN e.kind = 'acknowledged'
+            THEN extract(epoch FROM coalesce(i.acknowledged_at, e.time) - i.raised_at)::float8
+       END
+FROM incident_events e JOIN incidents i ON i.id = e.incident_id
+WHERE e.id > %s ORDER BY e.id LIMIT %s
+"""
+
+# Escalation steps from the audit log (the worker appends one entry per tier reached).
+_ESCALATION_TIERS = """
+SELECT seq, CASE WHEN action = 'escalation.tier' THEN data->>'tier' END
+FROM audit_log WHERE seq > %s ORDER BY seq LIMIT %s
+"""
+
+_STAFF_PAGES = "SELECT id, kind FROM staff_pages WHERE id > %s ORDER BY id LIMIT %s"
+
+_NOTIFICATION_ATTEMPTS = """
+SELECT id, channel, result FROM notification_attempts WHERE id > %s ORDER BY id LIMIT %s
+"""
+
+# Open, unacknowledged incidents (the partial unique indexes on open incidents serve it).
+_UNACKNOWLEDGED = """
+SELECT technical, priority, count(*),
+       extract(epoch FROM now() - min(raised_at))::float8
+FROM incidents WHERE state = 'raised' GROUP BY technical, priority
+"""
+
+# Rows waiting to be sent; ``overdue`` is how late the most overdue due row is.
+_OUTBOX = """
+SELECT count(*),
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8,
+       coalesce(greatest(extract(epoch FROM now() - min(next_attempt_at)), 0), 0)::float8
+FROM notification_outbox WHERE state IN ('pending', 'sending')
+"""
+
+_ESCALATIONS = """
+SELECT count(*),
+       coalesce(greatest(extract(epoch FROM now() - min(next_at)), 0), 0)::float8
+FROM incident_escalations WHERE stopped_at IS NULL
+"""
+
+# The newest identity value of each event table: where counting starts.
+_MAX_IDS = """
+SELECT (SELECT coalesce(max(id), 0) FROM incident_events),
+       (SELECT coalesce(max(seq), 0) FROM audit_log),
+       (SELECT coalesce(max(id), 0) FROM staff_pages),
+       (SELECT coalesce(max(id), 0) FROM notification_attempts)
+"""
+
+EVENT_STREAMS = ("incident_events", "escalation_tiers", "staff_pages", "notification_attempts")
+_STREAM_SQL = dict(
+    zip(
+        EVENT_STREAMS,
+        (_INCIDENT_EVENTS, _ESCALATION_TIERS, _STAFF_PAGES, _NOTIFICATION_ATTEMPTS),
+        strict=True,
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Unacknowledged:
+    technical: bool
+    priority: int
+    count: int
+    oldest_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """What is waiting now: unacknowledged incidents, the outbox, escalation timers."""
+
+    unacknowledged: list[Unacknowledged]
+    outbox_depth: int
+    outbox_oldest_age_s: float
+    outbox_overdue_s: float
+    escalations_running: int
+    escalations_overdue_s: float
+
+
+def max_ids(conn: Connection[Any]) -> dict[str, int]:
+    row = conn.execute(_MAX_IDS).fetchone()
+    assert row is not None
+    return dict(zip(EVENT_STREAMS, (int(v) for v in row), strict=True))
+
+
+def events_after(
+    conn: Connection[Any], stream: str, after: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """Rows of one event stream with an id above ``after``, by id (first column the id)."""
+    return conn.execute(_STREAM_SQL[stream], (after, limit)).fetchall()
+
+
+def in_flight(conn: Connection[Any]) -> InFlight:
+    unacked = [
+        Unacknowledged(bool(t), int(p), int(n), float(age))
+        for t, p, n, age in conn.execute(_UNACKNOWLEDGED).fetchall()
+    ]
+    outbox = conn.execute(_OUTBOX).fetchone()
+    esc = conn.execute(_ESCALATIONS).fetchone()
+    assert outbox is not None and esc is not None
+    return InFlight(
+        unacknowledged=unacked,
+        outbox_depth=int(outbox[0]),
+        outbox_oldest_age_s=float(outbox[1]),
+        outbox_overdue_s=float(outbox[2]),
+        escalations_running=int(esc[0]),
+        escalations_overdue_s=float(esc[1]),
+    )
