@@ -338,6 +338,7 @@ class Runtime:
                         "alarm recovery: database unavailable",
                         extra={"error": type(exc).__name__},
                     )
+
     def healthy(self) -> bool:
         """Ingest, analysis, MQTT session and the workflow workers are all running (the
         analysis thread went round its loop lately). Database or broker outages are not

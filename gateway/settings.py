@@ -364,6 +364,8 @@ class AuditSettings(_Section):
     # A later entry may be this much older than the one before it (DB clock steps) before
     # verify calls it back-dated.
     clock_step_tolerance_s: float = Field(1.0, ge=0, le=3600)
+
+
 class MetricsSettings(_Section):
     """Prometheus metrics (``/metrics``): care-path figures read from the database."""
 
