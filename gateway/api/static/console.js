@@ -42,6 +42,7 @@
     stream: null, // AbortController of the running stream
     refreshTimer: null,
     reconcileTimer: null,
+    reconcileWorker: null,
     reconcileMs: RECONCILE_DEFAULT_MS,
     reconciles: 0,
     live: false,
@@ -235,11 +236,38 @@
     document.body.dataset.reconciles = String(state.reconciles);
     await refresh();
   }
-  function startReconcile() {
+  /* The clock runs in a worker (console-timer.js): a background tab's own timers are
+   * throttled to once a minute by the browser, a worker's messages are not. A plain
+   * interval is the fallback where the worker cannot run. */
+  function stopReconcile() {
     clearInterval(state.reconcileTimer);
-    document.body.dataset.reconcileMs = String(state.reconcileMs);
+    state.reconcileTimer = null;
+    if (state.reconcileWorker) state.reconcileWorker.terminate();
+    state.reconcileWorker = null;
+  }
+  function fallbackClock() {
+    stopReconcile();
+    document.body.dataset.reconcileClock = "timer";
     state.reconcileTimer = setInterval(reconcile, state.reconcileMs);
   }
+  function startReconcile() {
+    stopReconcile();
+    document.body.dataset.reconcileMs = String(state.reconcileMs);
+    try {
+      const worker = new Worker("/static/console-timer.js");
+      worker.onmessage = () => { reconcile(); };
+      worker.onerror = fallbackClock;
+      worker.postMessage({ intervalMs: state.reconcileMs });
+      state.reconcileWorker = worker;
+      document.body.dataset.reconcileClock = "worker";
+    } catch {
+      fallbackClock();
+    }
+  }
+  // Back from a background tab, a sleeping tablet or a lost network: reconcile at once.
+  const reconcileNow = () => { if (SHG.token() && !ui.board.hidden) reconcile(); };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) reconcileNow(); });
+  window.addEventListener("online", reconcileNow);
   async function loadReconcileInterval() {
     try {
       const cfg = await api("/console/config");
@@ -564,7 +592,7 @@
 
   function signOut(message) {
     if (state.stream) state.stream.abort();
-    clearInterval(state.reconcileTimer);
+    stopReconcile();
     SHG.signOut();
     Object.assign(state, { incidents: [], selectedId: null, selected: null, card: null, lastEventId: null });
     state.cards.clear();
