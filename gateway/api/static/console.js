@@ -511,6 +511,7 @@
     resolved: "已处理 resolved", closed: "已关闭 closed", cancelled: "已取消 cancelled",
     "no applicable tier": "无适用级别 no tier applies",
   };
+  const ACK_VIA_LABELS = { link: "链接 link", sms: "短信回复 SMS reply" };
   const PAGE_LABELS = { page: "呼叫 Paged", reminder: "再次提醒 Reminder", instruction: "紧急指示 Instruction" };
   const label = (table, code) => (code == null ? "" : table[code] || code);
   const tierLabel = (name) => label(TIER_LABELS, name);
@@ -550,6 +551,10 @@
         return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
           `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
       }
+      case "page_ack":
+        return `消息内确认 Acknowledged from the message → ${whoLabel(e.recipient)} · ` +
+          `${label(ACK_VIA_LABELS, e.channel)}` +
+          (e.status === "already_acknowledged" ? " · 已有他人确认 someone was first" : "");
       default:
         return e.kind;
     }
