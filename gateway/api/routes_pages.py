@@ -22,6 +22,7 @@ STATIC_FILES: dict[str, str] = {
     "console.html": "text/html; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "console-timer.js": "text/javascript; charset=utf-8",  # the reconcile clock (a worker)
     "family.html": "text/html; charset=utf-8",
     "family.js": "text/javascript; charset=utf-8",
     "family.css": "text/css; charset=utf-8",

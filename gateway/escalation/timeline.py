@@ -10,7 +10,9 @@ timeline card. It reads, for one incident:
 - ``notification_outbox`` with ``notification_attempts``: each message to a family contact
   or community worker and, once staff paging goes through the outbox (migration 0016,
   ``recipient_kind = 'staff'``), to a paged staff member: which channel, queued when,
-  delivered or failed when, after how many attempts.
+  delivered or failed when, after how many attempts;
+- ``staff_page_acks`` (migration 0016, when installed): a page acknowledged from the message
+  itself, by link or SMS reply code.
 
 Who is named by role and relation only: a staff member by role (and by display name if
 the user registry has one), a contact by kind and relation ("family", "daughter"). Never a
@@ -61,7 +63,8 @@ SELECT o.id, o.created_at, o.channel, o.channel_index, o.state, o.attempts, o.la
        coalesce(to_jsonb(o) ->> 'recipient_kind', 'contact') AS recipient_kind,
        (to_jsonb(o) ->> 'page_id')::bigint AS page_id,
        c.kind AS contact_kind, c.relation,
-       coalesce(sp.role, u.role) AS staff_role, to_jsonb(u) ->> 'display_name' AS display_name,
+       CASE WHEN sp.role IN ('duty_staff', 'supervisor') THEN sp.role ELSE u.role END
+           AS staff_role, to_jsonb(u) ->> 'display_name' AS display_name,
        sp.tier, sp.tier_name, sp.sequence
 FROM notification_outbox o
 LEFT JOIN contacts c ON c.contact_id = o.contact_id
@@ -69,6 +72,18 @@ LEFT JOIN users u ON u.user_id = to_jsonb(o) ->> 'user_id'
 LEFT JOIN staff_pages sp ON sp.id = (to_jsonb(o) ->> 'page_id')::bigint
 WHERE o.incident_id = %s
 ORDER BY o.created_at, o.id
+"""
+
+# Acknowledgements from a page's link or SMS reply code (staff_page_acks, migration 0016).
+_PAGE_ACKS_SQL = b"""
+SELECT a.used_at, a.via, a.result, p.tier, p.tier_name,
+       CASE WHEN p.role IN ('duty_staff', 'supervisor') THEN p.role ELSE u.role END AS role,
+       to_jsonb(u) ->> 'display_name' AS display_name
+FROM staff_page_acks a
+JOIN staff_pages p ON p.id = a.page_id
+LEFT JOIN users u ON u.user_id = a.user_id
+WHERE a.incident_id = %s
+ORDER BY a.used_at
 """
 
 _ATTEMPTS_SQL = b"""
@@ -125,7 +140,9 @@ class EscalationEntry:
       on the console (``channel`` ``console``);
     - ``notification``: a message through ``channel`` to ``recipient`` (a contact, or a
       paged staff member); ``status`` is queued, sending, retrying, delivered or failed,
-      ``result_at`` when it was delivered or last tried.
+      ``result_at`` when it was delivered or last tried;
+    - ``page_ack``: ``recipient`` used a page's link or SMS reply code (``channel`` link or
+      sms); ``status`` acknowledged, or already_acknowledged (someone had been first).
     """
 
     time: datetime
@@ -159,7 +176,7 @@ class EscalationStatus:
 
 # Same time: steps before the pages and messages they caused.
 _ORDER = {"tier": 0, "tier_skipped": 0, "reminder": 0, "unreachable": 0, "page": 1,
-          "notification": 2, "stopped": 3}  # fmt: skip
+          "notification": 2, "page_ack": 3, "stopped": 4}  # fmt: skip
 
 
 # Which step made an entry: (tier index, page sequence), or the contacts tier's first messages.
@@ -191,7 +208,7 @@ def escalation_timeline(conn: psycopg.Connection[Any], incident_id: int) -> list
         elif e.kind == "reminder":
             made_at.setdefault((e.tier, e.sequence), e.time)
     anchored = [(e, None) for e in steps] + _pages(conn, incident_id)
-    anchored += _notifications(conn, incident_id)
+    anchored += _notifications(conn, incident_id) + _page_acks(conn, incident_id)
 
     def order(item: tuple[EscalationEntry, _Anchor | None]) -> tuple[datetime, int]:
         e, anchor = item
@@ -271,6 +288,25 @@ def _notifications(
             result_at=result_at, detail=detail, attempts=tried,
         )  # fmt: skip
         out.append((entry, anchor))
+    return out
+
+
+def _page_acks(
+    conn: psycopg.Connection[Any], incident_id: int
+) -> list[tuple[EscalationEntry, _Anchor | None]]:
+    row = conn.execute(b"SELECT to_regclass('staff_page_acks') IS NOT NULL").fetchone()
+    if row is None or not row[0]:  # staff paging (migration 0016) not installed
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_PAGE_ACKS_SQL, (incident_id,)).fetchall()
+    out: list[tuple[EscalationEntry, _Anchor | None]] = []
+    for r in rows:
+        who = Recipient("staff", role=r["role"], label=r["display_name"])
+        entry = EscalationEntry(
+            time=r["used_at"], kind="page_ack", tier=r["tier"], tier_name=r["tier_name"],
+            recipient=who, channel=r["via"], status=r["result"],
+        )  # fmt: skip
+        out.append((entry, None))
     return out
 
 

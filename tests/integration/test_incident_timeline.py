@@ -168,10 +168,19 @@ ALTER TABLE notification_attempts
     ADD COLUMN IF NOT EXISTS user_id text,
     ADD COLUMN IF NOT EXISTS page_id bigint,
     ALTER COLUMN contact_id DROP NOT NULL;
+CREATE TABLE IF NOT EXISTS staff_page_acks (
+    page_id     bigint NOT NULL REFERENCES staff_pages ON DELETE CASCADE,
+    incident_id bigint NOT NULL,
+    user_id     text NOT NULL,
+    via         text NOT NULL,
+    result      text NOT NULL,
+    used_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (page_id, user_id)
+);
 """
 
 
-def test_staff_pages_sent_through_the_outbox_appear_as_staff_messages(
+def test_staff_pages_sent_and_answered_through_the_outbox_appear_on_the_timeline(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, site_id="site-a", beds=1)
@@ -202,10 +211,18 @@ def test_staff_pages_sent_through_the_outbox_appear_as_staff_messages(
             " VALUES (%s, %s, 'sms', 1, 'delivered', 40, 'staff', %s, %s)",
             (outbox_id[0], incident.id, nurse, page_id[0]),
         )
+        # The nurse answers the SMS with the page's reply code.
+        conn.execute(
+            "INSERT INTO staff_page_acks (page_id, incident_id, user_id, via, result, used_at)"
+            " VALUES (%s, %s, %s, 'sms', 'acknowledged', now() + interval '1 second')",
+            (page_id[0], incident.id, nurse),
+        )
         entries = escalation_timeline(conn, incident.id)
     assert [(e.kind, e.channel, e.status) for e in entries] == [
-        ("page", "console", "posted"), ("notification", "sms", "delivered")
+        ("page", "console", "posted"), ("notification", "sms", "delivered"),
+        ("page_ack", "sms", "acknowledged"),
     ]  # fmt: skip
+    assert entries[2].recipient == Recipient("staff", role="duty_staff")
     sms = entries[1]
     assert sms.recipient == Recipient("staff", role="duty_staff")
     assert (sms.tier_name, sms.sequence) == ("duty_staff", 0)

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.api.auth import create_user
 from gateway.api.routes_live import LiveFeed, Subscription
+from gateway.settings import SettingsError, load_settings
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
@@ -234,3 +235,12 @@ def test_commits_out_of_id_order_reach_the_feed_and_a_resuming_client(
         assert (sse_id, data["id"]) == (early_sse, early_id)
         with pytest.raises(queue.Empty):
             resumed.take(1, timeout_s=0.5)
+
+
+def test_console_reconcile_interval_is_at_most_ten_seconds() -> None:
+    base = {"SAFEHOME_API__JWT_SECRET": SECRET}
+    assert load_settings(environ=base).api.console_reconcile_s == 10.0
+    short = load_settings(environ=base | {"SAFEHOME_API__CONSOLE_RECONCILE_S": "2"})
+    assert short.api.console_reconcile_s == 2.0
+    with pytest.raises(SettingsError, match="console_reconcile_s"):
+        load_settings(environ=base | {"SAFEHOME_API__CONSOLE_RECONCILE_S": "30"})

@@ -42,6 +42,7 @@
     stream: null, // AbortController of the running stream
     refreshTimer: null,
     reconcileTimer: null,
+    reconcileWorker: null,
     reconcileMs: RECONCILE_DEFAULT_MS,
     reconciles: 0,
     live: false,
@@ -235,11 +236,38 @@
     document.body.dataset.reconciles = String(state.reconciles);
     await refresh();
   }
-  function startReconcile() {
+  /* The clock runs in a worker (console-timer.js): a background tab's own timers are
+   * throttled to once a minute by the browser, a worker's messages are not. A plain
+   * interval is the fallback where the worker cannot run. */
+  function stopReconcile() {
     clearInterval(state.reconcileTimer);
-    document.body.dataset.reconcileMs = String(state.reconcileMs);
+    state.reconcileTimer = null;
+    if (state.reconcileWorker) state.reconcileWorker.terminate();
+    state.reconcileWorker = null;
+  }
+  function fallbackClock() {
+    stopReconcile();
+    document.body.dataset.reconcileClock = "timer";
     state.reconcileTimer = setInterval(reconcile, state.reconcileMs);
   }
+  function startReconcile() {
+    stopReconcile();
+    document.body.dataset.reconcileMs = String(state.reconcileMs);
+    try {
+      const worker = new Worker("/static/console-timer.js");
+      worker.onmessage = () => { reconcile(); };
+      worker.onerror = fallbackClock;
+      worker.postMessage({ intervalMs: state.reconcileMs });
+      state.reconcileWorker = worker;
+      document.body.dataset.reconcileClock = "worker";
+    } catch {
+      fallbackClock();
+    }
+  }
+  // Back from a background tab, a sleeping tablet or a lost network: reconcile at once.
+  const reconcileNow = () => { if (SHG.token() && !ui.board.hidden) reconcile(); };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) reconcileNow(); });
+  window.addEventListener("online", reconcileNow);
   async function loadReconcileInterval() {
     try {
       const cfg = await api("/console/config");
@@ -486,6 +514,7 @@
     resolved: "已处理 resolved", closed: "已关闭 closed", cancelled: "已取消 cancelled",
     "no applicable tier": "无适用级别 no tier applies",
   };
+  const ACK_VIA_LABELS = { link: "链接 link", sms: "短信回复 SMS reply" };
   const PAGE_LABELS = { page: "呼叫 Paged", reminder: "再次提醒 Reminder", instruction: "紧急指示 Instruction" };
   const label = (table, code) => (code == null ? "" : table[code] || code);
   const tierLabel = (name) => label(TIER_LABELS, name);
@@ -525,6 +554,10 @@
         return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
           `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
       }
+      case "page_ack":
+        return `消息内确认 Acknowledged from the message → ${whoLabel(e.recipient)} · ` +
+          `${label(ACK_VIA_LABELS, e.channel)}` +
+          (e.status === "already_acknowledged" ? " · 已有他人确认 someone was first" : "");
       default:
         return e.kind;
     }
@@ -567,7 +600,7 @@
 
   function signOut(message) {
     if (state.stream) state.stream.abort();
-    clearInterval(state.reconcileTimer);
+    stopReconcile();
     SHG.signOut();
     Object.assign(state, { incidents: [], selectedId: null, selected: null, card: null, lastEventId: null });
     state.cards.clear();
