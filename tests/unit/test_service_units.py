@@ -41,13 +41,22 @@ def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def units(tmp_path: Path) -> Path:
     options = UnitOptions(executable=SAFEHOME, services="project")
     write_units(render_units(options), tmp_path)
+    system = tmp_path / "system"  # the variant ordered after Debian's own units
+    write_units(render_units(UnitOptions(executable=SAFEHOME)), system)
     # A template is verified through an instance of it.
     shutil.copy(tmp_path / STANDBY_TEMPLATE, tmp_path / "safehome-gateway@standby.service")
     return tmp_path
 
 
 @pytest.mark.parametrize(
-    "name", [GATEWAY_UNIT, "safehome-gateway@standby.service", POSTGRES_UNIT, MOSQUITTO_UNIT]
+    "name",
+    [
+        GATEWAY_UNIT,
+        "safehome-gateway@standby.service",
+        POSTGRES_UNIT,
+        MOSQUITTO_UNIT,
+        f"system/{GATEWAY_UNIT}",
+    ],
 )
 def test_systemd_accepts_every_unit_without_a_warning(units: Path, name: str) -> None:
     done = _analyze("verify", f"./{name}", cwd=units)
