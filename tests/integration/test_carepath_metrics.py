@@ -197,6 +197,8 @@ def test_gateway_speaks_sd_notify(db: Database, broker: Broker, tmp_path: Path) 
             assert got[0] == "READY=1\nSTATUS=serving"
             assert got[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
             assert gw.runtime.healthy()
+            gw.runtime.analysis.stop()  # a worker gone: no more pings (and the process ends)
+            assert not gw.runtime.healthy()
         rest: list[str] = []
         while not rest or rest[-1] != "STOPPING=1\nSTATUS=stopping":
             rest.append(sock.recv(256).decode())
