@@ -96,7 +96,8 @@ def test_gateway_unit_is_notify_with_watchdog_credentials_and_hardening() -> Non
     assert set(units) == {GATEWAY_UNIT, STANDBY_TEMPLATE}  # system services: no extra units
     standby = units[STANDBY_TEMPLATE]
     assert "Environment=SAFEHOME_CONFIG=/etc/safehome/gateway-%i.toml" in standby
-    assert "StateDirectory=safehome/%i" in standby
+    assert "ReadWritePaths=/var/lib/safehome/%i" in standby
+    assert "StateDirectory=" not in gw  # it would chown PostgreSQL's data of project mode
 
 
 @pytest.mark.parametrize(
