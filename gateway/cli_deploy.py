@@ -47,15 +47,27 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         print(f"safehome install-service: cannot write units: {exc}", file=sys.stderr)
         return 2
     creds = options.config_dir / "credentials"
+    state, user = options.state_dir, options.user
+    steps = [
+        f"useradd --system --home-dir {state} --shell /usr/sbin/nologin {user}",
+        f"install -d -o {user} -g {user} -m 0751 {state}",
+    ]
+    if options.services == "project":
+        steps += [
+            f"SAFEHOME_VAR_DIR={state} {options.executable} services up   # creates, migrates",
+            f"{options.executable} services down   # systemd runs them from now on",
+            f"chown -R {user}: {state}/mqtt   # the broker runs as {user}",
+            f"install -d -m 0700 {creds} && cp {state}/secrets/{{db_password,mqtt_password,"
+            f"jwt_secret}} {creds}/",
+        ]
+    else:
+        steps.append(
+            f"install -d -m 0700 {creds}   # then one file each: "
+            + ", ".join(c for c, _ in CREDENTIALS)
+        )
+    steps.append(f"systemctl daemon-reload && systemctl enable --now {GATEWAY_UNIT}")
     print("\n".join(f"wrote {p}" for p in written))
-    print(
-        "next (as root):\n"
-        f"  useradd --system --home-dir {options.state_dir} --shell /usr/sbin/nologin "
-        f"{options.user}\n"
-        f"  install -d -m 0700 {creds}   # then one file each: "
-        + ", ".join(c for c, _ in CREDENTIALS)
-        + f"\n  systemctl daemon-reload && systemctl enable --now {GATEWAY_UNIT}"
-    )
+    print("next (as root; docs/operations.md):\n" + "\n".join(f"  {s}" for s in steps))
     return 0
 
 

@@ -25,17 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gateway.localsvc_admin import SECRET_FILES
+
 GATEWAY_UNIT = "safehome-gateway.service"
 STANDBY_TEMPLATE = "safehome-gateway@.service"
 POSTGRES_UNIT = "safehome-postgresql.service"
 MOSQUITTO_UNIT = "safehome-mosquitto.service"
 
-# (credential name, settings variable read from the file systemd exposes under %d)
-CREDENTIALS: tuple[tuple[str, str], ...] = (
-    ("db_password", "SAFEHOME_DATABASE__PASSWORD_FILE"),
-    ("mqtt_password", "SAFEHOME_MQTT__PASSWORD_FILE"),
-    ("jwt_secret", "SAFEHOME_API__JWT_SECRET_FILE"),
-)
+# (credential name, settings variable read from the file systemd exposes under %d): the same
+# names as the secrets `safehome services up` creates under <var_dir>/secrets.
+CREDENTIALS: tuple[tuple[str, str], ...] = tuple((name, var) for var, name in SECRET_FILES.items())
 
 # Sandboxing shared by every unit we write (each line documented in docs/operations.md).
 _HARDENING = """\
@@ -110,8 +109,9 @@ def _gateway(o: UnitOptions, *, instance: bool) -> str:
     name = "%i" if instance else ""
     overlay = o.config_dir / ("gateway-%i.toml" if instance else "gateway.toml")
     creds_dir = o.config_dir / "credentials" / ("%i" if instance else "")
-    state = f"{o.state_dir_name}/%i" if instance else o.state_dir_name
-    var_dir = f"/var/lib/{state}"
+    # Not StateDirectory=: systemd would chown it recursively, and with the project's own
+    # services it holds PostgreSQL's data (owned by postgres). The operator creates it.
+    var_dir = o.state_dir / "%i" if instance else o.state_dir
     credentials = "\n".join(f"LoadCredential={c}:{creds_dir / c}" for c, _ in CREDENTIALS)
     secret_env = "\n".join(f"Environment={var}=%d/{c}" for c, var in CREDENTIALS)
     title = f"Safe-Home Guardian gateway ({name})" if instance else "Safe-Home Guardian gateway"
@@ -134,8 +134,6 @@ RestartSec=2
 ExecStart={o.executable} gateway run
 User={o.user}
 Group={o.user}
-StateDirectory={state}
-StateDirectoryMode=0751
 WorkingDirectory={var_dir}
 ReadWritePaths={var_dir}
 Environment=SAFEHOME_CONFIG={overlay}

@@ -14,14 +14,19 @@ from typing import Any
 from psycopg import Connection
 
 # Incident timeline events with their incident's type and priority; for an acknowledgement,
-# the time it took (seconds from raised to acknowledged).
+# the time it took (seconds from raised to acknowledged). The events are taken by primary-key
+# range first and each incident is looked up by its key (LIMIT 1 keeps the lookup a nested
+# loop): a hash join over the whole incidents table would grow with the history.
 _INCIDENT_EVENTS = """
 SELECT e.id, e.kind, i.type, i.priority,
        CASE WHEN e.kind = 'acknowledged'
             THEN extract(epoch FROM coalesce(i.acknowledged_at, e.time) - i.raised_at)::float8
        END
-FROM incident_events e JOIN incidents i ON i.id = e.incident_id
-WHERE e.id > %s ORDER BY e.id LIMIT %s
+FROM (SELECT id, incident_id, kind, time FROM incident_events
+      WHERE id > %s ORDER BY id LIMIT %s) e
+CROSS JOIN LATERAL (SELECT type, priority, raised_at, acknowledged_at FROM incidents
+                    WHERE id = e.incident_id LIMIT 1) i
+ORDER BY e.id
 """
 
 # Escalation steps from the audit log (the worker appends one entry per tier reached).
@@ -36,11 +41,14 @@ _NOTIFICATION_ATTEMPTS = """
 SELECT id, channel, result FROM notification_attempts WHERE id > %s ORDER BY id LIMIT %s
 """
 
-# Open, unacknowledged incidents (the partial unique indexes on open incidents serve it).
+# Open, unacknowledged incidents. One branch per partial index of open incidents
+# (incidents_open_care, incidents_open_technical, migration 0010): each reads only what is open.
 _UNACKNOWLEDGED = """
-SELECT technical, priority, count(*),
-       extract(epoch FROM now() - min(raised_at))::float8
-FROM incidents WHERE state = 'raised' GROUP BY technical, priority
+SELECT false, priority, count(*), extract(epoch FROM now() - min(raised_at))::float8
+FROM incidents WHERE state = 'raised' AND NOT technical GROUP BY priority
+UNION ALL
+SELECT true, priority, count(*), extract(epoch FROM now() - min(raised_at))::float8
+FROM incidents WHERE state = 'raised' AND technical GROUP BY priority
 """
 
 # Rows waiting to be sent; ``overdue`` is how late the most overdue due row is.

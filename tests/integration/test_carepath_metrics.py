@@ -3,7 +3,11 @@ notify protocol spoken by the gateway (a real AF_UNIX datagram socket)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +26,7 @@ from tests.support import (
     InProcessGateway,
     gateway_settings,
     make_site,
+    settings_env,
     wait_until,
 )
 
@@ -192,6 +197,8 @@ def test_gateway_speaks_sd_notify(db: Database, broker: Broker, tmp_path: Path) 
             assert got[0] == "READY=1\nSTATUS=serving"
             assert got[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
             assert gw.runtime.healthy()
+            gw.runtime.analysis.stop()  # a worker gone: no more pings (and the process ends)
+            assert not gw.runtime.healthy()
         rest: list[str] = []
         while not rest or rest[-1] != "STOPPING=1\nSTATUS=stopping":
             rest.append(sock.recv(256).decode())
@@ -218,3 +225,35 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(gw: InProcessGatew
 
     # The broker's $SYS counters appear once Mosquitto has published them (every 10 s).
     wait_until(lambda: wanted <= exported(), 30, f"exported: {sorted(wanted - exported())}")
+
+
+def test_safehome_gateway_run_notifies_systemd(
+    db: Database, broker: Broker, tmp_path: Path
+) -> None:
+    """The real command under a systemd-like environment ($NOTIFY_SOCKET, $WATCHDOG_USEC):
+    READY=1, watchdog pings, and STOPPING=1 on SIGTERM, then a clean exit."""
+    make_site(db, broker, site_id="site-a", beds=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+    env.update(settings_env(gateway_settings(db, broker)))
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(60)
+        env |= {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "900000"}
+        with open(tmp_path / "gateway.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "gateway", "run"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                assert sock.recv(256) == b"READY=1\nSTATUS=serving"
+                assert sock.recv(256) == b"WATCHDOG=1"
+                proc.send_signal(signal.SIGTERM)
+                while (msg := sock.recv(256)) == b"WATCHDOG=1":
+                    pass
+                assert msg == b"STOPPING=1\nSTATUS=stopping"
+                assert proc.wait(timeout=60) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()

@@ -55,6 +55,14 @@ def test_rules_are_valid() -> None:
     assert f"SUCCESS: {len(alert_rules())} rules found" in done.stdout
 
 
+def test_example_prometheus_configuration_is_valid() -> None:
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    done = promtool("check", "config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    jobs = {j["job_name"] for j in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert jobs == {"safehome-gateway", "node"}  # the jobs the rules name
+
+
 def test_each_rule_fires_on_the_metric_it_watches() -> None:
     files = sorted(RULE_TESTS.glob("*.yml"))
     done = promtool("test", "rules", *map(str, files), cwd=RULE_TESTS)

@@ -41,13 +41,22 @@ def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def units(tmp_path: Path) -> Path:
     options = UnitOptions(executable=SAFEHOME, services="project")
     write_units(render_units(options), tmp_path)
+    system = tmp_path / "system"  # the variant ordered after Debian's own units
+    write_units(render_units(UnitOptions(executable=SAFEHOME)), system)
     # A template is verified through an instance of it.
     shutil.copy(tmp_path / STANDBY_TEMPLATE, tmp_path / "safehome-gateway@standby.service")
     return tmp_path
 
 
 @pytest.mark.parametrize(
-    "name", [GATEWAY_UNIT, "safehome-gateway@standby.service", POSTGRES_UNIT, MOSQUITTO_UNIT]
+    "name",
+    [
+        GATEWAY_UNIT,
+        "safehome-gateway@standby.service",
+        POSTGRES_UNIT,
+        MOSQUITTO_UNIT,
+        f"system/{GATEWAY_UNIT}",
+    ],
 )
 def test_systemd_accepts_every_unit_without_a_warning(units: Path, name: str) -> None:
     done = _analyze("verify", f"./{name}", cwd=units)
@@ -87,7 +96,8 @@ def test_gateway_unit_is_notify_with_watchdog_credentials_and_hardening() -> Non
     assert set(units) == {GATEWAY_UNIT, STANDBY_TEMPLATE}  # system services: no extra units
     standby = units[STANDBY_TEMPLATE]
     assert "Environment=SAFEHOME_CONFIG=/etc/safehome/gateway-%i.toml" in standby
-    assert "StateDirectory=safehome/%i" in standby
+    assert "ReadWritePaths=/var/lib/safehome/%i" in standby
+    assert "StateDirectory=" not in gw  # it would chown PostgreSQL's data of project mode
 
 
 @pytest.mark.parametrize(
