@@ -31,6 +31,12 @@ from devices.protocol import Channel, format_topic
 DEVICE_PUBLISHES: tuple[Channel, ...] = tuple(ch for ch in Channel if ch.uplink)
 DEVICE_SUBSCRIBES: tuple[Channel, ...] = tuple(ch for ch in Channel if not ch.uplink)
 
+# The gateway's second, small connection reads the broker's $SYS counters (gateway.brokerstats).
+# With client ids bound to user names, it needs an account of its own: under the gateway's
+# account it would take over (and, connecting with a clean session, wipe) the gateway's
+# persistent session. The account shares the gateway's password and may read $SYS only.
+SYS_MONITOR_SUFFIX = "-sys"
+
 _ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -96,6 +102,8 @@ def render_password_file(
     extra: Iterable[ServiceAccount] = (),
 ) -> str:
     lines = [f"{_check_id(service.username, 'username')}:{service.password_hash}"]
+    monitor = _check_id(service.username + SYS_MONITOR_SUFFIX, "username")
+    lines.append(f"{monitor}:{service.password_hash}")
     lines += [f"{_check_id(s.username, 'username')}:{s.password_hash}" for s in extra]
     lines += [f"{_check_id(d.device_id, 'device id')}:{d.password_hash}" for d in devices]
     return "\n".join(lines) + "\n"
@@ -115,6 +123,9 @@ def render_acl(
         f"topic read {prefix}/v1/#",
         f"topic write {prefix}/v1/+/+/ack",
         f"topic write {prefix}/v1/+/+/config",
+        "topic read $SYS/#",
+        "",
+        f"user {service.username}{SYS_MONITOR_SUFFIX}",
         "topic read $SYS/#",
         "",
     ]

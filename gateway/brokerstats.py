@@ -1,8 +1,10 @@
 """The broker's own counters (Mosquitto's ``$SYS`` topics), exported by the gateway.
 
-Prometheus cannot read ``$SYS`` itself; the gateway's service account may
-(``topic read $SYS/#`` in the ACL written by gateway.brokerauth). A second, tiny MQTT
-connection (client id ``<mqtt.client_id>-sys``, QoS 0, no persistent session) keeps the
+Prometheus cannot read ``$SYS`` itself; the gateway's monitor account may: user
+``<mqtt.username>-sys`` with the gateway's password and ``topic read $SYS/#`` only, written by
+gateway.brokerauth (the broker binds client ids to user names, so a connection under the
+gateway's own account would take over the gateway's persistent session). That second, tiny
+MQTT connection (client id ``<mqtt.client_id>-sys``, QoS 0, no persistent session) keeps the
 latest value of each topic below; ``/metrics`` exports them as they are (Mosquitto
 publishes them every ``sys_interval``, 10 s by default, retained). Kept apart from the
 ingest session so that ``$SYS`` never reaches the ingest pipeline.
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.brokerauth import SYS_MONITOR_SUFFIX
 from gateway.mqttclient import SUB_RETAIN_IF_NEW, MqttClient, Received
 from gateway.mqttsession import _ssl_context
 from gateway.settings import MqttSettings
@@ -60,7 +63,9 @@ class BrokerSysMonitor(Collector):
             client_id or f"{settings.client_id}-sys",
             self._on_message,
             list(SYS_TOPICS),
-            username=settings.username,
+            # Its own account (gateway.brokerauth.SYS_MONITOR_SUFFIX): the broker binds client
+            # ids to user names, so the gateway's account would take over its session.
+            username=settings.username + SYS_MONITOR_SUFFIX,
             password=password,
             keepalive_s=settings.keepalive_s,
             session_expiry_s=0,

@@ -181,6 +181,9 @@ def test_mqtt_client_broker_and_process_metrics(gw: InProcessGateway) -> None:
         30, "broker $SYS counters",
     )  # fmt: skip
     assert ("safehome_broker_publish_messages_dropped_total", ()) in scrape(gw)
+    # The monitor connects under its own account: the broker binds client ids to user names,
+    # so under the gateway's account it would have taken over the gateway's session.
+    assert value(scrape(gw), "safehome_mqtt_client_connection_losses_total") == 0
 
 
 def test_gateway_speaks_sd_notify(db: Database, broker: Broker, tmp_path: Path) -> None:

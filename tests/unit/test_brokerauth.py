@@ -14,6 +14,7 @@ from gateway.brokerauth import (
     ServiceAccount,
     hash_password,
     render_acl,
+    render_password_file,
     verify_password,
     write_auth_files,
 )
@@ -51,3 +52,12 @@ def test_ids_that_could_escape_a_topic_level_are_refused(tmp_path: Path) -> None
             tmp_path, "shg", ServiceAccount("gw", "h"), [DeviceAccount("a/#", "s", "h")]
         )
     assert not (tmp_path / "acl").exists()
+
+
+def test_the_sys_monitor_has_its_own_read_only_account() -> None:
+    """Client ids are bound to user names: the $SYS monitor must not use the gateway's."""
+    service = ServiceAccount("gateway", "h")
+    assert "gateway-sys:h" in render_password_file(service, []).splitlines()
+    acl = render_acl("shg", service, [])
+    block = acl.split("user gateway-sys\n", 1)[1].split("\n\n", 1)[0].strip()
+    assert block == "topic read $SYS/#"
