@@ -13,8 +13,9 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
   the step the test waits for (:func:`gateway.acceptance.awaited`: its first press or fall)
   is stored as an observation of the test instead; any other raise of a device under test
   is a real incident (test mode never silences a resident);
-* a care raise of a device bound to no resident (a pull-cord bound to a room, a vacant bed,
-  an unbound device, a device whose test mode expired) raises a care incident of the place:
+* an alarm (emergency call, fall) of a device bound to no resident (a pull-cord bound to a
+  room, a vacant bed, an unbound device, a device whose test mode expired; other care
+  findings of such a device concern nobody and raise nothing) raises a care incident of the place:
   subject = its location, else its site (``resident_id`` NULL; one open per subject and type,
   migration 0017), escalated like any other.
 
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from analytics.types import DetectionKind
 from gateway import acceptance
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, WorkflowError
@@ -89,6 +91,9 @@ UPDATE pending_alarms
 SET handled_at = now(), handled_by = %s, outcome = %s, incident_id = %s, note = %s
 WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
 """
+PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL})
+"""Alarms: raised for the place when no resident is bound. A vacant bed's routine findings
+(not up, no activity) concern nobody and still raise nothing."""
 LATE_NOTE_S = 10.0
 """An alarm raised this long or longer after it was received says so in its reason."""
 
@@ -203,7 +208,7 @@ def _trigger(rec: DetectionRecord, markers: Sequence[_Marker], by: str) -> Trigg
     reason = rec.reason
     resident_id = rec.resident_id
     subject: str | None = rec.subject if rec.technical else None
-    if not rec.technical and resident_id is None:
+    if rec.kind in PLACE_KINDS and resident_id is None:
         subject = rec.location_id or rec.site_id
         level = "location" if rec.location_id else "site"
         details.update(level=level, device=rec.device_id, no_resident=True)
