@@ -38,6 +38,7 @@ from pydantic import SecretStr
 
 from devices import protocol as p
 from gateway.api.auth import create_user
+from gateway.commissioning import apply_site_definition
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, parse_ladders
 from gateway.escalation.roster import DutyRole, add_shift
@@ -730,13 +731,17 @@ async def test_wechat_template_message_refreshes_an_expired_token_once(
 
     wx.respond = respond
     seed_site(db)
+    # Contacts come from the site definition (safehome site apply), openid included.
+    definition = {
+        "site": {"id": "s1", "name": "Site", "kind": "nursing_home"},
+        "contacts": [
+            {"id": cid, "resident": "r1", "name": "F", "channels": ["wechat"],
+             "wechat_openid": openid}
+            for cid, openid in (("fam1", "o-family-0001"), ("fam2", "o-unfollowed-1"))
+        ],
+    }  # fmt: skip
     with db.connect() as conn:
-        for cid, openid in (("fam1", "o-family-0001"), ("fam2", "o-unfollowed-1")):
-            conn.execute(
-                "INSERT INTO contacts (contact_id, resident_id, kind, display_name, channels,"
-                " wechat_openid) VALUES (%s, 'r1', 'family', 'F', '[\"wechat\"]', %s)",
-                (cid, openid),
-            )
+        apply_site_definition(conn, definition)
     settings = NotifySettings(
         poll_interval_s=0.05,
         wechat=WechatTemplateSettings(
