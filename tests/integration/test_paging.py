@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import subprocess
@@ -599,8 +600,12 @@ async def test_an_unanswered_page_moves_on_to_the_supervisor_on_time(
 
 
 async def test_failing_channels_fall_back_to_a_voice_call_and_the_tier_advances_early(
-    db: Database, pool: AsyncConnectionPool[Any], serve: Callable[[], Receiver]
+    db: Database,
+    pool: AsyncConnectionPool[Any],
+    serve: Callable[[], Receiver],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     sms, voice, bad_voice = serve(), serve(), serve()
     aliyun(sms, "SendSms", SMS_FIELDS, code="isv.MOBILE_NUMBER_ILLEGAL")  # permanent
     aliyun(voice, "SingleCallByTts", VOICE_FIELDS)
@@ -660,6 +665,10 @@ async def test_failing_channels_fall_back_to_a_voice_call_and_the_tier_advances_
         )
         == 1
     )
+    # No phone number in any log record (the Aliyun answer echoes it: only Code is kept).
+    logged = " ".join(repr(r.__dict__) for r in caplog.records)
+    assert NURSE_PHONE not in logged and HEAD_PHONE not in logged
+    assert caplog.records  # the attempts were logged (ids and outcomes only)
 
 
 async def test_a_page_is_not_sent_once_the_incident_is_acknowledged(
