@@ -914,3 +914,24 @@ async def test_the_emergency_instruction_reaches_everyone_on_shift_and_either_ma
     with db.connect() as conn:
         outcome = acks.acknowledge_link(conn, verify_link(ACK_SECRET, forged, time.time()))
     assert outcome.result is AckResult.UNKNOWN
+
+
+async def test_a_new_incident_wakes_the_escalation_worker_without_waiting_for_its_poll(
+    db: Database, pool: AsyncConnectionPool[Any]
+) -> None:
+    seed_site(db)
+    nurse = staff_user(db, "nurse-a", "duty_staff", "s1")
+    worker = EscalationWorker(pool, ladder(duty=60.0), poll_interval_s=120.0, page_ttl_s=3600)
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(worker.listen(db.conninfo()))]
+    try:
+        await asyncio.sleep(0.5)  # both idle: the worker now sleeps for its 120 s poll
+        incident_id = raise_fall(db)
+        await until(
+            lambda: db.scalar("SELECT user_id FROM staff_pages WHERE incident_id = %s",
+                              (incident_id,)) == nurse,
+            20, "the page, woken by NOTIFY (the poll is 120 s away)",
+        )  # fmt: skip
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
