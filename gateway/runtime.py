@@ -217,6 +217,9 @@ class Runtime:
                 page_ttl_s=s.paging.ack_ttl_s if s.paging.enabled and s.notify.enabled else None,
             )  # fmt: skip
             self._tasks.append(asyncio.create_task(self.escalation.run(), name="escalation"))
+            self._tasks.append(asyncio.create_task(
+                self.escalation.listen(db.conninfo()), name="escalation-listen"
+            ))  # fmt: skip
         if s.notify.enabled:
             key = s.paging.ack_secret.get_secret_value() if s.paging.ack_secret else None
             self.outbox = OutboxWorker(

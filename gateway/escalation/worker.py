@@ -27,6 +27,7 @@ Logs carry incident ids, tier names and counts only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -174,6 +175,25 @@ class EscalationWorker(PollingWorker):
         if enqueued and self._on_enqueued is not None:
             self._on_enqueued()
         return handled
+
+    async def listen(self, conninfo: str, *, retry_s: float = 5.0) -> None:
+        """Wake on ``NOTIFY incident_escalations`` (a new timer, migration 0016) until
+        cancelled, so a new incident's first page does not wait for the next poll. Polling
+        still covers any gap (a lost connection, a notification missed meanwhile)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            except psycopg.OperationalError:
+                await asyncio.sleep(retry_s)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(b"LISTEN incident_escalations")
+                    self.wake()  # whatever arrived while not listening
+                    async for _ in conn.notifies():
+                        self.wake()
+            except psycopg.OperationalError:
+                await asyncio.sleep(retry_s)
 
     async def on_exhausted(self, exhausted: ContactExhausted) -> None:
         """Outbox hook: a contact (or a paged staff user) could not be reached on any channel.

@@ -150,6 +150,7 @@ def _acknowledge(
                     "WHERE incident_id = %s AND stopped_at IS NULL",
                     (incident_id,),
                 )
+                conn.execute("SELECT pg_notify('incident_escalations', %s)", (str(incident_id),))
         audit.append(conn, user_id, "page.acknowledged", f"incident:{incident_id}",
                      {"page_id": page_id, "via": via, "result": result.value})  # fmt: skip
     return _done(_with(outcome, result), via)

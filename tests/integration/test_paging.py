@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import subprocess
@@ -38,6 +39,7 @@ from pydantic import SecretStr
 
 from devices import protocol as p
 from gateway.api.auth import create_user
+from gateway.commissioning import apply_site_definition
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, parse_ladders
 from gateway.escalation.roster import DutyRole, add_shift
@@ -598,8 +600,12 @@ async def test_an_unanswered_page_moves_on_to_the_supervisor_on_time(
 
 
 async def test_failing_channels_fall_back_to_a_voice_call_and_the_tier_advances_early(
-    db: Database, pool: AsyncConnectionPool[Any], serve: Callable[[], Receiver]
+    db: Database,
+    pool: AsyncConnectionPool[Any],
+    serve: Callable[[], Receiver],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     sms, voice, bad_voice = serve(), serve(), serve()
     aliyun(sms, "SendSms", SMS_FIELDS, code="isv.MOBILE_NUMBER_ILLEGAL")  # permanent
     aliyun(voice, "SingleCallByTts", VOICE_FIELDS)
@@ -659,6 +665,10 @@ async def test_failing_channels_fall_back_to_a_voice_call_and_the_tier_advances_
         )
         == 1
     )
+    # No phone number in any log record (the Aliyun answer echoes it: only Code is kept).
+    logged = " ".join(repr(r.__dict__) for r in caplog.records)
+    assert NURSE_PHONE not in logged and HEAD_PHONE not in logged
+    assert caplog.records  # the attempts were logged (ids and outcomes only)
 
 
 async def test_a_page_is_not_sent_once_the_incident_is_acknowledged(
@@ -730,13 +740,17 @@ async def test_wechat_template_message_refreshes_an_expired_token_once(
 
     wx.respond = respond
     seed_site(db)
+    # Contacts come from the site definition (safehome site apply), openid included.
+    definition = {
+        "site": {"id": "s1", "name": "Site", "kind": "nursing_home"},
+        "contacts": [
+            {"id": cid, "resident": "r1", "name": "F", "channels": ["wechat"],
+             "wechat_openid": openid}
+            for cid, openid in (("fam1", "o-family-0001"), ("fam2", "o-unfollowed-1"))
+        ],
+    }  # fmt: skip
     with db.connect() as conn:
-        for cid, openid in (("fam1", "o-family-0001"), ("fam2", "o-unfollowed-1")):
-            conn.execute(
-                "INSERT INTO contacts (contact_id, resident_id, kind, display_name, channels,"
-                " wechat_openid) VALUES (%s, 'r1', 'family', 'F', '[\"wechat\"]', %s)",
-                (cid, openid),
-            )
+        apply_site_definition(conn, definition)
     settings = NotifySettings(
         poll_interval_s=0.05,
         wechat=WechatTemplateSettings(
@@ -839,6 +853,7 @@ def test_user_channel_cli_adds_lists_and_removes_with_audit(db: Database) -> Non
     assert actions == [
         ("cli", "user.channel_added", f"user:{nurse}"),
         ("cli", "user.channel_added", f"user:{nurse}"),
+        ("cli", "user.channels_revealed", f"user:{nurse}"),  # --reveal: a read of PII
         ("cli", "user.channel_removed", f"user:{nurse}"),
     ]
     assert (
@@ -900,3 +915,24 @@ async def test_the_emergency_instruction_reaches_everyone_on_shift_and_either_ma
     with db.connect() as conn:
         outcome = acks.acknowledge_link(conn, verify_link(ACK_SECRET, forged, time.time()))
     assert outcome.result is AckResult.UNKNOWN
+
+
+async def test_a_new_incident_wakes_the_escalation_worker_without_waiting_for_its_poll(
+    db: Database, pool: AsyncConnectionPool[Any]
+) -> None:
+    seed_site(db)
+    nurse = staff_user(db, "nurse-a", "duty_staff", "s1")
+    worker = EscalationWorker(pool, ladder(duty=60.0), poll_interval_s=120.0, page_ttl_s=3600)
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(worker.listen(db.conninfo()))]
+    try:
+        await asyncio.sleep(0.5)  # both idle: the worker now sleeps for its 120 s poll
+        incident_id = raise_fall(db)
+        await until(
+            lambda: db.scalar("SELECT user_id FROM staff_pages WHERE incident_id = %s",
+                              (incident_id,)) == nurse,
+            20, "the page, woken by NOTIFY (the poll is 120 s away)",
+        )  # fmt: skip
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

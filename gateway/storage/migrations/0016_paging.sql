@@ -72,3 +72,14 @@ ALTER TABLE notification_attempts
 -- WeChat service-account template messages to family contacts: the contact's openid.
 ALTER TABLE contacts ADD COLUMN wechat_openid text
     CHECK (wechat_openid IS NULL OR wechat_openid ~ '^[A-Za-z0-9_-]{6,64}$');
+
+-- A new escalation timer (a new incident) wakes the escalation workers at once (they LISTEN),
+-- so the first page leaves within milliseconds instead of at the next poll.
+CREATE FUNCTION incident_escalations_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('incident_escalations', NEW.incident_id::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER incident_escalations_notify AFTER INSERT ON incident_escalations
+    FOR EACH ROW EXECUTE FUNCTION incident_escalations_notify();
