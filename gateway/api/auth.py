@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from gateway import audit
 from gateway.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,10 @@ def create_user(
     site_id: str | None = None,
     residents: Iterable[str] = (),
     user_id: str | None = None,
+    actor: str = "cli",
 ) -> str:
-    """Create a user (and family links) in one transaction; return the user id."""
+    """Create a user (and family links) in one transaction; return the user id. Audited
+    (``user.create`` by ``actor``: the new id, role, site and linked resident ids)."""
     role = UserRole(role)
     links = list(residents)
     if len(password) < 8:
@@ -147,6 +150,8 @@ def create_user(
                 "INSERT INTO family_links (user_id, resident_id) VALUES (%s, %s)",
                 (uid, resident_id),
             )
+        audit.append(conn, actor, "user.create", f"user:{uid}",
+                     {"role": role.value, "site_id": site_id, "residents": links})  # fmt: skip
     log.info("user created", extra={"user_id": uid, "role": role.value})
     return uid
 
