@@ -163,7 +163,16 @@ def test_back_dated_and_cut_chains_are_detected(db: Database, tmp_path: Path) ->
     with db.connect() as c:
         assert audit.verify(c).ok
         result = audit.verify(c, anchors)
-    assert not result.ok and "entries removed" in (result.problem or "")
+        assert not result.ok and "entries removed" in (result.problem or "")
+        # The gateway's incremental check from its last anchor says so too.
+        assert not audit_anchor.anchor_head(c, path, KEY, 1.0).ok
+    # Emptied altogether: the same.
+    _superuser(db, "ALTER TABLE audit_log DISABLE TRIGGER USER; DELETE FROM audit_log; "
+               "ALTER TABLE audit_log ENABLE TRIGGER USER;")  # fmt: skip
+    with db.connect() as c:
+        assert audit.verify(c).ok and audit.verify(c).entries == 0
+        assert not audit.verify(c, anchors).ok
+        assert not audit_anchor.anchor_head(c, path, KEY, 1.0).ok
 
 
 def test_a_forged_anchor_file_is_refused(tmp_path: Path) -> None:
