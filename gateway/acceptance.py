@@ -77,6 +77,7 @@ ALARM_STEPS: dict[str, tuple[str, str]] = {
     "button": ("press", "emergency_call"),
     "wearable": ("motion", "fall"),
 }
+_STEP_OF_DETECTION = {detection: step for step, detection in ALARM_STEPS.values()}
 # A test step's device time may be this much before the test's start (clocks run behind).
 AWAITED_CLOCK_SLACK_S = 5.0
 
@@ -160,7 +161,7 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
         "system",
         "device.test.steps_done",
         f"device:{rec.device_id}",
-        {"test_id": test_id, "step": ALARM_STEPS.get(_kind_of(conn, test_id), ("",))[0]},
+        {"test_id": test_id, "step": _STEP_OF_DETECTION.get(rec.kind.value, "")},
     )
 
 
@@ -187,13 +188,6 @@ def observe_cancel(conn: Conn, test_id: str, device_id: str, at: float) -> None:
 
 def steps_of(kind: str) -> list[dict[str, str]]:
     return [{"name": n, "prompt": p} for n, p in STEPS[kind]]
-
-
-def _kind_of(conn: Conn, test_id: str) -> str:
-    row = conn.execute(
-        "SELECT kind FROM acceptance_tests WHERE test_id = %s", (test_id,)
-    ).fetchone()
-    return "" if row is None else str(row[0])
 
 
 _ACTIVE = b"""
@@ -387,10 +381,14 @@ def _wearable(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, An
 
 
 def family_notified(conn: Conn, test: Mapping[str, Any]) -> bool:
-    """Whether any contact of the test's resident got a notification during the test."""
+    """Whether any contact of the test's resident got a notification during the test (until
+    its steps were done)."""
     if test["resident_id"] is None:
         return False
     start, end = _window(test)
+    # Once the steps are done test mode is over: a page after that is a real alarm's.
+    done = test.get("steps_done_at")
+    end = end if done is None else min(end, done)
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM notification_outbox o JOIN contacts c "
         "ON c.contact_id = o.contact_id WHERE c.resident_id = %s AND o.created_at >= %s "

@@ -139,7 +139,7 @@ def verify(
         for seq, time, actor, action, target, data_text, prev_hash, stored in cur:
             count += 1
             if since is not None and seq == since.seq:
-                if stored != since.hash or seq != start:
+                if stored != since.hash:
                     return VerifyResult(False, count, prev, seq, "entry differs from its anchor")
                 prev_time, last = time, seq
                 continue
@@ -155,7 +155,8 @@ def verify(
             if prev_time is not None and time < prev_time - tolerance:
                 problem = "entry is older than the one before it (back-dated)"
                 return VerifyResult(False, count, prev, seq, problem)
-            for skipped in [s for s in by_seq if last < s < seq]:
+            skipped = min((s for s in by_seq if last < s < seq), default=None)
+            if skipped is not None:
                 return VerifyResult(False, count, prev, skipped, "anchored entry is missing")
             anchor = by_seq.get(seq)
             if anchor is not None:
@@ -164,6 +165,9 @@ def verify(
                                         f"hash differs from the anchor of {anchor.at}")  # fmt: skip
                 checked += 1
             prev, prev_time, last = stored, time, seq
+    if since is not None and last < since.seq:
+        return VerifyResult(False, count, prev, since.seq, "anchored entry is missing "
+                            "(entries removed)", last, checked)  # fmt: skip
     beyond = [s for s in by_seq if s > last]
     if beyond:
         return VerifyResult(False, count, prev, min(beyond),

@@ -26,6 +26,8 @@ SECRET_FILES = {
     "SAFEHOME_DATABASE__PASSWORD_FILE": "db_password",
     "SAFEHOME_MQTT__PASSWORD_FILE": "mqtt_password",
     "SAFEHOME_API__JWT_SECRET_FILE": "jwt_secret",
+    # The audit chain's anchors are on by default with the project's own services.
+    "SAFEHOME_AUDIT__ANCHOR_KEY_FILE": "audit_anchor_key",
 }
 # The schema owner's password (migrations only): never handed to the gateway process.
 OWNER_SECRET = ("SAFEHOME_DATABASE__OWNER_PASSWORD_FILE", "db_owner_password")

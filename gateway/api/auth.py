@@ -49,6 +49,7 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
+from gateway import audit
 from gateway.api.throttle import LoginThrottle
 from gateway.settings import ApiSettings
 from gateway.storage import auth_sessions
@@ -141,8 +142,10 @@ def create_user(
     site_id: str | None = None,
     residents: Iterable[str] = (),
     user_id: str | None = None,
+    actor: str = "cli",
 ) -> str:
-    """Create a user (and family links) in one transaction; return the user id."""
+    """Create a user (and family links) in one transaction; return the user id. Audited
+    (``user.create`` by ``actor``: the new id, role, site and linked resident ids)."""
     role = UserRole(role)
     links = list(residents)
     check_new_password(password)
@@ -166,6 +169,8 @@ def create_user(
                 "INSERT INTO family_links (user_id, resident_id) VALUES (%s, %s)",
                 (uid, resident_id),
             )
+        audit.append(conn, actor, "user.create", f"user:{uid}",
+                     {"role": role.value, "site_id": site_id, "residents": links})  # fmt: skip
     log.info("user created", extra={"user_id": uid, "role": role.value})
     return uid
 

@@ -22,7 +22,7 @@ import pytest
 
 from gateway import audit, audit_anchor
 from gateway.localsvc import LocalServiceError
-from tests.support import Database
+from tests.support import Broker, Database, InProcessGateway, gateway_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +163,16 @@ def test_back_dated_and_cut_chains_are_detected(db: Database, tmp_path: Path) ->
     with db.connect() as c:
         assert audit.verify(c).ok
         result = audit.verify(c, anchors)
-    assert not result.ok and "entries removed" in (result.problem or "")
+        assert not result.ok and "entries removed" in (result.problem or "")
+        # The gateway's incremental check from its last anchor says so too.
+        assert not audit_anchor.anchor_head(c, path, KEY, 1.0).ok
+    # Emptied altogether: the same.
+    _superuser(db, "ALTER TABLE audit_log DISABLE TRIGGER USER; DELETE FROM audit_log; "
+               "ALTER TABLE audit_log ENABLE TRIGGER USER;")  # fmt: skip
+    with db.connect() as c:
+        assert audit.verify(c).ok and audit.verify(c).entries == 0
+        assert not audit.verify(c, anchors).ok
+        assert not audit_anchor.anchor_head(c, path, KEY, 1.0).ok
 
 
 def test_a_forged_anchor_file_is_refused(tmp_path: Path) -> None:
@@ -212,3 +221,34 @@ def test_cli_verify_anchors_and_reports_a_rewrite(db: Database, tmp_path: Path) 
     done = _verify_cli(db, path)
     assert done.returncode == 1
     assert "audit chain BROKEN at seq 4" in done.stdout
+
+
+def test_the_gateway_anchors_the_head_at_intervals(
+    db: Database, broker: Broker, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit" / "anchors.jsonl"
+    settings = gateway_settings(
+        db, broker,
+        SAFEHOME_AUDIT__ANCHOR_KEY=KEY.decode(),
+        SAFEHOME_AUDIT__ANCHOR_PATH=str(path),
+        SAFEHOME_AUDIT__ANCHOR_INTERVAL_S="0.2",
+    )  # fmt: skip
+
+    def anchored() -> list[int]:
+        return [a.seq for a in audit_anchor.read(path, KEY)]
+
+    with InProcessGateway(settings):
+        _append(db, 2)
+        wait_until(lambda: anchored()[-1:] == [2], 15, "anchor of seq 2")
+        _append(db, 1)
+        wait_until(lambda: anchored()[-1:] == [3], 15, "anchor of seq 3")
+        assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+        # A rewrite is refused: no anchor of the rewritten chain.
+        _superuser(db, "ALTER TABLE audit_log DISABLE TRIGGER USER; "
+                   "UPDATE audit_log SET actor = 'admin-1' WHERE seq = 3; "
+                   "ALTER TABLE audit_log ENABLE TRIGGER USER;")  # fmt: skip
+        _recompute_from(db, 3)
+        _append(db, 1)
+        with db.connect() as c:
+            assert not audit.verify(c, audit_anchor.read(path, KEY)).ok
+    assert anchored()[-1] == 3

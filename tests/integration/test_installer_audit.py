@@ -97,6 +97,16 @@ def test_site_apply_is_audited_with_the_credentials_it_issued(inst: Inst) -> Non
     assert "Resident" not in str(data)  # ids and counts only
 
 
+def test_user_creation_is_audited(inst: Inst) -> None:
+    rows = inst.db.rows(
+        "SELECT actor, target, data FROM audit_log WHERE action = 'user.create' ORDER BY seq"
+    )
+    assert [(a, t) for a, t, _ in rows] == [
+        ("cli", f"user:{_user_id(inst.db, n)}") for n in ("inst-a", "inst-b", "duty-a", "root")
+    ]
+    assert rows[0][2] == {"role": "installer", "site_id": "site-a", "residents": []}
+
+
 def test_admin_site_changes_are_audited(inst: Inst) -> None:
     start = int(inst.db.scalar("SELECT coalesce(max(seq), 0) FROM audit_log"))
     with inst.client("admin") as c:

@@ -11,10 +11,16 @@ analysis, intake, API and PostgreSQL.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from analytics.types import DetectionKind
+from gateway import acceptance
+from gateway.analysis import DetectionRecord
+from gateway.commissioning import apply_site_definition, find_device
+from gateway.escalation import intake
 from tests.integration.test_installer_api import (  # noqa: F401 - the fixture
     Inst,
     _open_incidents,
@@ -24,7 +30,7 @@ from tests.integration.test_installer_api import (  # noqa: F401 - the fixture
     _user_id,
     inst,
 )
-from tests.support import wait_until
+from tests.support import Database, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +97,75 @@ def test_a_bed_under_test_raises_real_incidents_from_other_devices_and_alarms(
         assert aborted.json()["result"] == "aborted"
     assert [a[1] for a in _audit(inst, "device:site-a-bs1")] == [
         "device.test.start", "device.test.finish"]  # fmt: skip
+
+
+# -- the intake's rule, batch by batch (no broker) -------------------------------------------
+
+
+def _site(db: Database) -> None:
+    definition = {
+        "site": {"id": "s1", "name": "S1", "kind": "nursing_home"},
+        "locations": [{"id": "l1", "kind": "room", "label": "Room 1"}],
+        "beds": [{"id": "b1", "code": "BED-0001", "location": "l1"}],
+        "residents": [{"id": "r1", "code": "ELD-0001", "name": "R", "bed": "b1", "care_level": 2}],
+        "devices": [
+            {"id": "bt1", "kind": "button", "model": "BT1", "serial": "bt1", "bed": "b1",
+             "location": "l1"},
+            {"id": "wr1", "kind": "wearable", "model": "WR1", "serial": "wr1", "resident": "r1",
+             "location": "l1"},
+        ],
+    }  # fmt: skip
+    with db.connect() as conn:
+        apply_site_definition(conn, definition)
+
+
+def _rec(kind: DetectionKind, device: str, t: float) -> DetectionRecord:
+    return DetectionRecord(
+        kind=kind, subject="r1", condition="", time=t, started=round(t, 3), resolved=False,
+        reason="test", details={}, site_id="s1", resident_id="r1", device_id=device,
+    )  # fmt: skip
+
+
+def _store(db: Database, records: list[DetectionRecord]) -> None:
+    with db.connect() as conn, conn.transaction():
+        intake.on_detections_stored(conn, records)
+
+
+def _counts(db: Database, test_id: str) -> tuple[int, int]:
+    incidents = int(db.scalar("SELECT coalesce(sum(trigger_count), 0) FROM incidents"))
+    observed = int(db.scalar(
+        "SELECT count(*) FROM acceptance_observations WHERE test_id = %s", (test_id,)))  # fmt: skip
+    return incidents, observed
+
+
+def _start(db: Database, device: str) -> str:
+    with db.connect() as conn:
+        return acceptance.start_test(conn, find_device(conn, device), "u-inst", 300)
+
+
+def test_only_the_awaited_step_is_diverted(db: Database) -> None:
+    _site(db)
+    test_id = _start(db, "bt1")
+    now = time.time()
+    # A press from before the test (a device that was offline, now delivering): real.
+    _store(db, [_rec(DetectionKind.EMERGENCY_CALL, "bt1", now - 60)])
+    assert _counts(db, test_id) == (1, 0)
+    # Two presses in one batch: the first is the step, the second is real.
+    _store(db, [_rec(DetectionKind.EMERGENCY_CALL, "bt1", now + 1),
+                _rec(DetectionKind.EMERGENCY_CALL, "bt1", now + 2)])  # fmt: skip
+    assert _counts(db, test_id) == (2, 1)
+    assert db.scalar("SELECT steps_done_at IS NOT NULL FROM acceptance_tests") is True
+
+
+def test_a_wearable_under_test_diverts_its_first_fall_only(db: Database) -> None:
+    _site(db)
+    test_id = _start(db, "wr1")
+    now = time.time()
+    _store(db, [_rec(DetectionKind.NOT_WORN, "wr1", now + 1)])  # not a step: real
+    assert _counts(db, test_id) == (1, 0)
+    _store(db, [_rec(DetectionKind.FALL, "wr1", now + 2)])  # the motion step
+    assert _counts(db, test_id) == (1, 1)
+    _store(db, [_rec(DetectionKind.FALL, "wr1", now + 3)])  # test mode is over: real
+    assert _counts(db, test_id) == (2, 1)
+    with db.connect() as conn:
+        assert acceptance.active_tests(conn, "s1") == []

@@ -93,6 +93,7 @@ def test_every_secretstr_field_at_any_depth_is_refused_in_toml(tmp_path: Path) -
         ("database", "password"),
         ("mqtt", "password"),
         ("api", "jwt_secret"),
+        ("audit", "anchor_key"),
         ("notify", "smtp", "password"),
         ("notify", "sms", "access_key_secret"),
         ("notify", "webhooks", "*", "url"),
