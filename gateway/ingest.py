@@ -3,8 +3,9 @@
 Flow (two writer threads; the MQTT network thread only enqueues):
 
 1. ``enqueue`` (network thread) puts the raw message on a queue. The queues are bounded by
-   the broker, not here: at most ``mqtt.receive_maximum`` QoS 1 messages can be unacked and
-   in flight to us, and nothing is acked before it is stored.
+   the broker and the MQTT client, not here: at most ``mqtt.receive_maximum`` QoS 1 messages
+   can be unacked and in flight to us, the client stops reading once ``mqtt.max_inflight_bytes``
+   of payload are received and not yet released, and nothing is acked before it is stored.
 2. Two lanes, each with its own writer thread and database connection:
 
    * the **bulk lane** (telemetry and state: 50 Hz accelerometer batches, vitals) collects up
@@ -19,8 +20,13 @@ Flow (two writer threads; the MQTT network thread only enqueues):
 
    Each writer decodes its messages against the device registry and protocol and turns bad
    input into dead-letter rows (with a reason and a counter), never an exception.
+   Before decoding, an injected per-device rate limiter (:mod:`gateway.ratelimit`) is asked:
+   telemetry and state over a device's limit are not decoded or stored but counted
+   (``rate_limited``) and recorded as one dead letter per device per batch; a valid event is
+   stored whatever the rate (alarms are never rate-limited away).
 3. One transaction stores the batch (binary COPY; duplicates stored once), then commits.
-4. Only then: PUBACK the batch's messages, publish the application-level ack for each
+4. Only then: PUBACK the batch's messages (and release their bytes from the MQTT client's
+   byte budget), publish the application-level ack for each
    event (``stored`` / ``duplicate`` / ``rejected``), hand the new messages to the analysis
    (the event lane to its priority sink). PUBACKs go out in the order the messages were
    received, across both lanes (MQTT 5 §4.6, [MQTT-4.6.0-2]): a stored event whose

@@ -319,6 +319,8 @@ class Runtime:
             if not self.session.alive:
                 raise GatewayError(f"mqtt session died: {self.session.failed!r}")
             self.metrics.broker_up.set(1 if self.session.connected.is_set() else 0)
+            self.metrics.mqtt_inflight_bytes.set(self.session.inflight_bytes)
+            self.metrics.mqtt_backpressure_pauses.set(self.session.backpressure_pauses)
             await asyncio.sleep(0.5)
 
     async def _recovery_loop(self) -> None:
