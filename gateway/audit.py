@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,44 @@ if TYPE_CHECKING:
     from gateway.audit_anchor import Anchor
 
 GENESIS_HASH = "0" * 64
+
+
+class ReadLedger:
+    """Which reads of care data were audited lately, so a read is audited once per actor,
+    target and window (a duty shift, ``audit.read_window_s``) instead of on every refresh: a
+    console showing an incident re-reads it on every live event and every reconcile (at most
+    10 s apart), which would otherwise write an audit entry each time.
+
+    In memory, per process, bounded (the oldest entries go first): a restart or a second
+    process audits the next read again, never fewer. Call :meth:`due` before the read and
+    :meth:`recorded` once the audit entry has committed.
+    """
+
+    def __init__(
+        self,
+        window_s: float,
+        *,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window_s = window_s
+        self._max = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()  # route handlers run in a thread pool
+
+    def due(self, actor: str, target: str) -> bool:
+        """Whether this read must be audited (none by ``actor`` of ``target`` in the window)."""
+        with self._lock:
+            at = self._seen.get((actor, target))
+            return at is None or self._clock() - at >= self._window_s
+
+    def recorded(self, actor: str, target: str) -> None:
+        with self._lock:
+            self._seen[(actor, target)] = self._clock()
+            self._seen.move_to_end((actor, target))
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
 
 
 class AuditError(Exception):

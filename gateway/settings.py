@@ -366,6 +366,9 @@ class AuditSettings(_Section):
     # A later entry may be this much older than the one before it (DB clock steps) before
     # verify calls it back-dated.
     clock_step_tolerance_s: float = Field(1.0, ge=0, le=3600)
+    # A read of an incident's details is audited once per user and incident within this
+    # window (a duty shift), not on every console refresh.
+    read_window_s: float = Field(8 * 3600.0, ge=0, le=86400)
 
 
 class MetricsSettings(_Section):

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from gateway import audit
 from gateway.api.auth import (
     PUBLIC,
     AuthError,
@@ -60,6 +61,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     # Installers work on site for hours: their tokens live longer (api.installer_token_ttl_s).
     app.state.token_ttl_by_role = {UserRole.INSTALLER: settings.api.installer_token_ttl_s}
     app.state.settings = settings
+    app.state.read_ledger = audit.ReadLedger(settings.audit.read_window_s)
     app.state.broker_sync = BrokerSync(settings)
     app.state.registry_changed = getattr(runtime, "registry_changed", None)
     app.state.import_max_bytes = settings.commissioning.import_max_bytes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
@@ -146,8 +146,13 @@ def build_incidents_router() -> APIRouter:
     @router.get("/incidents/{incident_id}",
                 summary="One incident, its timeline and its escalation (steps, pages, messages)",
                 **allow(*STAFF))  # fmt: skip
-    def get_incident(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    def get_incident(
+        incident_id: int, user: CurrentUser, conn: DbConn, request: Request
+    ) -> dict[str, Any]:
         incident = _visible(conn, user, incident_id)
+        ledger: audit.ReadLedger = request.app.state.read_ledger
+        target = f"incident:{incident_id}"
+        audited = ledger.due(user.user_id, target)
         out = incident_json(incident)
         with conn.transaction():
             out["timeline"] = [
@@ -159,9 +164,13 @@ def build_incidents_router() -> APIRouter:
             out["escalation"] = [
                 dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)
             ]
-            # Incident details (reason, detector details, timeline) are a read of care data.
-            audit.append(conn, user.user_id, "incident.read", f"incident:{incident_id}",
-                         {"resident_id": incident.resident_id})  # fmt: skip
+            # Incident details (reason, detector details, timeline) are a read of care data:
+            # audited once per user and incident within audit.read_window_s (a shift).
+            if audited:
+                audit.append(conn, user.user_id, "incident.read", target,
+                             {"resident_id": incident.resident_id})  # fmt: skip
+        if audited:
+            ledger.recorded(user.user_id, target)
         return out
 
     def _act(
