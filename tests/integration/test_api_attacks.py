@@ -407,6 +407,9 @@ def test_gateway_serves_https_with_the_configured_certificate(
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
+    make_site(db, broker, site_id="site-a", beds=1)
+    with db.connect() as conn:
+        create_user(conn, "inst-a", "installer", PASSWORD, site_id="site-a")
     settings = gateway_settings(
         db, broker, SAFEHOME_API__TLS_CERTFILE=str(cert), SAFEHOME_API__TLS_KEYFILE=str(key)
     )
@@ -417,6 +420,21 @@ def test_gateway_serves_https_with_the_configured_certificate(
         assert resp.status_code == 200 and resp.json()["status"] == "ok"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        # The installer CLI over HTTPS, trusting the site's certificate with SSL_CERT_FILE.
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+        cli_env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+        login = [sys.executable, "-m", "gateway.cli", "login", "--gateway",
+                 f"https://127.0.0.1:{port}", "--user", "inst-a", "--password-stdin"]  # fmt: skip
+        untrusted = subprocess.run(
+            login, input=PASSWORD + "\n", env=cli_env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert untrusted.returncode != 0  # an unknown certificate is not accepted
+        trusted = subprocess.run(
+            login, input=PASSWORD + "\n", env=cli_env | {"SSL_CERT_FILE": str(cert)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert trusted.returncode == 0, trusted.stderr
 
 
 def test_installer_cli_renews_an_expired_access_token_and_logs_out(
