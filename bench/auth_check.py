@@ -81,9 +81,12 @@ def main() -> None:
     print(f"pooled SELECT %s (one parameter): {params:.1f} µs per call")
     print(f"session check ({args.sessions} sessions stored): {check:.1f} µs per request")
     print(f"ratio to baseline: {check / baseline:.2f}")
-    print(json.dumps({"bench": "auth_check", "calls": args.calls, "sessions": args.sessions,
-                      "baseline_us": round(baseline, 1), "param_us": round(params, 1), "check_us": round(check, 1),
-                      "ratio": round(check / baseline, 2)}))  # fmt: skip
+    result = {
+        "bench": "auth_check", "calls": args.calls, "sessions": args.sessions,
+        "baseline_us": round(baseline, 1), "param_us": round(params, 1),
+        "check_us": round(check, 1), "ratio": round(check / baseline, 2),
+    }  # fmt: skip
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
