@@ -11,7 +11,10 @@ new rows and fans them out to the connected clients:
   disconnected instead of slowing the others. It reconnects with ``Last-Event-ID`` and
   resumes from the backlog; streams also end when the gateway stops;
 - a client that sends ``Last-Event-ID: N`` first receives every event with id > N that it
-  may see, then follows live; ids already sent are never repeated.
+  may see, then follows live; ids already sent are never repeated;
+- a stream ends (last frame ``event: auth``, ``data: {"reason": ...}``) when its access
+  token expires, and within ``api.stream_recheck_s`` once its session is revoked (logout,
+  password change, user deactivated or deleted): the client renews its token and resumes.
 
 Known limit: ids are assigned at insert and become visible at commit, so an event whose
 transaction commits after a later id has been read can be skipped by the follower (not by a
