@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=40, help="parallel attackers")
     ap.add_argument("--addresses", type=int, default=200, help="source addresses they use")
     ap.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    ap.add_argument("--hash-concurrency", type=int, default=None, help="api.login_hash_concurrency")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="shg-loginflood-"))
     root.chmod(0o755)
@@ -158,6 +159,8 @@ def main() -> None:
             "SAFEHOME_API__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
             "SAFEHOME_LOG__LEVEL": "WARNING",
         }
+        if args.hash_concurrency is not None:
+            env["SAFEHOME_API__LOGIN_HASH_CONCURRENCY"] = str(args.hash_concurrency)
         api = f"http://127.0.0.1:{api_port}"
         with (root / "gateway.log").open("ab") as log:
             proc = subprocess.Popen(
