@@ -254,6 +254,11 @@ def test_deactivated_deleted_and_logged_out_users_lose_their_tokens(env: Env) ->
     assert env.post("/auth/logout", fresh).status_code == 204
     assert env.get("/incidents", fresh).status_code == 401
     assert env.get("/incidents", other).status_code == 200
+    # Deactivated by SQL alone (no sessions revoked): refused at once all the same.
+    other_user = env.tokens("duty-b")["access_token"]
+    with env.db.connect() as conn:
+        conn.execute("UPDATE users SET active = false WHERE username = 'duty-b'")
+    assert env.get("/incidents", other_user).status_code == 401
     # Deleted by SQL: gone at once.
     with env.db.connect() as conn:
         conn.execute("DELETE FROM users WHERE user_id = %s", (uid,))
