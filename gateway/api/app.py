@@ -23,7 +23,6 @@ from gateway.api.auth import (
     PUBLIC,
     AuthError,
     LoginGuard,
-    UserRole,
     build_auth_router,
     check_jwt_secret,
 )
@@ -57,9 +56,6 @@ def build_app(runtime: Runtime) -> FastAPI:
         raise AuthError("the API needs the runtime's database pool (runtime.api_pool)")
     app = FastAPI(title="Safe-Home Guardian gateway", version="0.1.0")
     app.state.jwt_secret = secret
-    app.state.token_ttl_s = settings.api.token_ttl_s
-    # Installers work on site for hours: their tokens live longer (api.installer_token_ttl_s).
-    app.state.token_ttl_by_role = {UserRole.INSTALLER: settings.api.installer_token_ttl_s}
     app.state.settings = settings
     app.state.read_ledger = audit.ReadLedger(settings.audit.read_window_s)
     app.state.broker_sync = BrokerSync(settings)

@@ -13,7 +13,8 @@
   next request.
 - Sign-in hardening: failures are throttled per user name and per client address (429 with
   ``Retry-After``, :mod:`gateway.api.throttle`); the argon2 verification runs in a worker
-  thread under a concurrency limit (``api.login_hash_concurrency``), after the database
+  thread of lowered CPU priority under a concurrency limit (``api.login_hash_concurrency``),
+  after the database
   connection that fetched the hash went back to the pool, so a flood of sign-ins neither
   holds pool connections nor starves the console; an unknown or inactive user costs a
   verification too (no user enumeration by timing).
@@ -29,10 +30,16 @@ Logs carry user ids only, never user names or passwords.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -325,6 +332,20 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=16, max_length=256)
 
 
+HASH_NICE = 10  # the password-hashing threads' nice value (at least)
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice values are per thread; the threads
+    libargon2 starts for its lanes inherit it). Elsewhere a no-op."""
+    if sys.platform == "linux":
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            os.setpriority(
+                os.PRIO_PROCESS, tid, max(HASH_NICE, os.getpriority(os.PRIO_PROCESS, tid))
+            )
+
+
 class LoginGuard:
     """Sign-in throttling, the argon2 concurrency limit and their counters (one per app)."""
 
@@ -332,7 +353,11 @@ class LoginGuard:
         self.throttle = LoginThrottle(
             api.login_window_s, api.login_max_failures_per_user, api.login_max_failures_per_address
         )
-        self.hash_limiter = anyio.CapacityLimiter(api.login_hash_concurrency)
+        # Password checks run here, at most login_hash_concurrency at once, in threads of
+        # lowered CPU priority: a flood of sign-ins takes only CPU the console leaves idle.
+        self.hasher = ThreadPoolExecutor(
+            api.login_hash_concurrency, thread_name_prefix="argon2", initializer=_lower_priority
+        )
         self.queue_max = api.login_queue_max
         self.waiting = 0
         self.logins = Counter(
@@ -400,8 +425,8 @@ def build_auth_router() -> APIRouter:
                     return auth_sessions.find_user(conn, form.username)
 
             row = await anyio.to_thread.run_sync(lookup)
-            principal = await anyio.to_thread.run_sync(
-                check_password, row, form.password, limiter=guard.hash_limiter
+            principal = await asyncio.get_running_loop().run_in_executor(
+                guard.hasher, check_password, row, form.password
             )
         finally:
             guard.waiting -= 1

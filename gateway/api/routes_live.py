@@ -11,7 +11,10 @@ Every incident change is a row of ``incident_events`` (raised, triggered, acknow
   disconnected instead of slowing the others. It reconnects with ``Last-Event-ID`` and
   resumes from the backlog; streams also end when the gateway stops;
 - a client that sends ``Last-Event-ID: N`` first receives every event with feed_seq > N
-  that it may see, then follows live; events already sent are never repeated.
+  that it may see, then follows live; events already sent are never repeated;
+- a stream ends (last frame ``event: auth``, ``data: {"reason": ...}``) when its access
+  token expires, and within ``api.stream_recheck_s`` once its session is revoked (logout,
+  password change, user deactivated or deleted): the client renews its token and resumes.
 
 Commit order, not insert order. The row id is taken at INSERT and becomes visible at
 COMMIT, so two incident transactions may commit in the other order than their ids: a

@@ -254,6 +254,11 @@ def test_deactivated_deleted_and_logged_out_users_lose_their_tokens(env: Env) ->
     assert env.post("/auth/logout", fresh).status_code == 204
     assert env.get("/incidents", fresh).status_code == 401
     assert env.get("/incidents", other).status_code == 200
+    # Deactivated by SQL alone (no sessions revoked): refused at once all the same.
+    other_user = env.tokens("duty-b")["access_token"]
+    with env.db.connect() as conn:
+        conn.execute("UPDATE users SET active = false WHERE username = 'duty-b'")
+    assert env.get("/incidents", other_user).status_code == 401
     # Deleted by SQL: gone at once.
     with env.db.connect() as conn:
         conn.execute("DELETE FROM users WHERE user_id = %s", (uid,))
@@ -407,6 +412,9 @@ def test_gateway_serves_https_with_the_configured_certificate(
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
+    make_site(db, broker, site_id="site-a", beds=1)
+    with db.connect() as conn:
+        create_user(conn, "inst-a", "installer", PASSWORD, site_id="site-a")
     settings = gateway_settings(
         db, broker, SAFEHOME_API__TLS_CERTFILE=str(cert), SAFEHOME_API__TLS_KEYFILE=str(key)
     )
@@ -417,6 +425,21 @@ def test_gateway_serves_https_with_the_configured_certificate(
         assert resp.status_code == 200 and resp.json()["status"] == "ok"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        # The installer CLI over HTTPS, trusting the site's certificate with SSL_CERT_FILE.
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+        cli_env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+        login = [sys.executable, "-m", "gateway.cli", "login", "--gateway",
+                 f"https://127.0.0.1:{port}", "--user", "inst-a", "--password-stdin"]  # fmt: skip
+        untrusted = subprocess.run(
+            login, input=PASSWORD + "\n", env=cli_env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert untrusted.returncode != 0  # an unknown certificate is not accepted
+        trusted = subprocess.run(
+            login, input=PASSWORD + "\n", env=cli_env | {"SSL_CERT_FILE": str(cert)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert trusted.returncode == 0, trusted.stderr
 
 
 def test_installer_cli_renews_an_expired_access_token_and_logs_out(

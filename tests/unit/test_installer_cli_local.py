@@ -14,10 +14,12 @@ from pathlib import Path
 from gateway.installer.config import save_token, token_from_response
 
 
-def _token_for(directory: Path, gateway: str, exp: float) -> None:
+def _token_for(directory: Path, gateway: str, exp: float, session_end: str | None = None) -> None:
     claims = {"sub": "u-1", "role": "installer", "site": "site-a", "exp": int(exp)}
     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     body = {"access_token": f"e30.{payload}.sig", "role": "installer"}
+    if session_end is not None:
+        body |= {"refresh_token": "r" * 43, "session_expires_at": session_end}
     save_token(token_from_response(gateway, "inst", body), directory)
 
 
@@ -72,3 +74,18 @@ def test_whoami_never_prints_the_token(tmp_path: Path) -> None:
     assert info["site"] == "site-a" and info["gateway_from"] == "login"
     token = json.loads((directory / "token.json").read_text())["access_token"]
     assert token not in done.stdout + done.stderr
+
+
+def test_session_over_says_run_login_and_whoami_hides_the_refresh_token(tmp_path: Path) -> None:
+    """An expired access token whose session also ended is not renewed (no request)."""
+    directory = tmp_path / "xdg" / "safehome"
+    _token_for(directory, "http://gw.example:8080", time.time() - 60, "2020-01-01T00:00:00+00:00")
+    done = _cli(tmp_path, "device", "list")
+    assert done.returncode == 4
+    assert "expired" in done.stderr and "safehome login" in done.stderr
+    _token_for(directory, "http://gw.example:8080", time.time() + 600, "2999-01-01T00:00:00+00:00")
+    done = _cli(tmp_path, "whoami", "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert "refresh_token" not in info and "r" * 43 not in done.stdout + done.stderr
+    assert info["session_expires_at"].startswith("2999-01-01")
