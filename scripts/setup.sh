@@ -17,6 +17,7 @@ packages=(
     cmake gcc make libc6-dev xz-utils ca-certificates debian-archive-keyring openssl
     python3 python3-venv python3-dev
     fonts-wqy-microhei  # CJK glyphs in PDFs (commissioning records); 1.6 MB vs 57 MB for Noto CJK
+    faketime  # the fault matrix runs the gateway with its clock off by an hour (libfaketime)
 )
 if [ "${1:-}" = "--browser" ]; then
     packages+=(chromium chromium-driver)
