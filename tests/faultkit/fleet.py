@@ -434,8 +434,9 @@ class Fleet:
         def apply() -> None:
             dev = self._devices[device_id]
             dev.flood_rate = rate_per_s
-            dev.flood_sent = 0
-            self.flood_started = time.time()
+            if rate_per_s:
+                dev.flood_sent = dev.flood_confirmed = 0
+                self.flood_started = time.time()
 
         self.call(apply)
 
@@ -497,13 +498,16 @@ class Fleet:
 
     # -- the books -------------------------------------------------------------------------
 
-    def telemetry(self) -> tuple[set[str], set[str]]:
-        """(confirmed, attempted) telemetry message ids over every device."""
+    def telemetry(self, exclude: Iterable[str] = ()) -> tuple[set[str], set[str]]:
+        """(confirmed, attempted) telemetry message ids over every device but ``exclude``."""
+        skip = set(exclude)
 
         def collect() -> tuple[set[str], set[str]]:
             confirmed: set[str] = set()
             attempted: set[str] = set()
             for dev in self._devices.values():
+                if dev.spec.device_id in skip:
+                    continue
                 confirmed |= dev.confirmed
                 attempted |= dev.attempted
             return confirmed, attempted

@@ -183,7 +183,7 @@ class Ledger:
         else:
             rep.unpaged = sorted(i for i in incidents if not pages.get(i))
         rep.technical = [(str(a), str(b), str(c), int(d)) for a, b, c, d in technical]
-        confirmed, attempted = self.fleet.telemetry()
+        confirmed, attempted = self.fleet.telemetry(self.ignore_telemetry_of)
         stored_ids = Counter(str(mid) for dev, mid in readings
                              if str(dev) not in self.ignore_telemetry_of)  # fmt: skip
         rep.telemetry_confirmed = len(confirmed)
@@ -262,6 +262,27 @@ class FaultResult:
         if r.technical:
             parts.append(f"technical incidents: {r.technical[:10]}")
         return "\n".join(parts)
+
+
+_FIRST_PAGE = b"""
+SELECT incident_id, extract(epoch FROM min(created_at)) FROM staff_pages
+WHERE kind = 'page' AND user_id = %s GROUP BY incident_id
+"""
+
+
+def page_times(db: Database, site: Site, receiver: Receiver) -> dict[int, float]:
+    """When each incident's first page reached the on-duty user: at the pager (the receiver)
+    where staff paging exists, else when the page was written for the console."""
+    out: dict[int, float] = {}
+    if site.paging:
+        for d in receiver.received("pager"):
+            if d.incident_id is not None:
+                out[d.incident_id] = min(d.at, out.get(d.incident_id, d.at))
+        return out
+    with db.connect() as conn:
+        for incident_id, at in conn.execute(_FIRST_PAGE, (site.duty_user,)).fetchall():
+            out[int(incident_id)] = float(at)
+    return out
 
 
 def first_page_latency_ms(

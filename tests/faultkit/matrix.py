@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from tests.faultkit.fleet import Fleet, Press
-from tests.faultkit.ledger import FaultResult, Ledger, LedgerReport, first_page_latency_ms
+from tests.faultkit.ledger import (
+    FaultResult,
+    Ledger,
+    LedgerReport,
+    first_page_latency_ms,
+    page_times,
+)
 from tests.faultkit.stack import (
     DEFAULT_TIERS,
     GatewayProc,
@@ -135,15 +141,11 @@ class Run:
         self.result.report = rep
         assert self.over_at is not None
         self.result.recovery_s = None if done is None else round(done - self.over_at, 2)
-        if self.site.paging:
-            self.result.alarm_to_page_ms = first_page_latency_ms(
-                self.fleet.presses, rep.incident_of, self.pager_time
-            )
+        pages = page_times(self.env.db, self.site, self.receiver)
+        self.result.alarm_to_page_ms = first_page_latency_ms(
+            self.fleet.presses, rep.incident_of, pages.get
+        )
         return self.result
-
-    def pager_time(self, incident_id: int) -> float | None:
-        times = [d.at for d in self.receiver.received("pager") if d.incident_id == incident_id]
-        return min(times) if times else None
 
     def note(self, key: str, value: Any) -> None:
         self.result.notes[key] = value

@@ -260,6 +260,7 @@ class Site:
     unbound_button: str | None = None
     duty_user: str = ""
     paging: bool = False  # the staff pager channel exists (staff paging off-console)
+    credentials: list[DeviceCredential] = field(default_factory=list)
 
 
 def site_definition(
@@ -328,6 +329,14 @@ def install_site(
         site_id, beds, location_button=location_button, unbound_button=unbound_button,
         contacts=contacts,
     )  # fmt: skip
+    return install(db, broker, definition, period_s=period_s)
+
+
+def install(
+    db: Database, broker: Broker, definition: dict[str, Any], *, period_s: float = 0.5
+) -> Site:
+    """:func:`install_site` for any site definition (e.g. the benchmark's big site)."""
+    site_id = str(definition["site"]["id"])
     now = datetime.now(UTC)
     with db.connect() as conn:
         creds = apply_site_definition(conn, definition)
@@ -366,6 +375,8 @@ def site_from(
         resident_of[c.device_id] = bed_resident.get(c.bed_id) if c.bed_id else None
         if kind is DeviceKind.BED_SENSOR:
             sensors.append(c.device_id)
+        elif kind is DeviceKind.WEARABLE:
+            continue
         elif c.device_id.endswith("-cord"):
             location_button = c.device_id
         elif c.device_id.endswith("-spare"):
@@ -373,7 +384,7 @@ def site_from(
         else:
             buttons.append(c.device_id)
     return Site(site_id, specs, buttons, sensors, resident_of, location_button,
-                unbound_button, user_id, paging)  # fmt: skip
+                unbound_button, user_id, paging, list(creds))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +404,7 @@ class GatewayProc:
     faketime: str | None = None  # e.g. "+1h": libfaketime offset of the gateway's clock
     db_proxy: TcpProxy = field(init=False)
     mqtt_proxy: TcpProxy = field(init=False)
+    proxied: bool = True  # False: straight to the database and broker (benchmarks)
     proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
     api_port: int = field(init=False, default=0)
     starts: int = field(init=False, default=0)
@@ -411,10 +423,10 @@ class GatewayProc:
 
     def write_config(self) -> Path:
         cfg = merge(base_config(self.root), {
-            "database": {"host": "127.0.0.1", "port": self.db_proxy.port, "name": self.db.name,
-                         "user": self.db.user},
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_proxy.port, "prefix": PREFIX,
-                     "client_id": self.client_id},
+            "database": {"host": "127.0.0.1", "name": self.db.name, "user": self.db.user,
+                         "port": self.db_proxy.port if self.proxied else self.db.port},
+            "mqtt": {"host": "127.0.0.1", "prefix": PREFIX, "client_id": self.client_id,
+                     "port": self.mqtt_proxy.port if self.proxied else self.broker.port},
             "api": {"host": "127.0.0.1", "port": self.api_port},
         })  # fmt: skip
         cfg = merge(cfg, self.config)
