@@ -259,7 +259,8 @@ def main() -> None:
                                     args.interval)  # fmt: skip
             print(
                 f"alarm → page, no fault, {latency['background_devices']:,} background devices "
-                f"({latency['background_msgs_per_s']:,} msg/s): {latency['latency_presses']} presses, "
+                f"({latency['background_msgs_per_s']:,} msg/s): "
+                f"{latency['latency_presses']} presses, "
                 f"p50 {latency['p50_alarm_to_page_ms']} ms, p99 "
                 f"{latency['p99_alarm_to_page_ms']} ms, max {latency['max_alarm_to_page_ms']} "
                 f"ms, missed {latency['latency_missed']} (page at: {latency['page_source']})\n"
