@@ -30,6 +30,7 @@ class DetectionKind(StrEnum):
     HUB_OFFLINE = "hub_offline"  # one home's devices all silent together
     SITE_OFFLINE = "site_offline"  # a whole site's connection silent
     LOW_BATTERY = "low_battery"
+    DEVICE_CLOCK_WRONG = "device_clock_wrong"  # an alarm came with an implausible device time
 
     @property
     def technical(self) -> bool:
@@ -42,6 +43,7 @@ _TECHNICAL = frozenset(
         DetectionKind.HUB_OFFLINE,
         DetectionKind.SITE_OFFLINE,
         DetectionKind.LOW_BATTERY,
+        DetectionKind.DEVICE_CLOCK_WRONG,
     }
 )
 

@@ -118,6 +118,12 @@ class RejectReason(StrEnum):
     IDENTITY_MISMATCH = "identity_mismatch"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     UNKNOWN_DEVICE = "unknown_device"
+    DECOMMISSIONED = "decommissioned"
+
+
+ALARM_EVENT_TYPES: Final = frozenset({"press", "long_press", "sos", "fall"})
+"""Event types that are alarms: each stored one becomes an incident (or a recorded reason
+why not), and an implausible device time never refuses one (it takes the receive time)."""
 
 
 class AckStatus(StrEnum):

@@ -197,6 +197,10 @@ class DetectionRecord:
     resident_id: str | None = None
     device_id: str | None = None
     location_id: str | None = None
+    alarms: tuple[tuple[str, str], ...] = ()
+    """The stored alarm events (device id, message id) this finding accounts for: the
+    intake takes their pending markers (``pending_alarms``) in the transaction that raises
+    the incident, and raises nothing when another path already took them."""
 
     @classmethod
     def of(
@@ -207,6 +211,7 @@ class DetectionRecord:
         resident_id: str | None,
         device_id: str | None,
         location_id: str | None,
+        alarms: tuple[tuple[str, str], ...] = (),
     ) -> DetectionRecord:
         condition = det.details.get("condition")
         started = det.started if det.started is not None else det.time
@@ -223,6 +228,7 @@ class DetectionRecord:
             resident_id=resident_id,
             device_id=device_id,
             location_id=location_id,
+            alarms=alarms,
         )
 
     @property
@@ -643,7 +649,10 @@ class PostgresStore:
             if info is not None:
                 env = Envelope(info.site_id, info.device_id, Channel.EVENT, str(mid), int(seq),
                                float(t), str(type_))  # fmt: skip
-                add(StoredMessage(info, Event(env, dict(data)), float(received)))
+                clock = data.get("clock")  # an alarm stored with its receive time (ingest)
+                error = clock.get("error_s") if isinstance(clock, dict) else None
+                wrong = float(error) if isinstance(error, int | float) else None
+                add(StoredMessage(info, Event(env, dict(data)), float(received), wrong))
         for t, dev, mid, seq, online, battery, fw, rssi, received in conn.execute(
             _STATES, (_utc(events_from),)
         ).fetchall():
@@ -694,6 +703,31 @@ class PostgresStore:
             self._run(lambda conn: hook(conn, resident_id, at, device_id))
 
     @staticmethod
+    def store_detections(
+        conn: _Conn, detections: Sequence[DetectionRecord]
+    ) -> list[DetectionRecord]:
+        """Insert detections (a copy of a stored one is ignored) and close what a resolution
+        resolves, in the caller's transaction; return the records really inserted."""
+        inserted: list[DetectionRecord] = []
+        for r in detections:
+            started = _utc(r.started)
+            closed = _utc(r.time) if r.kind in ONE_SHOT and not r.resolved else None
+            cur = conn.execute(
+                _INSERT_DETECTION,
+                (r.kind.value, r.subject, r.condition, r.site_id, r.resident_id, r.device_id,
+                 r.location_id, r.technical, _utc(r.time), started, r.resolved, closed,
+                 r.reason, Jsonb(dict(r.details), dumps=_dumps)),
+            )  # fmt: skip
+            if cur.rowcount > 0:
+                inserted.append(r)
+            if r.resolved:
+                conn.execute(
+                    _CLOSE_DETECTION,
+                    (_utc(r.time), r.kind.value, r.subject, r.condition, started),
+                )
+        return inserted
+
+    @staticmethod
     def _write(
         conn: _Conn,
         detections: Sequence[DetectionRecord],
@@ -701,26 +735,9 @@ class PostgresStore:
         vitals_days: Sequence[VitalsDay],
         on_stored: StoredHook | None = None,
     ) -> int:
-        new = 0
-        inserted: list[DetectionRecord] = []
         with conn.transaction():
-            for r in detections:
-                started = _utc(r.started)
-                closed = _utc(r.time) if r.kind in ONE_SHOT and not r.resolved else None
-                cur = conn.execute(
-                    _INSERT_DETECTION,
-                    (r.kind.value, r.subject, r.condition, r.site_id, r.resident_id, r.device_id,
-                     r.location_id, r.technical, _utc(r.time), started, r.resolved, closed,
-                     r.reason, Jsonb(dict(r.details), dumps=_dumps)),
-                )  # fmt: skip
-                new += max(cur.rowcount, 0)
-                if cur.rowcount > 0:
-                    inserted.append(r)
-                if r.resolved:
-                    conn.execute(
-                        _CLOSE_DETECTION,
-                        (_utc(r.time), r.kind.value, r.subject, r.condition, started),
-                    )
+            inserted = PostgresStore.store_detections(conn, detections)
+            new = len(inserted)
             # Day rows come by the thousand (every resident's, each state_save_interval_s):
             # executemany pipelines them instead of one round trip each, so the worker is
             # soon free again for an alarm (5,000 vitals rows: ~0.23 s instead of 0.5-0.9 s).
@@ -837,6 +854,7 @@ class _Resident:
         "bed_device",
         "bed_reported",
         "bed_reported_at",
+        "fall_flags",
         "fusion",
         "hist_day",
         "hist_dirty",
@@ -880,6 +898,8 @@ class _Resident:
         self.hr_hist = [0] * HR_BINS
         self.rr_hist = [0] * RR_BINS
         self.hist_dirty = False
+        # Device fall flags not yet decided by the fusion: (device time, device, message id).
+        self.fall_flags: list[tuple[float, str, str]] = []
 
 
 class _Device:
@@ -953,6 +973,8 @@ class AnalysisRunner:
         self._pending_days: dict[tuple[str, int], RoutineDay] = {}
         self._pending_vitals: dict[tuple[str, int], VitalsDay] = {}
         self._quiet = False  # no per-detection log lines while rebuilding
+        # Devices with an open "device clock wrong" condition: since when (receive time).
+        self._clock_wrong: dict[str, float] = {}
         # timing
         self._next_check = -math.inf
         self._next_save = -math.inf
@@ -985,6 +1007,8 @@ class AnalysisRunner:
         self._restore_vitals(state.vitals_days, now)
         for rec in state.open_detections:
             self._open[rec.key] = _OpenCondition(rec, restored=True)
+            if rec.kind is DetectionKind.DEVICE_CLOCK_WRONG:
+                self._clock_wrong[rec.subject] = rec.started
         self._quiet = True
         for sm in state.history:
             self._handle(sm, alarms=sm.received_at >= state.catch_up_from)
@@ -1351,6 +1375,8 @@ class AnalysisRunner:
         device_id = info.device_id
         health = self._health
         kind = type(msg)
+        if self._clock_wrong or sm.clock_error_s is not None:
+            self._device_clock(dev, sm)
         if kind is AccelBatch:
             health.on_seen(device_id, sm.received_at)
             if alarms and dev.detector is not None:
@@ -1430,6 +1456,7 @@ class AnalysisRunner:
         elif type_ == "fall":
             if alarms:
                 res.fusion.device_fall_flag(t)
+                res.fall_flags.append((t, dev.info.device_id, env.msg_id))
         elif type_ in ("bed_exit", "bed_entry"):
             in_bed = type_ == "bed_entry"
             if in_bed:
@@ -1460,8 +1487,45 @@ class AnalysisRunner:
                 if isinstance(fall_started, float | int):
                     reason += f", {env.ts - fall_started:.0f} s after a suspected fall"
             self._emit_resident(
-                res, replace(call, reason=reason, details=details), dev.info.device_id
+                res,
+                replace(call, reason=reason, details=details),
+                dev.info.device_id,
+                alarms=((dev.info.device_id, env.msg_id),),
             )
+
+    def _device_clock(self, dev: _Device, sm: StoredMessage) -> None:
+        """An alarm with an implausible device time raises "device clock wrong" (once: a
+        condition); any later message with a plausible time clears it."""
+        device_id = dev.info.device_id
+        error = sm.clock_error_s
+        if error is None:
+            since = self._clock_wrong.get(device_id)
+            if since is None or sm.received_at <= since + 0.001:
+                return
+            del self._clock_wrong[device_id]
+            det = Detection(
+                kind=DetectionKind.DEVICE_CLOCK_WRONG,
+                subject=device_id,
+                time=sm.received_at,
+                reason="device clock right again: a message came with a plausible time",
+                resolved=True,
+                started=since,
+            )
+        else:
+            if device_id in self._clock_wrong:
+                return
+            started = round(sm.received_at, 3)
+            self._clock_wrong[device_id] = started
+            det = clock_wrong_detection(device_id, started, error)
+        self._emit(
+            DetectionRecord.of(
+                det,
+                site_id=dev.info.site_id,
+                resident_id=None,
+                device_id=device_id,
+                location_id=dev.info.location_id,
+            )
+        )
 
     def _count_vitals(self, res: _Resident, t: float, hr: float | None, rr: float | None) -> None:
         """Day histograms of usable readings, the same selection as the vitals baseline."""
@@ -1528,7 +1592,13 @@ class AnalysisRunner:
             if urgent:
                 self._feed_urgent()
             for det in res.fusion.poll(now):
-                self._emit_resident(res, det, res.wearable)
+                self._emit_resident(res, det, res.wearable, alarms=self._fall_alarms(res, det))
+            if res.fall_flags:
+                # Flags the fusion dropped (cancelled): the recovery records why, from the
+                # stored cancel, once their marker is older than alarms.recovery_grace_s.
+                horizon = now - 2 * (self.settings.fall_confirm_window_s
+                                     + self.settings.fall_merge_window_s)  # fmt: skip
+                res.fall_flags = [f for f in res.fall_flags if f[0] >= horizon]
             for det in res.routine.check(now):
                 self._emit_resident(res, det, res.bed_device)
             if res.bed_device is not None:
@@ -1539,7 +1609,25 @@ class AnalysisRunner:
         for det in self._health.check(now):
             self._emit_health(det)
 
-    def _emit_resident(self, res: _Resident, det: Detection, device_id: str | None) -> None:
+    def _fall_alarms(self, res: _Resident, det: Detection) -> tuple[tuple[str, str], ...]:
+        """The device fall flags a confirmed fall accounts for (taken off the list)."""
+        if not res.fall_flags:
+            return ()
+        first = (det.started if det.started is not None else det.time) - (
+            self.settings.fall_merge_window_s
+        )
+        mine = [f for f in res.fall_flags if first <= f[0] <= det.time]
+        if mine:
+            res.fall_flags = [f for f in res.fall_flags if f not in mine]
+        return tuple((d, m) for _, d, m in mine)
+
+    def _emit_resident(
+        self,
+        res: _Resident,
+        det: Detection,
+        device_id: str | None,
+        alarms: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._emit(
             DetectionRecord.of(
                 det,
@@ -1547,6 +1635,7 @@ class AnalysisRunner:
                 resident_id=res.resident_id,
                 device_id=device_id,
                 location_id=res.location,
+                alarms=alarms,
             )
         )
 
@@ -1625,6 +1714,22 @@ class AnalysisRunner:
             )
         if stale:
             log.info("restored conditions reconciled", extra={"resolved": len(stale)})
+
+
+def clock_wrong_detection(device_id: str, started: float, error_s: float) -> Detection:
+    """The "device clock wrong" finding of ``device_id`` (an alarm came ``error_s`` off)."""
+    way = "ahead of" if error_s > 0 else "behind"
+    return Detection(
+        kind=DetectionKind.DEVICE_CLOCK_WRONG,
+        subject=device_id,
+        time=started,
+        reason=(
+            f"device clock wrong: an alarm came stamped {abs(error_s):.0f} s {way} the "
+            "gateway's clock; it was stored and raised with the time it was received"
+        ),
+        details={"clock_error_s": round(error_s, 3)},
+        started=started,
+    )
 
 
 def _padded(values: Sequence[int], n: int) -> npt.NDArray[np.float64]:

@@ -37,7 +37,9 @@ offending message is found, which goes to dead letters (``storage_rejected``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -54,6 +56,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from devices.protocol import (
+    ALARM_EVENT_TYPES,
     AccelBatch,
     Channel,
     DeviceConfig,
@@ -91,6 +94,9 @@ class StoredMessage:
     device: DeviceInfo
     message: Message
     received_at: float
+    clock_error_s: float | None = None
+    """An alarm whose device time was implausible: device time minus receive time (the
+    message's ``ts`` is then the receive time)."""
 
 
 Sink = Callable[[Sequence[StoredMessage]], None]
@@ -183,6 +189,7 @@ class _Item:
     topic: Topic | None = None
     reject_reason: str | None = None
     claimed_id: str | None = None  # a rejected message's id, when it could be read
+    clock_error_s: float | None = None  # an alarm stored with its receive time (see _decode)
 
 
 def _utc(ts: float) -> datetime:
@@ -454,6 +461,11 @@ class IngestPipeline:
             self._with_db(lane, self._registry.refresh)
             info = self._registry.get(topic.device)
         if info is None:
+            if self._registry.decommissioned(topic.device):
+                return self._dead(
+                    rec, RejectReason.DECOMMISSIONED, "device is decommissioned", topic, None,
+                    claimed_id=_claimed_id(rec.payload),  # its event is acked `rejected`
+                )  # fmt: skip
             return self._dead(
                 rec, RejectReason.UNKNOWN_DEVICE, "device is not in the registry", topic, None
             )
@@ -477,7 +489,22 @@ class IngestPipeline:
                 max_age_s=s.max_age_s,
             )
         except ProtocolError as exc:
-            return self._dead(rec, exc.reason, exc.detail, topic, info, claimed_id=exc.msg_id)
+            alarm: tuple[Message, float] | None = None
+            if exc.reason == RejectReason.TIMESTAMP_OUT_OF_RANGE and topic.channel == Channel.EVENT:
+                alarm = self._alarm_with_wrong_clock(topic, rec, info)
+            if alarm is None:
+                return self._dead(rec, exc.reason, exc.detail, topic, info, claimed_id=exc.msg_id)
+            msg, error = alarm
+            clock_error: float | None = error
+        else:
+            clock_error = None
+            if (
+                topic.channel == Channel.EVENT
+                and msg.envelope.ts < rec.received_at - s.alarm_max_lag_s
+                and msg.envelope.type in ALARM_EVENT_TYPES
+                and isinstance(msg, Event)
+            ):
+                msg, clock_error = _restamp(msg, rec.received_at)
         env = msg.envelope
         last = lane.last_seq.get(info.device_id)  # per lane: lanes may overtake each other
         if last is not None and env.seq < last:
@@ -499,10 +526,34 @@ class IngestPipeline:
             return _Item(rec, "accel", row, key, info, msg, topic)
         if isinstance(msg, Event):
             row = (t, dev, mid, seq, env.type, Jsonb(msg.data, dumps=_dumps), recv)
-            return _Item(rec, "device_events", row, key, info, msg, topic)
+            return _Item(
+                rec, "device_events", row, key, info, msg, topic, clock_error_s=clock_error
+            )
         assert isinstance(msg, State)
         row = (t, dev, mid, seq, msg.online, msg.battery, msg.firmware, msg.rssi, recv)
         return _Item(rec, "device_state", row, key, info, msg, topic)
+
+    def _alarm_with_wrong_clock(
+        self, topic: Topic, rec: Received, info: DeviceInfo
+    ) -> tuple[Message, float] | None:
+        """An alarm event whose only fault is an implausible device time: the alarm, stamped
+        with the receive time (the device time kept in its data under ``clock``), and the
+        clock error; None for anything else (dead-lettered as before)."""
+        try:
+            msg = decode(
+                topic,
+                rec.payload,
+                info.kind,
+                now=rec.received_at,
+                max_payload_bytes=self._settings.max_payload_bytes,
+                max_future_s=math.inf,
+                max_age_s=math.inf,
+            )
+        except ProtocolError:
+            return None
+        if not isinstance(msg, Event) or msg.envelope.type not in ALARM_EVENT_TYPES:
+            return None
+        return _restamp(msg, rec.received_at)
 
     # storing -------------------------------------------------------------------------------
 
@@ -514,7 +565,7 @@ class IngestPipeline:
             rows.setdefault(it.table, []).append(it.row)
         started = time.perf_counter()
         try:
-            fresh = lane.writer.write(rows)
+            fresh = lane.writer.write(rows, after=lambda conn, new: _mark_alarms(conn, items, new))
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             if len(items) == 1:
                 it = items[0]
@@ -619,7 +670,7 @@ class IngestPipeline:
                 stored[it.table] += 1
                 assert it.msg is not None and it.info is not None
                 m.lag_seconds.observe(max(0.0, committed - _sent_at(it.msg)))
-                out.append(StoredMessage(it.info, it.msg, rec.received_at))
+                out.append(StoredMessage(it.info, it.msg, rec.received_at, it.clock_error_s))
             else:
                 duplicates += 1
             if isinstance(it.msg, Event):
@@ -654,6 +705,79 @@ class IngestPipeline:
         topic = format_topic(self._prefix, it.topic.site, it.topic.device, Channel.ACK)
         reason = it.reject_reason if status == "rejected" else None
         self._session.publish(topic, encode_ack(msg_id, status, reason), qos=1)
+
+
+def _claimed_id(payload: bytes) -> str | None:
+    """The message id a refused payload claims, if it is readable JSON with a short one."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    mid = obj.get("id") if isinstance(obj, dict) else None
+    return mid if isinstance(mid, str) and 0 < len(mid) <= 64 and mid.isprintable() else None
+
+
+def _restamp(msg: Event, received_at: float) -> tuple[Event, float]:
+    """An alarm from a wrong device clock, stamped with its receive time (the device's time
+    kept in its data under ``clock``), and the clock error (device minus receive time)."""
+    device_ts = msg.envelope.ts
+    error = device_ts - received_at
+    data = dict(msg.data)
+    data["clock"] = {"device_ts_ms": round(device_ts * 1000), "error_s": round(error, 3)}
+    return Event(dataclasses.replace(msg.envelope, ts=received_at), data), error
+
+
+_MARK_ALARM = b"""
+INSERT INTO pending_alarms (device_id, msg_id, site_id, type, time, received_at, clock_wrong,
+                            device_time)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (device_id, msg_id) DO NOTHING
+RETURNING device_id, msg_id
+"""
+_DROP_REPEAT = b"DELETE FROM device_events WHERE device_id = %s AND msg_id = %s AND time = %s"
+
+
+def _mark_alarms(
+    conn: psycopg.Connection[tuple[object, ...]],
+    items: list[_Item],
+    fresh: dict[str, set[tuple[object, ...]]],
+) -> None:
+    """In the transaction that stores them: a pending-alarm marker for each new alarm event
+    (``pending_alarms``, migration 0017), so no alarm acked to its device depends on memory
+    until its incident exists.
+
+    An alarm stored with its receive time (wrong device clock) has a new ``time`` on each
+    retry of the device, so the events table cannot tell the copies apart: the marker's key
+    (device, message id) does, and a repeat is taken out again and reported as a duplicate.
+    """
+    keys = fresh.get("device_events")
+    repeats: set[tuple[object, ...]] = set()
+    marked: set[tuple[object, ...]] = set()  # a copy twice in one batch: the first is new
+    for it in items:
+        msg = it.msg
+        if not isinstance(msg, Event) or it.table != "device_events":
+            continue
+        env = msg.envelope
+        if env.type not in ALARM_EVENT_TYPES or (keys is not None and it.key not in keys):
+            continue
+        wrong = it.clock_error_s is not None
+        device_time = _utc(env.ts + it.clock_error_s) if it.clock_error_s is not None else None
+        row = conn.execute(
+            _MARK_ALARM,
+            (env.device, env.msg_id, env.site, env.type, _utc(env.ts), _utc(it.rec.received_at),
+             wrong, device_time),
+        ).fetchone()  # fmt: skip
+        assert it.key is not None
+        if row is not None:
+            marked.add(it.key)
+        elif wrong:
+            conn.execute(_DROP_REPEAT, (env.device, env.msg_id, _utc(env.ts)))
+            if it.key not in marked:
+                repeats.add(it.key)
+    if repeats:
+        new = keys if keys is not None else {it.key for it in items if it.key is not None
+                                             and it.table == "device_events"}  # fmt: skip
+        fresh["device_events"] = {k for k in new if k not in repeats}
 
 
 class _StopRequestedError(Exception):

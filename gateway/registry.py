@@ -62,6 +62,7 @@ class RegistryCache:
 
     def __init__(self, refresh_s: float, min_refresh_s: float = 1.0) -> None:
         self._devices: dict[str, DeviceInfo] = {}
+        self._decommissioned: frozenset[str] = frozenset()
         self._refresh_s = refresh_s
         self._min_refresh_s = min_refresh_s
         self._loaded_at = -1e18
@@ -78,11 +79,18 @@ class RegistryCache:
 
     def refresh(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         self._devices = load_devices(conn)
+        self._decommissioned = frozenset(
+            str(r[0]) for r in conn.execute("SELECT device_id FROM devices WHERE NOT active")
+        )
         conn.commit()
         self._loaded_at = time.monotonic()
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self._devices.get(device_id)
+
+    def decommissioned(self, device_id: str) -> bool:
+        """Whether ``device_id`` is a decommissioned device (its traffic is refused)."""
+        return device_id in self._decommissioned
 
     def invalidate(self) -> None:
         """The registry changed (a device registered, bound, replaced, decommissioned): refresh

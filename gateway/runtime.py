@@ -28,6 +28,7 @@ from gateway.api.app import build_app
 from gateway.api.auth import AuthError, check_jwt_secret
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
+from gateway.escalation.recovery import AlarmRecovery
 from gateway.escalation.worker import EscalationWorker
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
 from gateway.metrics import Metrics
@@ -90,6 +91,7 @@ class Runtime:
         self.workflow_pool: AsyncConnectionPool[Any] | None = None
         self.escalation: EscalationWorker | None = None
         self.outbox: OutboxWorker | None = None
+        self.recovery: AlarmRecovery | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -105,6 +107,16 @@ class Runtime:
             "storage ready",
             extra={"timescaledb": self.tsinfo.edition.value, "version": self.tsinfo.version},
         )
+        # Alarms stored but never analysed by the previous run (killed after the ack, down
+        # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
+        self.recovery = AlarmRecovery(
+            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
+        )
+        try:
+            await asyncio.to_thread(self.recovery.startup)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # The periodic pass takes them once the database answers again.
+            log.warning("alarm recovery at start-up failed", extra={"error": type(exc).__name__})
         # Stored detections become incidents in the storing transaction (escalation.intake).
         store = PostgresStore(
             s.database, on_stored=intake.on_detections_stored, on_cancel=intake.on_resident_cancel
@@ -123,6 +135,7 @@ class Runtime:
         self.ingest.start()
         self.session.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watchdog"))
+        self._tasks.append(asyncio.create_task(self._recovery_loop(), name="alarm-recovery"))
         if not self.tsinfo.has_policies:
             self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if self._api_enabled:
@@ -252,6 +265,27 @@ class Runtime:
             self.metrics.broker_up.set(1 if self.session.connected.is_set() else 0)
             await asyncio.sleep(0.5)
 
+    async def _recovery_loop(self) -> None:
+        """Alarms still pending after alarms.recovery_grace_s get their incident (a dead or
+        stuck analysis thread, without waiting for a restart)."""
+        recovery = self.recovery
+        assert recovery is not None
+        down = False
+        while True:
+            await asyncio.sleep(self.settings.alarms.recovery_interval_s)
+            try:
+                await asyncio.to_thread(recovery.run_once)
+                if down:
+                    down = False
+                    log.info("alarm recovery: database back")
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not down:
+                    down = True
+                    log.warning(
+                        "alarm recovery: database unavailable",
+                        extra={"error": type(exc).__name__},
+                    )
+
     async def _retention_loop(self) -> None:
         assert self.tsinfo is not None
         info = self.tsinfo
@@ -311,6 +345,8 @@ class Runtime:
                 await task
         if self.api_pool is not None:
             await asyncio.to_thread(self.api_pool.close, 5)
+        if self.recovery is not None:
+            self.recovery.close()
         if self.workflow_pool is not None:  # after its workers' tasks ended above
             await self.workflow_pool.close(timeout=5)
         log.info("gateway stopped")

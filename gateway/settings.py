@@ -143,6 +143,10 @@ class IngestSettings(_Section):
     # Device events (button presses, SOS, fall flags, ...) are stored by their own writer the
     # moment they arrive, instead of waiting in a telemetry batch (see gateway.ingest).
     event_lane: bool = True
+    # An alarm (press, SOS, fall flag) stamped more than max_future_s ahead, or more than
+    # this far behind its receive time, comes from a wrong device clock: it is stored and
+    # raised with the receive time, flagged, never refused (docs/device-protocol.md).
+    alarm_max_lag_s: float = Field(900.0, gt=0)
 
 
 class RetentionSettings(_Section):
@@ -202,6 +206,19 @@ class AnalysisSettings(_Section):
     reconcile_after_s: float = Field(1800.0, ge=0)
     registry_refresh_s: float = Field(30.0, gt=0)
     state_save_interval_s: float = Field(60.0, gt=0)
+
+
+class AlarmSettings(_Section):
+    """Alarm durability (``gateway.escalation.recovery``): every stored alarm event (press,
+    SOS, fall flag) has a pending marker until its incident exists; the recovery raises the
+    incident for markers still pending this long (or records why not), at start-up for every
+    marker of the previous run and then every ``recovery_interval_s``. Keep the grace above
+    ``analysis.fall_confirm_window_s`` + ``analysis.check_interval_s`` so a fall flag's
+    confirmation window runs out in the analysis first."""
+
+    recovery_grace_s: float = Field(60.0, ge=0)
+    recovery_interval_s: float = Field(5.0, gt=0)
+    recovery_batch_size: int = Field(100, ge=1, le=10_000)
 
 
 class EscalationSettings(_Section):
@@ -278,6 +295,7 @@ class Settings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     notify: NotifySettings = NotifySettings()
     escalation: EscalationSettings = EscalationSettings()
+    alarms: AlarmSettings = AlarmSettings()
     broker: BrokerSettings = BrokerSettings()
     commissioning: CommissioningSettings = CommissioningSettings()
     var_dir: Path = PROJECT_ROOT / "var"

@@ -414,9 +414,12 @@ class StreamPublisher:
 class GatewayProcess:
     """The gateway as a real OS process (``safehome gateway run``), logs captured to a file."""
 
-    def __init__(self, settings: Settings, log_path: Any) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Any, env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.env = env or {}  # extra SAFEHOME_* settings (analysis timers, ...)
         self.proc: Any = None
 
     def start(self) -> GatewayProcess:
@@ -426,6 +429,7 @@ class GatewayProcess:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
         env.update(settings_env(self.settings))
+        env.update(self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self._log = log
         self.proc = subprocess.Popen(

@@ -10,7 +10,21 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
   that subject and type (when it is still raised or acknowledged);
 * resolved care detections change nothing (a human closes care incidents);
 * a raise by a device in an acceptance test (TEST MODE, :mod:`gateway.acceptance`) is stored
-  as an observation of the test instead: no incident, nobody paged.
+  as an observation of the test instead: no incident, nobody paged;
+* an alarm (emergency call, fall) of a device bound to no resident (a pull-cord bound to a
+  room, a vacant bed, an unbound device, a device whose test mode expired; other care
+  findings of such a device concern nobody and raise nothing) raises a care incident of the place:
+  subject = its location, else its site (``resident_id`` NULL; one open per subject and type,
+  migration 0017), escalated like any other.
+
+Pending alarms (migration 0017): a detection that accounts for stored alarm events
+(:attr:`DetectionRecord.alarms`) first locks their ``pending_alarms`` markers. Markers that
+another path (the recovery, or an earlier run) already handled mean the alarm has its
+incident: nothing is raised again. Otherwise the markers are marked handled with the
+outcome and the incident, in the same savepoint as the raise, so an alarm's marker is
+cleared if and only if its incident exists (or the test observed it). The incident keeps the
+alarm's original time (``first_trigger_at``) and its details say how long after receipt it
+was raised (``raised_after_s``) and whether the device's clock was wrong.
 
 :func:`on_resident_cancel` is called by the analysis runner for a button ``cancel`` /
 wearable cancel event after the detections before it were stored, and calls
@@ -18,20 +32,23 @@ wearable cancel event after the detections before it were stored, and calls
 open: logged, nothing changes); a cancel from a device in an acceptance test is stored as an
 observation of the test and cancels nothing.
 
-Each item runs in its own savepoint: a bad item (e.g. a care detection of a device bound to
-no resident) is logged and skipped without undoing the others; connection failures
-propagate so the store retries the whole batch.
+Each item runs in its own savepoint: a bad item is logged and skipped without undoing the
+others (its alarm markers stay pending, for the recovery); connection failures propagate so
+the store retries the whole batch.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from analytics.types import DetectionKind
 from gateway import acceptance
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, WorkflowError
@@ -60,42 +77,170 @@ def start_escalation(conn: Conn, incident_id: int, site_id: str) -> None:
     conn.execute(_START_ESCALATION, (incident_id, site_id))
 
 
+_LOCK_ALARMS = b"""
+SELECT device_id, msg_id, handled_at IS NOT NULL, extract(epoch FROM received_at),
+       clock_wrong, extract(epoch FROM device_time)
+FROM pending_alarms WHERE (device_id, msg_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+ORDER BY device_id, msg_id
+FOR UPDATE
+"""
+_HANDLE_ALARM = b"""
+UPDATE pending_alarms
+SET handled_at = now(), handled_by = %s, outcome = %s, incident_id = %s, note = %s
+WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
+"""
+PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL})
+"""Alarms: raised for the place when no resident is bound. A vacant bed's routine findings
+(not up, no activity) concern nobody and still raise nothing."""
+LATE_NOTE_S = 10.0
+"""An alarm raised this long or longer after it was received says so in its reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    device_id: str
+    msg_id: str
+    received_at: float
+    clock_wrong: bool
+    device_time: float | None
+
+
 def on_detections_stored(conn: Conn, records: Sequence[DetectionRecord]) -> None:
     """Raise/join or clear incidents for newly stored detections (in the caller's txn)."""
     service = IncidentService(conn)
     # Devices in an installer's acceptance test (TEST MODE): observations, not incidents.
     testing = acceptance.tests_in_progress(conn, records)
     for rec in records:
-        if rec.site_id is None:
-            log.warning(
-                "detection without a site: no incident",
-                extra={"kind": rec.kind.value, "subject": rec.subject},
-            )
-            continue
-        try:
-            with conn.transaction():
-                if rec.resolved:
-                    _clear(conn, service, rec)
-                elif rec.device_id in testing:
-                    acceptance.observe(conn, testing[rec.device_id], rec)
-                else:
-                    trigger = Trigger(
-                        type=IncidentType.from_detection(rec.kind),
-                        site_id=rec.site_id,
-                        time=datetime.fromtimestamp(rec.time, UTC),
-                        reason=rec.reason,
-                        resident_id=rec.resident_id,
-                        subject=rec.subject if rec.technical else None,
-                        details=dict(rec.details),
+        take(conn, service, rec, testing)
+
+
+def take(
+    conn: Conn,
+    service: IncidentService,
+    rec: DetectionRecord,
+    testing: dict[str, str],
+    *,
+    by: str = "analysis",
+    note: str | None = None,
+) -> str | None:
+    """Turn one stored detection into its incident (see the module documentation), in a
+    savepoint. Returns the alarm outcome recorded on its markers (``raised``, ``joined``,
+    ``test_observation``, ``already_raised``), or None (no markers, or it failed)."""
+    if rec.site_id is None:
+        log.warning(
+            "detection without a site: no incident",
+            extra={"kind": rec.kind.value, "subject": rec.subject},
+        )
+        return None
+    try:
+        with conn.transaction():
+            markers: list[_Marker] = []
+            if rec.alarms and not rec.resolved:
+                markers, handled = _lock_alarms(conn, rec.alarms)
+                if handled and not markers:
+                    log.info(
+                        "alarm already raised: nothing raised again",
+                        extra={"kind": rec.kind.value, "device": rec.device_id, "by": by},
                     )
-                    incident, created = service.raise_or_join(trigger)
-                    if created:
-                        start_escalation(conn, incident.id, incident.site_id)
-        except (WorkflowError, psycopg.IntegrityError, psycopg.DataError) as exc:
-            log.warning(
-                "detection not turned into an incident",
-                extra={"kind": rec.kind.value, "subject": rec.subject, "error": str(exc)[:200]},
-            )
+                    return "already_raised"
+            if rec.resolved:
+                _clear(conn, service, rec)
+                return None
+            if rec.device_id in testing:
+                acceptance.observe(conn, testing[rec.device_id], rec)
+                _handle(conn, markers, by, "test_observation", None, note=note)
+                return "test_observation" if markers else None
+            incident, created = service.raise_or_join(_trigger(rec, markers, by))
+            if created:
+                start_escalation(conn, incident.id, incident.site_id)
+            outcome = "raised" if created else "joined"
+            _handle(conn, markers, by, outcome, incident.id, note=note)
+            return outcome if markers else None
+    except (WorkflowError, psycopg.IntegrityError, psycopg.DataError) as exc:
+        log.warning(
+            "detection not turned into an incident",
+            extra={"kind": rec.kind.value, "subject": rec.subject, "error": str(exc)[:200]},
+        )
+        return None
+
+
+def _lock_alarms(conn: Conn, alarms: Sequence[tuple[str, str]]) -> tuple[list[_Marker], bool]:
+    """Lock the alarms' markers: (the unhandled ones, whether any was already handled).
+
+    Waits for a path that holds one (the recovery's transaction), then sees its outcome."""
+    devices = [d for d, _ in alarms]
+    msgs = [m for _, m in alarms]
+    pending: list[_Marker] = []
+    handled = False
+    for dev, mid, done, received, wrong, device_time in conn.execute(
+        _LOCK_ALARMS, (devices, msgs)
+    ).fetchall():
+        if done:
+            handled = True
+        else:
+            pending.append(
+                _Marker(str(dev), str(mid), float(received), bool(wrong),
+                        None if device_time is None else float(device_time))
+            )  # fmt: skip
+    return pending, handled
+
+
+def _handle(
+    conn: Conn,
+    markers: Sequence[_Marker],
+    by: str,
+    outcome: str,
+    incident_id: int | None,
+    *,
+    note: str | None,
+) -> None:
+    for m in markers:
+        conn.execute(_HANDLE_ALARM, (by, outcome, incident_id, note, m.device_id, m.msg_id))
+
+
+def _trigger(rec: DetectionRecord, markers: Sequence[_Marker], by: str) -> Trigger:
+    """The incident trigger of a detection: a care detection of a device bound to no
+    resident is the place's (its location, else its site); alarm timing in the details."""
+    assert rec.site_id is not None
+    details: dict[str, Any] = dict(rec.details)
+    reason = rec.reason
+    resident_id = rec.resident_id
+    subject: str | None = rec.subject if rec.technical else None
+    if rec.kind in PLACE_KINDS and resident_id is None:
+        subject = rec.location_id or rec.site_id
+        level = "location" if rec.location_id else "site"
+        details.update(level=level, device=rec.device_id, no_resident=True)
+        reason += f" (device {rec.device_id} is bound to no resident: {level} {subject})"
+    if markers:
+        received = min(m.received_at for m in markers)
+        late = max(0.0, time.time() - received)
+        details.update(
+            raised_after_s=round(late, 3),
+            raised_by=by,
+            received_at=datetime.fromtimestamp(received, UTC).isoformat(timespec="milliseconds"),
+        )
+        if by == "recovery" or late >= LATE_NOTE_S:
+            reason += f"; raised {late:.0f} s after the alarm was received"
+            if by == "recovery":
+                reason += " (recovered: it had not been analysed, e.g. the gateway was down)"
+        wrong = [m for m in markers if m.clock_wrong]
+        if wrong:
+            device_time = wrong[0].device_time
+            details.update(
+                clock_wrong=True,
+                device_time=None if device_time is None
+                else datetime.fromtimestamp(device_time, UTC).isoformat(timespec="seconds"),
+            )  # fmt: skip
+            reason += "; the device's clock was wrong: the receive time is used"
+    return Trigger(
+        type=IncidentType.from_detection(rec.kind),
+        site_id=rec.site_id,
+        time=datetime.fromtimestamp(rec.time, UTC),
+        reason=reason,
+        resident_id=resident_id,
+        subject=subject,
+        details=details,
+    )
 
 
 def _clear(conn: Conn, service: IncidentService, rec: DetectionRecord) -> None:

@@ -29,6 +29,7 @@ INCIDENT_LABELS: dict[str, str] = {  # the types of migration 0010 (incidents.ty
     "hub_offline": "网关离线 / hub offline",
     "site_offline": "站点离线 / site offline",
     "low_battery": "电量低 / low battery",
+    "device_clock_wrong": "设备时钟错误 / device clock wrong",
 }
 
 _CODE_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")

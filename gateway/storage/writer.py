@@ -8,13 +8,17 @@ NOTHING``, which stores every new row once and reports which were new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 Row = tuple[object, ...]
+Fresh = dict[str, set[tuple[object, ...]]]
+AfterWrite = Callable[[psycopg.Connection[tuple[object, ...]], Fresh], None]
+"""Runs in the batch's transaction after its rows are written, with the new keys (it may
+add writes of its own, e.g. gateway.ingest's pending-alarm markers, and amend the keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +73,14 @@ class BatchWriter:
         self.conn = conn
         self._staged: set[str] = set()
 
-    def write(self, rows_by_table: dict[str, list[Row]]) -> dict[str, set[tuple[object, ...]]]:
+    def write(self, rows_by_table: dict[str, list[Row]], after: AfterWrite | None = None) -> Fresh:
         """Store the rows; return, per deduplicated table, the keys of rows that were new.
 
         Tables absent from the result stored every row (no duplicates were present).
+        ``after`` runs last, in the same transaction.
         Raises psycopg errors; the transaction is then rolled back and nothing is stored.
         """
-        fresh: dict[str, set[tuple[object, ...]]] = {}
+        fresh: Fresh = {}
         with self.conn.transaction():
             for name, rows in rows_by_table.items():
                 if not rows:
@@ -89,6 +94,8 @@ class BatchWriter:
                         self._copy(spec.name, spec, rows)
                 except psycopg.errors.UniqueViolation:
                     fresh[name] = self._insert_new(spec, rows)
+            if after is not None:
+                after(self.conn, fresh)
         return fresh
 
     def _copy(self, target: str, spec: TableSpec, rows: Sequence[Row]) -> None:

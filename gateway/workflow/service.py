@@ -190,6 +190,9 @@ _SELECT_CANCELLABLE = (
 )
 _INSERT_CARE = _INSERT.format(key="resident_id", technical="NOT ")
 _INSERT_TECHNICAL = _INSERT.format(key="subject", technical="")
+# A care incident of a place (a device bound to no resident, migration 0017): one open per
+# subject (location or site) and type.
+_INSERT_CARE_PLACE = _INSERT.format(key="subject", technical="resident_id IS NULL AND NOT ")
 
 # Columns each action sets besides ``state``: (column, parameter name).
 _SETS: dict[Action, tuple[str, ...]] = {
@@ -265,8 +268,8 @@ class IncidentService:
         the partial unique indexes arbitrate (INSERT ... ON CONFLICT DO UPDATE).
         """
         itype = trigger.type
-        if not itype.technical and not trigger.resident_id:
-            raise WorkflowError(f"a {itype.value} incident needs a resident")
+        if not itype.technical and not (trigger.resident_id or trigger.subject):
+            raise WorkflowError(f"a {itype.value} incident needs a resident or a place")
         params = {
             "site_id": trigger.site_id,
             "resident_id": trigger.resident_id,
@@ -279,7 +282,10 @@ class IncidentService:
             "reason": trigger.reason,
             "details": Jsonb(dict(trigger.details)),
         }
-        sql = _INSERT_TECHNICAL if itype.technical else _INSERT_CARE
+        if itype.technical:
+            sql = _INSERT_TECHNICAL
+        else:
+            sql = _INSERT_CARE if trigger.resident_id else _INSERT_CARE_PLACE
         with self._conn.transaction(), self._conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(sql.encode(), params).fetchone()
             assert row is not None

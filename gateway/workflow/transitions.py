@@ -94,6 +94,7 @@ class IncidentType(StrEnum):
     HUB_OFFLINE = "hub_offline"
     SITE_OFFLINE = "site_offline"
     LOW_BATTERY = "low_battery"
+    DEVICE_CLOCK_WRONG = "device_clock_wrong"
 
     @property
     def priority(self) -> int:
@@ -130,6 +131,7 @@ PRIORITIES: dict[IncidentType, int] = {
     IncidentType.HUB_OFFLINE: 2,
     IncidentType.DEVICE_OFFLINE: 3,
     IncidentType.LOW_BATTERY: 4,
+    IncidentType.DEVICE_CLOCK_WRONG: 4,
 }
 
 RESIDENT_CANCELLABLE = frozenset({IncidentType.EMERGENCY_CALL, IncidentType.FALL})

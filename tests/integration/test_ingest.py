@@ -92,7 +92,7 @@ def test_bad_input_lands_in_dead_letters_with_its_reason(
     injector_pw = uuid.uuid4().hex
     broker.extra.append(ServiceAccount("injector", hash_password(injector_pw), can_inject=True))
     creds = {c.device_id: c for c in make_site(db, broker, beds=2)}
-    # A device the broker still knows but the registry no longer has.
+    # A decommissioned device the broker still knows (refused: issue 9 §3).
     with db.connect() as conn:
         conn.execute("UPDATE devices SET active = false WHERE device_id = 'site-a-bs1'")
     settings = gateway_settings(
@@ -116,16 +116,24 @@ def test_bad_input_lands_in_dead_letters_with_its_reason(
                 "site-a-bs0", "m3", 3, t, presence=True, hr=900.0, rr=14.0, movement=0.1
             ),
         ),
+        # Telemetry from a wrong clock is refused (an alarm never is: test_alarm_durability).
         "timestamp_out_of_range": (
             bt.device_id,
-            "event",
-            p.encode_event(bt.device_id, "m4", 4, t + 3_600_000, event="press"),
+            "telemetry",
+            p.encode_heartbeat(bt.device_id, "m4", 4, t + 3_600_000, battery=90),
         ),
-        "unknown_device": (
+        "decommissioned": (
             "site-a-bs1",
             "telemetry",
             p.encode_vitals(
                 "site-a-bs1", "m5", 5, t, presence=True, hr=60.0, rr=14.0, movement=0.1
+            ),
+        ),
+        "unknown_device": (
+            "site-a-ghost",
+            "telemetry",
+            p.encode_vitals(
+                "site-a-ghost", "m6", 6, t, presence=True, hr=60.0, rr=14.0, movement=0.1
             ),
         ),
     }

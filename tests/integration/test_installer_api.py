@@ -306,11 +306,12 @@ def test_register_rotate_decommission_are_enforced_by_the_broker(inst: Inst) -> 
         assert _login_refused(port, dev, second)  # the broker refuses the device now
         assert c.post(f"/devices/{dev}/decommission").status_code == 409
         assert c.post(f"/devices/{dev}/credentials/rotate").status_code == 409
-    # Even if something got a message onto its topic, the running gateway rejects it.
+    # Even if something got a message onto its topic, the running gateway refuses it, as a
+    # decommissioned device's (issue 9 §3: counted under its own reason).
     _inject_as(inst, dev, "site-a", p.encode_event(dev, "p-2", 2, _now_ms(), event="press"),
                "event")  # fmt: skip
     wait_until(lambda: inst.db.scalar(
-        "SELECT count(*) FROM dead_letters WHERE device_id = %s AND reason = 'unknown_device'",
+        "SELECT count(*) FROM dead_letters WHERE device_id = %s AND reason = 'decommissioned'",
         (dev,)) == 1, 10, "dead letter")  # fmt: skip
     assert inst.db.scalar("SELECT count(*) FROM device_events WHERE device_id = %s", (dev,)) == 1
 

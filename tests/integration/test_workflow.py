@@ -117,9 +117,28 @@ def test_technical_incident_keyed_by_subject(svc: IncidentService) -> None:
     assert created
 
 
-def test_care_incident_needs_a_resident(svc: IncidentService) -> None:
-    with pytest.raises(WorkflowError, match="needs a resident"):
-        svc.raise_or_join(_trigger(resident=None, subject="dev-1"))
+def test_care_incident_of_a_place_when_no_resident(db: Database, svc: IncidentService) -> None:
+    """An alarm from a device bound to no resident (a room's pull-cord, a vacant bed) is a
+    care incident of its place, one open per place and type; it never fails (issue 9 §3)."""
+    with pytest.raises(WorkflowError, match="needs a resident or a place"):
+        svc.raise_or_join(_trigger(resident=None))
+    room = _trigger(IncidentType.EMERGENCY_CALL, resident=None, subject="room-7")
+    first, created = svc.raise_or_join(room)
+    assert created and first.resident_id is None and first.subject == "room-7"
+    assert not first.technical and first.priority == 1
+    again, created = svc.raise_or_join(room)
+    assert not created and again.id == first.id and again.trigger_count == 2
+    other, created = svc.raise_or_join(replace(room, subject="room-8"))
+    assert created and other.id != first.id
+    resident, created = svc.raise_or_join(_trigger(IncidentType.EMERGENCY_CALL))
+    assert created and resident.id not in (first.id, other.id)
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the database holds the rule too
+        db.scalar(
+            "INSERT INTO incidents (site_id, subject, type, priority, technical, "
+            "first_trigger_at, last_trigger_at, raised_at, reason) "
+            "VALUES ('s1', 'room-7', 'emergency_call', 1, false, now(), now(), now(), 'x') "
+            "RETURNING id"
+        )
 
 
 def test_open_incident_unique_in_database(db: Database, svc: IncidentService) -> None:

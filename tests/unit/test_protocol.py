@@ -563,6 +563,7 @@ def test_unknown_device_is_a_reason() -> None:
         "identity_mismatch",
         "timestamp_out_of_range",
         "unknown_device",
+        "decommissioned",
     }
 
 

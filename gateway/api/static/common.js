@@ -21,6 +21,7 @@ const SHG = (() => {
     hub_offline: "网关离线 Hub offline",
     site_offline: "站点离线 Site offline",
     low_battery: "电量低 Low battery",
+    device_clock_wrong: "设备时钟错误 Device clock wrong",
   };
   const STATE_LABELS = {
     raised: "待响应 Raised",

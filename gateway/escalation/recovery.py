@@ -1,0 +1,328 @@
+"""Alarm recovery: every stored alarm becomes an incident, whatever the crash timing.
+
+The ingest transaction that stores an alarm event (button press or long press, SOS, device
+fall flag) also writes its pending marker (``pending_alarms``, migration 0017); the intake
+(:mod:`gateway.escalation.intake`) clears it in the transaction that raises or joins the
+alarm's incident. A marker still pending means the analysis never got to the alarm: the
+gateway was killed after the ack and stayed down longer than ``analysis.catch_up_s``, or the
+analysis thread died, or it was stopped before analysing what it held.
+
+:class:`AlarmRecovery` handles such markers:
+
+* at start-up (:meth:`AlarmRecovery.startup`, before the analysis rebuilds its state), every
+  marker written before this start, whatever its age (fall flags only once their
+  confirmation window has run out; younger ones are left to the analysis's replay);
+* then every ``alarms.recovery_interval_s``, the markers pending longer than
+  ``alarms.recovery_grace_s``.
+
+For each marker, in one transaction that holds its row lock (``FOR UPDATE SKIP LOCKED``; the
+intake locks the same row and acts only on an unhandled marker, so the two paths never both
+raise):
+
+* a fall flag the resident cancelled ("I'm OK" from one of their devices within the fall
+  confirmation window) → handled, outcome ``cancelled``, the reason in ``note``; nothing raised;
+* otherwise the detection is stored (``ON CONFLICT DO NOTHING`` on its identity, the same
+  identity the analysis would give it) and handed to the intake, which raises or joins the
+  incident with the alarm's original time, marks the marker handled (``by = recovery``) and
+  says in the reason and details how late it was raised. A device under an acceptance test
+  is observed by the test, as on the live path. An alarm from a device bound to no resident
+  raises the place's incident.
+* an alarm whose device's clock was wrong also raises that device's technical incident
+  "device clock wrong" (joined when already open).
+
+The analysis marks nothing itself: a fall flag it dropped because the resident cancelled is
+recorded here once the grace has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter
+
+from analytics.falls import clock_time
+from analytics.types import Detection, DetectionKind
+from gateway import acceptance
+from gateway.analysis import DetectionRecord, PostgresStore, clock_wrong_detection
+from gateway.escalation import intake
+from gateway.settings import AlarmSettings, AnalysisSettings
+from gateway.workflow.service import IncidentService
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+_CLAIM = b"""
+SELECT p.device_id, p.msg_id, p.site_id, p.type, extract(epoch FROM p.time),
+       extract(epoch FROM p.received_at), p.clock_wrong, extract(epoch FROM p.device_time),
+       d.kind, coalesce(d.location_id, b.location_id), coalesce(d.resident_id, r.resident_id),
+       d.bed_id, coalesce(s.utc_offset_s, 28800)
+FROM pending_alarms p
+LEFT JOIN devices d ON d.device_id = p.device_id
+LEFT JOIN beds b ON b.bed_id = d.bed_id
+LEFT JOIN residents r ON r.bed_id = d.bed_id
+LEFT JOIN sites s ON s.site_id = p.site_id
+WHERE p.handled_at IS NULL AND p.created_at < now() - %(grace)s * interval '1 second'
+  AND (p.type <> 'fall' OR p.created_at < now() - %(fall_window)s * interval '1 second')
+ORDER BY p.created_at
+LIMIT %(limit)s
+FOR UPDATE OF p SKIP LOCKED
+"""
+# "I'm OK" from any device of the same resident (or bed, or the device itself).
+_CANCEL = b"""
+SELECT extract(epoch FROM min(e.time))
+FROM device_events e JOIN devices d ON d.device_id = e.device_id
+LEFT JOIN residents r ON r.bed_id = d.bed_id
+WHERE e.type = 'cancel' AND e.time >= %(from)s AND e.time <= %(to)s
+  AND coalesce(d.resident_id, r.resident_id, d.bed_id, d.device_id) = %(subject)s
+"""
+_MARK_CANCELLED = b"""
+UPDATE pending_alarms SET handled_at = now(), handled_by = 'recovery', outcome = 'cancelled',
+    note = %s
+WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAlarm:
+    """One claimed marker with the device's current binding."""
+
+    device_id: str
+    msg_id: str
+    site_id: str
+    type: str
+    time: float
+    received_at: float
+    clock_wrong: bool
+    device_time: float | None
+    kind: str | None
+    location_id: str | None
+    resident_id: str | None
+    bed_id: str | None
+    utc_offset_s: float
+
+    @property
+    def subject(self) -> str:
+        """The analysis's subject for the device (resident, else bed, else the device)."""
+        return self.resident_id or self.bed_id or self.device_id
+
+
+def _claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[PendingAlarm]:
+    rows = conn.execute(
+        _CLAIM, {"grace": grace_s, "fall_window": fall_window_s, "limit": limit}
+    ).fetchall()
+    return [
+        PendingAlarm(
+            str(dev),
+            str(mid),
+            str(site),
+            str(type_),
+            float(t),
+            float(recv),
+            bool(wrong),
+            None if dtime is None else float(dtime),
+            None if kind is None else str(kind),
+            None if loc is None else str(loc),
+            None if res is None else str(res),
+            None if bed is None else str(bed),
+            float(off),
+        )
+        for dev, mid, site, type_, t, recv, wrong, dtime, kind, loc, res, bed, off in rows
+    ]
+
+
+def _record(alarm: PendingAlarm, confirm_window_s: float) -> DetectionRecord:
+    """The detection the analysis would have stored for the alarm (same identity)."""
+    at = clock_time(alarm.time, alarm.utc_offset_s)
+    if alarm.type == "fall":
+        det = Detection(
+            kind=DetectionKind.FALL,
+            subject=alarm.subject,
+            time=alarm.time + confirm_window_s,
+            reason=(
+                f"Fall at {at}: reported by the wearable's own fall flag; "
+                f"not cancelled within {confirm_window_s:g} s."
+            ),
+            details={"sources": "device_flag", "device_flag": True, "recovered": True},
+            started=alarm.time,
+        )
+    else:
+        if alarm.type == "sos":
+            reason = f"SOS button pressed at {at}"
+        else:
+            how = "long-pressed" if alarm.type == "long_press" else "pressed"
+            reason = f"emergency call button {how} at {at}"
+        det = Detection(
+            kind=DetectionKind.EMERGENCY_CALL,
+            subject=alarm.subject,
+            time=alarm.time,
+            reason=reason,
+            details={"source": alarm.kind or "", "event": alarm.type, "recovered": True},
+        )
+    return DetectionRecord.of(
+        det,
+        site_id=alarm.site_id,
+        resident_id=alarm.resident_id,
+        device_id=alarm.device_id,
+        location_id=alarm.location_id,
+        alarms=((alarm.device_id, alarm.msg_id),),
+    )
+
+
+def recover_once(
+    conn: Conn,
+    *,
+    older_than_s: float,
+    analysis: AnalysisSettings,
+    limit: int,
+) -> list[str]:
+    """Handle up to ``limit`` markers written more than ``older_than_s`` ago (the database's
+    clock: a gateway clock off by an hour changes nothing), in one transaction.
+
+    Returns the outcome of each claimed marker (``raised``, ``joined``, ``cancelled``,
+    ``test_observation``, ``already_raised``, or ``failed``: left pending, retried).
+    ``conn`` must be in autocommit mode."""
+    confirm = analysis.fall_confirm_window_s
+    with conn.transaction():
+        alarms = _claim(conn, older_than_s, confirm, limit)
+        if not alarms:
+            return []
+        service = IncidentService(conn)
+        records = [_record(a, confirm) for a in alarms]
+        testing = acceptance.tests_in_progress(conn, records)
+        return [
+            _recover(conn, service, alarm, rec, testing=testing, confirm_window_s=confirm)
+            for alarm, rec in zip(alarms, records, strict=True)
+        ]
+
+
+def _recover(
+    conn: Conn,
+    service: IncidentService,
+    alarm: PendingAlarm,
+    rec: DetectionRecord,
+    *,
+    testing: dict[str, str],
+    confirm_window_s: float,
+) -> str:
+    late = max(0.0, datetime.now(UTC).timestamp() - alarm.received_at)
+    if alarm.type == "fall":
+        cancel = conn.execute(
+            _CANCEL,
+            {"from": _utc(alarm.time), "to": _utc(alarm.time + confirm_window_s),
+             "subject": alarm.subject},
+        ).fetchone()  # fmt: skip
+        if cancel is not None and cancel[0] is not None:
+            note = (
+                f'fall flag cancelled by the resident ("I\'m OK") at '
+                f"{clock_time(float(cancel[0]), alarm.utc_offset_s)}, within its "
+                f"{confirm_window_s:g} s window"
+            )
+            conn.execute(_MARK_CANCELLED, (note, alarm.device_id, alarm.msg_id))
+            log.info("pending fall flag: resident cancelled", extra={"device": alarm.device_id})
+            return "cancelled"
+    PostgresStore.store_detections(conn, [rec])
+    outcome = intake.take(
+        conn, service, rec, testing, by="recovery", note=f"raised {late:.0f} s after receipt"
+    )
+    if alarm.clock_wrong and alarm.device_time is not None:
+        started = round(alarm.received_at, 3)
+        det = clock_wrong_detection(alarm.device_id, started, alarm.device_time - alarm.time)
+        clock = DetectionRecord.of(
+            det, site_id=alarm.site_id, resident_id=None, device_id=alarm.device_id,
+            location_id=alarm.location_id,
+        )  # fmt: skip
+        PostgresStore.store_detections(conn, [clock])
+        intake.take(conn, service, clock, {}, by="recovery")
+    log.warning(
+        "pending alarm recovered",
+        extra={"device": alarm.device_id, "type": alarm.type, "outcome": outcome,
+               "late_s": round(late, 1)},
+    )  # fmt: skip
+    return outcome or "failed"
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class AlarmRecovery:
+    """Runs :func:`recover_once` at start-up and periodically, on its own connection."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        settings: AlarmSettings,
+        analysis: AnalysisSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._analysis = analysis
+        self._conn: Conn | None = None
+        self.recovered = 0
+        self._outcomes = Counter(
+            "safehome_alarms_recovered",
+            "Stored alarms the recovery handled (their incident did not exist), by outcome",
+            ["outcome"],
+            registry=registry or CollectorRegistry(auto_describe=True),
+        )
+
+    def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        return self._conn
+
+    def _drain(self, older_than_s: float) -> int:
+        total = 0
+        limit = self._settings.recovery_batch_size
+        while True:
+            try:
+                outcomes = recover_once(
+                    self._connection(),
+                    older_than_s=older_than_s,
+                    analysis=self._analysis,
+                    limit=limit,
+                )
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self.close()
+                raise
+            for outcome in outcomes:
+                self._outcomes.labels(outcome).inc()
+            n = len(outcomes)
+            total += n
+            if n < limit:
+                break
+        self.recovered += total
+        return total
+
+    def startup(self) -> int:
+        """Every marker of the previous run (written before now), whatever its age."""
+        n = self._drain(0.0)
+        if n:
+            log.warning("pending alarms of the previous run recovered", extra={"alarms": n})
+        return n
+
+    def run_once(self) -> int:
+        """The markers pending longer than ``recovery_grace_s``."""
+        return self._drain(self._settings.recovery_grace_s)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def pending_count(conn: Conn) -> int:
+    """Markers not handled yet (for /health and tests)."""
+    row = conn.execute(b"SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+__all__: Sequence[str] = ["AlarmRecovery", "PendingAlarm", "pending_count", "recover_once"]
