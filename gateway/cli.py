@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")
     uadd.set_defaults(func=cmd_user_add)
+    from gateway.cli_paging import add_channel_commands
+
+    add_channel_commands(user)
 
     from gateway.cli_roster import add_roster_commands
 

@@ -125,16 +125,18 @@ def apply_site_definition(
             w = f"contacts[{i}]"
             conn.execute(
                 "INSERT INTO contacts (contact_id, resident_id, kind, display_name, relation, "
-                "phone, email, channels, consent_notify, priority) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) "
+                "phone, email, channels, consent_notify, priority, wechat_openid) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
                 "ON CONFLICT (contact_id) DO UPDATE SET kind = EXCLUDED.kind, "
                 "display_name = EXCLUDED.display_name, relation = EXCLUDED.relation, "
                 "phone = EXCLUDED.phone, email = EXCLUDED.email, channels = EXCLUDED.channels, "
-                "consent_notify = EXCLUDED.consent_notify, priority = EXCLUDED.priority",
+                "consent_notify = EXCLUDED.consent_notify, priority = EXCLUDED.priority, "
+                "wechat_openid = EXCLUDED.wechat_openid",
                 (_req(c, "id", w), _req(c, "resident", w), c.get("kind", "family"),
                  _req(c, "name", w), c.get("relation"), c.get("phone"), c.get("email"),
                  orjson.dumps(c.get("channels", [])).decode(),
-                 bool(c.get("consent_notify", True)), int(c.get("priority", 1))),
+                 bool(c.get("consent_notify", True)), int(c.get("priority", 1)),
+                 c.get("wechat_openid")),
             )  # fmt: skip
     log.info(
         "site definition applied",

@@ -38,6 +38,7 @@ from gateway.escalation.roster import DutyRole, add_shift
 from gateway.localsvc import free_port
 from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
+from gateway.paging.channels import add_channel, list_channels
 from gateway.settings import PROJECT_ROOT, Settings
 
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
@@ -73,6 +74,9 @@ def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
                 "UPDATE users SET password_hash = %s WHERE user_id = %s",
                 (hash_password(password), user_id),
             )
+        if role in ("duty_staff", "supervisor") and not list_channels(conn, user_id):
+            # Pages reach the demo's local receiver (printed with their ack link).
+            add_channel(conn, user_id, "webhook", None, actor="demo")
         if role in ("duty_staff", "supervisor") and site is not None:
             add_shift(
                 conn, site, user_id=user_id, role=DutyRole(role),
@@ -85,7 +89,8 @@ def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    """The demo's stand-in for a family app's backend: prints each notification it gets."""
+    """The demo's stand-in for a family app's backend and a staff pager: prints each
+    notification and each staff page (with its acknowledgement link) it gets."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -95,6 +100,14 @@ class _Receiver(BaseHTTPRequestHandler):
             note = json.loads(body)
         except ValueError:
             note = {}
+        if note.get("event") == "staff.page":
+            fields = note.get("fields") or {}
+            print(f"[demo] staff page for user {note.get('user_id')} delivered to the local "
+                  f"receiver: incident {note.get('incident_id')} {fields.get('label')}\n"
+                  f"       acknowledge (打开链接确认): {fields.get('ack_url')}\n"
+                  f"       or SMS reply code (短信回复码) {fields.get('ack_code')}",
+                  flush=True)  # fmt: skip
+            return
         summary = {k: note.get(k) for k in ("incident_id", "contact_id", "title") if k in note}
         print(f"[demo] family notification delivered to the local receiver: {summary or note}",
               flush=True)  # fmt: skip
@@ -107,6 +120,19 @@ def _start_receiver() -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/notify"
+
+
+def _ack_secret(var: Path) -> str:
+    """The demo's page-link key, generated once in <var_dir>/secrets/paging_ack_secret."""
+    path = var / "secrets" / "paging_ack_secret"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(36)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    return secret
 
 
 def _manifest(
@@ -183,6 +209,7 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
         users = _demo_users(conn, var)
     services.sync_broker()
     receiver, receiver_url = _start_receiver()
+    api = f"http://{settings.api.host}:{settings.api.port}"
 
     env = (
         dict(os.environ)
@@ -190,6 +217,9 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
         | {
             "SAFEHOME_CONFIG": str(config),
             "SAFEHOME_NOTIFY__WEBHOOKS__WEBHOOK__URL": receiver_url,
+            # Staff pages carry a one-time acknowledgement link to this gateway.
+            "SAFEHOME_PAGING__PUBLIC_BASE_URL": api,
+            "SAFEHOME_PAGING__ACK_SECRET": _ack_secret(var),
         }
     )
     log_path = var / "gateway.log"
@@ -200,7 +230,6 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    api = f"http://{settings.api.host}:{settings.api.port}"
     try:
         _wait_health(f"{api}/health", gateway)
         _banner(settings, api, log_path, manifests, users=users, receiver_url=receiver_url)
@@ -241,7 +270,8 @@ def _banner(
         f"  API               {api}/docs (OpenAPI)\n"
         f"  Installer CLI     .venv/bin/safehome login --gateway {api} --user inst-nh\n"
         "                    then follow docs/installer-guide.md (site demo-nh)\n"
-        f"  Family receiver   {receiver_url} (notifications are printed here)\n"
+        f"  Receiver          {receiver_url} (family notifications and staff pages with\n"
+        "                    their acknowledgement link are printed here: no console needed)\n"
         f"  SLA report        .venv/bin/safehome --config config/demo.toml report sla "
         f"--site demo-nh --month {datetime.now(UTC):%Y-%m}\n"
         f"  Health, metrics   {api}/health   {api}/metrics\n"

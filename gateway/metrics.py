@@ -70,3 +70,9 @@ class Metrics:
         self.db_outages = Counter(
             "safehome_database_outages", "Times the database became unreachable", registry=r
         )
+        self.page_acks = Counter(
+            "safehome_paging_acks",
+            "Page acknowledgements from the message itself, by way (link, sms) and result",
+            ["via", "result"],
+            registry=r,
+        )

@@ -35,6 +35,7 @@ from gateway.metrics import Metrics
 from gateway.mqttsession import MqttSession
 from gateway.notify.channels import Notifier, NotifyError, build_notifiers
 from gateway.notify.outbox import OutboxWorker
+from gateway.paging.tokens import link_builder
 from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
@@ -175,12 +176,18 @@ class Runtime:
                 poll_interval_s=s.escalation.poll_interval_s,
                 batch_size=s.escalation.batch_size,
                 on_enqueued=lambda: self.outbox.wake() if self.outbox is not None else None,
+                page_ttl_s=s.paging.ack_ttl_s if s.paging.enabled and s.notify.enabled else None,
             )  # fmt: skip
             self._tasks.append(asyncio.create_task(self.escalation.run(), name="escalation"))
+            self._tasks.append(asyncio.create_task(
+                self.escalation.listen(db.conninfo()), name="escalation-listen"
+            ))  # fmt: skip
         if s.notify.enabled:
+            key = s.paging.ack_secret.get_secret_value() if s.paging.ack_secret else None
             self.outbox = OutboxWorker(
                 self.workflow_pool, notifiers, s.notify,
                 on_exhausted=self.escalation.on_exhausted if self.escalation else None,
+                page_link=link_builder(s.paging.public_base_url, key),
             )  # fmt: skip
             self._tasks.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
         log.info(

@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.notify.settings import NotifySettings
+from gateway.paging.settings import PagingSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
@@ -296,6 +297,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     escalation: EscalationSettings = EscalationSettings()
     alarms: AlarmSettings = AlarmSettings()
+    paging: PagingSettings = PagingSettings()
     broker: BrokerSettings = BrokerSettings()
     commissioning: CommissioningSettings = CommissioningSettings()
     var_dir: Path = PROJECT_ROOT / "var"

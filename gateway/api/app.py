@@ -31,6 +31,7 @@ from gateway.api.routes_family import build_family_router
 from gateway.api.routes_incidents import build_incidents_router
 from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
+from gateway.api.routes_paging import build_paging_router
 from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
 from gateway.brokersync import BrokerSync
@@ -58,6 +59,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.state.import_max_bytes = settings.commissioning.import_max_bytes
     app.state.pool = pool
     app.state.analysis_settings = settings.analysis
+    app.state.metrics = getattr(runtime, "metrics", None)
     app.state.live_feed = LiveFeed(
         pool, settings.database.conninfo(), stopping=lambda: runtime.stopping
     )
@@ -92,5 +94,6 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_registry_router())  # installers: sites, beds, residents, import
     app.include_router(build_commissioning_router())  # installers: devices, acceptance tests
     app.include_router(build_reports_router())
+    app.include_router(build_paging_router())  # /ack/{token} (signed link), channels (admin)
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     return app

@@ -10,7 +10,9 @@ Every new incident gets a row in ``incident_escalations`` (see
 2. otherwise, when the current tier timed out (or its channels all failed: ``advance_early``),
    performs the next tier that applies to the incident's priority and has someone to
    reach — staff pages for the on-duty staff or supervisors (``staff_pages``, from the duty
-   roster), outbox rows for the consented contacts (:func:`gateway.notify.enqueue_incident`),
+   roster, each with a reply code, and an outbox row for the user's first paging channel, so
+   a page reaches a phone with no console open), outbox rows for the consented contacts
+   (:func:`gateway.notify.enqueue_incident`),
    or the emergency-services instruction for every staff member of the site; tiers with
    nobody to reach are skipped (and audited);
 3. or, when only a reminder is due, pages the current tier again;
@@ -25,6 +27,7 @@ Logs carry incident ids, tier names and counts only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +40,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.escalation.ladder import Audience, EscalationConfig, Ladder
 from gateway.escalation.roster import DutyRole, on_duty_async
-from gateway.notify.outbox import ContactExhausted, IncidentNotice, contact_status, enqueue_incident
+from gateway.notify.outbox import (
+    ContactExhausted,
+    IncidentNotice,
+    StaffPage,
+    contact_status,
+    enqueue_incident,
+    enqueue_staff_page,
+    page_status,
+)
+from gateway.paging.tokens import new_code
 from gateway.pollworker import PollingWorker
 
 log = logging.getLogger(__name__)
@@ -58,9 +70,10 @@ FOR UPDATE OF e SKIP LOCKED
 
 _PAGE = b"""
 INSERT INTO staff_pages (incident_id, site_id, tier, tier_name, sequence, user_id, role, kind,
-                         message)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                         message, ack_code)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (incident_id, tier, sequence, user_id) DO NOTHING
+RETURNING id
 """
 
 _ADVANCE = b"""
@@ -128,9 +141,13 @@ class EscalationWorker(PollingWorker):
         batch_size: int = 50,
         on_enqueued: Callable[[], None] | None = None,
         before_commit: FaultHook | None = None,
+        page_ttl_s: float | None = None,
     ) -> None:
         self._pool = pool
         self._config = config
+        # Pages go to the users' paging channels through the outbox (their link and reply
+        # code valid this long); None: staff_pages rows only (the console shows them).
+        self._page_ttl_s = page_ttl_s
         super().__init__(
             "escalation", poll_interval_s=poll_interval_s, batch_size=batch_size, logger=log
         )
@@ -159,11 +176,32 @@ class EscalationWorker(PollingWorker):
             self._on_enqueued()
         return handled
 
+    async def listen(self, conninfo: str, *, retry_s: float = 5.0) -> None:
+        """Wake on ``NOTIFY incident_escalations`` (a new timer, migration 0016) until
+        cancelled, so a new incident's first page does not wait for the next poll. Polling
+        still covers any gap (a lost connection, a notification missed meanwhile)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            except psycopg.OperationalError:
+                await asyncio.sleep(retry_s)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(b"LISTEN incident_escalations")
+                    self.wake()  # whatever arrived while not listening
+                    async for _ in conn.notifies():
+                        self.wake()
+            except psycopg.OperationalError:
+                await asyncio.sleep(retry_s)
+
     async def on_exhausted(self, exhausted: ContactExhausted) -> None:
-        """Outbox hook: a contact could not be reached on any channel.
+        """Outbox hook: a contact (or a paged staff user) could not be reached on any channel.
 
         When the current tier is the contacts tier and no contact of the incident was
-        reached or is still being tried, the next tier is due now (not at the timeout).
+        reached or is still being tried, the next tier is due now (not at the timeout). The
+        same for a staff tier whose pages all failed on every channel (a user paged without
+        any channel counts as reachable: the console may show the page).
         """
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(_ROW_FOR_EARLY, (exhausted.incident_id,))
@@ -174,14 +212,18 @@ class EscalationWorker(PollingWorker):
             ladder = self._config.ladder(site_id)
             if not 0 <= tier < len(ladder.tiers):
                 return
-            if ladder.tiers[tier].audience is not Audience.CONTACTS:
+            audience = ladder.tiers[tier].audience
+            if audience is Audience.CONTACTS and exhausted.page_id is None:
+                status = await contact_status(conn, exhausted.incident_id)
+            elif audience in _STAFF_AUDIENCES and exhausted.page_id is not None:
+                status = await page_status(conn, exhausted.incident_id, tier)
+            else:
                 return
-            status = await contact_status(conn, exhausted.incident_id)
-            if any(s != "failed" for s in status.values()):
+            if not status or any(s != "failed" for s in status.values()):
                 return
             await conn.execute(_EARLY, (exhausted.incident_id, tier))
         log.info(
-            "escalation: contacts unreachable, next tier early",
+            "escalation: tier unreachable on every channel, next tier early",
             extra={"incident_id": exhausted.incident_id, "tier": ladder.tiers[tier].name},
         )
         self.wake()
@@ -311,20 +353,45 @@ class EscalationWorker(PollingWorker):
                 f"incident {due.incident_id} ({due.type}, priority {due.priority}) is not "
                 f"acknowledged: please acknowledge [{tier.name}]"
             )
+            queued = False
             for user_id in users:
-                await conn.execute(
+                code = new_code()
+                cur = await conn.execute(
                     _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, user_id,
-                            role.value, kind, text),
+                            role.value, kind, text, code),
                 )  # fmt: skip
-            return len(users), False
+                row = await cur.fetchone()
+                if row is not None and self._page_ttl_s is not None:
+                    page = StaffPage(
+                        int(row[0]), due.incident_id, user_id, tier.name, kind, code,
+                        due.now + _seconds(self._page_ttl_s),
+                    )  # fmt: skip
+                    queued = (await enqueue_staff_page(conn, page)) is not None or queued
+            return len(users), queued
         if tier.audience is Audience.EMERGENCY:
             assert tier.instruction is not None
             text = f"incident {due.incident_id} ({due.type}): {tier.instruction}"
-            await conn.execute(
+            code = new_code()
+            cur = await conn.execute(
                 _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, "", "all",
-                        "instruction", text),
+                        "instruction", text, code),
             )  # fmt: skip
-            return 1, False
+            row = await cur.fetchone()
+            queued = False
+            if row is not None and self._page_ttl_s is not None:
+                # Told to everyone on shift too, on their own channels (one chain each).
+                everyone: list[str] = []
+                for duty in (DutyRole.DUTY_STAFF, DutyRole.SUPERVISOR):
+                    for user_id in await on_duty_async(conn, due.site_id, duty, due.now):
+                        if user_id not in everyone:
+                            everyone.append(user_id)
+                for user_id in everyone:
+                    page = StaffPage(
+                        int(row[0]), due.incident_id, user_id, tier.name, "instruction", code,
+                        due.now + _seconds(self._page_ttl_s), instruction=tier.instruction,
+                    )  # fmt: skip
+                    queued = (await enqueue_staff_page(conn, page)) is not None or queued
+            return 1, queued
         # Contacts: care incidents only (a device's trouble is the staff's business), queued
         # once per incident (the outbox retries and falls back by itself).
         if due.technical or due.resident_id is None or sequence > 0:
@@ -343,6 +410,9 @@ class EscalationWorker(PollingWorker):
             "escalation stopped",
             extra={"incident_id": due.incident_id, "reason": reason, "tier": due.tier},
         )
+
+
+_STAFF_AUDIENCES = frozenset({Audience.DUTY_STAFF, Audience.SUPERVISOR})
 
 
 def _seconds(value: float) -> timedelta:

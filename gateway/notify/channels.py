@@ -1,4 +1,5 @@
-"""Channel adapters: webhook, SMTP e-mail, group bots (apprise) and template SMS.
+"""Channel adapters: webhook, SMTP e-mail, group bots (apprise), template SMS, Aliyun voice
+calls and WeChat service-account template messages.
 
 Every adapter implements :class:`Notifier`: ``await send(notification)`` returns a
 :class:`DeliveryResult` (delivered, transient failure, permanent failure) with a short
@@ -35,12 +36,14 @@ import apprise
 from gateway.notify.messages import RenderedMessage
 from gateway.notify.settings import (
     AliyunSmsSettings,
+    AliyunVoiceSettings,
     NotifySettings,
     SmtpSettings,
     WebhookEndpoint,
+    WechatTemplateSettings,
 )
 
-AddressKind = Literal["email", "phone"] | None
+AddressKind = Literal["email", "phone", "openid"] | None
 SIGNATURE_HEADER = "X-Safehome-Signature"
 TIMESTAMP_HEADER = "X-Safehome-Timestamp"
 DELIVERY_HEADER = "X-Safehome-Delivery"
@@ -101,11 +104,14 @@ class Notification:
 
     notification_id: int  # the outbox row id: an idempotency key for receivers
     incident_id: int
-    contact_id: str
+    contact_id: str | None  # None for a staff page
     channel: str
     message: RenderedMessage
     sms_params: Mapping[str, str] = field(default_factory=dict)
     address: str | None = field(default=None, repr=False)
+    recipient_kind: str = "contact"  # contact | staff
+    user_id: str | None = None  # the paged staff user (staff pages)
+    page_id: int | None = None  # the staff_pages row (staff pages)
 
 
 class Notifier(Protocol):
@@ -149,6 +155,19 @@ def _http_post(
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError("only http(s) URLs are allowed")
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            return int(response.status), response.read(65536)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), exc.read(65536)
+
+
+def _http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
+    """GET synchronously; return (status, body). HTTP errors return their status."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError("only http(s) URLs are allowed")
+    request = urllib.request.Request(url, method="GET")  # noqa: S310
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             return int(response.status), response.read(65536)
@@ -212,7 +231,7 @@ class WebhookNotifier:
 
     def payload(self, message: Notification) -> dict[str, Any]:
         """The JSON document posted for ``message``."""
-        return {
+        doc: dict[str, Any] = {
             "event": "incident.notification",
             "notification_id": message.notification_id,
             "incident_id": message.incident_id,
@@ -222,6 +241,9 @@ class WebhookNotifier:
             "body": message.message.body,
             "fields": message.message.fields,
         }
+        if message.recipient_kind == "staff":  # a page for one staff user (ids only)
+            doc |= {"event": "staff.page", "user_id": message.user_id, "page_id": message.page_id}
+        return doc
 
     async def send(self, message: Notification) -> DeliveryResult:
         """POST the JSON document; classify the HTTP status."""
@@ -468,19 +490,223 @@ class AliyunSmsProvider:
             )
         except (OSError, urllib.error.URLError) as exc:
             return _network_failure(exc)
+        return _aliyun_result(status, raw)
+
+
+def _aliyun_result(status: int, raw: bytes) -> DeliveryResult:
+    """Classify an Aliyun RPC answer by HTTP status and ``Code`` (never its ``Message``)."""
+    try:
+        answer = json.loads(raw)
+        code = str(answer.get("Code", "")) if isinstance(answer, dict) else ""
+    except ValueError:
+        code = ""
+    if code == "OK" and 200 <= status < 300:
+        return DeliveryResult.delivered("aliyun OK")
+    safe_code = "".join(ch for ch in code if ch.isalnum() or ch in "._-")[:60]
+    if not safe_code:
+        return classify_http(status)
+    if code in ALIYUN_TRANSIENT_CODES or status >= 500:
+        return DeliveryResult.transient(f"aliyun {safe_code}")
+    return DeliveryResult.permanent(f"aliyun {safe_code}")
+
+
+class AliyunVoiceNotifier:
+    """Aliyun voice notification: Dyvmsapi ``SingleCallByTts`` (API version 2017-05-25).
+
+    An RPC-style POST of a form signed like the SMS call (signature v1, HMAC-SHA1 over the
+    sorted, percent-encoded parameters with the key ``<secret>&``): ``CalledNumber`` (the
+    mainland number without +86), ``CalledShowNumber`` (专属模式 only), ``TtsCode`` (the
+    approved text-to-speech template), ``TtsParam`` (its variables as JSON: place, time, type
+    and the reply code), ``PlayTimes``, ``Volume`` and ``OutId`` (the outbox row id). Only the
+    answer's ``Code`` is reported. The endpoint is configurable (tests use a local server).
+    """
+
+    VERSION = "2017-05-25"
+    private = True
+    address_kind: AddressKind = "phone"
+    broadcast = False
+
+    def __init__(self, settings: AliyunVoiceSettings) -> None:
+        self._settings = settings
+        if not settings.endpoint.lower().startswith(("http://", "https://")):
+            raise NotifyError("voice endpoint must be http(s)", channel="voice")
+
+    def request_params(
+        self,
+        phone: str,
+        params: Mapping[str, str],
+        *,
+        out_id: str,
+        nonce: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> dict[str, str]:
+        """The signed form parameters of one ``SingleCallByTts`` call."""
+        s = self._settings
+        now = (timestamp or datetime.now(UTC)).astimezone(UTC)
+        form = {
+            "AccessKeyId": s.access_key_id,
+            "Action": "SingleCallByTts",
+            "CalledNumber": phone[3:] if phone.startswith("+86") else phone.lstrip("+"),
+            "Format": "JSON",
+            "OutId": out_id,
+            "PlayTimes": str(s.play_times),
+            "RegionId": s.region_id,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureNonce": nonce or uuid.uuid4().hex,
+            "SignatureVersion": "1.0",
+            "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "TtsCode": s.tts_code,
+            "TtsParam": json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")),
+            "Version": self.VERSION,
+            "Volume": str(s.volume),
+        }
+        if s.called_show_number:
+            form["CalledShowNumber"] = s.called_show_number
+        form["Signature"] = aliyun_signature(form, s.access_key_secret.get_secret_value())
+        return form
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Place the call (the provider answers at once; the call itself follows)."""
+        if not message.address:
+            return DeliveryResult.permanent("no phone number")
+        form = self.request_params(
+            message.address, message.sms_params, out_id=str(message.notification_id)
+        )
+        body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
         try:
-            answer = json.loads(raw)
-            code = str(answer.get("Code", "")) if isinstance(answer, dict) else ""
-        except ValueError:
-            code = ""
-        if code == "OK" and 200 <= status < 300:
-            return DeliveryResult.delivered("aliyun OK")
-        safe_code = "".join(ch for ch in code if ch.isalnum() or ch in "._-")[:60]
-        if not safe_code:
-            return classify_http(status)
-        if code in ALIYUN_TRANSIENT_CODES or status >= 500:
-            return DeliveryResult.transient(f"aliyun {safe_code}")
-        return DeliveryResult.permanent(f"aliyun {safe_code}")
+            status, raw = await asyncio.to_thread(
+                _http_post, self._settings.endpoint, body, headers, self._settings.timeout_s
+            )
+        except (OSError, urllib.error.URLError) as exc:
+            return _network_failure(exc)
+        return _aliyun_result(status, raw)
+
+
+# WeChat errcodes: the access token is invalid or expired (refresh once and retry)...
+WECHAT_TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+# ... and errors worth retrying later (system busy, API frequency limits).
+WECHAT_TRANSIENT_ERRORS = frozenset({-1, 45009, 45011, 45047})
+
+
+class WechatTemplateNotifier:
+    """WeChat service-account (公众号) template message to a family contact's openid.
+
+    ``GET <api_base>/cgi-bin/token?grant_type=client_credential&appid=…&secret=…`` gives an
+    access token, cached until ``expires_in`` (less a minute); then ``POST
+    <api_base>/cgi-bin/message/template/send?access_token=…`` with ``{"touser": openid,
+    "template_id", "url", "data": {key: {"value": …}}}``. ``errcode`` 0 is delivered; a token
+    error (40001, 40014, 42001) refreshes the token once and retries; -1 and frequency limits
+    are transient; anything else (e.g. 43004 the user unfollowed) is permanent. The template
+    carries place, type and time only (a one-to-one channel, but templates are shown on the
+    lock screen): no names.
+    """
+
+    private = False
+    address_kind: AddressKind = "openid"
+    broadcast = False
+
+    def __init__(self, settings: WechatTemplateSettings) -> None:
+        self._settings = settings
+        if not settings.api_base.lower().startswith(("http://", "https://")):
+            raise NotifyError("wechat api_base must be http(s)", channel="wechat")
+        self._base = settings.api_base.rstrip("/")
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _access_token(self, stale: str | None = None) -> str | DeliveryResult:
+        """The cached token, or a new one when none is valid or ``stale`` (a token WeChat
+        refused) is still the cached one (concurrent senders refresh once, not each)."""
+        async with self._lock:
+            fresh = self._token and time.monotonic() < self._token_until
+            if fresh and self._token != stale:
+                assert self._token is not None
+                return self._token
+            s = self._settings
+            query = urllib.parse.urlencode({
+                "grant_type": "client_credential", "appid": s.app_id,
+                "secret": s.app_secret.get_secret_value(),
+            })  # fmt: skip
+            try:
+                status, raw = await asyncio.to_thread(
+                    _http_get, f"{self._base}/cgi-bin/token?{query}", s.timeout_s
+                )
+            except (OSError, urllib.error.URLError) as exc:
+                return _network_failure(exc)
+            answer = _json_object(raw)
+            token = answer.get("access_token")
+            if status != 200 or not isinstance(token, str) or not token:
+                errcode = _errcode(answer)
+                if status >= 500 or errcode in WECHAT_TRANSIENT_ERRORS:
+                    return DeliveryResult.transient(f"wechat token errcode {errcode}")
+                return DeliveryResult.permanent(f"wechat token errcode {errcode} (http {status})")
+            expires_in = answer.get("expires_in", 7200)
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 7200.0
+            self._token = token
+            self._token_until = time.monotonic() + max(0.0, lifetime - 60.0)
+            return token
+
+    def payload(self, message: Notification) -> dict[str, Any]:
+        """The template message document for ``message``."""
+        s = self._settings
+        fields = message.message.fields
+        data = {
+            s.place_key: {"value": str(message.sms_params.get("place", "-"))[:20]},
+            s.type_key: {"value": str(message.sms_params.get("type", ""))[:20]},
+            s.time_key: {"value": str(fields.get("local_time", ""))},
+        }
+        doc: dict[str, Any] = {
+            "touser": message.address, "template_id": s.template_id, "data": data,
+        }  # fmt: skip
+        if s.detail_url:
+            doc["url"] = s.detail_url
+        return doc
+
+    async def send(self, message: Notification) -> DeliveryResult:
+        """Send the template message (refreshing an expired token once)."""
+        if not message.address:
+            return DeliveryResult.permanent("no wechat openid")
+        body = json.dumps(self.payload(message), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        stale: str | None = None
+        for refresh in (False, True):
+            token = await self._access_token(stale)
+            if isinstance(token, DeliveryResult):
+                return token
+            url = (f"{self._base}/cgi-bin/message/template/send?"
+                   + urllib.parse.urlencode({"access_token": token}))  # fmt: skip
+            try:
+                status, raw = await asyncio.to_thread(
+                    _http_post, url, body, headers, self._settings.timeout_s
+                )
+            except (OSError, urllib.error.URLError) as exc:
+                return _network_failure(exc)
+            if status != 200:
+                return classify_http(status)
+            errcode = _errcode(_json_object(raw))
+            if errcode == 0:
+                return DeliveryResult.delivered("wechat ok")
+            if errcode in WECHAT_TOKEN_ERRORS and not refresh:
+                stale = token
+                continue
+            if errcode in WECHAT_TRANSIENT_ERRORS:
+                return DeliveryResult.transient(f"wechat errcode {errcode}")
+            return DeliveryResult.permanent(f"wechat errcode {errcode}")
+        return DeliveryResult.transient("wechat token refused after refresh")
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _errcode(answer: Mapping[str, Any]) -> int | None:
+    code = answer.get("errcode")
+    return code if isinstance(code, int) else None
 
 
 class SmsNotifier:
@@ -490,17 +716,25 @@ class SmsNotifier:
     address_kind: AddressKind = "phone"
     broadcast = False
 
-    def __init__(self, provider: SmsProvider, template_code: str) -> None:
+    def __init__(
+        self, provider: SmsProvider, template_code: str, staff_template_code: str | None = None
+    ) -> None:
         self._provider = provider
         self._template_code = template_code
+        self._staff_template_code = staff_template_code or template_code
 
     async def send(self, message: Notification) -> DeliveryResult:
-        """Send the approved template with the notification's (name-free) parameters."""
+        """Send the approved template with the notification's (name-free) parameters; a
+        staff page uses the staff template (with the reply code)."""
         if not message.address:
             return DeliveryResult.permanent("no phone number")
+        staff = message.recipient_kind == "staff"
+        phone = message.address
+        if phone.startswith("+86"):  # Aliyun wants mainland numbers without the prefix
+            phone = phone[3:]
         return await self._provider.send_template(
-            message.address,
-            self._template_code,
+            phone,
+            self._staff_template_code if staff else self._template_code,
             message.sms_params,
             out_id=str(message.notification_id),
         )
@@ -515,7 +749,14 @@ def build_notifiers(settings: NotifySettings) -> dict[str, Notifier]:
     if settings.smtp is not None:
         out["email"] = EmailNotifier(settings.smtp)
     if settings.sms is not None:
-        out["sms"] = SmsNotifier(AliyunSmsProvider(settings.sms), settings.sms.template_code)
+        out["sms"] = SmsNotifier(
+            AliyunSmsProvider(settings.sms), settings.sms.template_code,
+            settings.sms.staff_template_code,
+        )  # fmt: skip
+    if settings.voice is not None:
+        out["voice"] = AliyunVoiceNotifier(settings.voice)
+    if settings.wechat is not None:
+        out["wechat"] = WechatTemplateNotifier(settings.wechat)
     for name, endpoint in settings.webhooks.items():
         out[name] = WebhookNotifier(endpoint)
     for name, url in settings.bots.items():

@@ -119,3 +119,54 @@ def sms_params(facts: IncidentFacts) -> dict[str, str]:
         "time": local_time(facts),
         "type": incident_label(facts.incident_type).split(" / ")[0][:35],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class PageFacts:
+    """What a staff page says besides the incident facts: the tier, the reply code, the link."""
+
+    tier_name: str
+    kind: str  # page | reminder | instruction
+    code: str | None
+    link: str | None
+    instruction: str | None = None  # the emergency tier's instruction (e.g. call 120)
+
+
+def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
+    """A staff page (zh-CN first, English second): place, type, time, how to acknowledge."""
+    label = incident_label(facts.incident_type)
+    place = place_label(facts)
+    when = local_time(facts)
+    again = "（再次提醒）" if page.kind == "reminder" else ""
+    title = f"【安居守护】请确认{again}：{label}"
+    how: list[str] = []
+    if page.link:
+        how.append(f"打开链接确认 / acknowledge: {page.link}")
+    if page.code:
+        how.append(f"或短信回复 {page.code} / or reply {page.code} by SMS")
+    todo = f"\n{page.instruction}" if page.instruction else ""
+    body = (
+        f"{place} 于 {when} 发生：{label}，尚无人确认。事件编号 {facts.incident_id}"
+        f"（{page.tier_name}）。{todo}\n" + "\n".join(how)
+    )
+    fields: dict[str, Any] = {
+        "incident_id": facts.incident_id,
+        "incident_type": facts.incident_type,
+        "label": label,
+        "bed_code": facts.bed_code,
+        "room": facts.room,
+        "raised_at": facts.raised_at.isoformat(),
+        "local_time": when,
+        "tier": page.tier_name,
+        "kind": page.kind,
+        "ack_code": page.code,
+        "ack_url": page.link,
+        "instruction": page.instruction,
+    }
+    return RenderedMessage(title=title, body=body, fields=fields)
+
+
+def page_params(facts: IncidentFacts, page: PageFacts) -> dict[str, str]:
+    """Parameters of the approved staff SMS / voice template (variables place, time, type,
+    code), e.g. ``${place}于${time}发生${type}，无人确认。回复${code}确认。``."""
+    return {**sms_params(facts), "code": page.code or ""}

@@ -17,6 +17,13 @@ Flow for one incident and one contact whose ``channels`` are ``[c0, c1, …]``:
    at once. When no channel is left, ``on_exhausted`` is awaited (after commit) so the
    escalation logic learns at once that the contact could not be reached.
 
+Staff pages (:func:`enqueue_staff_page`, called by the escalation worker in the tier's
+transaction) use the same table and attempt log with ``recipient_kind = 'staff'``, the paged
+``user_id`` and the ``staff_pages`` row (``page_id``); their channel list is the user's
+``staff_channels`` (ids in the payload, addresses read at send time). A page whose incident
+is no longer ``raised`` when its turn comes is not sent (recorded as such, chain stopped).
+When every channel of a page failed, ``on_exhausted`` is awaited as for a contact.
+
 A group bot (``broadcast`` channel) followed by several contacts is posted once per
 incident: the other contacts' rows are marked delivered ("group already notified").
 :func:`contact_status` is the durable view of the same outcomes for escalation after a
@@ -43,7 +50,15 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
-from gateway.notify.messages import Audience, IncidentFacts, render, sms_params
+from gateway.notify.messages import (
+    Audience,
+    IncidentFacts,
+    PageFacts,
+    page_params,
+    render,
+    render_page,
+    sms_params,
+)
 from gateway.notify.settings import CHANNEL_NAME, NotifySettings
 from gateway.pollworker import PollingWorker
 
@@ -51,6 +66,10 @@ log = logging.getLogger(__name__)
 
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 _CONSENT_WITHDRAWN = "consent withdrawn"  # stops the contact's chain without a report
+_NOT_NEEDED = "not sent: incident no longer raised"  # stops a staff page's chain
+_STOPPERS = frozenset({_CONSENT_WITHDRAWN, _NOT_NEEDED})
+PageLink = Callable[[int, str, int], str | None]
+"""Builds a page's acknowledgement link from (page id, user id, expiry unix s), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +92,15 @@ class EnqueueResult:
 
 @dataclass(frozen=True, slots=True)
 class ContactExhausted:
-    """Every channel of a contact failed for an incident (passed to ``on_exhausted``)."""
+    """Every channel of a contact (or of a staff page) failed for an incident (passed to
+    ``on_exhausted``); ``contact_id`` is None and ``user_id``/``page_id`` are set for a page."""
 
     incident_id: int
-    contact_id: str
+    contact_id: str | None
     channels: tuple[str, ...]
     last_detail: str
+    user_id: str | None = None
+    page_id: int | None = None
 
 
 ExhaustedHook = Callable[[ContactExhausted], Awaitable[None]]
@@ -106,6 +128,14 @@ ON CONFLICT (incident_id, contact_id, channel) DO NOTHING
 RETURNING id
 """
 
+_STAFF_INSERT_SQL = b"""
+INSERT INTO notification_outbox (incident_id, recipient_kind, user_id, page_id, channel,
+                                 channel_index, payload)
+VALUES (%s, 'staff', %s, %s, %s, %s, %s)
+ON CONFLICT (page_id, user_id, channel_index) WHERE page_id IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
 _CLAIM_SQL = b"""
 WITH due AS (
     SELECT id FROM notification_outbox
@@ -121,27 +151,39 @@ SET state = 'sending', attempts = o.attempts + 1,
 FROM due
 WHERE o.id = due.id
 RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.payload, o.attempts,
-          o.created_at
+          o.created_at, o.recipient_kind, o.user_id, o.page_id
 """
 
 _RECIPIENTS_SQL = b"""
 SELECT c.contact_id, c.kind, c.email, c.phone, c.consent_notify,
-       r.display_name, r.consent_family_incidents
+       r.display_name, r.consent_family_incidents, c.wechat_openid
 FROM contacts c JOIN residents r ON r.resident_id = c.resident_id
 WHERE c.contact_id = ANY(%s)
 """
 
+_STAFF_TARGETS_SQL = b"""
+SELECT sc.id, sc.address, u.active, i.state
+FROM staff_channels sc
+JOIN users u ON u.user_id = sc.user_id
+JOIN incidents i ON i.id = %s
+WHERE sc.id = %s
+"""
+
+_PAGE_STATE_SQL = b"SELECT state FROM incidents WHERE id = %s"
+
 _GROUP_DONE_SQL = b"""
 SELECT 1 FROM notification_outbox
 WHERE incident_id = %s AND channel = %s AND state = 'delivered' AND id <> %s
+  AND recipient_kind = 'contact'
 LIMIT 1
 """
 _GROUP_DONE = "group already notified"
 
 _ATTEMPT_SQL = b"""
 INSERT INTO notification_attempts
-    (outbox_id, incident_id, contact_id, channel, attempt, result, detail, duration_ms)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    (outbox_id, incident_id, contact_id, channel, attempt, result, detail, duration_ms,
+     recipient_kind, user_id, page_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 
@@ -198,6 +240,75 @@ async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueRe
     return EnqueueResult(tuple(ids), tuple(unreachable))
 
 
+_PAGE_FACTS_SQL = b"""
+SELECT i.type, i.raised_at, b.bed_code, l.label, s.utc_offset_s
+FROM incidents i
+JOIN sites s ON s.site_id = i.site_id
+LEFT JOIN residents r ON r.resident_id = i.resident_id
+LEFT JOIN beds b ON b.bed_id = r.bed_id
+LEFT JOIN locations l ON l.location_id = b.location_id
+WHERE i.id = %s
+"""
+
+_STAFF_CHANNELS_SQL = b"""
+SELECT sc.id, sc.channel FROM staff_channels sc JOIN users u ON u.user_id = sc.user_id
+WHERE sc.user_id = %s AND u.active
+ORDER BY sc.position
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StaffPage:
+    """A ``staff_pages`` row to deliver to its user's channels."""
+
+    page_id: int
+    incident_id: int
+    user_id: str
+    tier_name: str
+    kind: str  # page | reminder | instruction
+    ack_code: str | None
+    expires_at: datetime  # when its link and reply code stop working
+    instruction: str | None = None  # the emergency tier's instruction (e.g. call 120)
+
+
+async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
+    """Queue ``page`` on its user's first channel; the outbox row id, or None when the user
+    has no channel (the console still shows the page). Runs in the caller's transaction."""
+    cur = await conn.execute(_STAFF_CHANNELS_SQL, (page.user_id,))
+    channels = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+    if not channels:
+        return None
+    cur = await conn.execute(_PAGE_FACTS_SQL, (page.incident_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    itype, raised_at, bed_code, room, utc_offset_s = row
+    payload = {
+        "facts": {
+            "incident_type": str(itype),
+            "bed_code": bed_code,
+            "room": room,
+            "raised_at": raised_at.isoformat(),
+            "utc_offset_s": int(utc_offset_s),
+        },
+        "channels": [name for _, name in channels],
+        "staff_channel_ids": [cid for cid, _ in channels],
+        "page": {
+            "tier_name": page.tier_name,
+            "kind": page.kind,
+            "instruction": page.instruction,
+            "code": page.ack_code,
+            "expires_at": int(page.expires_at.timestamp()),
+        },
+    }
+    cur = await conn.execute(
+        _STAFF_INSERT_SQL,
+        (page.incident_id, page.user_id, page.page_id, channels[0][1], 0, Jsonb(payload)),
+    )
+    inserted = await cur.fetchone()
+    return None if inserted is None else int(inserted[0])
+
+
 def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered."""
     base = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** max(0, attempt - 1))
@@ -209,12 +320,19 @@ def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) ->
 class _Claimed:
     outbox_id: int
     incident_id: int
-    contact_id: str
+    contact_id: str | None
     channel: str
     channel_index: int
     payload: dict[str, Any]
     attempt: int
     queued_at: datetime
+    recipient_kind: str = "contact"
+    user_id: str | None = None
+    page_id: int | None = None
+
+    @property
+    def staff(self) -> bool:
+        return self.recipient_kind == "staff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +343,7 @@ class _Recipient:
     consent_notify: bool
     resident_name: str
     consent_family_incidents: bool
+    openid: str | None = None
 
 
 class OutboxWorker(PollingWorker):
@@ -239,8 +358,10 @@ class OutboxWorker(PollingWorker):
         on_exhausted: ExhaustedHook | None = None,
         on_attempt: AttemptObserver | None = None,
         rng: random.Random | None = None,
+        page_link: PageLink | None = None,
     ) -> None:
         self._pool = pool
+        self._page_link = page_link
         self._notifiers = dict(notifiers)
         self._settings = settings
         super().__init__(
@@ -258,7 +379,7 @@ class OutboxWorker(PollingWorker):
         claimed = await self._claim()
         if not claimed:
             return 0
-        recipients = await self._recipients({c.contact_id for c in claimed})
+        recipients = await self._recipients({c.contact_id for c in claimed if c.contact_id})
         semaphore = asyncio.Semaphore(self._settings.concurrency)
         # Rows of several contacts may share one group channel for the same incident: they
         # go one after the other so that the group is posted once (see _deliver).
@@ -267,11 +388,11 @@ class OutboxWorker(PollingWorker):
         async def one(item: _Claimed) -> None:
             async with semaphore:
                 notifier = self._notifiers.get(item.channel)
-                if notifier is not None and notifier.broadcast:
+                if notifier is not None and notifier.broadcast and not item.staff:
                     async with shared[(item.incident_id, item.channel)]:
-                        await self._process(item, recipients.get(item.contact_id))
+                        await self._process(item, recipients.get(item.contact_id or ""))
                 else:
-                    await self._process(item, recipients.get(item.contact_id))
+                    await self._process(item, recipients.get(item.contact_id or ""))
 
         outcomes = await asyncio.gather(*(one(item) for item in claimed), return_exceptions=True)
         for outcome in outcomes:
@@ -287,24 +408,26 @@ class OutboxWorker(PollingWorker):
                 _CLAIM_SQL, (self._settings.batch_size, self._settings.lease_s)
             )
             rows = await cur.fetchall()
-        return [
-            _Claimed(
-                int(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), dict(r[5]), int(r[6]), r[7]
-            )
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            contact = None if r[2] is None else str(r[2])
+            page = None if r[10] is None else int(r[10])
+            out.append(
+                _Claimed(int(r[0]), int(r[1]), contact, str(r[3]), int(r[4]), dict(r[5]),
+                         int(r[6]), r[7], str(r[8]), r[9], page)
+            )  # fmt: skip
+        return out
 
     async def _recipients(self, contact_ids: set[str]) -> dict[str, _Recipient]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(_RECIPIENTS_SQL, (sorted(contact_ids),))
             rows = await cur.fetchall()
         return {
-            str(r[0]): _Recipient(str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]))
+            str(r[0]): _Recipient(str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]), r[7])
             for r in rows
         }
 
     def _message(self, item: _Claimed, notifier: Notifier, recipient: _Recipient) -> Notification:
-        facts_raw = item.payload.get("facts", {})
         family_ok = recipient.kind == "family" and recipient.consent_family_incidents
         if notifier.private and family_ok:
             audience = Audience.PRIVATE_FAMILY
@@ -312,18 +435,13 @@ class OutboxWorker(PollingWorker):
             audience = Audience.PRIVATE
         else:
             audience = Audience.GROUP
-        facts = IncidentFacts(
-            incident_id=item.incident_id,
-            incident_type=str(facts_raw.get("incident_type", "unknown")),
-            bed_code=facts_raw.get("bed_code"),
-            room=facts_raw.get("room"),
-            raised_at=datetime.fromisoformat(str(facts_raw["raised_at"])),
-            resident_name=recipient.resident_name if audience is Audience.PRIVATE_FAMILY else None,
-            utc_offset_s=int(facts_raw.get("utc_offset_s", 28800)),
-        )
-        address = {"email": recipient.email, "phone": recipient.phone}.get(
-            notifier.address_kind or ""
-        )
+        name = recipient.resident_name if audience is Audience.PRIVATE_FAMILY else None
+        facts = self._facts(item, name)
+        address = {
+            "email": recipient.email,
+            "phone": recipient.phone,
+            "openid": recipient.openid,
+        }.get(notifier.address_kind or "")
         return Notification(
             notification_id=item.outbox_id,
             incident_id=item.incident_id,
@@ -334,7 +452,72 @@ class OutboxWorker(PollingWorker):
             address=address,
         )
 
+    async def _deliver_page(self, item: _Claimed) -> DeliveryResult:
+        """A staff page on its user's channel number ``channel_index``."""
+        ids = item.payload.get("staff_channel_ids", [])
+        page = item.payload.get("page", {})
+        if item.page_id is None or item.user_id is None or item.channel_index >= len(ids):
+            return DeliveryResult.permanent("page has no such channel")
+        async with self._pool.connection() as conn:
+            target = (item.incident_id, ids[item.channel_index])
+            cur = await conn.execute(_STAFF_TARGETS_SQL, target)
+            row = await cur.fetchone()
+            if row is None:  # the channel was removed since: is the page still needed?
+                cur = await conn.execute(_PAGE_STATE_SQL, (item.incident_id,))
+                current = await cur.fetchone()
+                if current is not None and current[0] != "raised":
+                    return DeliveryResult.permanent(_NOT_NEEDED)
+                return DeliveryResult.permanent("channel removed")
+        address, active, state = row[1], bool(row[2]), str(row[3])
+        if state != "raised":
+            return DeliveryResult.permanent(_NOT_NEEDED)
+        if not active:
+            return DeliveryResult.permanent("user inactive")
+        notifier = self._notifiers.get(item.channel)
+        if notifier is None:
+            return DeliveryResult.permanent("channel not configured")
+        expires = int(page.get("expires_at", 0))
+        link = self._page_link(item.page_id, item.user_id, expires) if self._page_link else None
+        code = page.get("code")
+        facts = self._facts(item, None)
+        instruction = page.get("instruction")
+        page_facts = PageFacts(
+            tier_name=str(page.get("tier_name", "")), kind=str(page.get("kind", "page")),
+            code=None if code is None else str(code), link=link,
+            instruction=None if instruction is None else str(instruction),
+        )  # fmt: skip
+        message = Notification(
+            notification_id=item.outbox_id,
+            incident_id=item.incident_id,
+            contact_id=None,
+            channel=item.channel,
+            message=render_page(facts, page_facts),
+            sms_params=page_params(facts, page_facts),
+            address=address,
+            recipient_kind="staff",
+            user_id=item.user_id,
+            page_id=item.page_id,
+        )
+        if notifier.address_kind is not None and not message.address:
+            return DeliveryResult.permanent(f"channel has no {notifier.address_kind}")
+        return await notifier.send(message)
+
+    @staticmethod
+    def _facts(item: _Claimed, resident_name: str | None) -> IncidentFacts:
+        facts_raw = item.payload.get("facts", {})
+        return IncidentFacts(
+            incident_id=item.incident_id,
+            incident_type=str(facts_raw.get("incident_type", "unknown")),
+            bed_code=facts_raw.get("bed_code"),
+            room=facts_raw.get("room"),
+            raised_at=datetime.fromisoformat(str(facts_raw["raised_at"])),
+            resident_name=resident_name,
+            utc_offset_s=int(facts_raw.get("utc_offset_s", 28800)),
+        )
+
     async def _deliver(self, item: _Claimed, recipient: _Recipient | None) -> DeliveryResult:
+        if item.staff:
+            return await self._deliver_page(item)
         if recipient is None or not recipient.consent_notify:
             return DeliveryResult.permanent(_CONSENT_WITHDRAWN)
         is_family = recipient.kind == "family"
@@ -375,7 +558,7 @@ class OutboxWorker(PollingWorker):
             result = DeliveryResult.transient(f"adapter error: {type(exc).__name__}")
         duration_s = time.monotonic() - started
         duration_ms = int(duration_s * 1000)
-        withdrawn = result.detail == _CONSENT_WITHDRAWN
+        withdrawn = result.detail in _STOPPERS
         exhausted = await self._finish(item, result, duration_ms, stop=withdrawn)
         if self._on_attempt is not None:
             try:
@@ -399,6 +582,7 @@ class OutboxWorker(PollingWorker):
             "outbox_id": item.outbox_id,
             "incident_id": item.incident_id,
             "contact_id": item.contact_id,
+            "user_id": item.user_id,
             "channel": item.channel,
             "attempt": item.attempt,
             "detail": result.detail,
@@ -426,6 +610,9 @@ class OutboxWorker(PollingWorker):
                     result.outcome.value,
                     result.detail,
                     duration_ms,
+                    item.recipient_kind,
+                    item.user_id,
+                    item.page_id,
                 ),
             )
             guard = b" WHERE id = %s AND state = 'sending' AND attempts = %s"
@@ -455,8 +642,9 @@ class OutboxWorker(PollingWorker):
                 next_id = await self._next_channel(conn, item, channels)
                 if next_id is None:
                     exhausted = ContactExhausted(
-                        item.incident_id, item.contact_id, tuple(channels), result.detail
-                    )
+                        item.incident_id, item.contact_id, tuple(channels), result.detail,
+                        user_id=item.user_id, page_id=item.page_id,
+                    )  # fmt: skip
         if result.ok:
             log.info("notification delivered", extra=extra)
         elif retry:
@@ -472,10 +660,18 @@ class OutboxWorker(PollingWorker):
     ) -> int | None:
         """Queue the contact's next channel (due now); ``None`` when there is none left."""
         for index in range(item.channel_index + 1, len(channels)):
-            cur = await conn.execute(
-                _INSERT_SQL,
-                (item.incident_id, item.contact_id, channels[index], index, Jsonb(item.payload)),
-            )
+            if item.staff:
+                cur = await conn.execute(
+                    _STAFF_INSERT_SQL,
+                    (item.incident_id, item.user_id, item.page_id, channels[index], index,
+                     Jsonb(item.payload)),
+                )  # fmt: skip
+            else:
+                cur = await conn.execute(
+                    _INSERT_SQL,
+                    (item.incident_id, item.contact_id, channels[index], index,
+                     Jsonb(item.payload)),
+                )  # fmt: skip
             row = await cur.fetchone()
             if row is not None:
                 return int(row[0])
@@ -487,7 +683,7 @@ SELECT contact_id,
        bool_or(state = 'delivered') AS delivered,
        bool_or(state IN ('pending', 'sending')) AS in_progress
 FROM notification_outbox
-WHERE incident_id = %s
+WHERE incident_id = %s AND recipient_kind = 'contact'
 GROUP BY contact_id
 ORDER BY contact_id
 """
@@ -508,4 +704,34 @@ async def contact_status(conn: AsyncConn, incident_id: int) -> dict[str, str]:
             out[str(contact_id)] = "in_progress"
         else:
             out[str(contact_id)] = "failed"
+    return out
+
+
+_PAGE_STATUS_SQL = b"""
+SELECT p.user_id,
+       bool_or(o.state = 'delivered') AS delivered,
+       bool_or(o.state IN ('pending', 'sending')) AS in_progress,
+       count(o.id) AS rows
+FROM staff_pages p
+LEFT JOIN notification_outbox o ON o.page_id = p.id
+WHERE p.incident_id = %s AND p.tier = %s AND p.user_id <> ''
+GROUP BY p.user_id
+ORDER BY p.user_id
+"""
+
+
+async def page_status(conn: AsyncConn, incident_id: int, tier: int) -> dict[str, str]:
+    """Per paged user of an incident's tier: ``delivered``, ``in_progress``, ``failed`` (every
+    channel of every page failed) or ``console`` (the user has no paging channel)."""
+    cur = await conn.execute(_PAGE_STATUS_SQL, (incident_id, tier))
+    out: dict[str, str] = {}
+    for user_id, delivered, in_progress, rows in await cur.fetchall():
+        if not rows:
+            out[str(user_id)] = "console"
+        elif delivered:
+            out[str(user_id)] = "delivered"
+        elif in_progress:
+            out[str(user_id)] = "in_progress"
+        else:
+            out[str(user_id)] = "failed"
     return out

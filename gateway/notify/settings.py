@@ -7,7 +7,11 @@ Channel names are the strings stored in ``contacts.channels`` (ordered preferenc
 * ``webhook`` or ``webhook:<name>`` — a configured endpoint in :attr:`NotifySettings.webhooks`;
 * ``wecom`` / ``dingtalk`` / ``feishu`` / ``bot`` (optionally ``:<name>``) — a group bot,
   an apprise URL in :attr:`NotifySettings.bots` (``wecombot://``, ``dingtalk://``,
-  ``feishu://`` or ``lark://``; ``bot`` accepts any apprise URL).
+  ``feishu://`` or ``lark://``; ``bot`` accepts any apprise URL);
+* ``voice`` — an Aliyun text-to-speech voice call to a phone (needs :attr:`NotifySettings.voice`;
+  staff paging);
+* ``wechat`` — a WeChat service-account template message to ``contacts.wechat_openid``
+  (needs :attr:`NotifySettings.wechat`).
 
 Secrets (SMTP password, webhook signing secrets, bot URLs which embed their keys, the SMS
 access key secret) are ``SecretStr`` and must come from the environment, never from TOML.
@@ -19,7 +23,9 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-CHANNEL_NAME = re.compile(r"^(email|sms|webhook|wecom|dingtalk|feishu|bot)(:[A-Za-z0-9_-]{1,32})?$")
+CHANNEL_NAME = re.compile(
+    r"^(email|sms|voice|wechat|webhook|wecom|dingtalk|feishu|bot)(:[A-Za-z0-9_-]{1,32})?$"
+)
 BOT_SCHEMES: dict[str, frozenset[str]] = {
     "wecom": frozenset({"wecombot"}),
     "dingtalk": frozenset({"dingtalk"}),
@@ -69,6 +75,38 @@ class AliyunSmsSettings(_Section):
     access_key_secret: SecretStr
     sign_name: str  # the approved signature (签名), e.g. 安居守护
     template_code: str  # the approved incident template, e.g. SMS_123456789
+    # The approved staff page template (variables place, time, type, code); unset: the
+    # incident template's code is used for staff pages too.
+    staff_template_code: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AliyunVoiceSettings(_Section):
+    """Aliyun voice notification (Dyvmsapi ``SingleCallByTts``, RPC signature v1 HMAC-SHA1)."""
+
+    endpoint: str = "https://dyvmsapi.aliyuncs.com/"
+    region_id: str = "cn-hangzhou"
+    access_key_id: str
+    access_key_secret: SecretStr
+    called_show_number: str | None = None  # the display number (专属模式); None: public mode
+    tts_code: str  # the approved text-to-speech template, e.g. TTS_123456789
+    play_times: int = Field(2, ge=1, le=3)
+    volume: int = Field(100, ge=0, le=100)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class WechatTemplateSettings(_Section):
+    """WeChat service account (公众号) template messages to family contacts' openids."""
+
+    api_base: str = "https://api.weixin.qq.com"
+    app_id: str
+    app_secret: SecretStr
+    template_id: str
+    # Template data keys for the facts (the approved template's own keywords).
+    place_key: str = "thing1"
+    type_key: str = "thing2"
+    time_key: str = "time3"
+    detail_url: str | None = None  # the page opened from the message (e.g. the family view)
     timeout_s: float = Field(10.0, gt=0)
 
 
@@ -93,6 +131,8 @@ class NotifySettings(_Section):
     bots: dict[str, SecretStr] = Field(default_factory=dict)
     smtp: SmtpSettings | None = None
     sms: AliyunSmsSettings | None = None
+    voice: AliyunVoiceSettings | None = None
+    wechat: WechatTemplateSettings | None = None
 
     @field_validator("webhooks")
     @classmethod

@@ -179,6 +179,10 @@ GET_MATRIX: list[tuple[str, tuple[int, ...]]] = [
     ("/sites/site-a/commissioning?format=pdf", (401, 403, 403, 403, 200, 200)),
     ("/sites/site-b/commissioning", (401, 403, 403, 403, 404, 200)),
     ("/acceptance/at-nope", (401, 403, 403, 403, 404, 404)),
+    # Staff paging channels (admin only); the ack link is public, its token the credential.
+    ("/users/duty-a/channels", (401, 403, 403, 403, 403, 200)),
+    ("/users/nobody/channels", (401, 403, 403, 403, 403, 404)),
+    ("/ack/not-a-token", (404, 404, 404, 404, 404, 404)),
 ]
 
 # Installer routes that change something: (method, path with {s} = site, {d} = device, body).
@@ -468,7 +472,10 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert {"/incidents/stream", "/incidents/{incident_id}/close", "/residents/{resident_id}",
             "/family/residents/{resident_id}", "/devices"} <= seen  # fmt: skip
     # The pages carry no data (everything they show comes from role-checked API routes).
-    assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}"}
+    # /ack/{token}: the signed one-time link is the credential; /paging/sms-inbound: an
+    # HMAC signature with paging.inbound_sms_secret (tests/integration/test_paging.py).
+    assert public == {"/health", "/metrics", "/auth/token", "/", "/family", "/static/{name}",
+                      "/ack/{token}", "/paging/sms-inbound"}  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
 

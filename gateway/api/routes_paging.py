@@ -1,0 +1,229 @@
+"""Paging routes: acknowledging a page from the message, and the staff channel list.
+
+* ``GET /ack/{token}`` (public, the signed link is the credential) shows a small zh-CN page
+  (English second) naming the incident, with a button. It never acknowledges: link-preview
+  bots and mail scanners fetch links by GET.
+* ``POST /ack/{token}`` acknowledges (once) as the paged user; the answer says acknowledged,
+  already acknowledged, already used, expired or invalid.
+* ``POST /paging/sms-inbound`` (public, authenticated by an HMAC signature with
+  ``paging.inbound_sms_secret``): an SMS reply forwarded by the SMS provider, JSON
+  ``{"from": "<sender number>", "text": "<message>"}``; the sender's number and the page's
+  reply code select the page.
+* ``GET|POST /users/{user}/channels``, ``DELETE /users/{user}/channels/{id}`` (admin): a
+  staff user's ordered paging channels (audited; addresses masked unless ``?reveal=true``).
+
+Every outcome is counted in ``safehome_paging_acks_total{via,result}``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from gateway.api.auth import PUBLIC, CurrentUser, DbConn, UserRole, allow
+from gateway.api.routes_pages import SECURITY_HEADERS
+from gateway.notify.messages import incident_label
+from gateway.paging import acks
+from gateway.paging.channels import ChannelError, add_channel, list_channels, remove_channel
+from gateway.paging.settings import PagingSettings
+from gateway.paging.tokens import (
+    AckResult,
+    LinkClaims,
+    LinkError,
+    inbound_signature_ok,
+    verify_link,
+)
+
+SIGNATURE_HEADER = "X-Safehome-Signature"
+TIMESTAMP_HEADER = "X-Safehome-Timestamp"
+_MAX_INBOUND = 8192
+
+# The confirmation page posts to itself: allow exactly that form action.
+_ACK_HEADERS = SECURITY_HEADERS | {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+ANSWERS: dict[AckResult, tuple[str, str, int]] = {
+    AckResult.ACKNOWLEDGED: ("已确认，升级已停止。请尽快前往处理。",
+                             "Acknowledged: escalation stopped. Please attend now.", 200),
+    AckResult.ALREADY: ("该事件已由他人确认，无需再次确认。",
+                        "Someone already acknowledged this incident.", 200),
+    AckResult.USED: ("此链接或回复码已使用过。", "This link or reply code was already used.", 409),
+    AckResult.EXPIRED: ("此链接或回复码已过期，请在值班台确认。",
+                        "This link or reply code has expired: use the console.", 410),
+    AckResult.UNKNOWN: ("链接或回复码无效。", "Invalid link or reply code.", 404),
+    AckResult.NO_USER: ("该账号已停用。", "This account is deactivated.", 403),
+}  # fmt: skip
+
+
+_STATES = {
+    "raised": "待确认 / not acknowledged",
+    "acknowledged": "已确认 / acknowledged",
+    "dispatched": "已派人 / dispatched",
+    "on_scene": "已到场 / on scene",
+}
+
+
+def _paging(request: Request) -> PagingSettings:
+    settings: PagingSettings = request.app.state.settings.paging
+    return settings
+
+
+def _count(request: Request, via: str, result: AckResult) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.page_acks.labels(via=via, result=result.value).inc()
+
+
+def _page(title: str, body_html: str, status_code: int = 200) -> HTMLResponse:
+    doc = (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="robots" content="noindex">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:32em;margin:2em auto;padding:0 1em}"
+        "button{font-size:1.4em;padding:.6em 1.2em;width:100%}.en{color:#555}</style>"
+        f"</head><body>{body_html}</body></html>"
+    )
+    return HTMLResponse(doc, status_code=status_code, headers=_ACK_HEADERS)
+
+
+def _answer_page(result: AckResult) -> HTMLResponse:
+    zh, en, code = ANSWERS[result]
+    body = f'<h1>{html.escape(zh)}</h1><p class="en" lang="en">{html.escape(en)}</p>'
+    return _page("安居守护 / Safe-Home Guardian", body, code)
+
+
+def _claims(request: Request, token: str) -> LinkClaims | AckResult:
+    secret = _paging(request).ack_secret
+    if secret is None:
+        return AckResult.UNKNOWN
+    try:
+        return verify_link(secret.get_secret_value(), token, time.time())
+    except LinkError as exc:
+        return exc.result
+
+
+class ChannelBody(BaseModel):
+    """A paging channel to add (``address``: phone number for sms/voice, e-mail for email)."""
+
+    channel: str = Field(min_length=1, max_length=48)
+    address: str | None = Field(default=None, max_length=254)
+    position: int | None = Field(default=None, ge=0, le=7)
+
+
+def build_paging_router() -> APIRouter:
+    router = APIRouter(tags=["paging"])
+
+    @router.get("/ack/{token}", summary="Page acknowledgement: confirmation page (no effect)",
+                response_class=HTMLResponse, **PUBLIC)  # fmt: skip
+    def ack_view(token: str, request: Request, conn: DbConn) -> HTMLResponse:
+        claims = _claims(request, token)
+        if isinstance(claims, AckResult):
+            return _answer_page(claims)
+        view = acks.view_page(conn, claims)
+        if view is None:
+            return _answer_page(AckResult.UNKNOWN)
+        if view.used:
+            return _answer_page(AckResult.USED)
+        label = html.escape(incident_label(view.incident_type))
+        state = html.escape(_STATES.get(view.incident_state, view.incident_state))
+        body = (
+            f"<h1>确认事件 {view.incident_id}</h1>"
+            f"<p>{label}，状态 / state：{state}</p>"
+            '<p class="en" lang="en">Acknowledge incident '
+            f"{view.incident_id}: you take it and escalation stops.</p>"
+            f'<form method="post" action="{html.escape(token)}">'
+            '<button type="submit">我来处理（确认） / Acknowledge</button></form>'
+        )
+        return _page(f"确认事件 {view.incident_id}", body)
+
+    @router.post("/ack/{token}", summary="Page acknowledgement: acknowledge once",
+                 response_class=HTMLResponse, **PUBLIC)  # fmt: skip
+    def ack_post(token: str, request: Request, conn: DbConn) -> HTMLResponse:
+        claims = _claims(request, token)
+        if isinstance(claims, AckResult):
+            _count(request, "link", claims)
+            return _answer_page(claims)
+        outcome = acks.acknowledge_link(conn, claims)
+        _count(request, "link", outcome.result)
+        return _answer_page(outcome.result)
+
+    @router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
+                 **PUBLIC)  # fmt: skip
+    async def sms_inbound(request: Request) -> dict[str, Any]:
+        settings = _paging(request)
+        if settings.inbound_sms_secret is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "inbound SMS not configured")
+        body = await request.body()
+        if len(body) > _MAX_INBOUND:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
+        ok = inbound_signature_ok(
+            settings.inbound_sms_secret.get_secret_value(),
+            request.headers.get(TIMESTAMP_HEADER, ""), body,
+            request.headers.get(SIGNATURE_HEADER, ""),
+            now=time.time(), max_skew_s=settings.inbound_max_skew_s,
+        )  # fmt: skip
+        if not ok:
+            _count(request, "sms", AckResult.UNKNOWN)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or stale signature")
+        try:
+            doc = json.loads(body)
+            sender, text = str(doc["from"]), str(doc["text"])
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(422, "need from and text") from None
+        pool = request.app.state.pool
+
+        def run() -> acks.AckOutcome:
+            with pool.connection() as conn:
+                return acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
+
+        outcome = await run_in_threadpool(run)
+        _count(request, "sms", outcome.result)
+        zh, en, _ = ANSWERS[outcome.result]
+        return {"result": outcome.result.value, "incident_id": outcome.incident_id,
+                "message": f"{zh} / {en}"}  # fmt: skip
+
+    @router.get("/users/{user}/channels", summary="A staff user's paging channels",
+                **allow(UserRole.ADMIN))  # fmt: skip
+    def channels_list(
+        user: str, conn: DbConn, reveal: Annotated[bool, Query()] = False
+    ) -> list[dict[str, Any]]:
+        try:
+            return [c.as_json(reveal=reveal) for c in list_channels(conn, user)]
+        except ChannelError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+    @router.post("/users/{user}/channels", summary="Add a paging channel (audited)",
+                 status_code=201, **allow(UserRole.ADMIN))  # fmt: skip
+    def channels_add(
+        user: str, body: ChannelBody, who: CurrentUser, conn: DbConn
+    ) -> dict[str, Any]:
+        try:
+            added = add_channel(conn, user, body.channel, body.address, actor=who.user_id,
+                                position=body.position)  # fmt: skip
+        except ChannelError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return added.as_json()
+
+    @router.delete("/users/{user}/channels/{channel_id}", summary="Remove a paging channel",
+                   status_code=204, **allow(UserRole.ADMIN))  # fmt: skip
+    def channels_remove(user: str, channel_id: int, who: CurrentUser, conn: DbConn) -> None:
+        try:
+            remove_channel(conn, user, channel_id, actor=who.user_id)
+        except ChannelError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+    return router
