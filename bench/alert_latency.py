@@ -16,6 +16,12 @@ Baseline, measured in the same run under the same load: a bare MQTT subscriber (
 monitoring account) receives the same presses straight from the broker; ``broker_p50_ms`` /
 ``broker_p99_ms`` are publish → delivery there, and ``p99_ratio_to_broker`` is how many times
 that floor the full path (store, detect, raise, audit, notify the live feed) takes at p99.
+
+``--under-attack`` runs two attacks during the presses (issue 10): ``--flood-devices`` extra
+bed sensors flood their telemetry with payloads just under the device cap
+(``--flood-payload-kb``) as fast as the broker takes them, and ``--login-workers`` threads
+post bad sign-ins to ``/auth/token`` without pause. The JSON line then also carries the
+flood's volume, how much of it was rate-limited, and the sign-in attempts by HTTP status.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.flood import DeviceFlood, LoginFlood, metric
 from bench.ingest import manifest, site_definition
 from devices import protocol as p
 from devices.manifest import save_manifest
@@ -59,6 +66,17 @@ def add_buttons(definition: dict[str, Any], n: int) -> None:
         definition["devices"].append(
             {"id": f"bt{i}", "kind": "button", "model": "BT", "serial": f"bt{i}",
              "bed": f"b{i}", "location": f"l{i}"}
+        )  # fmt: skip
+
+
+def add_flooders(definition: dict[str, Any], n: int) -> None:
+    """``n`` extra bed sensors (beds of their own) that flood their telemetry (--under-attack)."""
+    for i in range(n):
+        definition["locations"].append({"id": f"fl{i}", "kind": "room", "label": f"Flood {i}"})
+        definition["beds"].append({"id": f"flb{i}", "code": f"BED-FL-{i}", "location": f"fl{i}"})
+        definition["devices"].append(
+            {"id": f"flood{i}", "kind": "bed_sensor", "model": "BS", "serial": f"flood{i}",
+             "bed": f"flb{i}", "location": f"fl{i}"}
         )  # fmt: skip
 
 
@@ -136,6 +154,10 @@ def main() -> None:
     ap.add_argument(
         "--timeout", type=float, default=10.0, help="a press unseen this long is missed"
     )
+    ap.add_argument("--under-attack", action="store_true", help="device flood + login flood")
+    ap.add_argument("--flood-devices", type=int, default=4, help="with --under-attack")
+    ap.add_argument("--flood-payload-kb", type=int, default=60, help="with --under-attack")
+    ap.add_argument("--login-workers", type=int, default=40, help="with --under-attack")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shg-alert-"))
@@ -158,6 +180,8 @@ def main() -> None:
             migrate(conn, app_role="safehome")
         definition = site_definition(args.beds)
         add_buttons(definition, args.presses)
+        if args.under_attack:
+            add_flooders(definition, args.flood_devices)
         with psycopg.connect(f"{base} user=safehome password={db_pw}", autocommit=True) as conn:
             creds = apply_site_definition(conn, definition)
             accounts = device_accounts(conn)
@@ -166,7 +190,8 @@ def main() -> None:
         mq.init(PREFIX, ServiceAccount("gateway", hash_password(gw_pw)), accounts, [monitor])
         mq.start()
         buttons = {c.device_id: c for c in creds if c.kind == "button"}
-        background = [c for c in creds if c.kind != "button"]
+        flooders = [c for c in creds if c.device_id.startswith("flood")]
+        background = [c for c in creds if c.kind != "button" and c not in flooders]
         bed_resident = {r["bed"]: r["id"] for r in definition["residents"]}
 
         api_port = free_port()
@@ -230,6 +255,15 @@ def main() -> None:
             clients.append((dev, c))
         time.sleep(1)
 
+        floods: list[DeviceFlood] = []
+        logins: list[LoginFlood] = []
+        if args.under_attack:
+            floods = [DeviceFlood(mq.port, c, args.flood_payload_kb * 1000) for c in flooders]
+            logins = [LoginFlood(api, "duty") for _ in range(args.login_workers)]
+            for t in [*floods, *logins]:
+                t.start()
+            time.sleep(2)  # the attacks are under way before the first press
+
         pressed: dict[str, float] = {}
         pressed_dev: dict[str, float] = {}
         m1, w1 = messages_total(api), time.time()
@@ -246,6 +280,11 @@ def main() -> None:
         end = time.time() + args.timeout
         while time.time() < end and not set(pressed) <= set(feed.raised):
             time.sleep(0.1)
+        attackers: list[DeviceFlood | LoginFlood] = [*floods, *logins]
+        for t in attackers:
+            t.stop.set()
+        for t in attackers:
+            t.join(30)
         feed.stop.set()
         baseline.close()
         for _, c in clients:
@@ -260,7 +299,7 @@ def main() -> None:
         ]
         missed = sum(1 for r in pressed if r not in feed.raised)
         p99, broker_p99 = _pct(lat, 99), _pct(floor, 99)
-        result = {
+        result: dict[str, Any] = {
             "presses": len(pressed),
             "p50_ms": _pct(lat, 50),
             "p99_ms": p99,
@@ -272,6 +311,22 @@ def main() -> None:
             "broker_p99_ms": broker_p99,
             "p99_ratio_to_broker": round(p99 / broker_p99, 2) if p99 and broker_p99 else None,
         }
+        if args.under_attack:
+            statuses: dict[str, int] = {}
+            for lf in logins:
+                for code, n in lf.statuses.items():
+                    statuses[str(code)] = statuses.get(str(code), 0) + n
+            result |= {
+                "under_attack": True,
+                "flood_devices": len(floods),
+                "flood_mb_sent": round(sum(f.sent_bytes for f in floods) / 1e6, 1),
+                "flood_msgs_sent": sum(f.sent for f in floods),
+                "flood_rate_limited": int(
+                    metric(api, "safehome_ingest_dead_letters_total", 'reason="rate_limited"')
+                ),
+                "login_attempts": sum(lf.attempts for lf in logins),
+                "login_statuses": statuses,
+            }
         print(
             f"{result['presses']} presses: p50 {result['p50_ms']} ms, p99 {p99} ms, "
             f"max {result['max_ms']} ms, missed {missed}; background "
@@ -280,6 +335,13 @@ def main() -> None:
             f"{result['broker_p50_ms']} ms, p99 {broker_p99} ms; "
             f"gateway p99 / broker p99 = {result['p99_ratio_to_broker']}"
         )
+        if args.under_attack:
+            print(
+                f"under attack: {result['flood_msgs_sent']} flood messages "
+                f"({result['flood_mb_sent']} MB) from {len(floods)} devices, "
+                f"{result['flood_rate_limited']} rate-limited; {result['login_attempts']} bad "
+                f"sign-ins from {len(logins)} workers, statuses {result['login_statuses']}"
+            )
         print(json.dumps(result))
     finally:
         for proc in reversed(procs):

@@ -119,6 +119,7 @@ class RejectReason(StrEnum):
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     UNKNOWN_DEVICE = "unknown_device"
     DECOMMISSIONED = "decommissioned"
+    RATE_LIMITED = "rate_limited"
 
 
 ALARM_EVENT_TYPES: Final = frozenset({"press", "long_press", "sos", "fall"})

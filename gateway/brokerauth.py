@@ -2,8 +2,10 @@
 
 Every device has its own MQTT username (its device id) and password. The broker's ACL lets a
 device publish only under ``<prefix>/v1/<its site>/<its id>/{event,telemetry,state}`` and
-read only its own ``ack`` and ``config`` topics; the gateway account reads everything and
-writes acks and config. Anonymous clients are refused by the broker configuration.
+subscribe to and read only its own ``ack`` and ``config`` topics (built from
+:class:`devices.protocol.Channel`); the gateway account reads everything and
+writes acks and config. Anonymous clients are refused by the broker configuration, which also
+binds every client id to its user name (``use_username_as_clientid``, :mod:`gateway.localsvc`).
 
 The password hash format is Mosquitto 2's ``$7$`` (PBKDF2-HMAC-SHA512), so the database can
 keep the hash (never the password) and the files can be regenerated from it at any time.
@@ -20,6 +22,14 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from devices.protocol import Channel, format_topic
+
+# What a device may do, from the protocol's own channel list: publish on its uplink channels,
+# subscribe to (and receive) only its own downlink ones. Exact topics, no patterns: a device
+# can neither subscribe to a wildcard nor to another device's acks or configuration.
+DEVICE_PUBLISHES: tuple[Channel, ...] = tuple(ch for ch in Channel if ch.uplink)
+DEVICE_SUBSCRIBES: tuple[Channel, ...] = tuple(ch for ch in Channel if not ch.uplink)
 
 _ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -113,16 +123,10 @@ def render_acl(
         out += [f"topic write {prefix}/v1/#", ""] if s.can_inject else [""]
     for d in devices:
         site, dev = _check_id(d.site_id, "site id"), _check_id(d.device_id, "device id")
-        base = f"{prefix}/v1/{site}/{dev}"
-        out += [
-            f"user {d.device_id}",
-            f"topic write {base}/event",
-            f"topic write {base}/telemetry",
-            f"topic write {base}/state",
-            f"topic read {base}/ack",
-            f"topic read {base}/config",
-            "",
-        ]
+        out.append(f"user {dev}")
+        out += [f"topic write {format_topic(prefix, site, dev, ch)}" for ch in DEVICE_PUBLISHES]
+        out += [f"topic read {format_topic(prefix, site, dev, ch)}" for ch in DEVICE_SUBSCRIBES]
+        out.append("")
     return "\n".join(out)
 
 

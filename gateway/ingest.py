@@ -3,8 +3,9 @@
 Flow (two writer threads; the MQTT network thread only enqueues):
 
 1. ``enqueue`` (network thread) puts the raw message on a queue. The queues are bounded by
-   the broker, not here: at most ``mqtt.receive_maximum`` QoS 1 messages can be unacked and
-   in flight to us, and nothing is acked before it is stored.
+   the broker and the MQTT client, not here: at most ``mqtt.receive_maximum`` QoS 1 messages
+   can be unacked and in flight to us, the client stops reading once ``mqtt.max_inflight_bytes``
+   of payload are received and not yet released, and nothing is acked before it is stored.
 2. Two lanes, each with its own writer thread and database connection:
 
    * the **bulk lane** (telemetry and state: 50 Hz accelerometer batches, vitals) collects up
@@ -19,8 +20,13 @@ Flow (two writer threads; the MQTT network thread only enqueues):
 
    Each writer decodes its messages against the device registry and protocol and turns bad
    input into dead-letter rows (with a reason and a counter), never an exception.
+   Before decoding, an injected per-device rate limiter (:mod:`gateway.ratelimit`) is asked:
+   telemetry and state over a device's limit are not decoded or stored but counted
+   (``rate_limited``) and recorded as one dead letter per device per batch; a valid event is
+   stored whatever the rate (alarms are never rate-limited away).
 3. One transaction stores the batch (binary COPY; duplicates stored once), then commits.
-4. Only then: PUBACK the batch's messages, publish the application-level ack for each
+4. Only then: PUBACK the batch's messages (and release their bytes from the MQTT client's
+   byte budget), publish the application-level ack for each
    event (``stored`` / ``duplicate`` / ``rejected``), hand the new messages to the analysis
    (the event lane to its priority sink). PUBACKs go out in the order the messages were
    received, across both lanes (MQTT 5 §4.6, [MQTT-4.6.0-2]): a stored event whose
@@ -76,6 +82,7 @@ from devices.protocol import (
 )
 from gateway.metrics import Metrics
 from gateway.mqttsession import MqttSession, Received
+from gateway.ratelimit import DeviceRateLimiter
 from gateway.registry import DeviceInfo, RegistryCache
 from gateway.settings import DatabaseSettings, IngestSettings
 from gateway.storage.writer import BatchWriter, Row
@@ -83,6 +90,7 @@ from gateway.storage.writer import BatchWriter, Row
 log = logging.getLogger(__name__)
 
 STORAGE_REJECTED = "storage_rejected"
+_NO_ROW = ""  # the table of a rate-limited message: no row of its own (see _rate_limited_rows)
 T = TypeVar("T")
 _POLL_S = 0.002  # how often the idle writer looks for new messages
 
@@ -217,8 +225,10 @@ class IngestPipeline:
         sink: Sink | None = None,
         *,
         event_sink: Sink | None = None,
+        limiter: DeviceRateLimiter | None = None,
     ) -> None:
         self._db = db
+        self._limiter = limiter
         self._settings = settings
         self._prefix = prefix
         self._metrics = metrics
@@ -423,6 +433,8 @@ class IngestPipeline:
             stale += len(mids)
         if stale:
             self._metrics.stale_acks.inc(stale)
+        # Done with these messages (stored, dead-lettered or dropped): free the byte budget.
+        session.release(sum([len(rec.payload) for rec in recs]))
 
     # decoding ----------------------------------------------------------------------------------
 
@@ -477,6 +489,12 @@ class IngestPipeline:
                 topic,
                 info,
             )
+        limiter = self._limiter
+        over = limiter is not None and not limiter.allow(
+            info.device_id, rec.received_at, len(rec.payload)
+        )
+        if over and topic.channel is not Channel.EVENT:
+            return self._rate_limited(rec, topic, info, None)
         s = self._settings
         try:
             msg = decode(
@@ -493,6 +511,8 @@ class IngestPipeline:
             if exc.reason == RejectReason.TIMESTAMP_OUT_OF_RANGE and topic.channel == Channel.EVENT:
                 alarm = self._alarm_with_wrong_clock(topic, rec, info)
             if alarm is None:
+                if over:  # a flood of bad events: counted, not a dead-letter row each
+                    return self._rate_limited(rec, topic, info, exc.msg_id)
                 return self._dead(rec, exc.reason, exc.detail, topic, info, claimed_id=exc.msg_id)
             msg, error = alarm
             clock_error: float | None = error
@@ -505,6 +525,8 @@ class IngestPipeline:
                 and isinstance(msg, Event)
             ):
                 msg, clock_error = _restamp(msg, rec.received_at)
+        # Over the limit or not, a valid event (button press, SOS, fall) is stored: the alarm
+        # lane is never rate-limited away.
         env = msg.envelope
         last = lane.last_seq.get(info.device_id)  # per lane: lanes may overtake each other
         if last is not None and env.seq < last:
@@ -555,14 +577,31 @@ class IngestPipeline:
             return None
         return _restamp(msg, rec.received_at)
 
+    @staticmethod
+    def _rate_limited(
+        rec: Received, topic: Topic, info: DeviceInfo, claimed_id: str | None
+    ) -> _Item:
+        """A message over its device's rate limit: no row of its own; the batch records one
+        aggregated dead letter per device (:func:`_rate_limited_rows`)."""
+        return _Item(
+            rec, _NO_ROW, (), info=info, topic=topic, reject_reason=RejectReason.RATE_LIMITED,
+            claimed_id=claimed_id,
+        )  # fmt: skip
+
     # storing -------------------------------------------------------------------------------
 
     def _store(self, lane: _Lane, items: list[_Item]) -> dict[str, set[tuple[object, ...]]]:
         """Store all items; content the database refuses is isolated into dead letters."""
         assert lane.writer is not None
         rows: dict[str, list[Row]] = {}
+        limited: list[_Item] = []
         for it in items:
-            rows.setdefault(it.table, []).append(it.row)
+            if not it.table:  # _NO_ROW
+                limited.append(it)
+            else:
+                rows.setdefault(it.table, []).append(it.row)
+        if limited:
+            rows.setdefault("dead_letters", []).extend(_rate_limited_rows(limited, self._limiter))
         started = time.perf_counter()
         try:
             fresh = lane.writer.write(rows, after=lambda conn, new: _mark_alarms(conn, items, new))
@@ -782,6 +821,30 @@ def _mark_alarms(
 
 class _StopRequestedError(Exception):
     """Raised inside the writer when asked to stop during a database outage."""
+
+
+def _rate_limited_rows(items: list[_Item], limiter: DeviceRateLimiter | None) -> list[Row]:
+    """One dead-letter row per device for a batch's rate-limited messages: how many, how many
+    bytes, on which channels, since when. (A flood costs a row per batch, not per message.)"""
+    by_device: dict[str, list[_Item]] = {}
+    for it in items:
+        assert it.topic is not None
+        by_device.setdefault(it.topic.device, []).append(it)
+    limit = limiter.describe() if limiter is not None else "?"
+    rows: list[Row] = []
+    for device, its in by_device.items():
+        first = its[0]
+        assert first.topic is not None
+        channels = Counter(it.topic.channel.value for it in its if it.topic is not None)
+        size = sum(len(it.rec.payload) for it in its)
+        detail = f"{len(its)} messages over the device rate limit ({limit}) dropped: " + ", ".join(
+            f"{ch} {n}" for ch, n in sorted(channels.items())
+        )
+        rows.append(
+            (_utc(first.rec.received_at), first.rec.topic[:512], device,
+             RejectReason.RATE_LIMITED.value, detail, min(size, 2**31 - 1), b"")
+        )  # fmt: skip
+    return rows
 
 
 def _sent_at(msg: Message) -> float:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.brokerauth import DeviceAccount, ServiceAccount, write_auth_files
+from gateway.settings import MQTT_PACKET_OVERHEAD, IngestSettings
 
 log = logging.getLogger(__name__)
 _SQL_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -51,6 +52,26 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
                 msg = f"nothing listening on {host}:{port} after {timeout_s}s"
                 raise LocalServiceError(msg) from None
             time.sleep(0.05)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _live_pid(pid_file: Path) -> int | None:
@@ -226,6 +247,25 @@ class PostgresServer:
     def pid(self) -> int | None:
         return _live_pid(self.data_dir / "postmaster.pid")
 
+    def pause(self) -> list[int]:
+        """SIGSTOP the server and all its backends (a database that hangs rather than fails:
+        connections stay open, queries never answer). Returns the stopped pids; :meth:`resume`
+        continues them. For tests and benchmarks."""
+        pid = self.pid()
+        if pid is None:
+            raise LocalServiceError("postgres is not running")
+        pids = [pid, *_descendants(pid)]
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def resume(pids: list[int]) -> None:
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+
     def running(self) -> bool:
         return self.pid() is not None
 
@@ -313,7 +353,9 @@ class MosquittoServer:
     # Queue sizes: size them for the longest gateway outage a site must survive.
     # Mosquitto's default of 1000 queued messages silently drops QoS 1 traffic.
     max_queued_messages: int = 5_000_000
-    max_packet_size: int = 1_048_576
+    # Packets over this size are refused (the client is disconnected): the device payload cap
+    # plus framing (``Settings.mqtt_packet_limit``; callers with settings pass theirs).
+    max_packet_size: int = IngestSettings().max_payload_bytes + MQTT_PACKET_OVERHEAD
 
     def __post_init__(self) -> None:
         self._user = _service_user("mosquitto")
@@ -349,6 +391,9 @@ class MosquittoServer:
                     "per_listener_settings false",
                     f"listener {self.port} {self.host}",
                     "allow_anonymous false",
+                    # A client's id is its user name, whatever it sends: a device can take
+                    # over neither another device's session nor the gateway's.
+                    "use_username_as_clientid true",
                     f"password_file {self.directory / 'passwd'}",
                     f"acl_file {self.directory / 'acl'}",
                     "persistence true",

@@ -92,7 +92,9 @@ class LocalServices:
         self.settings = settings
         var = settings.var_dir
         self.postgres = PostgresServer(var / "pg", settings.database.port)
-        self.mosquitto = MosquittoServer(var / "mqtt", settings.mqtt.port)
+        self.mosquitto = MosquittoServer(
+            var / "mqtt", settings.mqtt.port, max_packet_size=settings.mqtt_packet_limit
+        )
 
     def _service_account(self) -> ServiceAccount:
         pw = self.settings.mqtt.password

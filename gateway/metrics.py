@@ -67,6 +67,16 @@ class Metrics:
         )
         self.db_up = Gauge("safehome_database_up", "1 while the database is reachable", registry=r)
         self.broker_up = Gauge("safehome_broker_up", "1 while connected to the broker", registry=r)
+        self.mqtt_inflight_bytes = Gauge(
+            "safehome_mqtt_inflight_bytes",
+            "Payload bytes received from the broker and not yet stored and acked (byte budget)",
+            registry=r,
+        )
+        self.mqtt_backpressure_pauses = Gauge(
+            "safehome_mqtt_backpressure_pauses",
+            "Times reading from the broker stopped because the byte budget was used (total)",
+            registry=r,
+        )
         self.db_outages = Counter(
             "safehome_database_outages", "Times the database became unreachable", registry=r
         )

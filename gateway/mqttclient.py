@@ -36,6 +36,13 @@ gateway drained only ~12.7k msg/s on 2 cores. This client does only what the gat
 * **Writes** from any thread go through one lock and one ``sendall``. Plain TCP is
   full-duplex, so reads take no lock. With TLS the SSL object must not be used by two threads at
   once: the socket is then non-blocking and every SSL call takes a second, short lock.
+* **Byte budget** (``max_inflight_bytes``). The Receive Maximum bounds how many messages are
+  unacknowledged, not their size. The client counts the payload bytes it hands over, the owner
+  calls :meth:`MqttClient.release` when it is done with them (stored and acked, or dropped),
+  and while the difference is at the budget the thread stops reading the socket: the kernel's
+  receive buffer fills, TCP flow control stops the broker, which queues for us. Keepalive
+  carries on meanwhile (:meth:`MqttClient._hold`). Memory is then bounded by the budget plus
+  one read, whatever the broker sends. Our Maximum Packet Size (CONNECT) bounds one packet.
 * **Keepalive** (the broker's Server Keep Alive wins when it sends one). PINGREQ once half the
   keepalive has passed without a packet sent, or without one received; no packet at all from
   the broker for 1.5 keepalives (the broker's own rule for us) means a dead connection.
@@ -252,16 +259,20 @@ def encode_connect(
     clean_start: bool = False,
     session_expiry_s: int = 0,
     receive_maximum: int = 65535,
+    maximum_packet_size: int = 0,
 ) -> bytes:
     """CONNECT (§3.1) for MQTT 5 without a will.
 
     Properties: Session Expiry Interval when non-zero, Receive Maximum when below its default
-    65535. Topic Alias Maximum is left out (0: the broker must not send topic aliases).
+    65535, Maximum Packet Size when non-zero (the broker must not send us a larger packet).
+    Topic Alias Maximum is left out (0: the broker must not send topic aliases).
     """
     if not 0 <= keepalive_s <= 0xFFFF:
         raise ValueError("keepalive must fit two bytes")
     if not 1 <= receive_maximum <= 0xFFFF:
         raise ValueError("receive maximum must be 1..65535")
+    if not 0 <= maximum_packet_size <= MAX_REMAINING_LENGTH + 5:
+        raise ValueError("maximum packet size out of range")
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     flags |= 0x02 if clean_start else 0
     props = b""
@@ -269,6 +280,8 @@ def encode_connect(
         props += bytes((PROP_SESSION_EXPIRY,)) + _U32.pack(session_expiry_s)
     if receive_maximum != 0xFFFF:
         props += bytes((PROP_RECEIVE_MAXIMUM,)) + _U16.pack(receive_maximum)
+    if maximum_packet_size:
+        props += bytes((PROP_MAXIMUM_PACKET_SIZE,)) + _U32.pack(maximum_packet_size)
     body = (
         _utf8("MQTT")
         + bytes((5, flags))
@@ -414,6 +427,7 @@ class Decoder:
         self._need = 0  # bytes needed before parsing is worth trying again
         self.generation = 0
         self.messages = 0  # QoS 0/1 PUBLISH packets delivered
+        self.payload_bytes = 0  # their payloads' total size (the client's byte budget)
 
     def reset(self) -> None:
         """Forget a partial packet (new connection)."""
@@ -478,6 +492,7 @@ class Decoder:
         deliver = self._on_publish
         control = self._on_packet
         count = 0
+        nbytes = 0
         try:
             while end - pos >= 2:
                 first = data[pos]
@@ -493,7 +508,9 @@ class Decoder:
                 stop = body + length
                 if stop > end:
                     if stop - pos > self._max_packet:
-                        raise MalformedPacketError(f"packet of {stop - pos} bytes is too large")
+                        raise ProtocolViolationError(
+                            f"packet of {stop - pos} bytes is over our maximum packet size", 0x95
+                        )
                     self._need = stop - pos
                     return pos
                 if first & 0xF4 == 0x30:  # PUBLISH, QoS 0 or 1
@@ -520,6 +537,7 @@ class Decoder:
                         )
                     topic = data[body + 2 : topic_end].decode("utf-8")
                     count += 1
+                    nbytes += stop - p
                     try:
                         deliver(
                             Received(
@@ -542,6 +560,7 @@ class Decoder:
             raise MalformedPacketError(f"bad packet: {exc}") from None
         finally:
             self.messages += count
+            self.payload_bytes += nbytes
         self._need = 0 if pos == end else end - pos + 1
         return pos
 
@@ -646,6 +665,7 @@ class ClientStats:
     published: int = 0
     publish_refused: int = 0
     publish_dropped: int = 0
+    backpressure_pauses: int = 0  # times reading stopped because the byte budget was used
 
 
 class MqttClient:
@@ -670,6 +690,8 @@ class MqttClient:
         keepalive_s: int = 30,
         session_expiry_s: int = 0,
         receive_maximum: int = 65535,
+        maximum_packet_size: int = 0,
+        max_inflight_bytes: int = 0,
         subscription_options: int = GATEWAY_SUBSCRIPTION,
         ssl_context: ssl.SSLContext | None = None,
         reconnect_min_s: float = 0.5,
@@ -693,6 +715,7 @@ class MqttClient:
             clean_start=False,
             session_expiry_s=session_expiry_s,
             receive_maximum=receive_maximum,
+            maximum_packet_size=maximum_packet_size,
         )
         self._configured_keepalive = keepalive_s
         self._ssl = ssl_context
@@ -703,8 +726,22 @@ class MqttClient:
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._on_refused = on_refused
-        self._decoder = Decoder(on_message, self._on_packet, chunk_size)
+        self._decoder = Decoder(
+            on_message,
+            self._on_packet,
+            chunk_size,
+            maximum_packet_size if maximum_packet_size else MAX_REMAINING_LENGTH + 5,
+        )
         self.stats = ClientStats()
+
+        # Byte budget (0: none). Payload bytes handed to on_message minus those the owner has
+        # released (see release()); reading pauses while it is used up.
+        self._budget = max_inflight_bytes
+        self._released = 0
+        self._budget_lock = threading.Lock()
+        self._resume = threading.Event()
+        self._paused = False
+        self._pause_logged_at: float | None = None
 
         # Everything below is guarded by _wlock (the write lock): the connection, its
         # generation, and the outgoing QoS 1 session state.
@@ -762,6 +799,25 @@ class MqttClient:
         """QoS 0/1 messages handed to ``on_message`` so far."""
         return self._decoder.messages
 
+    @property
+    def inflight_bytes(self) -> int:
+        """Payload bytes handed to ``on_message`` and not yet released by the owner."""
+        return self._decoder.payload_bytes - self._released
+
+    @property
+    def paused(self) -> bool:
+        """True while reading is stopped because the byte budget is used up."""
+        return self._paused
+
+    def release(self, nbytes: int) -> None:
+        """The owner is done with messages holding ``nbytes`` of payload (stored and acked, or
+        dropped): that much of the byte budget is free again. Call from any thread."""
+        with self._budget_lock:
+            self._released += nbytes
+            resume = self._paused and self.inflight_bytes < self._budget
+        if resume:
+            self._resume.set()
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("MqttClient.start() called twice")
@@ -774,6 +830,7 @@ class MqttClient:
         """DISCONNECT (normal: no will, session kept), then wait for the thread to end."""
         self._stopping = True
         self._wake.set()
+        self._resume.set()
         transport = self._transport
         if self._wlock.acquire(timeout=2.0):
             try:
@@ -958,7 +1015,16 @@ class MqttClient:
         tick_ms = 250
         monotonic = time.monotonic
         wall = time.time
+        budget = self._budget
         while True:
+            if (
+                budget
+                and decoder.payload_bytes - self._released >= budget
+                and self._accepted
+                and not self._stopping
+            ):
+                self._hold(transport)
+                continue
             if not transport.pending() and not poller.poll(tick_ms):
                 self._tick(transport, monotonic())
                 continue
@@ -976,6 +1042,44 @@ class MqttClient:
             else:
                 decoder.received(n, wall())
             self._tick(transport, now)
+
+    def _hold(self, transport: _Transport) -> None:
+        """Stop reading until released bytes bring us under the budget (TCP backpressure: the
+        socket's receive buffer fills and the broker stops sending, queueing for us).
+
+        The connection stays alive meanwhile: PINGREQ goes out every half keepalive (the broker
+        hears from us); its PINGRESPs wait in the unread stream, so the "nothing from the
+        broker" timer is suspended while paused and restarts on resume. Acks and publishes
+        are written as usual; a failed write ends the connection here too.
+        """
+        self.stats.backpressure_pauses += 1
+        self._resume.clear()
+        self._paused = True
+        now = time.monotonic()
+        if self._pause_logged_at is None or now - self._pause_logged_at > 60.0:
+            self._pause_logged_at = now
+            log.warning(
+                "mqtt byte budget used: reading paused until stored messages free it",
+                extra={"inflight_bytes": self.inflight_bytes, "budget": self._budget},
+            )
+        try:
+            while self.inflight_bytes >= self._budget and not self._stopping:
+                self._resume.wait(0.25)
+                self._resume.clear()
+                if self._transport is not transport or not self._connected:
+                    raise _ConnectionClosedError("connection lost while reading was paused")
+                now = time.monotonic()
+                half = self._keepalive / 2 if self._keepalive else 0.0
+                if half and now - self._last_sent >= half and self._wlock.acquire(blocking=False):
+                    try:
+                        if self._transport is transport:
+                            self._send_locked(PINGREQ)
+                    finally:
+                        self._wlock.release()
+        finally:
+            self._paused = False
+            self._last_recv = time.monotonic()
+            self._ping_sent = None
 
     def _tick(self, transport: _Transport, now: float) -> None:
         """Timers: CONNACK timeout, keepalive pings, dead connection, stop drain."""

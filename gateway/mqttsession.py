@@ -5,8 +5,13 @@
 * ``manual_ack``: a QoS 1 message is acknowledged (PUBACK) only by :meth:`ack_many`,
   which the ingest pipeline does after the message is committed to the database. Until then
   the broker redelivers it after any reconnect.
-* Receive maximum: at most ``receive_maximum`` unacknowledged messages are in flight to us,
-  which bounds the pipeline's memory; the broker queues the rest.
+* Receive maximum: at most ``receive_maximum`` unacknowledged messages are in flight to us;
+  the broker queues the rest. Maximum Packet Size (CONNECT): the broker sends no packet over
+  ``Settings.mqtt_packet_limit``. Byte budget (``mqtt.max_inflight_bytes``): the native client
+  stops reading the socket while that many payload bytes are received and not yet released
+  (:meth:`MqttSession.release`, called by the ingest pipeline after the PUBACKs); paho caps
+  its receive maximum to budget / packet limit instead. Memory stays bounded whatever the
+  broker sends.
 * Acks carry the connection *generation*: after a reconnect the broker resends everything
   unacknowledged with the same packet ids, so acks for messages from an earlier connection
   are dropped (the redelivered copies are stored idempotently and acked instead). This keeps
@@ -61,6 +66,7 @@ class MqttSession:
         subscriptions: list[str],
         *,
         client_id: str | None = None,
+        max_packet_size: int = 0,
     ) -> None:
         self._settings = settings
         self._on_message_cb = on_message
@@ -74,7 +80,7 @@ class MqttSession:
         self._native: MqttClient | None = None
         self._paho: _PahoSession | None = None
         if settings.client == "paho":
-            self._paho = _PahoSession(self, settings, cid)
+            self._paho = _PahoSession(self, settings, cid, max_packet_size)
         else:
             self._native = MqttClient(
                 settings.host,
@@ -89,6 +95,8 @@ class MqttSession:
                 keepalive_s=settings.keepalive_s,
                 session_expiry_s=settings.session_expiry_s,
                 receive_maximum=settings.receive_maximum,
+                maximum_packet_size=max_packet_size,
+                max_inflight_bytes=settings.max_inflight_bytes,
                 ssl_context=_ssl_context(settings),
                 reconnect_min_s=settings.reconnect_min_s,
                 reconnect_max_s=settings.reconnect_max_s,
@@ -151,6 +159,22 @@ class MqttSession:
         assert self._paho is not None
         return self._paho.ack_many(generation, mids)
 
+    def release(self, nbytes: int) -> None:
+        """Done with received messages holding ``nbytes`` of payload: frees the byte budget
+        (native client; paho's memory is bounded by its capped receive maximum instead)."""
+        if self._native is not None:
+            self._native.release(nbytes)
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Received payload bytes not yet released (native client; 0 with paho)."""
+        return self._native.inflight_bytes if self._native is not None else 0
+
+    @property
+    def backpressure_pauses(self) -> int:
+        """Times reading stopped because the byte budget was used (native client)."""
+        return self._native.stats.backpressure_pauses if self._native is not None else 0
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         if self._native is not None:
             self._native.publish(topic, payload, qos=qos, retain=retain)
@@ -200,9 +224,12 @@ class MqttSession:
 class _PahoSession:
     """The paho-mqtt implementation (``mqtt.client = "paho"``)."""
 
-    def __init__(self, owner: MqttSession, settings: MqttSettings, client_id: str) -> None:
+    def __init__(
+        self, owner: MqttSession, settings: MqttSettings, client_id: str, max_packet_size: int
+    ) -> None:
         self._owner = owner
         self._settings = settings
+        self._max_packet = max_packet_size
         self._lock = threading.Lock()
         self.generation = 0
         self.error: BaseException | None = None
@@ -240,7 +267,14 @@ class _PahoSession:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.session_expiry_s
-        props.ReceiveMaximum = self._settings.receive_maximum
+        # paho reads whatever the broker sends, so its memory is bounded by count x size:
+        # the receive maximum is capped so that it times the packet limit fits the budget.
+        receive_max = self._settings.receive_maximum
+        if self._max_packet:
+            props.MaximumPacketSize = self._max_packet
+            budget_count = self._settings.max_inflight_bytes // self._max_packet
+            receive_max = max(1, min(receive_max, budget_count))
+        props.ReceiveMaximum = receive_max
         self.client.connect_async(
             self._settings.host,
             self._settings.port,

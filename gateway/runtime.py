@@ -36,6 +36,7 @@ from gateway.mqttsession import MqttSession
 from gateway.notify.channels import Notifier, NotifyError, build_notifiers
 from gateway.notify.outbox import OutboxWorker
 from gateway.paging.tokens import link_builder
+from gateway.ratelimit import DeviceRateLimiter
 from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
@@ -130,8 +131,17 @@ class Runtime:
         self.ingest = IngestPipeline(
             s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver,
             event_sink=self._deliver_urgent,
+            limiter=DeviceRateLimiter(
+                s.ingest.rate_limit_per_s, s.ingest.rate_limit_burst,
+                s.ingest.rate_limit_bytes_per_s, s.ingest.rate_limit_burst_bytes,
+            ),
         )  # fmt: skip
-        self.session = MqttSession(s.mqtt, self.ingest.enqueue, [f"{s.mqtt.prefix}/v1/+/+/+"])
+        self.session = MqttSession(
+            s.mqtt,
+            self.ingest.enqueue,
+            [f"{s.mqtt.prefix}/v1/+/+/+"],
+            max_packet_size=s.mqtt_packet_limit,
+        )
         self.ingest.attach(self.session)
         self.ingest.start()
         self.session.start()
@@ -270,6 +280,8 @@ class Runtime:
             if not self.session.alive:
                 raise GatewayError(f"mqtt session died: {self.session.failed!r}")
             self.metrics.broker_up.set(1 if self.session.connected.is_set() else 0)
+            self.metrics.mqtt_inflight_bytes.set(self.session.inflight_bytes)
+            self.metrics.mqtt_backpressure_pauses.set(self.session.backpressure_pauses)
             await asyncio.sleep(0.5)
 
     async def _recovery_loop(self) -> None:

@@ -73,6 +73,14 @@ class Broker:
         self.server.reload()
         time.sleep(0.2)  # mosquitto applies SIGHUP on its next loop iteration
 
+    def set_max_packet_size(self, db: Database, size: int) -> None:
+        """Restart the broker with another packet limit (before clients connect)."""
+        self.server.stop()
+        self.server.max_packet_size = size
+        self.server.init(PREFIX, self.service, [], self.extra)
+        self.server.start()
+        self.sync(db)
+
 
 def gateway_settings(db: Database, broker: Broker, **overrides: str) -> Settings:
     env = {
@@ -206,21 +214,25 @@ def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, step_s: fl
 class DeviceClient:
     """A real MQTT device connection (paho, its own thread), for integration tests."""
 
-    def __init__(self, broker_port: int, username: str, password: str | None) -> None:
+    def __init__(
+        self, broker_port: int, username: str, password: str | None, client_id: str | None = None
+    ) -> None:
+        """The client id is the user name (the broker binds them anyway) unless given."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.username = username
         self.acks: list[bytes] = []
         self.connect_rc: list[str] = []
+        self.disconnects: list[str] = []
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{username}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv5,
+            CallbackAPIVersion.VERSION2, client_id=client_id or username, protocol=mqtt.MQTTv5,
         )  # fmt: skip
         if password is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = lambda c, u, f, rc, p: self.connect_rc.append(str(rc))
         self._client.on_message = lambda c, u, m: self.acks.append(bytes(m.payload))
+        self._client.on_disconnect = lambda c, u, f, rc, p: self.disconnects.append(str(rc))
         self._port = broker_port
         self._mqtt = mqtt
 

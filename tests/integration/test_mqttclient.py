@@ -101,6 +101,7 @@ def _cut_connection(s: MqttSession) -> None:
 
 def test_receives_device_messages_with_their_metadata(db: Database, broker: Broker) -> None:
     dev = _button(db, broker)
+    broker.set_max_packet_size(db, 1 << 20)  # for the 512 KB message below
     settings = gateway_settings(db, broker)
     assert settings.mqtt.client == "native"
     inbox = Inbox()

@@ -727,3 +727,52 @@ def test_tls_session_receives_acks_and_publishes(
     assert got[:300] == [b"\x40\x02" + i.to_bytes(2, "big") for i in range(1, 301)]
     assert got[300][0] == 0x32
     assert broker.errors == []
+
+
+def test_byte_budget_stops_reading_keeps_the_connection_alive_and_resumes_on_release(
+    fake: Callable[..., FakeBroker],
+) -> None:
+    n, size, budget = 40, 100_000, 1_000_000
+    pings: list[bytes] = []
+
+    def script(peer: Peer, conn: int) -> None:
+        peer.handshake(h("20 06 00 00 03 13 00 02"))  # Server Keep Alive: 2 s
+        data = b"".join(
+            encode_publish("shg/v1/s/d/telemetry", bytes(size), qos=1, packet_id=i + 1)
+            for i in range(n)
+        )
+        writer = threading.Thread(target=peer.send, args=(data,), daemon=True)
+        writer.start()
+        while True:  # answer pings; acks are ignored
+            try:
+                pkt = peer.packet()
+            except EOFError:
+                return
+            if pkt == h("C0 00"):
+                pings.append(pkt)
+                peer.send(h("D0 00"))
+
+    broker = fake(script)
+    inbox: list[Received] = []
+    client = client_for(broker, inbox, keepalive_s=60, max_inflight_bytes=budget, chunk_size=65536)
+    client.start()
+    try:
+        wait_for(lambda: client.paused, 10)
+        held = len(inbox)
+        assert held * size >= budget and held * size <= budget + 65536 + size
+        time.sleep(4.0)  # two keepalive periods: 1.5 x 2 s would drop a silent connection
+        assert len(inbox) == held and client.paused  # not a byte read meanwhile
+        assert len(pings) >= 2 and client.generation == 1 and client.connected
+        assert client.inflight_bytes == held * size
+        released = held * size
+        client.release(released)  # the owner stored and acked them: reading resumes
+        deadline = time.monotonic() + 10
+        while len(inbox) < n:
+            assert time.monotonic() < deadline, "not resumed"
+            done = len(inbox) * size
+            client.release(done - released)
+            released = done
+            time.sleep(0.01)
+        assert client.stats.backpressure_pauses >= 1 and client.stats.connection_losses == 0
+    finally:
+        client.stop()

@@ -564,6 +564,7 @@ def test_unknown_device_is_a_reason() -> None:
         "timestamp_out_of_range",
         "unknown_device",
         "decommissioned",
+        "rate_limited",
     }
 
 
