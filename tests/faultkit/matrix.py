@@ -21,6 +21,7 @@ import logging
 import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,7 @@ def running(
     *,
     beds: int = 6,
     config: Toml | None = None,
-    tiers: list[Toml] | None = None,
+    tiers: list[Toml] | Callable[[Site], list[Toml]] | None = None,
     faketime: str | None = None,
     location_button: bool = False,
     unbound_button: bool = False,
@@ -173,8 +174,9 @@ def running(
         unbound_button=unbound_button, contacts=contacts, period_s=period_s,
     )  # fmt: skip
     with Receiver() as receiver:
+        ladder = tiers(site) if callable(tiers) else tiers or list(DEFAULT_TIERS)
         gw = GatewayProc(env.root / name, env.db, env.broker, receiver, config=config or {},
-                         tiers=tiers or list(DEFAULT_TIERS), faketime=faketime)  # fmt: skip
+                         tiers=ladder, faketime=faketime)  # fmt: skip
         try:
             log.info("%s: starting the gateway", name)
             gw.start()
@@ -355,6 +357,14 @@ def clocks(env: Env) -> FaultResult:
         run.fault_over()
         result = run.finish()
         result.check(not result.report.rejected, f"alarms rejected: {result.report.rejected[:3]}")
+        wrong = [t for t in result.report.technical if t[0] == "device_clock_wrong"]
+        per_device = Counter(t[1] for t in wrong)
+        run.note("clock_wrong_incidents", len(wrong))
+        result.check(per_device[site.buttons[0]] == 1,
+                     f"{site.buttons[0]} (+1 h): {per_device[site.buttons[0]]} 'device clock "
+                     "wrong' incidents (want 1)")  # fmt: skip
+        result.check(all(n == 1 for n in per_device.values()),
+                     f"'device clock wrong' raised more than once: {dict(per_device)}")  # fmt: skip
         return result
 
 
@@ -426,22 +436,31 @@ def flood(env: Env) -> FaultResult:
         return result
 
 
-def notifier_failing(env: Env) -> FaultResult:
-    """Every family channel fails (one with 503, one timing out): each attempt is recorded,
-    the contacts tier gives up and escalation moves on long before the tier's timeout."""
-    tiers: list[Toml] = [
-        {"name": "duty_staff", "audience": "duty_staff", "timeout_s": 1.0},
+def _notifier_tiers(site: Site) -> list[Toml]:
+    # With staff paging the duty tier's pages fail too and must hand over early; without it
+    # the duty tier is a console page that times out at once.
+    duty_timeout = 120.0 if site.paging else 1.0
+    return [
+        {"name": "duty_staff", "audience": "duty_staff", "timeout_s": duty_timeout},
         {"name": "contacts", "audience": "contacts", "timeout_s": 120.0},
-        {"name": "emergency", "audience": "emergency", "timeout_s": 3600.0,
+        {"name": "emergency", "audience": "emergency", "timeout_s": 3600.0, "reminder_s": 2.0,
          "instruction": "无人确认此告警 / call 120 now."},
     ]  # fmt: skip
-    with running("notifier_failing", env, contacts=True, tiers=tiers, beds=3) as run:
-        receiver = run.receiver
+
+
+def notifier_failing(env: Env) -> FaultResult:
+    """Every channel fails: family webhooks with 503 and with a timeout, the on-duty user's
+    pager with 503. Each attempt is recorded; each tier whose channels all failed hands over
+    at once (not at its 120 s timeout), up to the emergency tier; once the pager works again
+    the emergency tier's next page reaches it."""
+    with running("notifier_failing", env, contacts=True, tiers=_notifier_tiers, beds=3) as run:
+        receiver, db = run.receiver, env.db
         receiver.fail("family")
         receiver.hang("family2")
+        if run.site.paging:
+            receiver.fail("pager")
         presses = run.press_round()
         raised = time.monotonic()
-        db = env.db
 
         def moved_on() -> bool:
             n = db.scalar("SELECT count(DISTINCT incident_id) FROM staff_pages "
@@ -450,20 +469,28 @@ def notifier_failing(env: Env) -> FaultResult:
 
         _wait(moved_on, 60.0)
         moved = time.monotonic() - raised
+        time.sleep(1.5)  # attempts still running (the hanging channel) settle
+        receiver.heal("pager")
         run.fault_over()
         result = run.finish(extra_presses=False)
-        attempts = db.rows("SELECT result, count(*) FROM notification_attempts GROUP BY result")
-        recorded = sum(int(n) for _, n in attempts)
-        seen = len(receiver.refused)
+        family = int(db.scalar("SELECT count(*) FROM notification_attempts "
+                               "WHERE channel LIKE 'webhook:family%%'") or 0)  # fmt: skip
+        family_seen = sum(1 for d in receiver.refused if d.path.startswith("family"))
+        pager_failed = int(db.scalar("SELECT count(*) FROM notification_attempts WHERE "
+                                     "channel = 'webhook:pager' AND result <> 'delivered'")
+                           or 0)  # fmt: skip
+        pager_seen = sum(1 for d in receiver.refused if d.path == "pager")
+        delivered = int(db.scalar("SELECT count(*) FROM notification_attempts WHERE result "
+                                  "= 'delivered' AND channel LIKE 'webhook:family%%'")
+                        or 0)  # fmt: skip
         run.note("moved_on_s", round(moved, 1))
-        run.note("attempts_recorded", recorded)
-        run.note("attempts_seen", seen)
-        result.check(moved_on(), "escalation did not move past the failing contacts tier")
-        result.check(moved < 60.0, f"escalation moved on after {moved:.0f} s (tier timeout 120)")
-        result.check(recorded >= seen > 0, f"attempts recorded {recorded} < seen {seen}")
-        delivered = db.scalar("SELECT count(*) FROM notification_attempts WHERE result = "
-                              "'delivered' AND channel LIKE 'webhook:family%%'")  # fmt: skip
-        result.check(int(delivered or 0) == 0, "a failing channel was recorded as delivered")
+        run.note("family_attempts", f"{family} recorded/{family_seen} seen")
+        run.note("pager_failures", f"{pager_failed} recorded/{pager_seen} seen")
+        result.check(moved_on(), "escalation did not reach the emergency tier")
+        result.check(moved < 60.0, f"escalation moved on after {moved:.0f} s (tiers wait 120)")
+        result.check(family == family_seen > 0, f"family attempts {family} != seen {family_seen}")
+        result.check(pager_failed == pager_seen, f"pager failures {pager_failed} != {pager_seen}")
+        result.check(delivered == 0, "a failing channel was recorded as delivered")
         return result
 
 
