@@ -53,8 +53,8 @@ __all__ = ["FAULTS", "Env", "Run", "run_fault"]
 log = logging.getLogger("faultkit")
 
 # Scaled outages (seconds). Each is longer than every window of the gateway that it spans.
-TEN_MINUTES_S = 5.0  # > analysis.catch_up_s (2 s) and the reconnect backoffs
-FIVE_MINUTES_S = 5.0
+TEN_MINUTES_S = 4.0  # > analysis.catch_up_s (2 s), alarms.recovery_grace_s (3 s), backoffs
+FIVE_MINUTES_S = 4.0
 PARTITION_S = 8.0  # > 1.5 x mqtt.keepalive_s (5 s): both ends give the link up
 RECOVERY_DEADLINE_S = 30.0
 

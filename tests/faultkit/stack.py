@@ -43,6 +43,7 @@ from gateway.brokerauth import ServiceAccount, hash_password
 from gateway.commissioning import DeviceCredential, apply_site_definition, device_accounts
 from gateway.escalation.roster import DutyRole, add_shift
 from gateway.localsvc import LocalServiceError, MosquittoServer, PostgresServer, free_port
+from gateway.settings import Settings
 from gateway.storage.migrate import migrate
 from tests.faultkit.fleet import DeviceSpec
 from tests.faultkit.proxy import TcpProxy
@@ -131,6 +132,13 @@ DEFAULT_TIERS: list[Toml] = [
 
 def base_config(settings_dir: Path) -> Toml:
     """Timers scaled for the fault matrix: every window is seconds, not minutes."""
+    config = _base_config(settings_dir)
+    if "alarms" in Settings.model_fields:  # alarm durability (pending markers, recovery)
+        config["alarms"] = {"recovery_grace_s": 3.0, "recovery_interval_s": 1.0}
+    return config
+
+
+def _base_config(settings_dir: Path) -> Toml:
     return {
         "database": {"retry_min_s": 0.1, "retry_max_s": 0.5, "connect_timeout_s": 2.0},
         "mqtt": {"keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
@@ -140,6 +148,7 @@ def base_config(settings_dir: Path) -> Toml:
             "check_interval_s": 0.5,
             # the start-up catch-up window: a "10-minute" outage is any downtime longer
             "catch_up_s": 2.0,
+            "fall_confirm_window_s": 2.0,
             "reconcile_after_s": 5.0,
             "group_hold_s": 0.0,
             "registry_refresh_s": 1.0,
