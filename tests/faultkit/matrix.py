@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -595,7 +594,3 @@ def _dead_letters(gw: GatewayProc) -> dict[str, float]:
             label = line.split("{", 1)[1].split("}", 1)[0]
             out[label] = out.get(label, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None

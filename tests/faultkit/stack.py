@@ -40,7 +40,7 @@ import psycopg
 from devices.protocol import DeviceKind
 from gateway.api.auth import create_user
 from gateway.brokerauth import ServiceAccount, hash_password
-from gateway.commissioning import DeviceCredential, apply_site_definition, device_accounts
+from gateway.commissioning import DeviceCredential, apply_site_definition
 from gateway.escalation.roster import DutyRole, add_shift
 from gateway.localsvc import LocalServiceError, MosquittoServer, PostgresServer, free_port
 from gateway.settings import Settings
@@ -688,8 +688,3 @@ def close_broker(broker: Broker) -> None:
     if broker.server.running():
         broker.server.stop()
     shutil.rmtree(broker.server.directory, ignore_errors=True)
-
-
-def broker_accounts(db: Database) -> int:
-    with db.connect() as conn:
-        return len(device_accounts(conn))
