@@ -67,6 +67,8 @@ class LedgerReport:
     technical: list[tuple[str, str, str, int]] = field(default_factory=list)
     # (type, subject, state, clears) of every technical incident
     incident_of: dict[str, int] = field(default_factory=dict)  # msg id -> incident id
+    # msg id -> when the gateway raised or joined its incident (the timeline entry's time)
+    raised_at: dict[str, float] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -100,7 +102,7 @@ SELECT device_id, msg_id, time, received_at FROM device_events WHERE type = ANY(
 """
 _TRIGGERS = b"""
 SELECT ie.incident_id, ie.kind, (ie.data->>'trigger_time')::timestamptz, i.type, i.subject,
-       i.technical, i.state
+       i.technical, i.state, extract(epoch FROM ie.time)
 FROM incident_events ie JOIN incidents i ON i.id = ie.incident_id
 WHERE ie.kind IN ('raised', 'triggered')
 """
@@ -141,12 +143,12 @@ class Ledger:
         stored: dict[tuple[str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
         for dev, mid, t, received in stored_rows:
             stored[(str(dev), str(mid))].append((t, received))
-        by_time: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        by_time: dict[int, list[tuple[int, str, float]]] = defaultdict(list)
         open_alarm_incidents: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for incident_id, kind, trigger, type_, subject, is_technical, state in triggers:
+        for incident_id, kind, trigger, type_, subject, is_technical, state, at in triggers:
             if trigger is None or is_technical:
                 continue
-            by_time[micros(trigger)].append((int(incident_id), str(kind)))
+            by_time[micros(trigger)].append((int(incident_id), str(kind), float(at)))
             if state in ("raised", "acknowledged", "dispatched", "on_scene"):
                 open_alarm_incidents[(str(type_), str(subject))].add(int(incident_id))
         incidents: set[int] = set()
@@ -170,7 +172,8 @@ class Ledger:
             if len(hits) > 1:
                 rep.duplicates.append(f"{p.msg_id}: raised {len(hits)} times {hits}")
             rep.incident_of[p.msg_id] = hits[0][0]
-            incidents.update(i for i, _ in hits)
+            rep.raised_at[p.msg_id] = hits[0][2]
+            incidents.update(i for i, _, _ in hits)
         for key, ids in open_alarm_incidents.items():
             if len(ids & incidents) > 1:
                 rep.duplicates.append(f"{key}: {len(ids & incidents)} open incidents {sorted(ids)}")
