@@ -328,6 +328,9 @@ def volume_full(env: Env) -> FaultResult:
         run.note("postgres_crashed", crashed)
         errors = sum(1 for line in _lines(pool.server.log_file) if "No space left" in line)
         run.note("enospc_errors", errors)
+        run.note("outages_logged", sum(1 for m in run.gateway.log_messages()
+                                       if m.get("msg") == "database unavailable; holding "
+                                       "messages unacknowledged"))  # fmt: skip
         result.check(errors > 0, "PostgreSQL never hit ENOSPC: the volume was not full")
         return result
 
