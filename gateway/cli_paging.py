@@ -41,7 +41,7 @@ def cmd_channel_add(args: argparse.Namespace) -> int:
 def cmd_channel_list(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         try:
-            channels = list_channels(conn, args.user)
+            channels = list_channels(conn, args.user, revealed_to=ACTOR if args.reveal else None)
         except ChannelError as exc:
             print(f"safehome user channel list: {exc}", file=sys.stderr)
             return 2

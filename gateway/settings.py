@@ -8,7 +8,9 @@ Order of precedence (highest first):
 3. ``config/default.toml`` shipped with the project.
 
 Secrets (every ``SecretStr`` field at any depth: database and broker passwords, the API
-signing key, ``notify.smtp.password``, ``notify.sms.access_key_secret``, webhook and bot URLs)
+signing key, ``notify.smtp.password``, ``notify.sms.access_key_secret``, webhook and bot URLs,
+``notify.voice.access_key_secret``, ``notify.wechat.app_secret``, ``paging.ack_secret``,
+``paging.inbound_sms_secret``)
 never come from TOML: a TOML file that sets one is refused, naming the key. They come from the
 environment, either directly (``SAFEHOME_MQTT__PASSWORD``) or from a file
 (``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``). A ``…_FILE`` variable of a key that is

@@ -199,10 +199,11 @@ def build_paging_router() -> APIRouter:
     @router.get("/users/{user}/channels", summary="A staff user's paging channels",
                 **allow(UserRole.ADMIN))  # fmt: skip
     def channels_list(
-        user: str, conn: DbConn, reveal: Annotated[bool, Query()] = False
+        user: str, who: CurrentUser, conn: DbConn, reveal: Annotated[bool, Query()] = False
     ) -> list[dict[str, Any]]:
         try:
-            return [c.as_json(reveal=reveal) for c in list_channels(conn, user)]
+            listed = list_channels(conn, user, revealed_to=who.user_id if reveal else None)
+            return [c.as_json(reveal=reveal) for c in listed]
         except ChannelError as exc:
             raise HTTPException(exc.status, str(exc)) from None
 

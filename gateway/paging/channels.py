@@ -100,9 +100,12 @@ def _user(conn: Conn, user: str) -> str:
 _COLUMNS = "id, user_id, position, channel, address"
 
 
-def list_channels(conn: Conn, user: str) -> list[StaffChannel]:
-    """The channels of ``user`` (user id or sign-in name), in paging order."""
+def list_channels(conn: Conn, user: str, *, revealed_to: str | None = None) -> list[StaffChannel]:
+    """The channels of ``user`` (user id or sign-in name), in paging order. ``revealed_to``
+    (an actor) will see the addresses unmasked: that read of personal data is audited."""
     user_id = _user(conn, user)
+    if revealed_to is not None:
+        audit.append(conn, revealed_to, "user.channels_revealed", f"user:{user_id}")
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM staff_channels WHERE user_id = %s ORDER BY position",  # noqa: S608
         (user_id,),

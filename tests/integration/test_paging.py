@@ -853,6 +853,7 @@ def test_user_channel_cli_adds_lists_and_removes_with_audit(db: Database) -> Non
     assert actions == [
         ("cli", "user.channel_added", f"user:{nurse}"),
         ("cli", "user.channel_added", f"user:{nurse}"),
+        ("cli", "user.channels_revealed", f"user:{nurse}"),  # --reveal: a read of PII
         ("cli", "user.channel_removed", f"user:{nurse}"),
     ]
     assert (
