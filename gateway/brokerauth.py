@@ -95,9 +95,15 @@ def render_password_file(
     devices: Iterable[DeviceAccount],
     extra: Iterable[ServiceAccount] = (),
 ) -> str:
-    lines = [f"{_check_id(service.username, 'username')}:{service.password_hash}"]
-    lines += [f"{_check_id(s.username, 'username')}:{s.password_hash}" for s in extra]
-    lines += [f"{_check_id(d.device_id, 'device id')}:{d.password_hash}" for d in devices]
+    services = [service, *extra]
+    lines = [f"{_check_id(s.username, 'username')}:{s.password_hash}" for s in services]
+    reserved = {s.username for s in services}
+    for d in devices:
+        # The broker binds a client id to its user name: a device named like a service
+        # account would share the gateway's session (or any service's) and its ACL.
+        if d.device_id in reserved:
+            raise BrokerAuthError(f"device id {d.device_id!r} is a reserved service account")
+        lines.append(f"{_check_id(d.device_id, 'device id')}:{d.password_hash}")
     return "\n".join(lines) + "\n"
 
 

@@ -51,3 +51,25 @@ def test_ids_that_could_escape_a_topic_level_are_refused(tmp_path: Path) -> None
             tmp_path, "shg", ServiceAccount("gw", "h"), [DeviceAccount("a/#", "s", "h")]
         )
     assert not (tmp_path / "acl").exists()
+
+
+def test_a_device_cannot_take_a_service_accounts_name(tmp_path: Path) -> None:
+    # Its client id would be the gateway's (the broker binds client id to user name).
+    for name in ("gateway", "monitor"):
+        with pytest.raises(BrokerAuthError, match="reserved"):
+            write_auth_files(
+                tmp_path, "shg", ServiceAccount("gateway", "h"),
+                [DeviceAccount(name, "s", "h")], extra=[ServiceAccount("monitor", "h")],
+            )  # fmt: skip
+
+
+def test_acl_lines_come_from_the_protocols_channels() -> None:
+    acl = render_acl("shg", ServiceAccount("gateway", "h"), [DeviceAccount("d", "s", "h")])
+    block = acl.split("user d\n", 1)[1].strip().splitlines()
+    assert block == [
+        "topic write shg/v1/s/d/event",
+        "topic write shg/v1/s/d/telemetry",
+        "topic write shg/v1/s/d/state",
+        "topic read shg/v1/s/d/ack",
+        "topic read shg/v1/s/d/config",
+    ]
