@@ -53,6 +53,7 @@ class LedgerReport:
     incidents: int = 0  # distinct incidents the fleet's alarms raised or joined
     paged: int = 0  # pages (staff_pages rows) for those incidents
     pager_deliveries: int = 0  # deliveries at the on-duty user's pager (staff paging)
+    pager_resent: int = 0  # deliveries repeating an earlier delivery id (at-least-once)
     unpaged: list[int] = field(default_factory=list)  # alarm incidents nobody was paged for
     lost: list[str] = field(default_factory=list)  # "<msg id>: <where the chain broke>"
     duplicates: list[str] = field(default_factory=list)
@@ -83,7 +84,9 @@ class LedgerReport:
         return (
             f"alarms {self.alarms_sent} sent/{self.alarms_stored} stored/"
             f"{self.alarms_raised} raised, incidents {self.incidents}, paged {self.paged}"
-            f"{f' ({self.pager_deliveries} at the pager)' if self.pager_deliveries else ''}, "
+            f"{f' ({self.pager_deliveries} at the pager' if self.pager_deliveries else ''}"
+            f"{f', {self.pager_resent} of them resent' if self.pager_resent else ''}"
+            f"{')' if self.pager_deliveries else ''}, "
             f"lost {len(self.lost)}, duplicates {len(self.duplicates)}, "
             f"telemetry {self.telemetry_confirmed} confirmed/{self.telemetry_stored} stored/"
             f"{self.telemetry_missing} missing"
@@ -182,6 +185,8 @@ class Ledger:
         if self.site.paging:
             delivered = Counter(d.incident_id for d in self.receiver.received("pager"))
             rep.pager_deliveries = sum(delivered[i] for i in incidents)
+            sends = Counter(d.delivery_id for d in self.receiver.received("pager") if d.delivery_id)
+            rep.pager_resent = sum(n - 1 for n in sends.values())
             rep.unpaged = sorted(i for i in incidents if not delivered[i])
         else:
             rep.unpaged = sorted(i for i in incidents if not pages.get(i))

@@ -200,24 +200,26 @@ def run_fault(name: str, env: Env) -> FaultResult:
 
 
 def gateway_kill(env: Env) -> FaultResult:
-    """``kill -9`` at a random point of the traffic, then right after an alarm's ack (before
-    its analysis); each time the gateway stays down for the scaled "10 minutes" while alarms
-    keep coming, among them a location-bound pull cord and an unbound button."""
-    with running("gateway_kill", env, location_button=True, unbound_button=True) as run:
-        fleet, gw, site = run.fleet, run.gateway, run.site
-        run.press_round()
-        run.wait_baseline()
+    """``kill -9`` at a random point of the traffic, right after an alarm's ack (before its
+    analysis), and right after a new incident is raised (before or while it is paged); each
+    time the gateway stays down for the scaled "10 minutes" while alarms keep coming, among
+    them a location-bound pull cord and an unbound button."""
+    with running("gateway_kill", env, beds=7, location_button=True, unbound_button=True) as run:
+        fleet, gw, site, db = run.fleet, run.gateway, run.site, env.db
+        buttons, fresh = site.buttons[:-1], site.buttons[-1]  # fresh: no incident until step 3
         extra = [b for b in (site.location_button, site.unbound_button) if b is not None]
+        run.press_round(buttons)
+        run.wait_baseline()
         rng = random.Random()
         # 1. a random point while alarms and telemetry flow
-        presses = run.press_round(gap_s=0.02)
+        run.press_round(buttons, gap_s=0.02)
         time.sleep(rng.uniform(0.0, 0.3))
         gw.kill9()
         run.press_round(extra)
         time.sleep(TEN_MINUTES_S)
         gw.start()
         # 2. right after an ack: every bed button at once, kill at the first "stored" ack
-        presses = fleet.press_all(site.buttons)
+        presses = fleet.press_all(buttons)
         deadline = time.monotonic() + 10
         while not any(p.settled for p in presses) and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -226,7 +228,23 @@ def gateway_kill(env: Env) -> FaultResult:
         unanalysed = run.ledger.read(acked)
         run.note("acked_unanalysed_at_kill",
                  sum(1 for p in acked if p.msg_id not in unanalysed.incident_of))  # fmt: skip
-        run.press_round([site.buttons[0], *extra])  # pressed during the outage
+        run.press_round([buttons[0], *extra])  # pressed during the outage
+        time.sleep(TEN_MINUTES_S)
+        gw.start()
+        # 3. right after a new incident is raised: its page is due or on its way
+        resident = site.resident_of[fresh]
+        fleet.press(fresh)
+
+        def raised() -> bool:
+            return bool(db.scalar("SELECT count(*) FROM incidents WHERE resident_id = %s",
+                                  (resident,)))  # fmt: skip
+
+        _wait(raised, 10.0, step_s=0.005)
+        gw.kill9()
+        pages = int(db.scalar("SELECT count(*) FROM staff_pages p JOIN incidents i "
+                              "ON i.id = p.incident_id WHERE i.resident_id = %s",
+                              (resident,)) or 0)  # fmt: skip
+        run.note("pages_at_kill", pages)
         time.sleep(TEN_MINUTES_S)
         gw.start()
         run.fault_over()

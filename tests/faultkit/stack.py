@@ -177,6 +177,7 @@ class Delivery:
     path: str
     at: float
     body: dict[str, Any]
+    delivery_id: str | None = None  # X-Safehome-Delivery: the same id on an at-least-once resend
 
     @property
     def incident_id(self) -> int | None:
@@ -207,7 +208,8 @@ class Receiver:
                     body = {"raw": raw.decode(errors="replace")}
                 path = self.path.strip("/")
                 mode = receiver.behaviour.get(path, "ok")
-                item = Delivery(path, at, body if isinstance(body, dict) else {"body": body})
+                item = Delivery(path, at, body if isinstance(body, dict) else {"body": body},
+                                self.headers.get("X-Safehome-Delivery"))  # fmt: skip
                 with receiver._lock:
                     (receiver.deliveries if mode == "ok" else receiver.refused).append(item)
                 if mode == "hang":
