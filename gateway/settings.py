@@ -79,6 +79,11 @@ class DatabaseSettings(_Section):
     pool_min: int = Field(2, ge=1)
     pool_max: int = Field(10, ge=1)
     connect_timeout_s: float = Field(5.0, gt=0)
+    # A database connection that stops answering (a partition, a dead host: no RST ever comes)
+    # is given up after about this long: TCP keepalives on idle connections and a TCP user
+    # timeout on unacknowledged writes (a commit), so the gateway notices, logs the outage and
+    # reconnects instead of waiting for the kernel's ~15 min retransmission limit.
+    dead_after_s: float = Field(20.0, ge=3, le=3600)
     # After this long without a database the gateway keeps retrying; it only logs.
     retry_min_s: float = Field(0.2, gt=0)
     retry_max_s: float = Field(5.0, gt=0)
@@ -106,6 +111,11 @@ class DatabaseSettings(_Section):
             "user": user,
             "connect_timeout": str(max(1, int(self.connect_timeout_s))),
             "application_name": application,
+            "keepalives": "1",
+            "keepalives_idle": str(max(1, int(self.dead_after_s / 2))),
+            "keepalives_interval": str(max(1, int(self.dead_after_s / 6))),
+            "keepalives_count": "3",
+            "tcp_user_timeout": str(int(self.dead_after_s * 1000)),
         }
         if password is not None:
             parts["password"] = password.get_secret_value()

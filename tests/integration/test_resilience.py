@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,52 @@ def test_database_outage_of_30s_loses_nothing_and_logs_once(
         assert len(pub.sent_ids) > 5 * 10 * 30
         assert gw.log_count("database unavailable; holding messages unacknowledged") == 1
         assert gw.log_count("database available again") == 1
+    finally:
+        gw.stop()
+
+
+@contextlib.contextmanager
+def partitioned(port: int) -> Iterator[None]:
+    """A network partition from a local TCP port: netfilter drops every packet to and from it,
+    so neither side is told anything (no RST, no FIN), as when a link or a host dies. A
+    userspace proxy cannot model this: its kernel would acknowledge the gateway's bytes and
+    keepalive probes."""
+    table = f"shg_partition_{port}"
+    nft = ["nft", "-f", "-"]
+    rules = (
+        f"table inet {table} {{\n"
+        "  chain in { type filter hook input priority -10; policy accept;\n"
+        f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n"
+    )
+    subprocess.run(nft, input=rules.encode(), check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=True)
+
+
+def test_a_silent_database_is_given_up_logged_once_and_nothing_is_lost(
+    private_pg: Database, broker: Broker, tmp_path: Path
+) -> None:
+    """A real partition from PostgreSQL (packets dropped, no reset, unlike the fault matrix's
+    userspace proxy): the gateway notices (pool timeouts; a write in flight is given up by the
+    TCP user timeout of ``database.dead_after_s``), logs the outage once, holds everything
+    unacknowledged, and stores all of it once the link is back."""
+    db = private_pg
+    creds = make_site(db, broker, beds=3, wearables=False, buttons=False)
+    settings = gateway_settings(db, broker)
+    gw = GatewayProcess(settings, tmp_path / "gateway.log").start()
+    down = "database unavailable; holding messages unacknowledged"
+    try:
+        with StreamPublisher(broker.port, creds, rate_per_device=10) as pub:
+            wait_until(lambda: db.scalar("SELECT count(*) FROM readings") > 30, 20, "traffic")
+            with partitioned(db.server.port):
+                wait_until(lambda: gw.log_count(down) == 1, 60, "the outage noticed")
+            wait_until(lambda: gw.log_count("database available again") == 1, 60, "back")
+            time.sleep(2)
+            pub.stop()
+        _assert_exactly(db, pub.sent_ids)
+        assert gw.log_count(down) == 1
     finally:
         gw.stop()
 
