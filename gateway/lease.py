@@ -193,9 +193,13 @@ class Lease:
     def release(self) -> None:
         """A clean stop: end the lease session (the lock is released with it)."""
         self._stop.set()
+        held, self.token = self.token is not None, None
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(self._s.lease_ttl_s + 1)
         if self._conn is not None:
+            if held:
+                with contextlib.suppress(psycopg.Error):  # else the session's end releases it
+                    sql.unlock(self._conn, self._s.lock_key)
             self._conn.close()
             self._conn = None

@@ -51,6 +51,11 @@ def try_lock(conn: Connection[Any], key: int) -> bool:
     return bool(row and row[0])
 
 
+def unlock(conn: Connection[Any], key: int) -> None:
+    """Release the lock now (a clean stop; closing the session would release it too)."""
+    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def claim(conn: Connection[Any], key: int, holder: str) -> int:
     """Record this session as the holder (lock already taken); return the new fencing token."""
     row = conn.execute(_CLAIM, {"key": key, "holder": holder}).fetchone()
