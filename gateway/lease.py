@@ -116,15 +116,16 @@ class Lease:
     # standby ---------------------------------------------------------------------------------
 
     def acquire_once(self) -> bool:
-        """One attempt (blocking, short): True when this process now holds the lease. A
-        holder silent for longer than ``takeover_after_s`` has its sessions ended (the lock
-        is then free at the next attempt). Database errors propagate (the caller retries)."""
+        """One attempt, waiting for the lock up to ``check_interval_s`` (so a killed holder's
+        lock passes to the waiting standby at once): True when this process now holds the
+        lease. A holder silent for longer than ``takeover_after_s`` has its sessions ended
+        (the lock is then free at the next attempt). Database errors propagate."""
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
         conn = self._conn
-        sent = time.monotonic()
         try:
-            if sql.try_lock(conn, self._s.lock_key):
+            if sql.try_lock(conn, self._s.lock_key, self._s.check_interval_s):
+                sent = time.monotonic()  # the claim stamps heartbeat_at no earlier than this
                 self.token = sql.claim(conn, self._s.lock_key, self.holder)
                 self._last_ok = sent
                 log.info("lease acquired", extra={"token": self.token})

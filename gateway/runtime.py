@@ -181,12 +181,12 @@ class Runtime:
         assert self.lease is not None
         down = False
         while True:
-            await asyncio.sleep(self.settings.failover.check_interval_s)
-            try:
+            try:  # each attempt waits for the lock up to failover.check_interval_s
                 if await self._try_lease():
                     break
                 down = False
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                await asyncio.sleep(self.settings.failover.check_interval_s)
                 if not down:
                     down = True
                     extra = {"error": type(exc).__name__}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import Connection
+from psycopg import Connection, errors
 
 _TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+_WAIT_LOCK = "SELECT pg_advisory_lock(%s)"
 
 _CLAIM = """
 INSERT INTO gateway_lease (lock_key, holder, backend_pid, token, acquired_at, heartbeat_at)
@@ -45,10 +46,20 @@ class HolderInfo:
     heartbeat_age_s: float
 
 
-def try_lock(conn: Connection[Any], key: int) -> bool:
-    """Take the session-level advisory lock if it is free (autocommit connection)."""
-    row = conn.execute(_TRY_LOCK, (key,)).fetchone()
-    return bool(row and row[0])
+def try_lock(conn: Connection[Any], key: int, wait_s: float = 0.0) -> bool:
+    """Take the session-level advisory lock (autocommit connection), waiting for it up to
+    ``wait_s``: a waiter gets it the moment the holder's session ends."""
+    if wait_s <= 0:
+        row = conn.execute(_TRY_LOCK, (key,)).fetchone()
+        return bool(row and row[0])
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait_s * 1000)}ms",))
+    try:
+        conn.execute(_WAIT_LOCK, (key,))
+        return True
+    except errors.LockNotAvailable:
+        return False
+    finally:
+        conn.execute("SELECT set_config('lock_timeout', '0', false)")
 
 
 def unlock(conn: Connection[Any], key: int) -> None:
