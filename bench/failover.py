@@ -10,7 +10,11 @@ bed: each must become its own incident), and time
   analysis state is rebuilt and its ingest runs);
 * ``alarm_s``: the first press after the kill → its incident in the database;
 
-then restart the killed process, which comes back as the standby. At the end every press must
+then restart the killed process, which comes back as the standby. ``--freezes`` times
+(default 2) the active is frozen instead (SIGSTOP, the zombie leader): ``freeze_takeover_s``
+is the time to the standby's MQTT session (bounded below by ``failover.takeover_after_s``),
+after which the frozen process is woken (SIGCONT) and must exit fenced (status 75,
+``fenced``). At the end every press must
 have exactly one incident: ``lost`` and ``duplicates`` (target 0).
 
 Baseline, measured in the same run on the same database and broker: a single gateway without
@@ -24,6 +28,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +50,7 @@ from bench.ingest import site_definition
 from devices import protocol as p
 from gateway.brokerauth import ServiceAccount, hash_password
 from gateway.commissioning import DeviceCredential, apply_site_definition, device_accounts
+from gateway.lease import EXIT_LEASE_LOST
 from gateway.localsvc import MosquittoServer, PostgresServer, free_port
 from gateway.storage.migrate import migrate
 
@@ -136,6 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=10, help="kills of the active")
     ap.add_argument("--presses-per-kill", type=int, default=2)
+    ap.add_argument("--freezes", type=int, default=2, help="SIGSTOPs of the active")
     ap.add_argument("--baseline", type=int, default=3, help="plain restarts (no failover)")
     args = ap.parse_args()
 
@@ -146,7 +153,7 @@ def main() -> None:
     gateways: list[Gateway] = []
     buttons: Buttons | None = None
     db_pw, owner_pw, gw_pw = (uuid.uuid4().hex for _ in range(3))
-    n_buttons = 1 + args.kills * args.presses_per_kill
+    n_buttons = 1 + (args.kills + args.freezes) * args.presses_per_kill
     try:
         pg.init()
         pg.start()
@@ -232,6 +239,24 @@ def main() -> None:
             gateways.append(standby)
             standby.wait_for("standby: waiting for the lease", 60)
 
+        freezes: list[float] = []
+        fenced = 0
+        for k in range(args.freezes):
+            frozen = time.monotonic()
+            active.proc.send_signal(signal.SIGSTOP)
+            for _ in range(args.presses_per_kill):
+                buttons.press()
+            standby.wait_for("broker connected", 60)
+            freezes.append(time.monotonic() - frozen)
+            active.proc.send_signal(signal.SIGCONT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                fenced += active.proc.wait(30) == EXIT_LEASE_LOST
+            print(f"freeze {k + 1}: takeover {freezes[-1]:.2f} s", flush=True)
+            n = args.kills + k + 2
+            active, standby = standby, Gateway(fo, root / f"pair-{n}.log")
+            gateways.append(standby)
+            standby.wait_for("standby: waiting for the lease", 60)
+
         deadline = time.monotonic() + 60
         with psycopg.connect(app, autocommit=True) as conn:
             while True:
@@ -257,6 +282,10 @@ def main() -> None:
             "takeover_max_s": round(max(takeovers), 3),
             "alarm_after_kill_p50_s": round(statistics.median(alarm_delays), 3),
             "alarm_after_kill_max_s": round(max(alarm_delays), 3),
+            "freezes": args.freezes,
+            "freeze_takeover_p50_s": round(statistics.median(freezes), 3) if freezes else None,
+            "freeze_takeover_max_s": round(max(freezes), 3) if freezes else None,
+            "fenced": fenced,
             "presses": buttons.pressed,
             "lost": buttons.pressed - residents,
             "duplicates": (incidents - residents) + (triggers - incidents),
@@ -269,7 +298,8 @@ def main() -> None:
         }
         print(
             f"takeover p50 {result['takeover_p50_s']} s, max {result['takeover_max_s']} s over "
-            f"{args.kills} kills; plain restart p50 {result['restart_p50_s']} s "
+            f"{args.kills} kills; frozen: max {result['freeze_takeover_max_s']} s, "
+            f"fenced {fenced}/{args.freezes}; plain restart p50 {result['restart_p50_s']} s "
             f"(ratio {result['takeover_ratio_to_restart']}); presses {buttons.pressed}, "
             f"lost {result['lost']}, duplicates {result['duplicates']}"
         )
