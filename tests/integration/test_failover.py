@@ -16,10 +16,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from devices import protocol as p
+from gateway.api.auth import create_user
 from gateway.commissioning import DeviceCredential
 from gateway.lease import EXIT_LEASE_LOST
 from gateway.settings import Settings
@@ -38,6 +40,7 @@ from tests.tcpproxy import TcpProxy
 pytestmark = pytest.mark.integration
 
 FAILOVER = {"SAFEHOME_FAILOVER__ENABLED": "true"}
+PASSWORD = "duty-password-0123456789"
 TAKEOVER_BOUND_S = 15.0  # issue 15: the standby takes over within 15 s (asserted loosely)
 
 
@@ -133,6 +136,23 @@ def _check_standby(a: GatewayProcess, b: GatewayProcess) -> None:
     assert _readyz(a)[1]["role"] == "active"
 
 
+def _standby_api_acknowledges(db: Database, b: GatewayProcess, site: str) -> None:
+    """The standby serves the API, writes included: a duty nurse takes the first incident
+    through it while the other process is active."""
+    with db.connect() as conn:
+        create_user(conn, "duty", "duty_staff", PASSWORD, site_id=site)
+    base = f"http://127.0.0.1:{_api_port(b)}"
+    login = httpx.post(f"{base}/auth/token", data={"username": "duty", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    incidents = httpx.get(f"{base}/incidents", headers=auth, timeout=10)
+    assert incidents.status_code == 200
+    (first,) = [i["id"] for i in incidents.json()]
+    took = httpx.post(f"{base}/incidents/{first}/acknowledge", headers=auth, timeout=10)
+    assert took.status_code == 200, took.text
+    assert db.scalar("SELECT state FROM incidents WHERE id = %s", (first,)) == "acknowledged"
+
+
 def _check_outcome(db: Database, buttons: Buttons) -> None:
     """Every press is exactly one incident, escalated once, acked ``stored`` once."""
     n = buttons.pressed
@@ -166,6 +186,8 @@ def test_kill_9_of_the_active_hands_over_with_nothing_lost(
         _check_standby(a, b)
         buttons.press()
         wait_until(lambda: len(buttons.stored_acks()) == 1, 10, "the active's ack")
+        wait_until(lambda: db.scalar("SELECT count(*) FROM incidents") == 1, 10, "its incident")
+        _standby_api_acknowledges(db, b, creds[0].site_id)
         killed = time.monotonic()
         a.kill()
         buttons.press()  # while nobody is active: the broker keeps it for the session
