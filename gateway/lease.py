@@ -30,8 +30,10 @@ Why an advisory lock plus a heartbeat row (and not a lease row alone):
   MQTT socket closes with it, the persistent session stays with the broker for the next
   holder) and the supervisor restarts it as a standby. A frozen process that wakes up sees
   its deadline passed on the first tick of the guard thread, far sooner than its MQTT client
-  would reconnect (at least 1 s); the ingest writer also checks :meth:`Lease.valid` before
-  each commit, and acks go out only after a commit.
+  would reconnect; and the MQTT session confirms the lease with a synchronous renewal
+  (:meth:`Lease.confirm`) before every (re)connection, so a holder whose lease session was
+  ended cannot take the session back from the new holder. The ingest writer also checks
+  :meth:`Lease.valid` before each commit, and acks go out only after a commit.
 * A fencing ``token`` (incremented at every takeover) identifies the holding; renewals are
   conditional on it, so a holder whose row was taken over learns so at once.
 
@@ -154,6 +156,25 @@ class Lease:
             and self._lost is None
             and time.monotonic() - self._last_ok < self._s.lease_ttl_s
         )
+
+    def confirm(self) -> bool:
+        """Renew now, synchronously: True only if this process still holds the lease. The
+        MQTT session asks this before every (re)connection: the moment the broker dropped
+        us may be the moment a standby took over, and connecting again would take its
+        session back. A failure fences the process like any other loss."""
+        if not self.valid() or self._conn is None or self.token is None:
+            return False
+        sent = time.monotonic()
+        try:
+            ok = sql.renew(self._conn, self._s.lock_key, self.token)
+        except psycopg.Error as exc:
+            self._lose(f"renewal failed: {type(exc).__name__}")
+            return False
+        if not ok:
+            self._lose("lease taken over")
+            return False
+        self._last_ok = max(self._last_ok, sent)
+        return True
 
     def start_guard(self) -> None:
         """Renew the heartbeat every check interval (one thread) and watch the deadline

@@ -234,6 +234,8 @@ class Runtime:
             self.ingest.enqueue,
             [f"{s.mqtt.prefix}/v1/+/+/+"],
             max_packet_size=s.mqtt_packet_limit,
+            # Failover: every (re)connection only with the lease confirmed (gateway.lease).
+            may_connect=self.lease.confirm if self.lease is not None else None,
         )
         self.ingest.attach(self.session)
         self.ingest.start()

@@ -5,12 +5,15 @@ partition) are in test_failover.py."""
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
 from gateway.lease import Lease, instance_name
+from gateway.mqttsession import MqttSession
 from gateway.settings import FailoverSettings
-from tests.support import Database, wait_until
+from tests.support import Broker, Database, gateway_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +70,48 @@ def test_silent_holder_is_ended_and_fenced_when_it_wakes(db: Database) -> None:
         worker.close()
         a.release()
         b.release()
+
+
+def test_a_holder_whose_lease_session_ended_cannot_confirm(db: Database) -> None:
+    """What the MQTT session asks before reconnecting: the lease session was ended (a
+    standby took over, an administrator, a cut link), so the holder is fenced at once."""
+    lost: list[str] = []
+    a = _lease(db, lost)
+    try:
+        assert a.acquire_once()
+        assert a.confirm() and a.valid()
+        ended = db.scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 2000)) "
+            "FROM pg_stat_activity WHERE application_name = %s",
+            (a.holder,),
+        )
+        assert ended == 1
+        assert not a.confirm()
+        assert not a.valid() and len(lost) == 1 and "renewal failed" in lost[0]
+    finally:
+        a.release()
+
+
+@pytest.mark.parametrize("client", ["native", "paho"])
+def test_mqtt_session_connects_only_once_allowed(db: Database, broker: Broker, client: str) -> None:
+    settings = gateway_settings(db, broker, SAFEHOME_MQTT__CLIENT=client)
+    allowed = threading.Event()
+    asked: list[bool] = []
+
+    def gate() -> bool:
+        asked.append(allowed.is_set())
+        return allowed.is_set()
+
+    session = MqttSession(settings.mqtt, lambda rec: None, ["shg/v1/+/+/+"], may_connect=gate)
+    session.start()
+    try:
+        wait_until(lambda: len(asked) >= 2, 10, "the gate asked")
+        assert not session.connected.is_set()
+        allowed.set()
+        wait_until(session.connected.is_set, 10, "connected once allowed")
+        assert asked[-1] is True
+    finally:
+        session.stop()
 
 
 def test_failover_timings_must_leave_the_holder_time_to_fence_itself() -> None:
