@@ -7,6 +7,10 @@ runner's bounded queue) → MQTT session → HTTP API. Shutdown runs in reverse,
 timeout: no new messages, ingest finishes its batch and hands it over, the runner analyses
 what is queued and writes its detections. A worker that fails fails the process (the
 supervisor, e.g. systemd, restarts it); bad input never does.
+
+With ``failover.enabled`` (gateway.lease) the HTTP API starts right after the database check
+and everything from the alarm recovery to the MQTT session starts only once this process holds
+the lease: at once, or later as the standby taking over. A lost lease ends the process.
 """
 
 from __future__ import annotations
