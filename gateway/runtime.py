@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import psycopg
 import uvicorn
+from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from gateway import audit_anchor
@@ -107,6 +108,12 @@ class Runtime:
                 settings.database.application_name,
             )  # fmt: skip
         self.metrics = Metrics()
+        self.failover_active = Gauge(
+            "safehome_failover_active",
+            "1 while this process is the active gateway (holds the failover lease, or runs "
+            "without failover), 0 while it is the standby",
+            registry=self.metrics.registry,
+        )
         # systemd's notify socket (READY/WATCHDOG/STOPPING); a no-op outside systemd.
         self.sd = notifier if notifier is not None else SdNotifier()
         self.tsinfo: timescale.TimescaleInfo | None = None
@@ -164,6 +171,7 @@ class Runtime:
         if self.sd.watchdog_s is not None:
             watchdog = watchdog_loop(self.sd, self.healthy)
             self._tasks.append(asyncio.create_task(watchdog, name="sd-watchdog"))
+        self.failover_active.set(0 if self.standby else 1)
         self.sd.ready("standby" if self.standby else "serving")
         return self
 
@@ -197,6 +205,7 @@ class Runtime:
                     log.warning("standby: database unavailable", extra=extra)
         log.info("standby: taking over")
         await self._start_active(workflow)
+        self.failover_active.set(1)
         self.sd.status("serving")
 
     async def _start_active(

@@ -134,6 +134,13 @@ def _check_standby(a: GatewayProcess, b: GatewayProcess) -> None:
     assert status == 503 and body["status"] == "standby" and body["role"] == "standby"
     wait_until(lambda: _readyz(a)[0] == 200, 10, "the active ready")
     assert _readyz(a)[1]["role"] == "active"
+    assert _active_gauge(a) == 1.0 and _active_gauge(b) == 0.0
+
+
+def _active_gauge(gw: GatewayProcess) -> float:
+    text = httpx.get(f"http://127.0.0.1:{_api_port(gw)}/metrics", timeout=10).text
+    (value,) = [ln.split()[1] for ln in text.splitlines() if ln.startswith("safehome_failover_")]
+    return float(value)
 
 
 def _standby_api_acknowledges(db: Database, b: GatewayProcess, site: str) -> None:
@@ -198,6 +205,7 @@ def test_kill_9_of_the_active_hands_over_with_nothing_lost(
         buttons.press()
         _check_outcome(db, buttons)
         wait_until(lambda: _readyz(b)[0] == 200, 10, "the new active ready")
+        assert _active_gauge(b) == 1.0
         # The old active, restarted by its supervisor, is now the standby.
         again = GatewayProcess(settings, tmp_path / "a2.log", dict(FAILOVER))
         try:
