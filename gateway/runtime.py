@@ -442,7 +442,10 @@ class Runtime:
         stale_s = self.sd.watchdog_s or 30.0
         if time.monotonic() - self.analysis.last_beat > stale_s:
             return False
-        return not any(t.done() for t in self._tasks if t.get_name() != "sd-watchdog")
+        # The standby's wait ended when it took over (its failure would have ended run()).
+        return not any(
+            t.done() for t in self._tasks if t.get_name() not in ("sd-watchdog", "standby")
+        )
 
     async def _retention_loop(self) -> None:
         assert self.tsinfo is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -271,3 +272,38 @@ def test_active_partitioned_from_the_database_fences_itself(
         buttons.press()
         _check_outcome(db, buttons)
         proxy.heal()
+
+
+def test_standby_under_systemd_is_ready_pings_its_watchdog_and_takes_over(
+    db: Database, broker: Broker, tmp_path: Path
+) -> None:
+    """What the ``safehome-gateway@standby`` unit sees: READY=1 with STATUS=standby, watchdog
+    pings while it waits (systemd would otherwise kill it), STATUS=serving once it took over,
+    pings still, and a clean stop."""
+    make_site(db, broker, beds=1, wearables=False)
+    settings = gateway_settings(db, broker)
+    a = GatewayProcess(settings, tmp_path / "a.log", dict(FAILOVER)).start()
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(30)
+        env = FAILOVER | {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "900000"}
+        b = GatewayProcess(settings, tmp_path / "b.log", env)
+        try:
+            b.start(wait_for="standby: waiting for the lease")
+            assert sock.recv(256) == b"READY=1\nSTATUS=standby"
+            for _ in range(3):
+                assert sock.recv(256) == b"WATCHDOG=1"
+            a.kill()
+            while (msg := sock.recv(256)) == b"WATCHDOG=1":
+                pass
+            assert msg == b"STATUS=serving"
+            assert sock.recv(256) == b"WATCHDOG=1"
+            b.proc.send_signal(signal.SIGTERM)
+            while (msg := sock.recv(256)) == b"WATCHDOG=1":
+                pass
+            assert msg == b"STOPPING=1\nSTATUS=stopping"
+            assert b.proc.wait(60) == 0
+        finally:
+            a.stop()
+            b.stop()
