@@ -136,6 +136,8 @@ def _check_standby(a: GatewayProcess, b: GatewayProcess) -> None:
     wait_until(lambda: _readyz(a)[0] == 200, 10, "the active ready")
     assert _readyz(a)[1]["role"] == "active"
     assert _active_gauge(a) == 1.0 and _active_gauge(b) == 0.0
+    # Had the standby connected with the shared identity, the broker would have dropped A.
+    assert a.log_count("broker connection lost") == 0 and a.log_count("broker connected") == 1
 
 
 def _active_gauge(gw: GatewayProcess) -> float:
