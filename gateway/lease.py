@@ -29,8 +29,8 @@ Why an advisory lock plus a heartbeat row (and not a lease row alone):
   connection breaks, or the deadline passes, the process stops at once (``os._exit``: its
   MQTT socket closes with it, the persistent session stays with the broker for the next
   holder) and the supervisor restarts it as a standby. A frozen process that wakes up sees
-  its deadline passed on the first tick of the guard thread, far sooner than its MQTT client
-  would reconnect; and the MQTT session confirms the lease with a synchronous renewal
+  its deadline passed on the first tick of the guard thread (within 0.1 s); and the MQTT
+  session confirms the lease with a synchronous renewal
   (:meth:`Lease.confirm`) before every (re)connection, so a holder whose lease session was
   ended cannot take the session back from the new holder. The ingest writer also checks
   :meth:`Lease.valid` before each commit, and acks go out only after a commit.
