@@ -19,6 +19,7 @@ packages=(
     fonts-wqy-microhei  # CJK glyphs in PDFs (commissioning records); 1.6 MB vs 57 MB for Noto CJK
     systemd     # systemd-analyze: the tests verify the units of `safehome install-service`
     prometheus  # promtool: the tests check deploy/prometheus/alerts.yml (its server is not used)
+    faketime  # the fault matrix runs the gateway with its clock off by an hour (libfaketime)
 )
 if [ "${1:-}" = "--browser" ]; then
     packages+=(chromium chromium-driver)

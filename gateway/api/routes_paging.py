@@ -166,7 +166,8 @@ def build_paging_router() -> APIRouter:
     async def sms_inbound(request: Request) -> dict[str, Any]:
         settings = _paging(request)
         if settings.inbound_sms_secret is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "inbound SMS not configured")
+            # Off unless configured: not a server fault, there is simply nothing here.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "inbound SMS not configured")
         body = await request.body()
         if len(body) > _MAX_INBOUND:
             raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
