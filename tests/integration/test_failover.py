@@ -1,7 +1,7 @@
 """Active/standby failover (issue 15 §1, gateway.lease) with two real gateway processes on
 one real database and broker: ``kill -9`` of the active, a frozen active (``SIGSTOP``) that
 wakes up after the standby took over, and an active partitioned from the database by a TCP
-proxy. Each ends with every press raised as exactly one incident (nothing lost, nothing
+proxy (tests.faultkit.proxy, blackhole mode). Each ends with every press raised as exactly one incident (nothing lost, nothing
 doubled) and prints the measured takeover time. Default failover timings throughout."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from gateway.api.auth import create_user
 from gateway.commissioning import DeviceCredential
 from gateway.lease import EXIT_LEASE_LOST
 from gateway.settings import Settings
+from tests.faultkit.proxy import TcpProxy
 from tests.support import (
     PREFIX,
     Broker,
@@ -36,7 +37,6 @@ from tests.support import (
     make_site,
     wait_until,
 )
-from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
