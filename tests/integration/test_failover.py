@@ -1,8 +1,9 @@
 """Active/standby failover (issue 15 §1, gateway.lease) with two real gateway processes on
 one real database and broker: ``kill -9`` of the active, a frozen active (``SIGSTOP``) that
 wakes up after the standby took over, and an active partitioned from the database by a TCP
-proxy (tests.faultkit.proxy, blackhole mode). Each ends with every press raised as exactly one incident (nothing lost, nothing
-doubled) and prints the measured takeover time. Default failover timings throughout."""
+proxy (tests.faultkit.proxy, blackhole mode). Each ends with every press raised as exactly
+one incident (nothing lost, nothing doubled) and prints the measured takeover time. Default
+failover timings throughout."""
 
 from __future__ import annotations
 
