@@ -213,7 +213,9 @@ class IngestPipeline:
     """Owns the writer threads. ``enqueue`` is the MQTT session's message callback.
 
     ``sink`` receives the bulk lane's stored messages, ``event_sink`` the event lane's
-    (default: ``sink``); each is called from its lane's writer thread.
+    (default: ``sink``); each is called from its lane's writer thread. With ``may_write``
+    (failover: the lease is still valid, gateway.lease) nothing is committed, so nothing is
+    acked, while it answers False: the process is then being fenced and exits.
     """
 
     def __init__(
@@ -226,8 +228,10 @@ class IngestPipeline:
         *,
         event_sink: Sink | None = None,
         limiter: DeviceRateLimiter | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._db = db
+        self._may_write = may_write
         self._limiter = limiter
         self._settings = settings
         self._prefix = prefix
@@ -602,6 +606,9 @@ class IngestPipeline:
                 rows.setdefault(it.table, []).append(it.row)
         if limited:
             rows.setdefault("dead_letters", []).extend(_rate_limited_rows(limited, self._limiter))
+        if self._may_write is not None:
+            while not self._may_write():  # fenced (lease lost): never commit, never ack
+                time.sleep(0.05)
         started = time.perf_counter()
         try:
             fresh = lane.writer.write(rows, after=lambda conn, new: _mark_alarms(conn, items, new))

@@ -702,8 +702,12 @@ class MqttClient:
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        may_connect: Callable[[], bool] | None = None,
     ) -> None:
         self._host = host
+        # Asked before every (re)connection; False: wait (failover: the lease must be
+        # confirmed first, or another gateway's session would be taken over; gateway.lease).
+        self._may_connect = may_connect
         self._port = port
         self._client_id = client_id
         self._subscriptions = [(f, subscription_options) for f in subscriptions]
@@ -901,6 +905,9 @@ class MqttClient:
         try:
             delay = self._reconnect_min
             while not self._stopping:
+                if self._may_connect is not None and not self._may_connect():
+                    self._wake.wait(self._reconnect_min)
+                    continue
                 up_for = self._connection_once()
                 if self._wake.is_set():  # stop() was called meanwhile
                     break

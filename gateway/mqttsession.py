@@ -67,8 +67,12 @@ class MqttSession:
         *,
         client_id: str | None = None,
         max_packet_size: int = 0,
+        may_connect: Callable[[], bool] | None = None,
     ) -> None:
+        """``may_connect`` is asked before every (re)connection, which waits while it answers
+        False (failover: the lease is confirmed first, gateway.lease)."""
         self._settings = settings
+        self._may_connect = may_connect
         self._on_message_cb = on_message
         self._subscriptions = subscriptions
         self.connected = threading.Event()
@@ -103,6 +107,7 @@ class MqttSession:
                 on_connect=self._up,
                 on_disconnect=self._down,
                 on_refused=self._refused,
+                may_connect=may_connect,
             )
 
     @property
@@ -261,6 +266,14 @@ class _PahoSession:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if owner._may_connect is not None:
+            self.client.on_pre_connect = self._pre_connect
+
+    def _pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """paho's network thread, before each (re)connection: wait until it may connect."""
+        gate = self._owner._may_connect
+        while gate is not None and not gate() and not self._stopping:
+            time.sleep(max(0.1, self._settings.reconnect_min_s))
 
     @property
     def alive(self) -> bool:

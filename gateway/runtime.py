@@ -7,6 +7,10 @@ runner's bounded queue) → MQTT session → HTTP API. Shutdown runs in reverse,
 timeout: no new messages, ingest finishes its batch and hands it over, the runner analyses
 what is queued and writes its detections. A worker that fails fails the process (the
 supervisor, e.g. systemd, restarts it); bad input never does.
+
+With ``failover.enabled`` (gateway.lease) the HTTP API starts right after the database check
+and everything from the alarm recovery to the MQTT session starts only once this process holds
+the lease: at once, or later as the standby taking over. A lost lease ends the process.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Self
 
 import psycopg
 import uvicorn
+from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from gateway import audit_anchor
@@ -36,6 +41,7 @@ from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, l
 from gateway.escalation.recovery import AlarmRecovery
 from gateway.escalation.worker import EscalationWorker
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
+from gateway.lease import Lease, instance_name
 from gateway.metrics import ClientStatsCollector, Metrics
 from gateway.mqttsession import MqttSession
 from gateway.notify.channels import Notifier, NotifyError, build_notifiers
@@ -88,8 +94,26 @@ class Runtime:
         sink: Sink | None = None,
         notifier: SdNotifier | None = None,
     ) -> None:
+        if settings.failover.enabled:
+            # Every connection of this process carries its own instance name: a standby that
+            # takes over from a frozen holder ends the holder's sessions by it (gateway.lease).
+            db = settings.database
+            named = db.model_copy(update={"application_name": instance_name(db.application_name)})
+            settings = settings.model_copy(update={"database": named})
         self.settings = settings
+        self.lease: Lease | None = None
+        if settings.failover.enabled:
+            self.lease = Lease(
+                settings.failover, settings.database.conninfo(),
+                settings.database.application_name,
+            )  # fmt: skip
         self.metrics = Metrics()
+        self.failover_active = Gauge(
+            "safehome_failover_active",
+            "1 while this process is the active gateway (holds the failover lease, or runs "
+            "without failover), 0 while it is the standby",
+            registry=self.metrics.registry,
+        )
         # systemd's notify socket (READY/WATCHDOG/STOPPING); a no-op outside systemd.
         self.sd = notifier if notifier is not None else SdNotifier()
         self.tsinfo: timescale.TimescaleInfo | None = None
@@ -125,6 +149,71 @@ class Runtime:
             "storage ready",
             extra={"timescaledb": self.tsinfo.edition.value, "version": self.tsinfo.version},
         )
+        try:
+            if self.lease is None:
+                await self._start_active(workflow)
+                if self._api_enabled:
+                    await self._start_api()
+            else:
+                # Failover (gateway.lease): the API serves on both; everything that acts on
+                # alarms, the MQTT session first of all, starts only with the lease.
+                if self._api_enabled:
+                    await self._start_api()
+                if await self._try_lease():
+                    await self._start_active(workflow)
+                else:
+                    log.info("standby: waiting for the lease")
+                    standby = self._standby(workflow)
+                    self._tasks.append(asyncio.create_task(standby, name="standby"))
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        if self.sd.watchdog_s is not None:
+            watchdog = watchdog_loop(self.sd, self.healthy)
+            self._tasks.append(asyncio.create_task(watchdog, name="sd-watchdog"))
+        self.failover_active.set(0 if self.standby else 1)
+        self.sd.ready("standby" if self.standby else "serving")
+        return self
+
+    @property
+    def standby(self) -> bool:
+        """Whether this process is the standby of a failover pair (waiting for the lease)."""
+        return self.lease is not None and self.session is None
+
+    async def _try_lease(self) -> bool:
+        """One attempt at the lease; on success its guard starts (it fences the process)."""
+        assert self.lease is not None
+        if not await asyncio.to_thread(self.lease.acquire_once):
+            return False
+        self.lease.start_guard()
+        return True
+
+    async def _standby(self, workflow: tuple[EscalationConfig | None, dict[str, Notifier]]) -> None:
+        """Wait for the lease (database outages are waited out), then become active."""
+        assert self.lease is not None
+        down = False
+        while True:
+            try:  # each attempt waits for the lock up to failover.check_interval_s
+                if await self._try_lease():
+                    break
+                down = False
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                await asyncio.sleep(self.settings.failover.check_interval_s)
+                if not down:
+                    down = True
+                    extra = {"error": type(exc).__name__}
+                    log.warning("standby: database unavailable", extra=extra)
+        log.info("standby: taking over")
+        await self._start_active(workflow)
+        self.failover_active.set(1)
+        self.sd.status("serving")
+
+    async def _start_active(
+        self, workflow: tuple[EscalationConfig | None, dict[str, Notifier]]
+    ) -> None:
+        """Everything that acts on alarms: recovery, analysis, workflow, ingest, MQTT."""
+        s = self.settings
+        assert self.tsinfo is not None
         # Alarms stored but never analysed by the previous run (killed after the ack, down
         # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
         self.recovery = AlarmRecovery(
@@ -147,6 +236,7 @@ class Runtime:
         self.ingest = IngestPipeline(
             s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver,
             event_sink=self._deliver_urgent,
+            may_write=self.lease.valid if self.lease is not None else None,
             limiter=DeviceRateLimiter(
                 s.ingest.rate_limit_per_s, s.ingest.rate_limit_burst,
                 s.ingest.rate_limit_bytes_per_s, s.ingest.rate_limit_burst_bytes,
@@ -157,6 +247,8 @@ class Runtime:
             self.ingest.enqueue,
             [f"{s.mqtt.prefix}/v1/+/+/+"],
             max_packet_size=s.mqtt_packet_limit,
+            # Failover: every (re)connection only with the lease confirmed (gateway.lease).
+            may_connect=self.lease.confirm if self.lease is not None else None,
         )
         self.ingest.attach(self.session)
         self.ingest.start()
@@ -173,13 +265,6 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if s.audit.anchor_key is not None:
             self._tasks.append(asyncio.create_task(self._anchor_loop(), name="audit-anchor"))
-        if self._api_enabled:
-            await self._start_api()
-        if self.sd.watchdog_s is not None:
-            watchdog = watchdog_loop(self.sd, self.healthy)
-            self._tasks.append(asyncio.create_task(watchdog, name="sd-watchdog"))
-        self.sd.ready("serving")
-        return self
 
     def _load_workflow(self) -> tuple[EscalationConfig | None, dict[str, Notifier]]:
         """The escalation ladders and notification channels, validated (or GatewayError)."""
@@ -348,6 +433,8 @@ class Runtime:
         """Ingest, analysis, MQTT session and the workflow workers are all running (the
         analysis thread went round its loop lately). Database or broker outages are not
         ill health: the workers wait them out, and a restart would not help."""
+        if self.standby:  # waiting for the lease: the API and the wait itself must run
+            return not any(t.done() for t in self._tasks if t.get_name() != "sd-watchdog")
         if self.ingest is None or self.analysis is None or self.session is None:
             return False
         if not (self.ingest.alive and self.session.alive and self.analysis.alive):
@@ -355,7 +442,10 @@ class Runtime:
         stale_s = self.sd.watchdog_s or 30.0
         if time.monotonic() - self.analysis.last_beat > stale_s:
             return False
-        return not any(t.done() for t in self._tasks if t.get_name() != "sd-watchdog")
+        # The standby's wait ended when it took over (its failure would have ended run()).
+        return not any(
+            t.done() for t in self._tasks if t.get_name() not in ("sd-watchdog", "standby")
+        )
 
     async def _retention_loop(self) -> None:
         assert self.tsinfo is not None
@@ -406,12 +496,20 @@ class Runtime:
     async def run(self) -> None:
         """Run until stop is requested or a worker fails (then raise)."""
         stop = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stop and task.exception() is not None:
-                stop.cancel()
-                raise GatewayError(f"{task.get_name()} failed") from task.exception()
-        stop.cancel()
+        finished: set[asyncio.Task[Any]] = set()
+        try:
+            while True:
+                waiting = [stop, *(t for t in self._tasks if t not in finished)]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not stop and task.exception() is not None:
+                        raise GatewayError(f"{task.get_name()} failed") from task.exception()
+                # The standby's wait ends when it took over: keep running as the active.
+                if stop in done or any(t.get_name() != "standby" for t in done):
+                    return
+                finished.update(done)
+        finally:
+            stop.cancel()
 
     async def __aexit__(
         self,
@@ -445,4 +543,6 @@ class Runtime:
             self.recovery.close()
         if self.workflow_pool is not None:  # after its workers' tasks ended above
             await self.workflow_pool.close(timeout=5)
+        if self.lease is not None:  # last: nothing of ours writes or acks any more
+            await asyncio.to_thread(self.lease.release)
         log.info("gateway stopped")

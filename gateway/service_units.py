@@ -8,7 +8,11 @@ Units:
   capabilities, syscall filter), secrets passed as systemd credentials (``LoadCredential=``)
   and read through the settings' ``*_FILE`` variables.
 * ``safehome-gateway@.service``: the same for a second instance (``safehome-gateway@standby``),
-  with its own overlay ``/etc/safehome/gateway-<instance>.toml`` and state directory.
+  with its own overlay ``/etc/safehome/gateway-<instance>.toml`` and state directory. Both
+  units run with the failover lease on (``SAFEHOME_FAILOVER__ENABLED=true``, gateway.lease):
+  whichever holds it is active, the other waits as the standby, so enabling the second
+  instance can never make two gateways take the MQTT session from each other. A fenced
+  active exits (75) and ``Restart=always`` brings it back as the standby.
 * With ``services="project"``: ``safehome-postgresql.service`` and
   ``safehome-mosquitto.service`` run the project's own PostgreSQL + TimescaleDB and Mosquitto
   from the directories ``safehome services up`` prepared under the state directory (the
@@ -138,6 +142,8 @@ WorkingDirectory={var_dir}
 ReadWritePaths={var_dir}
 Environment=SAFEHOME_CONFIG={overlay}
 Environment=SAFEHOME_VAR_DIR={var_dir}
+# Always behind the lease (gateway.lease): one active, any other instance the standby.
+Environment=SAFEHOME_FAILOVER__ENABLED=true
 Environment=PYTHONUNBUFFERED=1
 # Secrets: systemd credentials (root-only files, exposed read-only to this service),
 # read through the settings' *_FILE variables. More (SMTP, SMS) go in a drop-in the same way.

@@ -87,10 +87,13 @@ class DatabaseSettings(_Section):
     # After this long without a database the gateway keeps retrying; it only logs.
     retry_min_s: float = Field(0.2, gt=0)
     retry_max_s: float = Field(5.0, gt=0)
+    # Every connection of the gateway carries this name; with failover enabled each process
+    # appends its own instance tag (a standby ends a frozen holder's sessions by it).
+    application_name: str = Field("safehome-gateway", min_length=1, max_length=40)
 
     def conninfo(self) -> str:
         """libpq connection string (password included when set)."""
-        return self._conninfo(self.user, self.password, "safehome-gateway")
+        return self._conninfo(self.user, self.password, self.application_name)
 
     @property
     def app_role(self) -> str | None:
@@ -393,6 +396,33 @@ class MetricsSettings(_Section):
     broker_sys: bool = True
 
 
+class FailoverSettings(_Section):
+    """Active/standby failover (gateway.lease): two gateways on one database and broker."""
+
+    # Off: this gateway is always active (one process per site, the default).
+    enabled: bool = False
+    # The PostgreSQL advisory lock both processes contend for (one per gateway pair/cell).
+    lock_key: int = Field(0x5AFE0023, ge=-(2**63), le=2**63 - 1)
+    # The holder renews its heartbeat, and a standby tries to take the lease, this often.
+    check_interval_s: float = Field(1.0, gt=0, le=60)
+    # The holder fences itself (stops its MQTT session and exits) when its last successful
+    # renewal was sent longer ago than this (a partition from the database, a frozen process).
+    lease_ttl_s: float = Field(4.0, gt=0, le=600)
+    # A standby ends the sessions of a holder whose heartbeat is older than this, which
+    # releases the lock (must exceed lease_ttl_s: the holder has fenced itself by then).
+    takeover_after_s: float = Field(8.0, gt=0, le=1200)
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> FailoverSettings:
+        if self.lease_ttl_s < 2 * self.check_interval_s:
+            raise ValueError("failover.lease_ttl_s must be at least twice check_interval_s")
+        if self.takeover_after_s < self.lease_ttl_s + 2 * self.check_interval_s:
+            raise ValueError(
+                "failover.takeover_after_s must exceed lease_ttl_s by two check_interval_s"
+            )
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -423,6 +453,7 @@ class Settings(BaseSettings):
     commissioning: CommissioningSettings = CommissioningSettings()
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
+    failover: FailoverSettings = FailoverSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

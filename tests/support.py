@@ -434,7 +434,8 @@ class GatewayProcess:
         self.env = env or {}  # extra SAFEHOME_* settings (analysis timers, ...)
         self.proc: Any = None
 
-    def start(self) -> GatewayProcess:
+    def start(self, wait_for: str = "broker connected") -> GatewayProcess:
+        """Start and wait for ``wait_for`` in the log (a failover standby: "standby: ...")."""
         import os
         import subprocess
         import sys
@@ -450,7 +451,7 @@ class GatewayProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: "broker connected" in self.log_text(), 30, "gateway start")
+        wait_until(lambda: wait_for in self.log_text(), 30, "gateway start")
         return self
 
     def log_text(self) -> str:

@@ -93,15 +93,19 @@ def build_app(runtime: Runtime) -> FastAPI:
         }
 
     @app.get("/readyz", tags=["operations"],
-             summary="Readiness: 503 unless the database answers and the broker is connected",
+             summary="Readiness: 503 unless the database answers and the broker is connected "
+                     "(and on the standby of a failover pair)",
              **PUBLIC)  # fmt: skip
     def readyz() -> JSONResponse:
         session = runtime.session
         broker = bool(session and session.connected.is_set())
         database = database_ready(pool, READY_TIMEOUT_S)
-        ready = broker and database
-        body = {"status": "ready" if ready else "not ready", "broker_connected": broker,
-                "database_up": database}  # fmt: skip
+        # The standby of a failover pair serves the API but is not ready (gateway.lease).
+        standby = bool(getattr(runtime, "standby", False))
+        ready = broker and database and not standby
+        status = "standby" if standby else "ready" if ready else "not ready"
+        body = {"status": status, "broker_connected": broker, "database_up": database,
+                "role": "standby" if standby else "active"}  # fmt: skip
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",

@@ -22,7 +22,8 @@ def test_readyz_follows_the_database_and_the_broker(private_pg: Database, broker
     with InProcessGateway(settings) as gw:
         wait_until(lambda: _get(gw, "/readyz")[0] == 200, 15, "ready")
         assert _get(gw, "/readyz")[1] == {
-            "status": "ready", "broker_connected": True, "database_up": True}  # fmt: skip
+            "status": "ready", "broker_connected": True, "database_up": True,
+            "role": "active"}  # fmt: skip
         broker.server.stop()
         try:
             wait_until(lambda: _get(gw, "/readyz")[0] == 503, 15, "not ready without broker")

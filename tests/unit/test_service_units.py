@@ -97,6 +97,9 @@ def test_gateway_unit_is_notify_with_watchdog_credentials_and_hardening() -> Non
     standby = units[STANDBY_TEMPLATE]
     assert "Environment=SAFEHOME_CONFIG=/etc/safehome/gateway-%i.toml" in standby
     assert "ReadWritePaths=/var/lib/safehome/%i" in standby
+    # Both run behind the failover lease: enabling the second instance is safe.
+    for unit in (standby, units[GATEWAY_UNIT]):
+        assert "Environment=SAFEHOME_FAILOVER__ENABLED=true" in unit
     assert "StateDirectory=" not in gw  # it would chown PostgreSQL's data of project mode
 
 
