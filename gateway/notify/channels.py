@@ -482,15 +482,18 @@ class AliyunSmsProvider:
     ) -> DeliveryResult:
         """POST the signed form; classify by HTTP status and Aliyun's ``Code``."""
         form = self.request_params(phone, template_code, params, out_id=out_id)
-        body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
-        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-        try:
-            status, raw = await asyncio.to_thread(
-                _http_post, self._settings.endpoint, body, headers, self._settings.timeout_s
-            )
-        except (OSError, urllib.error.URLError) as exc:
-            return _network_failure(exc)
-        return _aliyun_result(status, raw)
+        return await _aliyun_post(self._settings.endpoint, form, self._settings.timeout_s)
+
+
+async def _aliyun_post(endpoint: str, form: Mapping[str, str], timeout_s: float) -> DeliveryResult:
+    """POST a signed Aliyun RPC form (SMS, voice) and classify the answer."""
+    body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    try:
+        status, raw = await asyncio.to_thread(_http_post, endpoint, body, headers, timeout_s)
+    except (OSError, urllib.error.URLError) as exc:
+        return _network_failure(exc)
+    return _aliyun_result(status, raw)
 
 
 def _aliyun_result(status: int, raw: bytes) -> DeliveryResult:
@@ -572,15 +575,7 @@ class AliyunVoiceNotifier:
         form = self.request_params(
             message.address, message.sms_params, out_id=str(message.notification_id)
         )
-        body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
-        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-        try:
-            status, raw = await asyncio.to_thread(
-                _http_post, self._settings.endpoint, body, headers, self._settings.timeout_s
-            )
-        except (OSError, urllib.error.URLError) as exc:
-            return _network_failure(exc)
-        return _aliyun_result(status, raw)
+        return await _aliyun_post(self._settings.endpoint, form, self._settings.timeout_s)
 
 
 # WeChat errcodes: the access token is invalid or expired (refresh once and retry)...
