@@ -1,5 +1,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Test workers: the suite is bound by waits on real services, not by the 2 cores.
+PYTEST_WORKERS ?= 3
 
 .PHONY: check lint types test format
 
@@ -14,7 +16,7 @@ types:
 	$(BIN)/mypy tests bench
 
 test:
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 format:
 	$(BIN)/ruff format .

@@ -132,3 +132,33 @@ def _ci_guard() -> None:
     """Under CI the real services must exist: fail, never skip."""
     if os.environ.get("CI") == "true":
         assert shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
+
+
+# The files whose tests run longest (minutes each: whole product through CLI/browser, process
+# kills, outages). They start first, so under ``pytest -n`` no worker is left alone with a long
+# tail at the end; the order within the rest is unchanged.
+_LONG_FIRST = (
+    "tests/e2e/test_installer_cli.py",
+    "tests/e2e/test_device_emulator.py",
+    "tests/integration/test_fault_matrix.py",
+    "tests/integration/test_resilience.py",
+    "tests/integration/test_failover.py",
+    "tests/integration/test_api_schemathesis.py",
+    "tests/integration/test_paging.py",
+    "tests/integration/test_roster_cli.py",
+    "tests/e2e/test_simulated_site.py",
+    "tests/integration/test_api.py",
+    "tests/integration/test_api_attacks.py",
+    "tests/integration/test_alarm_durability.py",
+    "tests/integration/test_mqtt_identity.py",
+    "tests/integration/test_mqtt_limits.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(_LONG_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+
+    items.sort(key=key)  # stable: the rest keep their collection order
