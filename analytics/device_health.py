@@ -59,12 +59,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from analytics.routine import (
-    CHINA_UTC_OFFSET_S,
     format_duration,
     format_time,
     window_overlap_s,
 )
-from analytics.types import DetailValue, Detection, DetectionKind
+from analytics.types import DEFAULT_UTC_OFFSET_S, DetailValue, Detection, DetectionKind
 
 BED_SENSOR: Final = "bed_sensor"
 WEARABLE: Final = "wearable"
@@ -85,7 +84,7 @@ def _default_intervals() -> dict[str, float]:
 class DeviceHealthParams:
     """Thresholds of the device-health tracker (per-device overrides go to ``register``)."""
 
-    utc_offset_s: float = CHINA_UTC_OFFSET_S
+    utc_offset_s: float = DEFAULT_UTC_OFFSET_S
     heartbeat_interval_s: Mapping[str, float] = field(default_factory=_default_intervals)
     default_interval_s: float = 300.0  # kinds not listed above
     deadline_factor: float = 2.5  # silent after factor x interval without a message
@@ -121,6 +120,7 @@ class _Device:
         "silent",
         "silent_since",
         "site",
+        "utc_offset",
         "waking",
         "worn",
         "worn_changed",
@@ -137,6 +137,7 @@ class _Device:
         deadline: float,
         last_seen: float,
         waking: tuple[float, float],
+        utc_offset: float,
     ) -> None:
         self.id = device_id
         self.kind = kind
@@ -159,6 +160,7 @@ class _Device:
         self.not_worn_open: Detection | None = None
         self.care_paused = False
         self.waking = waking
+        self.utc_offset = utc_offset  # the site's: local waking time is the site's
 
     @property
     def label(self) -> str:
@@ -200,6 +202,7 @@ class DeviceHealthTracker:
         worn: bool | None = None,
         worn_since: float | None = None,
         waking_window_s: tuple[float, float] | None = None,
+        utc_offset_s: float | None = None,
     ) -> None:
         """Start tracking a device, or update a tracked one (kind, place, interval).
 
@@ -207,7 +210,9 @@ class DeviceHealthTracker:
         device. The restore arguments (``last_seen``, ``offline``, ``battery_pct``,
         ``worn``, ``worn_since``) rebuild the state after a restart; without ``last_seen``
         the device gets one full deadline from ``now``. ``waking_window_s`` is the local
-        (start, end) of waking time for NOT_WORN, e.g. from the resident's routine.
+        (start, end) of waking time for NOT_WORN, e.g. from the resident's routine, in the
+        local time of ``utc_offset_s``: the device's site's offset (default
+        :attr:`DeviceHealthParams.utc_offset_s`, for a device whose site is not known).
         """
         p = self.params
         interval = (
@@ -219,6 +224,7 @@ class DeviceHealthTracker:
         waking = (
             waking_window_s if waking_window_s is not None else (p.waking_start_s, p.waking_end_s)
         )
+        offset = utc_offset_s if utc_offset_s is not None else p.utc_offset_s
         d = self._devices.get(device_id)
         if d is None:
             d = _Device(
@@ -230,6 +236,7 @@ class DeviceHealthTracker:
                 deadline=deadline,
                 last_seen=last_seen if last_seen is not None else now,
                 waking=waking,
+                utc_offset=offset,
             )
             self._devices[device_id] = d
             self._sites.setdefault(site, {}).setdefault(location, []).append(d)
@@ -239,6 +246,7 @@ class DeviceHealthTracker:
                 d.site, d.location = site, location
                 self._sites.setdefault(site, {}).setdefault(location, []).append(d)
             d.kind, d.interval, d.deadline, d.waking = kind, interval, deadline, waking
+            d.utc_offset = offset
             if last_seen is not None and last_seen > d.last_seen:
                 d.last_seen = last_seen
         if offline:
@@ -556,7 +564,7 @@ class DeviceHealthTracker:
         since = d.worn_changed
         if now - since < p.not_worn_s:
             return
-        waking = window_overlap_s(since, now, d.waking[0], d.waking[1], p.utc_offset_s)
+        waking = window_overlap_s(since, now, d.waking[0], d.waking[1], d.utc_offset)
         if waking < p.not_worn_s:
             return
         d.not_worn_open = Detection(
@@ -564,7 +572,7 @@ class DeviceHealthTracker:
             subject=d.id,
             time=now,
             reason=(
-                f"{d.label} not worn since {self._clock(since)} "
+                f"{d.label} not worn since {format_time(since, d.utc_offset)} "
                 f"({format_duration(waking)} of waking time; alert after "
                 f"{format_duration(p.not_worn_s)})"
             ),
