@@ -46,7 +46,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/paging/channels.py",
         "gateway/registry.py",
         "gateway/registry_admin.py",
-        "gateway/reports/sla.py",
         "gateway/runtime.py",
         "gateway/workflow/service.py",
     }
