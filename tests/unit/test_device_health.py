@@ -369,3 +369,17 @@ def test_not_worn_waking_time_is_the_sites_local_time() -> None:
     assert "not worn since 13:00" in raised["eu"].reason
     assert raised["cn"].time == pytest.approx(day_start(19738, OFF) + 8 * 3600.0, abs=60)
     assert "not worn since 20:00" in raised["cn"].reason
+
+
+def test_offline_reasons_tell_the_time_at_the_devices_site() -> None:
+    tracker = DeviceHealthTracker()
+    tracker.register("b-eu", BUTTON, site="eu", location="l", now=T0, utc_offset_s=0.0)
+    tracker.register("b-cn", BUTTON, site="cn", location="m", now=T0)
+    dets: list[Detection] = []
+    t = T0
+    while len(dets) < 2 and t < T0 + 3600:
+        t += 60.0
+        dets.extend(tracker.check(t))
+    by = {d.subject: d for d in dets}
+    assert "silent since 02:00" in by["b-eu"].reason  # 10:00 at UTC+8 is 02:00 UTC
+    assert "silent since 10:00" in by["b-cn"].reason
