@@ -11,6 +11,11 @@ Two tables, each a plain mapping, so a new device kind or message type is one en
   proves its device alive.
 
 Handlers are typed functions, looked up by key: no handler name is built from a string.
+
+Adding a device kind (e.g. a door, motion or smoke sensor): one :data:`DEVICE_KINDS` entry
+(its heartbeat setting), and one :data:`EVENT_ROUTES` (or :data:`READING_ROUTES`) entry per
+new message type, whose handler is a function ``(router, device, message, received_at,
+alarms)`` like :meth:`MessageRouter.on_low_battery`; it may live in the kind's own module.
 """
 
 from __future__ import annotations
