@@ -59,12 +59,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from analytics.routine import (
-    CHINA_UTC_OFFSET_S,
     format_duration,
     format_time,
     window_overlap_s,
 )
-from analytics.types import DetailValue, Detection, DetectionKind
+from analytics.types import DEFAULT_UTC_OFFSET_S, DetailValue, Detection, DetectionKind
 
 BED_SENSOR: Final = "bed_sensor"
 WEARABLE: Final = "wearable"
@@ -85,7 +84,7 @@ def _default_intervals() -> dict[str, float]:
 class DeviceHealthParams:
     """Thresholds of the device-health tracker (per-device overrides go to ``register``)."""
 
-    utc_offset_s: float = CHINA_UTC_OFFSET_S
+    utc_offset_s: float = DEFAULT_UTC_OFFSET_S  # for a device registered without its site's
     heartbeat_interval_s: Mapping[str, float] = field(default_factory=_default_intervals)
     default_interval_s: float = 300.0  # kinds not listed above
     deadline_factor: float = 2.5  # silent after factor x interval without a message
@@ -121,6 +120,7 @@ class _Device:
         "silent",
         "silent_since",
         "site",
+        "utc_offset",
         "waking",
         "worn",
         "worn_changed",
@@ -137,6 +137,7 @@ class _Device:
         deadline: float,
         last_seen: float,
         waking: tuple[float, float],
+        utc_offset: float,
     ) -> None:
         self.id = device_id
         self.kind = kind
@@ -159,6 +160,7 @@ class _Device:
         self.not_worn_open: Detection | None = None
         self.care_paused = False
         self.waking = waking
+        self.utc_offset = utc_offset  # the site's: local waking time is the site's
 
     @property
     def label(self) -> str:
@@ -200,6 +202,7 @@ class DeviceHealthTracker:
         worn: bool | None = None,
         worn_since: float | None = None,
         waking_window_s: tuple[float, float] | None = None,
+        utc_offset_s: float | None = None,
     ) -> None:
         """Start tracking a device, or update a tracked one (kind, place, interval).
 
@@ -207,7 +210,9 @@ class DeviceHealthTracker:
         device. The restore arguments (``last_seen``, ``offline``, ``battery_pct``,
         ``worn``, ``worn_since``) rebuild the state after a restart; without ``last_seen``
         the device gets one full deadline from ``now``. ``waking_window_s`` is the local
-        (start, end) of waking time for NOT_WORN, e.g. from the resident's routine.
+        (start, end) of waking time for NOT_WORN, e.g. from the resident's routine, in the
+        local time of ``utc_offset_s``: the device's site's offset (default
+        :attr:`DeviceHealthParams.utc_offset_s`, for a device whose site is not known).
         """
         p = self.params
         interval = (
@@ -219,6 +224,7 @@ class DeviceHealthTracker:
         waking = (
             waking_window_s if waking_window_s is not None else (p.waking_start_s, p.waking_end_s)
         )
+        offset = utc_offset_s if utc_offset_s is not None else p.utc_offset_s
         d = self._devices.get(device_id)
         if d is None:
             d = _Device(
@@ -230,6 +236,7 @@ class DeviceHealthTracker:
                 deadline=deadline,
                 last_seen=last_seen if last_seen is not None else now,
                 waking=waking,
+                utc_offset=offset,
             )
             self._devices[device_id] = d
             self._sites.setdefault(site, {}).setdefault(location, []).append(d)
@@ -239,6 +246,7 @@ class DeviceHealthTracker:
                 d.site, d.location = site, location
                 self._sites.setdefault(site, {}).setdefault(location, []).append(d)
             d.kind, d.interval, d.deadline, d.waking = kind, interval, deadline, waking
+            d.utc_offset = offset
             if last_seen is not None and last_seen > d.last_seen:
                 d.last_seen = last_seen
         if offline:
@@ -254,7 +262,7 @@ class DeviceHealthTracker:
         d = self._devices.pop(device_id, None)
         if d is None:
             return
-        why = f"{d.label} removed from service at {self._clock(now)}"
+        why = f"{d.label} removed from service at {self._clock(now, d)}"
         for kind in (
             DetectionKind.DEVICE_OFFLINE,
             DetectionKind.LOW_BATTERY,
@@ -358,7 +366,7 @@ class DeviceHealthTracker:
             d.worn_changed = t
         if worn and d.not_worn_open is not None:
             self._resolve_device(
-                d, DetectionKind.NOT_WORN, t, f"{d.label} worn again at {self._clock(t)}"
+                d, DetectionKind.NOT_WORN, t, f"{d.label} worn again at {self._clock(t, d)}"
             )
 
     def set_care_paused(self, device_id: str, t: float, paused: bool) -> None:
@@ -372,7 +380,7 @@ class DeviceHealthTracker:
                 d,
                 DetectionKind.NOT_WORN,
                 t,
-                f"monitoring paused at {self._clock(t)}: resident away",
+                f"monitoring paused at {self._clock(t, d)}: resident away",
             )
         elif d.worn is False:
             d.worn_changed = max(d.worn_changed, t)
@@ -454,7 +462,7 @@ class DeviceHealthTracker:
                 _resolved(
                     site_det,
                     back,
-                    f"site {site} reachable again at {self._clock(back)} after "
+                    f"site {site} reachable again at {self._site_clock(back, site)} after "
                     f"{format_duration(back - (site_det.started or back))} without contact",
                 )
             )
@@ -481,7 +489,7 @@ class DeviceHealthTracker:
                     _resolved(
                         hub,
                         back,
-                        f"devices at {loc} reporting again at {self._clock(back)} after "
+                        f"devices at {loc} reporting again at {self._clock(back, devs[0])} after "
                         f"{format_duration(back - (hub.started or back))}",
                     )
                 )
@@ -543,7 +551,7 @@ class DeviceHealthTracker:
                     d,
                     DetectionKind.DEVICE_OFFLINE,
                     back,
-                    f"{d.label} back online at {self._clock(back)} after "
+                    f"{d.label} back online at {self._clock(back, d)} after "
                     f"{format_duration(back - (d.offline_open.started or back))} without contact",
                 )
                 out.extend(self._outbox)
@@ -556,7 +564,7 @@ class DeviceHealthTracker:
         since = d.worn_changed
         if now - since < p.not_worn_s:
             return
-        waking = window_overlap_s(since, now, d.waking[0], d.waking[1], p.utc_offset_s)
+        waking = window_overlap_s(since, now, d.waking[0], d.waking[1], d.utc_offset)
         if waking < p.not_worn_s:
             return
         d.not_worn_open = Detection(
@@ -564,7 +572,7 @@ class DeviceHealthTracker:
             subject=d.id,
             time=now,
             reason=(
-                f"{d.label} not worn since {self._clock(since)} "
+                f"{d.label} not worn since {self._clock(since, d)} "
                 f"({format_duration(waking)} of waking time; alert after "
                 f"{format_duration(p.not_worn_s)})"
             ),
@@ -578,12 +586,12 @@ class DeviceHealthTracker:
     def _raise_device_offline(self, d: _Device, now: float) -> Detection:
         if d.offline_at >= d.last_seen:
             reason = (
-                f"{d.label} at {d.location} reported offline at {self._clock(d.offline_at)} "
-                f"(connection lost); last message {self._clock(d.last_seen)}"
+                f"{d.label} at {d.location} reported offline at {self._clock(d.offline_at, d)} "
+                f"(connection lost); last message {self._clock(d.last_seen, d)}"
             )
         else:
             reason = (
-                f"{d.label} at {d.location} silent since {self._clock(d.last_seen)}: no "
+                f"{d.label} at {d.location} silent since {self._clock(d.last_seen, d)}: no "
                 f"message for {format_duration(now - d.last_seen)} (expected every "
                 f"{format_duration(d.interval)})"
             )
@@ -610,7 +618,7 @@ class DeviceHealthTracker:
             subject=loc,
             time=now,
             reason=(
-                f"all {len(devs)} devices at {loc} silent since {self._clock(loc_last)} "
+                f"all {len(devs)} devices at {loc} silent since {self._clock(loc_last, devs[0])} "
                 f"({kinds}): likely the home's hub, router or power supply"
             ),
             details={
@@ -639,7 +647,7 @@ class DeviceHealthTracker:
             time=now,
             reason=(
                 f"all {n_devices} devices at {len(summaries)} locations of site {site} silent "
-                f"since {self._clock(site_last)}: likely the site's network connection"
+                f"since {self._site_clock(site_last, site)}: likely the site's network connection"
             ),
             details={
                 "site": site,
@@ -673,7 +681,15 @@ class DeviceHealthTracker:
         details.update(extra)
         return details
 
-    def _clock(self, t: float) -> str:
+    def _clock(self, t: float, d: _Device) -> str:
+        """``t`` as local time of day at ``d``'s site."""
+        return format_time(t, d.utc_offset)
+
+    def _site_clock(self, t: float, site: str) -> str:
+        """``t`` as local time of day at ``site`` (every device of a site has its offset)."""
+        for devs in self._sites.get(site, {}).values():
+            if devs:
+                return self._clock(t, devs[0])
         return format_time(t, self.params.utc_offset_s)
 
 

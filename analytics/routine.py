@@ -37,12 +37,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from analytics.types import DetailValue, Detection, DetectionKind
+from analytics.types import DEFAULT_UTC_OFFSET_S, DetailValue, Detection, DetectionKind
 
 DAY_S: Final = 86400.0
 HOUR_S: Final = 3600.0
 MINUTE_S: Final = 60.0
-CHINA_UTC_OFFSET_S: Final = 8 * 3600.0
 
 # --------------------------------------------------------------------------------------
 # local time helpers (shared with vitals.py and device_health.py)
@@ -156,7 +155,7 @@ class RoutineParams:
     """
 
     care_level: int = 2
-    utc_offset_s: float = CHINA_UTC_OFFSET_S
+    utc_offset_s: float = DEFAULT_UTC_OFFSET_S
 
     # --- learning the routine
     learn_days: int = 14  # at most this many most recent non-away days are used

@@ -10,6 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
+
+DEFAULT_UTC_OFFSET_S: Final = 8 * 3600.0
+"""The UTC offset (seconds) of a site that has none of its own: China's, UTC+8.
+
+The one definition of this default: a site's own ``utc_offset_s`` (table ``sites``) always
+wins; this applies only where no site is known (a detector's default parameters, a device
+bound to a site missing from the registry)."""
 
 
 class DetectionKind(StrEnum):

@@ -43,13 +43,12 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.routine import (
-    CHINA_UTC_OFFSET_S,
     day_start,
     format_duration,
     format_time,
     local_day,
 )
-from analytics.types import DetailValue, Detection, DetectionKind
+from analytics.types import DEFAULT_UTC_OFFSET_S, DetailValue, Detection, DetectionKind
 
 MAD_TO_SIGMA: Final = 1.4826
 HR_BINS: Final = 256  # histogram bins of 1 bpm
@@ -60,7 +59,7 @@ RR_BINS: Final = 64  # histogram bins of 1 /min
 class VitalsParams:
     """Thresholds of the vitals monitor; override per resident with ``dataclasses.replace``."""
 
-    utc_offset_s: float = CHINA_UTC_OFFSET_S  # local days for the baseline
+    utc_offset_s: float = DEFAULT_UTC_OFFSET_S  # local days for the baseline
 
     # --- absolute limits
     hr_low: float = 40.0

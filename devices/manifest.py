@@ -31,9 +31,12 @@ from typing import Any
 
 import orjson
 
+from analytics.types import DEFAULT_UTC_OFFSET_S
 from devices.errors import ManifestError
 from devices.protocol import DEFAULT_PREFIX, DeviceKind, is_valid_id, is_valid_prefix
 from devices.transport import BrokerEndpoint
+
+DEFAULT_SITE_UTC_OFFSET_S = int(DEFAULT_UTC_OFFSET_S)  # a manifest without its own offset
 
 __all__ = [
     "BrokerEndpoint",
@@ -63,7 +66,7 @@ class SiteManifest:
     site: str
     devices: tuple[ManifestDevice, ...]
     prefix: str = DEFAULT_PREFIX
-    utc_offset_s: int = 8 * 3600
+    utc_offset_s: int = DEFAULT_SITE_UTC_OFFSET_S
     broker: BrokerEndpoint = field(default_factory=BrokerEndpoint)
 
     def device(self, device_id: str) -> ManifestDevice:
@@ -95,7 +98,7 @@ def manifest_from_dict(data: Mapping[str, Any], *, path: str | None = None) -> S
     prefix = data.get("prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str) or not is_valid_prefix(prefix):
         raise ManifestError("invalid MQTT topic prefix", path=path, field="prefix")
-    offset = data.get("utc_offset_s", 8 * 3600)
+    offset = data.get("utc_offset_s", DEFAULT_SITE_UTC_OFFSET_S)
     if type(offset) is not int or not -14 * 3600 <= offset <= 14 * 3600:
         raise ManifestError(
             "utc_offset_s must be an integer within ±14 h", path=path, field="utc_offset_s"

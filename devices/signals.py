@@ -23,6 +23,8 @@ from typing import ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from analytics.types import DEFAULT_UTC_OFFSET_S
+
 __all__ = [
     "DAY_S",
     "Activity",
@@ -119,7 +121,7 @@ class ResidentModel:
     """
 
     routine: DailyRoutine
-    utc_offset_s: float = 8 * _HOUR
+    utc_offset_s: float = DEFAULT_UTC_OFFSET_S
     overrides: list[_Override] = field(default_factory=list)
     fallen_at: float | None = None
     on_floor_until: float | None = None

@@ -36,6 +36,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway import facts
 from gateway.storage import carepath
 from gateway.storage.carepath import InFlight
 
@@ -47,7 +48,7 @@ INCIDENT_EVENTS = frozenset({
     "raised", "triggered", "acknowledged", "dispatched", "on_scene", "resolved", "closed",
     "cancelled", "reopened",
 })  # fmt: skip
-PRIORITIES = range(1, 6)
+PRIORITIES = facts.PRIORITIES
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 

@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from gateway import audit
 from gateway.brokerauth import DeviceAccount, hash_password, new_password
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.registry_admin import check_id, conflict, invalid, not_found
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def apply_site_definition(
             "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind, "
             "utc_offset_s = EXCLUDED.utc_offset_s",
             (site_id, _req(site, "name", "site"), _req(site, "kind", "site"),
-             int(site.get("utc_offset_s", 28800))),
+             int(site.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT))),
         )  # fmt: skip
         for i, loc in enumerate(definition.get("locations", [])):
             w = f"locations[{i}]"

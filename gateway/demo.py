@@ -35,6 +35,7 @@ from devices.transport import BrokerEndpoint
 from gateway.api.auth import create_user, hash_password
 from gateway.commissioning import DeviceCredential, apply_site_definition, load_site_definition
 from gateway.escalation.roster import DutyRole, add_shift
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.localsvc import free_port
 from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
@@ -154,7 +155,7 @@ def _manifest(
         site=str(definition["site"]["id"]),
         devices=devices,
         prefix=settings.mqtt.prefix,
-        utc_offset_s=int(definition["site"].get("utc_offset_s", 28800)),
+        utc_offset_s=int(definition["site"].get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
         broker=BrokerEndpoint(host=settings.mqtt.host, port=settings.mqtt.port),
     )
 

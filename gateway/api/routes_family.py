@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException, status
 from psycopg.rows import dict_row
 
 from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
-from gateway.api.routes_incidents import OPEN_STATES, load_last_vitals
+from gateway.api.routes_incidents import load_last_vitals
+from gateway.facts import OPEN_STATES
 from gateway.workflow.service import IncidentService
 
 _LINKED_SQL = """

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from gateway import acceptance, audit
 from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
 from gateway.escalation.timeline import escalation_status, escalation_timeline
+from gateway.facts import OPEN_STATES
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
     RULES,
@@ -29,7 +30,6 @@ from gateway.workflow.transitions import (
     WorkflowError,
 )
 
-OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
 StateFilter = Literal[
     "open", "all", "raised", "acknowledged", "dispatched", "on_scene", "resolved", "closed",
     "cancelled",

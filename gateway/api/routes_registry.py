@@ -22,6 +22,7 @@ from gateway import audit
 from gateway import registry_admin as reg
 from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
 from gateway.api.routes_incidents import may_see_site
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 Code = Annotated[str, Field(min_length=3, max_length=64, pattern=reg.CODE_PATTERN)]
@@ -33,7 +34,7 @@ class SiteIn(BaseModel):
     site_id: Ident
     name: Text
     kind: Literal["nursing_home", "home_care_centre"]
-    utc_offset_s: int = Field(28800, ge=-14 * 3600, le=14 * 3600)
+    utc_offset_s: int = Field(DEFAULT_UTC_OFFSET_S_INT, ge=-14 * 3600, le=14 * 3600)
 
 
 class SitePatch(BaseModel):

@@ -36,6 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.facts import PRIORITIES
+
 
 class EscalationConfigError(Exception):
     """The escalation file is missing or invalid; ``str(err)`` names every bad key."""
@@ -65,7 +67,7 @@ class Tier(_Model):
     audience: Audience
     timeout_s: float = Field(gt=0)
     reminder_s: float | None = Field(None, gt=0)
-    max_priority: int = Field(5, ge=1, le=5)
+    max_priority: int = Field(PRIORITIES[-1], ge=PRIORITIES[0], le=PRIORITIES[-1])
     instruction: str | None = Field(None, min_length=1, max_length=500)
 
     @model_validator(mode="after")
@@ -85,7 +87,7 @@ class Ladder(_Model):
     @classmethod
     def _scale_range(cls, value: dict[int, float]) -> dict[int, float]:
         for priority, factor in value.items():
-            if not 1 <= priority <= 5:
+            if priority not in PRIORITIES:
                 raise ValueError(f"priority {priority} is outside 1..5")
             if not factor > 0:
                 raise ValueError(f"priority {priority}: scale must be > 0")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+
 # Labels for incident types; unknown types fall back to their (sanitised) code.
 INCIDENT_LABELS: dict[str, str] = {  # the types of migration 0010 (incidents.type)
     "emergency_call": "紧急呼叫 / emergency call",
@@ -53,7 +55,7 @@ class IncidentFacts:
     room: str | None
     raised_at: datetime
     resident_name: str | None = None
-    utc_offset_s: int = 28800
+    utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
 from gateway.notify.messages import (
     Audience,
@@ -512,7 +513,7 @@ class OutboxWorker(PollingWorker):
             room=facts_raw.get("room"),
             raised_at=datetime.fromisoformat(str(facts_raw["raised_at"])),
             resident_name=resident_name,
-            utc_offset_s=int(facts_raw.get("utc_offset_s", 28800)),
+            utc_offset_s=int(facts_raw.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
         )
 
     async def _deliver(self, item: _Claimed, recipient: _Recipient | None) -> DeliveryResult:

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from analytics.types import Detection
 from gateway import audit
+from gateway.facts import open_states_sql
 from gateway.workflow.transitions import (
     DEFAULT_CANCEL_WINDOW_S,
     RESIDENT_CANCELLABLE,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 
-_OPEN_SQL = "state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')"
+_OPEN_SQL = open_states_sql()
 
 
 class IncidentNotFoundError(WorkflowError):

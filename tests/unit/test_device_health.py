@@ -341,3 +341,45 @@ def test_gateway_restart_does_not_look_like_sites_going_offline() -> None:
     for k in range(3):
         other.register(f"bed-{k}", BED_SENSOR, site="s", location=f"r{k}", now=T0, last_seen=T0)
     assert [d.kind for d in other.check(restart)] == [DetectionKind.SITE_OFFLINE]
+
+
+def test_not_worn_waking_time_is_the_sites_local_time() -> None:
+    """Two wearables taken off at the same instant, one at a UTC+8 site, one at a UTC+1
+    site: waking time (07:00-21:00) is counted in each site's own local time."""
+    tracker = DeviceHealthTracker()
+    berlin = 1 * 3600.0
+    tracker.register("cn", WEARABLE, site="cn", location="l1", now=T0 - 12 * 3600)
+    tracker.register(
+        "eu", WEARABLE, site="eu", location="l2", now=T0 - 12 * 3600, utc_offset_s=berlin
+    )
+    off_at = day_start(19737, OFF) + 20 * 3600.0  # 20:00 in China, 13:00 at UTC+1
+    for dev in ("cn", "eu"):
+        tracker.on_worn(dev, off_at, worn=False)
+    raised: dict[str, Detection] = {}
+    t = off_at
+    while t < off_at + 16 * 3600 and len(raised) < 2:
+        for dev in ("cn", "eu"):
+            tracker.on_heartbeat(dev, t)
+        for d in tracker.check(t):
+            raised.setdefault(d.subject, d)
+        t += 60.0
+    # UTC+1: 13:00 + 2 h of waking time -> 15:00 local; China: 1 h in the evening, the
+    # rest the next morning -> 08:00 local
+    assert raised["eu"].time == pytest.approx(off_at + 2 * 3600.0, abs=60)
+    assert "not worn since 13:00" in raised["eu"].reason
+    assert raised["cn"].time == pytest.approx(day_start(19738, OFF) + 8 * 3600.0, abs=60)
+    assert "not worn since 20:00" in raised["cn"].reason
+
+
+def test_offline_reasons_tell_the_time_at_the_devices_site() -> None:
+    tracker = DeviceHealthTracker()
+    tracker.register("b-eu", BUTTON, site="eu", location="l", now=T0, utc_offset_s=0.0)
+    tracker.register("b-cn", BUTTON, site="cn", location="m", now=T0)
+    dets: list[Detection] = []
+    t = T0
+    while len(dets) < 2 and t < T0 + 3600:
+        t += 60.0
+        dets.extend(tracker.check(t))
+    by = {d.subject: d for d in dets}
+    assert "silent since 02:00" in by["b-eu"].reason  # 10:00 at UTC+8 is 02:00 UTC
+    assert "silent since 10:00" in by["b-cn"].reason

@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SQL_OUTSIDE_STORAGE = frozenset(
     {
         "gateway/acceptance.py",
-        "gateway/analysis.py",
         "gateway/api/auth.py",
         "gateway/api/routes_devices.py",
         "gateway/api/routes_family.py",
@@ -47,7 +46,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/paging/channels.py",
         "gateway/registry.py",
         "gateway/registry_admin.py",
-        "gateway/reports/sla.py",
         "gateway/runtime.py",
         "gateway/workflow/service.py",
     }
