@@ -102,7 +102,8 @@ class Trigger:
         :meth:`IncidentService.clear` for technical incidents instead.
         """
         if detection.resolved:
-            raise InvalidIncidentError(f"a resolved {detection.kind.value} detection raises nothing")
+            kind = detection.kind.value
+            raise InvalidIncidentError(f"a resolved {kind} detection raises nothing")
         return cls(
             type=IncidentType.from_detection(detection.kind),
             site_id=site_id,
