@@ -69,6 +69,62 @@ SELECT tier, tier_started_at, next_at, reminders_sent, stopped_at, stop_reason
 FROM incident_escalations WHERE incident_id = %s
 """
 
+# -- the escalation timeline's reads (gateway.escalation.timeline) ------------------------
+# The outbox columns of migration 0016 (recipient_kind, user_id, page_id) and a
+# users.display_name column are read through to_jsonb(row): the queries work before and
+# after those migrations.
+
+_STEPS_SQL = b"""
+SELECT time, action, data FROM audit_log
+WHERE target = %s AND action = ANY(%s)
+ORDER BY seq
+"""
+
+_PAGES_SQL = b"""
+SELECT p.id, p.created_at, p.tier, p.tier_name, p.sequence, p.kind, p.role,
+       p.user_id, to_jsonb(u) ->> 'display_name' AS display_name
+FROM staff_pages p
+LEFT JOIN users u ON u.user_id = p.user_id
+WHERE p.incident_id = %s
+ORDER BY p.created_at, p.id
+"""
+
+_OUTBOX_SQL = b"""
+SELECT o.id, o.created_at, o.channel, o.channel_index, o.state, o.attempts, o.last_error,
+       o.delivered_at,
+       coalesce(to_jsonb(o) ->> 'recipient_kind', 'contact') AS recipient_kind,
+       (to_jsonb(o) ->> 'page_id')::bigint AS page_id,
+       c.kind AS contact_kind, c.relation,
+       CASE WHEN sp.role IN ('duty_staff', 'supervisor') THEN sp.role ELSE u.role END
+           AS staff_role, to_jsonb(u) ->> 'display_name' AS display_name,
+       sp.tier, sp.tier_name, sp.sequence
+FROM notification_outbox o
+LEFT JOIN contacts c ON c.contact_id = o.contact_id
+LEFT JOIN users u ON u.user_id = to_jsonb(o) ->> 'user_id'
+LEFT JOIN staff_pages sp ON sp.id = (to_jsonb(o) ->> 'page_id')::bigint
+WHERE o.incident_id = %s
+ORDER BY o.created_at, o.id
+"""
+
+# Acknowledgements from a page's link or SMS reply code (staff_page_acks, migration 0016).
+_PAGE_ACKS_SQL = b"""
+SELECT a.used_at, a.via, a.result, p.tier, p.tier_name,
+       CASE WHEN p.role IN ('duty_staff', 'supervisor') THEN p.role ELSE u.role END AS role,
+       to_jsonb(u) ->> 'display_name' AS display_name
+FROM staff_page_acks a
+JOIN staff_pages p ON p.id = a.page_id
+LEFT JOIN users u ON u.user_id = a.user_id
+WHERE a.incident_id = %s
+ORDER BY a.used_at
+"""
+
+_ATTEMPTS_SQL = b"""
+SELECT outbox_id, attempt, attempted_at, result, detail
+FROM notification_attempts WHERE incident_id = %s
+ORDER BY attempted_at, id
+"""
+_HAS_PAGE_ACKS = b"SELECT to_regclass('staff_page_acks') IS NOT NULL"
+
 
 @dataclass(frozen=True, slots=True)
 class Due:
@@ -167,3 +223,41 @@ def status(conn: Conn, incident_id: int) -> EscalationStatus | None:
 async def listen(conn: AsyncConn) -> None:
     """Subscribe ``conn`` to new timers (``NOTIFY incident_escalations``, migration 0016)."""
     await conn.execute(b"LISTEN incident_escalations")
+
+
+def audit_steps(
+    conn: Conn, incident_id: int, actions: list[str]
+) -> list[tuple[datetime, str, dict[str, Any]]]:
+    """The incident's escalation audit entries of ``actions``: (time, action, data)."""
+    rows = conn.execute(_STEPS_SQL, (f"incident:{incident_id}", actions)).fetchall()
+    return [(r[0], str(r[1]), r[2]) for r in rows]
+
+
+def pages_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's pages with the paged user's role and display name, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_PAGES_SQL, (incident_id,)).fetchall()
+
+
+def attempts_of(conn: Conn, incident_id: int) -> list[tuple[int, int, datetime, str, str | None]]:
+    """The incident's delivery attempts: (outbox id, attempt, time, result, detail)."""
+    return [
+        (int(r[0]), int(r[1]), r[2], str(r[3]), r[4])
+        for r in conn.execute(_ATTEMPTS_SQL, (incident_id,)).fetchall()
+    ]
+
+
+def notifications_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's outbox rows with their recipient (by kind, relation, role), oldest
+    first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_OUTBOX_SQL, (incident_id,)).fetchall()
+
+
+def page_acks_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+    """Acknowledgements from a page's link or SMS reply code ([] before migration 0016)."""
+    row = conn.execute(_HAS_PAGE_ACKS).fetchone()
+    if row is None or not row[0]:  # staff paging (migration 0016) not installed
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_PAGE_ACKS_SQL, (incident_id,)).fetchall()
