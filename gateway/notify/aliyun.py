@@ -42,6 +42,39 @@ def aliyun_signature(params: Mapping[str, str], secret: str, method: str = "POST
     return base64.b64encode(digest).decode()
 
 
+def signed_form(
+    action: str,
+    fields: Mapping[str, str],
+    *,
+    version: str,
+    access_key_id: str,
+    secret: str,
+    region_id: str,
+    out_id: str,
+    nonce: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, str]:
+    """The signed form of one Aliyun RPC call: the common parameters and ``fields``, in
+    name order, then ``Signature``."""
+    now = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    form = {
+        "AccessKeyId": access_key_id,
+        "Action": action,
+        "Format": "JSON",
+        "OutId": out_id,
+        "RegionId": region_id,
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": nonce or uuid.uuid4().hex,
+        "SignatureVersion": "1.0",
+        "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Version": version,
+        **fields,
+    }
+    form = dict(sorted(form.items()))
+    form["Signature"] = aliyun_signature(form, secret)
+    return form
+
+
 # Aliyun error codes worth retrying; every other non-OK code is permanent.
 ALIYUN_TRANSIENT_CODES = frozenset(
     {
@@ -82,25 +115,17 @@ class AliyunSmsProvider:
     ) -> dict[str, str]:
         """The signed form parameters of one ``SendSms`` call."""
         s = self._settings
-        now = (timestamp or datetime.now(UTC)).astimezone(UTC)
-        form = {
-            "AccessKeyId": s.access_key_id,
-            "Action": "SendSms",
-            "Format": "JSON",
-            "OutId": out_id,
+        fields = {
             "PhoneNumbers": phone,
-            "RegionId": s.region_id,
             "SignName": s.sign_name,
-            "SignatureMethod": "HMAC-SHA1",
-            "SignatureNonce": nonce or uuid.uuid4().hex,
-            "SignatureVersion": "1.0",
             "TemplateCode": template_code,
             "TemplateParam": json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")),
-            "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "Version": self.VERSION,
         }
-        form["Signature"] = aliyun_signature(form, s.access_key_secret.get_secret_value())
-        return form
+        return signed_form(
+            "SendSms", fields, version=self.VERSION, access_key_id=s.access_key_id,
+            secret=s.access_key_secret.get_secret_value(), region_id=s.region_id,
+            out_id=out_id, nonce=nonce, timestamp=timestamp,
+        )  # fmt: skip
 
     async def send_template(
         self, phone: str, template_code: str, params: Mapping[str, str], *, out_id: str
@@ -170,28 +195,20 @@ class AliyunVoiceNotifier:
     ) -> dict[str, str]:
         """The signed form parameters of one ``SingleCallByTts`` call."""
         s = self._settings
-        now = (timestamp or datetime.now(UTC)).astimezone(UTC)
-        form = {
-            "AccessKeyId": s.access_key_id,
-            "Action": "SingleCallByTts",
+        fields = {
             "CalledNumber": phone[3:] if phone.startswith("+86") else phone.lstrip("+"),
-            "Format": "JSON",
-            "OutId": out_id,
             "PlayTimes": str(s.play_times),
-            "RegionId": s.region_id,
-            "SignatureMethod": "HMAC-SHA1",
-            "SignatureNonce": nonce or uuid.uuid4().hex,
-            "SignatureVersion": "1.0",
-            "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "TtsCode": s.tts_code,
             "TtsParam": json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")),
-            "Version": self.VERSION,
             "Volume": str(s.volume),
         }
         if s.called_show_number:
-            form["CalledShowNumber"] = s.called_show_number
-        form["Signature"] = aliyun_signature(form, s.access_key_secret.get_secret_value())
-        return form
+            fields["CalledShowNumber"] = s.called_show_number
+        return signed_form(
+            "SingleCallByTts", fields, version=self.VERSION, access_key_id=s.access_key_id,
+            secret=s.access_key_secret.get_secret_value(), region_id=s.region_id,
+            out_id=out_id, nonce=nonce, timestamp=timestamp,
+        )  # fmt: skip
 
     async def send(self, message: Notification) -> DeliveryResult:
         """Place the call (the provider answers at once; the call itself follows)."""

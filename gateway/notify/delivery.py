@@ -126,22 +126,20 @@ def http_post(
     url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
 ) -> tuple[int, bytes]:
     """POST synchronously; return (status, body). HTTP errors return their status."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise ValueError("only http(s) URLs are allowed")
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
-    try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
-            return int(response.status), response.read(65536)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code), exc.read(65536)
+    return _http(url, timeout_s, data=body, headers=headers, method="POST")
 
 
 def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
     """GET synchronously; return (status, body). HTTP errors return their status."""
+    return _http(url, timeout_s, data=None, headers={}, method="GET")
+
+
+def _http(
+    url: str, timeout_s: float, *, data: bytes | None, headers: Mapping[str, str], method: str
+) -> tuple[int, bytes]:
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError("only http(s) URLs are allowed")
-    request = urllib.request.Request(url, method="GET")  # noqa: S310
+    request = urllib.request.Request(url, data=data, headers=dict(headers), method=method)  # noqa: S310
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             return int(response.status), response.read(65536)
