@@ -187,16 +187,16 @@ def _pages(
     rows = escalation.pages_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        if r["user_id"]:
-            who = Recipient("staff", role=r["role"], label=r["display_name"])
+        if r.user_id:
+            who = Recipient("staff", role=r.role, label=r.display_name)
         else:
             who = Recipient("all_staff")
         entry = EscalationEntry(
-            time=r["created_at"], kind="page", tier=r["tier"], tier_name=r["tier_name"],
-            sequence=r["sequence"], page_kind=r["kind"], recipient=who, channel="console",
+            time=r.created_at, kind="page", tier=r.tier, tier_name=r.tier_name,
+            sequence=r.sequence, page_kind=r.kind, recipient=who, channel="console",
             status="posted",
         )  # fmt: skip
-        out.append((entry, (r["tier"], r["sequence"])))
+        out.append((entry, (r.tier, r.sequence)))
     return out
 
 
@@ -209,20 +209,20 @@ def _notifications(
     rows = escalation.notifications_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        tried = attempts.get(r["id"], [])
+        tried = attempts.get(r.id, [])
         anchor: _Anchor | None = None  # a fallback channel: queued when the previous failed
-        if r["recipient_kind"] == "staff":
-            who = Recipient("staff", role=r["staff_role"], label=r["display_name"])
-            anchor = (r["tier"], r["sequence"])
+        if r.recipient_kind == "staff":
+            who = Recipient("staff", role=r.staff_role, label=r.display_name)
+            anchor = (r.tier, r.sequence)
         else:
-            who = Recipient(r["contact_kind"] or "contact", relation=r["relation"])
-            anchor = _CONTACTS_TIER if r["channel_index"] == 0 else None
-        status = _status(r["state"], r["attempts"])
-        result_at = r["delivered_at"] or (tried[-1].time if tried else None)
-        detail = r["last_error"] or (tried[-1].detail if tried else None)
+            who = Recipient(r.contact_kind or "contact", relation=r.relation)
+            anchor = _CONTACTS_TIER if r.channel_index == 0 else None
+        status = _status(r.state, r.attempts)
+        result_at = r.delivered_at or (tried[-1].time if tried else None)
+        detail = r.last_error or (tried[-1].detail if tried else None)
         entry = EscalationEntry(
-            time=r["created_at"], kind="notification", tier=r["tier"], tier_name=r["tier_name"],
-            sequence=r["sequence"], recipient=who, channel=r["channel"], status=status,
+            time=r.created_at, kind="notification", tier=r.tier, tier_name=r.tier_name,
+            sequence=r.sequence, recipient=who, channel=r.channel, status=status,
             result_at=result_at, detail=detail, attempts=tried,
         )  # fmt: skip
         out.append((entry, anchor))
@@ -235,10 +235,10 @@ def _page_acks(
     rows = escalation.page_acks_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        who = Recipient("staff", role=r["role"], label=r["display_name"])
+        who = Recipient("staff", role=r.role, label=r.display_name)
         entry = EscalationEntry(
-            time=r["used_at"], kind="page_ack", tier=r["tier"], tier_name=r["tier_name"],
-            recipient=who, channel=r["via"], status=r["result"],
+            time=r.used_at, kind="page_ack", tier=r.tier, tier_name=r.tier_name,
+            recipient=who, channel=r.via, status=r.result,
         )  # fmt: skip
         out.append((entry, None))
     return out

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 Conn = psycopg.Connection[Any]
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -146,6 +146,57 @@ class Due:
 
 
 @dataclass(frozen=True, slots=True)
+class PageEntry:
+    """A page of the incident (``user_id`` '' for the instruction to everyone)."""
+
+    id: int
+    created_at: datetime
+    tier: int
+    tier_name: str
+    sequence: int
+    kind: str
+    role: str
+    user_id: str
+    display_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationEntry:
+    """An outbox row of the incident, with its recipient by kind, relation or role."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    channel_index: int
+    state: str
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    recipient_kind: str
+    page_id: int | None
+    contact_kind: str | None
+    relation: str | None
+    staff_role: str | None
+    display_name: str | None
+    tier: int | None
+    tier_name: str | None
+    sequence: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageAckEntry:
+    """A page acknowledged from its link or SMS reply code."""
+
+    used_at: datetime
+    via: str
+    result: str
+    tier: int
+    tier_name: str
+    role: str | None
+    display_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EscalationStatus:
     """The incident's escalation timer now (``tier`` -1: not started)."""
 
@@ -233,9 +284,9 @@ def audit_steps(
     return [(r[0], str(r[1]), r[2]) for r in rows]
 
 
-def pages_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+def pages_of(conn: Conn, incident_id: int) -> list[PageEntry]:
     """The incident's pages with the paged user's role and display name, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(PageEntry)) as cur:
         return cur.execute(_PAGES_SQL, (incident_id,)).fetchall()
 
 
@@ -247,17 +298,17 @@ def attempts_of(conn: Conn, incident_id: int) -> list[tuple[int, int, datetime, 
     ]
 
 
-def notifications_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+def notifications_of(conn: Conn, incident_id: int) -> list[NotificationEntry]:
     """The incident's outbox rows with their recipient (by kind, relation, role), oldest
     first."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(NotificationEntry)) as cur:
         return cur.execute(_OUTBOX_SQL, (incident_id,)).fetchall()
 
 
-def page_acks_of(conn: Conn, incident_id: int) -> list[dict[str, Any]]:
+def page_acks_of(conn: Conn, incident_id: int) -> list[PageAckEntry]:
     """Acknowledgements from a page's link or SMS reply code ([] before migration 0016)."""
     row = conn.execute(_HAS_PAGE_ACKS).fetchone()
     if row is None or not row[0]:  # staff paging (migration 0016) not installed
         return []
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(PageAckEntry)) as cur:
         return cur.execute(_PAGE_ACKS_SQL, (incident_id,)).fetchall()
