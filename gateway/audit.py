@@ -31,12 +31,27 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from gateway.storage import audit as store
+from gateway.storage.audit import AuditEntry, AuditError
 
 if TYPE_CHECKING:
     from gateway.audit_anchor import Anchor
 
 GENESIS_HASH = "0" * 64
+__all__ = [
+    "GENESIS_HASH",
+    "AuditEntry",
+    "AuditError",
+    "Conn",
+    "ReadLedger",
+    "VerifyResult",
+    "append",
+    "canonical_text",
+    "entry_hash",
+    "head",
+    "verify",
+]
 
 
 class ReadLedger:
@@ -77,24 +92,6 @@ class ReadLedger:
                 self._seen.popitem(last=False)
 
 
-class AuditError(Exception):
-    """Base error of the audit log."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One entry of the audit log."""
-
-    seq: int
-    time: datetime
-    actor: str
-    action: str
-    target: str
-    data: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of walking the chain: ``ok``, or the first broken ``seq`` and why."""
@@ -118,14 +115,7 @@ def append(
 
     The chain lock is held until that transaction ends: keep audited transactions short.
     """
-    row = conn.execute(
-        "SELECT seq, time, actor, action, target, data, prev_hash, hash "
-        "FROM audit_append(%s, %s, %s, %s)",
-        (actor, action, target, Jsonb(dict(data or {}))),
-    ).fetchone()
-    if row is None:  # pragma: no cover - the function always returns a row
-        raise AuditError("audit_append returned nothing")
-    return AuditEntry(*row)
+    return store.append(conn, actor, action, target, data)
 
 
 def canonical_text(
@@ -144,8 +134,7 @@ def entry_hash(prev_hash: str, canonical: str) -> str:
 
 def head(conn: Conn) -> tuple[int, str]:
     """The chain head ``(seq, hash)``; ``(0, GENESIS_HASH)`` for an empty log."""
-    row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    return store.head(conn) or (0, GENESIS_HASH)
 
 
 def verify(
@@ -170,14 +159,8 @@ def verify(
     last = 0
     checked = 0
     start = 0 if since is None else since.seq
-    with conn.transaction(), conn.cursor(name="audit_verify") as cur:
-        cur.itersize = 2000
-        cur.execute(
-            "SELECT seq, time, actor, action, target, data::text, prev_hash, hash "
-            "FROM audit_log WHERE seq >= %s ORDER BY seq",
-            (start,),
-        )
-        for seq, time, actor, action, target, data_text, prev_hash, stored in cur:
+    with store.scan(conn, start) as entries:
+        for seq, time, actor, action, target, data_text, prev_hash, stored in entries:
             count += 1
             if since is not None and seq == since.seq:
                 if stored != since.hash:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,8 @@ import psycopg
 
 from analytics.types import DetectionKind
 from gateway import acceptance
+from gateway.storage import escalation, incidents, pending_alarms
+from gateway.storage.pending_alarms import Marker
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, WorkflowError
 
@@ -62,49 +63,17 @@ log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
 
-_START_ESCALATION = b"""
-INSERT INTO incident_escalations (incident_id, site_id, next_at)
-VALUES (%s, %s, now())
-ON CONFLICT (incident_id) DO NOTHING
-"""
-
-_OPEN_TECHNICAL = b"""
-SELECT id FROM incidents
-WHERE subject = %s AND type = %s AND technical AND state IN ('raised', 'acknowledged')
-"""
-
 
 def start_escalation(conn: Conn, incident_id: int, site_id: str) -> None:
     """Start the escalation timer of a new incident (due now: tier 1 at the next poll)."""
-    conn.execute(_START_ESCALATION, (incident_id, site_id))
+    escalation.start(conn, incident_id, site_id)
 
 
-_LOCK_ALARMS = b"""
-SELECT device_id, msg_id, handled_at IS NOT NULL, extract(epoch FROM received_at),
-       clock_wrong, extract(epoch FROM device_time)
-FROM pending_alarms WHERE (device_id, msg_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
-ORDER BY device_id, msg_id
-FOR UPDATE
-"""
-_HANDLE_ALARM = b"""
-UPDATE pending_alarms
-SET handled_at = now(), handled_by = %s, outcome = %s, incident_id = %s, note = %s
-WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
-"""
 PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL})
 """Alarms: raised for the place when no resident is bound. A vacant bed's routine findings
 (not up, no activity) concern nobody and still raise nothing."""
 LATE_NOTE_S = 10.0
 """An alarm raised this long or longer after it was received says so in its reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Marker:
-    device_id: str
-    msg_id: str
-    received_at: float
-    clock_wrong: bool
-    device_time: float | None
 
 
 def on_detections_stored(conn: Conn, records: Sequence[DetectionRecord]) -> None:
@@ -136,9 +105,9 @@ def take(
         return None
     try:
         with conn.transaction():
-            markers: list[_Marker] = []
+            markers: list[Marker] = []
             if rec.alarms and not rec.resolved:
-                markers, handled = _lock_alarms(conn, rec.alarms)
+                markers, handled = pending_alarms.lock(conn, rec.alarms)
                 if handled and not markers:
                     log.info(
                         "alarm already raised: nothing raised again",
@@ -150,13 +119,13 @@ def take(
                 return None
             if rec.device_id in testing and acceptance.awaited(conn, testing[rec.device_id], rec):
                 acceptance.observe(conn, testing[rec.device_id], rec)
-                _handle(conn, markers, by, "test_observation", None, note=note)
+                pending_alarms.handle(conn, markers, by, "test_observation", None, note=note)
                 return "test_observation" if markers else None
             incident, created = service.raise_or_join(_trigger(rec, markers, by))
             if created:
                 start_escalation(conn, incident.id, incident.site_id)
             outcome = "raised" if created else "joined"
-            _handle(conn, markers, by, outcome, incident.id, note=note)
+            pending_alarms.handle(conn, markers, by, outcome, incident.id, note=note)
             return outcome if markers else None
     except (WorkflowError, psycopg.IntegrityError, psycopg.DataError) as exc:
         log.warning(
@@ -166,41 +135,7 @@ def take(
         return None
 
 
-def _lock_alarms(conn: Conn, alarms: Sequence[tuple[str, str]]) -> tuple[list[_Marker], bool]:
-    """Lock the alarms' markers: (the unhandled ones, whether any was already handled).
-
-    Waits for a path that holds one (the recovery's transaction), then sees its outcome."""
-    devices = [d for d, _ in alarms]
-    msgs = [m for _, m in alarms]
-    pending: list[_Marker] = []
-    handled = False
-    for dev, mid, done, received, wrong, device_time in conn.execute(
-        _LOCK_ALARMS, (devices, msgs)
-    ).fetchall():
-        if done:
-            handled = True
-        else:
-            pending.append(
-                _Marker(str(dev), str(mid), float(received), bool(wrong),
-                        None if device_time is None else float(device_time))
-            )  # fmt: skip
-    return pending, handled
-
-
-def _handle(
-    conn: Conn,
-    markers: Sequence[_Marker],
-    by: str,
-    outcome: str,
-    incident_id: int | None,
-    *,
-    note: str | None,
-) -> None:
-    for m in markers:
-        conn.execute(_HANDLE_ALARM, (by, outcome, incident_id, note, m.device_id, m.msg_id))
-
-
-def _trigger(rec: DetectionRecord, markers: Sequence[_Marker], by: str) -> Trigger:
+def _trigger(rec: DetectionRecord, markers: Sequence[Marker], by: str) -> Trigger:
     """The incident trigger of a detection: a care detection of a device bound to no
     resident is the place's (its location, else its site); alarm timing in the details."""
     assert rec.site_id is not None
@@ -248,9 +183,9 @@ def _trigger(rec: DetectionRecord, markers: Sequence[_Marker], by: str) -> Trigg
 def _clear(conn: Conn, service: IncidentService, rec: DetectionRecord) -> None:
     if not rec.technical:
         return
-    row = conn.execute(_OPEN_TECHNICAL, (rec.subject, rec.kind.value)).fetchone()
-    if row is not None:
-        service.clear(int(row[0]))
+    open_id = incidents.open_technical(conn, rec.subject, rec.kind.value)
+    if open_id is not None:
+        service.clear(open_id)
 
 
 def on_resident_cancel(conn: Conn, resident_id: str, at: float, device_id: str | None) -> None:

@@ -36,10 +36,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.errors import InvalidError
 from gateway.facts import PRIORITIES
 
 
-class EscalationConfigError(Exception):
+class EscalationConfigError(InvalidError):
     """The escalation file is missing or invalid; ``str(err)`` names every bad key."""
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,89 +50,13 @@ from gateway import acceptance
 from gateway.analysis import DetectionRecord, PostgresStore, clock_wrong_detection
 from gateway.escalation import intake
 from gateway.settings import AlarmSettings, AnalysisSettings
+from gateway.storage import pending_alarms
+from gateway.storage.pending_alarms import PendingAlarm
 from gateway.workflow.service import IncidentService
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
-
-_CLAIM = b"""
-SELECT p.device_id, p.msg_id, p.site_id, p.type, extract(epoch FROM p.time),
-       extract(epoch FROM p.received_at), p.clock_wrong, extract(epoch FROM p.device_time),
-       d.kind, coalesce(d.location_id, b.location_id), coalesce(d.resident_id, r.resident_id),
-       d.bed_id, coalesce(s.utc_offset_s, 28800)
-FROM pending_alarms p
-LEFT JOIN devices d ON d.device_id = p.device_id
-LEFT JOIN beds b ON b.bed_id = d.bed_id
-LEFT JOIN residents r ON r.bed_id = d.bed_id
-LEFT JOIN sites s ON s.site_id = p.site_id
-WHERE p.handled_at IS NULL AND p.created_at < now() - %(grace)s * interval '1 second'
-  AND (p.type <> 'fall' OR p.created_at < now() - %(fall_window)s * interval '1 second')
-ORDER BY p.created_at
-LIMIT %(limit)s
-FOR UPDATE OF p SKIP LOCKED
-"""
-# "I'm OK" from any device of the same resident (or bed, or the device itself).
-_CANCEL = b"""
-SELECT extract(epoch FROM min(e.time))
-FROM device_events e JOIN devices d ON d.device_id = e.device_id
-LEFT JOIN residents r ON r.bed_id = d.bed_id
-WHERE e.type = 'cancel' AND e.time >= %(from)s AND e.time <= %(to)s
-  AND coalesce(d.resident_id, r.resident_id, d.bed_id, d.device_id) = %(subject)s
-"""
-_MARK_CANCELLED = b"""
-UPDATE pending_alarms SET handled_at = now(), handled_by = 'recovery', outcome = 'cancelled',
-    note = %s
-WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class PendingAlarm:
-    """One claimed marker with the device's current binding."""
-
-    device_id: str
-    msg_id: str
-    site_id: str
-    type: str
-    time: float
-    received_at: float
-    clock_wrong: bool
-    device_time: float | None
-    kind: str | None
-    location_id: str | None
-    resident_id: str | None
-    bed_id: str | None
-    utc_offset_s: float
-
-    @property
-    def subject(self) -> str:
-        """The analysis's subject for the device (resident, else bed, else the device)."""
-        return self.resident_id or self.bed_id or self.device_id
-
-
-def _claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[PendingAlarm]:
-    rows = conn.execute(
-        _CLAIM, {"grace": grace_s, "fall_window": fall_window_s, "limit": limit}
-    ).fetchall()
-    return [
-        PendingAlarm(
-            str(dev),
-            str(mid),
-            str(site),
-            str(type_),
-            float(t),
-            float(recv),
-            bool(wrong),
-            None if dtime is None else float(dtime),
-            None if kind is None else str(kind),
-            None if loc is None else str(loc),
-            None if res is None else str(res),
-            None if bed is None else str(bed),
-            float(off),
-        )
-        for dev, mid, site, type_, t, recv, wrong, dtime, kind, loc, res, bed, off in rows
-    ]
 
 
 def _record(alarm: PendingAlarm, confirm_window_s: float) -> DetectionRecord:
@@ -189,7 +112,7 @@ def recover_once(
     ``conn`` must be in autocommit mode."""
     confirm = analysis.fall_confirm_window_s
     with conn.transaction():
-        alarms = _claim(conn, older_than_s, confirm, limit)
+        alarms = pending_alarms.claim(conn, older_than_s, confirm, limit)
         if not alarms:
             return []
         service = IncidentService(conn)
@@ -212,18 +135,16 @@ def _recover(
 ) -> str:
     late = max(0.0, datetime.now(UTC).timestamp() - alarm.received_at)
     if alarm.type == "fall":
-        cancel = conn.execute(
-            _CANCEL,
-            {"from": _utc(alarm.time), "to": _utc(alarm.time + confirm_window_s),
-             "subject": alarm.subject},
-        ).fetchone()  # fmt: skip
-        if cancel is not None and cancel[0] is not None:
+        cancel = pending_alarms.first_cancel(
+            conn, alarm.subject, _utc(alarm.time), _utc(alarm.time + confirm_window_s)
+        )
+        if cancel is not None:
             note = (
                 f'fall flag cancelled by the resident ("I\'m OK") at '
-                f"{clock_time(float(cancel[0]), alarm.utc_offset_s)}, within its "
+                f"{clock_time(cancel, alarm.utc_offset_s)}, within its "
                 f"{confirm_window_s:g} s window"
             )
-            conn.execute(_MARK_CANCELLED, (note, alarm.device_id, alarm.msg_id))
+            pending_alarms.mark_cancelled(conn, alarm.device_id, alarm.msg_id, note)
             log.info("pending fall flag: resident cancelled", extra={"device": alarm.device_id})
             return "cancelled"
     PostgresStore.store_detections(conn, [rec])
@@ -321,8 +242,7 @@ class AlarmRecovery:
 
 def pending_count(conn: Conn) -> int:
     """Markers not handled yet (for /health and tests)."""
-    row = conn.execute(b"SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL").fetchone()
-    return 0 if row is None else int(row[0])
+    return pending_alarms.pending_count(conn)
 
 
 __all__: Sequence[str] = ["AlarmRecovery", "PendingAlarm", "pending_count", "recover_once"]

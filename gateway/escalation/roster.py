@@ -12,46 +12,31 @@ change in the audit log.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import psycopg
 
 from gateway import audit
+from gateway.errors import ConflictError, InvalidError, NotFoundError, SafehomeError
+from gateway.storage import roster
+from gateway.storage.roster import DutyRole, Shift, on_duty, on_duty_async
 
-
-class DutyRole(StrEnum):
-    """The roles a shift is worked in."""
-
-    DUTY_STAFF = "duty_staff"
-    SUPERVISOR = "supervisor"
-
-
-_ON_DUTY = b"""
-SELECT DISTINCT user_id FROM duty_shifts
-WHERE site_id = %s AND role = %s AND starts_at <= %s AND ends_at > %s
-ORDER BY user_id
-"""
-
-_ADD = b"""
-INSERT INTO duty_shifts (site_id, user_id, role, starts_at, ends_at)
-VALUES (%s, %s, %s, %s, %s) RETURNING id
-"""
-
-
-async def on_duty_async(
-    conn: psycopg.AsyncConnection[Any], site_id: str, role: DutyRole, at: datetime
-) -> list[str]:
-    """User ids of ``site_id`` on shift in ``role`` at ``at``."""
-    cur = await conn.execute(_ON_DUTY, (site_id, role.value, at, at))
-    return [str(r[0]) for r in await cur.fetchall()]
-
-
-def on_duty(conn: psycopg.Connection[Any], site_id: str, role: DutyRole, at: datetime) -> list[str]:
-    """User ids of ``site_id`` on shift in ``role`` at ``at``."""
-    return [str(r[0]) for r in conn.execute(_ON_DUTY, (site_id, role.value, at, at)).fetchall()]
+__all__ = [
+    "DutyRole",
+    "RosterConflictError",
+    "RosterError",
+    "RosterInvalidError",
+    "RosterNotFoundError",
+    "Shift",
+    "add_roster_shift",
+    "add_shift",
+    "on_duty",
+    "on_duty_async",
+    "remove_roster_shift",
+    "shifts_at",
+    "site_utc_offset_s",
+]
 
 
 def add_shift(
@@ -68,32 +53,25 @@ def add_shift(
         raise ValueError("a shift must end after it starts")
     if starts_at.tzinfo is None or ends_at.tzinfo is None:
         raise ValueError("shift times need a time zone")
-    row = conn.execute(_ADD, (site_id, user_id, role.value, starts_at, ends_at)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return roster.insert(conn, site_id, user_id, role, starts_at=starts_at, ends_at=ends_at)
 
 
-class RosterError(ValueError):
+class RosterError(SafehomeError, ValueError):
     """A roster change refused; the message says why (and how to fix it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Shift:
-    """One row of ``duty_shifts`` with the user's sign-in name (for the operator's CLI)."""
-
-    id: int
-    site_id: str
-    user_id: str
-    username: str | None
-    role: DutyRole
-    starts_at: datetime
-    ends_at: datetime
+class RosterInvalidError(RosterError, InvalidError):
+    """The shift itself is wrong (times, or a user who may not work it)."""
 
 
-_SHIFT_SQL = """
-SELECT s.id, s.site_id, s.user_id, u.username, s.role, s.starts_at, s.ends_at
-FROM duty_shifts s LEFT JOIN users u ON u.user_id = s.user_id
-"""
+class RosterNotFoundError(RosterError, NotFoundError):
+    """The site, user or shift named does not exist."""
+
+
+class RosterConflictError(RosterError, ConflictError):
+    """The shift overlaps another shift of the same person."""
+
+
 # The roles allowed to work a shift of each duty role: a supervisor may cover a staff shift.
 _MAY_WORK: dict[DutyRole, frozenset[str]] = {
     DutyRole.DUTY_STAFF: frozenset({"duty_staff", "supervisor"}),
@@ -101,36 +79,30 @@ _MAY_WORK: dict[DutyRole, frozenset[str]] = {
 }
 
 
-def _shift(row: tuple[Any, ...]) -> Shift:
-    return Shift(int(row[0]), row[1], row[2], row[3], DutyRole(row[4]), row[5], row[6])
-
-
 def site_utc_offset_s(conn: psycopg.Connection[Any], site_id: str) -> int:
     """The site's UTC offset in seconds; :class:`RosterError` for an unknown site."""
-    row = conn.execute("SELECT utc_offset_s FROM sites WHERE site_id = %s", (site_id,)).fetchone()
-    if row is None:
-        raise RosterError(f"unknown site: {site_id}")
-    return int(row[0])
+    offset = roster.site_utc_offset_s(conn, site_id)
+    if offset is None:
+        raise RosterNotFoundError(f"unknown site: {site_id}")
+    return offset
 
 
 def _staff_user(conn: psycopg.Connection[Any], site_id: str, user: str, role: DutyRole) -> str:
-    row = conn.execute(
-        "SELECT user_id, role, site_id, active FROM users WHERE user_id = %s OR username = %s "
-        "ORDER BY (user_id = %s) DESC LIMIT 1",
-        (user, user, user),
-    ).fetchone()
-    if row is None:
-        raise RosterError(f"unknown user: {user} (create it with `safehome user add`)")
-    user_id, user_role, user_site, active = row
+    found = roster.find_user(conn, user)
+    if found is None:
+        raise RosterNotFoundError(f"unknown user: {user} (create it with `safehome user add`)")
+    user_id, user_role, user_site, active = (
+        found.user_id, found.role, found.site_id, found.active
+    )  # fmt: skip
     if not active:
-        raise RosterError(f"user {user} is deactivated")
+        raise RosterInvalidError(f"user {user} is deactivated")
     if user_role not in _MAY_WORK[role]:
-        raise RosterError(
+        raise RosterInvalidError(
             f"user {user} is a {user_role} user and cannot work a {role.value} shift "
             f"(allowed: {', '.join(sorted(_MAY_WORK[role]))})"
         )
     if user_site != site_id:
-        raise RosterError(f"user {user} works at site {user_site}, not {site_id}")
+        raise RosterInvalidError(f"user {user} works at site {user_site}, not {site_id}")
     return str(user_id)
 
 
@@ -149,22 +121,17 @@ def add_roster_shift(
         site_utc_offset_s(conn, site_id)
         user_id = _staff_user(conn, site_id, user, role)
         if starts_at.tzinfo is None or ends_at.tzinfo is None:
-            raise RosterError("shift times need a time zone")
+            raise RosterInvalidError("shift times need a time zone")
         if ends_at <= starts_at:
-            raise RosterError(
+            raise RosterInvalidError(
                 f"the shift must end after it starts (start {starts_at.isoformat()}, "
                 f"end {ends_at.isoformat()})"
             )
         # Serialise roster changes of this person so two concurrent adds cannot both pass.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (user_id,))
-        clash = conn.execute(
-            (_SHIFT_SQL + "WHERE s.site_id = %s AND s.user_id = %s "
-             "AND s.starts_at < %s AND s.ends_at > %s ORDER BY s.starts_at LIMIT 1").encode(),
-            (site_id, user_id, ends_at, starts_at),
-        ).fetchone()  # fmt: skip
-        if clash is not None:
-            other = _shift(clash)
-            raise RosterError(
+        roster.lock_user(conn, user_id)
+        other = roster.clash(conn, site_id, user_id, starts_at=starts_at, ends_at=ends_at)
+        if other is not None:
+            raise RosterConflictError(
                 f"overlaps shift #{other.id} of the same user ({other.role.value}, "
                 f"{other.starts_at.isoformat()} to {other.ends_at.isoformat()}); "
                 f"remove it first with `safehome roster remove --site {site_id} --id {other.id}`"
@@ -176,9 +143,9 @@ def add_roster_shift(
             "site_id": site_id, "user_id": user_id, "role": role.value,
             "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat(),
         })  # fmt: skip
-        row = conn.execute((_SHIFT_SQL + "WHERE s.id = %s").encode(), (shift_id,)).fetchone()
-    assert row is not None
-    return _shift(row)
+        added = roster.get(conn, shift_id)
+    assert added is not None
+    return added
 
 
 def remove_roster_shift(
@@ -186,14 +153,10 @@ def remove_roster_shift(
 ) -> Shift:
     """Delete one shift of ``site_id``; audited as ``actor``."""
     with conn.transaction():
-        row = conn.execute(
-            (_SHIFT_SQL + "WHERE s.site_id = %s AND s.id = %s FOR UPDATE OF s").encode(),
-            (site_id, shift_id),
-        ).fetchone()
-        if row is None:
-            raise RosterError(f"no shift #{shift_id} at site {site_id}")
-        shift = _shift(row)
-        conn.execute("DELETE FROM duty_shifts WHERE id = %s", (shift_id,))
+        shift = roster.lock(conn, site_id, shift_id)
+        if shift is None:
+            raise RosterNotFoundError(f"no shift #{shift_id} at site {site_id}")
+        roster.delete(conn, shift_id)
         audit.append(conn, actor, "roster.remove", f"shift:{shift_id}", {
             "site_id": site_id, "user_id": shift.user_id, "role": shift.role.value,
             "starts_at": shift.starts_at.isoformat(), "ends_at": shift.ends_at.isoformat(),
@@ -204,9 +167,4 @@ def remove_roster_shift(
 def shifts_at(conn: psycopg.Connection[Any], site_id: str, at: datetime) -> list[Shift]:
     """The shifts of ``site_id`` running at ``at`` (supervisors first, then by user)."""
     site_utc_offset_s(conn, site_id)
-    rows = conn.execute(
-        (_SHIFT_SQL + "WHERE s.site_id = %s AND s.starts_at <= %s AND s.ends_at > %s "
-         "ORDER BY s.role DESC, coalesce(u.username, s.user_id), s.starts_at").encode(),
-        (site_id, at, at),
-    ).fetchall()  # fmt: skip
-    return [_shift(r) for r in rows]
+    return roster.running_at(conn, site_id, at)

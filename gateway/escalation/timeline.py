@@ -31,7 +31,18 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+
+from gateway.storage import escalation
+from gateway.storage.escalation import EscalationStatus
+
+__all__ = [
+    "Attempt",
+    "EscalationEntry",
+    "EscalationStatus",
+    "Recipient",
+    "escalation_status",
+    "escalation_timeline",
+]
 
 # Escalation audit actions and the entry kind each becomes.
 _STEP_KINDS = {
@@ -41,61 +52,6 @@ _STEP_KINDS = {
     "escalation.unreachable": "unreachable",
     "escalation.stopped": "stopped",
 }
-
-_STEPS_SQL = b"""
-SELECT time, action, data FROM audit_log
-WHERE target = %s AND action = ANY(%s)
-ORDER BY seq
-"""
-
-_PAGES_SQL = b"""
-SELECT p.id, p.created_at, p.tier, p.tier_name, p.sequence, p.kind, p.role,
-       p.user_id, to_jsonb(u) ->> 'display_name' AS display_name
-FROM staff_pages p
-LEFT JOIN users u ON u.user_id = p.user_id
-WHERE p.incident_id = %s
-ORDER BY p.created_at, p.id
-"""
-
-_OUTBOX_SQL = b"""
-SELECT o.id, o.created_at, o.channel, o.channel_index, o.state, o.attempts, o.last_error,
-       o.delivered_at,
-       coalesce(to_jsonb(o) ->> 'recipient_kind', 'contact') AS recipient_kind,
-       (to_jsonb(o) ->> 'page_id')::bigint AS page_id,
-       c.kind AS contact_kind, c.relation,
-       CASE WHEN sp.role IN ('duty_staff', 'supervisor') THEN sp.role ELSE u.role END
-           AS staff_role, to_jsonb(u) ->> 'display_name' AS display_name,
-       sp.tier, sp.tier_name, sp.sequence
-FROM notification_outbox o
-LEFT JOIN contacts c ON c.contact_id = o.contact_id
-LEFT JOIN users u ON u.user_id = to_jsonb(o) ->> 'user_id'
-LEFT JOIN staff_pages sp ON sp.id = (to_jsonb(o) ->> 'page_id')::bigint
-WHERE o.incident_id = %s
-ORDER BY o.created_at, o.id
-"""
-
-# Acknowledgements from a page's link or SMS reply code (staff_page_acks, migration 0016).
-_PAGE_ACKS_SQL = b"""
-SELECT a.used_at, a.via, a.result, p.tier, p.tier_name,
-       CASE WHEN p.role IN ('duty_staff', 'supervisor') THEN p.role ELSE u.role END AS role,
-       to_jsonb(u) ->> 'display_name' AS display_name
-FROM staff_page_acks a
-JOIN staff_pages p ON p.id = a.page_id
-LEFT JOIN users u ON u.user_id = a.user_id
-WHERE a.incident_id = %s
-ORDER BY a.used_at
-"""
-
-_ATTEMPTS_SQL = b"""
-SELECT outbox_id, attempt, attempted_at, result, detail
-FROM notification_attempts WHERE incident_id = %s
-ORDER BY attempted_at, id
-"""
-
-_STATUS_SQL = b"""
-SELECT tier, tier_started_at, next_at, reminders_sent, stopped_at, stop_reason
-FROM incident_escalations WHERE incident_id = %s
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,18 +118,6 @@ class EscalationEntry:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class EscalationStatus:
-    """The incident's escalation timer now (``tier`` -1: not started)."""
-
-    tier: int
-    tier_started_at: datetime | None
-    next_at: datetime
-    reminders_sent: int
-    stopped_at: datetime | None
-    stop_reason: str | None
-
-
 # Same time: steps before the pages and messages they caused.
 _ORDER = {"tier": 0, "tier_skipped": 0, "reminder": 0, "unreachable": 0, "page": 1,
           "notification": 2, "page_ack": 3, "stopped": 4}  # fmt: skip
@@ -186,9 +130,7 @@ _CONTACTS_TIER: _Anchor = (None, None)
 
 def escalation_status(conn: psycopg.Connection[Any], incident_id: int) -> EscalationStatus | None:
     """The incident's escalation timer, or None when it never had one."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_STATUS_SQL, (incident_id,)).fetchone()
-    return None if row is None else EscalationStatus(**row)
+    return escalation.status(conn, incident_id)
 
 
 def escalation_timeline(conn: psycopg.Connection[Any], incident_id: int) -> list[EscalationEntry]:
@@ -220,7 +162,7 @@ def escalation_timeline(conn: psycopg.Connection[Any], incident_id: int) -> list
 
 
 def _steps(conn: psycopg.Connection[Any], incident_id: int) -> list[EscalationEntry]:
-    rows = conn.execute(_STEPS_SQL, (f"incident:{incident_id}", list(_STEP_KINDS))).fetchall()
+    rows = escalation.audit_steps(conn, incident_id, list(_STEP_KINDS))
     out = []
     for time, action, data in rows:
         reached = data.get("reached")
@@ -242,20 +184,19 @@ def _steps(conn: psycopg.Connection[Any], incident_id: int) -> list[EscalationEn
 def _pages(
     conn: psycopg.Connection[Any], incident_id: int
 ) -> list[tuple[EscalationEntry, _Anchor | None]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_PAGES_SQL, (incident_id,)).fetchall()
+    rows = escalation.pages_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        if r["user_id"]:
-            who = Recipient("staff", role=r["role"], label=r["display_name"])
+        if r.user_id:
+            who = Recipient("staff", role=r.role, label=r.display_name)
         else:
             who = Recipient("all_staff")
         entry = EscalationEntry(
-            time=r["created_at"], kind="page", tier=r["tier"], tier_name=r["tier_name"],
-            sequence=r["sequence"], page_kind=r["kind"], recipient=who, channel="console",
+            time=r.created_at, kind="page", tier=r.tier, tier_name=r.tier_name,
+            sequence=r.sequence, page_kind=r.kind, recipient=who, channel="console",
             status="posted",
         )  # fmt: skip
-        out.append((entry, (r["tier"], r["sequence"])))
+        out.append((entry, (r.tier, r.sequence)))
     return out
 
 
@@ -263,28 +204,25 @@ def _notifications(
     conn: psycopg.Connection[Any], incident_id: int
 ) -> list[tuple[EscalationEntry, _Anchor | None]]:
     attempts: dict[int, list[Attempt]] = {}
-    for outbox_id, n, time, result, detail in conn.execute(
-        _ATTEMPTS_SQL, (incident_id,)
-    ).fetchall():
+    for outbox_id, n, time, result, detail in escalation.attempts_of(conn, incident_id):
         attempts.setdefault(outbox_id, []).append(Attempt(n, time, result, detail))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_OUTBOX_SQL, (incident_id,)).fetchall()
+    rows = escalation.notifications_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        tried = attempts.get(r["id"], [])
+        tried = attempts.get(r.id, [])
         anchor: _Anchor | None = None  # a fallback channel: queued when the previous failed
-        if r["recipient_kind"] == "staff":
-            who = Recipient("staff", role=r["staff_role"], label=r["display_name"])
-            anchor = (r["tier"], r["sequence"])
+        if r.recipient_kind == "staff":
+            who = Recipient("staff", role=r.staff_role, label=r.display_name)
+            anchor = (r.tier, r.sequence)
         else:
-            who = Recipient(r["contact_kind"] or "contact", relation=r["relation"])
-            anchor = _CONTACTS_TIER if r["channel_index"] == 0 else None
-        status = _status(r["state"], r["attempts"])
-        result_at = r["delivered_at"] or (tried[-1].time if tried else None)
-        detail = r["last_error"] or (tried[-1].detail if tried else None)
+            who = Recipient(r.contact_kind or "contact", relation=r.relation)
+            anchor = _CONTACTS_TIER if r.channel_index == 0 else None
+        status = _status(r.state, r.attempts)
+        result_at = r.delivered_at or (tried[-1].time if tried else None)
+        detail = r.last_error or (tried[-1].detail if tried else None)
         entry = EscalationEntry(
-            time=r["created_at"], kind="notification", tier=r["tier"], tier_name=r["tier_name"],
-            sequence=r["sequence"], recipient=who, channel=r["channel"], status=status,
+            time=r.created_at, kind="notification", tier=r.tier, tier_name=r.tier_name,
+            sequence=r.sequence, recipient=who, channel=r.channel, status=status,
             result_at=result_at, detail=detail, attempts=tried,
         )  # fmt: skip
         out.append((entry, anchor))
@@ -294,17 +232,13 @@ def _notifications(
 def _page_acks(
     conn: psycopg.Connection[Any], incident_id: int
 ) -> list[tuple[EscalationEntry, _Anchor | None]]:
-    row = conn.execute(b"SELECT to_regclass('staff_page_acks') IS NOT NULL").fetchone()
-    if row is None or not row[0]:  # staff paging (migration 0016) not installed
-        return []
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_PAGE_ACKS_SQL, (incident_id,)).fetchall()
+    rows = escalation.page_acks_of(conn, incident_id)
     out: list[tuple[EscalationEntry, _Anchor | None]] = []
     for r in rows:
-        who = Recipient("staff", role=r["role"], label=r["display_name"])
+        who = Recipient("staff", role=r.role, label=r.display_name)
         entry = EscalationEntry(
-            time=r["used_at"], kind="page_ack", tier=r["tier"], tier_name=r["tier_name"],
-            recipient=who, channel=r["via"], status=r["result"],
+            time=r.used_at, kind="page_ack", tier=r.tier, tier_name=r.tier_name,
+            recipient=who, channel=r.via, status=r.result,
         )  # fmt: skip
         out.append((entry, None))
     return out

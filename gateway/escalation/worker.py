@@ -30,12 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.escalation.ladder import Audience, EscalationConfig, Ladder
@@ -51,6 +49,9 @@ from gateway.notify.outbox import (
 )
 from gateway.paging.tokens import new_code
 from gateway.pollworker import PollingWorker
+from gateway.storage import audit as audit_store
+from gateway.storage import escalation, paging
+from gateway.storage.escalation import Due
 
 log = logging.getLogger(__name__)
 
@@ -58,75 +59,7 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 FaultHook = Callable[[int, int], Awaitable[None]]
 """Test plug point: awaited with (incident id, tier) just before a tier's commit."""
 
-_CLAIM = b"""
-SELECT e.incident_id, e.site_id, e.tier, e.tier_started_at, e.reminders_sent, e.advance_early,
-       i.state, i.priority, i.type, i.resident_id, i.raised_at, now(), i.technical
-FROM incident_escalations e JOIN incidents i ON i.id = e.incident_id
-WHERE e.stopped_at IS NULL AND e.next_at <= now()
-ORDER BY e.next_at
-LIMIT 1
-FOR UPDATE OF e SKIP LOCKED
-"""
-
-_PAGE = b"""
-INSERT INTO staff_pages (incident_id, site_id, tier, tier_name, sequence, user_id, role, kind,
-                         message, ack_code)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (incident_id, tier, sequence, user_id) DO NOTHING
-RETURNING id
-"""
-
-_ADVANCE = b"""
-UPDATE incident_escalations
-SET tier = %s, tier_started_at = %s, next_at = %s, reminders_sent = 0, advance_early = false
-WHERE incident_id = %s
-"""
-
-_REMIND = b"""
-UPDATE incident_escalations
-SET next_at = %s, reminders_sent = reminders_sent + 1, advance_early = false
-WHERE incident_id = %s
-"""
-
-_STOP = b"""
-UPDATE incident_escalations SET stopped_at = now(), stop_reason = %s WHERE incident_id = %s
-"""
-
-_POSTPONE = b"""
-UPDATE incident_escalations SET next_at = now() + make_interval(secs => %s)
-WHERE incident_id = %s AND stopped_at IS NULL
-"""
 _POSTPONE_S = 30.0
-
-_AUDIT = b"SELECT seq FROM audit_append(%s, %s, %s, %s)"
-
-_EARLY = b"""
-UPDATE incident_escalations SET advance_early = true, next_at = now()
-WHERE incident_id = %s AND stopped_at IS NULL AND tier = %s
-"""
-
-_ROW_FOR_EARLY = b"""
-SELECT site_id, tier FROM incident_escalations
-WHERE incident_id = %s AND stopped_at IS NULL
-FOR UPDATE
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Due:
-    incident_id: int
-    site_id: str
-    tier: int
-    tier_started_at: datetime | None
-    reminders_sent: int
-    advance_early: bool
-    state: str
-    priority: int
-    type: str
-    resident_id: str | None
-    raised_at: datetime
-    now: datetime
-    technical: bool
 
 
 class EscalationWorker(PollingWorker):
@@ -188,7 +121,7 @@ class EscalationWorker(PollingWorker):
                 continue
             try:
                 async with conn:
-                    await conn.execute(b"LISTEN incident_escalations")
+                    await escalation.listen(conn)
                     self.wake()  # whatever arrived while not listening
                     async for _ in conn.notifies():
                         self.wake()
@@ -204,11 +137,10 @@ class EscalationWorker(PollingWorker):
         any channel counts as reachable: the console may show the page).
         """
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_ROW_FOR_EARLY, (exhausted.incident_id,))
-            row = await cur.fetchone()
-            if row is None:
+            running = await escalation.lock_running(conn, exhausted.incident_id)
+            if running is None:
                 return
-            site_id, tier = str(row[0]), int(row[1])
+            site_id, tier = running
             ladder = self._config.ladder(site_id)
             if not 0 <= tier < len(ladder.tiers):
                 return
@@ -221,7 +153,7 @@ class EscalationWorker(PollingWorker):
                 return
             if not status or any(s != "failed" for s in status.values()):
                 return
-            await conn.execute(_EARLY, (exhausted.incident_id, tier))
+            await escalation.advance_early(conn, exhausted.incident_id, tier)
         log.info(
             "escalation: tier unreachable on every channel, next tier early",
             extra={"incident_id": exhausted.incident_id, "tier": ladder.tiers[tier].name},
@@ -234,14 +166,9 @@ class EscalationWorker(PollingWorker):
         """Handle one due timer; ``None`` when none is due, else whether outbox rows were
         queued."""
         async with conn.transaction():
-            cur = await conn.execute(_CLAIM)
-            row = await cur.fetchone()
-            if row is None:
+            due = await escalation.claim(conn)
+            if due is None:
                 return None
-            due = _Due(
-                int(row[0]), str(row[1]), int(row[2]), row[3], int(row[4]), bool(row[5]),
-                str(row[6]), int(row[7]), str(row[8]), row[9], row[10], row[11], bool(row[12]),
-            )  # fmt: skip
             self._claimed = due.incident_id
             if due.state != "raised":
                 await self._stop(conn, due)
@@ -252,7 +179,7 @@ class EscalationWorker(PollingWorker):
                 await self._before_commit(due.incident_id, due.tier)
         return enqueued
 
-    async def _escalate(self, conn: AsyncConn, due: _Due, ladder: Ladder) -> bool:
+    async def _escalate(self, conn: AsyncConn, due: Due, ladder: Ladder) -> bool:
         current = min(due.tier, len(ladder.tiers) - 1)
         timed_out = (
             current < 0
@@ -266,7 +193,7 @@ class EscalationWorker(PollingWorker):
                 reached, enqueued = await self._perform(conn, due, ladder, nxt, 0)
                 if reached:
                     next_at = _next_at(ladder, nxt, due.priority, due.now, due.now)
-                    await conn.execute(_ADVANCE, (nxt, due.now, next_at, due.incident_id))
+                    await escalation.advance(conn, due.incident_id, nxt, due.now, next_at)
                     tier = ladder.tiers[nxt]
                     await _audit(conn, due.incident_id, "escalation.tier", {
                         "tier": nxt, "name": tier.name, "audience": tier.audience.value,
@@ -294,7 +221,7 @@ class EscalationWorker(PollingWorker):
         reached, enqueued = await self._perform(conn, due, ladder, current, sequence)
         started = due.tier_started_at or due.now
         next_at = _next_at(ladder, current, due.priority, started, due.now)
-        await conn.execute(_REMIND, (next_at, due.incident_id))
+        await escalation.remind(conn, due.incident_id, next_at)
         await _audit(conn, due.incident_id, "escalation.reminder", {
             "tier": current, "name": ladder.tiers[current].name, "sequence": sequence,
             "reached": reached, "next_at": next_at.isoformat(),
@@ -315,9 +242,9 @@ class EscalationWorker(PollingWorker):
         )
         if incident_id is None:
             raise exc  # the claim itself failed: nothing to set aside
-        await conn.execute(_POSTPONE, (_POSTPONE_S, incident_id))
+        await escalation.postpone(conn, incident_id, _POSTPONE_S)
 
-    async def _unreachable(self, conn: AsyncConn, due: _Due, ladder: Ladder) -> bool:
+    async def _unreachable(self, conn: AsyncConn, due: Due, ladder: Ladder) -> bool:
         """No tier reached anyone yet (e.g. nobody on shift): keep trying, never give up.
 
         The timer stays before the first tier and comes back at that tier's pace; only an
@@ -325,13 +252,13 @@ class EscalationWorker(PollingWorker):
         """
         first = ladder.next_tier(-1, due.priority)
         if first is None:
-            await conn.execute(_STOP, ("no applicable tier", due.incident_id))
+            await escalation.stop(conn, due.incident_id, "no applicable tier")
             await _audit(conn, due.incident_id, "escalation.stopped",
                          {"reason": "no applicable tier"})  # fmt: skip
             log.info("escalation: no tier applies", extra={"incident_id": due.incident_id})
             return False
         next_at = _next_at(ladder, first, due.priority, due.now, due.now)
-        await conn.execute(_REMIND, (next_at, due.incident_id))
+        await escalation.remind(conn, due.incident_id, next_at)
         data = {"attempt": due.reminders_sent + 1, "next_at": next_at.isoformat()}
         await _audit(conn, due.incident_id, "escalation.unreachable", data)
         log.error(
@@ -341,7 +268,7 @@ class EscalationWorker(PollingWorker):
         return False
 
     async def _perform(
-        self, conn: AsyncConn, due: _Due, ladder: Ladder, index: int, sequence: int
+        self, conn: AsyncConn, due: Due, ladder: Ladder, index: int, sequence: int
     ) -> tuple[int, bool]:
         """Do tier ``index``'s action; return (how many were reached, outbox rows queued)."""
         tier = ladder.tiers[index]
@@ -356,14 +283,14 @@ class EscalationWorker(PollingWorker):
             queued = False
             for user_id in users:
                 code = new_code()
-                cur = await conn.execute(
-                    _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, user_id,
-                            role.value, kind, text, code),
+                page_id = await paging.insert_page(
+                    conn, due.incident_id, due.site_id, tier=index, tier_name=tier.name,
+                    sequence=sequence, user_id=user_id, role=role.value, kind=kind, message=text,
+                    ack_code=code,
                 )  # fmt: skip
-                row = await cur.fetchone()
-                if row is not None and self._page_ttl_s is not None:
+                if page_id is not None and self._page_ttl_s is not None:
                     page = StaffPage(
-                        int(row[0]), due.incident_id, user_id, tier.name, kind, code,
+                        page_id, due.incident_id, user_id, tier.name, kind, code,
                         due.now + _seconds(self._page_ttl_s),
                     )  # fmt: skip
                     queued = (await enqueue_staff_page(conn, page)) is not None or queued
@@ -372,13 +299,13 @@ class EscalationWorker(PollingWorker):
             assert tier.instruction is not None
             text = f"incident {due.incident_id} ({due.type}): {tier.instruction}"
             code = new_code()
-            cur = await conn.execute(
-                _PAGE, (due.incident_id, due.site_id, index, tier.name, sequence, "", "all",
-                        "instruction", text, code),
+            page_id = await paging.insert_page(
+                conn, due.incident_id, due.site_id, tier=index, tier_name=tier.name,
+                sequence=sequence, user_id="", role="all", kind="instruction", message=text,
+                ack_code=code,
             )  # fmt: skip
-            row = await cur.fetchone()
             queued = False
-            if row is not None and self._page_ttl_s is not None:
+            if page_id is not None and self._page_ttl_s is not None:
                 # Told to everyone on shift too, on their own channels (one chain each).
                 everyone: list[str] = []
                 for duty in (DutyRole.DUTY_STAFF, DutyRole.SUPERVISOR):
@@ -387,7 +314,7 @@ class EscalationWorker(PollingWorker):
                             everyone.append(user_id)
                 for user_id in everyone:
                     page = StaffPage(
-                        int(row[0]), due.incident_id, user_id, tier.name, "instruction", code,
+                        page_id, due.incident_id, user_id, tier.name, "instruction", code,
                         due.now + _seconds(self._page_ttl_s), instruction=tier.instruction,
                     )  # fmt: skip
                     queued = (await enqueue_staff_page(conn, page)) is not None or queued
@@ -401,9 +328,9 @@ class EscalationWorker(PollingWorker):
         )
         return len(result.outbox_ids), bool(result.outbox_ids)
 
-    async def _stop(self, conn: AsyncConn, due: _Due) -> None:
+    async def _stop(self, conn: AsyncConn, due: Due) -> None:
         reason = due.state  # acknowledged, dispatched, cancelled, resolved, ...
-        await conn.execute(_STOP, (reason, due.incident_id))
+        await escalation.stop(conn, due.incident_id, reason)
         await _audit(conn, due.incident_id, "escalation.stopped",
                      {"reason": reason, "tier": due.tier})  # fmt: skip
         log.info(
@@ -434,4 +361,4 @@ def _next_at(
 
 
 async def _audit(conn: AsyncConn, incident_id: int, action: str, data: dict[str, Any]) -> None:
-    await conn.execute(_AUDIT, ("system", action, f"incident:{incident_id}", Jsonb(data)))
+    await audit_store.append_async(conn, "system", action, f"incident:{incident_id}", data)

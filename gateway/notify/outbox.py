@@ -46,7 +46,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
@@ -62,6 +61,25 @@ from gateway.notify.messages import (
 )
 from gateway.notify.settings import CHANNEL_NAME, NotifySettings
 from gateway.pollworker import PollingWorker
+from gateway.storage import incidents, outbox, paging
+from gateway.storage.outbox import Claimed, Recipient, contact_status, page_status
+
+__all__ = [
+    "AttemptObserver",
+    "ContactExhausted",
+    "EnqueueResult",
+    "ExhaustedHook",
+    "IncidentNotice",
+    "OutboxWorker",
+    "PageLink",
+    "StaffPage",
+    "backoff_delay",
+    "contact_status",
+    "enqueue_incident",
+    "enqueue_staff_page",
+    "page_status",
+    "usable_channels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,88 +122,11 @@ class ContactExhausted:
     page_id: int | None = None
 
 
+_GROUP_DONE = "group already notified"
 ExhaustedHook = Callable[[ContactExhausted], Awaitable[None]]
 # Called after every attempt with (channel kind, outcome, duration in seconds): for metrics
 # (label by channel *kind* such as "webhook", never by contact or resident).
 AttemptObserver = Callable[[str, Outcome, float], None]
-
-_CONTACTS_SQL = b"""
-SELECT c.contact_id, c.channels, b.bed_code, l.label, s.utc_offset_s
-FROM contacts c
-JOIN residents r ON r.resident_id = c.resident_id
-JOIN sites s ON s.site_id = r.site_id
-LEFT JOIN beds b ON b.bed_id = r.bed_id
-LEFT JOIN locations l ON l.location_id = b.location_id
-WHERE c.resident_id = %s
-  AND c.consent_notify
-  AND (c.kind = 'community_worker' OR r.consent_family_incidents)
-ORDER BY c.priority, c.contact_id
-"""
-
-_INSERT_SQL = b"""
-INSERT INTO notification_outbox (incident_id, contact_id, channel, channel_index, payload)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (incident_id, contact_id, channel) DO NOTHING
-RETURNING id
-"""
-
-_STAFF_INSERT_SQL = b"""
-INSERT INTO notification_outbox (incident_id, recipient_kind, user_id, page_id, channel,
-                                 channel_index, payload)
-VALUES (%s, 'staff', %s, %s, %s, %s, %s)
-ON CONFLICT (page_id, user_id, channel_index) WHERE page_id IS NOT NULL DO NOTHING
-RETURNING id
-"""
-
-_CLAIM_SQL = b"""
-WITH due AS (
-    SELECT id FROM notification_outbox
-    WHERE (state = 'pending' AND next_attempt_at <= now())
-       OR (state = 'sending' AND lease_until < now())
-    ORDER BY next_attempt_at, id
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE notification_outbox o
-SET state = 'sending', attempts = o.attempts + 1,
-    lease_until = now() + make_interval(secs => %s)
-FROM due
-WHERE o.id = due.id
-RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.payload, o.attempts,
-          o.created_at, o.recipient_kind, o.user_id, o.page_id
-"""
-
-_RECIPIENTS_SQL = b"""
-SELECT c.contact_id, c.kind, c.email, c.phone, c.consent_notify,
-       r.display_name, r.consent_family_incidents, c.wechat_openid
-FROM contacts c JOIN residents r ON r.resident_id = c.resident_id
-WHERE c.contact_id = ANY(%s)
-"""
-
-_STAFF_TARGETS_SQL = b"""
-SELECT sc.id, sc.address, u.active, i.state
-FROM staff_channels sc
-JOIN users u ON u.user_id = sc.user_id
-JOIN incidents i ON i.id = %s
-WHERE sc.id = %s
-"""
-
-_PAGE_STATE_SQL = b"SELECT state FROM incidents WHERE id = %s"
-
-_GROUP_DONE_SQL = b"""
-SELECT 1 FROM notification_outbox
-WHERE incident_id = %s AND channel = %s AND state = 'delivered' AND id <> %s
-  AND recipient_kind = 'contact'
-LIMIT 1
-"""
-_GROUP_DONE = "group already notified"
-
-_ATTEMPT_SQL = b"""
-INSERT INTO notification_attempts
-    (outbox_id, incident_id, contact_id, channel, attempt, result, detail, duration_ms,
-     recipient_kind, user_id, page_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""
 
 
 def usable_channels(raw: Any) -> list[str]:
@@ -204,32 +145,29 @@ async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueRe
 
     Runs on the caller's connection, so it commits (or not) with the caller's transaction.
     """
-    cur = await conn.execute(_CONTACTS_SQL, (notice.resident_id,))
-    contacts = await cur.fetchall()
     ids: list[int] = []
     unreachable: list[str] = []
-    for contact_id, raw_channels, bed_code, room, utc_offset_s in contacts:
-        channels = usable_channels(raw_channels)
+    for contact in await outbox.consented_contacts(conn, notice.resident_id):
+        channels = usable_channels(contact.channels)
         if not channels:
-            unreachable.append(str(contact_id))
+            unreachable.append(contact.contact_id)
             continue
         payload = {
             "facts": {
                 "incident_type": notice.incident_type,
                 "resident_id": notice.resident_id,
-                "bed_code": bed_code,
-                "room": room,
+                "bed_code": contact.bed_code,
+                "room": contact.room,
                 "raised_at": notice.raised_at.isoformat(),
-                "utc_offset_s": int(utc_offset_s),
+                "utc_offset_s": contact.utc_offset_s,
             },
             "channels": channels,
         }
-        cur = await conn.execute(
-            _INSERT_SQL, (notice.incident_id, contact_id, channels[0], 0, Jsonb(payload))
+        row_id = await outbox.insert_contact_row(
+            conn, notice.incident_id, contact.contact_id, channels[0], index=0, payload=payload
         )
-        row = await cur.fetchone()
-        if row is not None:
-            ids.append(int(row[0]))
+        if row_id is not None:
+            ids.append(row_id)
     log.info(
         "notifications queued",
         extra={
@@ -239,23 +177,6 @@ async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueRe
         },
     )
     return EnqueueResult(tuple(ids), tuple(unreachable))
-
-
-_PAGE_FACTS_SQL = b"""
-SELECT i.type, i.raised_at, b.bed_code, l.label, s.utc_offset_s
-FROM incidents i
-JOIN sites s ON s.site_id = i.site_id
-LEFT JOIN residents r ON r.resident_id = i.resident_id
-LEFT JOIN beds b ON b.bed_id = r.bed_id
-LEFT JOIN locations l ON l.location_id = b.location_id
-WHERE i.id = %s
-"""
-
-_STAFF_CHANNELS_SQL = b"""
-SELECT sc.id, sc.channel FROM staff_channels sc JOIN users u ON u.user_id = sc.user_id
-WHERE sc.user_id = %s AND u.active
-ORDER BY sc.position
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,22 +196,19 @@ class StaffPage:
 async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
     """Queue ``page`` on its user's first channel; the outbox row id, or None when the user
     has no channel (the console still shows the page). Runs in the caller's transaction."""
-    cur = await conn.execute(_STAFF_CHANNELS_SQL, (page.user_id,))
-    channels = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+    channels = await paging.paging_channels(conn, page.user_id)
     if not channels:
         return None
-    cur = await conn.execute(_PAGE_FACTS_SQL, (page.incident_id,))
-    row = await cur.fetchone()
-    if row is None:
+    place = await outbox.incident_place(conn, page.incident_id)
+    if place is None:
         return None
-    itype, raised_at, bed_code, room, utc_offset_s = row
     payload = {
         "facts": {
-            "incident_type": str(itype),
-            "bed_code": bed_code,
-            "room": room,
-            "raised_at": raised_at.isoformat(),
-            "utc_offset_s": int(utc_offset_s),
+            "incident_type": place.incident_type,
+            "bed_code": place.bed_code,
+            "room": place.room,
+            "raised_at": place.raised_at.isoformat(),
+            "utc_offset_s": place.utc_offset_s,
         },
         "channels": [name for _, name in channels],
         "staff_channel_ids": [cid for cid, _ in channels],
@@ -302,12 +220,10 @@ async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
             "expires_at": int(page.expires_at.timestamp()),
         },
     }
-    cur = await conn.execute(
-        _STAFF_INSERT_SQL,
-        (page.incident_id, page.user_id, page.page_id, channels[0][1], 0, Jsonb(payload)),
-    )
-    inserted = await cur.fetchone()
-    return None if inserted is None else int(inserted[0])
+    return await outbox.insert_staff_row(
+        conn, page.incident_id, page.user_id, page.page_id, channels[0][1], index=0,
+        payload=payload,
+    )  # fmt: skip
 
 
 def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) -> float:
@@ -315,36 +231,6 @@ def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) ->
     base = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** max(0, attempt - 1))
     jitter = settings.backoff_jitter
     return max(0.0, base * (1.0 + rng.uniform(-jitter, jitter)))
-
-
-@dataclass(frozen=True, slots=True)
-class _Claimed:
-    outbox_id: int
-    incident_id: int
-    contact_id: str | None
-    channel: str
-    channel_index: int
-    payload: dict[str, Any]
-    attempt: int
-    queued_at: datetime
-    recipient_kind: str = "contact"
-    user_id: str | None = None
-    page_id: int | None = None
-
-    @property
-    def staff(self) -> bool:
-        return self.recipient_kind == "staff"
-
-
-@dataclass(frozen=True, slots=True)
-class _Recipient:
-    kind: str
-    email: str | None
-    phone: str | None
-    consent_notify: bool
-    resident_name: str
-    consent_family_incidents: bool
-    openid: str | None = None
 
 
 class OutboxWorker(PollingWorker):
@@ -386,7 +272,7 @@ class OutboxWorker(PollingWorker):
         # go one after the other so that the group is posted once (see _deliver).
         shared: defaultdict[tuple[int, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
-        async def one(item: _Claimed) -> None:
+        async def one(item: Claimed) -> None:
             async with semaphore:
                 notifier = self._notifiers.get(item.channel)
                 if notifier is not None and notifier.broadcast and not item.staff:
@@ -403,32 +289,15 @@ class OutboxWorker(PollingWorker):
                 raise outcome
         return len(claimed)
 
-    async def _claim(self) -> list[_Claimed]:
+    async def _claim(self) -> list[Claimed]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                _CLAIM_SQL, (self._settings.batch_size, self._settings.lease_s)
-            )
-            rows = await cur.fetchall()
-        out = []
-        for r in rows:
-            contact = None if r[2] is None else str(r[2])
-            page = None if r[10] is None else int(r[10])
-            out.append(
-                _Claimed(int(r[0]), int(r[1]), contact, str(r[3]), int(r[4]), dict(r[5]),
-                         int(r[6]), r[7], str(r[8]), r[9], page)
-            )  # fmt: skip
-        return out
+            return await outbox.claim(conn, self._settings.batch_size, self._settings.lease_s)
 
-    async def _recipients(self, contact_ids: set[str]) -> dict[str, _Recipient]:
+    async def _recipients(self, contact_ids: set[str]) -> dict[str, Recipient]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_RECIPIENTS_SQL, (sorted(contact_ids),))
-            rows = await cur.fetchall()
-        return {
-            str(r[0]): _Recipient(str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]), r[7])
-            for r in rows
-        }
+            return await outbox.recipients(conn, contact_ids)
 
-    def _message(self, item: _Claimed, notifier: Notifier, recipient: _Recipient) -> Notification:
+    def _message(self, item: Claimed, notifier: Notifier, recipient: Recipient) -> Notification:
         family_ok = recipient.kind == "family" and recipient.consent_family_incidents
         if notifier.private and family_ok:
             audience = Audience.PRIVATE_FAMILY
@@ -453,23 +322,20 @@ class OutboxWorker(PollingWorker):
             address=address,
         )
 
-    async def _deliver_page(self, item: _Claimed) -> DeliveryResult:
+    async def _deliver_page(self, item: Claimed) -> DeliveryResult:
         """A staff page on its user's channel number ``channel_index``."""
         ids = item.payload.get("staff_channel_ids", [])
         page = item.payload.get("page", {})
         if item.page_id is None or item.user_id is None or item.channel_index >= len(ids):
             return DeliveryResult.permanent("page has no such channel")
         async with self._pool.connection() as conn:
-            target = (item.incident_id, ids[item.channel_index])
-            cur = await conn.execute(_STAFF_TARGETS_SQL, target)
-            row = await cur.fetchone()
-            if row is None:  # the channel was removed since: is the page still needed?
-                cur = await conn.execute(_PAGE_STATE_SQL, (item.incident_id,))
-                current = await cur.fetchone()
-                if current is not None and current[0] != "raised":
+            target = await paging.page_target(conn, item.incident_id, ids[item.channel_index])
+            if target is None:  # the channel was removed since: is the page still needed?
+                current = await incidents.state_async(conn, item.incident_id)
+                if current is not None and current != "raised":
                     return DeliveryResult.permanent(_NOT_NEEDED)
                 return DeliveryResult.permanent("channel removed")
-        address, active, state = row[1], bool(row[2]), str(row[3])
+        address, active, state = target.address, target.user_active, target.incident_state
         if state != "raised":
             return DeliveryResult.permanent(_NOT_NEEDED)
         if not active:
@@ -504,7 +370,7 @@ class OutboxWorker(PollingWorker):
         return await notifier.send(message)
 
     @staticmethod
-    def _facts(item: _Claimed, resident_name: str | None) -> IncidentFacts:
+    def _facts(item: Claimed, resident_name: str | None) -> IncidentFacts:
         facts_raw = item.payload.get("facts", {})
         return IncidentFacts(
             incident_id=item.incident_id,
@@ -516,7 +382,7 @@ class OutboxWorker(PollingWorker):
             utc_offset_s=int(facts_raw.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
         )
 
-    async def _deliver(self, item: _Claimed, recipient: _Recipient | None) -> DeliveryResult:
+    async def _deliver(self, item: Claimed, recipient: Recipient | None) -> DeliveryResult:
         if item.staff:
             return await self._deliver_page(item)
         if recipient is None or not recipient.consent_notify:
@@ -534,15 +400,12 @@ class OutboxWorker(PollingWorker):
             return DeliveryResult.delivered(_GROUP_DONE)
         return await notifier.send(message)
 
-    async def _group_already_notified(self, item: _Claimed) -> bool:
+    async def _group_already_notified(self, item: Claimed) -> bool:
         """Whether another contact's row already posted this incident to this group."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                _GROUP_DONE_SQL, (item.incident_id, item.channel, item.outbox_id)
-            )
-            return await cur.fetchone() is not None
+            return await outbox.group_done(conn, item.incident_id, item.channel, item.outbox_id)
 
-    async def _process(self, item: _Claimed, recipient: _Recipient | None) -> None:
+    async def _process(self, item: Claimed, recipient: Recipient | None) -> None:
         started = time.monotonic()
         try:
             result = await self._deliver(item, recipient)
@@ -576,7 +439,7 @@ class OutboxWorker(PollingWorker):
                 )
 
     async def _finish(
-        self, item: _Claimed, result: DeliveryResult, duration_ms: int, *, stop: bool
+        self, item: Claimed, result: DeliveryResult, duration_ms: int, *, stop: bool
     ) -> ContactExhausted | None:
         """Record the attempt and move the row on; return a ContactExhausted to report."""
         extra = {
@@ -600,42 +463,16 @@ class OutboxWorker(PollingWorker):
         channels = [str(c) for c in item.payload.get("channels", [item.channel])]
         exhausted: ContactExhausted | None = None
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                _ATTEMPT_SQL,
-                (
-                    item.outbox_id,
-                    item.incident_id,
-                    item.contact_id,
-                    item.channel,
-                    item.attempt,
-                    result.outcome.value,
-                    result.detail,
-                    duration_ms,
-                    item.recipient_kind,
-                    item.user_id,
-                    item.page_id,
-                ),
+            await outbox.record_attempt(
+                conn, item, result.outcome.value, result.detail, duration_ms
             )
-            guard = b" WHERE id = %s AND state = 'sending' AND attempts = %s"
             if result.ok:
-                sql = (
-                    b"UPDATE notification_outbox SET state = 'delivered', delivered_at = now(),"
-                    b" lease_until = NULL, last_error = NULL" + guard
-                )
-                cur = await conn.execute(sql, (item.outbox_id, item.attempt))
+                kept = await outbox.mark_delivered(conn, item)
             elif retry:
-                sql = (
-                    b"UPDATE notification_outbox SET state = 'pending', lease_until = NULL,"
-                    b" last_error = %s, next_attempt_at = now() + make_interval(secs => %s)" + guard
-                )
-                cur = await conn.execute(sql, (result.detail, delay, item.outbox_id, item.attempt))
+                kept = await outbox.mark_retry(conn, item, result.detail, delay)
             else:
-                sql = (
-                    b"UPDATE notification_outbox SET state = 'failed', lease_until = NULL,"
-                    b" last_error = %s" + guard
-                )
-                cur = await conn.execute(sql, (result.detail, item.outbox_id, item.attempt))
-            if cur.rowcount == 0:
+                kept = await outbox.mark_failed(conn, item, result.detail)
+            if not kept:
                 # Our lease ran out and another worker owns the row now; it decides.
                 log.warning("notification lease lost", extra=extra)
                 return None
@@ -657,82 +494,20 @@ class OutboxWorker(PollingWorker):
         return exhausted
 
     async def _next_channel(
-        self, conn: AsyncConn, item: _Claimed, channels: Sequence[str]
+        self, conn: AsyncConn, item: Claimed, channels: Sequence[str]
     ) -> int | None:
         """Queue the contact's next channel (due now); ``None`` when there is none left."""
         for index in range(item.channel_index + 1, len(channels)):
             if item.staff:
-                cur = await conn.execute(
-                    _STAFF_INSERT_SQL,
-                    (item.incident_id, item.user_id, item.page_id, channels[index], index,
-                     Jsonb(item.payload)),
+                row_id = await outbox.insert_staff_row(
+                    conn, item.incident_id, item.user_id, item.page_id, channels[index],
+                    index=index, payload=item.payload,
                 )  # fmt: skip
             else:
-                cur = await conn.execute(
-                    _INSERT_SQL,
-                    (item.incident_id, item.contact_id, channels[index], index,
-                     Jsonb(item.payload)),
+                row_id = await outbox.insert_contact_row(
+                    conn, item.incident_id, item.contact_id, channels[index], index=index,
+                    payload=item.payload,
                 )  # fmt: skip
-            row = await cur.fetchone()
-            if row is not None:
-                return int(row[0])
+            if row_id is not None:
+                return row_id
         return None
-
-
-_STATUS_SQL = b"""
-SELECT contact_id,
-       bool_or(state = 'delivered') AS delivered,
-       bool_or(state IN ('pending', 'sending')) AS in_progress
-FROM notification_outbox
-WHERE incident_id = %s AND recipient_kind = 'contact'
-GROUP BY contact_id
-ORDER BY contact_id
-"""
-
-
-async def contact_status(conn: AsyncConn, incident_id: int) -> dict[str, str]:
-    """Per contact of an incident: ``delivered``, ``in_progress`` or ``failed`` (all channels).
-
-    The durable counterpart of ``on_exhausted`` (which is lost if the process dies between
-    the commit and the call): escalation can poll this after a restart.
-    """
-    cur = await conn.execute(_STATUS_SQL, (incident_id,))
-    out: dict[str, str] = {}
-    for contact_id, delivered, in_progress in await cur.fetchall():
-        if delivered:
-            out[str(contact_id)] = "delivered"
-        elif in_progress:
-            out[str(contact_id)] = "in_progress"
-        else:
-            out[str(contact_id)] = "failed"
-    return out
-
-
-_PAGE_STATUS_SQL = b"""
-SELECT p.user_id,
-       bool_or(o.state = 'delivered') AS delivered,
-       bool_or(o.state IN ('pending', 'sending')) AS in_progress,
-       count(o.id) AS rows
-FROM staff_pages p
-LEFT JOIN notification_outbox o ON o.page_id = p.id
-WHERE p.incident_id = %s AND p.tier = %s AND p.user_id <> ''
-GROUP BY p.user_id
-ORDER BY p.user_id
-"""
-
-
-async def page_status(conn: AsyncConn, incident_id: int, tier: int) -> dict[str, str]:
-    """Per paged user of an incident's tier: ``delivered``, ``in_progress``, ``failed`` (every
-    channel of every page failed) or ``console`` (the user has no paging channel)."""
-    cur = await conn.execute(_PAGE_STATUS_SQL, (incident_id, tier))
-    out: dict[str, str] = {}
-    for user_id, delivered, in_progress, rows in await cur.fetchall():
-        if not rows:
-            out[str(user_id)] = "console"
-        elif delivered:
-            out[str(user_id)] = "delivered"
-        elif in_progress:
-            out[str(user_id)] = "in_progress"
-        else:
-            out[str(user_id)] = "failed"
-    return out

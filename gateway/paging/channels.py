@@ -8,14 +8,30 @@ listing shows it masked (``+86138****0000``) unless asked for in full by an admi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from gateway import audit
+from gateway.errors import ConflictError, InvalidError, NotFoundError
 from gateway.notify.settings import CHANNEL_NAME
 from gateway.paging.tokens import normalise_phone
+from gateway.storage import paging
+from gateway.storage.paging import StaffChannel
+
+__all__ = [
+    "PHONE_KINDS",
+    "STAFF_KINDS",
+    "STAFF_ROLES",
+    "ChannelConflictError",
+    "ChannelError",
+    "ChannelNotFoundError",
+    "StaffChannel",
+    "add_channel",
+    "check_address",
+    "list_channels",
+    "remove_channel",
+]
 
 Conn = psycopg.Connection[Any]
 STAFF_ROLES = ("duty_staff", "supervisor", "admin")
@@ -23,41 +39,23 @@ PHONE_KINDS = frozenset({"sms", "voice"})
 STAFF_KINDS = frozenset({"sms", "voice", "email", "webhook", "wecom", "dingtalk", "feishu", "bot"})
 
 
-class ChannelError(Exception):
-    """A refused change; ``status`` is an HTTP-like code (400, 404, 409)."""
+class ChannelError(InvalidError):
+    """A refused change; ``status`` is an HTTP-like code (400, 404, 409) kept for the callers
+    that still read it (the kinds below say the same: not found, conflict)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    status = 400
 
 
-@dataclass(frozen=True, slots=True)
-class StaffChannel:
-    """One paging channel of a staff user (``address`` is personal data)."""
+class ChannelNotFoundError(ChannelError, NotFoundError):
+    """No such user or channel."""
 
-    id: int
-    user_id: str
-    position: int
-    channel: str
-    address: str | None
+    status = 404
 
-    def masked(self) -> str | None:
-        """The address for display: the middle of a number or the mailbox name hidden."""
-        if self.address is None:
-            return None
-        if "@" in self.address:
-            local, _, domain = self.address.partition("@")
-            return f"{local[:1]}***@{domain}"
-        return f"{self.address[:6]}****{self.address[-4:]}"
 
-    def as_json(self, *, reveal: bool = False) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "position": self.position,
-            "channel": self.channel,
-            "address": self.address if reveal else self.masked(),
-        }
+class ChannelConflictError(ChannelError, ConflictError):
+    """The change clashes with the channel list (too many channels)."""
+
+    status = 409
 
 
 def check_address(channel: str, address: str | None) -> str | None:
@@ -85,19 +83,13 @@ def check_address(channel: str, address: str | None) -> str | None:
 
 
 def _user(conn: Conn, user: str) -> str:
-    row = conn.execute(
-        "SELECT user_id, role FROM users WHERE user_id = %s OR username = %s "
-        "ORDER BY user_id = %s DESC LIMIT 1",
-        (user, user, user),
-    ).fetchone()
-    if row is None:
-        raise ChannelError(f"no user {user!r}", status=404)
-    if row[1] not in STAFF_ROLES:
-        raise ChannelError(f"user {row[0]} is {row[1]}: only staff users are paged")
-    return str(row[0])
-
-
-_COLUMNS = "id, user_id, position, channel, address"
+    found = paging.find_user(conn, user)
+    if found is None:
+        raise ChannelNotFoundError(f"no user {user!r}")
+    user_id, role = found
+    if role not in STAFF_ROLES:
+        raise ChannelError(f"user {user_id} is {role}: only staff users are paged")
+    return user_id
 
 
 def list_channels(conn: Conn, user: str, *, revealed_to: str | None = None) -> list[StaffChannel]:
@@ -106,11 +98,7 @@ def list_channels(conn: Conn, user: str, *, revealed_to: str | None = None) -> l
     user_id = _user(conn, user)
     if revealed_to is not None:
         audit.append(conn, revealed_to, "user.channels_revealed", f"user:{user_id}")
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM staff_channels WHERE user_id = %s ORDER BY position",  # noqa: S608
-        (user_id,),
-    ).fetchall()
-    return [StaffChannel(int(r[0]), str(r[1]), int(r[2]), str(r[3]), r[4]) for r in rows]
+    return paging.channels_of(conn, user_id)
 
 
 def add_channel(
@@ -121,47 +109,24 @@ def add_channel(
     stored = check_address(channel, address)
     with conn.transaction():
         user_id = _user(conn, user)
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (user_id,))
-        count = conn.execute(
-            "SELECT count(*) FROM staff_channels WHERE user_id = %s", (user_id,)
-        ).fetchone()
-        n = int(count[0]) if count else 0
+        paging.lock_channels(conn, user_id)
+        n = paging.count_channels(conn, user_id)
         if n >= 8:
-            raise ChannelError("a user has at most 8 paging channels", status=409)
+            raise ChannelConflictError("a user has at most 8 paging channels")
         pos = n if position is None else max(0, min(position, n))
-        # Make room: shift the later ones down (highest first, the unique key holds).
-        for (cid,) in conn.execute(
-            "SELECT id FROM staff_channels WHERE user_id = %s AND position >= %s "
-            "ORDER BY position DESC",
-            (user_id, pos),
-        ).fetchall():
-            conn.execute("UPDATE staff_channels SET position = position + 1 WHERE id = %s", (cid,))
-        row = conn.execute(
-            "INSERT INTO staff_channels (user_id, position, channel, address) "  # noqa: S608
-            f"VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (user_id, pos, channel, stored),
-        ).fetchone()
-        assert row is not None
+        added = paging.insert_channel(conn, user_id, pos, channel, stored)
         audit.append(conn, actor, "user.channel_added", f"user:{user_id}",
-                     {"channel_id": int(row[0]), "channel": channel, "position": pos})  # fmt: skip
-    return StaffChannel(int(row[0]), str(row[1]), int(row[2]), str(row[3]), row[4])
+                     {"channel_id": added.id, "channel": channel, "position": pos})  # fmt: skip
+    return added
 
 
 def remove_channel(conn: Conn, user: str, channel_id: int, *, actor: str) -> None:
     """Remove one channel (the later ones move up); audited."""
     with conn.transaction():
         user_id = _user(conn, user)
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (user_id,))
-        row = conn.execute(
-            "DELETE FROM staff_channels WHERE id = %s AND user_id = %s RETURNING position, channel",
-            (channel_id, user_id),
-        ).fetchone()
-        if row is None:
-            raise ChannelError(f"user {user_id} has no channel #{channel_id}", status=404)
-        for (cid,) in conn.execute(
-            "SELECT id FROM staff_channels WHERE user_id = %s AND position > %s ORDER BY position",
-            (user_id, int(row[0])),
-        ).fetchall():
-            conn.execute("UPDATE staff_channels SET position = position - 1 WHERE id = %s", (cid,))
+        paging.lock_channels(conn, user_id)
+        removed = paging.delete_channel(conn, user_id, channel_id)
+        if removed is None:
+            raise ChannelNotFoundError(f"user {user_id} has no channel #{channel_id}")
         audit.append(conn, actor, "user.channel_removed", f"user:{user_id}",
-                     {"channel_id": channel_id, "channel": str(row[1])})  # fmt: skip
+                     {"channel_id": channel_id, "channel": removed})  # fmt: skip

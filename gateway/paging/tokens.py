@@ -18,6 +18,8 @@ from enum import StrEnum
 
 import jwt
 
+from gateway.errors import InvalidError
+
 AUDIENCE = "safehome-page-ack"
 CODE_DIGITS = 6
 _CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
@@ -43,7 +45,7 @@ class LinkClaims:
     expires_at: int  # unix seconds
 
 
-class LinkError(Exception):
+class LinkError(InvalidError):
     """The token is not a valid link; ``result`` says why (expired or unknown)."""
 
     def __init__(self, result: AckResult) -> None:

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from analytics.types import Detection
 from gateway import audit
-from gateway.facts import open_states_sql
+from gateway.errors import InvalidError, NotFoundError
+from gateway.storage import incidents
+from gateway.storage.incidents import Incident, TimelineEvent
 from gateway.workflow.transitions import (
     DEFAULT_CANCEL_WINDOW_S,
     RESIDENT_CANCELLABLE,
@@ -40,10 +40,24 @@ log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 
-_OPEN_SQL = open_states_sql()
+__all__ = [
+    "SYSTEM",
+    "SYSTEM_ACTOR",
+    "Actor",
+    "Incident",
+    "IncidentNotFoundError",
+    "IncidentService",
+    "InvalidIncidentError",
+    "TimelineEvent",
+    "Trigger",
+]
 
 
-class IncidentNotFoundError(WorkflowError):
+class InvalidIncidentError(WorkflowError, InvalidError):
+    """An input the workflow refuses (unknown outcome, a trigger without a subject, ...)."""
+
+
+class IncidentNotFoundError(WorkflowError, NotFoundError):
     """No incident with that id (or no open incident to act on)."""
 
     def __init__(self, message: str, *, incident_id: int | None = None) -> None:
@@ -88,7 +102,8 @@ class Trigger:
         :meth:`IncidentService.clear` for technical incidents instead.
         """
         if detection.resolved:
-            raise WorkflowError(f"a resolved {detection.kind.value} detection raises nothing")
+            kind = detection.kind.value
+            raise InvalidIncidentError(f"a resolved {kind} detection raises nothing")
         return cls(
             type=IncidentType.from_detection(detection.kind),
             site_id=site_id,
@@ -104,130 +119,9 @@ class Trigger:
         """The subject stored on the incident."""
         subject = self.subject or self.resident_id
         if not subject:
-            raise WorkflowError(f"a {self.type.value} trigger needs a subject or a resident")
+            raise InvalidIncidentError(f"a {self.type.value} trigger needs a subject or a resident")
         return subject
 
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """One row of ``incidents``; SLA durations are derived from its timestamps."""
-
-    id: int
-    site_id: str
-    resident_id: str | None
-    subject: str
-    type: str
-    priority: int
-    technical: bool
-    state: str
-    trigger_count: int
-    first_trigger_at: datetime
-    last_trigger_at: datetime
-    raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    dispatched_at: datetime | None
-    dispatched_by: str | None
-    responder: str | None
-    on_scene_at: datetime | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    outcome: str | None
-    resolution_notes: str | None
-    closed_at: datetime | None
-    closed_by: str | None
-    cancelled_at: datetime | None
-    cancelled_by: str | None
-    cancel_source: str | None
-    reason: str
-    details: dict[str, Any]
-
-    @property
-    def time_to_acknowledge(self) -> timedelta | None:
-        """From the raise to the human acknowledgement."""
-        return None if self.acknowledged_at is None else self.acknowledged_at - self.raised_at
-
-    @property
-    def time_to_on_scene(self) -> timedelta | None:
-        """From the raise to the responder's arrival."""
-        return None if self.on_scene_at is None else self.on_scene_at - self.raised_at
-
-    @property
-    def time_to_resolve(self) -> timedelta | None:
-        """From the raise to the resolution."""
-        return None if self.resolved_at is None else self.resolved_at - self.raised_at
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEvent:
-    """One entry of an incident's timeline (raised, triggered, acknowledged, ...)."""
-
-    time: datetime
-    kind: str
-    actor: str
-    data: dict[str, Any]
-
-
-_COLUMNS = ", ".join(f.name for f in fields(Incident))
-
-_INSERT = f"""
-INSERT INTO incidents (site_id, resident_id, subject, type, priority, technical,
-    first_trigger_at, last_trigger_at, raised_at, reason, details)
-VALUES (%(site_id)s, %(resident_id)s, %(subject)s, %(type)s, %(priority)s, %(technical)s,
-    %(time)s, %(time)s, %(now)s, %(reason)s, %(details)s)
-ON CONFLICT ({{key}}, type) WHERE {_OPEN_SQL} AND {{technical}}technical
-DO UPDATE SET trigger_count = incidents.trigger_count + 1,
-    first_trigger_at = least(incidents.first_trigger_at, EXCLUDED.first_trigger_at),
-    last_trigger_at = greatest(incidents.last_trigger_at, EXCLUDED.last_trigger_at)
-RETURNING {_COLUMNS}, (xmax = 0) AS created
-"""  # noqa: S608
-# The f-strings here only splice constants (column names, fixed predicates), never input.
-_SELECT = f"SELECT {_COLUMNS} FROM incidents WHERE id = %s"  # noqa: S608
-_SELECT_FOR_UPDATE = _SELECT + " FOR UPDATE"
-_SELECT_CANCELLABLE = (
-    "SELECT id FROM incidents WHERE resident_id = %s AND type = ANY(%s) AND "  # noqa: S608
-    + _OPEN_SQL
-    + " ORDER BY priority, raised_at DESC LIMIT 1"
-)
-_INSERT_CARE = _INSERT.format(key="resident_id", technical="NOT ")
-_INSERT_TECHNICAL = _INSERT.format(key="subject", technical="")
-# A care incident of a place (a device bound to no resident, migration 0017): one open per
-# subject (location or site) and type.
-_INSERT_CARE_PLACE = _INSERT.format(key="subject", technical="resident_id IS NULL AND NOT ")
-
-# Columns each action sets besides ``state``: (column, parameter name).
-_SETS: dict[Action, tuple[str, ...]] = {
-    Action.ACKNOWLEDGE: ("acknowledged_at = %(now)s", "acknowledged_by = %(actor)s"),
-    Action.DISPATCH: (
-        "dispatched_at = %(now)s",
-        "dispatched_by = %(actor)s",
-        "responder = %(responder)s",
-    ),
-    Action.ARRIVE: ("on_scene_at = %(now)s",),
-    Action.RESOLVE: (
-        "resolved_at = %(now)s",
-        "resolved_by = %(actor)s",
-        "outcome = %(outcome)s",
-        "resolution_notes = %(notes)s",
-    ),
-    Action.CLEAR: (
-        "resolved_at = %(now)s",
-        "resolved_by = %(actor)s",
-        "outcome = 'condition_cleared'",
-    ),
-    Action.CLOSE: ("closed_at = %(now)s", "closed_by = %(actor)s"),
-    Action.CANCEL_BY_RESIDENT: (
-        "cancelled_at = %(now)s",
-        "cancelled_by = %(actor)s",
-        "cancel_source = 'resident'",
-    ),
-    Action.CANCEL_BY_STAFF: (
-        "cancelled_at = %(now)s",
-        "cancelled_by = %(actor)s",
-        "cancel_source = 'staff'",
-        "resolution_notes = %(notes)s",
-    ),
-}
 
 # Timeline event kind per action (past tense, as the console shows it).
 _EVENT = {
@@ -270,7 +164,7 @@ class IncidentService:
         """
         itype = trigger.type
         if not itype.technical and not (trigger.resident_id or trigger.subject):
-            raise WorkflowError(f"a {itype.value} incident needs a resident or a place")
+            raise InvalidIncidentError(f"a {itype.value} incident needs a resident or a place")
         params = {
             "site_id": trigger.site_id,
             "resident_id": trigger.resident_id,
@@ -281,17 +175,11 @@ class IncidentService:
             "time": trigger.time,
             "now": self._clock(),
             "reason": trigger.reason,
-            "details": Jsonb(dict(trigger.details)),
+            "details": trigger.details,
         }
-        if itype.technical:
-            sql = _INSERT_TECHNICAL
-        else:
-            sql = _INSERT_CARE if trigger.resident_id else _INSERT_CARE_PLACE
-        with self._conn.transaction(), self._conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql.encode(), params).fetchone()
-            assert row is not None
-            created = bool(row.pop("created"))
-            incident = Incident(**row)
+        key = "technical" if itype.technical else "resident" if trigger.resident_id else "place"
+        with self._conn.transaction():
+            incident, created = incidents.raise_or_join(self._conn, params, key=key)
             kind = "raised" if created else "triggered"
             data = {"trigger_time": trigger.time.isoformat(), "reason": trigger.reason}
             self._event(incident.id, kind, SYSTEM, data)
@@ -329,9 +217,9 @@ class IncidentService:
         try:
             code = Outcome(outcome)
         except ValueError:
-            raise WorkflowError(f"unknown outcome {outcome!r}") from None
+            raise InvalidIncidentError(f"unknown outcome {outcome!r}") from None
         if code is Outcome.CONDITION_CLEARED:
-            raise WorkflowError("condition_cleared is set by the system's clear only")
+            raise InvalidIncidentError("condition_cleared is set by the system's clear only")
         return self._transition(incident_id, Action.RESOLVE, actor, outcome=code.value, notes=notes)
 
     def close(self, incident_id: int, actor: Actor) -> Incident:
@@ -357,33 +245,26 @@ class IncidentService:
         :class:`IncidentNotFoundError` when there is nothing open to cancel and
         :class:`IllegalTransitionError` when it is too late or already acknowledged.
         """
-        row = self._conn.execute(
-            _SELECT_CANCELLABLE.encode(),
-            (resident_id, [t.value for t in RESIDENT_CANCELLABLE]),
-        ).fetchone()
-        if row is None:
+        found = incidents.cancellable(
+            self._conn, resident_id, [t.value for t in RESIDENT_CANCELLABLE]
+        )
+        if found is None:
             raise IncidentNotFoundError("no open emergency call or fall to cancel")
         actor = Actor(device_id or resident_id, Role.RESIDENT)
-        return self._transition(int(row[0]), Action.CANCEL_BY_RESIDENT, actor, at=at)
+        return self._transition(found, Action.CANCEL_BY_RESIDENT, actor, at=at)
 
     # -- reads -------------------------------------------------------------------------
 
     def get(self, incident_id: int) -> Incident:
         """The incident with that id."""
-        with self._conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(_SELECT.encode(), (incident_id,)).fetchone()
-        if row is None:
+        incident = incidents.get(self._conn, incident_id)
+        if incident is None:
             raise IncidentNotFoundError(f"no incident {incident_id}", incident_id=incident_id)
-        return Incident(**row)
+        return incident
 
     def timeline(self, incident_id: int) -> list[TimelineEvent]:
         """The incident's timeline, oldest first."""
-        rows = self._conn.execute(
-            "SELECT time, kind, actor, data FROM incident_events WHERE incident_id = %s "
-            "ORDER BY id",
-            (incident_id,),
-        ).fetchall()
-        return [TimelineEvent(*row) for row in rows]
+        return incidents.timeline(self._conn, incident_id)
 
     def record_read(self, actor: str, resident_id: str, what: str) -> None:
         """Audit a read of a resident's health data (the API calls this on every read)."""
@@ -405,29 +286,20 @@ class IncidentService:
         notes: str | None = None,
     ) -> Incident:
         now = self._clock() if at is None else at
-        with self._conn.transaction(), self._conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                _SELECT_FOR_UPDATE.encode(),
-                (incident_id,),
-            ).fetchone()
-            if row is None:
+        with self._conn.transaction():
+            before = incidents.get(self._conn, incident_id, for_update=True)
+            if before is None:
                 raise IncidentNotFoundError(f"no incident {incident_id}", incident_id=incident_id)
-            before = Incident(**row)
             target = next_state(
                 State(before.state), action, actor.role,
                 incident_type=IncidentType(before.type),
                 since_raise_s=(now - before.first_trigger_at).total_seconds(),
                 cancel_window_s=self._cancel_window_s,
             )  # fmt: skip
-            sets = ", ".join(("state = %(state)s", *_SETS[action]))  # constants only
-            params = {"id": incident_id, "state": target.value, "now": now, "actor": actor.id,
-                      "responder": responder, "outcome": outcome, "notes": notes}  # fmt: skip
-            row = cur.execute(
-                f"UPDATE incidents SET {sets} WHERE id = %(id)s RETURNING {_COLUMNS}".encode(),  # noqa: S608
-                params,
-            ).fetchone()
-            assert row is not None
-            after = Incident(**row)
+            after = incidents.update_state(
+                self._conn, incident_id, action, state=target.value, now=now, actor=actor.id,
+                responder=responder, outcome=outcome, notes=notes,
+            )  # fmt: skip
             data = _event_data(before.state, target, actor.role, responder, outcome)
             self._event(incident_id, _EVENT[action], actor.id, data, at=now)
             audit.append(self._conn, actor.id, f"incident.{action.value}",
@@ -447,10 +319,8 @@ class IncidentService:
         data: Mapping[str, Any],
         at: datetime | None = None,
     ) -> None:
-        self._conn.execute(
-            "INSERT INTO incident_events (incident_id, time, kind, actor, data) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (incident_id, at or self._clock(), kind, actor, Jsonb(dict(data))),
+        incidents.add_event(
+            self._conn, incident_id, kind, at=at or self._clock(), actor=actor, data=data
         )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from analytics.types import DetectionKind
+from gateway.errors import ConflictError, SafehomeError
 
 
 class State(StrEnum):
@@ -183,11 +184,11 @@ RULES: dict[Action, Rule] = {
 }  # fmt: skip
 
 
-class WorkflowError(Exception):
-    """Base error of the incident workflow."""
+class WorkflowError(SafehomeError):
+    """Base error of the incident workflow (each raised error is also one domain kind)."""
 
 
-class IllegalTransitionError(WorkflowError):
+class IllegalTransitionError(WorkflowError, ConflictError):
     """An action that the lifecycle does not allow; nothing was changed.
 
     Attributes name the incident's ``state``, the ``action`` and the acting ``role``.
