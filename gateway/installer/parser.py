@@ -210,7 +210,10 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("--bed")
     p = _leaf(dev, "register", "register a device; prints its configuration ONCE",
               "device_register", both)  # fmt: skip
-    p.add_argument("--kind", required=True, choices=["button", "bed_sensor", "wearable"])
+    p.add_argument("--kind", required=True, choices=["button", "bed_sensor", "wearable",
+                   "home_hub", "door_contact", "motion_sensor", "smoke_detector",
+                   "gas_detector", "water_leak"])  # fmt: skip
+    p.add_argument("--hub", help="the home hub this kit sensor reports through")
     p.add_argument("--model", required=True)
     p.add_argument("--serial", required=True)
     p.add_argument("--device-id", help="id (default chosen by the gateway)")
