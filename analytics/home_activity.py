@@ -205,6 +205,11 @@ class HomeActivity:
             self._blocked_days.add(self._day(t))
 
     @property
+    def away_set(self) -> bool:
+        """Away as set by people (registry status), not inferred from the door."""
+        return self._away_set
+
+    @property
     def away(self) -> bool:
         return self._away_set or self._away_auto
 

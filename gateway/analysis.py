@@ -87,6 +87,7 @@ from analytics.types import DetailValue, Detection, DetectionKind
 from analytics.vitals import HR_BINS, RR_BINS, VitalsMonitor, VitalsParams
 from devices.protocol import (
     ACCEL_FS,
+    KIT_KINDS,
     AccelBatch,
     Channel,
     DeviceKind,
@@ -96,6 +97,7 @@ from devices.protocol import (
     State,
 )
 from gateway.ingest import StoredMessage
+from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo, load_devices
 from gateway.settings import AnalysisSettings, DatabaseSettings
 
@@ -972,6 +974,9 @@ class AnalysisRunner:
             )
         )
         self._vitals_limits = VitalsParams()
+        self._kit = KitRunner(
+            self._emit_resident, self._emit_health, lambda: self._registry.residents
+        )
         # output
         self._open: dict[tuple[str, str, str], _OpenCondition] = {}
         self._pending: list[DetectionRecord] = []
@@ -1264,7 +1269,12 @@ class AnalysisRunner:
     def _bind(self, info: DeviceInfo, now: float) -> _Device:
         """Start analysing a device (or follow a change of its registry entry)."""
         previous = self._devices.get(info.device_id)
-        subject = info.resident_id or info.bed_id or info.device_id
+        subject = (
+            info.resident_id
+            or info.bed_id
+            or (info.location_id if info.kind in KIT_KINDS else None)
+            or info.device_id
+        )
         res = self._residents.get(subject) or self._new_resident(subject, info, now)
         detector: FallDetector | None = None
         if info.kind is DeviceKind.WEARABLE:
@@ -1417,6 +1427,8 @@ class AnalysisRunner:
         res = dev.resident
         t = env.ts
         type_ = env.type
+        if dev.info.kind in KIT_KINDS:
+            self._kit.on_reading(res, dev.info, msg)
         if type_ == "vitals":
             presence = bool(msg.presence)
             movement = msg.movement if msg.movement is not None else 0.0
@@ -1446,6 +1458,8 @@ class AnalysisRunner:
         res = dev.resident
         t = env.ts
         type_ = env.type
+        if dev.info.kind in KIT_KINDS and self._kit.on_event(res, dev.info, env, msg.data, alarms):
+            return
         if type_ in ("press", "long_press", "sos"):
             res.routine.on_activity(t)
             if alarms:
@@ -1618,6 +1632,7 @@ class AnalysisRunner:
                 self._pending_days[(res.subject, summary.day)] = RoutineDay(res.subject, summary)
         for det in self._health.check(now):
             self._emit_health(det)
+        self._kit.check(now)
 
     def _fall_alarms(self, res: _Resident, det: Detection) -> tuple[tuple[str, str], ...]:
         """The device fall flags a confirmed fall accounts for (taken off the list)."""

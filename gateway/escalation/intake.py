@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from analytics.types import DetectionKind
+from analytics.types import HAZARDS, DetectionKind
 from gateway import acceptance
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, WorkflowError
@@ -91,7 +91,7 @@ UPDATE pending_alarms
 SET handled_at = now(), handled_by = %s, outcome = %s, incident_id = %s, note = %s
 WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
 """
-PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL})
+PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL}) | HAZARDS
 """Alarms: raised for the place when no resident is bound. A vacant bed's routine findings
 (not up, no activity) concern nobody and still raise nothing."""
 LATE_NOTE_S = 10.0

@@ -106,9 +106,10 @@ WHERE incident_id = %s AND stopped_at IS NULL AND tier = %s
 """
 
 _ROW_FOR_EARLY = b"""
-SELECT site_id, tier FROM incident_escalations
-WHERE incident_id = %s AND stopped_at IS NULL
-FOR UPDATE
+SELECT e.site_id, e.tier, i.type FROM incident_escalations e
+JOIN incidents i ON i.id = e.incident_id
+WHERE e.incident_id = %s AND e.stopped_at IS NULL
+FOR UPDATE OF e
 """
 
 
@@ -209,7 +210,7 @@ class EscalationWorker(PollingWorker):
             if row is None:
                 return
             site_id, tier = str(row[0]), int(row[1])
-            ladder = self._config.ladder(site_id)
+            ladder = self._config.ladder(site_id, str(row[2]))
             if not 0 <= tier < len(ladder.tiers):
                 return
             audience = ladder.tiers[tier].audience
@@ -246,7 +247,7 @@ class EscalationWorker(PollingWorker):
             if due.state != "raised":
                 await self._stop(conn, due)
                 return False
-            ladder = self._config.ladder(due.site_id)
+            ladder = self._config.ladder(due.site_id, due.type)
             enqueued = await self._escalate(conn, due, ladder)
             if self._before_commit is not None:
                 await self._before_commit(due.incident_id, due.tier)
