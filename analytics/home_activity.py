@@ -66,11 +66,12 @@ class HomeActivityParams:
     # NO_ACTIVITY: allowed gap = max(min, factor x the band's long gaps) capped at max
     gap_factor: float = 1.5
     gap_quantile: float = 0.95
-    min_gap_s: float = 2 * HOUR_S
+    longest_factor: float = 1.1  # ... and never below the band's longest gap seen, plus 10 %
+    min_gap_s: float = 2.5 * HOUR_S
     max_gap_s: float = 6 * HOUR_S
     cold_gap_s: float = 4 * HOUR_S
     night_margin_s: float = 45 * MIN_S  # a gap starting this close to the usual bed time
-    default_bed_s: float = 21.5 * HOUR_S  # cold start: the usual last activity (21:30)
+    default_bed_s: float = 20 * HOUR_S  # cold start: evenings from 19:15 count as night
     # door at night
     night_start_s: float = 23 * HOUR_S
     night_end_s: float = 5 * HOUR_S
@@ -147,7 +148,10 @@ class HomeActivity:
         self._bed_ok_at = -math.inf
         self._history: deque[DayRecord] = deque(maxlen=self.p.history_days)
         self._summarised_through: int | None = None
-        self._blocked_days: set[int] = set()  # days with away/dropout: not learned from
+        # Absences and dropouts (start, end): gaps over them are not learned from.
+        self._absent: deque[tuple[float, float]] = deque()
+        self._away_since: float | None = None
+        self._dropout_end = -math.inf
         self._open: dict[DetectionKind, float] = {}
         self._out: list[Detection] = []
         self._learned: tuple[float, float, float, np.ndarray] | None = None
@@ -159,6 +163,7 @@ class HomeActivity:
         if self._away_auto:
             self._away_auto = False
             self._resume = t
+            self._end_absence(t)
         self._door_close_checked = True
         if self._door_open_at is None and DetectionKind.DOOR_OPEN_AT_NIGHT in self._open:
             del self._open[DetectionKind.DOOR_OPEN_AT_NIGHT]
@@ -184,7 +189,8 @@ class HomeActivity:
         """Any sign of life from the home's sensors (heartbeat, state online, any event)."""
         if self._alive is not None and t - self._alive > self.p.stale_s:
             self._resume = t
-            self._blocked_days.add(self._day(t))
+            self._dropout_end = t
+            self._absent.append((self._alive, t))
         self._alive = t if self._alive is None else max(self._alive, t)
 
     def on_bed(self, t: float, in_bed: bool, breathing_normal: bool) -> None:
@@ -199,10 +205,16 @@ class HomeActivity:
         """Set by staff, the family or the grid worker (also ends an inferred absence)."""
         if self._away_set and not away:
             self._resume = t
+            self._end_absence(t)
+        if away and not self.away:
+            self._away_since = t
         self._away_set = away
         self._away_auto = False
-        if away:
-            self._blocked_days.add(self._day(t))
+
+    def _end_absence(self, t: float) -> None:
+        if self._away_since is not None:
+            self._absent.append((self._away_since, t))
+            self._away_since = None
 
     @property
     def away_set(self) -> bool:
@@ -261,7 +273,9 @@ class HomeActivity:
             near = (band_of == b) | (band_of == (b - 1) % _BANDS) | (band_of == (b + 1) % _BANDS)
             sample = lengths[near] if np.count_nonzero(near) >= 10 else lengths
             long_gap = float(np.quantile(sample, p.gap_quantile)) if sample.size >= 5 else 0.0
-            allowed[b] = min(p.max_gap_s, max(p.min_gap_s, p.gap_factor * long_gap))
+            longest = float(sample.max()) if sample.size else 0.0
+            wanted = max(p.gap_factor * long_gap, p.longest_factor * longest)
+            allowed[b] = min(p.max_gap_s, max(p.min_gap_s, wanted))
         self._learned = (
             float(np.median(first)),
             float(np.quantile(first, 0.9)),
@@ -280,13 +294,14 @@ class HomeActivity:
             self._summarised_through += 1
             day = self._summarised_through
             record = self._day_record(day)
-            if record is not None and day not in self._blocked_days:
+            if record is not None:
                 self._history.append(record)
                 self._learned = None
         horizon = now - 44 * HOUR_S
         while self._events and self._events[0] < horizon:
             self._events.popleft()
-        self._blocked_days = {d for d in self._blocked_days if d >= self._day(now) - 3}
+        while self._absent and self._absent[0][1] < now - 4 * DAY_S:
+            self._absent.popleft()
 
     def _day_record(self, day: int) -> DayRecord | None:
         m = self._midnight(day)
@@ -297,6 +312,15 @@ class HomeActivity:
         night_after = self._night_gap(times, m + 18 * HOUR_S, m + 36 * HOUR_S)
         if night_before is None or night_after is None:
             return None
+        absent = list(self._absent)
+        if self._away_since is not None:
+            absent.append((self._away_since, math.inf))
+
+        def overlaps(a: float, b: float) -> bool:
+            return any(x < b and a < y for x, y in absent)
+
+        if overlaps(*night_before) or overlaps(*night_after):
+            return None  # a night away or without sensors: nothing to learn about the routine
         after = times[(times >= max(night_before[1], m + self.p.up_not_before_s))]
         if after.size == 0:
             return None
@@ -307,7 +331,11 @@ class HomeActivity:
         diffs = np.diff(waking)
         keep = diffs >= 20 * MIN_S
         starts = waking[:-1][keep]
-        gaps = [(self._sod(float(a)), float(g)) for a, g in zip(starts, diffs[keep], strict=True)]
+        gaps = [
+            (self._sod(float(a)), float(g))
+            for a, g in zip(starts, diffs[keep], strict=True)
+            if not overlaps(float(a), float(a + g))
+        ]
         return DayRecord(day, up - m, bed - m, gaps)
 
     @staticmethod
@@ -371,7 +399,8 @@ class HomeActivity:
         if now - closed >= p.away_after_s:
             self._door_close_checked = True
             self._away_auto = True
-            self._blocked_days.add(self._day(now))
+            if self._away_since is None:
+                self._away_since = closed
 
     def _check_not_up(self, now: float, out: list[Detection]) -> None:
         if DetectionKind.NOT_UP in self._open or DetectionKind.NO_ACTIVITY in self._open:
@@ -413,6 +442,8 @@ class HomeActivity:
             return
         band = int(sod // (3 * HOUR_S)) % _BANDS
         limit = float(allowed[band])
+        if base == self._resume and self._resume == self._dropout_end:
+            limit = self.p.max_gap_s  # after a dropout the state is unknown (gone out?)
         if now - base < limit:
             return
         clock, every = _clock(sod), _hours(limit / self.p.gap_factor)
