@@ -42,6 +42,7 @@ class HomeEvent:
 class Incident:
     kind: Injected
     t: float  # collapse time / usual first activity (not up) / door opened (wandering)
+    since: float = 0.0  # the resident's last sign before it (alerts from then on are about it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +140,12 @@ def generate_home(
         m = epoch + d * DAY_S
         wake = m + float(np.clip(rng.normal(wake_mu, wake_sd), 4.2 * H, 11 * H))
         bed = m + float(np.clip(rng.normal(bed_mu, bed_sd), 19 * H, 25.5 * H))
+        if incident_day is not None and d == incident_day and away_until > m:
+            incident_day += 1  # still away from the night before: the incident comes later
         injected_today = incident is not None and d == incident_day
         if injected_today and incident is Injected.NOT_UP:
-            stream.incident = Incident(Injected.NOT_UP, m + wake_mu)
+            last = max((t for t, k in raw if k != "alive" and t < m + 4 * H), default=m)
+            stream.incident = Incident(Injected.NOT_UP, m + wake_mu, last)
             end = m + wake_mu + 14 * H
             break
         day_start = max(wake, away_until)
@@ -163,7 +167,7 @@ def generate_home(
         raw += [(day_start, "motion"), (bed, "motion")]
         if rng.random() < p.visitor_p:
             v0 = float(rng.uniform(day_start + 1 * H, max(day_start + 1.5 * H, bed - 1 * H)))
-            v1 = v0 + float(rng.uniform(1, 3)) * H
+            v1 = min(v0 + float(rng.uniform(1, 3)) * H, m + 22.5 * H)  # visitors leave by 22:30
             raw += [
                 (v0, "door_open"),
                 (v0 + 20, "door_close"),
@@ -181,18 +185,18 @@ def generate_home(
             tc = float(rng.uniform(day_start + 1 * H, max(day_start + 1.5 * H, bed - 1 * H)))
             raw = [(t, k) for t, k in raw if t <= tc]
             raw.append((tc, "motion"))
-            stream.incident = Incident(Injected.COLLAPSE, tc)
+            stream.incident = Incident(Injected.COLLAPSE, tc, tc)
             end = tc + 14 * H
             break
         if injected_today and incident is Injected.NIGHT_WANDERING:
             tw = m + DAY_S + float(rng.uniform(0.5, 3.5)) * H
             raw = [(t, k) for t, k in raw if t <= tw - 120]
             raw += [(tw - 60, "motion"), (tw, "door_open"), (tw + 30, "door_close")]
-            stream.incident = Incident(Injected.NIGHT_WANDERING, tw)
+            stream.incident = Incident(Injected.NIGHT_WANDERING, tw, tw)
             end = tw + 14 * H
             break
         if rng.random() < p.night_away_p:
-            a0 = bed - float(rng.uniform(1, 4)) * H
+            a0 = min(bed - float(rng.uniform(1, 4)) * H, m + 22 * H)  # leaves by 22:00
             a1 = m + DAY_S + float(rng.uniform(10, 16)) * H
             raw = [(t, k) for t, k in raw if t < a0 - 60]
             raw += [(a0 - 30, "motion"), (a0, "door_open"), (a0 + 20, "door_close")]

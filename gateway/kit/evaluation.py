@@ -7,12 +7,15 @@ dropouts. Three homes in four get one injected incident after a three-week warm-
 production :class:`analytics.home_activity.HomeActivity`, checked every ``check_s`` as the
 gateway does.
 
-Counting: an alert (a raise, not a resolution) before the home's incident, or in a home
-without one, is false. An incident is detected by the first alert at or after it (any kind:
-a collapse in the evening may be found as "not up" next morning), else missed (the stream
-ends 14 h after it). Delay: from the collapse, from the door opening, or, for "not up", from
-the home's usual first activity. Defaults: the held-out parameter set and seeds from
-10 000 (the detector was built on :data:`devices.household.DEV` with seeds below 10 000).
+Counting: an alert (a raise, not a resolution) before the resident's last sign of life
+before the incident (the collapse, the door opening, or for "not up" the last motion of the
+night before), or in a home without an incident, is false. An incident is detected by the
+first alert after that sign (any kind: a collapse in the evening may be found as "not up"
+next morning), else missed (the stream ends 14 h after it). Delay: from the collapse, from
+the door opening, or, for "not up", from the home's usual first activity (0 when earlier).
+
+Defaults: the held-out parameter set and seeds from 10 000 (the detector was built on
+:data:`devices.household.DEV` with seeds below 10 000).
 """
 
 from __future__ import annotations
@@ -105,13 +108,13 @@ def evaluate_inactivity(
         )
         home_days += n_days
         inc = stream.incident
-        ref = None
+        since = None
         if inc is not None:
             incidents += 1
-            ref = inc.t
+            since = inc.since
         found: float | None = None
         for at, kind in alerts:
-            if ref is not None and at >= ref - (2 * 3600 if inc.kind is Injected.NOT_UP else 0):
+            if since is not None and at > since:
                 found = at if found is None else found
                 continue
             false_alerts += 1
