@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from analytics.home_activity import HomeActivity, HomeActivityParams
+from analytics.routine import RoutineParams
 from analytics.types import Detection, DetectionKind
 from devices.protocol import DeviceKind, Envelope, Reading
 from gateway.registry import DeviceInfo
@@ -35,6 +37,8 @@ BED_FRESH_S = 90.0
 
 
 class Routine(Protocol):
+    params: RoutineParams
+
     def on_activity(self, t: float) -> None: ...
 
 
@@ -123,6 +127,8 @@ class KitRunner:
                 self._emit_device(self._tamper(device_id, t, type_ == "tamper_clear"))
             return True
         ha = self._activity(home)
+        if kind is DeviceKind.MOTION_SENSOR:
+            self._takes_over(home)
         if kind is DeviceKind.DOOR_CONTACT and type_ in ("open", "close"):
             ha.on_door(t, type_ == "open")
             home.routine.on_activity(t)
@@ -203,11 +209,22 @@ class KitRunner:
         with motion in them are motion at the interval's end."""
         ha = self._activity(home)
         t = msg.envelope.ts
+        if info.kind is DeviceKind.MOTION_SENSOR:
+            self._takes_over(home)
         if msg.envelope.type == "occupancy" and msg.steps:
             ha.on_motion(t)
             home.routine.on_activity(t)
         else:
             ha.on_alive(t)
+
+    @staticmethod
+    def _takes_over(home: Home) -> None:
+        """A home with a motion sensor: its "no activity" comes from the motion-based routine
+        (:mod:`analytics.home_activity`), not from the bed routine's generic rule, which
+        would raise a second one for the same silence."""
+        params = home.routine.params
+        if params.no_activity_enabled:
+            home.routine.params = replace(params, no_activity_enabled=False)
 
     # -- periodic ---------------------------------------------------------------------------
 
