@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from devices import protocol as p
+from gateway import acceptance
 from gateway import commissioning as com
 from gateway.brokersync import mqtt_login_code
 from gateway.errors import ConflictError
@@ -122,3 +123,58 @@ def test_hub_children_are_replaced_and_a_hub_with_children_is_not_retired(
     assert new_door not in accounts and door not in accounts  # children never log in
     assert accounts[new_hub].children == (new_door,)
     assert hub not in accounts
+
+
+def test_kit_sensors_pass_their_acceptance_tests_through_the_hub(
+    db: Database, broker: Broker
+) -> None:
+    make_site(db, broker, wearables=False, buttons=False)
+    hub, hub_pw = _register(db, "home_hub", "H5")
+    kids = {
+        kind: _register(db, kind, f"{kind}-5", hub=hub)[0]
+        for kind in ("door_contact", "motion_sensor", "smoke_detector", "water_leak")
+    }
+    with db.connect() as conn:
+        for dev in kids.values():
+            com.bind_device(conn, com.find_device(conn, dev), None, "site-a-r0", "site-a-l0")
+        tests = {
+            kind: acceptance.start_test(conn, com.find_device(conn, dev), "installer-1", 600)
+            for kind, dev in kids.items()
+        }
+    broker.sync(db)
+    presses = {
+        "door_contact": ["open", "close"],
+        "motion_sensor": ["motion"],
+        "smoke_detector": ["test"],
+        "water_leak": ["leak", "dry"],
+    }
+    settings = gateway_settings(db, broker)
+    with InProcessGateway(settings), DeviceClient(broker.port, hub, hub_pw) as client:
+        for kind, types in presses.items():
+            for n, type_ in enumerate(types):
+                client.publish(_topic(kids[kind]), _event(kids[kind], f"{kind}-{n}", type_))
+
+        def views() -> dict[str, dict[str, Any]]:
+            with db.connect() as conn:
+                return {
+                    kind: acceptance.evaluate(conn, acceptance.find_test(conn, test_id), 5.0)
+                    for kind, test_id in tests.items()
+                }
+
+        wait_until(lambda: all(v["status"] == "passed" for v in views().values()), 20, "every step")
+        steps = {kind: [s["name"] for s in v["steps"]] for kind, v in views().items()}
+        assert steps == {
+            "door_contact": ["open", "close"],
+            "motion_sensor": ["motion"],
+            "smoke_detector": ["test_button"],
+            "water_leak": ["leak", "dry"],
+        }
+        # The leak was the test's awaited alarm step: observed, not raised.
+        wait_until(
+            lambda: bool(
+                db.scalar("SELECT count(*) FROM acceptance_observations WHERE kind = 'water_leak'")
+            ),
+            15,
+            "the leak observed",
+        )
+        assert db.scalar("SELECT count(*) FROM incidents") == 0
