@@ -25,6 +25,7 @@ import numpy as np
 
 from devices.protocol import (
     ACCEL_FS,
+    KIT_KINDS,
     Channel,
     DeviceKind,
     RowKind,
@@ -344,6 +345,22 @@ class WearableDevice(VirtualDevice):
         return super().low_battery(now, level)
 
 
+class KitSensorDevice(VirtualDevice):
+    """A safe-home kit device (hub, door contact, PIR, smoke, gas, water leak): battery
+    heartbeats, and the events its actions make (:meth:`VirtualDevice.event`)."""
+
+    def __init__(self, device_id: str, **kwargs: Any) -> None:
+        super().__init__(device_id, **kwargs)
+        self.battery = float(self.rng.randint(60, 100))
+
+
+def _kit_class(kind: DeviceKind) -> type[KitSensorDevice]:
+    return type(f"{kind.value.title().replace('_', '')}Device", (KitSensorDevice,), {"kind": kind})
+
+
+KIT_DEVICE_CLASSES: dict[DeviceKind, type[KitSensorDevice]] = {k: _kit_class(k) for k in KIT_KINDS}
+
+
 def make_virtual_device(
     kind: DeviceKind,
     device_id: str,
@@ -372,5 +389,7 @@ def make_virtual_device(
         return ButtonDevice(device_id, **common)
     if kind is DeviceKind.BED_SENSOR:
         return BedSensorDevice(device_id, **common)
+    if kind in KIT_KINDS:
+        return KIT_DEVICE_CLASSES[kind](device_id, **common)
     noise = np.random.default_rng(rng.getrandbits(64))
     return WearableDevice(device_id, noise=noise, **common)

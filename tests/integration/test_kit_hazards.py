@@ -8,12 +8,14 @@ A smoke detector's test press is stored and raises nothing; its alarm raises a p
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from devices import protocol as p
+from devices.emulator import EmulatorConfig, EmulatorError, Options, emulate, infer_kind
 from gateway import acceptance
 from gateway import commissioning as com
 from gateway.brokersync import mqtt_login_code
@@ -178,3 +180,37 @@ def test_kit_sensors_pass_their_acceptance_tests_through_the_hub(
             "the leak observed",
         )
         assert db.scalar("SELECT count(*) FROM incidents") == 0
+
+
+def test_device_emulate_plays_a_kit_sensor_through_its_hub(db: Database, broker: Broker) -> None:
+    make_site(db, broker, wearables=False, buttons=False)
+    hub, hub_pw = _register(db, "home_hub", "H7")
+    pir, pir_pw = _register(db, "motion_sensor", "P7", hub=hub)
+    broker.sync(db)
+
+    def config(dev: str, password: str) -> EmulatorConfig:
+        return EmulatorConfig(
+            device_id=dev, site_id="site-a", host="127.0.0.1", port=broker.port, tls=False,
+            username=dev, password=password, client_id=dev,
+            topic_prefix=f"{PREFIX}/v1/site-a/{dev}", heartbeat_s=60.0,
+        )  # fmt: skip
+
+    assert infer_kind(config(pir, pir_pw), ["walk"], None) is p.DeviceKind.MOTION_SENSOR
+    with pytest.raises(EmulatorError) as refused:  # the child has no account of its own
+        asyncio.run(emulate(config(pir, pir_pw), ["walk"], kind=p.DeviceKind.MOTION_SENSOR,
+                            options=Options(ack_wait_s=5.0), report=lambda _: None))  # fmt: skip
+    assert refused.value.code in (3, 4)
+    reports: list[dict[str, Any]] = []
+    with InProcessGateway(gateway_settings(db, broker)):
+        results = asyncio.run(
+            emulate(
+                config(pir, pir_pw).via_hub(config(hub, hub_pw)), ["walk", "tamper"],
+                kind=p.DeviceKind.MOTION_SENSOR, options=Options(ack_wait_s=20.0),
+                report=reports.append,
+            )
+        )  # fmt: skip
+    assert [(r.type, r.status) for r in results] == [
+        ("motion", p.AckStatus.STORED),
+        ("tamper", p.AckStatus.STORED),
+    ]
+    assert db.scalar("SELECT count(*) FROM device_events WHERE device_id = %s", (pir,)) == 2
