@@ -264,3 +264,34 @@ def test_runner_raises_not_up_for_a_kit_home_without_a_bed_sensor() -> None:
         (r.condition, r.reason, r.started) for r in care
     ]
     assert care[0].subject == "r1" and "usually 07:00" in care[0].reason
+
+
+def test_simulated_kit_sensors_play_one_shared_household_stream() -> None:
+    from devices.signals import DailyRoutine, ResidentModel
+    from devices.virtual import KitSensorDevice, make_virtual_device
+
+    resident = ResidentModel(DailyRoutine())
+    start = DAY0 + 3 * H
+    door, pir, smoke = (
+        make_virtual_device(kind, dev, seed=5, resident=resident, now=start)
+        for kind, dev in (
+            (DeviceKind.DOOR_CONTACT, "door1"),
+            (DeviceKind.MOTION_SENSOR, "pir1"),
+            (DeviceKind.SMOKE_DETECTOR, "smoke1"),
+        )
+    )
+    for dev in (door, pir, smoke):
+        assert isinstance(dev, KitSensorDevice)
+        dev.play_household()
+    sent: dict[str, list[str]] = {"door1": [], "pir1": [], "smoke1": []}
+    t = start
+    while t < start + 3 * 86400:  # three days, a minute at a time
+        t += 60.0
+        for dev in (door, pir, smoke):
+            sent[dev.id] += [o.type for o in dev.tick(t) if o.type != "heartbeat"]
+    assert sent["smoke1"] == []
+    assert set(sent["door1"]) == {"open", "close"}
+    assert set(sent["pir1"]) == {"motion"} and len(sent["pir1"]) > 3 * 40
+    quiet = make_virtual_device(DeviceKind.MOTION_SENSOR, "pir2", seed=5, resident=resident,
+                                now=start)  # fmt: skip
+    assert [o for o in quiet.tick(start + 86400) if o.type != "heartbeat"] == []
