@@ -20,6 +20,7 @@ from gateway import acceptance
 from gateway import commissioning as com
 from gateway.brokersync import mqtt_login_code
 from gateway.errors import ConflictError
+from tests.integration.test_installer_api import Inst, inst  # noqa: F401 (the fixture)
 from tests.support import (
     PREFIX,
     Broker,
@@ -214,3 +215,32 @@ def test_device_emulate_plays_a_kit_sensor_through_its_hub(db: Database, broker:
         ("tamper", p.AckStatus.STORED),
     ]
     assert db.scalar("SELECT count(*) FROM device_events WHERE device_id = %s", (pir,)) == 2
+
+
+def test_installer_api_registers_a_hub_and_its_children(inst: Inst) -> None:  # noqa: F811
+    with inst.client("installer") as c:
+
+        def register(kind: str, serial: str, hub: str | None = None) -> Any:
+            body = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
+            return c.post("/sites/site-a/devices", json=body)
+
+        hub = register("home_hub", "H-9")
+        assert hub.status_code == 201, hub.text
+        hub_cfg = hub.json()["config"]
+        door = register("door_contact", "D-9", "hub-H-9")
+        assert door.status_code == 201, door.text
+        assert door.json()["config"]["device_id"] == "door-D-9"
+        wrong = register("motion_sensor", "P-9", "door-D-9")
+        assert wrong.status_code == 409 and "home_hub" in wrong.json()["detail"]
+        assert "safehome device register --kind home_hub" in wrong.json()["hint"]
+        retire = c.post("/devices/hub-H-9/decommission", json={"reason": "test"})
+        assert retire.status_code == 409 and "door-D-9" in retire.json()["detail"]
+    assert inst.db.scalar("SELECT hub_id FROM devices WHERE device_id = 'door-D-9'") == "hub-H-9"
+    # The broker took the new accounts at once: the hub speaks for its child, which is stored.
+    mqtt = hub_cfg["mqtt"]
+    with DeviceClient(inst.broker.port, mqtt["username"], mqtt["password"]) as client:
+        assert not client.refused
+        client.subscribe(f"{PREFIX}/v1/site-a/door-D-9/ack")
+        client.publish(_topic("door-D-9"), _event("door-D-9", "open-9", "open"))
+        wait_until(lambda: bool(client.acks), 15, "the gateway's ack of the child's event")
+    assert _stored(inst.db, "open-9")
