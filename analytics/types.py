@@ -33,12 +33,18 @@ class DetectionKind(StrEnum):
     VITALS_ABNORMAL = "vitals_abnormal"
     APNEA = "apnea"
     NOT_WORN = "not_worn"
+    # the safe-home kit (issue 12): hazards first (priority 1, their own escalation ladder)
+    SMOKE_ALARM = "smoke_alarm"
+    GAS_ALARM = "gas_alarm"
+    WATER_LEAK = "water_leak"  # a care incident of lower priority (the resident may slip)
+    DOOR_OPEN_AT_NIGHT = "door_open_at_night"  # opened at night and not closed, or left
     # technical
     DEVICE_OFFLINE = "device_offline"
     HUB_OFFLINE = "hub_offline"  # one home's devices all silent together
     SITE_OFFLINE = "site_offline"  # a whole site's connection silent
     LOW_BATTERY = "low_battery"
     DEVICE_CLOCK_WRONG = "device_clock_wrong"  # an alarm came with an implausible device time
+    DEVICE_TAMPERED = "device_tampered"  # a kit sensor's tamper switch (case open, removed)
 
     @property
     def technical(self) -> bool:
@@ -52,8 +58,12 @@ _TECHNICAL = frozenset(
         DetectionKind.SITE_OFFLINE,
         DetectionKind.LOW_BATTERY,
         DetectionKind.DEVICE_CLOCK_WRONG,
+        DetectionKind.DEVICE_TAMPERED,
     }
 )
+
+HAZARDS = frozenset({DetectionKind.SMOKE_ALARM, DetectionKind.GAS_ALARM})
+"""Fire and gas: top priority, their own escalation ladder, never merged with care incidents."""
 
 DetailValue = float | int | str | bool | None
 

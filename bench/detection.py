@@ -20,6 +20,10 @@ Baseline, measured in the same run on the same batches: the bare
 (``baseline_detector_only_wearables_per_core``); ``ratio_to_baseline`` is the runner's rate
 over it (the share of the bare detector's throughput the full path keeps).
 
+Safe-home kit homes (hub, door contact, PIR, smoke detector; ``--kit-homes``) send about 60
+messages an hour each (PIR triggers, door events, every device's 5-minute heartbeat), fed the
+same way: ``kit_homes_per_core`` (target 50,000).
+
 The last line printed is one JSON object.
 """
 
@@ -37,7 +41,7 @@ import numpy.typing as npt
 
 from analytics.falls import FallDetector, FallParams
 from analytics.types import DetectionKind
-from devices.protocol import AccelBatch, Channel, DeviceKind, Envelope, Reading
+from devices.protocol import AccelBatch, Channel, DeviceKind, Envelope, Event, Reading
 from devices.signals import Activity, MotionModel, VitalsModel
 from gateway.analysis import AnalysisRunner, MemoryStore, RegistrySnapshot, ResidentInfo
 from gateway.ingest import StoredMessage
@@ -187,6 +191,51 @@ def run_runner(
     return RunResult(cpu, counts)
 
 
+KIT_MSGS_PER_HOUR = 60.0
+"""A kit home (hub, door contact, PIR, smoke detector): about 10 PIR triggers and 1 door
+event an hour over the day, and each device's 5-minute heartbeat (4 x 12 an hour)."""
+TARGET_KIT_HOMES_PER_CORE = 50_000
+
+
+def kit_fleet(n: int) -> Fleet:
+    """``n`` kit homes, each with a resident: hub, door contact, PIR and smoke detector."""
+    infos = []
+    for h in range(n):
+        for prefix, kind in (("hub", DeviceKind.HOME_HUB), ("door", DeviceKind.DOOR_CONTACT),
+                             ("pir", DeviceKind.MOTION_SENSOR),
+                             ("smoke", DeviceKind.SMOKE_DETECTOR)):  # fmt: skip
+            infos.append(DeviceInfo(f"{prefix}{h}", SITE, kind, f"home{h}", None, f"r{h}", None))
+    return Fleet(_registry(infos), infos, [], [])
+
+
+def kit_second(fleet: Fleet, second: int) -> list[StoredMessage]:
+    """The kit messages of one second: each home sends one with probability
+    ``KIT_MSGS_PER_HOUR / 3600`` (PIR motion 1/6, door 1/60, heartbeats the rest)."""
+    rng = random.Random(second)
+    t = START + second
+    out = []
+    n = len(fleet.infos) // 4
+    k = max(0, round(n * KIT_MSGS_PER_HOUR / 3600.0 + rng.gauss(0.0, 1.0)))
+    for h in rng.sample(range(n), min(n, k)):
+        r = rng.random()
+        if r < 1 / 6:
+            info = fleet.infos[4 * h + 2]
+            env = Envelope(SITE, info.device_id, Channel.EVENT, f"k{second}", second, t, "motion")
+            msg: Reading | Event = Event(env, {"holdoff_s": 60})
+        elif r < 1 / 6 + 1 / 60:
+            info = fleet.infos[4 * h + 1]
+            kind = "open" if rng.random() < 0.5 else "close"
+            env = Envelope(SITE, info.device_id, Channel.EVENT, f"k{second}", second, t, kind)
+            msg = Event(env, {})
+        else:
+            info = fleet.infos[4 * h + rng.randrange(4)]
+            env = Envelope(SITE, info.device_id, Channel.TELEMETRY, f"k{second}", second, t,
+                           "heartbeat")  # fmt: skip
+            msg = Reading(env, battery=90)
+        out.append(StoredMessage(info, msg, t + 0.05))
+    return out
+
+
 def run_baseline(fleet: Fleet, seconds: int) -> float:
     """The bare fall detector on the same batches: CPU seconds."""
     detectors = [FallDetector(FallParams()) for _ in fleet.infos]
@@ -209,6 +258,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="device time simulated")
     parser.add_argument("--falls", type=int, default=5, help="wearables that fall (early on)")
     parser.add_argument("--check-interval", type=float, default=5.0)
+    parser.add_argument("--kit-homes", type=int, default=5000, help="safe-home kit homes")
     args = parser.parse_args()
     if args.seconds < 50:
         parser.error("--seconds must be at least 50 (falls are confirmed after 30 s)")
@@ -221,6 +271,8 @@ def main() -> None:
     worn = run_runner(wearables, args.seconds, accel_second, settings)
     beds = bed_fleet(args.beds, args.seconds)
     bed = run_runner(beds, args.seconds, vitals_second, settings)
+    kit = run_runner(kit_fleet(args.kit_homes), args.seconds, kit_second, settings)
+    kit_homes_per_core = args.kit_homes * args.seconds / kit.cpu_s
 
     device_s_w = args.wearables * args.seconds
     device_s_b = args.beds * args.seconds
@@ -243,12 +295,19 @@ def main() -> None:
     print(f"bed sensors: {args.beds} x {args.seconds} s at 1 Hz ({device_s_b} readings)")
     print(f"  runner          {bed.cpu_s:7.2f} s CPU  -> {beds_per_core:9,.0f} bed sensors/core")
     print(f"  per reading     {bed.cpu_s / device_s_b * 1e6:7.1f} µs; detections {bed.detections}")
+    print(f"kit homes: {args.kit_homes} x {args.seconds} s at {KIT_MSGS_PER_HOUR:g} messages/h "
+          f"(hub, door, PIR, smoke)")  # fmt: skip
+    print(f"  runner          {kit.cpu_s:7.2f} s CPU  -> {kit_homes_per_core:9,.0f} kit homes/core")
     print(f"wall time {time.perf_counter() - started:.1f} s")
     print(
         json.dumps(
             {
                 "wearables_per_core": round(wearables_per_core),
                 "bed_sensors_per_core": round(beds_per_core),
+                "kit_homes_per_core": round(kit_homes_per_core),
+                "target_kit_homes_per_core": TARGET_KIT_HOMES_PER_CORE,
+                "kit_meets_target": kit_homes_per_core >= TARGET_KIT_HOMES_PER_CORE,
+                "kit_detections": kit.detections,
                 "samples_per_s": round(wearables_per_core * FS),
                 "baseline_detector_only_wearables_per_core": round(baseline_per_core),
                 "ratio_to_baseline": round(wearables_per_core / baseline_per_core, 3),

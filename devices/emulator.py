@@ -46,12 +46,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from devices.errors import DevicesError
 from devices.protocol import (
+    KIT_KINDS,
     AckStatus,
     Channel,
     DeviceKind,
@@ -65,6 +66,7 @@ from devices.transport import BrokerEndpoint, Link, LinkSpec, make_publisher
 from devices.virtual import (
     BedSensorDevice,
     ButtonDevice,
+    KitSensorDevice,
     Outgoing,
     VirtualDevice,
     WearableDevice,
@@ -83,6 +85,20 @@ __all__ = [
 ]
 
 B, S, W = DeviceKind.BUTTON, DeviceKind.BED_SENSOR, DeviceKind.WEARABLE
+KIT_ACTIONS: Final[dict[str, tuple[DeviceKind, str, dict[str, Any] | None]]] = {
+    "open-door": (DeviceKind.DOOR_CONTACT, "open", None),
+    "close-door": (DeviceKind.DOOR_CONTACT, "close", None),
+    "walk": (DeviceKind.MOTION_SENSOR, "motion", {"holdoff_s": 60}),
+    "smoke-test": (DeviceKind.SMOKE_DETECTOR, "test", None),
+    "smoke-alarm": (DeviceKind.SMOKE_DETECTOR, "alarm", None),
+    "smoke-clear": (DeviceKind.SMOKE_DETECTOR, "clear", None),
+    "gas-test": (DeviceKind.GAS_DETECTOR, "test", None),
+    "gas-alarm": (DeviceKind.GAS_DETECTOR, "alarm", {"level": "high", "lel_pct": 25}),
+    "gas-clear": (DeviceKind.GAS_DETECTOR, "clear", None),
+    "leak": (DeviceKind.WATER_LEAK, "leak", None),
+    "dry": (DeviceKind.WATER_LEAK, "dry", None),
+}
+"""Kit actions: (the kind that can do it, the event it sends, its fields)."""
 ACTIONS: Final[dict[str, frozenset[DeviceKind]]] = {
     "press": frozenset({B, W}),
     "long-press": frozenset({B}),
@@ -93,9 +109,21 @@ ACTIONS: Final[dict[str, frozenset[DeviceKind]]] = {
     "take-off": frozenset({W}),
     "shake": frozenset({W}),
     "fall": frozenset({W}),
-    "online": frozenset({B, S, W}),
+    "online": frozenset({B, S, W} | KIT_KINDS),
+    **{action: frozenset({kind}) for action, (kind, _, _) in KIT_ACTIONS.items()},
+    "tamper": frozenset(KIT_KINDS),
 }
-ID_PREFIX: Final = {"btn-": B, "bed-": S, "wr-": W}  # the gateway's default ids
+ID_PREFIX: Final = {
+    "btn-": B,
+    "bed-": S,
+    "wr-": W,
+    "hub-": DeviceKind.HOME_HUB,
+    "door-": DeviceKind.DOOR_CONTACT,
+    "pir-": DeviceKind.MOTION_SENSOR,
+    "smoke-": DeviceKind.SMOKE_DETECTOR,
+    "gas-": DeviceKind.GAS_DETECTOR,
+    "leak-": DeviceKind.WATER_LEAK,
+}  # fmt: skip  (the gateway's default ids)
 PERIOD_S: Final = 1.0
 SHAKE_PEAK_G: Final = 3.0
 FALL_PEAK_G: Final = 3.6
@@ -193,6 +221,12 @@ class EmulatorConfig:
     def topic(self, channel: Channel) -> str:
         return f"{self.topic_prefix}/{channel.value}"
 
+    def via_hub(self, hub: EmulatorConfig) -> EmulatorConfig:
+        """This child sensor played through its home hub's connection (its own topics, the
+        hub's broker account: a child has none)."""
+        return replace(self, host=hub.host, port=hub.port, tls=hub.tls, username=hub.username,
+                       password=hub.password, client_id=hub.client_id)  # fmt: skip
+
 
 def infer_kind(config: EmulatorConfig, actions: Sequence[str], kind: str | None) -> DeviceKind:
     """The device kind: ``kind`` if given, else the gateway's id prefix, else the only kind
@@ -209,7 +243,7 @@ def infer_kind(config: EmulatorConfig, actions: Sequence[str], kind: str | None)
         return candidates.pop()
     raise EmulatorError(
         f"cannot tell what kind of device {config.device_id} is",
-        Exit.USAGE, "add --kind button|bed_sensor|wearable",
+        Exit.USAGE, "add --kind " + "|".join(k.value for k in DeviceKind),
     )  # fmt: skip
 
 
@@ -442,6 +476,14 @@ class _Emulator:
                 await asyncio.sleep(2.0 * PERIOD_S)  # bed_exit and an empty bed
             else:
                 await self._stay(hold)
+        elif isinstance(dev, KitSensorDevice):
+            if action == "online":
+                await self._stay(hold)
+            elif action == "tamper":
+                await self._acked(dev.event(now, "tamper"))
+            else:
+                _, type_, data = KIT_ACTIONS[action]
+                await self._acked(dev.event(now, type_, dict(data) if data else None))
         elif isinstance(dev, WearableDevice):
             if action == "press":
                 await self._acked(dev.sos(now))
@@ -664,6 +706,9 @@ def main(args: Any) -> int:
         if args.count < 1:
             raise EmulatorError("--count must be at least 1", Exit.USAGE)
         config = EmulatorConfig.load(Path(args.config))
+        hub_config = getattr(args, "hub_config", None)
+        if hub_config:
+            config = config.via_hub(EmulatorConfig.load(Path(hub_config)))
         actions: list[str] | None = list(args.actions) or None
         kind = infer_kind(config, actions or (), args.kind)
         options = Options(count=args.count, seconds=args.seconds, ca_file=args.ca_file,

@@ -27,12 +27,17 @@ from devices.errors import DevicesError
 
 __all__ = [
     "ACCEL_FS",
+    "COMMANDS",
     "DEFAULT_PREFIX",
+    "GAS_LEVELS",
+    "HUB_CHILD_KINDS",
+    "KIT_KINDS",
     "PROTOCOL_VERSION",
     "AccelBatch",
     "Ack",
     "AckStatus",
     "Channel",
+    "Command",
     "DeviceConfig",
     "DeviceKind",
     "Envelope",
@@ -45,17 +50,21 @@ __all__ = [
     "State",
     "Topic",
     "ack_topic",
+    "command_topic",
     "config_topic",
     "decode",
     "decode_ack",
+    "decode_command",
     "decode_config",
     "encode",
     "encode_accel",
     "encode_ack",
+    "encode_command",
     "encode_config",
     "encode_event",
     "encode_heartbeat",
     "encode_hr",
+    "encode_occupancy",
     "encode_state",
     "encode_steps",
     "encode_vitals",
@@ -84,13 +93,14 @@ MAX_ACCEL_G: Final = 16.0
 
 
 class Channel(StrEnum):
-    """Last topic segment. The first three flow device→gateway, the last two gateway→device."""
+    """Last topic segment. The first three flow device→gateway, the others gateway→device."""
 
     EVENT = "event"
     TELEMETRY = "telemetry"
     STATE = "state"
     ACK = "ack"
     CONFIG = "config"
+    COMMAND = "command"  # gateway→device: a one-off command (a gas detector's valve shut-off)
 
     @property
     def uplink(self) -> bool:
@@ -105,6 +115,33 @@ class DeviceKind(StrEnum):
     BUTTON = "button"
     BED_SENSOR = "bed_sensor"
     WEARABLE = "wearable"
+    # The safe-home kit (issue 12). Most kit sensors report through a HOME_HUB, which
+    # publishes for each child sensor under the child's own id (see docs/device-protocol.md).
+    HOME_HUB = "home_hub"
+    DOOR_CONTACT = "door_contact"
+    MOTION_SENSOR = "motion_sensor"
+    SMOKE_DETECTOR = "smoke_detector"
+    GAS_DETECTOR = "gas_detector"
+    WATER_LEAK = "water_leak"
+
+
+KIT_KINDS: Final = frozenset(
+    {
+        DeviceKind.HOME_HUB,
+        DeviceKind.DOOR_CONTACT,
+        DeviceKind.MOTION_SENSOR,
+        DeviceKind.SMOKE_DETECTOR,
+        DeviceKind.GAS_DETECTOR,
+        DeviceKind.WATER_LEAK,
+    }
+)
+"""Kinds of the safe-home kit; :mod:`gateway.kit` analyses their messages."""
+
+HUB_CHILD_KINDS: Final = (KIT_KINDS - {DeviceKind.HOME_HUB}) | {DeviceKind.BUTTON}
+"""Kinds that may report through a home hub (the kit's 433 MHz call button included)."""
+
+GAS_LEVELS: Final = ("low", "high")
+"""A gas detector's alarm levels (``low``: above the first threshold, e.g. 10 % LEL)."""
 
 
 class RejectReason(StrEnum):
@@ -211,7 +248,8 @@ def _topic_re(prefix: str) -> re.Pattern[str]:
     _check_prefix(prefix)
     return re.compile(
         re.escape(prefix)
-        + r"/v1/([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64})/(event|telemetry|state|ack|config)"
+        + r"/v1/([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64})/"
+        + r"(event|telemetry|state|ack|config|command)"
     )
 
 
@@ -276,6 +314,11 @@ def config_topic(prefix: str, site: str, device: str) -> str:
     return format_topic(prefix, site, device, Channel.CONFIG)
 
 
+def command_topic(prefix: str, site: str, device: str) -> str:
+    """Where the gateway publishes one-off commands for ``device`` (not retained)."""
+    return format_topic(prefix, site, device, Channel.COMMAND)
+
+
 # --------------------------------------------------------------------------------------------
 # Decoded values
 # --------------------------------------------------------------------------------------------
@@ -296,7 +339,8 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """A time-series sample (table ``readings``): ``vitals``, ``hr``, ``steps``, ``heartbeat``."""
+    """A time-series sample (table ``readings``): ``vitals``, ``hr``, ``steps``, ``heartbeat``,
+    ``occupancy`` (a motion sensor's trigger count, kept in ``steps``)."""
 
     envelope: Envelope
     presence: bool | None = None
@@ -306,6 +350,7 @@ class Reading:
     steps: int | None = None
     battery: int | None = None
     worn: bool | None = None
+    interval_s: int | None = None  # ``occupancy``: the counting interval (``steps`` = count)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -525,6 +570,44 @@ def _d_offline(obj: dict[str, Any], env: Envelope) -> Message:
 
 _STATE_TYPES: Final[dict[str, _Decoder]] = {"online": _d_online, "offline": _d_offline}
 
+
+def _d_motion(obj: dict[str, Any], env: Envelope) -> Message:
+    _opt_int(obj, "holdoff_s", 0, 3600, env.msg_id)
+    return Event(env, _event_data(obj))
+
+
+def _d_occupancy(obj: dict[str, Any], env: Envelope) -> Message:
+    mid = env.msg_id
+    interval = _int(obj, "interval_s", 10, 86400, mid)
+    return Reading(env, steps=_int(obj, "count", 0, 100000, mid), interval_s=interval)
+
+
+def _d_gas_alarm(obj: dict[str, Any], env: Envelope) -> Message:
+    mid = env.msg_id
+    level = obj.get("level")
+    if type(level) is not str:
+        raise _schema("level must be a string", mid)
+    if level not in GAS_LEVELS:
+        raise _range(f"level must be one of {', '.join(GAS_LEVELS)}", mid)
+    _opt_number(obj, "lel_pct", 0.0, 100.0, mid)
+    return Event(env, _event_data(obj))
+
+
+def _d_valve(obj: dict[str, Any], env: Envelope) -> Message:
+    mid = env.msg_id
+    cause = obj.get("cause")
+    if cause is not None and cause not in ("local", "command"):
+        raise _range("cause must be local or command", mid)
+    return Event(env, _event_data(obj))
+
+
+_KIT_COMMON_EVENTS: Final[dict[str, _Decoder]] = {
+    "tamper": _d_event,  # the case was opened or the sensor removed from its mount
+    "tamper_clear": _d_event,
+    "low_battery": _d_low_battery,
+}
+_KIT_TELEMETRY: Final[dict[str, _Decoder]] = {"heartbeat": _d_heartbeat_opt_battery}
+
 _DECODERS: Final[dict[tuple[DeviceKind, Channel], dict[str, _Decoder]]] = {
     (DeviceKind.BUTTON, Channel.EVENT): {
         "press": _d_event,
@@ -555,6 +638,47 @@ _DECODERS: Final[dict[tuple[DeviceKind, Channel], dict[str, _Decoder]]] = {
         "heartbeat": _d_heartbeat_wearable,
     },
     (DeviceKind.WEARABLE, Channel.STATE): _STATE_TYPES,
+    # -- the safe-home kit ----------------------------------------------------------------
+    (DeviceKind.HOME_HUB, Channel.EVENT): _KIT_COMMON_EVENTS,
+    (DeviceKind.HOME_HUB, Channel.TELEMETRY): _KIT_TELEMETRY,
+    (DeviceKind.HOME_HUB, Channel.STATE): _STATE_TYPES,
+    (DeviceKind.DOOR_CONTACT, Channel.EVENT): {
+        "open": _d_event,
+        "close": _d_event,
+        **_KIT_COMMON_EVENTS,
+    },
+    (DeviceKind.DOOR_CONTACT, Channel.TELEMETRY): _KIT_TELEMETRY,
+    (DeviceKind.DOOR_CONTACT, Channel.STATE): _STATE_TYPES,
+    (DeviceKind.MOTION_SENSOR, Channel.EVENT): {"motion": _d_motion, **_KIT_COMMON_EVENTS},
+    (DeviceKind.MOTION_SENSOR, Channel.TELEMETRY): {
+        "occupancy": _d_occupancy,
+        "heartbeat": _d_heartbeat_opt_battery,
+    },
+    (DeviceKind.MOTION_SENSOR, Channel.STATE): _STATE_TYPES,
+    (DeviceKind.SMOKE_DETECTOR, Channel.EVENT): {
+        "alarm": _d_event,
+        "test": _d_event,
+        "clear": _d_event,
+        **_KIT_COMMON_EVENTS,
+    },
+    (DeviceKind.SMOKE_DETECTOR, Channel.TELEMETRY): _KIT_TELEMETRY,
+    (DeviceKind.SMOKE_DETECTOR, Channel.STATE): _STATE_TYPES,
+    (DeviceKind.GAS_DETECTOR, Channel.EVENT): {
+        "alarm": _d_gas_alarm,
+        "test": _d_event,
+        "clear": _d_event,
+        "valve_shut": _d_valve,
+        **_KIT_COMMON_EVENTS,
+    },
+    (DeviceKind.GAS_DETECTOR, Channel.TELEMETRY): _KIT_TELEMETRY,
+    (DeviceKind.GAS_DETECTOR, Channel.STATE): _STATE_TYPES,
+    (DeviceKind.WATER_LEAK, Channel.EVENT): {
+        "leak": _d_event,
+        "dry": _d_event,
+        **_KIT_COMMON_EVENTS,
+    },
+    (DeviceKind.WATER_LEAK, Channel.TELEMETRY): _KIT_TELEMETRY,
+    (DeviceKind.WATER_LEAK, Channel.STATE): _STATE_TYPES,
 }
 
 
@@ -717,6 +841,16 @@ def encode_heartbeat(
     return _dumps(_optional(obj, battery=battery, worn=worn))
 
 
+def encode_occupancy(
+    dev: str, msg_id: str, seq: int, ts_ms: int, *, count: int, interval_s: int
+) -> bytes:
+    """A motion sensor's ``occupancy`` telemetry: motion triggers counted over ``interval_s``
+    seconds ending at ``ts`` (stored in the ``steps`` column of ``readings``)."""
+    obj = _envelope(dev, msg_id, seq, ts_ms, "occupancy")
+    obj.update(count=count, interval_s=interval_s)
+    return _dumps(obj)
+
+
 def encode_event(
     dev: str,
     msg_id: str,
@@ -792,6 +926,10 @@ def encode(message: Message) -> bytes:
         return encode_steps(*head, steps=message.steps)
     if env.type == "heartbeat":
         return encode_heartbeat(*head, battery=message.battery, worn=message.worn)
+    if env.type == "occupancy":
+        if message.steps is None or message.interval_s is None:
+            raise ValueError("occupancy needs a count and an interval")
+        return encode_occupancy(*head, count=message.steps, interval_s=message.interval_s)
     raise ValueError(f"no encoder for reading type {env.type!r}")
 
 
@@ -873,3 +1011,47 @@ def decode_config(payload: bytes) -> DeviceConfig:
             f"heartbeat_s must be within {MIN_HEARTBEAT_S}..{MAX_HEARTBEAT_S}",
         )
     return DeviceConfig(hb)
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway → device: commands (not retained; a hub forwards its children's)
+# --------------------------------------------------------------------------------------------
+
+COMMANDS: Final[Mapping[DeviceKind, frozenset[str]]] = {
+    DeviceKind.GAS_DETECTOR: frozenset({"valve_shut"}),
+}
+"""The commands each kind accepts (a gas detector with a valve actuator: shut the valve)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A one-off command: ``id`` is echoed by the device's event that reports its effect."""
+
+    msg_id: str
+    command: str
+
+
+def encode_command(kind: DeviceKind, msg_id: str, command: str) -> bytes:
+    """Payload of a command for a device of ``kind``; ``ValueError`` if it has no such command."""
+    if command not in COMMANDS.get(kind, frozenset()):
+        raise ValueError(f"a {kind.value} has no command {command!r}")
+    if _MSG_ID_RE.fullmatch(msg_id) is None:
+        raise ValueError("msg_id must be 1..64 printable ASCII characters")
+    return _dumps({"v": 1, "id": msg_id, "cmd": command})
+
+
+def decode_command(payload: bytes, kind: DeviceKind) -> Command:
+    """Parse a command payload (device side); raises :class:`ProtocolError`."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(RejectReason.MALFORMED_JSON, "command is not valid JSON") from None
+    if type(obj) is not dict or obj.get("v") != 1 or type(obj.get("v")) is not int:
+        raise ProtocolError(RejectReason.SCHEMA, "command must be an object with v = 1")
+    msg_id = obj.get("id")
+    if type(msg_id) is not str or _MSG_ID_RE.fullmatch(msg_id) is None:
+        raise ProtocolError(RejectReason.SCHEMA, "command id must be 1..64 printable characters")
+    cmd = obj.get("cmd")
+    if type(cmd) is not str or cmd not in COMMANDS.get(kind, frozenset()):
+        raise ProtocolError(RejectReason.SCHEMA, f"unknown command for a {kind.value}", msg_id)
+    return Command(msg_id, cmd)

@@ -58,6 +58,7 @@ from devices.transport import (
 from devices.virtual import (
     BedSensorDevice,
     ButtonDevice,
+    KitSensorDevice,
     Outgoing,
     VirtualDevice,
     WearableDevice,
@@ -613,6 +614,8 @@ class _Simulation:
                 period_s=period,
                 seq_start=seq_start,
             )
+            if isinstance(vdev, KitSensorDevice):
+                vdev.play_household()  # door contacts and motion sensors: the household model
             self.devices.append(_Device(self, entry, vdev))
         self.by_id = {d.entry.id: d for d in self.devices}
 

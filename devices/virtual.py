@@ -23,8 +23,11 @@ from typing import Any, ClassVar, Final, NamedTuple
 
 import numpy as np
 
+from devices.household import DEV as HOUSEHOLD
+from devices.household import generate_home
 from devices.protocol import (
     ACCEL_FS,
+    KIT_KINDS,
     Channel,
     DeviceKind,
     RowKind,
@@ -344,6 +347,85 @@ class WearableDevice(VirtualDevice):
         return super().low_battery(now, level)
 
 
+class _Household:
+    """One home's door and motion stream (:mod:`devices.household`), shared by the home's
+    door contact and motion sensor, generated two weeks at a time."""
+
+    CHUNK_DAYS = 14
+
+    def __init__(self, seed: int, now: float, utc_offset_s: float) -> None:
+        self.seed = seed
+        local_midnight = (now + utc_offset_s) // 86400.0 * 86400.0 - utc_offset_s
+        self.start = local_midnight
+        self.chunks: list[list[tuple[float, str]]] = []
+
+    def events(self, chunk: int) -> list[tuple[float, str]]:
+        while len(self.chunks) <= chunk:
+            n = len(self.chunks)
+            home = generate_home(self.seed + n, self.CHUNK_DAYS, HOUSEHOLD,
+                                 epoch=self.start + n * self.CHUNK_DAYS * 86400.0)  # fmt: skip
+            self.chunks.append([(e.t, e.kind) for e in home.events if e.kind != "alive"])
+        return self.chunks[chunk]
+
+
+_HOUSEHOLDS: dict[int, tuple[ResidentModel, _Household]] = {}
+_KIT_STREAM: dict[DeviceKind, dict[str, str]] = {
+    DeviceKind.DOOR_CONTACT: {"door_open": "open", "door_close": "close"},
+    DeviceKind.MOTION_SENSOR: {"motion": "motion"},
+}
+
+
+class KitSensorDevice(VirtualDevice):
+    """A safe-home kit device (hub, door contact, PIR, smoke, gas, water leak): battery
+    heartbeats, the events its actions make (:meth:`VirtualDevice.event`), and for a door
+    contact or motion sensor the home's household stream (:mod:`devices.household`: a routine
+    with day-to-day variation, outings, visitors, nights away) as it happens."""
+
+    def __init__(self, device_id: str, **kwargs: Any) -> None:
+        super().__init__(device_id, **kwargs)
+        self.battery = float(self.rng.randint(60, 100))
+        self._household: _Household | None = None
+        self._cursor = (0, 0)
+        self._since = float(kwargs["now"])
+
+    def play_household(self) -> None:
+        """Play the home's household stream (door contact, motion sensor; the simulator)."""
+        if self.kind in _KIT_STREAM and self._household is None:
+            entry = _HOUSEHOLDS.get(id(self.resident))
+            if entry is None or entry[0] is not self.resident:
+                home = _Household(self.rng.getrandbits(31), self._since,
+                                  self.resident.utc_offset_s)  # fmt: skip
+                entry = _HOUSEHOLDS[id(self.resident)] = (self.resident, home)
+            self._household = entry[1]
+
+    def _stream(self, now: float, out: list[Outgoing]) -> None:
+        home = self._household
+        if home is None:
+            return
+        mine = _KIT_STREAM[self.kind]
+        chunk, i = self._cursor
+        while True:
+            events = home.events(chunk)
+            while i < len(events) and events[i][0] <= now:
+                t, what = events[i]
+                i += 1
+                if t > self._since and what in mine:
+                    data = {"holdoff_s": int(HOUSEHOLD.holdoff_s)} if what == "motion" else None
+                    out.append(self.event(t, mine[what], data))
+            if i < len(events) or now < home.start + (chunk + 1) * _Household.CHUNK_DAYS * 86400:
+                break
+            chunk, i = chunk + 1, 0
+        self._cursor = (chunk, i)
+        self._since = now
+
+
+def _kit_class(kind: DeviceKind) -> type[KitSensorDevice]:
+    return type(f"{kind.value.title().replace('_', '')}Device", (KitSensorDevice,), {"kind": kind})
+
+
+KIT_DEVICE_CLASSES: dict[DeviceKind, type[KitSensorDevice]] = {k: _kit_class(k) for k in KIT_KINDS}
+
+
 def make_virtual_device(
     kind: DeviceKind,
     device_id: str,
@@ -372,5 +454,7 @@ def make_virtual_device(
         return ButtonDevice(device_id, **common)
     if kind is DeviceKind.BED_SENSOR:
         return BedSensorDevice(device_id, **common)
+    if kind in KIT_KINDS:
+        return KIT_DEVICE_CLASSES[kind](device_id, **common)
     noise = np.random.default_rng(rng.getrandbits(64))
     return WearableDevice(device_id, noise=noise, **common)

@@ -43,6 +43,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from gateway import audit
+from gateway.kit import acceptance as kit_acceptance
 from gateway.registry_admin import conflict, invalid, not_found
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ STEPS: dict[str, tuple[tuple[str, str], ...]] = {
         ("heart_rate", "Keep it on until a heart rate arrives."),
         ("motion", "Shake it hard, or drop it onto a cushion (a peak of at least 2.5 g)."),
     ),
+    **kit_acceptance.STEPS,
 }
 HR_BED = (30.0, 180.0)
 RR_BED = (5.0, 40.0)
@@ -76,6 +78,7 @@ MOTION_PEAK_G = 2.5
 ALARM_STEPS: dict[str, tuple[str, str]] = {
     "button": ("press", "emergency_call"),
     "wearable": ("motion", "fall"),
+    **kit_acceptance.ALARM_STEPS,
 }
 _STEP_OF_DETECTION = {detection: step for step, detection in ALARM_STEPS.values()}
 # A test step's device time may be this much before the test's start (clocks run behind).
@@ -406,6 +409,10 @@ def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, A
         found = _button(conn, test, slack_s, notified)
     elif kind == "bed_sensor":
         found = _bed(conn, test, slack_s)
+    elif kind in kit_acceptance.STEPS:
+        kit = kit_acceptance.steps_found(kind, _rows(conn, _EVENTS, test, slack_s),
+                                         _rows(conn, _READINGS, test, slack_s))  # fmt: skip
+        found = {step: _Found(obs, latency) for step, (obs, latency) in kit.items()}
     else:
         found = _wearable(conn, test, slack_s)
     failed_early: set[str] = found.pop("_failed", set())

@@ -29,13 +29,18 @@ from devices.protocol import Channel, format_topic
 # subscribe to (and receive) only its own downlink ones. Exact topics, no patterns: a device
 # can neither subscribe to a wildcard nor to another device's acks or configuration.
 DEVICE_PUBLISHES: tuple[Channel, ...] = tuple(ch for ch in Channel if ch.uplink)
-DEVICE_SUBSCRIBES: tuple[Channel, ...] = tuple(ch for ch in Channel if not ch.uplink)
+DEVICE_SUBSCRIBES: tuple[Channel, ...] = tuple(
+    ch for ch in Channel if not ch.uplink and ch is not Channel.COMMAND
+)
+# Commands (a gas detector's valve shut-off) are read only by the devices that take them,
+# and by the home hub of a child sensor (the hub forwards them over its radio).
 
 # The gateway's second, small connection reads the broker's $SYS counters (gateway.brokerstats).
 # With client ids bound to user names, it needs an account of its own: under the gateway's
 # account it would take over (and, connecting with a clean session, wipe) the gateway's
 # persistent session. The account shares the gateway's password and may read $SYS only.
 SYS_MONITOR_SUFFIX = "-sys"
+_CHILD_READS: tuple[Channel, ...] = (*DEVICE_SUBSCRIBES, Channel.COMMAND)
 
 _ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -73,9 +78,14 @@ def new_password() -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeviceAccount:
+    """A device's broker account. A home hub also publishes for its ``children`` (child
+    sensors with no account of their own) and reads their acks, config and commands."""
+
     device_id: str
     site_id: str
     password_hash: str
+    children: tuple[str, ...] = ()
+    commands: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +139,7 @@ def render_acl(
         f"topic read {prefix}/v1/#",
         f"topic write {prefix}/v1/+/+/ack",
         f"topic write {prefix}/v1/+/+/config",
+        f"topic write {prefix}/v1/+/+/command",
         "topic read $SYS/#",
         "",
         f"user {service.username}{SYS_MONITOR_SUFFIX}",
@@ -143,6 +154,14 @@ def render_acl(
         out.append(f"user {dev}")
         out += [f"topic write {format_topic(prefix, site, dev, ch)}" for ch in DEVICE_PUBLISHES]
         out += [f"topic read {format_topic(prefix, site, dev, ch)}" for ch in DEVICE_SUBSCRIBES]
+        if d.commands:
+            out.append(f"topic read {format_topic(prefix, site, dev, Channel.COMMAND)}")
+        for child_id in d.children:
+            child = _check_id(child_id, "device id")
+            out += [
+                f"topic write {format_topic(prefix, site, child, ch)}" for ch in DEVICE_PUBLISHES
+            ]
+            out += [f"topic read {format_topic(prefix, site, child, ch)}" for ch in _CHILD_READS]
         out.append("")
     return "\n".join(out)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from gateway.kit.cli import add_eval_parser as add_inactivity_eval
 from gateway.logs import configure_logging
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     falls.add_argument("--data", required=True, help="path to the .npz file")
     falls.add_argument("--json", action="store_true", help="last line: one JSON object")
     falls.set_defaults(func=cmd_eval_falls)
+    add_inactivity_eval(ev)  # kit: safehome eval inactivity
 
     sim = sub.add_parser("simulate", help="simulated devices of a site manifest")
     sim.add_argument("--manifest", required=True, help="site manifest JSON (with credentials)")

@@ -29,6 +29,8 @@ from psycopg.rows import dict_row
 from gateway import audit
 from gateway.brokerauth import DeviceAccount, hash_password, new_password
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+from gateway.kit import hubs as kit
+from gateway.kit.hubs import kit_accounts
 from gateway.registry_admin import check_id, conflict, invalid, not_found
 
 log = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ def device_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[Device
     rows = conn.execute(
         "SELECT device_id, site_id, mqtt_password_hash FROM devices WHERE active ORDER BY device_id"
     ).fetchall()
-    return [DeviceAccount(str(d), str(s), str(h)) for d, s, h in rows]
+    return kit_accounts(conn, [DeviceAccount(str(d), str(s), str(h)) for d, s, h in rows])
 
 
 def decommission_device(conn: psycopg.Connection[tuple[object, ...]], device_id: str) -> bool:
@@ -218,7 +220,7 @@ def credentials_json(creds: Sequence[DeviceCredential]) -> list[dict[str, Any]]:
 
 Conn = psycopg.Connection[Any]
 ApplyBroker = Callable[[Conn], object]
-KIND_PREFIX = {"button": "btn", "bed_sensor": "bed", "wearable": "wr"}
+KIND_PREFIX = {"button": "btn", "bed_sensor": "bed", "wearable": "wr", **kit.KIT_PREFIX}
 
 _DEVICE_SQL = """
 SELECT d.device_id, d.site_id, d.kind, d.model, d.serial, d.firmware, d.location_id,
@@ -291,6 +293,7 @@ def register_device(
             (device_id, site_id, kind, values["model"], values["serial"], values.get("firmware"),
              values.get("heartbeat_interval_s"), hash_password(password)),
         )  # fmt: skip
+        kit.attach(conn, device_id, kind, values.get("hub_id"))
         apply_broker(conn)
     log.info("device registered", extra={"device": device_id, "site": site_id, "kind": kind})
     return device_id, password
@@ -314,6 +317,7 @@ def decommission(conn: Conn, device_id: str, reason: str | None, apply_broker: A
     with conn.transaction():
         device = find_device(conn, device_id)
         _require_active(device)
+        kit.check_retire(conn, device_id)
         decommission_device(conn, device_id)
         conn.execute("UPDATE devices SET decommission_reason = %s WHERE device_id = %s",
                      (reason, device_id))  # fmt: skip
@@ -426,6 +430,7 @@ def replace_device(
             "UPDATE devices SET replaced_by = %s, decommission_reason = %s WHERE device_id = %s",
             (new_id, values.get("reason") or f"replaced by {new_id}", old_id),
         )
+        kit.inherit(conn, old_id, new_id)
         apply_broker(conn)
     log.info("device replaced", extra={"device": old_id, "new_device": new_id})
     return new_id, password

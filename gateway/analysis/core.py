@@ -40,6 +40,7 @@ from gateway.analysis.routing import DEVICE_KINDS, MessageRouter, role
 from gateway.analysis.state import DeviceState, ResidentState, resident_record
 from gateway.analysis.store import AnalysisStore
 from gateway.ingest import StoredMessage
+from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo
 from gateway.settings import AnalysisSettings
 
@@ -90,7 +91,13 @@ class AnalysisCore:
         self._days = DayRows()
         self._conditions = OpenConditions(on_continued=self._m.continued.inc)
         self._pending: list[DetectionRecord] = []
+        self._kit = KitRunner(
+            lambda res, det, device_id: self._emit(resident_record(res, det, device_id)),
+            self._emit_health,
+            lambda: self._registry.residents,
+        )
         self._router = MessageRouter(
+            kit=self._kit,
             health=self._health,
             metrics=self._m,
             emit=self._emit,
@@ -264,7 +271,12 @@ class AnalysisCore:
     def _bind(self, info: DeviceInfo, now: float) -> DeviceState:
         """Start analysing a device (or follow a change of its registry entry)."""
         previous = self._devices.get(info.device_id)
-        subject = info.resident_id or info.bed_id or info.device_id
+        subject = (
+            info.resident_id
+            or info.bed_id
+            or (info.location_id if role(info.kind).kit else None)
+            or info.device_id
+        )
         res = self._residents.get(subject) or self._new_resident(subject, info, now)
         kind = role(info.kind)
         detector: FallDetector | None = None
@@ -423,6 +435,7 @@ class AnalysisCore:
                 self._days.add_routine(res.subject, summary)
         for det in self._health.check(now):
             self._emit_health(det)
+        self._kit.check(now)
 
     def _fall_alarms(self, res: ResidentState, det: Detection) -> tuple[tuple[str, str], ...]:
         """The device fall flags a confirmed fall accounts for (taken off the list)."""

@@ -28,11 +28,12 @@ from typing import Final
 from analytics.device_health import DeviceHealthTracker
 from analytics.falls import clock_time
 from analytics.types import Detection, DetectionKind
-from devices.protocol import AccelBatch, DeviceKind, Event, Message, Reading, State
+from devices.protocol import KIT_KINDS, AccelBatch, DeviceKind, Event, Message, Reading, State
 from gateway.analysis.metrics import AnalysisMetrics
 from gateway.analysis.records import DetectionRecord, clock_wrong_detection
 from gateway.analysis.state import DeviceState, resident_record
 from gateway.ingest import StoredMessage
+from gateway.kit.runner import KitRunner
 from gateway.settings import AnalysisSettings
 
 log = logging.getLogger("gateway.analysis")
@@ -54,12 +55,19 @@ class KindRole:
     bed: bool = False
     """Fills the resident's bed sensor slot: vitals checked, its heartbeats tell the routine
     monitor the bed data is live."""
+    kit: bool = False
+    """A safe-home kit device (:mod:`gateway.kit.runner`): bound to its home (the location)
+    when no resident is, its readings and events seen by the kit first."""
 
+
+_KIT: Final = KindRole(lambda s: s.heartbeat_button_s, kit=True)
+"""The safe-home kit's sensors and hub: health like a button's, their events to the kit."""
 
 DEVICE_KINDS: Final[Mapping[DeviceKind, KindRole]] = {
     DeviceKind.BUTTON: KindRole(lambda s: s.heartbeat_button_s),
     DeviceKind.BED_SENSOR: KindRole(lambda s: s.heartbeat_bed_sensor_s, bed=True),
     DeviceKind.WEARABLE: KindRole(lambda s: s.heartbeat_wearable_s, wearable=True),
+    **{kind: _KIT for kind in KIT_KINDS},
 }
 HEALTH_ONLY: Final = KindRole(lambda s: s.heartbeat_button_s)
 """The role of a kind not in :data:`DEVICE_KINDS`."""
@@ -85,8 +93,10 @@ class MessageRouter:
         emit: Callable[[DetectionRecord], None],
         artefact_movement: float,
         cancels: list[tuple[str, float, str | None]] | None,
+        kit: KitRunner | None = None,
     ) -> None:
         self.health = health
+        self.kit = kit
         self.quiet = False
         self.clock_wrong: dict[str, float] = {}
         """Devices with an open "device clock wrong" condition: since when (receive time)."""
@@ -119,6 +129,8 @@ class MessageRouter:
         self.health.on_seen(dev.info.device_id, sm.received_at)
         msg = sm.message
         assert isinstance(msg, Reading)
+        if self.kit is not None and role(dev.info.kind).kit:
+            self.kit.on_reading(dev.resident, dev.info, msg)
         handler = READING_ROUTES.get(msg.envelope.type)
         if handler is not None:
             handler(self, dev, msg, sm.received_at)
@@ -127,6 +139,12 @@ class MessageRouter:
         self.health.on_seen(dev.info.device_id, sm.received_at)
         msg = sm.message
         assert isinstance(msg, Event)
+        if (
+            self.kit is not None
+            and role(dev.info.kind).kit
+            and self.kit.on_event(dev.resident, dev.info, msg.envelope, msg.data, alarms)
+        ):
+            return
         handler = EVENT_ROUTES.get(msg.envelope.type)
         if handler is not None:
             handler(self, dev, msg, sm.received_at, alarms)

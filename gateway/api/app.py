@@ -38,9 +38,21 @@ from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
 from gateway.api.routes_users import build_users_router
 from gateway.brokersync import BrokerSync
+from gateway.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    SafehomeError,
+    UnavailableError,
+)
 from gateway.registry_admin import RegistryError
 from gateway.storage.probe import database_ready
 
+_DOMAIN_STATUS: tuple[tuple[type[SafehomeError], int], ...] = (
+    (NotFoundError, 404), (ConflictError, 409), (InvalidError, 422),
+    (ForbiddenError, 403), (UnavailableError, 503),
+)  # fmt: skip
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
 
 if TYPE_CHECKING:
@@ -117,6 +129,12 @@ def build_app(runtime: Runtime) -> FastAPI:
     def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
         return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(SafehomeError)  # kit: superseded by gateway/api/errors.py (api)
+    def domain_error(request: Request, exc: SafehomeError) -> JSONResponse:
+        body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
+        code = next((c for k, c in _DOMAIN_STATUS if isinstance(exc, k)), 500)
+        return JSONResponse(body, status_code=code)
 
     _document_error_details(app)
     app.include_router(build_auth_router())

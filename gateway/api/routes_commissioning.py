@@ -31,12 +31,14 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class DeviceIn(BaseModel):
-    kind: Literal["button", "bed_sensor", "wearable"]
+    kind: Literal["button", "bed_sensor", "wearable", "home_hub", "door_contact",
+                  "motion_sensor", "smoke_detector", "gas_detector", "water_leak"]  # fmt: skip
     model: Short
     serial: Short
     device_id: Ident | None = None
     firmware: Short | None = None
     heartbeat_interval_s: int | None = Field(None, ge=5, le=86400)
+    hub_id: Ident | None = Field(None, description="the home hub it reports through (kit)")
 
 
 class DecommissionIn(BaseModel):

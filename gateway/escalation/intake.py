@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from analytics.types import DetectionKind
+from analytics.types import HAZARDS, DetectionKind
 from gateway import acceptance
 from gateway.storage import escalation, incidents, pending_alarms
 from gateway.storage.pending_alarms import Marker
@@ -69,7 +69,7 @@ def start_escalation(conn: Conn, incident_id: int, site_id: str) -> None:
     escalation.start(conn, incident_id, site_id)
 
 
-PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL})
+PLACE_KINDS = frozenset({DetectionKind.EMERGENCY_CALL, DetectionKind.FALL}) | HAZARDS
 """Alarms: raised for the place when no resident is bound. A vacant bed's routine findings
 (not up, no activity) concern nobody and still raise nothing."""
 LATE_NOTE_S = 10.0

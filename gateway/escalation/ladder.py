@@ -22,6 +22,10 @@ File shape::
     ...
     [sites.site-a]               # any key of [ladder]; a key given replaces the default's
     priority_scale = { "1" = 0.25 }
+    [[hazard_ladder.tiers]]      # optional: smoke and gas alarms climb this ladder instead
+    name = "call_119"
+    audience = "emergency"
+    ...
 
 Pure: parsing and arithmetic only, no I/O besides :func:`load_ladders` reading the file.
 """
@@ -122,14 +126,23 @@ class Ladder(_Model):
         return None
 
 
+HAZARD_TYPES = frozenset({"smoke_alarm", "gas_alarm"})
+"""Incident types that climb the hazard ladder (``[hazard_ladder]``) when one is configured."""
+
+
 class EscalationConfig(_Model):
-    """The default ladder and the sites' own ladders (already merged with the default)."""
+    """The default ladder, the sites' own ladders (already merged with the default) and the
+    hazard ladder for smoke and gas alarms (issue 12: "call 119" first, then people)."""
 
     default: Ladder
     sites: dict[str, Ladder] = Field(default_factory=dict)
+    hazard: Ladder | None = None
 
-    def ladder(self, site_id: str) -> Ladder:
-        """The ladder of ``site_id`` (the default when the site has no override)."""
+    def ladder(self, site_id: str, incident_type: str | None = None) -> Ladder:
+        """The ladder of ``site_id`` (the default when the site has no override); the hazard
+        ladder for a smoke or gas alarm when one is configured."""
+        if incident_type in HAZARD_TYPES and self.hazard is not None:
+            return self.hazard
         return self.sites.get(site_id, self.default)
 
 
@@ -143,7 +156,7 @@ def _describe(exc: ValidationError, where: str) -> str:
 
 def parse_ladders(data: Mapping[str, Any]) -> EscalationConfig:
     """Build the configuration from parsed TOML; raise :class:`EscalationConfigError`."""
-    unknown = set(data) - {"ladder", "sites"}
+    unknown = set(data) - {"ladder", "sites", "hazard_ladder"}
     if unknown:
         raise EscalationConfigError(f"unknown top-level keys: {sorted(unknown)}")
     base = data.get("ladder")
@@ -167,9 +180,19 @@ def parse_ladders(data: Mapping[str, Any]) -> EscalationConfig:
             sites[str(site_id)] = Ladder.model_validate({**dict(base), **dict(override)})
         except ValidationError as exc:
             problems.append(_describe(exc, f"sites.{site_id}."))
+    hazard: Ladder | None = None
+    raw_hazard = data.get("hazard_ladder")
+    if raw_hazard is not None:
+        if not isinstance(raw_hazard, Mapping):
+            problems.append("  hazard_ladder: must be a table")
+        else:
+            try:
+                hazard = Ladder.model_validate(dict(raw_hazard))
+            except ValidationError as exc:
+                problems.append(_describe(exc, "hazard_ladder."))
     if problems or default is None:
         raise EscalationConfigError("invalid escalation ladder:\n" + "\n".join(problems))
-    return EscalationConfig(default=default, sites=sites)
+    return EscalationConfig(default=default, sites=sites, hazard=hazard)
 
 
 def load_ladders(path: Path) -> EscalationConfig:

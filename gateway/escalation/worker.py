@@ -140,8 +140,8 @@ class EscalationWorker(PollingWorker):
             running = await escalation.lock_running(conn, exhausted.incident_id)
             if running is None:
                 return
-            site_id, tier = running
-            ladder = self._config.ladder(site_id)
+            site_id, tier, incident_type = running
+            ladder = self._config.ladder(site_id, incident_type)
             if not 0 <= tier < len(ladder.tiers):
                 return
             audience = ladder.tiers[tier].audience
@@ -173,7 +173,7 @@ class EscalationWorker(PollingWorker):
             if due.state != "raised":
                 await self._stop(conn, due)
                 return False
-            ladder = self._config.ladder(due.site_id)
+            ladder = self._config.ladder(due.site_id, due.type)
             enqueued = await self._escalate(conn, due, ladder)
             if self._before_commit is not None:
                 await self._before_commit(due.incident_id, due.tier)

@@ -591,7 +591,7 @@ def cmd_device_list(ctx: Ctx, args: argparse.Namespace) -> int:
 def cmd_device_register(ctx: Ctx, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"kind": args.kind, "model": args.model, "serial": args.serial}
     for key, value in (("device_id", args.device_id), ("firmware", args.firmware),
-                       ("heartbeat_interval_s", args.heartbeat)):  # fmt: skip
+                       ("heartbeat_interval_s", args.heartbeat), ("hub_id", args.hub)):  # fmt: skip
         if value is not None:
             body[key] = value
     result = ctx.api.post(f"/sites/{_q(ctx.site())}/devices", body)

@@ -210,7 +210,10 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("--bed")
     p = _leaf(dev, "register", "register a device; prints its configuration ONCE",
               "device_register", both)  # fmt: skip
-    p.add_argument("--kind", required=True, choices=["button", "bed_sensor", "wearable"])
+    p.add_argument("--kind", required=True, choices=["button", "bed_sensor", "wearable",
+                   "home_hub", "door_contact", "motion_sensor", "smoke_detector",
+                   "gas_detector", "water_leak"])  # fmt: skip
+    p.add_argument("--hub", help="the home hub this kit sensor reports through")
     p.add_argument("--model", required=True)
     p.add_argument("--serial", required=True)
     p.add_argument("--device-id", help="id (default chosen by the gateway)")
@@ -274,8 +277,14 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("actions", nargs="*", metavar="ACTION", help="what to do, in order")
     p.add_argument(
         "--kind",
-        choices=["button", "bed_sensor", "wearable"],
+        choices=["button", "bed_sensor", "wearable", "home_hub", "door_contact",
+                 "motion_sensor", "smoke_detector", "gas_detector", "water_leak"],
         help="device kind (default: from the id, e.g. btn-..., or the actions)",
+    )  # fmt: skip
+    p.add_argument(
+        "--hub-config",
+        metavar="HUB.json",
+        help="a kit sensor reporting through its home hub: the hub's configuration",
     )
     p.add_argument("--count", type=int, default=1, metavar="N", help="do each action N times")
     p.add_argument(

@@ -32,6 +32,11 @@ INCIDENT_LABELS: dict[str, str] = {  # the types of migration 0010 (incidents.ty
     "site_offline": "站点离线 / site offline",
     "low_battery": "电量低 / low battery",
     "device_clock_wrong": "设备时钟错误 / device clock wrong",
+    "smoke_alarm": "烟雾报警 / smoke alarm",
+    "gas_alarm": "燃气泄漏报警 / gas alarm",
+    "water_leak": "漏水 / water leak",
+    "door_open_at_night": "夜间开门 / door open at night",
+    "device_tampered": "设备被拆动 / device tampered",
 }
 
 _CODE_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")

@@ -55,9 +55,10 @@ UPDATE incident_escalations SET advance_early = true, next_at = now()
 WHERE incident_id = %s AND stopped_at IS NULL AND tier = %s
 """
 _ROW_FOR_EARLY = b"""
-SELECT site_id, tier FROM incident_escalations
-WHERE incident_id = %s AND stopped_at IS NULL
-FOR UPDATE
+SELECT e.site_id, e.tier, i.type FROM incident_escalations e
+JOIN incidents i ON i.id = e.incident_id
+WHERE e.incident_id = %s AND e.stopped_at IS NULL
+FOR UPDATE OF e
 """
 _DUE_NOW = b"""
 UPDATE incident_escalations SET next_at = now()
@@ -246,11 +247,11 @@ async def postpone(conn: AsyncConn, incident_id: int, seconds: float) -> None:
     await conn.execute(_POSTPONE, (seconds, incident_id))
 
 
-async def lock_running(conn: AsyncConn, incident_id: int) -> tuple[str, int] | None:
-    """Lock the incident's running timer: its ``(site_id, tier)``, or None."""
+async def lock_running(conn: AsyncConn, incident_id: int) -> tuple[str, int, str] | None:
+    """Lock the incident's running timer: its ``(site_id, tier, incident type)``, or None."""
     cur = await conn.execute(_ROW_FOR_EARLY, (incident_id,))
     row = await cur.fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+    return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
 
 async def advance_early(conn: AsyncConn, incident_id: int, tier: int) -> None:

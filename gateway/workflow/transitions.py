@@ -96,6 +96,11 @@ class IncidentType(StrEnum):
     SITE_OFFLINE = "site_offline"
     LOW_BATTERY = "low_battery"
     DEVICE_CLOCK_WRONG = "device_clock_wrong"
+    SMOKE_ALARM = "smoke_alarm"
+    GAS_ALARM = "gas_alarm"
+    WATER_LEAK = "water_leak"
+    DOOR_OPEN_AT_NIGHT = "door_open_at_night"
+    DEVICE_TAMPERED = "device_tampered"
 
     @property
     def priority(self) -> int:
@@ -133,6 +138,11 @@ PRIORITIES: dict[IncidentType, int] = {
     IncidentType.DEVICE_OFFLINE: 3,
     IncidentType.LOW_BATTERY: 4,
     IncidentType.DEVICE_CLOCK_WRONG: 4,
+    IncidentType.SMOKE_ALARM: 1,
+    IncidentType.GAS_ALARM: 1,
+    IncidentType.DOOR_OPEN_AT_NIGHT: 2,
+    IncidentType.WATER_LEAK: 3,
+    IncidentType.DEVICE_TAMPERED: 3,
 }
 
 RESIDENT_CANCELLABLE = frozenset({IncidentType.EMERGENCY_CALL, IncidentType.FALL})

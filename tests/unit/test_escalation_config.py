@@ -114,3 +114,19 @@ def test_notify_and_escalation_sections_load_and_secrets_stay_out_of_toml(tmp_pa
     overlay.write_text('[notify.webhooks.webhook]\nurl = "http://127.0.0.1:9/hook"\n')
     with pytest.raises(SettingsError, match=r"notify\.webhooks\.webhook\.url is a secret"):
         load_settings(config_file=overlay, environ={})
+
+
+def test_smoke_and_gas_alarms_climb_the_hazard_ladder_of_the_shipped_file() -> None:
+    from pathlib import Path
+
+    from gateway.escalation.ladder import load_ladders
+
+    config = load_ladders(Path("config/escalation.toml"))
+    assert config.hazard is not None
+    for itype in ("smoke_alarm", "gas_alarm"):
+        ladder = config.ladder("any-site", itype)
+        assert ladder is config.hazard
+        assert ladder.tiers[0].name == "call_119" and "119" in (ladder.tiers[0].instruction or "")
+        assert [t.audience.value for t in ladder.tiers][:2] == ["emergency", "contacts"]
+    assert config.ladder("any-site", "water_leak") is config.default  # a care incident
+    assert config.ladder("any-site", "fall") is config.default

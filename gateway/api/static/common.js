@@ -29,6 +29,11 @@ const SHG = (() => {
     site_offline: "站点离线 Site offline",
     low_battery: "电量低 Low battery",
     device_clock_wrong: "设备时钟错误 Device clock wrong",
+    smoke_alarm: "烟雾报警 Smoke alarm",
+    gas_alarm: "燃气泄漏报警 Gas alarm",
+    water_leak: "漏水 Water leak",
+    door_open_at_night: "夜间开门 Door open at night",
+    device_tampered: "设备被拆动 Device tampered",
   };
   const STATE_LABELS = {
     raised: "待响应 Raised",

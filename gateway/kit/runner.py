@@ -1,0 +1,242 @@
+"""The analysis runner's side of the safe-home kit: hazard alarms and home activity.
+
+Called from :class:`gateway.analysis.AnalysisRunner` (a few hook lines, routed by device
+kind), on its worker thread, with the runner's per-home state (:class:`Home`):
+
+* smoke and gas ``alarm`` raise ``SMOKE_ALARM`` / ``GAS_ALARM`` (priority 1; the incident
+  intake gives them the hazard ladder of ``config/escalation.toml``; their own incident type,
+  so they never merge with care incidents); ``clear`` resolves the detection (the incident
+  stays for staff to resolve); a detector's ``test`` press is recorded (stored event, a log
+  line and a counter), never escalated;
+* a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), ``dry`` resolves it;
+* ``tamper`` raises the technical ``DEVICE_TAMPERED`` about the device, ``tamper_clear``
+  resolves it;
+* door and motion events, occupancy counts and every kit heartbeat feed one
+  :class:`analytics.home_activity.HomeActivity` per home (``NO_ACTIVITY``, ``NOT_UP``,
+  ``DOOR_OPEN_AT_NIGHT``), fused with the home's bed sensor when it has one; staff-set
+  away (the resident's registry status) is applied at each check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from analytics.home_activity import HomeActivity, HomeActivityParams
+from analytics.routine import RoutineParams
+from analytics.types import Detection, DetectionKind
+from devices.protocol import DeviceKind, Envelope, Reading
+from gateway.registry import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+BED_FRESH_S = 90.0
+"""The bed sensor's presence counts as current this long after it was last reported."""
+
+
+class Routine(Protocol):
+    params: RoutineParams
+
+    def on_activity(self, t: float) -> None: ...
+
+
+class Home(Protocol):
+    """What the kit needs of the runner's per-resident (or per-place) state."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def resident_id(self) -> str | None: ...
+    @property
+    def utc_offset(self) -> float: ...
+    @property
+    def routine(self) -> Routine: ...
+    @property
+    def bed_device(self) -> str | None: ...
+    @property
+    def bed_reported(self) -> bool | None: ...
+    @property
+    def bed_reported_at(self) -> float: ...
+
+
+class Resident(Protocol):
+    @property
+    def care_level(self) -> int: ...
+    @property
+    def away(self) -> bool: ...
+
+
+EmitHome = Callable[[Any, Detection, str | None], None]
+EmitDevice = Callable[[Detection], None]
+
+_HAZARD: Mapping[DeviceKind, tuple[DetectionKind, str, str]] = {
+    DeviceKind.SMOKE_DETECTOR: (DetectionKind.SMOKE_ALARM, "烟雾报警", "smoke alarm"),
+    DeviceKind.GAS_DETECTOR: (DetectionKind.GAS_ALARM, "燃气泄漏报警", "gas alarm"),
+}
+
+
+def _clock(t: float, offset: float) -> str:
+    sod = (t + offset) % 86400.0
+    return f"{int(sod // 3600):02d}:{int(sod % 3600 // 60):02d}"
+
+
+class KitRunner:
+    """Kit state of every home, keyed by the home's subject."""
+
+    def __init__(
+        self,
+        emit_home: EmitHome,
+        emit_device: EmitDevice,
+        residents: Callable[[], Mapping[str, Resident]],
+    ) -> None:
+        self._emit_home = emit_home
+        self._emit_device = emit_device
+        self._residents = residents
+        self._homes: dict[str, tuple[Any, HomeActivity]] = {}
+        self.tests_recorded = 0
+
+    def _activity(self, home: Home) -> HomeActivity:
+        entry = self._homes.get(home.subject)
+        if entry is not None and entry[0] is home:
+            return entry[1]
+        resident = self._residents().get(home.resident_id or "")
+        level = 2 if resident is None else resident.care_level
+        monitor = HomeActivity(
+            home.subject,
+            HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset),
+        )
+        if entry is not None:
+            monitor = entry[1]  # the same home, re-bound: keep what was learned
+        self._homes[home.subject] = (home, monitor)
+        return monitor
+
+    # -- input ------------------------------------------------------------------------------
+
+    def on_event(
+        self, home: Home, info: DeviceInfo, env: Envelope, data: Mapping[str, Any], alarms: bool
+    ) -> bool:
+        """Handle a kit event; False for the ones the runner handles itself (low_battery)."""
+        kind, type_, t = info.kind, env.type, env.ts
+        device_id = info.device_id
+        if type_ == "low_battery":
+            return False
+        if type_ in ("tamper", "tamper_clear"):
+            if alarms or type_ == "tamper_clear":
+                self._emit_device(self._tamper(device_id, t, type_ == "tamper_clear"))
+            return True
+        ha = self._activity(home)
+        if kind is DeviceKind.MOTION_SENSOR:
+            self._takes_over(home)
+        if kind is DeviceKind.DOOR_CONTACT and type_ in ("open", "close"):
+            ha.on_door(t, type_ == "open")
+            home.routine.on_activity(t)
+        elif kind is DeviceKind.MOTION_SENSOR and type_ == "motion":
+            ha.on_motion(t)
+            home.routine.on_activity(t)
+        elif kind in _HAZARD:
+            self._hazard(home, info, env, data, alarms)
+        elif kind is DeviceKind.WATER_LEAK and type_ in ("leak", "dry"):
+            resolved = type_ == "dry"
+            if alarms or resolved:
+                clock = _clock(t, home.utc_offset)
+                reason = (
+                    f"漏水已消除 {clock} / water leak dry again at {clock}"
+                    if resolved
+                    else f"漏水：{clock} 检测到地面积水，老人可能滑倒 / water leak detected at "
+                    f"{clock}: the resident may slip"
+                )
+                det = Detection(
+                    DetectionKind.WATER_LEAK, home.subject, t, reason,
+                    {"device": device_id}, started=t, resolved=resolved,
+                )  # fmt: skip
+                self._emit_home(home, det, device_id)
+        ha.on_alive(t)
+        return True
+
+    def _hazard(
+        self, home: Home, info: DeviceInfo, env: Envelope, data: Mapping[str, Any], alarms: bool
+    ) -> None:
+        det_kind, zh, en = _HAZARD[info.kind]
+        type_, t = env.type, env.ts
+        clock = _clock(t, home.utc_offset)
+        if type_ == "test":
+            self.tests_recorded += 1
+            log.info(
+                "hazard detector test press recorded (not escalated)",
+                extra={"device": info.device_id, "kind": info.kind.value},
+            )
+            return
+        if type_ == "valve_shut":
+            log.info("gas valve shut", extra={"device": info.device_id, "cause": data.get("cause")})
+            return
+        if type_ == "alarm" and alarms:
+            level = data.get("level")
+            extra = f"（{level}）" if isinstance(level, str) else ""
+            reason = (
+                f"{zh}{extra}：{clock} 报警，请立即拨打 119 / {en}{f' ({level})' if extra else ''}"
+                f" at {clock}: call 119"
+            )
+            details: dict[str, Any] = {"device": info.device_id, "hazard": True}
+            if isinstance(level, str):
+                details["level"] = level
+            self._emit_home(
+                home,
+                Detection(det_kind, home.subject, t, reason, details, started=t),
+                info.device_id,
+            )
+        elif type_ == "clear":
+            reason = f"{zh}已解除 {clock} / {en} cleared at {clock}"
+            det = Detection(
+                det_kind, home.subject, t, reason, {"device": info.device_id}, resolved=True
+            )
+            self._emit_home(home, det, info.device_id)
+
+    @staticmethod
+    def _tamper(device_id: str, t: float, resolved: bool) -> Detection:
+        reason = (
+            "防拆开关已复位 / tamper switch back in place"
+            if resolved
+            else "设备被拆动（外壳打开或被取下）/ device tampered (case opened or removed)"
+        )
+        return Detection(
+            DetectionKind.DEVICE_TAMPERED, device_id, t, reason, {}, started=t, resolved=resolved
+        )
+
+    def on_reading(self, home: Home, info: DeviceInfo, msg: Reading) -> None:
+        """Kit telemetry: every heartbeat shows the home's sensors work; occupancy counts
+        with motion in them are motion at the interval's end."""
+        ha = self._activity(home)
+        t = msg.envelope.ts
+        if info.kind is DeviceKind.MOTION_SENSOR:
+            self._takes_over(home)
+        if msg.envelope.type == "occupancy" and msg.steps:
+            ha.on_motion(t)
+            home.routine.on_activity(t)
+        else:
+            ha.on_alive(t)
+
+    @staticmethod
+    def _takes_over(home: Home) -> None:
+        """A home with a motion sensor: its "no activity" comes from the motion-based routine
+        (:mod:`analytics.home_activity`), not from the bed routine's generic rule, which
+        would raise a second one for the same silence."""
+        params = home.routine.params
+        if params.no_activity_enabled:
+            home.routine.params = replace(params, no_activity_enabled=False)
+
+    # -- periodic ---------------------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        residents = self._residents()
+        for home, ha in self._homes.values():
+            resident = residents.get(home.resident_id or "")
+            away = resident is not None and resident.away
+            if away != ha.away_set:
+                ha.set_away(now, away)
+            if home.bed_device is not None and now - home.bed_reported_at <= BED_FRESH_S:
+                in_bed = bool(home.bed_reported)
+                ha.on_bed(home.bed_reported_at, in_bed, in_bed)
+            for det in ha.check(now):
+                self._emit_home(home, det, None)
