@@ -10,7 +10,7 @@ import pytest
 from analytics.routine import DaySummary
 from analytics.types import Detection, DetectionKind
 from analytics.vitals import HR_BINS, RR_BINS
-from devices.protocol import AccelBatch, DeviceKind, Event, Reading, State
+from devices.protocol import KIT_KINDS, AccelBatch, DeviceKind, Event, Reading, State
 from gateway.analysis import DetectionRecord, VitalsDay
 from gateway.analysis.conditions import OpenConditions
 from gateway.analysis.dayrows import DayRows
@@ -174,7 +174,10 @@ def test_every_device_kind_has_one_role_and_its_heartbeat_setting() -> None:
         DeviceKind.BUTTON: s.heartbeat_button_s,
         DeviceKind.BED_SENSOR: s.heartbeat_bed_sensor_s,
         DeviceKind.WEARABLE: s.heartbeat_wearable_s,
+        # the safe-home kit: checked like a button, its events seen by the kit first
+        **{kind: s.heartbeat_button_s for kind in KIT_KINDS},
     }
+    assert {k for k, r in DEVICE_KINDS.items() if r.kit} == KIT_KINDS
 
 
 def test_every_message_class_and_known_type_has_a_handler() -> None:
