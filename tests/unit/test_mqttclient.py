@@ -1,4 +1,5 @@
-"""MQTT 5 packet encoding and decoding of gateway.mqttclient, against bytes from the spec.
+"""MQTT 5 packet encoding and decoding (devices.mqttcodec) and gateway.mqttclient, against bytes
+from the spec.
 
 Every expected byte string below is written out by hand from the MQTT 5.0 specification
 (OASIS, 2019): §1.5.5 Variable Byte Integer, §2.2.2 properties, §3.1 CONNECT, §3.2 CONNACK,
@@ -23,11 +24,10 @@ from typing import Any
 
 import pytest
 
-from gateway.mqttclient import (
+from devices.mqttcodec import (
     GATEWAY_SUBSCRIPTION,
     Decoder,
     MalformedPacketError,
-    MqttClient,
     ProtocolViolationError,
     Received,
     decode_varint,
@@ -39,6 +39,7 @@ from gateway.mqttclient import (
     encode_varint,
     parse_properties,
 )
+from gateway.mqttclient import MqttClient
 
 
 def h(text: str) -> bytes:
