@@ -175,7 +175,7 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def decode_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     """(value, position after it) of the Variable Byte Integer at ``pos``.
 
     Raises :class:`MalformedPacketError` for a fifth byte and :class:`IndexError` when the
@@ -357,7 +357,7 @@ CONNACK_311_REASONS: Final = {
 }
 
 
-def split_frame(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+def split_frame(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
     """(body start, body end) of the packet at ``pos`` (the body may not all be there yet), or
     None while its remaining length is incomplete. A remaining length longer than 4 bytes
     raises :class:`MalformedPacketError`."""
@@ -368,8 +368,8 @@ def split_frame(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
     return body, body + length
 
 
-def decode_publish_311(first: int, body: bytes) -> tuple[str, bytes | None, bytes]:
-    """(topic, packet id bytes or None for QoS 0, payload) of a 3.1.1 PUBLISH body."""
+def decode_publish_311(first: int, body: bytes) -> tuple[str, int, bytes]:
+    """(topic, packet id (0 for QoS 0), payload) of a 3.1.1 PUBLISH body."""
     if len(body) < 2:
         raise MalformedPacketError("short PUBLISH")
     pos = 2 + ((body[0] << 8) | body[1])
@@ -377,11 +377,11 @@ def decode_publish_311(first: int, body: bytes) -> tuple[str, bytes | None, byte
         topic = body[2:pos].decode()
     except UnicodeDecodeError:
         raise MalformedPacketError("topic is not UTF-8") from None
-    mid = None
+    mid = 0
     if (first >> 1) & 0x03:
         if len(body) < pos + 2:
             raise MalformedPacketError("short PUBLISH")
-        mid = body[pos : pos + 2]
+        mid = (body[pos] << 8) | body[pos + 1]
         pos += 2
     return topic, mid, body[pos:]
 
