@@ -33,7 +33,13 @@ __all__ = [
     "MalformedPacketError",
     "ProtocolViolationError",
     "Received",
+    "decode_connack",
+    "decode_disconnect",
+    "decode_puback",
     "decode_publish_311",
+    "decode_pubrel",
+    "decode_qos2_packet_id",
+    "decode_suback",
     "decode_varint",
     "encode_connect",
     "encode_disconnect",
@@ -336,14 +342,14 @@ def encode_disconnect(reason_code: int = 0) -> bytes:
     return b"\xe0\x00" if reason_code == 0 else bytes((DISCONNECT, 2, reason_code, 0))
 
 
-def encode_pubrec(hi: int, lo: int, reason_code: int) -> bytes:
-    """PUBREC (§3.5) for packet id ``hi lo`` with a reason code."""
-    return bytes((PUBREC, 3, hi, lo, reason_code))
+def encode_pubrec(packet_id: int, reason_code: int) -> bytes:
+    """PUBREC (§3.5) with a reason code."""
+    return bytes((PUBREC, 3)) + _U16.pack(packet_id) + bytes((reason_code,))
 
 
-def encode_pubcomp(hi: int, lo: int, reason_code: int) -> bytes:
-    """PUBCOMP (§3.7) for packet id ``hi lo`` with a reason code."""
-    return bytes((0x70, 3, hi, lo, reason_code))
+def encode_pubcomp(packet_id: int, reason_code: int) -> bytes:
+    """PUBCOMP (§3.7) with a reason code."""
+    return bytes((0x70, 3)) + _U16.pack(packet_id) + bytes((reason_code,))
 
 
 # MQTT 3.1.1 reading (the simulated devices) -------------------------------------------------
@@ -620,3 +626,61 @@ class Decoder:
         if PROP_TOPIC_ALIAS in props:
             raise ProtocolViolationError("topic alias received but none was allowed", 0x94)
         return pos
+
+
+# MQTT 5 control packets from the broker (``data[pos:end]`` is the packet after its fixed header)
+
+
+def decode_connack(data: bytes, pos: int, end: int) -> tuple[bool, int, dict[int, Any]]:
+    """CONNACK (§3.2): (session present, reason code, properties)."""
+    if end - pos < 2:
+        raise MalformedPacketError("short CONNACK")
+    flags, code = data[pos], data[pos + 1]
+    if flags & 0xFE:
+        raise MalformedPacketError("CONNACK reserved flags set")
+    props, _ = parse_properties(data, pos + 2, end) if end - pos > 2 else ({}, end)
+    return bool(flags & 0x01), code, props
+
+
+def decode_puback(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """PUBACK (§3.4): (packet id, reason code; 0 when left out)."""
+    if end - pos < 2:
+        raise MalformedPacketError("short PUBACK")
+    return (data[pos] << 8) | data[pos + 1], data[pos + 2] if end - pos > 2 else 0
+
+
+def decode_suback(data: bytes, pos: int, end: int) -> tuple[int, list[int]]:
+    """SUBACK (§3.9): (packet id, one reason code per topic filter)."""
+    if end - pos < 3:
+        raise MalformedPacketError("short SUBACK")
+    mid = (data[pos] << 8) | data[pos + 1]
+    _, pos = parse_properties(data, pos + 2, end)
+    return mid, list(data[pos:end])
+
+
+def decode_disconnect(data: bytes, pos: int, end: int) -> str:
+    """DISCONNECT (§3.14) from the broker, for the logs: its reason and reason string."""
+    code = data[pos] if end > pos else 0
+    text = None
+    if end - pos > 1:
+        props, _ = parse_properties(data, pos + 1, end)
+        text = props.get(PROP_REASON_STRING)
+    return f"broker sent DISCONNECT {reason_name(code)}" + (f": {text}" if text else "")
+
+
+def decode_pubrel(data: bytes, pos: int, end: int) -> int:
+    """PUBREL (§3.6): its packet id."""
+    if end - pos < 2:
+        raise MalformedPacketError("short PUBREL")
+    return (data[pos] << 8) | data[pos + 1]
+
+
+def decode_qos2_packet_id(first: int, data: bytes, pos: int, end: int) -> int:
+    """The packet id of a PUBLISH the :class:`Decoder` did not deliver (QoS 2); QoS 3 is
+    malformed."""
+    if first & 0x06 != 0x04:
+        raise MalformedPacketError("PUBLISH with QoS 3")
+    topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    if topic_end + 2 > end:
+        raise MalformedPacketError("short QoS 2 PUBLISH")
+    return (data[topic_end] << 8) | data[topic_end + 1]

@@ -20,9 +20,8 @@ gateway drained only ~12.7k msg/s on 2 cores. This client does only what the gat
   (how many unacknowledged QoS 1 messages the broker may have in flight to us: it bounds the
   gateway's memory). No Topic Alias Maximum is sent, so it is 0 and the broker must not use
   topic aliases (one arriving is a protocol error). The subscriptions are sent again on every
-  connect, with QoS 1, No Local (our own publishes are not echoed back) and Retain Handling 1
-  (retained messages only when the subscription is new, not on every reconnect); SUBACK reason
-  codes are checked and a refused filter is logged. A session the broker still holds from an
+  connect, with QoS 1, No Local and Retain Handling 1 (retained messages only when the
+  subscription is new); a refused filter is logged. A session the broker still holds from an
   earlier gateway process is used, deliberately: §3.2.2.1.1 lets a client without session
   state close such a connection, but the receiving side keeps no state here (nothing is acked
   before it is stored), which is the point of the persistent session; what an earlier process
@@ -39,9 +38,7 @@ gateway drained only ~12.7k msg/s on 2 cores. This client does only what the gat
   receive buffer fills, TCP flow control stops the broker, which queues for us. Keepalive
   carries on meanwhile (:meth:`MqttClient._hold`). Memory is then bounded by the budget plus
   one read, whatever the broker sends. Our Maximum Packet Size (CONNECT) bounds one packet.
-* **Keepalive** (the broker's Server Keep Alive wins when it sends one). PINGREQ once half the
-  keepalive has passed without a packet sent, or without one received; no packet at all from
-  the broker for 1.5 keepalives (the broker's own rule for us) means a dead connection.
+* **Keepalive** (the broker's Server Keep Alive wins): :class:`gateway.mqtttimers.Timers`.
 * **Failures.** Connection loss, a refused CONNACK, a malformed packet or a protocol violation
   by the broker close the connection (with a DISCONNECT carrying the reason code where the spec
   asks for one) and the thread reconnects with exponential backoff and jitter between
@@ -68,6 +65,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from devices.mqttcodec import (
     CHUNK_SIZE,
@@ -90,16 +88,22 @@ from devices.mqttcodec import (
     MalformedPacketError,
     ProtocolViolationError,
     Received,
+    decode_connack,
+    decode_disconnect,
+    decode_puback,
+    decode_pubrel,
+    decode_qos2_packet_id,
+    decode_suback,
     encode_connect,
     encode_disconnect,
     encode_pubacks,
     encode_pubcomp,
     encode_publish,
     encode_pubrec,
-    parse_properties,
     reason_name,
 )
 from gateway.mqttoutbox import ClientStats, Outbox
+from gateway.mqtttimers import Timers
 from gateway.mqtttransport import ConnectionClosedError, RefusedError, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -194,13 +198,9 @@ class MqttClient:
         self._transport: Transport | None = None
         self._connected = False
         self._generation = 0
-        self._keepalive = keepalive_s
 
         # Network thread only.
-        self._last_recv = 0.0
-        self._last_sent = 0.0
-        self._ping_sent: float | None = None
-        self._stop_deadline = 0.0
+        self._timers = Timers(keepalive_s, connect_timeout_s)
         self._unreachable_logged = False
         self._accepted = False  # this connection got a successful CONNACK
 
@@ -382,9 +382,7 @@ class MqttClient:
             return None
         self._decoder.reset()
         self._accepted = False
-        self._ping_sent = None
-        self._stop_deadline = 0.0
-        self._last_recv = self._last_sent = time.monotonic()
+        self._timers.opened(time.monotonic())
         reason = "connection closed"
         try:
             with self._wlock:
@@ -462,7 +460,7 @@ class MqttClient:
                     return
                 raise ConnectionClosedError("broker closed the connection")
             now = monotonic()
-            self._last_recv = now
+            self._timers.last_recv = now
             if self._stopping:
                 decoder.reset()  # drain until the broker closes; deliver nothing more
             else:
@@ -494,9 +492,8 @@ class MqttClient:
                 self._resume.clear()
                 if self._transport is not transport or not self._connected:
                     raise ConnectionClosedError("connection lost while reading was paused")
-                now = time.monotonic()
-                half = self._keepalive / 2 if self._keepalive else 0.0
-                if half and now - self._last_sent >= half and self._wlock.acquire(blocking=False):
+                due = self._timers.ping_due_paused(time.monotonic())
+                if due and self._wlock.acquire(blocking=False):
                     try:
                         if self._transport is transport:
                             self._send_locked(PINGREQ)
@@ -504,39 +501,19 @@ class MqttClient:
                         self._wlock.release()
         finally:
             self._paused = False
-            self._last_recv = time.monotonic()
-            self._ping_sent = None
+            self._timers.resumed(time.monotonic())
 
     def _tick(self, transport: Transport, now: float) -> None:
         """Timers: CONNACK timeout, keepalive pings, dead connection, stop drain."""
-        if self._stopping:
-            if not self._stop_deadline:
-                self._stop_deadline = now + 2.0
-            elif now > self._stop_deadline:
-                raise ConnectionClosedError("stopped")
-            return
-        if not self._accepted:
-            if now - transport.opened > self._connect_timeout:
-                raise ConnectionClosedError("no CONNACK from the broker")
-            return
-        keepalive = self._keepalive
-        if not keepalive:
-            return
-        if now - self._last_recv > 1.5 * keepalive:
-            raise ConnectionClosedError(
-                f"nothing from the broker for {now - self._last_recv:.1f}s (keepalive)"
-            )
-        half = keepalive / 2
+        due = self._timers.check(
+            now, opened=transport.opened, accepted=self._accepted, stopping=self._stopping
+        )
         # Never wait for the lock here: a writer stuck in sendall holds it, and this thread
         # must stay free to notice the dead connection and shut the socket down.
-        if (
-            self._ping_sent is None
-            and (now - self._last_sent >= half or now - self._last_recv >= half)
-            and self._wlock.acquire(blocking=False)
-        ):
+        if due and self._wlock.acquire(blocking=False):
             try:
                 if self._transport is transport and self._send_locked(PINGREQ):
-                    self._ping_sent = now
+                    self._timers.ping_sent = now
             finally:
                 self._wlock.release()
 
@@ -553,65 +530,50 @@ class MqttClient:
             self._connected = False
             transport.shutdown(socket.SHUT_RDWR)
             return False
-        self._last_sent = time.monotonic()
+        self._timers.last_sent = time.monotonic()
         return True
 
     # control packets (network thread) ----------------------------------------------------------
 
     def _on_packet(self, first: int, data: bytes, pos: int, end: int) -> None:
-        kind = first & 0xF0
         if first == CONNACK:
-            self._on_connack(data, pos, end)
+            if self._accepted:
+                raise ProtocolViolationError("second CONNACK")
+            self._on_connack(*decode_connack(data, pos, end))
         elif not self._accepted:
             raise ProtocolViolationError(f"packet 0x{first:02x} before CONNACK")
         elif first == PUBACK:
-            if end - pos < 2:
-                raise MalformedPacketError("short PUBACK")
-            mid = (data[pos] << 8) | data[pos + 1]
-            code = data[pos + 2] if end - pos > 2 else 0
-            self._on_puback(mid, code)
+            mid, code = decode_puback(data, pos, end)
+            with self._wlock:
+                self._outbox.puback(mid, code)
+                self._send_queued_locked()
         elif first == SUBACK:
-            self._on_suback(data, pos, end)
+            mid, codes = decode_suback(data, pos, end)
+            with self._wlock:
+                self._outbox.suback(mid, codes)
         elif first == PINGRESP:
             if end != pos:
                 raise MalformedPacketError("PINGRESP with a body")
-            self._ping_sent = None
+            self._timers.ping_sent = None
         elif first == DISCONNECT:
-            code = data[pos] if end > pos else 0
-            text = None
-            if end - pos > 1:
-                props, _ = parse_properties(data, pos + 1, end)
-                text = props.get(PROP_REASON_STRING)
-            raise ConnectionClosedError(
-                f"broker sent DISCONNECT {reason_name(code)}" + (f": {text}" if text else "")
-            )
-        elif kind == PUBLISH:
-            self._reject_qos2(first, data, pos, end)
+            raise ConnectionClosedError(decode_disconnect(data, pos, end))
+        elif first & 0xF0 == PUBLISH:
+            self._reject_qos2(decode_qos2_packet_id(first, data, pos, end))
         elif first == PUBREL:
             # We never accept a QoS 2 message, so no packet id can be awaiting release.
-            if end - pos < 2:
-                raise MalformedPacketError("short PUBREL")
+            mid = decode_pubrel(data, pos, end)
             with self._wlock:
-                self._send_locked(encode_pubcomp(data[pos], data[pos + 1], 0x92))
+                self._send_locked(encode_pubcomp(mid, 0x92))
         else:
             raise ProtocolViolationError(f"unexpected packet 0x{first:02x} from the broker")
 
-    def _on_connack(self, data: bytes, pos: int, end: int) -> None:
-        if self._accepted:
-            raise ProtocolViolationError("second CONNACK")
-        if end - pos < 2:
-            raise MalformedPacketError("short CONNACK")
-        flags, code = data[pos], data[pos + 1]
-        if flags & 0xFE:
-            raise MalformedPacketError("CONNACK reserved flags set")
-        props, _ = parse_properties(data, pos + 2, end) if end - pos > 2 else ({}, end)
+    def _on_connack(self, session_present: bool, code: int, props: dict[int, Any]) -> None:
         if code >= 0x80:
             raise RefusedError(code, props.get(PROP_REASON_STRING))
-        session_present = bool(flags & 0x01)
         with self._wlock:
             self._generation += 1
             self._decoder.generation = self._generation
-            self._keepalive = props.get(PROP_SERVER_KEEP_ALIVE, self._configured_keepalive)
+            self._timers.keepalive = props.get(PROP_SERVER_KEEP_ALIVE, self._configured_keepalive)
             self._outbox.connected(
                 props.get(PROP_RECEIVE_MAXIMUM, 65535),
                 props.get(PROP_MAXIMUM_PACKET_SIZE, MAX_REMAINING_LENGTH + 5),
@@ -640,31 +602,12 @@ class MqttClient:
             if not self._send_locked(packet):
                 return  # stays in flight: resent after the reconnect
 
-    def _on_puback(self, mid: int, code: int) -> None:
-        with self._wlock:
-            self._outbox.puback(mid, code)
-            self._send_queued_locked()
-
-    def _on_suback(self, data: bytes, pos: int, end: int) -> None:
-        if end - pos < 3:
-            raise MalformedPacketError("short SUBACK")
-        mid = (data[pos] << 8) | data[pos + 1]
-        _, pos = parse_properties(data, pos + 2, end)
-        with self._wlock:
-            self._outbox.suback(mid, list(data[pos:end]))
-
-    def _reject_qos2(self, first: int, data: bytes, pos: int, end: int) -> None:
+    def _reject_qos2(self, packet_id: int) -> None:
         """Refuse a QoS 2 PUBLISH cleanly (PUBREC 0x83 ends its flow); QoS 3 is malformed.
 
         We subscribe with maximum QoS 1, so a conforming broker never sends QoS 2; accepting it
         would need the PUBREC/PUBREL/PUBCOMP exchange outside the gateway's storage acks.
         """
-        if first & 0x06 != 0x04:
-            raise MalformedPacketError("PUBLISH with QoS 3")
-        topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
-        if topic_end + 2 > end:
-            raise MalformedPacketError("short QoS 2 PUBLISH")
-        hi, lo = data[topic_end], data[topic_end + 1]
         self.stats.qos2_rejected += 1
         if self.stats.qos2_rejected == 1 or self.stats.qos2_rejected % 1000 == 0:
             log.warning(
@@ -672,4 +615,4 @@ class MqttClient:
                 extra={"refused_total": self.stats.qos2_rejected},
             )
         with self._wlock:
-            self._send_locked(encode_pubrec(hi, lo, 0x83))
+            self._send_locked(encode_pubrec(packet_id, 0x83))
