@@ -48,7 +48,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/registry.py",
         "gateway/registry_admin.py",
         "gateway/reports/sla.py",
-        "gateway/runtime.py",
         "gateway/workflow/service.py",
     }
 )
