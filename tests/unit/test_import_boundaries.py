@@ -40,7 +40,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/escalation/roster.py",
         "gateway/escalation/timeline.py",
         "gateway/escalation/worker.py",
-        "gateway/ingest.py",
         "gateway/localsvc.py",
         "gateway/notify/outbox.py",
         "gateway/paging/acks.py",
