@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "decode_ack",
     "decode_config",
+    "downlink_filters",
     "encode",
     "encode_accel",
     "encode_ack",
@@ -64,8 +65,10 @@ __all__ = [
     "is_valid_prefix",
     "message_types",
     "parse_topic",
+    "protocol_filter",
     "row_kind",
     "subscription_filter",
+    "topic_prefix_of",
     "uplink_filters",
 ]
 
@@ -264,6 +267,25 @@ def uplink_filters(prefix: str = DEFAULT_PREFIX, site: str = "+") -> tuple[str, 
         f"{prefix}/v1/{site}/+/telemetry",
         f"{prefix}/v1/{site}/+/state",
     )
+
+
+def downlink_filters(prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
+    """The gateway→device filters (``ack``, ``config``) of every device of every site: what
+    the gateway's account may write (broker ACL)."""
+    _topic_re(prefix)
+    return (f"{prefix}/v1/+/+/{Channel.ACK.value}", f"{prefix}/v1/+/+/{Channel.CONFIG.value}")
+
+
+def protocol_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """``<prefix>/v1/#``: every topic of protocol v1, any depth (broker ACL patterns)."""
+    _topic_re(prefix)
+    return f"{prefix}/v1/#"
+
+
+def topic_prefix_of(topic: str) -> str:
+    """The ``<prefix>`` of a topic that looks like ``<prefix>/v1/…`` ('' when it does not)."""
+    at = topic.find("/v1/")
+    return topic[:at] if at > 0 else ""
 
 
 def ack_topic(prefix: str, site: str, device: str) -> str:

@@ -28,6 +28,7 @@ import uvicorn
 from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from devices.protocol import subscription_filter
 from gateway import audit_anchor
 from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
@@ -253,7 +254,7 @@ class Runtime:
         self.session = MqttSession(
             s.mqtt,
             self.ingest.enqueue,
-            [f"{s.mqtt.prefix}/v1/+/+/+"],
+            [subscription_filter(s.mqtt.prefix)],
             max_packet_size=s.mqtt_packet_limit,
             # Failover: every (re)connection only with the lease confirmed (gateway.lease).
             may_connect=self.lease.confirm if self.lease is not None else None,
