@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 _MAX_PACKET: Final = 1 << 20  # incoming; devices receive small acks and configs only
 _DISCONNECT_PACKET: Final = encode_disconnect()
+# PUBLISH first bytes by [qos][retain] (hot path: no call per message)
+_FIRST: Final = tuple(tuple(publish_first_byte(q, r) for r in (False, True)) for q in (0, 1))
 
 
 def connect_packet(spec: LinkSpec, will_payload: bytes, keepalive_s: int) -> bytes:
@@ -180,7 +182,7 @@ class _Link(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        transport.write(publish_packet(publish_first_byte(qos, retain), topic, mid, payload, b""))
+        transport.write(publish_packet(_FIRST[qos][retain], topic, mid, payload, b""))
         self._last_out = self._owner.now
 
     async def _open(self) -> None:
