@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "decode_ack",
     "decode_config",
+    "device_topic_prefix",
     "downlink_filters",
     "encode",
     "encode_accel",
@@ -280,6 +281,12 @@ def protocol_filter(prefix: str = DEFAULT_PREFIX) -> str:
     """``<prefix>/v1/#``: every topic of protocol v1, any depth (broker ACL patterns)."""
     _topic_re(prefix)
     return f"{prefix}/v1/#"
+
+
+def device_topic_prefix(prefix: str, site: str, device: str) -> str:
+    """``<prefix>/v1/<site>/<device>``: the topics of one device, without the channel (what
+    an installer loads onto the device)."""
+    return format_topic(prefix, site, device, Channel.EVENT).rsplit("/", 1)[0]
 
 
 def topic_prefix_of(topic: str) -> str:

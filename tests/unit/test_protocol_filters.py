@@ -6,6 +6,7 @@ import pytest
 
 from devices.protocol import (
     ProtocolError,
+    device_topic_prefix,
     downlink_filters,
     protocol_filter,
     subscription_filter,
@@ -50,3 +51,9 @@ def test_the_broker_acl_is_built_from_the_protocol_filters() -> None:
     ]
     assert f"topic write {protocol_filter('shg')}" in lines  # the injecting tool
     assert "topic write shg/v1/site-1/dev-1/event" in lines
+
+
+def test_device_topic_prefix() -> None:
+    assert device_topic_prefix("shg", "site-1", "dev-1") == "shg/v1/site-1/dev-1"
+    with pytest.raises(ProtocolError):
+        device_topic_prefix("shg", "site/1", "dev-1")
