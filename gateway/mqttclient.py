@@ -341,9 +341,11 @@ class MqttClient:
                 self._wake.wait(min(self._reconnect_max, max(self._reconnect_min, jittered)))
                 delay = min(delay * 2, self._reconnect_max)
         except BaseException as exc:
-            self._failed = exc.__cause__ or exc if isinstance(exc, CallbackError) else exc
             log.exception("mqtt client thread stopped by an unexpected error")
             self._close_after_failure()
+            # Only now (connection closed, on_disconnect told): whoever waits for `alive` to
+            # turn False must not see it before, nor stop() the client in between.
+            self._failed = exc.__cause__ or exc if isinstance(exc, CallbackError) else exc
             raise
 
     def _close_after_failure(self) -> None:
