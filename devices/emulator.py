@@ -61,8 +61,9 @@ from devices.protocol import (
     decode_config,
     is_valid_id,
 )
+from devices.publishers import make_publisher
 from devices.signals import DailyRoutine, ResidentModel
-from devices.transport import BrokerEndpoint, Link, LinkSpec, make_publisher
+from devices.transport import BrokerEndpoint, Link, LinkSpec
 from devices.virtual import (
     BedSensorDevice,
     ButtonDevice,

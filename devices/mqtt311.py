@@ -17,9 +17,28 @@ import asyncio
 import collections
 import logging
 import ssl
-import struct
 from typing import Final
 
+from devices.mqttcodec import (
+    CONNACK,
+    CONNACK_311_REASONS,
+    MQTT311,
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    MalformedPacketError,
+    decode_publish_311,
+    encode_connect,
+    encode_disconnect,
+    encode_pubacks,
+    encode_string,
+    encode_subscribe,
+    publish_first_byte,
+    publish_packet,
+    split_frame,
+)
 from devices.transport import (
     BrokerEndpoint,
     Link,
@@ -29,77 +48,30 @@ from devices.transport import (
     SlicedPublisher,
 )
 
-__all__ = ["AsyncioPublisher", "MqttPacketError"]
+__all__ = ["AsyncioPublisher", "connect_packet"]
 
 log = logging.getLogger(__name__)
 
-_CONNECT: Final = 0x10
-_CONNACK: Final = 0x20
-_PUBLISH: Final = 0x30
-_PUBACK: Final = 0x40
-_SUBSCRIBE: Final = 0x82
-_SUBACK: Final = 0x90
-_PINGRESP: Final = 0xD0
-_PINGREQ_PACKET: Final = b"\xc0\x00"
-_DISCONNECT_PACKET: Final = b"\xe0\x00"
 _MAX_PACKET: Final = 1 << 20  # incoming; devices receive small acks and configs only
-
-_CONNACK_REASONS: Final = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
-
-_u16 = struct.Struct(">H")
-
-
-class MqttPacketError(Exception):
-    """The broker sent something this client cannot parse (the connection is dropped)."""
-
-
-def _str16(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    if len(raw) > 0xFFFF:
-        raise ValueError("MQTT string longer than 65535 bytes")
-    return _u16.pack(len(raw)) + raw
-
-
-def _remaining_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _remaining_length(len(body)) + body
+_DISCONNECT_PACKET: Final = encode_disconnect()
+# PUBLISH first bytes by [qos][retain] (hot path: no call per message)
+_FIRST: Final = tuple(tuple(publish_first_byte(q, r) for r in (False, True)) for q in (0, 1))
 
 
 def connect_packet(spec: LinkSpec, will_payload: bytes, keepalive_s: int) -> bytes:
     """CONNECT: clean session, username + password, retained QoS 1 will."""
-    flags = 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02
-    body = b"".join(
-        (
-            b"\x00\x04MQTT\x04",
-            bytes((flags,)),
-            _u16.pack(keepalive_s),
-            _str16(spec.client_id),
-            _str16(spec.will_topic),
-            _str16(will_payload),
-            _str16(spec.username),
-            _str16(spec.password),
-        )
+    return encode_connect(
+        spec.client_id,
+        username=spec.username,
+        password=spec.password.encode(),
+        keepalive_s=keepalive_s,
+        clean_start=True,
+        will_topic=spec.will_topic,
+        will_payload=will_payload,
+        will_qos=1,
+        will_retain=True,
+        protocol_level=MQTT311,
     )
-    return _packet(_CONNECT, body)
 
 
 class _Link(asyncio.Protocol):
@@ -162,7 +134,7 @@ class _Link(asyncio.Protocol):
             return None
         encoded = self._topics.get(topic)
         if encoded is None:
-            encoded = self._topics[topic] = _str16(topic)
+            encoded = self._topics[topic] = encode_string(topic)
         if qos == 0:
             self._write_publish(0, encoded, payload, retain, 0)
             return 0
@@ -210,15 +182,7 @@ class _Link(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        first = _PUBLISH | (qos << 1) | (1 if retain else 0)
-        if qos:
-            n = len(topic) + 2 + len(payload)
-            transport.write(
-                b"".join((bytes((first,)), _remaining_length(n), topic, _u16.pack(mid), payload))
-            )
-        else:
-            n = len(topic) + len(payload)
-            transport.write(b"".join((bytes((first,)), _remaining_length(n), topic, payload)))
+        transport.write(publish_packet(_FIRST[qos][retain], topic, mid, payload, b""))
         self._last_out = self._owner.now
 
     async def _open(self) -> None:
@@ -303,31 +267,19 @@ class _Link(asyncio.Protocol):
         try:
             while end - pos >= 2:
                 first = buf[pos]
-                # remaining length (1..4 bytes)
-                length = 0
-                shift = 0
-                i = pos + 1
-                while True:
-                    if i >= end:
-                        length = -1
-                        break
-                    byte = buf[i]
-                    length |= (byte & 0x7F) << shift
-                    i += 1
-                    if not byte & 0x80:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        raise MqttPacketError("malformed remaining length")
-                if length > _MAX_PACKET:
-                    raise MqttPacketError("packet too large")
-                if length < 0 or end - i < length:
+                frame = split_frame(buf, pos, end)
+                if frame is None:
                     break
-                self._handle(first, bytes(buf[i : i + length]))
-                pos = i + length
+                i, stop = frame
+                if stop - i > _MAX_PACKET:
+                    raise MalformedPacketError("packet too large")
+                if stop > end:
+                    break
+                self._handle(first, bytes(buf[i:stop]))
+                pos = stop
                 if self._transport is None:
                     return
-        except MqttPacketError as exc:
+        except MalformedPacketError as exc:
             log.warning("mqtt protocol error, dropping connection", extra={"detail": str(exc)})
             self._fail(f"protocol: {exc}", refused=False)
             return
@@ -336,9 +288,9 @@ class _Link(asyncio.Protocol):
 
     def _handle(self, first: int, body: bytes) -> None:
         kind = first & 0xF0
-        if kind == _PUBACK:
+        if kind == PUBACK:
             if len(body) < 2:
-                raise MqttPacketError("short PUBACK")
+                raise MalformedPacketError("short PUBACK")
             mid = (body[0] << 8) | body[1]
             inflight = self._inflight
             if mid in inflight:
@@ -346,19 +298,19 @@ class _Link(asyncio.Protocol):
                 if self._queue:
                     self._send_queued()
                 self._events.link_published(mid, True)
-        elif kind == _PUBLISH:
+        elif kind == PUBLISH:
             self._handle_publish(first, body)
-        elif kind == _CONNACK:
+        elif kind == CONNACK:
             self._handle_connack(body)
-        elif kind == _PINGRESP:
+        elif kind == PINGRESP:
             self._ping_sent = 0.0
-        elif kind == _SUBACK:
+        elif kind == SUBACK:
             if any(code == 0x80 for code in body[2:]):
                 log.warning(
                     "subscription refused by the broker", extra={"device": self._spec.client_id}
                 )
         else:
-            raise MqttPacketError(f"unexpected packet type {kind >> 4}")
+            raise MalformedPacketError(f"unexpected packet type {kind >> 4}")
 
     def _send_queued(self) -> None:
         queue = self._queue
@@ -369,7 +321,7 @@ class _Link(asyncio.Protocol):
 
     def _handle_connack(self, body: bytes) -> None:
         if len(body) < 2:
-            raise MqttPacketError("short CONNACK")
+            raise MalformedPacketError("short CONNACK")
         if self._connack_timer is not None:
             self._connack_timer.cancel()
             self._connack_timer = None
@@ -377,34 +329,22 @@ class _Link(asyncio.Protocol):
             return
         code = body[1]
         if code:
-            self._fail(f"connack: {_CONNACK_REASONS.get(code, str(code))}", refused=True)
+            self._fail(f"connack: {CONNACK_311_REASONS.get(code, str(code))}", refused=True)
             return
         self._state = LinkState.CONNECTED
         self._owner.slices[self._slice].add(self)
         subs = self._spec.subscriptions
         if subs and self._transport is not None:
-            payload = b"".join(_str16(t) + b"\x01" for t in subs)
-            self._transport.write(_packet(_SUBSCRIBE, _u16.pack(self._next_mid()) + payload))
+            filters = [(t, 1) for t in subs]
+            mid = self._next_mid()
+            self._transport.write(encode_subscribe(mid, filters, protocol_level=MQTT311))
         self._events.link_connected()
 
     def _handle_publish(self, first: int, body: bytes) -> None:
-        qos = (first >> 1) & 0x03
-        if len(body) < 2:
-            raise MqttPacketError("short PUBLISH")
-        tlen = (body[0] << 8) | body[1]
-        pos = 2 + tlen
-        try:
-            topic = body[2:pos].decode()
-        except UnicodeDecodeError:
-            raise MqttPacketError("topic is not UTF-8") from None
-        if qos:
-            if len(body) < pos + 2:
-                raise MqttPacketError("short PUBLISH")
-            mid_bytes = body[pos : pos + 2]
-            pos += 2
-            if self._transport is not None:
-                self._transport.write(b"\x40\x02" + mid_bytes)
-        self._events.link_message(topic, body[pos:])
+        topic, mid, payload = decode_publish_311(first, body)
+        if mid and self._transport is not None:
+            self._transport.write(encode_pubacks((mid,)))
+        self._events.link_message(topic, payload)
 
     def misc(self, now: float) -> None:
         """Keepalive: PINGREQ when idle for the keepalive; drop if the broker stays silent."""
@@ -415,7 +355,7 @@ class _Link(asyncio.Protocol):
         if self._ping_sent and now - self._ping_sent > keepalive:
             self._fail("lost: keepalive timeout", refused=False)
         elif not self._ping_sent and now - self._last_out >= keepalive * 0.9:
-            transport.write(_PINGREQ_PACKET)
+            transport.write(PINGREQ)
             self._ping_sent = self._last_out = now
 
 

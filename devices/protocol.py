@@ -56,6 +56,8 @@ __all__ = [
     "decode_ack",
     "decode_command",
     "decode_config",
+    "device_topic_prefix",
+    "downlink_filters",
     "encode",
     "encode_accel",
     "encode_ack",
@@ -73,8 +75,10 @@ __all__ = [
     "is_valid_prefix",
     "message_types",
     "parse_topic",
+    "protocol_filter",
     "row_kind",
     "subscription_filter",
+    "topic_prefix_of",
     "uplink_filters",
 ]
 
@@ -302,6 +306,33 @@ def uplink_filters(prefix: str = DEFAULT_PREFIX, site: str = "+") -> tuple[str, 
         f"{prefix}/v1/{site}/+/telemetry",
         f"{prefix}/v1/{site}/+/state",
     )
+
+
+def downlink_filters(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
+    """The gateway→device filters (``ack``, ``config``, ``command``) of every device of every
+    site: what the gateway's account may write (broker ACL)."""
+    _topic_re(prefix)
+    return tuple(
+        f"{prefix}/v1/+/+/{c.value}" for c in (Channel.ACK, Channel.CONFIG, Channel.COMMAND)
+    )
+
+
+def protocol_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """``<prefix>/v1/#``: every topic of protocol v1, any depth (broker ACL patterns)."""
+    _topic_re(prefix)
+    return f"{prefix}/v1/#"
+
+
+def device_topic_prefix(prefix: str, site: str, device: str) -> str:
+    """``<prefix>/v1/<site>/<device>``: the topics of one device, without the channel (what
+    an installer loads onto the device)."""
+    return format_topic(prefix, site, device, Channel.EVENT).rsplit("/", 1)[0]
+
+
+def topic_prefix_of(topic: str) -> str:
+    """The ``<prefix>`` of a topic that looks like ``<prefix>/v1/…`` ('' when it does not)."""
+    at = topic.find("/v1/")
+    return topic[:at] if at > 0 else ""
 
 
 def ack_topic(prefix: str, site: str, device: str) -> str:

@@ -45,6 +45,7 @@ from devices.protocol import (
     decode_config,
     format_topic,
 )
+from devices.publishers import make_publisher
 from devices.scenario import IncidentKind, Scenario, ScheduledIncident, SilenceMode, bind_scenario
 from devices.signals import DailyRoutine, ResidentModel
 from devices.transport import (
@@ -53,7 +54,6 @@ from devices.transport import (
     MqttVersion,
     Publisher,
     TransportKind,
-    make_publisher,
 )
 from devices.virtual import (
     BedSensorDevice,

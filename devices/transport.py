@@ -4,7 +4,8 @@ Each virtual device owns one :class:`Link` (its own MQTT connection, client id a
 credentials). A :class:`Publisher` creates links that all run on the current asyncio loop, so a
 single process can drive thousands of devices without a thread per connection.
 
-Two implementations:
+Two implementations (:func:`devices.publishers.make_publisher` picks one; this module imports
+neither, so the contract does not depend on its implementations):
 
 * :class:`devices.mqtt311.AsyncioPublisher` (default): a small MQTT 3.1.1 client on asyncio
   transports, ~5x cheaper per message than paho; what the load benchmark needs.
@@ -38,7 +39,6 @@ __all__ = [
     "Publisher",
     "SlicedPublisher",
     "TransportKind",
-    "make_publisher",
 ]
 
 
@@ -188,35 +188,3 @@ class SlicedPublisher(ABC, Generic[L]):
         self._misc_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._misc_task
-
-
-def make_publisher(
-    endpoint: BrokerEndpoint,
-    *,
-    kind: TransportKind = TransportKind.ASYNCIO,
-    version: MqttVersion = MqttVersion.V311,
-    keepalive_s: int = 60,
-    connect_timeout_s: float = 10.0,
-    max_inflight: int = 100,
-) -> Publisher:
-    """Build a publisher on the running loop. The asyncio transport speaks MQTT 3.1.1 only."""
-    if kind is TransportKind.ASYNCIO:
-        if version is not MqttVersion.V311:
-            raise ValueError("the asyncio transport speaks MQTT 3.1.1 only; use paho for MQTT 5")
-        from devices.mqtt311 import AsyncioPublisher  # noqa: PLC0415
-
-        return AsyncioPublisher(
-            endpoint,
-            keepalive_s=keepalive_s,
-            connect_timeout_s=connect_timeout_s,
-            max_inflight=max_inflight,
-        )
-    from devices.paho_transport import PahoPublisher  # noqa: PLC0415
-
-    return PahoPublisher(
-        endpoint,
-        version=version,
-        keepalive_s=keepalive_s,
-        connect_timeout_s=connect_timeout_s,
-        max_inflight=max_inflight,
-    )

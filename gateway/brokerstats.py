@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from devices.mqttcodec import SUB_RETAIN_IF_NEW
 from gateway.brokerauth import SYS_MONITOR_SUFFIX
-from gateway.mqttclient import SUB_RETAIN_IF_NEW, MqttClient, Received
+from gateway.mqttclient import MqttClient, Received
 from gateway.mqttsession import _ssl_context
 from gateway.settings import MqttSettings
 

@@ -26,7 +26,6 @@ import os
 import signal
 import socket
 import ssl
-import struct
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from devices.mqttcodec import MQTT311, encode_connect, encode_disconnect
 from gateway.brokerauth import (
     ServiceAccount,
     hash_password,
@@ -55,20 +55,6 @@ class BrokerSyncError(RuntimeError):
     """The broker's files could not be written, or the broker did not apply them."""
 
 
-def _encode_str(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def mqtt_login_code(
     host: str,
     port: int,
@@ -85,10 +71,14 @@ def mqtt_login_code(
     closed at once (DISCONNECT): nothing is published or subscribed.
     """
     client_id = f"probe-{uuid.uuid4().hex[:12]}"
-    variable = _encode_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 10)
-    payload = _encode_str(client_id) + _encode_str(username) + _encode_str(password)
-    body = variable + payload
-    packet = b"\x10" + _remaining_length(len(body)) + body
+    packet = encode_connect(
+        client_id,
+        username=username,
+        password=password.encode(),
+        keepalive_s=10,
+        clean_start=True,
+        protocol_level=MQTT311,
+    )
     raw = socket.create_connection((host, port), timeout=timeout_s)
     sock: Any = raw
     try:
@@ -106,7 +96,7 @@ def mqtt_login_code(
             raise BrokerSyncError(f"unexpected reply to CONNECT: {head[0]:#x}")
         code = head[3]
         if code == 0:
-            sock.sendall(b"\xe0\x00")
+            sock.sendall(encode_disconnect())
         return int(code)
     finally:
         sock.close()

@@ -31,7 +31,8 @@ Flow (two writer threads; the MQTT network thread only enqueues):
    (the event lane to its priority sink). PUBACKs go out in the order the messages were
    received, across both lanes (MQTT 5 §4.6, [MQTT-4.6.0-2]): a stored event whose
    earlier-received telemetry is still being written has its PUBACK sent right after theirs
-   (:class:`_AckOrder`); its application ack and its analysis do not wait for that.
+   (:class:`gateway.ingest_acks.AckOrder`); its application ack and its analysis do not wait
+   for that.
 
 If the database is unreachable each writer retries the same batch with backoff; the outage
 and the recovery are each logged once for the pipeline; nothing is acked meanwhile, so the
@@ -43,35 +44,25 @@ offending message is found, which goes to dead letters (``storage_rejected``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import random
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TypeVar
 
-import numpy as np
-import numpy.typing as npt
-import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from devices.protocol import (
     ALARM_EVENT_TYPES,
-    AccelBatch,
     Channel,
     DeviceConfig,
     Event,
     Message,
     ProtocolError,
-    Reading,
     RejectReason,
-    State,
     Topic,
     config_topic,
     decode,
@@ -79,6 +70,19 @@ from devices.protocol import (
     encode_config,
     format_topic,
     parse_topic,
+)
+from gateway.ingest_acks import AckOrder, EventMsg
+from gateway.ingest_rows import (
+    Item,
+    alarm_with_wrong_clock,
+    claimed_msg_id,
+    dead_item,
+    mark_alarms,
+    message_item,
+    rate_limited_item,
+    rate_limited_rows,
+    restamp,
+    sent_at,
 )
 from gateway.metrics import Metrics
 from gateway.mqttsession import MqttSession, Received
@@ -90,7 +94,6 @@ from gateway.storage.writer import BatchWriter, Row
 log = logging.getLogger(__name__)
 
 STORAGE_REJECTED = "storage_rejected"
-_NO_ROW = ""  # the table of a rate-limited message: no row of its own (see _rate_limited_rows)
 T = TypeVar("T")
 _POLL_S = 0.002  # how often the idle writer looks for new messages
 
@@ -110,72 +113,6 @@ class StoredMessage:
 Sink = Callable[[Sequence[StoredMessage]], None]
 
 
-@dataclass(slots=True, eq=False)
-class _EventMsg:
-    """An event-lane message: its place among everything received, for its PUBACK."""
-
-    rec: Received
-    position: int  # how many bulk-lane messages were received before it
-    stored: bool = False  # committed (or dead-lettered): its PUBACK may go
-
-
-class _AckOrder:
-    """Sends PUBACKs in the order the messages were received, across both lanes.
-
-    Bulk-lane messages are numbered by arrival (their batches are committed in that order,
-    by one thread); an event-lane message knows how many bulk-lane messages came before it.
-    After each commit, :meth:`release` sends every PUBACK whose predecessors are all stored,
-    merged in receive order, under one lock (taken once per batch, never per message) so two
-    writers never interleave their acknowledgements.
-    """
-
-    def __init__(self, send: Callable[[list[Received]], None]) -> None:
-        self._send = send
-        self._lock = threading.Lock()
-        self.events: deque[_EventMsg] = deque()  # appended by the network thread only
-        self._bulk: deque[list[Received]] = deque()  # committed bulk batches, oldest first
-        self._offset = 0  # how much of self._bulk[0] is acknowledged
-        self._bulk_next = 0  # arrival number of the next bulk message to acknowledge
-
-    def bulk_stored(self, recs: list[Received]) -> None:
-        with self._lock:
-            self._bulk.append(recs)
-            self._release()
-
-    def events_stored(self, msgs: list[_EventMsg]) -> None:
-        with self._lock:
-            for m in msgs:
-                m.stored = True
-            self._release()
-
-    def _release(self) -> None:
-        out: list[Received] = []
-        events, bulk = self.events, self._bulk
-        while True:
-            ev = events[0] if events else None
-            if ev is not None and ev.position <= self._bulk_next:
-                if not ev.stored:
-                    break  # everything after it waits for its commit
-                events.popleft()
-                out.append(ev.rec)
-                continue
-            if not bulk:
-                break
-            batch, start = bulk[0], self._offset
-            stop = len(batch)
-            if ev is not None:
-                stop = min(stop, start + ev.position - self._bulk_next)
-            out.extend(batch[start:stop])
-            self._bulk_next += stop - start
-            if stop == len(batch):
-                bulk.popleft()
-                self._offset = 0
-            else:
-                self._offset = stop
-        if out:
-            self._send(out)
-
-
 class _Lane:
     """One writer thread's own database connection and per-device sequence tracking."""
 
@@ -184,29 +121,6 @@ class _Lane:
         self.conn: psycopg.Connection[tuple[object, ...]] | None = None
         self.writer: BatchWriter | None = None
         self.last_seq: dict[str, int] = {}
-
-
-@dataclass(slots=True)
-class _Item:
-    rec: Received
-    table: str  # target table, or "dead_letters"
-    row: Row
-    key: tuple[object, ...] | None = None  # (device_id, msg_id) for deduplicated tables
-    info: DeviceInfo | None = None
-    msg: Message | None = None
-    topic: Topic | None = None
-    reject_reason: str | None = None
-    claimed_id: str | None = None  # a rejected message's id, when it could be read
-    clock_error_s: float | None = None  # an alarm stored with its receive time (see _decode)
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _accel_bytes(samples: npt.NDArray[np.float32]) -> bytes:
-    milli = np.rint(np.asarray(samples, dtype=np.float32) * 1000.0)
-    return bytes(np.clip(milli, -32768, 32767).astype("<i2").tobytes())
 
 
 class IngestPipeline:
@@ -243,11 +157,11 @@ class IngestPipeline:
         # most mqtt.receive_maximum QoS 1 messages can be unacknowledged, and nothing is acked
         # before it is stored.
         self._buffer: deque[Received] = deque()
-        self._events: deque[_EventMsg] = deque()
+        self._events: deque[EventMsg] = deque()
         self._event_suffix = f"/{Channel.EVENT.value}" if settings.event_lane else None
         self._bulk_received = 0  # bulk-lane messages enqueued (network thread only)
         self._event_wake = threading.Event()
-        self._acks = _AckOrder(self._puback)
+        self._acks = AckOrder(self._puback)
         self._session: MqttSession | None = None
         # Shared by both writers: a refresh replaces the snapshot, never mutates it.
         self._registry = RegistryCache(settings.registry_refresh_s)
@@ -272,7 +186,7 @@ class IngestPipeline:
     def enqueue(self, rec: Received) -> None:
         suffix = self._event_suffix
         if suffix is not None and rec.topic.endswith(suffix):
-            msg = _EventMsg(rec, self._bulk_received)
+            msg = EventMsg(rec, self._bulk_received)
             self._acks.events.append(msg)  # its place in the PUBACK order, before the writer
             self._events.append(msg)
             self._event_wake.set()
@@ -403,7 +317,7 @@ class IngestPipeline:
         return [popleft() for _ in range(min(limit, len(buf)))]
 
     def _process(
-        self, lane: _Lane, batch: list[Received], events: list[_EventMsg] | None = None
+        self, lane: _Lane, batch: list[Received], events: list[EventMsg] | None = None
     ) -> None:
         items = [self._decode(lane, rec) for rec in batch]
         fresh = self._with_db(lane, lambda conn: self._store(lane, items))
@@ -451,23 +365,11 @@ class IngestPipeline:
         info: DeviceInfo | None,
         *,
         claimed_id: str | None = None,
-    ) -> _Item:
+    ) -> Item:
         cap = self._settings.dead_letter_payload_bytes
-        row: Row = (
-            _utc(rec.received_at),
-            rec.topic[:512],
-            topic.device if topic is not None else None,
-            reason,
-            detail[:500],
-            len(rec.payload),
-            rec.payload[:cap],
-        )
-        return _Item(
-            rec, "dead_letters", row, info=info, topic=topic, reject_reason=reason,
-            claimed_id=claimed_id,
-        )  # fmt: skip
+        return dead_item(rec, reason, detail, topic, info, payload_cap=cap, claimed_id=claimed_id)
 
-    def _decode(self, lane: _Lane, rec: Received) -> _Item:
+    def _decode(self, lane: _Lane, rec: Received) -> Item:
         try:
             topic = parse_topic(rec.topic, self._prefix)
         except ProtocolError as exc:
@@ -480,7 +382,7 @@ class IngestPipeline:
             if self._registry.decommissioned(topic.device):
                 return self._dead(
                     rec, RejectReason.DECOMMISSIONED, "device is decommissioned", topic, None,
-                    claimed_id=_claimed_id(rec.payload),  # its event is acked `rejected`
+                    claimed_id=claimed_msg_id(rec.payload),  # its event is acked `rejected`
                 )  # fmt: skip
             return self._dead(
                 rec, RejectReason.UNKNOWN_DEVICE, "device is not in the registry", topic, None
@@ -498,7 +400,7 @@ class IngestPipeline:
             info.device_id, rec.received_at, len(rec.payload)
         )
         if over and topic.channel is not Channel.EVENT:
-            return self._rate_limited(rec, topic, info, None)
+            return rate_limited_item(rec, topic, info, None)
         s = self._settings
         try:
             msg = decode(
@@ -513,10 +415,10 @@ class IngestPipeline:
         except ProtocolError as exc:
             alarm: tuple[Message, float] | None = None
             if exc.reason == RejectReason.TIMESTAMP_OUT_OF_RANGE and topic.channel == Channel.EVENT:
-                alarm = self._alarm_with_wrong_clock(topic, rec, info)
+                alarm = alarm_with_wrong_clock(topic, rec, info, s.max_payload_bytes)
             if alarm is None:
                 if over:  # a flood of bad events: counted, not a dead-letter row each
-                    return self._rate_limited(rec, topic, info, exc.msg_id)
+                    return rate_limited_item(rec, topic, info, exc.msg_id)
                 return self._dead(rec, exc.reason, exc.detail, topic, info, claimed_id=exc.msg_id)
             msg, error = alarm
             clock_error: float | None = error
@@ -528,7 +430,7 @@ class IngestPipeline:
                 and msg.envelope.type in ALARM_EVENT_TYPES
                 and isinstance(msg, Event)
             ):
-                msg, clock_error = _restamp(msg, rec.received_at)
+                msg, clock_error = restamp(msg, rec.received_at)
         # Over the limit or not, a valid event (button press, SOS, fall) is stored: the alarm
         # lane is never rate-limited away.
         env = msg.envelope
@@ -537,81 +439,28 @@ class IngestPipeline:
             self._metrics.out_of_order.inc()
         else:
             lane.last_seq[info.device_id] = env.seq
-        t, dev, mid, seq = _utc(env.ts), env.device, env.msg_id, env.seq
-        recv = _utc(rec.received_at)
-        key = (dev, mid)
-        if isinstance(msg, Reading):
-            row: Row = (
-                t, dev, mid, seq, env.type, msg.presence, msg.heart_rate, msg.breathing_rate,
-                msg.movement, msg.steps, msg.battery, msg.worn, recv,
-            )  # fmt: skip
-            return _Item(rec, "readings", row, key, info, msg, topic)
-        if isinstance(msg, AccelBatch):
-            n = int(msg.samples.shape[0])
-            row = (t, dev, mid, seq, msg.fs, n, _accel_bytes(msg.samples), recv)
-            return _Item(rec, "accel", row, key, info, msg, topic)
-        if isinstance(msg, Event):
-            row = (t, dev, mid, seq, env.type, Jsonb(msg.data, dumps=_dumps), recv)
-            return _Item(
-                rec, "device_events", row, key, info, msg, topic, clock_error_s=clock_error
-            )
-        assert isinstance(msg, State)
-        row = (t, dev, mid, seq, msg.online, msg.battery, msg.firmware, msg.rssi, recv)
-        return _Item(rec, "device_state", row, key, info, msg, topic)
-
-    def _alarm_with_wrong_clock(
-        self, topic: Topic, rec: Received, info: DeviceInfo
-    ) -> tuple[Message, float] | None:
-        """An alarm event whose only fault is an implausible device time: the alarm, stamped
-        with the receive time (the device time kept in its data under ``clock``), and the
-        clock error; None for anything else (dead-lettered as before)."""
-        try:
-            msg = decode(
-                topic,
-                rec.payload,
-                info.kind,
-                now=rec.received_at,
-                max_payload_bytes=self._settings.max_payload_bytes,
-                max_future_s=math.inf,
-                max_age_s=math.inf,
-            )
-        except ProtocolError:
-            return None
-        if not isinstance(msg, Event) or msg.envelope.type not in ALARM_EVENT_TYPES:
-            return None
-        return _restamp(msg, rec.received_at)
-
-    @staticmethod
-    def _rate_limited(
-        rec: Received, topic: Topic, info: DeviceInfo, claimed_id: str | None
-    ) -> _Item:
-        """A message over its device's rate limit: no row of its own; the batch records one
-        aggregated dead letter per device (:func:`_rate_limited_rows`)."""
-        return _Item(
-            rec, _NO_ROW, (), info=info, topic=topic, reject_reason=RejectReason.RATE_LIMITED,
-            claimed_id=claimed_id,
-        )  # fmt: skip
+        return message_item(rec, msg, topic, info, clock_error)
 
     # storing -------------------------------------------------------------------------------
 
-    def _store(self, lane: _Lane, items: list[_Item]) -> dict[str, set[tuple[object, ...]]]:
+    def _store(self, lane: _Lane, items: list[Item]) -> dict[str, set[tuple[object, ...]]]:
         """Store all items; content the database refuses is isolated into dead letters."""
         assert lane.writer is not None
         rows: dict[str, list[Row]] = {}
-        limited: list[_Item] = []
+        limited: list[Item] = []
         for it in items:
-            if not it.table:  # _NO_ROW
+            if not it.table:  # NO_ROW
                 limited.append(it)
             else:
                 rows.setdefault(it.table, []).append(it.row)
         if limited:
-            rows.setdefault("dead_letters", []).extend(_rate_limited_rows(limited, self._limiter))
+            rows.setdefault("dead_letters", []).extend(rate_limited_rows(limited, self._limiter))
         if self._may_write is not None:
             while not self._may_write():  # fenced (lease lost): never commit, never ack
                 time.sleep(0.05)
         started = time.perf_counter()
         try:
-            fresh = lane.writer.write(rows, after=lambda conn, new: _mark_alarms(conn, items, new))
+            fresh = lane.writer.write(rows, after=lambda conn, new: mark_alarms(conn, items, new))
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             if len(items) == 1:
                 it = items[0]
@@ -686,7 +535,7 @@ class IngestPipeline:
 
     def _after_commit(
         self,
-        items: list[_Item],
+        items: list[Item],
         fresh: dict[str, set[tuple[object, ...]]],
         committed: float,
         *,
@@ -698,7 +547,7 @@ class IngestPipeline:
         dead: Counter[str] = Counter()
         duplicates = 0
         out: list[StoredMessage] = []
-        app_acks: list[tuple[_Item, str]] = []
+        app_acks: list[tuple[Item, str]] = []
         seen: set[tuple[str, tuple[object, ...] | None]] = set()
         for it in items:
             rec = it.rec
@@ -715,7 +564,7 @@ class IngestPipeline:
             if new:
                 stored[it.table] += 1
                 assert it.msg is not None and it.info is not None
-                m.lag_seconds.observe(max(0.0, committed - _sent_at(it.msg)))
+                m.lag_seconds.observe(max(0.0, committed - sent_at(it.msg)))
                 out.append(StoredMessage(it.info, it.msg, rec.received_at, it.clock_error_s))
             else:
                 duplicates += 1
@@ -742,7 +591,7 @@ class IngestPipeline:
         if out and self._sink is not None:
             self._sink(out)  # may wait for room in the analysis queue (backpressure)
 
-    def _app_ack(self, it: _Item, status: str) -> None:
+    def _app_ack(self, it: Item, status: str) -> None:
         if self._session is None or it.topic is None:
             return
         msg_id = it.msg.envelope.msg_id if it.msg is not None else it.claimed_id
@@ -753,114 +602,5 @@ class IngestPipeline:
         self._session.publish(topic, encode_ack(msg_id, status, reason), qos=1)
 
 
-def _claimed_id(payload: bytes) -> str | None:
-    """The message id a refused payload claims, if it is readable JSON with a short one."""
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    mid = obj.get("id") if isinstance(obj, dict) else None
-    return mid if isinstance(mid, str) and 0 < len(mid) <= 64 and mid.isprintable() else None
-
-
-def _restamp(msg: Event, received_at: float) -> tuple[Event, float]:
-    """An alarm from a wrong device clock, stamped with its receive time (the device's time
-    kept in its data under ``clock``), and the clock error (device minus receive time)."""
-    device_ts = msg.envelope.ts
-    error = device_ts - received_at
-    data = dict(msg.data)
-    data["clock"] = {"device_ts_ms": round(device_ts * 1000), "error_s": round(error, 3)}
-    return Event(dataclasses.replace(msg.envelope, ts=received_at), data), error
-
-
-_MARK_ALARM = b"""
-INSERT INTO pending_alarms (device_id, msg_id, site_id, type, time, received_at, clock_wrong,
-                            device_time)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (device_id, msg_id) DO NOTHING
-RETURNING device_id, msg_id
-"""
-_DROP_REPEAT = b"DELETE FROM device_events WHERE device_id = %s AND msg_id = %s AND time = %s"
-
-
-def _mark_alarms(
-    conn: psycopg.Connection[tuple[object, ...]],
-    items: list[_Item],
-    fresh: dict[str, set[tuple[object, ...]]],
-) -> None:
-    """In the transaction that stores them: a pending-alarm marker for each new alarm event
-    (``pending_alarms``, migration 0017), so no alarm acked to its device depends on memory
-    until its incident exists.
-
-    An alarm stored with its receive time (wrong device clock) has a new ``time`` on each
-    retry of the device, so the events table cannot tell the copies apart: the marker's key
-    (device, message id) does, and a repeat is taken out again and reported as a duplicate.
-    """
-    keys = fresh.get("device_events")
-    repeats: set[tuple[object, ...]] = set()
-    marked: set[tuple[object, ...]] = set()  # a copy twice in one batch: the first is new
-    for it in items:
-        msg = it.msg
-        if not isinstance(msg, Event) or it.table != "device_events":
-            continue
-        env = msg.envelope
-        if env.type not in ALARM_EVENT_TYPES or (keys is not None and it.key not in keys):
-            continue
-        wrong = it.clock_error_s is not None
-        device_time = _utc(env.ts + it.clock_error_s) if it.clock_error_s is not None else None
-        row = conn.execute(
-            _MARK_ALARM,
-            (env.device, env.msg_id, env.site, env.type, _utc(env.ts), _utc(it.rec.received_at),
-             wrong, device_time),
-        ).fetchone()  # fmt: skip
-        assert it.key is not None
-        if row is not None:
-            marked.add(it.key)
-        elif wrong:
-            conn.execute(_DROP_REPEAT, (env.device, env.msg_id, _utc(env.ts)))
-            if it.key not in marked:
-                repeats.add(it.key)
-    if repeats:
-        new = keys if keys is not None else {it.key for it in items if it.key is not None
-                                             and it.table == "device_events"}  # fmt: skip
-        fresh["device_events"] = {k for k in new if k not in repeats}
-
-
 class _StopRequestedError(Exception):
     """Raised inside the writer when asked to stop during a database outage."""
-
-
-def _rate_limited_rows(items: list[_Item], limiter: DeviceRateLimiter | None) -> list[Row]:
-    """One dead-letter row per device for a batch's rate-limited messages: how many, how many
-    bytes, on which channels, since when. (A flood costs a row per batch, not per message.)"""
-    by_device: dict[str, list[_Item]] = {}
-    for it in items:
-        assert it.topic is not None
-        by_device.setdefault(it.topic.device, []).append(it)
-    limit = limiter.describe() if limiter is not None else "?"
-    rows: list[Row] = []
-    for device, its in by_device.items():
-        first = its[0]
-        assert first.topic is not None
-        channels = Counter(it.topic.channel.value for it in its if it.topic is not None)
-        size = sum(len(it.rec.payload) for it in its)
-        detail = f"{len(its)} messages over the device rate limit ({limit}) dropped: " + ", ".join(
-            f"{ch} {n}" for ch, n in sorted(channels.items())
-        )
-        rows.append(
-            (_utc(first.rec.received_at), first.rec.topic[:512], device,
-             RejectReason.RATE_LIMITED.value, detail, min(size, 2**31 - 1), b"")
-        )  # fmt: skip
-    return rows
-
-
-def _sent_at(msg: Message) -> float:
-    """When the device sent the message: an accelerometer batch is sent after its last sample."""
-    ts = msg.envelope.ts
-    if isinstance(msg, AccelBatch):
-        return ts + float(msg.samples.shape[0]) / msg.fs
-    return ts
-
-
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()

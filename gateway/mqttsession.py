@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -43,13 +42,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from devices.mqttcodec import encode_pubacks
 from gateway.mqttclient import ClientStats, MqttClient, Received
 from gateway.settings import MqttSettings
 
 __all__ = ["MqttSession", "Received"]
 
 log = logging.getLogger(__name__)
-_PUBACK = struct.Struct("!BBH")
 
 
 def _ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -323,7 +322,7 @@ class _PahoSession:
         with self._lock:
             if generation != self.generation or not self._owner.connected.is_set():
                 return False
-            packet = b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids])
+            packet = encode_pubacks(mids)
             rc = self.client._packet_queue(0x40, packet, 0, 1)
             return rc == mqtt.MQTT_ERR_SUCCESS
 

@@ -34,7 +34,14 @@ import orjson
 
 from analytics.routine import format_duration
 from devices.manifest import SiteManifest, load_manifest
-from devices.protocol import DeviceKind, ProtocolError, RejectReason, decode, parse_topic
+from devices.protocol import (
+    DeviceKind,
+    ProtocolError,
+    RejectReason,
+    decode,
+    parse_topic,
+    topic_prefix_of,
+)
 from gateway.analysis import (
     AnalysisRunner,
     AnalysisStore,
@@ -147,11 +154,6 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
             yield number, obj if ok else None
 
 
-def _prefix(topic: str) -> str:
-    at = topic.find("/v1/")
-    return topic[:at] if at > 0 else ""
-
-
 def infer_registry(path: Path) -> RegistrySnapshot:
     """A registry from the topics and message types of a recording (see the module doc)."""
     sites: dict[str, str] = {}
@@ -160,7 +162,7 @@ def infer_registry(path: Path) -> RegistrySnapshot:
         if obj is None:
             continue
         try:
-            topic = parse_topic(obj["topic"], _prefix(obj["topic"]))
+            topic = parse_topic(obj["topic"], topic_prefix_of(obj["topic"]))
         except ProtocolError:
             continue
         sites.setdefault(topic.device, topic.site)
@@ -242,7 +244,7 @@ def _decode(
 ) -> StoredMessage | None:
     """Decode one line as ingest would; count the reason of a rejected one."""
     try:
-        topic = parse_topic(obj["topic"], _prefix(obj["topic"]))
+        topic = parse_topic(obj["topic"], topic_prefix_of(obj["topic"]))
         info = devices.get(topic.device)
         if info is None:
             raise ProtocolError(RejectReason.UNKNOWN_DEVICE, "device is not in the registry")

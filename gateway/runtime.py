@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,6 +28,7 @@ import uvicorn
 from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from devices.protocol import subscription_filter
 from gateway import audit_anchor
 from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
@@ -52,6 +53,7 @@ from gateway.sdnotify import SdNotifier, watchdog_loop
 from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
+from gateway.storage.probe import database_answers
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,7 @@ def wait_for_database(settings: Settings, timeout_s: float | None = None) -> Non
     delay = settings.database.retry_min_s
     while True:
         try:
-            with psycopg.connect(settings.database.conninfo()) as conn:
-                conn.execute("SELECT 1")
+            database_answers(settings.database.conninfo())
             if warned:
                 log.warning("database available")
             return
@@ -120,6 +121,8 @@ class Runtime:
         self._api_enabled = api
         self._sink = sink
         self._tasks: list[asyncio.Task[None]] = []
+        # What start-up opened, closed in reverse on shutdown or when start-up fails part-way.
+        self._stack = contextlib.AsyncExitStack()
         self._stop = asyncio.Event()
         self._server: uvicorn.Server | None = None
         self.analysis: AnalysisRunner | None = None
@@ -155,6 +158,9 @@ class Runtime:
                 if self._api_enabled:
                     await self._start_api()
             else:
+                # Last to run: nothing of ours writes or acks any more (released even if it
+                # was never held).
+                self._stack.push_async_callback(asyncio.to_thread, self.lease.release)
                 # Failover (gateway.lease): the API serves on both; everything that acts on
                 # alarms, the MQTT session first of all, starts only with the lease.
                 if self._api_enabled:
@@ -163,14 +169,13 @@ class Runtime:
                     await self._start_active(workflow)
                 else:
                     log.info("standby: waiting for the lease")
-                    standby = self._standby(workflow)
-                    self._tasks.append(asyncio.create_task(standby, name="standby"))
+                    self._spawn(self._standby(workflow), "standby")
+            if self.sd.watchdog_s is not None:
+                self._spawn(watchdog_loop(self.sd, self.healthy), "sd-watchdog")
         except BaseException:
+            log.error("start-up failed; closing what was opened")
             await self.__aexit__(None, None, None)
             raise
-        if self.sd.watchdog_s is not None:
-            watchdog = watchdog_loop(self.sd, self.healthy)
-            self._tasks.append(asyncio.create_task(watchdog, name="sd-watchdog"))
         self.failover_active.set(0 if self.standby else 1)
         self.sd.ready("standby" if self.standby else "serving")
         return self
@@ -219,6 +224,7 @@ class Runtime:
         self.recovery = AlarmRecovery(
             s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
         )
+        self._stack.callback(self.recovery.close)
         try:
             await asyncio.to_thread(self.recovery.startup)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -228,11 +234,14 @@ class Runtime:
         store = PostgresStore(
             s.database, on_stored=intake.on_detections_stored, on_cancel=intake.on_resident_cancel
         )
+        # The workflow workers start first so that they stop after analysis (shutdown
+        # unwinds in reverse): the detections analysis stores last still become incidents.
+        await self._start_workflow(*workflow)
         self.analysis = AnalysisRunner(
             s.analysis, store, metrics_registry=self.metrics.registry, on_cancel=store.cancel
         )
         await asyncio.to_thread(self.analysis.start)
-        await self._start_workflow(*workflow)
+        self._stack.push_async_callback(asyncio.to_thread, self.analysis.stop)
         self.ingest = IngestPipeline(
             s.database, s.ingest, s.mqtt.prefix, self.metrics, self._deliver,
             event_sink=self._deliver_urgent,
@@ -245,26 +254,31 @@ class Runtime:
         self.session = MqttSession(
             s.mqtt,
             self.ingest.enqueue,
-            [f"{s.mqtt.prefix}/v1/+/+/+"],
+            [subscription_filter(s.mqtt.prefix)],
             max_packet_size=s.mqtt_packet_limit,
             # Failover: every (re)connection only with the lease confirmed (gateway.lease).
             may_connect=self.lease.confirm if self.lease is not None else None,
         )
         self.ingest.attach(self.session)
         self.ingest.start()
+        # Unwound in reverse: the session stops taking messages first, then the writer
+        # finishes (stores and acks) its batch.
+        self._stack.push_async_callback(asyncio.to_thread, self.ingest.stop)
         self.session.start()
+        self._stack.push_async_callback(asyncio.to_thread, self.session.stop)
         session = self.session
         self.metrics.registry.register(ClientStatsCollector(lambda: session.stats))
         if s.metrics.broker_sys:
             self.broker_sys = BrokerSysMonitor(s.mqtt)
             self.metrics.registry.register(self.broker_sys)
             self.broker_sys.start()
-        self._tasks.append(asyncio.create_task(self._watch(), name="watchdog"))
-        self._tasks.append(asyncio.create_task(self._recovery_loop(), name="alarm-recovery"))
+            self._stack.push_async_callback(asyncio.to_thread, self.broker_sys.stop)
+        self._spawn(self._watch(), "watchdog")
+        self._spawn(self._recovery_loop(), "alarm-recovery")
         if not self.tsinfo.has_policies:
-            self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+            self._spawn(self._retention_loop(), "retention")
         if s.audit.anchor_key is not None:
-            self._tasks.append(asyncio.create_task(self._anchor_loop(), name="audit-anchor"))
+            self._spawn(self._anchor_loop(), "audit-anchor")
 
     def _load_workflow(self) -> tuple[EscalationConfig | None, dict[str, Notifier]]:
         """The escalation ladders and notification channels, validated (or GatewayError)."""
@@ -292,6 +306,7 @@ class Runtime:
             db.conninfo(), min_size=1, max_size=4, kwargs={"autocommit": True},
             open=False, name="workflow",
         )  # fmt: skip
+        self._stack.push_async_callback(self.workflow_pool.close, timeout=5)  # after its workers
         await self.workflow_pool.open(wait=True, timeout=db.connect_timeout_s)
         if ladders is not None:
             self.escalation = EscalationWorker(
@@ -301,10 +316,8 @@ class Runtime:
                 on_enqueued=lambda: self.outbox.wake() if self.outbox is not None else None,
                 page_ttl_s=s.paging.ack_ttl_s if s.paging.enabled and s.notify.enabled else None,
             )  # fmt: skip
-            self._tasks.append(asyncio.create_task(self.escalation.run(), name="escalation"))
-            self._tasks.append(asyncio.create_task(
-                self.escalation.listen(db.conninfo()), name="escalation-listen"
-            ))  # fmt: skip
+            self._spawn(self.escalation.run(), "escalation")
+            self._spawn(self.escalation.listen(db.conninfo()), "escalation-listen")
         if s.notify.enabled:
             key = s.paging.ack_secret.get_secret_value() if s.paging.ack_secret else None
             self.outbox = OutboxWorker(
@@ -312,7 +325,7 @@ class Runtime:
                 on_exhausted=self.escalation.on_exhausted if self.escalation else None,
                 page_link=link_builder(s.paging.public_base_url, key),
             )  # fmt: skip
-            self._tasks.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
+            self._spawn(self.outbox.run(), "notify-outbox")
         log.info(
             "workflow workers started",
             extra={"escalation": self.escalation is not None, "notify": self.outbox is not None},
@@ -360,6 +373,7 @@ class Runtime:
             db.conninfo(), min_size=1, max_size=db.pool_max, kwargs={"autocommit": True},
             open=False, name="api",
         )  # fmt: skip
+        self._stack.push_async_callback(asyncio.to_thread, self.api_pool.close, 5)
         await asyncio.to_thread(self.api_pool.open, True, db.connect_timeout_s)
         pool, m = self.api_pool, self.settings.metrics
         self.metrics.registry.register(
@@ -382,10 +396,12 @@ class Runtime:
             ssl_keyfile=self.settings.api.tls_keyfile,
         )
         self._server = uvicorn.Server(config)
-        self._tasks.append(asyncio.create_task(self._server.serve(), name="api"))
+        api = asyncio.create_task(self._server.serve(), name="api")
+        self._tasks.append(api)
+        self._stack.push_async_callback(self._stop_api, api)
         while not self._server.started:
-            if self._tasks[-1].done():
-                self._tasks[-1].result()
+            if api.done():
+                api.result()
                 raise GatewayError("HTTP API did not start")
             await asyncio.sleep(0.02)
         sock = self._server.servers[0].sockets[0]
@@ -511,6 +527,31 @@ class Runtime:
         finally:
             stop.cancel()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as a task of the gateway, ended (and its error logged) on shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        self._stack.push_async_callback(self._end_task, task)
+
+    @staticmethod
+    async def _end_task(task: asyncio.Task[None]) -> None:
+        """Cancel ``task`` and wait for it; an error it ended with is logged, not swallowed."""
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "gateway task ended with an error",
+                extra={"task": task.get_name(), "error": repr(exc)},
+                exc_info=exc,
+            )
+
+    async def _stop_api(self, api: asyncio.Task[None]) -> None:
+        """Let the HTTP server finish its requests (5 s at most), then end it."""
+        if self._server is not None:
+            self._server.should_exit = True
+        await asyncio.wait({api}, timeout=5)
+        await self._end_task(api)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -519,30 +560,6 @@ class Runtime:
     ) -> None:
         self.sd.stopping()
         if self._server is not None:
-            self._server.should_exit = True
-        # Stop taking messages first, then let the writer finish (store + ack) its batch.
-        if self.session is not None:
-            await asyncio.to_thread(self.session.stop)
-        if self.broker_sys is not None:
-            await asyncio.to_thread(self.broker_sys.stop)
-        if self.ingest is not None:
-            await asyncio.to_thread(self.ingest.stop)
-        if self.analysis is not None:
-            await asyncio.to_thread(self.analysis.stop)
-        for task in reversed(self._tasks):
-            if task.get_name() == "api":
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=5)
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self.api_pool is not None:
-            await asyncio.to_thread(self.api_pool.close, 5)
-        if self.recovery is not None:
-            self.recovery.close()
-        if self.workflow_pool is not None:  # after its workers' tasks ended above
-            await self.workflow_pool.close(timeout=5)
-        if self.lease is not None:  # last: nothing of ours writes or acks any more
-            await asyncio.to_thread(self.lease.release)
+            self._server.should_exit = True  # stop taking requests while the rest stops
+        await self._stack.aclose()  # everything start-up opened, in reverse
         log.info("gateway stopped")

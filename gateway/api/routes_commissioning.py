@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 
+from devices.protocol import device_topic_prefix
 from gateway import acceptance, audit
 from gateway import commissioning as com
 from gateway import registry_admin as reg
@@ -77,7 +78,7 @@ def device_config(settings: Settings, device: dict[str, Any], password: str) -> 
         "mqtt": {
             "host": b.public_host, "port": b.public_port, "tls": b.public_tls,
             "username": dev, "password": password, "client_id": dev,
-            "topic_prefix": f"{settings.mqtt.prefix}/v1/{site}/{dev}",
+            "topic_prefix": device_topic_prefix(settings.mqtt.prefix, site, dev),
         },
         "protocol": 1,
         "heartbeat_interval_s": heartbeat_interval_s(

@@ -1,4 +1,5 @@
-"""Readiness probe of the database: one ``SELECT 1`` through the API's pool, bounded."""
+"""Is the database there: readiness (one ``SELECT 1`` through the API's pool, bounded) and
+start-up's wait."""
 
 from __future__ import annotations
 
@@ -17,3 +18,10 @@ def database_ready(pool: ConnectionPool[Any], timeout_s: float) -> bool:
     except (psycopg.Error, PoolTimeout):
         return False
     return True
+
+
+def database_answers(conninfo: str) -> None:
+    """Connect and run ``SELECT 1`` (start-up's wait for the database); raises
+    :class:`psycopg.OperationalError` while it does not answer."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(b"SELECT 1")

@@ -39,8 +39,9 @@ from devices.protocol import (
     encode_vitals,
     format_topic,
 )
+from devices.publishers import make_publisher
 from devices.signals import DailyRoutine, ResidentModel
-from devices.transport import BrokerEndpoint, Link, LinkSpec, make_publisher
+from devices.transport import BrokerEndpoint, Link, LinkSpec
 from devices.virtual import ButtonDevice, Outgoing, VirtualDevice, make_virtual_device
 
 __all__ = ["DeviceSpec", "Fleet", "Press"]

@@ -2,8 +2,8 @@
 
 * ``devices.protocol``: topics, uplink payloads and acks, from any device. The only error a
   decoder may raise is :class:`devices.protocol.ProtocolError` (the dead-letter path).
-* ``gateway.mqttclient``: the byte stream from the broker (which relays device payloads).
-  :class:`~gateway.mqttclient.Decoder` and :func:`~gateway.mqttclient.parse_properties` may
+* ``devices.mqttcodec``: the byte stream from the broker (which relays device payloads).
+  :class:`~devices.mqttcodec.Decoder` and :func:`~devices.mqttcodec.parse_properties` may
   raise only :class:`MalformedPacketError` / :class:`ProtocolViolationError` (the connection
   is then closed with that reason code); the client's control-packet handler also ends a
   connection with its internal "connection closed" / "refused" signals.
@@ -25,8 +25,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devices import mqttcodec as mc
 from devices import protocol as p
-from gateway import mqttclient as mc
+from gateway import mqttclient, mqtttransport
 
 FUZZ_EXAMPLES = int(os.environ.get("SAFEHOME_FUZZ_EXAMPLES", "200"))
 FUZZ_DEADLINE = timedelta(seconds=2)
@@ -206,8 +207,8 @@ def test_parse_properties_raises_only_malformed(data: bytes) -> None:
 _ENDS_CONNECTION = (
     mc.MalformedPacketError,
     mc.ProtocolViolationError,
-    mc._ConnectionClosedError,
-    mc._RefusedError,
+    mqtttransport.ConnectionClosedError,
+    mqtttransport.RefusedError,
 )
 
 
@@ -218,7 +219,7 @@ def test_mqtt_client_control_packets_raise_only_connection_ending_errors(
 ) -> None:
     """The client's own handler (CONNACK, PUBACK, SUBACK, PINGRESP, DISCONNECT, QoS 2, ...)
     on a client that is not connected (writes go nowhere)."""
-    client = mc.MqttClient("127.0.0.1", 1, "fuzz", lambda rec: None, ["shg/v1/+/+/+"])
+    client = mqttclient.MqttClient("127.0.0.1", 1, "fuzz", lambda rec: None, ["shg/v1/+/+/+"])
     client._accepted = accepted
     decoder = mc.Decoder(lambda rec: None, client._on_packet, 64, 4096)
     started = time.monotonic()

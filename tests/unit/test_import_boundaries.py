@@ -33,11 +33,9 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/brokersync.py",
         "gateway/commissioning.py",
         "gateway/demo.py",
-        "gateway/ingest.py",
         "gateway/localsvc.py",
         "gateway/registry.py",
         "gateway/registry_admin.py",
-        "gateway/runtime.py",
     }
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ingest import _AckOrder, _EventMsg
+from gateway.ingest_acks import AckOrder, EventMsg
 from gateway.mqttclient import Received
 
 
@@ -15,10 +15,10 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.sent: list[list[int]] = []
-        self.order = _AckOrder(lambda recs: self.sent.append([r.mid for r in recs]))
+        self.order = AckOrder(lambda recs: self.sent.append([r.mid for r in recs]))
         self.b = [_rec(m) for m in (0, 1, 3, 4, 6)]
-        self.e0 = _EventMsg(_rec(2), position=2)
-        self.e1 = _EventMsg(_rec(5), position=4)
+        self.e0 = EventMsg(_rec(2), position=2)
+        self.e1 = EventMsg(_rec(5), position=4)
         self.order.events.extend([self.e0, self.e1])
 
 

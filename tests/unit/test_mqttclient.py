@@ -1,4 +1,5 @@
-"""MQTT 5 packet encoding and decoding of gateway.mqttclient, against bytes from the spec.
+"""MQTT 5 packet encoding and decoding (devices.mqttcodec) and gateway.mqttclient, against bytes
+from the spec.
 
 Every expected byte string below is written out by hand from the MQTT 5.0 specification
 (OASIS, 2019): §1.5.5 Variable Byte Integer, §2.2.2 properties, §3.1 CONNECT, §3.2 CONNACK,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import socket
 import ssl
 import subprocess
@@ -23,11 +25,10 @@ from typing import Any
 
 import pytest
 
-from gateway.mqttclient import (
+from devices.mqttcodec import (
     GATEWAY_SUBSCRIPTION,
     Decoder,
     MalformedPacketError,
-    MqttClient,
     ProtocolViolationError,
     Received,
     decode_varint,
@@ -39,6 +40,7 @@ from gateway.mqttclient import (
     encode_varint,
     parse_properties,
 )
+from gateway.mqttclient import MqttClient
 
 
 def h(text: str) -> bytes:
@@ -433,6 +435,30 @@ class Peer:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def writer(self) -> Callable[[bytes | None], None]:
+        """Start this connection's one writer thread; ``post(data)`` queues bytes, sent in
+        order however long the client takes to read them (``post(None)`` ends the thread).
+
+        Two threads must not write one socket (their bytes could interleave mid-packet), and a
+        plain ``sendall`` gives up after the socket timeout while a paused client reads
+        nothing: the script's own thread must stay free to read the client's pings.
+        """
+        out: queue.Queue[bytes | None] = queue.Queue()
+
+        def run() -> None:
+            while (data := out.get()) is not None:
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[self.sock.send(view) :]
+                    except TimeoutError:
+                        continue  # the client is not reading (yet): keep waiting
+                    except OSError:
+                        return  # the connection is gone
+
+        threading.Thread(target=run, daemon=True).start()
+        return out.put
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -737,20 +763,23 @@ def test_byte_budget_stops_reading_keeps_the_connection_alive_and_resumes_on_rel
 
     def script(peer: Peer, conn: int) -> None:
         peer.handshake(h("20 06 00 00 03 13 00 02"))  # Server Keep Alive: 2 s
-        data = b"".join(
-            encode_publish("shg/v1/s/d/telemetry", bytes(size), qos=1, packet_id=i + 1)
-            for i in range(n)
-        )
-        writer = threading.Thread(target=peer.send, args=(data,), daemon=True)
-        writer.start()
-        while True:  # answer pings; acks are ignored
-            try:
-                pkt = peer.packet()
-            except EOFError:
-                return
-            if pkt == h("C0 00"):
-                pings.append(pkt)
-                peer.send(h("D0 00"))
+        # One writer, like a broker's output queue: the PINGRESPs go out behind the messages
+        # the paused client has not read, and nobody gives up while the client is paused
+        # (the stream is larger than the kernel's socket buffers may hold).
+        post = peer.writer()
+        try:
+            for i in range(n):
+                post(encode_publish("shg/v1/s/d/telemetry", bytes(size), qos=1, packet_id=i + 1))
+            while True:  # answer pings; acks are ignored
+                try:
+                    pkt = peer.packet()
+                except EOFError:
+                    return
+                if pkt == h("C0 00"):
+                    pings.append(pkt)
+                    post(h("D0 00"))
+        finally:
+            post(None)
 
     broker = fake(script)
     inbox: list[Received] = []
