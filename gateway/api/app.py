@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
@@ -27,6 +27,7 @@ from gateway.api.auth import (
     check_jwt_secret,
 )
 from gateway.api.bodylimit import BodyLimitMiddleware
+from gateway.api.errors import install_error_handlers
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
@@ -38,7 +39,6 @@ from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
 from gateway.api.routes_users import build_users_router
 from gateway.brokersync import BrokerSync
-from gateway.registry_admin import RegistryError
 from gateway.storage.probe import database_ready
 
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
@@ -113,10 +113,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(RegistryError)
-    def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-        body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
-        return JSONResponse(body, status_code=exc.status)
+    install_error_handlers(app)  # domain errors -> 404/409/413/422/403/503 (api/errors.py)
 
     _document_error_details(app)
     app.include_router(build_auth_router())

@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from gateway.registry_rules import LOCATION_KINDS, SITE_KINDS
+
 EXIT_CODES = """exit codes:
   0 success            1 gateway failed/refused   2 bad arguments or input
   3 gateway unreachable 4 not signed in / wrong password / sign-in expired
@@ -109,7 +111,7 @@ def register(sub: Any, site_group: Any) -> None:
     p = _leaf(site_group, "create", "create a site", "site_create", [common])
     p.add_argument("site_id")
     p.add_argument("--name", required=True)
-    p.add_argument("--kind", required=True, choices=["nursing_home", "home_care_centre"])
+    p.add_argument("--kind", required=True, choices=SITE_KINDS)
     p.add_argument("--utc-offset", type=int, metavar="SECONDS", help="e.g. 28800 for UTC+8")
     p = _leaf(site_group, "edit", "change a site's name or UTC offset", "site_edit", [common])
     p.add_argument("site_id")
@@ -124,7 +126,7 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("location_id")
     p = _leaf(loc, "create", "create a location", "location_create", both)
     p.add_argument("location_id")
-    p.add_argument("--kind", required=True, choices=["room", "home"])
+    p.add_argument("--kind", required=True, choices=LOCATION_KINDS)
     p.add_argument("--label", required=True, help="e.g. 'Room 101' (no names)")
     p.add_argument("--address", help="street address (home-care beds)")
     p = _leaf(loc, "edit", "change a location", "location_edit", [common])

@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SQL_OUTSIDE_STORAGE = frozenset(
     {
-        "gateway/acceptance.py",
         "gateway/analysis.py",
         "gateway/api/auth.py",
         "gateway/api/routes_devices.py",
@@ -32,8 +31,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/api/routes_incidents.py",
         "gateway/api/routes_live.py",
         "gateway/audit.py",
-        "gateway/brokersync.py",
-        "gateway/commissioning.py",
         "gateway/demo.py",
         "gateway/escalation/intake.py",
         "gateway/escalation/recovery.py",
@@ -41,12 +38,9 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/escalation/timeline.py",
         "gateway/escalation/worker.py",
         "gateway/ingest.py",
-        "gateway/localsvc.py",
         "gateway/notify/outbox.py",
         "gateway/paging/acks.py",
         "gateway/paging/channels.py",
-        "gateway/registry.py",
-        "gateway/registry_admin.py",
         "gateway/reports/sla.py",
         "gateway/runtime.py",
         "gateway/workflow/service.py",
