@@ -13,23 +13,11 @@ from pathlib import Path
 
 import psycopg
 
+from gateway.cli_settings import cli_settings as _settings
 from gateway.logs import configure_logging
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import SettingsError
 
 log = logging.getLogger("safehome")
-
-
-def _settings(args: argparse.Namespace, *, local_secrets: bool = False) -> Settings:
-    """Settings; with the project's own services (``safehome services``/``demo``), their
-    secrets under ``<var_dir>/secrets`` fill in what the environment does not set."""
-    config = Path(args.config) if args.config else None
-    settings = load_settings(config)
-    local = (settings.var_dir / "secrets" / "db_password").exists()
-    if local_secrets or (local and settings.database.password is None):
-        from gateway.localsvc_admin import settings_with_local_secrets
-
-        return settings_with_local_secrets(config)[0]
-    return settings
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -457,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.installer.parser import register as register_installer
 
     register_installer(sub, site)
+    parser.set_defaults(command_tree=parser)  # for ``safehome completion``
     return parser
 
 

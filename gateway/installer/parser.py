@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from gateway.registry_rules import LOCATION_KINDS, SITE_KINDS
+from gateway.registry_rules import IMPORT_KINDS, LOCATION_KINDS, SITE_KINDS
 
 EXIT_CODES = """exit codes:
   0 success            1 gateway failed/refused   2 bad arguments or input
@@ -21,12 +21,13 @@ EXIT_CODES = """exit codes:
 
 
 def _run(name: str) -> Callable[[argparse.Namespace], int]:
-    """A command function that imports :mod:`gateway.installer.commands` when called."""
+    """A command function that imports :mod:`gateway.installer.commands` when called
+    (``name`` is a key of its ``COMMANDS`` table)."""
 
     def run(args: argparse.Namespace) -> int:
-        module = importlib.import_module("gateway.installer.commands")
-        result: int = module.run(name, args)
-        return result
+        from gateway.installer import commands  # noqa: PLC0415 (httpx, rich: on demand)
+
+        return commands.run(name, args)
 
     return run
 
@@ -184,7 +185,7 @@ def register(sub: Any, site_group: Any) -> None:
         "[,resident_id,lives_alone,high_risk]\n\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    imp.add_argument("kind", choices=["locations", "beds", "residents"])
+    imp.add_argument("kind", choices=IMPORT_KINDS)
     imp.add_argument("file", metavar="FILE.csv")
     imp.add_argument("--dry-run", action="store_true", help="check only, write nothing")
     imp.set_defaults(func=_run("import_csv"))
