@@ -14,6 +14,8 @@ from pathlib import Path
 import psycopg
 
 from gateway.cli_settings import cli_settings as _settings
+from gateway.errors import SafehomeError
+from gateway.installer.exits import exit_code
 from gateway.logs import configure_logging
 from gateway.settings import SettingsError
 
@@ -459,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"safehome: {exc}", file=sys.stderr)
         return 2
+    except SafehomeError as exc:  # a domain error: its kind gives the exit code
+        print(f"safehome: {exc.detail}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return int(exit_code(exc))
     except psycopg.OperationalError as exc:
         print(f"safehome: database unreachable: {exc}", file=sys.stderr)
         return 3

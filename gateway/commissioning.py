@@ -35,7 +35,7 @@ from gateway.storage import registry as registry_repo
 log = logging.getLogger(__name__)
 
 
-class CommissioningError(ValueError):
+class CommissioningError(InvalidError, ValueError):
     """A site definition or a registry change is invalid."""
 
 

@@ -11,13 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from gateway.installer.exits import EXIT_CODES
 from gateway.registry_rules import IMPORT_KINDS, LOCATION_KINDS, SITE_KINDS
-
-EXIT_CODES = """exit codes:
-  0 success            1 gateway failed/refused   2 bad arguments or input
-  3 gateway unreachable 4 not signed in / wrong password / sign-in expired
-  5 not allowed        6 not found               7 conflict (already bound, duplicate)
-  8 acceptance test not passed"""
 
 
 def _run(name: str) -> Callable[[argparse.Namespace], int]:
