@@ -57,19 +57,20 @@ class _Importer:
     def err(self, line: int, message: str, column: str | None = None) -> None:
         self.errors.append(RowError(line, message, column))
 
-    def code(self, line: int, row: Mapping[str, str], col: str) -> str | None:
+    def _valid(
+        self, line: int, row: Mapping[str, str], col: str, ok: Callable[[str], bool], rule: str
+    ) -> str | None:
         value = row[col]
-        if not is_code(value):
-            self.err(line, f"{value!r} is not a valid code (3-64 of A-Z a-z 0-9 - _)", col)
+        if not ok(value):
+            self.err(line, f"{value!r} {rule}", col)
             return None
         return value
 
+    def code(self, line: int, row: Mapping[str, str], col: str) -> str | None:
+        return self._valid(line, row, col, is_code, "is not a valid code (3-64 of A-Z a-z 0-9 - _)")
+
     def ident(self, line: int, row: Mapping[str, str], col: str) -> str | None:
-        value = row[col]
-        if not is_id(value):
-            self.err(line, f"{value!r} must match [A-Za-z0-9_-]{{1,64}}", col)
-            return None
-        return value
+        return self._valid(line, row, col, is_id, "must match [A-Za-z0-9_-]{1,64}")
 
     def run(self, rows: Rows) -> None:
         checks: dict[str, Callable[[Rows], None]] = {

@@ -395,18 +395,32 @@ def resident_keys(conn: Conn) -> list[ResidentKey]:
     return [ResidentKey(**r) for r in found]
 
 
+_INSERT_RESIDENT = (
+    "INSERT INTO residents (resident_id, elder_code, site_id, bed_id, display_name, "
+    "care_level, lives_alone, high_risk, consent_family_health, "
+    "consent_family_incidents) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_UPSERT_RESIDENT = _INSERT_RESIDENT + (
+    " ON CONFLICT (resident_id) DO UPDATE SET elder_code = EXCLUDED.elder_code, "
+    "bed_id = EXCLUDED.bed_id, display_name = EXCLUDED.display_name, "
+    "care_level = EXCLUDED.care_level, lives_alone = EXCLUDED.lives_alone, "
+    "high_risk = EXCLUDED.high_risk, "
+    "consent_family_health = EXCLUDED.consent_family_health, "
+    "consent_family_incidents = EXCLUDED.consent_family_incidents"
+)
+
+
+def _resident_params(site_id: str, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The columns of a resident, the flags defaulting as in the schema."""
+    return (values["resident_id"], values["elder_code"], site_id, values.get("bed_id"),
+            values["display_name"], values["care_level"],
+            bool(values.get("lives_alone", False)), bool(values.get("high_risk", False)),
+            bool(values.get("consent_family_health", False)),
+            bool(values.get("consent_family_incidents", True)))  # fmt: skip
+
+
 def insert_resident(conn: Conn, site_id: str, values: Mapping[str, Any]) -> None:
-    """Insert a resident (``values``: the columns, the flags defaulting as in the schema)."""
-    conn.execute(
-        "INSERT INTO residents (resident_id, elder_code, site_id, bed_id, display_name, "
-        "care_level, lives_alone, high_risk, consent_family_health, "
-        "consent_family_incidents) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (values["resident_id"], values["elder_code"], site_id, values.get("bed_id"),
-         values["display_name"], values["care_level"],
-         bool(values.get("lives_alone", False)), bool(values.get("high_risk", False)),
-         bool(values.get("consent_family_health", False)),
-         bool(values.get("consent_family_incidents", True))),
-    )  # fmt: skip
+    conn.execute(_INSERT_RESIDENT.encode(), _resident_params(site_id, values))
 
 
 def update_resident(conn: Conn, resident_id: str, changes: Mapping[str, Any]) -> None:
@@ -420,22 +434,7 @@ def free_beds_of(conn: Conn, resident_ids: Sequence[str]) -> None:
 
 
 def upsert_resident(conn: Conn, site_id: str, values: Mapping[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO residents (resident_id, elder_code, site_id, bed_id, display_name, "
-        "care_level, lives_alone, high_risk, consent_family_health, "
-        "consent_family_incidents) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (resident_id) DO UPDATE SET elder_code = EXCLUDED.elder_code, "
-        "bed_id = EXCLUDED.bed_id, display_name = EXCLUDED.display_name, "
-        "care_level = EXCLUDED.care_level, lives_alone = EXCLUDED.lives_alone, "
-        "high_risk = EXCLUDED.high_risk, "
-        "consent_family_health = EXCLUDED.consent_family_health, "
-        "consent_family_incidents = EXCLUDED.consent_family_incidents",
-        (values["resident_id"], values["elder_code"], site_id, values.get("bed_id"),
-         values["display_name"], values["care_level"],
-         bool(values.get("lives_alone", False)), bool(values.get("high_risk", False)),
-         bool(values.get("consent_family_health", False)),
-         bool(values.get("consent_family_incidents", True))),
-    )  # fmt: skip
+    conn.execute(_UPSERT_RESIDENT.encode(), _resident_params(site_id, values))
 
 
 def upsert_contact(conn: Conn, values: Mapping[str, Any]) -> None:
