@@ -163,7 +163,7 @@ def steps_of(kind: str) -> list[dict[str, str]]:
 def active_tests(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
     """Devices in test mode now (of ``site_id``, or every site), for the console's banner:
     test, device, bed code, room, start, deadline and the server's ``now`` (countdown)."""
-    rows = repo.active(conn, site_id)
+    rows = [t.model_dump() for t in repo.active(conn, site_id)]
     for r in rows:
         r["remaining_s"] = max(0.0, round((r["expires_at"] - r["now"]).total_seconds(), 1))
     return rows
@@ -204,7 +204,7 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
 
 
 def find_test(conn: Conn, test_id: str) -> dict[str, Any]:
-    return repo.find_test(conn, test_id)
+    return repo.find_test(conn, test_id).model_dump()
 
 
 @dataclass
@@ -407,7 +407,7 @@ def finish(
         steps = [{k: v for k, v in s.items() if k != "prompt"} for s in view["steps"]]
         record = repo.insert_record(
             conn, test, result, steps, family_notified=view["family_notified"], notes=notes
-        )
+        ).model_dump()
         audit.append(
             conn,
             actor or str(test["installer"]),
@@ -421,7 +421,7 @@ def finish(
 
 
 def list_records(conn: Conn, site_id: str) -> list[dict[str, Any]]:
-    return repo.list_records(conn, site_id)
+    return [r.model_dump() for r in repo.list_records(conn, site_id)]
 
 
 def check_timeout(timeout_s: float | None, default_s: float, max_s: float) -> float:

@@ -16,11 +16,66 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel
 
 from gateway.errors import NotFoundError
 
 Conn = psycopg.Connection[Any]
 Row = dict[str, Any]
+
+
+class AcceptanceTest(BaseModel):
+    """A test as stored, with its bed's code and the database's ``now`` (for deadlines)."""
+
+    test_id: str
+    device_id: str
+    site_id: str
+    kind: str
+    bed_id: str | None
+    bed_code: str | None
+    resident_id: str | None
+    installer: str
+    started_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+    result: str | None
+    steps_done_at: datetime | None
+    now: datetime
+
+
+class ActiveTest(BaseModel):
+    """A device in test mode now, for the console's banner."""
+
+    test_id: str
+    device_id: str
+    kind: str
+    bed_id: str | None
+    bed_code: str | None
+    location_id: str | None
+    location: str | None
+    started_at: datetime
+    expires_at: datetime
+    now: datetime
+
+
+class CommissioningRecord(BaseModel):
+    """The outcome of a finished test (steps with their results and latencies)."""
+
+    record_id: int
+    test_id: str
+    device_id: str
+    site_id: str
+    kind: str
+    bed_code: str | None
+    resident_id: str | None
+    installer: str
+    started_at: datetime
+    finished_at: datetime
+    result: str
+    steps: list[dict[str, Any]]
+    family_notified: bool
+    notes: str | None
+
 
 _IN_PROGRESS = b"""
 SELECT device_id, test_id FROM acceptance_tests
@@ -161,9 +216,9 @@ def mark_steps_done(conn: Conn, test_id: str, *, unfinished_only: bool = False) 
 # -- tests --------------------------------------------------------------------------------
 
 
-def active(conn: Conn, site_id: str | None) -> list[Row]:
+def active(conn: Conn, site_id: str | None) -> list[ActiveTest]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_ACTIVE, {"site": site_id}).fetchall()
+        return [ActiveTest(**r) for r in cur.execute(_ACTIVE, {"site": site_id}).fetchall()]
 
 
 def lock_device(conn: Conn, device_id: str) -> None:
@@ -216,12 +271,12 @@ def insert_test(
     )  # fmt: skip
 
 
-def find_test(conn: Conn, test_id: str) -> Row:
+def find_test(conn: Conn, test_id: str) -> AcceptanceTest:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_TEST_SQL, (test_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"unknown acceptance test {test_id!r}")
-    return row
+    return AcceptanceTest(**row)
 
 
 def lock_test(conn: Conn, test_id: str) -> None:
@@ -265,7 +320,7 @@ def contacts_notified(conn: Conn, resident_id: str, start: datetime, end: dateti
 def insert_record(
     conn: Conn, test: Row, result: str, steps: list[Row], *, family_notified: bool,
     notes: str | None,
-) -> Row:  # fmt: skip
+) -> CommissioningRecord:  # fmt: skip
     with conn.cursor(row_factory=dict_row) as cur:
         record = cur.execute(
             _INSERT_RECORD,
@@ -274,13 +329,14 @@ def insert_record(
              result, Jsonb(steps, dumps=_dumps), family_notified, notes),
         ).fetchone()  # fmt: skip
     assert record is not None
-    return record
+    return CommissioningRecord(**record)
 
 
-def list_records(conn: Conn, site_id: str) -> list[Row]:
+def list_records(conn: Conn, site_id: str) -> list[CommissioningRecord]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
+        rows = cur.execute(
             f"SELECT {_RECORD_COLUMNS} FROM commissioning_records WHERE site_id = %s "  # noqa: S608
             "ORDER BY finished_at DESC, record_id DESC",
             (site_id,),
         ).fetchall()
+    return [CommissioningRecord(**r) for r in rows]
