@@ -34,17 +34,16 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from gateway import audit
+from gateway.errors import ConflictError, InvalidError
 from gateway.kit import acceptance as kit_acceptance
-from gateway.registry_admin import conflict, invalid, not_found
+from gateway.storage import acceptance as repo
 
 if TYPE_CHECKING:
     from gateway.analysis import DetectionRecord
@@ -84,21 +83,6 @@ _STEP_OF_DETECTION = {detection: step for step, detection in ALARM_STEPS.values(
 # A test step's device time may be this much before the test's start (clocks run behind).
 AWAITED_CLOCK_SLACK_S = 5.0
 
-_IN_PROGRESS = b"""
-SELECT device_id, test_id FROM acceptance_tests
-WHERE finished_at IS NULL AND steps_done_at IS NULL AND expires_at > now()
-  AND device_id = ANY(%s)
-"""
-
-_TEST_SQL = """
-SELECT t.test_id, t.device_id, t.site_id, t.kind, t.bed_id, b.bed_code, t.resident_id,
-       t.installer, t.started_at, t.expires_at, t.finished_at, t.result, t.steps_done_at,
-       now() AS now
-FROM acceptance_tests t LEFT JOIN beds b ON b.bed_id = t.bed_id
-WHERE t.test_id = %s
-"""
-
-
 # -- test mode (called by the incident intake) ------------------------------------------
 
 
@@ -110,13 +94,9 @@ def tests_in_progress(conn: Conn, records: Sequence[DetectionRecord]) -> dict[st
     devices = list({r.device_id for r in records if r.device_id is not None and not r.resolved})
     if not devices:
         return {}
-    return {str(d): str(t) for d, t in conn.execute(_IN_PROGRESS, (devices,)).fetchall()}
+    return repo.in_progress(conn, devices)
 
 
-_OBSERVE = (
-    b"INSERT INTO acceptance_observations (test_id, device_id, kind, time, reason, details) "
-    b"VALUES (%s, %s, %s, %s, %s, %s)"
-)
 RESIDENT_CANCEL = "resident_cancel"
 
 
@@ -125,40 +105,31 @@ def awaited(conn: Conn, test_id: str, rec: DetectionRecord) -> bool:
 
     Locks the test row, so two detections of one batch or of two batches never both count
     as the step."""
-    row = conn.execute(
-        "SELECT kind, started_at, steps_done_at FROM acceptance_tests WHERE test_id = %s "
-        "FOR UPDATE",
-        (test_id,),
-    ).fetchone()
+    row = repo.lock_test_state(conn, test_id)
     if row is None or row[2] is not None:
         return False
-    kind, started_at = str(row[0]), row[1]
+    kind, started_at = row[0], row[1]
     step = ALARM_STEPS.get(kind)
     if step is None or rec.kind.value != step[1]:
         return False
     if rec.time < started_at.timestamp() - AWAITED_CLOCK_SLACK_S:
         return False
-    seen = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM acceptance_observations WHERE test_id = %s AND kind = %s)",
-        (test_id, step[1]),
-    ).fetchone()
-    return not (seen and seen[0])
+    return not repo.observed(conn, test_id, step[1])
 
 
 def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
     """Store a test-mode detection as an observation of the test (no incident, no page)."""
-    conn.execute(
-        _OBSERVE,
-        (test_id, rec.device_id, rec.kind.value, datetime.fromtimestamp(rec.time, UTC),
-         rec.reason, Jsonb(dict(rec.details))),
+    repo.add_observation(
+        conn,
+        repo.Observation(test_id, rec.device_id, rec.kind.value,
+                         datetime.fromtimestamp(rec.time, UTC), rec.reason, dict(rec.details)),
     )  # fmt: skip
     log.info(
         "detection in test mode: no incident",
         extra={"test_id": test_id, "device": rec.device_id, "kind": rec.kind.value},
     )
     # The test's only alarm step is done: test mode ends here, the next alarm is real.
-    conn.execute("UPDATE acceptance_tests SET steps_done_at = now() WHERE test_id = %s "
-                 "AND steps_done_at IS NULL", (test_id,))  # fmt: skip
+    repo.mark_steps_done(conn, test_id)
     audit.append(
         conn,
         "system",
@@ -170,17 +141,16 @@ def observe(conn: Conn, test_id: str, rec: DetectionRecord) -> None:
 
 def running_test_of(conn: Conn, device_id: str) -> str | None:
     """The id of the test ``device_id`` is in (TEST MODE now), or None."""
-    row = conn.execute(_IN_PROGRESS, ([device_id],)).fetchone()
-    return None if row is None else str(row[1])
+    return repo.in_progress(conn, [device_id]).get(device_id)
 
 
 def observe_cancel(conn: Conn, test_id: str, device_id: str, at: float) -> None:
     """Store a resident "I'm OK" from a device under test as an observation: it must not
     cancel any of the resident's real alarms."""
-    conn.execute(
-        _OBSERVE,
-        (test_id, device_id, RESIDENT_CANCEL, datetime.fromtimestamp(at, UTC),
-         "resident cancel (I'm OK) in test mode: no alarm cancelled", Jsonb({})),
+    repo.add_observation(
+        conn,
+        repo.Observation(test_id, device_id, RESIDENT_CANCEL, datetime.fromtimestamp(at, UTC),
+                         "resident cancel (I'm OK) in test mode: no alarm cancelled", {}),
     )  # fmt: skip
     log.info("resident cancel in test mode: no alarm cancelled",
              extra={"test_id": test_id, "device": device_id})  # fmt: skip
@@ -193,24 +163,10 @@ def steps_of(kind: str) -> list[dict[str, str]]:
     return [{"name": n, "prompt": p} for n, p in STEPS[kind]]
 
 
-_ACTIVE = b"""
-SELECT t.test_id, t.device_id, t.kind, t.bed_id, b.bed_code, l.location_id, l.label AS location,
-       t.started_at, t.expires_at, now() AS now
-FROM acceptance_tests t
-LEFT JOIN beds b ON b.bed_id = t.bed_id
-LEFT JOIN devices d ON d.device_id = t.device_id
-LEFT JOIN locations l ON l.location_id = coalesce(b.location_id, d.location_id)
-WHERE t.finished_at IS NULL AND t.steps_done_at IS NULL AND t.expires_at > now()
-  AND (%(site)s::text IS NULL OR t.site_id = %(site)s)
-ORDER BY t.expires_at
-"""
-
-
 def active_tests(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
     """Devices in test mode now (of ``site_id``, or every site), for the console's banner:
     test, device, bed code, room, start, deadline and the server's ``now`` (countdown)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_ACTIVE, {"site": site_id}).fetchall()
+    rows = [t.model_dump() for t in repo.active(conn, site_id)]
     for r in rows:
         r["remaining_s"] = max(0.0, round((r["expires_at"] - r["now"]).total_seconds(), 1))
     return rows
@@ -220,40 +176,25 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
     """Put ``device`` in test mode for ``timeout_s``; return the test id (audited)."""
     dev = str(device["device_id"])
     if not device["active"]:
-        raise conflict(f"device {dev!r} is decommissioned")
+        raise ConflictError(f"device {dev!r} is decommissioned")
     test_id = "at-" + uuid.uuid4().hex[:16]
     with conn.transaction():
-        conn.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (dev,))
+        repo.lock_device(conn, dev)
         # A test left to expire is over: close it (failed) so a new one may start.
-        for (expired,) in conn.execute(
-            "UPDATE acceptance_tests SET finished_at = expires_at, result = 'failed' "
-            "WHERE device_id = %s AND finished_at IS NULL AND expires_at <= now() "
-            "RETURNING test_id",
-            (dev,),
-        ).fetchall():
+        for expired in repo.fail_expired(conn, dev):
             audit.append(conn, "system", "device.test.expired", f"device:{dev}",
                          {"test_id": expired})  # fmt: skip
-        running = conn.execute(
-            "SELECT test_id FROM acceptance_tests WHERE device_id = %s AND finished_at IS NULL",
-            (dev,),
-        ).fetchone()
+        running = repo.running(conn, dev)
         if running is not None:
-            raise conflict(
-                f"device {dev!r} already has a test running: {running[0]}",
+            raise ConflictError(
+                f"device {dev!r} already has a test running: {running}",
                 f"finish or abort it first: safehome device test {dev} --abort",
             )
         resident = device["resident_id"]
         if resident is None and device["bed_id"] is not None:
-            row = conn.execute("SELECT resident_id FROM residents WHERE bed_id = %s",
-                               (device["bed_id"],)).fetchone()  # fmt: skip
-            resident = None if row is None else row[0]
-        conn.execute(
-            "INSERT INTO acceptance_tests (test_id, device_id, site_id, kind, bed_id, "
-            "resident_id, installer, expires_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s)",
-            (test_id, dev, device["site_id"], device["kind"], device["bed_id"], resident,
-             user_id, timedelta(seconds=timeout_s)),
-        )  # fmt: skip
+            resident = repo.resident_of_bed(conn, device["bed_id"])
+        repo.insert_test(conn, test_id, dict(device), resident, installer=user_id,
+                         timeout_s=timeout_s)  # fmt: skip
         audit.append(
             conn,
             user_id,
@@ -266,11 +207,7 @@ def start_test(conn: Conn, device: Mapping[str, Any], user_id: str, timeout_s: f
 
 
 def find_test(conn: Conn, test_id: str) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_TEST_SQL, (test_id,)).fetchone()
-    if row is None:
-        raise not_found("acceptance test", test_id)
-    return row
+    return repo.find_test(conn, test_id).model_dump()
 
 
 @dataclass
@@ -288,22 +225,10 @@ def _window(test: Mapping[str, Any]) -> tuple[datetime, datetime]:
     return test["started_at"], end
 
 
-def _rows(conn: Conn, sql: str, test: Mapping[str, Any], slack_s: float) -> list[dict[str, Any]]:
-    start, end = _window(test)
-    params = {"dev": test["device_id"], "start": start, "end": end,
-              "from_time": start - timedelta(seconds=slack_s)}  # fmt: skip
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql.encode(), params).fetchall()
-
-
-_WHERE = ("device_id = %(dev)s AND time >= %(from_time)s AND received_at >= %(start)s "
-          "AND received_at <= %(end)s")  # fmt: skip
-_EVENTS = f"SELECT time, received_at, type, data FROM device_events WHERE {_WHERE} ORDER BY time"  # noqa: S608
-_READINGS = (
-    "SELECT time, received_at, type, presence, heart_rate, breathing_rate, worn "  # noqa: S608
-    f"FROM readings WHERE {_WHERE} ORDER BY time"
-)
-_ACCEL = f"SELECT time, received_at, n, samples FROM accel WHERE {_WHERE} ORDER BY time"  # noqa: S608
+def _rows(
+    conn: Conn, table: repo.DataTable, test: Mapping[str, Any], slack_s: float
+) -> list[dict[str, Any]]:
+    return repo.device_data(conn, table, str(test["device_id"]), _window(test), slack_s)
 
 
 def _first_event(events: list[dict[str, Any]], types: set[str]) -> _Found | None:
@@ -324,13 +249,10 @@ def _in(value: float | None, bounds: tuple[float, float]) -> bool:
 
 
 def _button(conn: Conn, test: Mapping[str, Any], slack: float, notified: bool) -> dict[str, Any]:
-    press = _first_event(_rows(conn, _EVENTS, test, slack), {"press"})
+    press = _first_event(_rows(conn, "events", test, slack), {"press"})
     if press is not None:
-        diverted = conn.execute(
-            "SELECT count(*) FROM acceptance_observations WHERE test_id = %s AND kind <> %s",
-            (test["test_id"], RESIDENT_CANCEL),
-        ).fetchone()
-        press.observed["incident_suppressed"] = bool(diverted and diverted[0])
+        diverted = repo.count_observations_except(conn, str(test["test_id"]), RESIDENT_CANCEL)
+        press.observed["incident_suppressed"] = bool(diverted)
     no_page: _Found | None = None
     if press is not None and not notified:
         no_page = _Found({"family_notified": False})
@@ -338,12 +260,12 @@ def _button(conn: Conn, test: Mapping[str, Any], slack: float, notified: bool) -
 
 
 def _bed(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, Any]:
-    events = _rows(conn, _EVENTS, test, slack)
+    events = _rows(conn, "events", test, slack)
     on = _first_event(events, {"bed_entry"})
     off = _first_event(events, {"bed_exit"})
     vitals = None
     seen_present = False
-    for r in _rows(conn, _READINGS, test, slack):
+    for r in _rows(conn, "readings", test, slack):
         if r["presence"] is True:
             seen_present = True
             on = on or _reading(r, presence=True)
@@ -355,10 +277,10 @@ def _bed(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, Any]:
 
 
 def _wearable(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, Any]:
-    events = _rows(conn, _EVENTS, test, slack)
+    events = _rows(conn, "events", test, slack)
     worn = _first_event(events, {"worn"})
     heart = None
-    for r in _rows(conn, _READINGS, test, slack):
+    for r in _rows(conn, "readings", test, slack):
         if worn is None and r["worn"] is True:
             worn = _reading(r, worn=True)
         if heart is None and r["type"] == "hr" and _in(r["heart_rate"], HR_WEARABLE):
@@ -372,7 +294,7 @@ def _wearable(conn: Conn, test: Mapping[str, Any], slack: float) -> dict[str, An
                 motion.observed["peak_g"] = float(peak)
             break
     if motion is None:
-        for a in _rows(conn, _ACCEL, test, slack):
+        for a in _rows(conn, "accel", test, slack):
             milli = np.frombuffer(a["samples"], dtype="<i2").reshape(int(a["n"]), 3)
             peak_g = float(np.sqrt((milli.astype(np.float64) ** 2).sum(axis=1)).max()) / 1000.0
             if peak_g >= MOTION_PEAK_G:
@@ -392,13 +314,7 @@ def family_notified(conn: Conn, test: Mapping[str, Any]) -> bool:
     # Once the steps are done test mode is over: a page after that is a real alarm's.
     done = test.get("steps_done_at")
     end = end if done is None else min(end, done)
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM notification_outbox o JOIN contacts c "
-        "ON c.contact_id = o.contact_id WHERE c.resident_id = %s AND o.created_at >= %s "
-        "AND o.created_at <= %s)",
-        (test["resident_id"], start, end),
-    ).fetchone()
-    return bool(row and row[0])
+    return repo.contacts_notified(conn, str(test["resident_id"]), start, end)
 
 
 def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, Any]:
@@ -410,8 +326,8 @@ def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, A
     elif kind == "bed_sensor":
         found = _bed(conn, test, slack_s)
     elif kind in kit_acceptance.STEPS:
-        kit = kit_acceptance.steps_found(kind, _rows(conn, _EVENTS, test, slack_s),
-                                         _rows(conn, _READINGS, test, slack_s))  # fmt: skip
+        kit = kit_acceptance.steps_found(kind, _rows(conn, "events", test, slack_s),
+                                         _rows(conn, "readings", test, slack_s))  # fmt: skip
         found = {step: _Found(obs, latency) for step, (obs, latency) in kit.items()}
     else:
         found = _wearable(conn, test, slack_s)
@@ -441,11 +357,7 @@ def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, A
         status = "failed"
     else:
         status = "running"
-    observations = conn.execute(
-        "SELECT kind, time, stored_at, reason FROM acceptance_observations WHERE test_id = %s "
-        "ORDER BY time",
-        (test["test_id"],),
-    ).fetchall()
+    observations = repo.observations(conn, str(test["test_id"]))
     return {
         "test_id": test["test_id"], "device_id": test["device_id"], "site_id": test["site_id"],
         "kind": kind, "bed_code": test["bed_code"], "resident_id": test["resident_id"],
@@ -455,8 +367,7 @@ def evaluate(conn: Conn, test: Mapping[str, Any], slack_s: float) -> dict[str, A
         and test.get("steps_done_at") is None,
         "steps_done_at": test.get("steps_done_at"),
         "steps": steps, "family_notified": notified,
-        "observations": [{"kind": k, "time": t, "stored_at": s, "reason": r}
-                         for k, t, s, r in observations],
+        "observations": observations,
     }  # fmt: skip
 
 
@@ -467,12 +378,7 @@ def note_progress(conn: Conn, test: Mapping[str, Any], view: Mapping[str, Any]) 
     if view["status"] != "passed":
         return
     with conn.transaction():
-        done = conn.execute(
-            "UPDATE acceptance_tests SET steps_done_at = now() WHERE test_id = %s "
-            "AND steps_done_at IS NULL AND finished_at IS NULL RETURNING test_id",
-            (test["test_id"],),
-        ).fetchone()
-        if done is not None:
+        if repo.mark_steps_done(conn, str(test["test_id"]), unfinished_only=True):
             audit.append(
                 conn,
                 "system",
@@ -480,19 +386,6 @@ def note_progress(conn: Conn, test: Mapping[str, Any], view: Mapping[str, Any]) 
                 f"device:{test['device_id']}",
                 {"test_id": test["test_id"], "step": "all"},
             )
-
-
-_RECORD_COLUMNS = (
-    "record_id, test_id, device_id, site_id, kind, bed_code, resident_id, installer, "
-    "started_at, finished_at, result, steps, family_notified, notes"
-)
-
-_INSERT_RECORD = (
-    "INSERT INTO commissioning_records (test_id, device_id, site_id, kind, bed_code, "  # noqa: S608
-    "resident_id, installer, started_at, finished_at, result, steps, family_notified, notes) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    f"RETURNING {_RECORD_COLUMNS}"
-).encode()
 
 
 def finish(
@@ -507,28 +400,21 @@ def finish(
     """End test mode and store the commissioning record; return it (audited as ``actor``,
     default the test's installer)."""
     with conn.transaction():
-        conn.execute("SELECT 1 FROM acceptance_tests WHERE test_id = %s FOR UPDATE", (test_id,))
+        repo.lock_test(conn, test_id)
         test = find_test(conn, test_id)
         if test["finished_at"] is not None:
-            raise conflict(f"test {test_id} is already finished ({test['result']})",
+            raise ConflictError(f"test {test_id} is already finished ({test['result']})",
                            "list the records: safehome commissioning list")  # fmt: skip
         # Evaluate as of now (or the expiry, if it passed): the window closes here.
         test = {**test, "finished_at": min(test["now"], test["expires_at"])}
         view = evaluate(conn, {**test, "result": None}, slack_s)
         passed = all(s["status"] == "passed" for s in view["steps"])
         result = "aborted" if abort else ("passed" if passed else "failed")
-        conn.execute(
-            "UPDATE acceptance_tests SET finished_at = %s, result = %s WHERE test_id = %s",
-            (test["finished_at"], result, test_id),
-        )
+        repo.set_result(conn, test_id, test["finished_at"], result)
         steps = [{k: v for k, v in s.items() if k != "prompt"} for s in view["steps"]]
-        with conn.cursor(row_factory=dict_row) as cur:
-            record = cur.execute(
-                _INSERT_RECORD,
-                (test_id, test["device_id"], test["site_id"], test["kind"], test["bed_code"],
-                 test["resident_id"], test["installer"], test["started_at"], test["finished_at"],
-                 result, Jsonb(steps, dumps=_dumps), view["family_notified"], notes),
-            ).fetchone()  # fmt: skip
+        record = repo.insert_record(
+            conn, test, result, steps, family_notified=view["family_notified"], notes=notes
+        ).model_dump()
         audit.append(
             conn,
             actor or str(test["installer"]),
@@ -536,31 +422,19 @@ def finish(
             f"device:{test['device_id']}",
             {"test_id": test_id, "result": result},
         )
-    assert record is not None
     log.info("acceptance test finished",
              extra={"test_id": test_id, "device": test["device_id"], "result": result})  # fmt: skip
     return record
 
 
-def _dumps(obj: object) -> str:
-    import orjson  # noqa: PLC0415
-
-    return orjson.dumps(obj, default=str).decode()
-
-
 def list_records(conn: Conn, site_id: str) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM commissioning_records WHERE site_id = %s "  # noqa: S608
-            "ORDER BY finished_at DESC, record_id DESC",
-            (site_id,),
-        ).fetchall()
+    return [r.model_dump() for r in repo.list_records(conn, site_id)]
 
 
 def check_timeout(timeout_s: float | None, default_s: float, max_s: float) -> float:
     value = default_s if timeout_s is None else timeout_s
     if not 10 <= value <= max_s:
-        raise invalid(f"timeout_s must be between 10 and {max_s:g} seconds")
+        raise InvalidError(f"timeout_s must be between 10 and {max_s:g} seconds")
     return value
 
 

@@ -17,13 +17,13 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from devices.protocol import Channel, downlink_filters, format_topic, protocol_filter
+from gateway.registry_rules import ID_RE
 
 # What a device may do, from the protocol's own channel list: publish on its uplink channels,
 # subscribe to (and receive) only its own downlink ones. Exact topics, no patterns: a device
@@ -43,7 +43,7 @@ SYS_MONITOR_SUFFIX = "-sys"
 _CHILD_READS: tuple[Channel, ...] = (*DEVICE_SUBSCRIBES, Channel.COMMAND)
 
 _ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = ID_RE  # the registry's id rule (gateway.registry_rules)
 
 
 class BrokerAuthError(ValueError):

@@ -41,9 +41,10 @@ from gateway.brokerauth import (
     render_acl,
     render_password_file,
 )
-from gateway.commissioning import device_accounts
+from gateway.kit.hubs import kit_accounts
 from gateway.privatefile import replace_keeping_owner
 from gateway.settings import Settings
+from gateway.storage import devices as devices_repo
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ class BrokerSync:
         b = self._broker
         if b.passwd_path is None or b.acl_path is None:
             raise BrokerSyncError("broker.passwd_path / broker.acl_path are not configured")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        devices = device_accounts(conn)
+        devices_repo.lock_accounts(conn, _LOCK_KEY)
+        devices = kit_accounts(conn, devices_repo.device_accounts(conn))  # hubs: their children
         service = self._service()
         canary_pw = new_password()
         canary = ServiceAccount(self._mqtt.username + CANARY_SUFFIX, hash_password(canary_pw))

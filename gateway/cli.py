@@ -13,24 +13,14 @@ from pathlib import Path
 
 import psycopg
 
+from gateway.cli_settings import cli_settings as _settings
+from gateway.errors import SafehomeError
+from gateway.installer.exits import exit_code
 from gateway.kit.cli import add_eval_parser as add_inactivity_eval
 from gateway.logs import configure_logging
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import SettingsError
 
 log = logging.getLogger("safehome")
-
-
-def _settings(args: argparse.Namespace, *, local_secrets: bool = False) -> Settings:
-    """Settings; with the project's own services (``safehome services``/``demo``), their
-    secrets under ``<var_dir>/secrets`` fill in what the environment does not set."""
-    config = Path(args.config) if args.config else None
-    settings = load_settings(config)
-    local = (settings.var_dir / "secrets" / "db_password").exists()
-    if local_secrets or (local and settings.database.password is None):
-        from gateway.localsvc_admin import settings_with_local_secrets
-
-        return settings_with_local_secrets(config)[0]
-    return settings
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -459,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.installer.parser import register as register_installer
 
     register_installer(sub, site)
+    parser.set_defaults(command_tree=parser)  # for ``safehome completion``
     return parser
 
 
@@ -472,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"safehome: {exc}", file=sys.stderr)
         return 2
+    except SafehomeError as exc:  # a domain error: its kind gives the exit code
+        print(f"safehome: {exc.detail}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return int(exit_code(exc))
     except psycopg.OperationalError as exc:
         print(f"safehome: database unreachable: {exc}", file=sys.stderr)
         return 3

@@ -15,14 +15,14 @@ from typing import Any
 
 import psycopg
 
-from gateway.cli import _settings
+from gateway.cli_settings import cli_settings
 from gateway.paging.channels import ChannelError, add_channel, list_channels, remove_channel
 
 ACTOR = "cli"
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
-    return psycopg.connect(_settings(args).database.conninfo(), autocommit=True)
+    return psycopg.connect(cli_settings(args).database.conninfo(), autocommit=True)
 
 
 def cmd_channel_add(args: argparse.Namespace) -> int:

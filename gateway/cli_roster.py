@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.cli import _settings
+from gateway.cli_settings import cli_settings
 from gateway.escalation.roster import (
     DutyRole,
     RosterError,
@@ -72,7 +72,7 @@ def _json(shift: Shift) -> dict[str, Any]:
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
-    return psycopg.connect(_settings(args).database.conninfo(), autocommit=True)
+    return psycopg.connect(cli_settings(args).database.conninfo(), autocommit=True)
 
 
 def cmd_roster_add(args: argparse.Namespace) -> int:

@@ -22,21 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg.rows import dict_row
 
 from gateway import audit
 from gateway.brokerauth import DeviceAccount, hash_password, new_password
+from gateway.errors import ConflictError, InvalidError
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.kit import hubs as kit
 from gateway.kit.hubs import kit_accounts
-from gateway.registry_admin import check_id, conflict, invalid, not_found
+from gateway.registry_rules import check_id
+from gateway.storage import acceptance as tests_repo
+from gateway.storage import devices as repo
+from gateway.storage import registry as registry_repo
 
 log = logging.getLogger(__name__)
 
 
-class CommissioningError(ValueError):
+class CommissioningError(InvalidError, ValueError):
     """A site definition or a registry change is invalid."""
 
 
@@ -83,69 +85,44 @@ def apply_site_definition(
     site_id = str(_req(site, "id", "site"))
     creds: list[DeviceCredential] = []
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO sites (site_id, name, kind, utc_offset_s) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind, "
-            "utc_offset_s = EXCLUDED.utc_offset_s",
-            (site_id, _req(site, "name", "site"), _req(site, "kind", "site"),
-             int(site.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT))),
+        registry_repo.upsert_site(
+            conn, site_id, _req(site, "name", "site"), _req(site, "kind", "site"),
+            int(site.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
         )  # fmt: skip
         for i, loc in enumerate(definition.get("locations", [])):
             w = f"locations[{i}]"
-            conn.execute(
-                "INSERT INTO locations (location_id, site_id, kind, label, address) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (location_id) DO UPDATE SET "
-                "kind = EXCLUDED.kind, label = EXCLUDED.label, address = EXCLUDED.address",
-                (_req(loc, "id", w), site_id, _req(loc, "kind", w), _req(loc, "label", w),
-                 loc.get("address")),
+            registry_repo.upsert_location(
+                conn, site_id, _req(loc, "id", w), kind=_req(loc, "kind", w),
+                label=_req(loc, "label", w), address=loc.get("address"),
             )  # fmt: skip
         for i, bed in enumerate(definition.get("beds", [])):
             w = f"beds[{i}]"
-            conn.execute(
-                "INSERT INTO beds (bed_id, bed_code, site_id, location_id) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (bed_id) DO UPDATE SET bed_code = EXCLUDED.bed_code, "
-                "location_id = EXCLUDED.location_id",
-                (_req(bed, "id", w), _req(bed, "code", w), site_id, _req(bed, "location", w)),
-            )
+            registry_repo.upsert_bed(conn, site_id, _req(bed, "id", w), _req(bed, "code", w),
+                                     _req(bed, "location", w))  # fmt: skip
         for i, res in enumerate(definition.get("residents", [])):
             w = f"residents[{i}]"
-            conn.execute(
-                "INSERT INTO residents (resident_id, elder_code, site_id, bed_id, display_name, "
-                "care_level, lives_alone, high_risk, consent_family_health, "
-                "consent_family_incidents) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (resident_id) DO UPDATE SET elder_code = EXCLUDED.elder_code, "
-                "bed_id = EXCLUDED.bed_id, display_name = EXCLUDED.display_name, "
-                "care_level = EXCLUDED.care_level, lives_alone = EXCLUDED.lives_alone, "
-                "high_risk = EXCLUDED.high_risk, "
-                "consent_family_health = EXCLUDED.consent_family_health, "
-                "consent_family_incidents = EXCLUDED.consent_family_incidents",
-                (_req(res, "id", w), _req(res, "code", w), site_id, res.get("bed"),
-                 _req(res, "name", w), int(_req(res, "care_level", w)),
-                 bool(res.get("lives_alone", False)), bool(res.get("high_risk", False)),
-                 bool(res.get("consent_family_health", False)),
-                 bool(res.get("consent_family_incidents", True))),
-            )  # fmt: skip
+            registry_repo.upsert_resident(conn, site_id, {
+                "resident_id": _req(res, "id", w), "elder_code": _req(res, "code", w),
+                "bed_id": res.get("bed"), "display_name": _req(res, "name", w),
+                "care_level": int(_req(res, "care_level", w)),
+                "lives_alone": res.get("lives_alone", False),
+                "high_risk": res.get("high_risk", False),
+                "consent_family_health": res.get("consent_family_health", False),
+                "consent_family_incidents": res.get("consent_family_incidents", True),
+            })  # fmt: skip
         for i, dev in enumerate(definition.get("devices", [])):
             cred = _upsert_device(conn, site_id, dev, f"devices[{i}]", rotate_passwords)
             if cred is not None:
                 creds.append(cred)
         for i, c in enumerate(definition.get("contacts", [])):
             w = f"contacts[{i}]"
-            conn.execute(
-                "INSERT INTO contacts (contact_id, resident_id, kind, display_name, relation, "
-                "phone, email, channels, consent_notify, priority, wechat_openid) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
-                "ON CONFLICT (contact_id) DO UPDATE SET kind = EXCLUDED.kind, "
-                "display_name = EXCLUDED.display_name, relation = EXCLUDED.relation, "
-                "phone = EXCLUDED.phone, email = EXCLUDED.email, channels = EXCLUDED.channels, "
-                "consent_notify = EXCLUDED.consent_notify, priority = EXCLUDED.priority, "
-                "wechat_openid = EXCLUDED.wechat_openid",
-                (_req(c, "id", w), _req(c, "resident", w), c.get("kind", "family"),
-                 _req(c, "name", w), c.get("relation"), c.get("phone"), c.get("email"),
-                 orjson.dumps(c.get("channels", [])).decode(),
-                 bool(c.get("consent_notify", True)), int(c.get("priority", 1)),
-                 c.get("wechat_openid")),
-            )  # fmt: skip
+            registry_repo.upsert_contact(conn, {
+                "contact_id": _req(c, "id", w), "resident_id": _req(c, "resident", w),
+                "kind": c.get("kind", "family"), "display_name": _req(c, "name", w),
+                "relation": c.get("relation"), "phone": c.get("phone"), "email": c.get("email"),
+                "channels": c.get("channels", []), "consent_notify": c.get("consent_notify", True),
+                "priority": c.get("priority", 1), "wechat_openid": c.get("wechat_openid"),
+            })  # fmt: skip
         audit.append(conn, actor, "registry.site.apply", f"site:{site_id}", {
             "devices": len(definition.get("devices", [])),
             "residents": len(definition.get("residents", [])),
@@ -168,44 +145,28 @@ def _upsert_device(
 ) -> DeviceCredential | None:
     device_id = str(_req(dev, "id", where))
     bed, resident, location = dev.get("bed"), dev.get("resident"), dev.get("location")
-    exists = conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    exists = repo.exists(conn, device_id)
     password = new_password() if (rotate or not exists) else None
-    conn.execute(
-        "INSERT INTO devices (device_id, site_id, kind, model, serial, firmware, location_id, "
-        "bed_id, resident_id, heartbeat_interval_s, mqtt_password_hash) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (device_id) DO UPDATE SET site_id = EXCLUDED.site_id, kind = EXCLUDED.kind, "
-        "model = EXCLUDED.model, serial = EXCLUDED.serial, firmware = EXCLUDED.firmware, "
-        "location_id = EXCLUDED.location_id, bed_id = EXCLUDED.bed_id, "
-        "resident_id = EXCLUDED.resident_id, "
-        "heartbeat_interval_s = EXCLUDED.heartbeat_interval_s, active = true, "
-        "decommissioned_at = NULL, mqtt_password_hash = "
-        "CASE WHEN %s THEN EXCLUDED.mqtt_password_hash ELSE devices.mqtt_password_hash END",
-        (device_id, site_id, _req(dev, "kind", where), _req(dev, "model", where),
-         _req(dev, "serial", where), dev.get("firmware"), location, bed, resident,
-         dev.get("heartbeat_interval_s"), hash_password(password or new_password()),
-         password is not None),
+    repo.upsert(
+        conn, site_id,
+        {"device_id": device_id, "kind": _req(dev, "kind", where),
+         "model": _req(dev, "model", where), "serial": _req(dev, "serial", where),
+         "firmware": dev.get("firmware"), "location_id": location, "bed_id": bed,
+         "resident_id": resident, "heartbeat_interval_s": dev.get("heartbeat_interval_s")},
+        hash_password(password or new_password()), password is not None,
     )  # fmt: skip
     if password is None:
         return None
     return DeviceCredential(device_id, site_id, str(dev["kind"]), password, bed, resident, location)
 
 
-def device_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[DeviceAccount]:
+def device_accounts(conn: psycopg.Connection[Any]) -> list[DeviceAccount]:
     """Broker accounts of every active device (for ``safehome broker sync``)."""
-    rows = conn.execute(
-        "SELECT device_id, site_id, mqtt_password_hash FROM devices WHERE active ORDER BY device_id"
-    ).fetchall()
-    return kit_accounts(conn, [DeviceAccount(str(d), str(s), str(h)) for d, s, h in rows])
+    return kit_accounts(conn, repo.device_accounts(conn))
 
 
-def decommission_device(conn: psycopg.Connection[tuple[object, ...]], device_id: str) -> bool:
-    cur = conn.execute(
-        "UPDATE devices SET active = false, decommissioned_at = now() "
-        "WHERE device_id = %s AND active",
-        (device_id,),
-    )
-    return cur.rowcount == 1
+def decommission_device(conn: psycopg.Connection[Any], device_id: str) -> bool:
+    return repo.deactivate(conn, device_id)
 
 
 def credentials_json(creds: Sequence[DeviceCredential]) -> list[dict[str, Any]]:
@@ -222,28 +183,14 @@ Conn = psycopg.Connection[Any]
 ApplyBroker = Callable[[Conn], object]
 KIND_PREFIX = {"button": "btn", "bed_sensor": "bed", "wearable": "wr", **kit.KIT_PREFIX}
 
-_DEVICE_SQL = """
-SELECT d.device_id, d.site_id, d.kind, d.model, d.serial, d.firmware, d.location_id,
-       d.bed_id, b.bed_code, d.resident_id, r.elder_code, d.heartbeat_interval_s, d.active,
-       d.commissioned_at, d.decommissioned_at, d.decommission_reason, d.replaced_by
-FROM devices d
-LEFT JOIN beds b ON b.bed_id = d.bed_id
-LEFT JOIN residents r ON r.resident_id = d.resident_id
-WHERE d.device_id = %s
-"""
-
 
 def find_device(conn: Conn, device_id: str) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_DEVICE_SQL, (device_id,)).fetchone()
-    if row is None:
-        raise not_found("device", device_id, "list the devices: safehome device list")
-    return row
+    return repo.find_device(conn, device_id).model_dump()
 
 
 def _require_active(device: Mapping[str, Any]) -> None:
     if not device["active"]:
-        raise conflict(f"device {device['device_id']!r} is decommissioned",
+        raise ConflictError(f"device {device['device_id']!r} is decommissioned",
                        "register the replacement as a new device") from None  # fmt: skip
 
 
@@ -251,15 +198,6 @@ def default_device_id(kind: str, serial: str) -> str:
     """``<kind prefix>-<serial>`` with anything outside [A-Za-z0-9_-] turned into '-'."""
     cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", serial.strip())[:56]
     return f"{KIND_PREFIX[kind]}-{cleaned}"
-
-
-def _end_tests(conn: Conn, device_id: str) -> None:
-    """A device leaving service ends its unfinished acceptance test (aborted)."""
-    conn.execute(
-        "UPDATE acceptance_tests SET finished_at = now(), result = 'aborted' "
-        "WHERE device_id = %s AND finished_at IS NULL",
-        (device_id,),
-    )
 
 
 def register_device(
@@ -274,24 +212,22 @@ def register_device(
     device_id = check_id(values.get("device_id") or default_device_id(kind, values["serial"]),
                          "device_id")  # fmt: skip
     if device_id in reserved:
-        raise conflict(f"device id {device_id!r} is reserved for a gateway account",
+        raise ConflictError(f"device id {device_id!r} is reserved for a gateway account",
                        "choose another device_id")  # fmt: skip
     password = new_password()
     with conn.transaction():
-        taken = conn.execute(
-            "SELECT device_id FROM devices WHERE device_id = %s OR (model = %s AND serial = %s)",
-            (device_id, values["model"], values["serial"]),
-        ).fetchone()
+        taken = repo.taken_by(conn, device_id, values["model"], values["serial"])
         if taken is not None:
-            raise conflict(
-                f"device {taken[0]!r} is already registered (same id, or same model and serial)",
-                f"show it: safehome device show {taken[0]}",
+            raise ConflictError(
+                f"device {taken!r} is already registered (same id, or same model and serial)",
+                f"show it: safehome device show {taken}",
             )
-        conn.execute(
-            "INSERT INTO devices (device_id, site_id, kind, model, serial, firmware, "
-            "heartbeat_interval_s, mqtt_password_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (device_id, site_id, kind, values["model"], values["serial"], values.get("firmware"),
-             values.get("heartbeat_interval_s"), hash_password(password)),
+        repo.insert(
+            conn, site_id,
+            {"device_id": device_id, "kind": kind, "model": values["model"],
+             "serial": values["serial"], "firmware": values.get("firmware"),
+             "heartbeat_interval_s": values.get("heartbeat_interval_s")},
+            hash_password(password),
         )  # fmt: skip
         kit.attach(conn, device_id, kind, values.get("hub_id"))
         apply_broker(conn)
@@ -305,8 +241,7 @@ def rotate_device(conn: Conn, device_id: str, apply_broker: ApplyBroker) -> str:
     with conn.transaction():
         device = find_device(conn, device_id)
         _require_active(device)
-        conn.execute("UPDATE devices SET mqtt_password_hash = %s WHERE device_id = %s",
-                     (hash_password(password), device_id))  # fmt: skip
+        repo.set_password_hash(conn, device_id, hash_password(password))
         apply_broker(conn)
     log.info("device credentials rotated", extra={"device": device_id})
     return password
@@ -319,9 +254,8 @@ def decommission(conn: Conn, device_id: str, reason: str | None, apply_broker: A
         _require_active(device)
         kit.check_retire(conn, device_id)
         decommission_device(conn, device_id)
-        conn.execute("UPDATE devices SET decommission_reason = %s WHERE device_id = %s",
-                     (reason, device_id))  # fmt: skip
-        _end_tests(conn, device_id)
+        repo.set_decommission_reason(conn, device_id, reason)
+        tests_repo.abort_running(conn, device_id)
         apply_broker(conn)
     log.info("device decommissioned", extra={"device": device_id})
 
@@ -337,52 +271,36 @@ def bind_device(
     _require_active(device)
     dev, kind = device["device_id"], device["kind"]
     if bed_id is None and resident_id is None and location_id is None:
-        raise invalid("nothing to bind to", "give a bed code, an elder code or a location")
+        raise InvalidError("nothing to bind to", "give a bed code, an elder code or a location")
     for have, want, what in ((device["bed_id"], bed_id, "bed_code"),
                              (device["resident_id"], resident_id, "elder_code")):  # fmt: skip
         if have is not None and want is not None and have != want:
-            raise conflict(f"device {dev!r} is already bound to {device[what]}",
+            raise ConflictError(f"device {dev!r} is already bound to {device[what]}",
                            f"unbind it first: safehome device unbind {dev}")  # fmt: skip
     bed_id = bed_id or device["bed_id"]
     resident_id = resident_id or device["resident_id"]
     location_id = location_id or (None if bed_id != device["bed_id"] else device["location_id"])
     with conn.transaction():
         if bed_id is not None:
-            other = conn.execute(
-                "SELECT device_id FROM devices WHERE bed_id = %s AND kind = %s AND active "
-                "AND device_id <> %s",
-                (bed_id, kind, dev),
-            ).fetchone()
+            other = repo.holder_of_kind(conn, "bed_id", bed_id, kind, dev)
             if other is not None:
-                raise conflict(f"the bed already has a {kind}: {other[0]}",
-                               f"unbind it first (safehome device unbind {other[0]}) or "
-                               f"replace it (safehome device replace {other[0]} ...)")  # fmt: skip
-            loc = conn.execute("SELECT location_id FROM beds WHERE bed_id = %s",
-                               (bed_id,)).fetchone()  # fmt: skip
-            location_id = location_id or (None if loc is None else str(loc[0]))
+                raise ConflictError(
+                    f"the bed already has a {kind}: {other}",
+                    f"unbind it first (safehome device unbind {other}) or "
+                    f"replace it (safehome device replace {other} ...)",
+                )
+            location_id = location_id or registry_repo.bed_location(conn, bed_id)
         if resident_id is not None:
-            other = conn.execute(
-                "SELECT device_id FROM devices WHERE resident_id = %s AND kind = %s AND active "
-                "AND device_id <> %s",
-                (resident_id, kind, dev),
-            ).fetchone()
+            other = repo.holder_of_kind(conn, "resident_id", resident_id, kind, dev)
             if other is not None:
-                raise conflict(f"the resident already has a {kind}: {other[0]}",
-                               f"unbind it first: safehome device unbind {other[0]}")  # fmt: skip
-        conn.execute(
-            "UPDATE devices SET bed_id = %s, resident_id = %s, location_id = %s "
-            "WHERE device_id = %s",
-            (bed_id, resident_id, location_id, dev),
-        )
+                raise ConflictError(f"the resident already has a {kind}: {other}",
+                                    f"unbind it first: safehome device unbind {other}")  # fmt: skip
+        repo.set_binding(conn, dev, bed_id, resident_id, location_id)
     log.info("device bound", extra={"device": dev})
 
 
 def unbind_device(conn: Conn, device: Mapping[str, Any]) -> None:
-    conn.execute(
-        "UPDATE devices SET bed_id = NULL, resident_id = NULL, location_id = NULL "
-        "WHERE device_id = %s",
-        (device["device_id"],),
-    )
+    repo.set_binding(conn, device["device_id"], None, None, None)
     log.info("device unbound", extra={"device": device["device_id"]})
 
 
@@ -408,28 +326,23 @@ def replace_device(
         new_id = check_id(values.get("device_id") or default_device_id(kind, values["serial"]),
                           "device_id")  # fmt: skip
         if new_id in reserved:
-            raise conflict(f"device id {new_id!r} is reserved", "choose another device_id")
-        taken = conn.execute(
-            "SELECT device_id FROM devices WHERE device_id = %s OR (model = %s AND serial = %s)",
-            (new_id, model, values["serial"]),
-        ).fetchone()
+            raise ConflictError(f"device id {new_id!r} is reserved", "choose another device_id")
+        taken = repo.taken_by(conn, new_id, model, values["serial"])
         if taken is not None:
-            raise conflict(f"device {taken[0]!r} is already registered",
-                           "a replacement must be a new device")  # fmt: skip
+            raise ConflictError(f"device {taken!r} is already registered",
+                                "a replacement must be a new device")  # fmt: skip
         decommission_device(conn, old_id)
-        _end_tests(conn, old_id)
-        conn.execute(
-            "INSERT INTO devices (device_id, site_id, kind, model, serial, firmware, location_id, "
-            "bed_id, resident_id, heartbeat_interval_s, mqtt_password_hash) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (new_id, old["site_id"], kind, model, values["serial"], values.get("firmware"),
-             old["location_id"], old["bed_id"], old["resident_id"], old["heartbeat_interval_s"],
-             hash_password(password)),
+        tests_repo.abort_running(conn, old_id)
+        repo.insert(
+            conn, str(old["site_id"]),
+            {"device_id": new_id, "kind": kind, "model": model, "serial": values["serial"],
+             "firmware": values.get("firmware"), "location_id": old["location_id"],
+             "bed_id": old["bed_id"], "resident_id": old["resident_id"],
+             "heartbeat_interval_s": old["heartbeat_interval_s"]},
+            hash_password(password),
         )  # fmt: skip
-        conn.execute(
-            "UPDATE devices SET replaced_by = %s, decommission_reason = %s WHERE device_id = %s",
-            (new_id, values.get("reason") or f"replaced by {new_id}", old_id),
-        )
+        repo.set_decommission_reason(conn, old_id, values.get("reason") or f"replaced by {new_id}",
+                                     replaced_by=new_id)  # fmt: skip
         kit.inherit(conn, old_id, new_id)
         apply_broker(conn)
     log.info("device replaced", extra={"device": old_id, "new_device": new_id})

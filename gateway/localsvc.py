@@ -26,6 +26,7 @@ from pathlib import Path
 
 from gateway.brokerauth import DeviceAccount, ServiceAccount, write_auth_files
 from gateway.settings import MQTT_PACKET_OVERHEAD, IngestSettings
+from gateway.storage import bootstrap
 
 log = logging.getLogger(__name__)
 _SQL_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -323,24 +324,17 @@ class PostgresServer:
         self._ensure_role(owner, password)
         if app_user is not None:
             self._ensure_role(app_user, app_password or "")
-        query = f"SELECT 1 FROM pg_database WHERE datname = '{name}'"  # noqa: S608 (checked ident)
-        exists = self.psql_admin(query).strip()
+        exists = self.psql_admin(bootstrap.database_exists(name)).strip()
         if not exists:
-            self.psql_admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+            self.psql_admin(bootstrap.create_database(name, owner))
         elif app_user is not None:
-            self.psql_admin(f'ALTER DATABASE "{name}" OWNER TO "{owner}"')
-            self.psql_admin(f'REASSIGN OWNED BY "{app_user}" TO "{owner}"', dbname=name)
+            self.psql_admin(bootstrap.hand_over_database(name, owner))
+            self.psql_admin(bootstrap.reassign_owned(app_user, owner), dbname=name)
         # The extension needs a superuser to create; the owner then uses it.
-        self.psql_admin("CREATE EXTENSION IF NOT EXISTS timescaledb", dbname=name)
+        self.psql_admin(bootstrap.CREATE_TIMESCALEDB, dbname=name)
 
     def _ensure_role(self, role: str, password: str) -> None:
-        pw = password.replace("'", "''")
-        self.psql_admin(
-            "DO $$BEGIN "
-            f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
-            f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{pw}'; "
-            f"ELSE ALTER ROLE \"{role}\" PASSWORD '{pw}'; END IF; END$$;"
-        )
+        self.psql_admin(bootstrap.ensure_login_role(role, password))
 
 
 @dataclass

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from devices.protocol import DeviceKind
+from gateway.storage import devices as devices_repo
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,29 +30,12 @@ class DeviceInfo:
     heartbeat_interval_s: int | None
 
 
-_QUERY = """
-SELECT d.device_id, d.site_id, d.kind, coalesce(d.location_id, b.location_id), d.bed_id,
-       coalesce(d.resident_id, r.resident_id), d.heartbeat_interval_s
-FROM devices d
-LEFT JOIN beds b ON b.bed_id = d.bed_id
-LEFT JOIN residents r ON r.bed_id = d.bed_id
-WHERE d.active
-"""
-
-
-def load_devices(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, DeviceInfo]:
-    out: dict[str, DeviceInfo] = {}
-    for dev, site, kind, loc, bed, res, hb in conn.execute(_QUERY).fetchall():
-        out[str(dev)] = DeviceInfo(
-            str(dev),
-            str(site),
-            DeviceKind(str(kind)),
-            None if loc is None else str(loc),
-            None if bed is None else str(bed),
-            None if res is None else str(res),
-            None if hb is None else int(str(hb)),
-        )
-    return out
+def load_devices(conn: psycopg.Connection[Any]) -> dict[str, DeviceInfo]:
+    return {
+        d.device_id: DeviceInfo(d.device_id, d.site_id, DeviceKind(d.kind), d.location_id,
+                                d.bed_id, d.resident_id, d.heartbeat_interval_s)
+        for d in devices_repo.active_devices(conn)
+    }  # fmt: skip
 
 
 class RegistryCache:
@@ -77,11 +62,9 @@ class RegistryCache:
     def due(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self._loaded_at >= self._refresh_s
 
-    def refresh(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def refresh(self, conn: psycopg.Connection[Any]) -> None:
         self._devices = load_devices(conn)
-        self._decommissioned = frozenset(
-            str(r[0]) for r in conn.execute("SELECT device_id FROM devices WHERE NOT active")
-        )
+        self._decommissioned = devices_repo.decommissioned_ids(conn)
         conn.commit()
         self._loaded_at = time.monotonic()
 

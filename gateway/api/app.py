@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
@@ -27,6 +27,7 @@ from gateway.api.auth import (
     check_jwt_secret,
 )
 from gateway.api.bodylimit import BodyLimitMiddleware
+from gateway.api.errors import install_error_handlers
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
@@ -38,21 +39,8 @@ from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
 from gateway.api.routes_users import build_users_router
 from gateway.brokersync import BrokerSync
-from gateway.errors import (
-    ConflictError,
-    ForbiddenError,
-    InvalidError,
-    NotFoundError,
-    SafehomeError,
-    UnavailableError,
-)
-from gateway.registry_admin import RegistryError
 from gateway.storage.probe import database_ready
 
-_DOMAIN_STATUS: tuple[tuple[type[SafehomeError], int], ...] = (
-    (NotFoundError, 404), (ConflictError, 409), (InvalidError, 422),
-    (ForbiddenError, 403), (UnavailableError, 503),
-)  # fmt: skip
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
 
 if TYPE_CHECKING:
@@ -125,16 +113,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(RegistryError)
-    def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-        body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
-        return JSONResponse(body, status_code=exc.status)
-
-    @app.exception_handler(SafehomeError)  # kit: superseded by gateway/api/errors.py (api)
-    def domain_error(request: Request, exc: SafehomeError) -> JSONResponse:
-        body = {"detail": exc.detail} | ({"hint": exc.hint} if exc.hint else {})
-        code = next((c for k, c in _DOMAIN_STATUS if isinstance(exc, k)), 500)
-        return JSONResponse(body, status_code=code)
+    install_error_handlers(app)  # domain errors -> 404/409/413/422/403/503 (api/errors.py)
 
     _document_error_details(app)
     app.include_router(build_auth_router())

@@ -23,10 +23,12 @@ from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, re
 from gateway.api.routes_devices import heartbeat_interval_s, visible_device
 from gateway.api.routes_registry import site_of
 from gateway.brokersync import BrokerSync, BrokerSyncError
+from gateway.errors import UnavailableError
+from gateway.registry_rules import ID_PATTERN
 from gateway.settings import Settings
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
-Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=reg.ID_PATTERN)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Short = Annotated[str, Field(min_length=1, max_length=64)]
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -99,8 +101,8 @@ def build_commissioning_router() -> APIRouter:
         """The broker hook for a change; 503 with a hint when the broker is not managed."""
         sync: BrokerSync = request.app.state.broker_sync
         if not sync.managed:
-            raise reg.RegistryError(
-                503, "this gateway does not manage the broker's accounts",
+            raise UnavailableError(
+                "this gateway does not manage the broker's accounts",
                 "set broker.passwd_path, broker.acl_path and broker.pid_path",
             )  # fmt: skip
         return sync.apply
@@ -112,8 +114,8 @@ def build_commissioning_router() -> APIRouter:
             return fn()
         except BrokerSyncError as exc:
             sync.resync(_settings(request).database.conninfo())
-            raise reg.RegistryError(
-                503, f"the broker was not updated, nothing changed: {exc}",
+            raise UnavailableError(
+                f"the broker was not updated, nothing changed: {exc}",
                 "check that the broker is running, then try again",
             ) from None  # fmt: skip
 

@@ -3,7 +3,7 @@
 The contract is docs/installer-api.md. Installers act on the site of their token (another
 site's object is 404, an explicit ``?site=`` of another site 403); admins on any site.
 Errors carry ``detail`` and, where the user can act on it, a ``hint``
-(:class:`gateway.registry_admin.RegistryError`, turned into JSON by the app).
+(domain errors, :mod:`gateway.errors`, turned into JSON by ``gateway.api.errors``).
 
 Every read of a resident's record (the record, the resident list, a change's answer) is
 audited as ``health_data.read`` with the reader's user id, like the staff context card.
@@ -18,22 +18,24 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway import audit
+from gateway import audit, registry_import
 from gateway import registry_admin as reg
 from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
 from gateway.api.routes_incidents import may_see_site
+from gateway.errors import ForbiddenError, InvalidError
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+from gateway.registry_rules import CODE_PATTERN, ID_PATTERN, ImportKind, LocationKind, SiteKind
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
-Code = Annotated[str, Field(min_length=3, max_length=64, pattern=reg.CODE_PATTERN)]
-Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=reg.ID_PATTERN)]
+Code = Annotated[str, Field(min_length=3, max_length=64, pattern=CODE_PATTERN)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class SiteIn(BaseModel):
     site_id: Ident
     name: Text
-    kind: Literal["nursing_home", "home_care_centre"]
+    kind: SiteKind
     utc_offset_s: int = Field(DEFAULT_UTC_OFFSET_S_INT, ge=-14 * 3600, le=14 * 3600)
 
 
@@ -44,13 +46,13 @@ class SitePatch(BaseModel):
 
 class LocationIn(BaseModel):
     location_id: Ident
-    kind: Literal["room", "home"]
+    kind: LocationKind
     label: Text
     address: Annotated[str, Field(max_length=500)] | None = None
 
 
 class LocationPatch(BaseModel):
-    kind: Literal["room", "home"] | None = None
+    kind: LocationKind | None = None
     label: Text | None = None
     address: Annotated[str, Field(max_length=500)] | None = None
 
@@ -155,8 +157,8 @@ def build_registry_router() -> APIRouter:
                  **allow(*INSTALLERS))  # fmt: skip
     def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
         if not user.is_admin and body.site_id != user.site_id:
-            raise reg.RegistryError(403, "installers may create only their own site",
-                                    "ask an admin to create other sites")  # fmt: skip
+            raise ForbiddenError("installers may create only their own site",
+                                 "ask an admin to create other sites")  # fmt: skip
         with conn.transaction():
             reg.create_site(conn, body.site_id, body.name, body.kind, body.utc_offset_s)
             _audit(conn, user, "registry.site.create", f"site:{body.site_id}")
@@ -262,7 +264,7 @@ def build_registry_router() -> APIRouter:
     ) -> dict[str, Any]:
         site_of(conn, user, site_id)
         if body.bed_id and body.bed_code:
-            raise reg.invalid("give bed_id or bed_code, not both")
+            raise InvalidError("give bed_id or bed_code, not both")
         values = body.model_dump()
         values["bed"] = body.bed_id or body.bed_code
         with conn.transaction():
@@ -300,7 +302,7 @@ def build_registry_router() -> APIRouter:
                  **allow(*INSTALLERS))  # fmt: skip
     async def import_csv(
         site_id: str,
-        kind: Literal["locations", "beds", "residents"],
+        kind: ImportKind,
         request: Request,
         user: CurrentUser,
         conn: DbConn,
@@ -310,18 +312,18 @@ def build_registry_router() -> APIRouter:
         limit: int = request.app.state.import_max_bytes
         raw = await request.body()
         if len(raw) > limit:
-            raise reg.RegistryError(413, f"the CSV is larger than {limit} bytes",
+            raise reg.TooLargeError(f"the CSV is larger than {limit} bytes",
                                     "split the file into smaller ones")  # fmt: skip
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise reg.invalid(f"the CSV is not UTF-8 (byte {exc.start})",
+            raise InvalidError(f"the CSV is not UTF-8 (byte {exc.start})",
                               "save it as 'CSV UTF-8' and try again") from None  # fmt: skip
 
         def run() -> dict[str, Any]:
             site_of(conn, user, site_id)
             with conn.transaction():
-                out = reg.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
+                out = registry_import.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
                 if not dry_run and (out["created"] or out["updated"]):
                     _audit(conn, user, f"registry.{kind}.import", f"site:{site_id}",
                            created=out["created"], updated=out["updated"])  # fmt: skip

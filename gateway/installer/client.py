@@ -18,26 +18,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from enum import IntEnum
 from typing import Any
 
 import httpx
 
 from gateway.installer.config import CachedToken
+from gateway.installer.exits import Exit
 
-
-class Exit(IntEnum):
-    """Exit codes of the installer commands (documented in docs/installer-guide.md)."""
-
-    OK = 0
-    FAILED = 1  # the gateway failed or refused for another reason
-    USAGE = 2  # bad arguments or bad input (validation, CSV rows)
-    UNREACHABLE = 3  # the gateway could not be reached
-    AUTH = 4  # not signed in, wrong credentials, sign-in expired
-    FORBIDDEN = 5  # signed in, but not allowed (role or site)
-    NOT_FOUND = 6  # unknown site, location, bed, resident, device or test
-    CONFLICT = 7  # already bound, duplicate code, ...
-    TEST_FAILED = 8  # an acceptance test ended without passing
+__all__ = ["LOGIN_HINT", "ApiClient", "CliError", "Exit", "error_from_response", "unreachable"]
 
 
 class CliError(Exception):

@@ -3,44 +3,38 @@
 What the CLI can check on its own (the gateway checks again, plus references such as "this
 location exists", in its dry run): the file is UTF-8 (a BOM is accepted), the header names
 the required columns and no unknown ones, every row has as many fields as the header,
-required fields are filled, codes follow 一人一床一码 (``^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$``),
-ids follow the protocol's id rule, enumerations and numbers are in range, and no code or id
-appears twice in the file. Every problem is reported with its line number (the header is
-line 1; a row is numbered by the line it starts on, which matters for quoted fields that
-span lines) — every bad row, not just the first.
+required fields are filled, codes and ids follow :mod:`gateway.registry_rules` (一人一床一码),
+enumerations and numbers are in range, and no code or id appears twice in the file. Every
+problem is reported with its line number (the header is line 1; a row is numbered by the
+line it starts on, which matters for quoted fields that span lines) — every bad row, not
+just the first.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TRUE = frozenset({"1", "true", "yes", "y", "t"})
-FALSE = frozenset({"0", "false", "no", "n", "f", ""})
+from gateway.registry_rules import (
+    CARE_LEVELS,
+    IMPORT_COLUMNS,
+    LOCATION_KINDS,
+    RowError,
+    is_code,
+    is_id,
+    parse_bool,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """One problem in an import file."""
-
-    line: int
-    message: str
-    column: str | None = None
-
-    def to_json(self) -> dict[str, object]:
-        return {"line": self.line, "column": self.column, "message": self.message}
+__all__ = ["KINDS", "SCHEMAS", "CheckResult", "RowError", "Schema", "check_csv"]
 
 
 Check = Callable[[str], str | None]  # value -> error message or None
 
 
 def _code(value: str) -> str | None:
-    if CODE_RE.fullmatch(value):
+    if is_code(value):
         return None
     return (
         f"{value!r} is not a valid code: 3-64 letters, digits, '-' or '_', "
@@ -49,7 +43,7 @@ def _code(value: str) -> str | None:
 
 
 def _id(value: str) -> str | None:
-    return None if ID_RE.fullmatch(value) else f"{value!r} is not a valid id (A-Z a-z 0-9 _ -)"
+    return None if is_id(value) else f"{value!r} is not a valid id (A-Z a-z 0-9 _ -)"
 
 
 def _one_of(*allowed: str) -> Check:
@@ -71,8 +65,7 @@ def _int_range(lo: int, hi: int) -> Check:
 
 
 def _bool(value: str) -> str | None:
-    v = value.strip().lower()
-    return None if v in TRUE or v in FALSE else f"{value!r} is not true/false"
+    return None if parse_bool(value) is not None else f"{value!r} is not true/false"
 
 
 def _text(max_len: int) -> Check:
@@ -98,29 +91,26 @@ class Schema:
 
 SCHEMAS: dict[str, Schema] = {
     "locations": Schema(
-        required=("location_id", "kind", "label"),
-        optional=("address",),
+        *IMPORT_COLUMNS["locations"],
         checks={
             "location_id": _id,
-            "kind": _one_of("room", "home"),
+            "kind": _one_of(*LOCATION_KINDS),
             "label": _text(200),
             "address": _text(500),
         },
         unique=("location_id",),
     ),
     "beds": Schema(
-        required=("bed_code", "location_id"),
-        optional=("bed_id",),
+        *IMPORT_COLUMNS["beds"],
         checks={"bed_code": _code, "location_id": _id, "bed_id": _id},
         unique=("bed_code", "bed_id"),
     ),
     "residents": Schema(
-        required=("elder_code", "display_name", "care_level", "bed_code"),
-        optional=("resident_id", "lives_alone", "high_risk"),
+        *IMPORT_COLUMNS["residents"],
         checks={
             "elder_code": _code,
             "display_name": _text(200),
-            "care_level": _int_range(0, 5),
+            "care_level": _int_range(CARE_LEVELS.start, CARE_LEVELS.stop - 1),
             "bed_code": _code,
             "resident_id": _id,
             "lives_alone": _bool,

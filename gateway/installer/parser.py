@@ -7,33 +7,33 @@ runs, so ``safehome --help`` and the other sub-commands stay quick to start.
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-EXIT_CODES = """exit codes:
-  0 success            1 gateway failed/refused   2 bad arguments or input
-  3 gateway unreachable 4 not signed in / wrong password / sign-in expired
-  5 not allowed        6 not found               7 conflict (already bound, duplicate)
-  8 acceptance test not passed"""
+from gateway.installer.exits import EXIT_CODES
+from gateway.registry_rules import IMPORT_KINDS, LOCATION_KINDS, SITE_KINDS
+
+COMMAND_NAMES: set[str] = set()  # every name given to _run (each a key of COMMANDS)
 
 
 def _run(name: str) -> Callable[[argparse.Namespace], int]:
-    """A command function that imports :mod:`gateway.installer.commands` when called."""
+    """A command function that imports :mod:`gateway.installer.commands` when called
+    (``name`` is a key of its ``COMMANDS`` table)."""
 
     def run(args: argparse.Namespace) -> int:
-        module = importlib.import_module("gateway.installer.commands")
-        result: int = module.run(name, args)
-        return result
+        from gateway.installer import commands  # noqa: PLC0415 (httpx, rich: on demand)
 
+        return commands.run(name, args)
+
+    COMMAND_NAMES.add(name)
     return run
 
 
 def _emulate(args: argparse.Namespace) -> int:
     """``device emulate``: the device side only (MQTT), in :mod:`devices.emulator`."""
-    module = importlib.import_module("devices.emulator")
-    result: int = module.main(args)
-    return result
+    from devices import emulator  # noqa: PLC0415 (the MQTT side, on demand)
+
+    return emulator.main(args)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -109,7 +109,7 @@ def register(sub: Any, site_group: Any) -> None:
     p = _leaf(site_group, "create", "create a site", "site_create", [common])
     p.add_argument("site_id")
     p.add_argument("--name", required=True)
-    p.add_argument("--kind", required=True, choices=["nursing_home", "home_care_centre"])
+    p.add_argument("--kind", required=True, choices=SITE_KINDS)
     p.add_argument("--utc-offset", type=int, metavar="SECONDS", help="e.g. 28800 for UTC+8")
     p = _leaf(site_group, "edit", "change a site's name or UTC offset", "site_edit", [common])
     p.add_argument("site_id")
@@ -124,7 +124,7 @@ def register(sub: Any, site_group: Any) -> None:
     p.add_argument("location_id")
     p = _leaf(loc, "create", "create a location", "location_create", both)
     p.add_argument("location_id")
-    p.add_argument("--kind", required=True, choices=["room", "home"])
+    p.add_argument("--kind", required=True, choices=LOCATION_KINDS)
     p.add_argument("--label", required=True, help="e.g. 'Room 101' (no names)")
     p.add_argument("--address", help="street address (home-care beds)")
     p = _leaf(loc, "edit", "change a location", "location_edit", [common])
@@ -182,7 +182,7 @@ def register(sub: Any, site_group: Any) -> None:
         "[,resident_id,lives_alone,high_risk]\n\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    imp.add_argument("kind", choices=["locations", "beds", "residents"])
+    imp.add_argument("kind", choices=IMPORT_KINDS)
     imp.add_argument("file", metavar="FILE.csv")
     imp.add_argument("--dry-run", action="store_true", help="check only, write nothing")
     imp.set_defaults(func=_run("import_csv"))

@@ -12,15 +12,16 @@ import pytest
 
 from gateway import acceptance
 from gateway.brokerauth import BrokerAuthError, _check_id
+from gateway.errors import InvalidError
 from gateway.notify.settings import CHANNEL_NAME
-from gateway.registry_admin import RegistryError, check_code, check_id
+from gateway.registry_rules import check_code, check_id
 
 
 @pytest.mark.parametrize("value", ["dev-1\n", "dev-1\r\n", "\ndev-1"])
 def test_ids_and_codes_with_a_newline_are_refused(value: str) -> None:
-    with pytest.raises(RegistryError):
+    with pytest.raises(InvalidError):
         check_id(value, "device_id")
-    with pytest.raises(RegistryError):
+    with pytest.raises(InvalidError):
         check_code("BED-" + value, "bed_code")
     with pytest.raises(BrokerAuthError):
         _check_id(value, "username")

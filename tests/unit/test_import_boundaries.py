@@ -24,18 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SQL_OUTSIDE_STORAGE = frozenset(
     {
-        "gateway/acceptance.py",
         "gateway/api/auth.py",
         "gateway/api/routes_devices.py",
         "gateway/api/routes_family.py",
         "gateway/api/routes_incidents.py",
         "gateway/api/routes_live.py",
-        "gateway/brokersync.py",
-        "gateway/commissioning.py",
-        "gateway/demo.py",
-        "gateway/localsvc.py",
-        "gateway/registry.py",
-        "gateway/registry_admin.py",
     }
 )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.installer.commands import _merge, _seen, _settled
+from gateway.installer.cmd_devices import seen, settled
+from gateway.installer.cmd_registry import merge_errors
 from gateway.installer.csvcheck import RowError
 from gateway.installer.output import ago, cell, escape, lookup
 
@@ -34,20 +35,20 @@ def _state(status: str, *steps: tuple[str, str], notified: bool = False) -> dict
 
 
 def test_when_a_test_is_settled() -> None:
-    assert not _settled(_state("running", ("press", "waiting"), ("no_page", "waiting")))
+    assert not settled(_state("running", ("press", "waiting"), ("no_page", "waiting")))
     # The button's no_page step waits for the press; nothing else to wait for.
-    assert _settled(_state("running", ("press", "passed"), ("no_page", "waiting")))
-    assert not _settled(
+    assert settled(_state("running", ("press", "passed"), ("no_page", "waiting")))
+    assert not settled(
         _state("running", ("press", "passed"), ("no_page", "waiting"), notified=True)
     )
-    assert _settled(_state("running", ("worn", "failed"), ("motion", "waiting")))
-    assert _settled(_state("expired", ("presence_on", "waiting")))
-    assert not _settled(_state("running", ("presence_on", "passed"), ("vitals", "waiting")))
+    assert settled(_state("running", ("worn", "failed"), ("motion", "waiting")))
+    assert settled(_state("expired", ("presence_on", "waiting")))
+    assert not settled(_state("running", ("presence_on", "passed"), ("vitals", "waiting")))
 
 
 def test_a_step_shows_arrival_and_the_values_that_matter() -> None:
-    assert _seen({}) == "-" and _seen(None) == "-"
-    text = _seen({"reading": "vitals", "received_at": "2026-11-23T08:00:01Z",
+    assert seen({}) == "-" and seen(None) == "-"
+    text = seen({"reading": "vitals", "received_at": "2026-11-23T08:00:01Z",
                   "device_time": "2026-11-23T08:00:00Z", "heart_rate": 62.0})  # fmt: skip
     assert text.startswith("arrived ") and "reading=vitals" in text
     assert "heart_rate=62.0" in text and "device_time" not in text
@@ -56,6 +57,6 @@ def test_a_step_shows_arrival_and_the_values_that_matter() -> None:
 def test_local_and_gateway_errors_merge_once_per_line() -> None:
     local = [RowError(3, "bad code", "bed_code")]
     remote = [RowError(3, "something", "bed_code"), RowError(4, "unknown location", "x")]
-    assert [(e.line, e.message) for e in _merge(local, remote)] == [
+    assert [(e.line, e.message) for e in merge_errors(local, remote)] == [
         (3, "bad code"), (4, "unknown location"),
     ]  # fmt: skip
