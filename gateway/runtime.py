@@ -36,6 +36,7 @@ from gateway.audit import VerifyResult
 from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
+from gateway.cells import apply_cell, subscription_filters
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
@@ -94,6 +95,7 @@ class Runtime:
         sink: Sink | None = None,
         notifier: SdNotifier | None = None,
     ) -> None:
+        settings = apply_cell(settings)  # a cell's client id, filters, lock (gateway.cells)
         if settings.failover.enabled:
             # Every connection of this process carries its own instance name: a standby that
             # takes over from a frozen holder ends the holder's sessions by it (gateway.lease).
@@ -245,7 +247,7 @@ class Runtime:
         self.session = MqttSession(
             s.mqtt,
             self.ingest.enqueue,
-            [f"{s.mqtt.prefix}/v1/+/+/+"],
+            subscription_filters(s.cell, s.mqtt.prefix),
             max_packet_size=s.mqtt_packet_limit,
             # Failover: every (re)connection only with the lease confirmed (gateway.lease).
             may_connect=self.lease.confirm if self.lease is not None else None,
