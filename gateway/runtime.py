@@ -37,6 +37,7 @@ from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
 from gateway.cells import apply_cell, subscription_filters
+from gateway.cellstore import scoped
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
@@ -231,8 +232,9 @@ class Runtime:
             s.database, on_stored=intake.on_detections_stored, on_cancel=intake.on_resident_cancel
         )
         self.analysis = AnalysisRunner(
-            s.analysis, store, metrics_registry=self.metrics.registry, on_cancel=store.cancel
-        )
+            s.analysis, scoped(store, s.cell),  # a cell: its own sites only (gateway.cellstore)
+            metrics_registry=self.metrics.registry, on_cancel=store.cancel,
+        )  # fmt: skip
         await asyncio.to_thread(self.analysis.start)
         await self._start_workflow(*workflow)
         self.ingest = IngestPipeline(

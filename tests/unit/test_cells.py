@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from devices.protocol import uplink_filters
+from analytics.types import DetectionKind
+from devices.protocol import DeviceKind, uplink_filters
+from gateway.analysis import AnalysisRunner, MemoryStore
+from gateway.analysis.records import RegistrySnapshot, ResidentInfo
 from gateway.cells import CellSettings, apply_cell, cell_lock_key, subscription_filters
-from gateway.settings import SettingsError, load_settings
+from gateway.cellstore import scoped
+from gateway.registry import DeviceInfo
+from gateway.replay import VirtualClock
+from gateway.settings import AnalysisSettings, SettingsError, load_settings
+from tests.unit.test_analysis_runner import OFF, SHORT_HEARTBEATS, T_DAY, Stream
 
 
 def test_no_cell_is_todays_gateway() -> None:
@@ -55,3 +63,57 @@ def test_a_cell_names_its_session_connections_and_lease() -> None:
 def test_bad_cell_settings_are_refused(env: dict[str, str], problem: str) -> None:
     with pytest.raises(SettingsError, match=problem):
         load_settings(environ=env)
+
+
+def _two_sites() -> RegistrySnapshot:
+    """Two sites, one home each: bed sensor, wearable and button, none ever heard from."""
+    devices: dict[str, DeviceInfo] = {}
+    residents: dict[str, ResidentInfo] = {}
+    for site in ("site-a", "site-b"):
+        res = f"{site}-r1"
+        residents[res] = ResidentInfo(res, site)
+        for prefix, kind in (
+            ("bs", DeviceKind.BED_SENSOR),
+            ("wr", DeviceKind.WEARABLE),
+            ("bt", DeviceKind.BUTTON),
+        ):
+            dev = f"{site}-{prefix}1"
+            devices[dev] = DeviceInfo(dev, site, kind, f"{site}-l1", f"{site}-b1", res, None)
+    return RegistrySnapshot(devices, residents, {"site-a": OFF, "site-b": OFF})
+
+
+# A whole site silent is one site_offline (gateway.analysis health), not one per device.
+_OFFLINE = {DetectionKind.DEVICE_OFFLINE, DetectionKind.HUB_OFFLINE, DetectionKind.SITE_OFFLINE}
+
+
+@pytest.mark.parametrize(("cell", "flagged"), [
+    (CellSettings(), {"site-a", "site-b"}),
+    (CellSettings(id="cell-b", sites=("site-b",)), {"site-b"}),
+])  # fmt: skip
+def test_a_cells_analysis_knows_only_its_own_sites(cell: CellSettings, flagged: set[str]) -> None:
+    """Every device of both sites is heard from, then falls silent: without a cell every
+    site's devices go offline; a cell's runner (through scoped) knows only its own sites'
+    devices, so it flags only those, whatever else reaches it."""
+    registry = _two_sites()
+    store = MemoryStore(registry)
+    stream = Stream(registry)
+    heard = sorted(
+        (stream.heartbeat(dev, T_DAY + t) for dev in registry.devices for t in range(0, 20, 2)),
+        key=lambda m: m.received_at,
+    )
+    clock = VirtualClock(T_DAY)
+    tune = {"check_interval_s": 1.0} | SHORT_HEARTBEATS
+    runner = AnalysisRunner(
+        AnalysisSettings.model_validate(tune), scoped(store, cell),
+        clock=clock, metrics_registry=CollectorRegistry(),
+    )  # fmt: skip
+    runner.rebuild()
+    while clock.now < T_DAY + 300:
+        while heard and heard[0].received_at <= clock.now:
+            runner.feed([heard.pop(0)])
+        runner.advance()
+        clock.now += 1.0
+    runner.flush(force=True)
+    offline = [r for r in store.detections if r.kind in _OFFLINE]
+    assert {r.site_id for r in offline} == flagged
+    assert {r.site_id for r in store.detections} == flagged
