@@ -28,7 +28,6 @@ import uvicorn
 from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from devices.protocol import subscription_filter
 from gateway import audit_anchor
 from gateway.analysis import AnalysisRunner, PostgresStore
 from gateway.api.app import build_app
@@ -37,6 +36,8 @@ from gateway.audit import VerifyResult
 from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
+from gateway.cells import apply_cell, subscription_filters
+from gateway.cellstore import scoped
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
@@ -95,6 +96,7 @@ class Runtime:
         sink: Sink | None = None,
         notifier: SdNotifier | None = None,
     ) -> None:
+        settings = apply_cell(settings)  # a cell's client id, filters, lock (gateway.cells)
         if settings.failover.enabled:
             # Every connection of this process carries its own instance name: a standby that
             # takes over from a frozen holder ends the holder's sessions by it (gateway.lease).
@@ -238,8 +240,9 @@ class Runtime:
         # unwinds in reverse): the detections analysis stores last still become incidents.
         await self._start_workflow(*workflow)
         self.analysis = AnalysisRunner(
-            s.analysis, store, metrics_registry=self.metrics.registry, on_cancel=store.cancel
-        )
+            s.analysis, scoped(store, s.cell),  # a cell: its own sites only (gateway.cellstore)
+            metrics_registry=self.metrics.registry, on_cancel=store.cancel,
+        )  # fmt: skip
         await asyncio.to_thread(self.analysis.start)
         self._stack.push_async_callback(asyncio.to_thread, self.analysis.stop)
         self.ingest = IngestPipeline(
@@ -254,7 +257,7 @@ class Runtime:
         self.session = MqttSession(
             s.mqtt,
             self.ingest.enqueue,
-            [subscription_filter(s.mqtt.prefix)],
+            subscription_filters(s.cell, s.mqtt.prefix),
             max_packet_size=s.mqtt_packet_limit,
             # Failover: every (re)connection only with the lease confirmed (gateway.lease).
             may_connect=self.lease.confirm if self.lease is not None else None,

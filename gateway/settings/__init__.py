@@ -36,6 +36,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.cells import CellSettings
 from gateway.notify.settings import NotifySettings
 from gateway.paging.settings import PagingSettings
 from gateway.settings.sections import (
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
     failover: FailoverSettings = FailoverSettings()
+    cell: CellSettings = CellSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
@@ -297,6 +299,7 @@ __all__ = [
     "ApiSettings",
     "AuditSettings",
     "BrokerSettings",
+    "CellSettings",
     "CommissioningSettings",
     "DatabaseSettings",
     "EscalationSettings",
