@@ -28,6 +28,7 @@ from gateway.api.auth import (
 )
 from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.routes_commissioning import build_commissioning_router
+from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
 from gateway.api.routes_incidents import build_incidents_router
@@ -123,6 +124,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
     app.include_router(build_live_router())
     app.include_router(build_incidents_router())
+    app.include_router(console_router)  # console rows, site clock and targets, names
     app.include_router(build_family_router())
     app.include_router(build_devices_router())
     app.include_router(build_registry_router())  # installers: sites, beds, residents, import

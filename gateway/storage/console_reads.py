@@ -1,0 +1,94 @@
+"""SQL of the duty console's read models (issue 11): the open-incident rows with the names a
+nurse works with (the resident's name and bed, the device and where it is, who took it),
+the names of a site's staff, and the site's clock.
+
+Read-only; the API route (``gateway.api.routes_console``) audits the reads of residents'
+names once per user and shift (``audit.ReadLedger``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from gateway.workflow.service import Incident
+
+Conn = psycopg.Connection[Any]
+
+OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
+
+_INCIDENT_COLUMNS = ", ".join(f"i.{f.name}" for f in dataclasses.fields(Incident))
+# The device of a technical incident is its subject (device_offline, low_battery, ...); a
+# hub or site incident names a location or the site. The bed and room are the resident's
+# (care) or the device's.
+_ROWS_SQL = f"""
+SELECT {_INCIDENT_COLUMNS},
+       r.display_name AS resident_name,
+       b.bed_code, l.kind AS location_kind, l.label AS location_label,
+       d.kind AS device_kind, d.model AS device_model,
+       dl.label AS device_location_label,
+       au.display_name AS acknowledged_by_name, au.role AS acknowledged_by_role,
+       s.utc_offset_s, s.name AS site_name
+FROM incidents i
+JOIN sites s ON s.site_id = i.site_id
+LEFT JOIN residents r ON r.resident_id = i.resident_id
+LEFT JOIN devices d ON i.technical AND d.device_id = i.subject
+LEFT JOIN beds b ON b.bed_id = coalesce(d.bed_id, r.bed_id) AND b.site_id = i.site_id
+LEFT JOIN locations dl ON dl.location_id = d.location_id
+LEFT JOIN locations l
+       ON l.location_id = coalesce(
+              b.location_id, d.location_id, CASE WHEN i.resident_id IS NULL THEN i.subject END)
+      AND l.site_id = i.site_id
+LEFT JOIN users au ON au.user_id = i.acknowledged_by
+WHERE (%(site)s::text IS NULL OR i.site_id = %(site)s)
+  AND i.state = ANY(%(states)s)
+ORDER BY i.technical, i.priority, i.raised_at
+LIMIT %(limit)s
+"""  # noqa: S608 (only the dataclass's field names are spliced in)
+
+EXTRA_FIELDS = (
+    "resident_name", "bed_code", "location_kind", "location_label", "device_kind",
+    "device_model", "device_location_label", "acknowledged_by_name", "acknowledged_by_role",
+    "utc_offset_s", "site_name",
+)  # fmt: skip
+
+
+def incident_rows(
+    conn: Conn, site_id: str | None, states: tuple[str, ...] = OPEN_STATES, limit: int = 200
+) -> list[tuple[Incident, dict[str, Any]]]:
+    """Incidents of ``site_id`` (None: every site) in ``states``: care first, then technical,
+    each by priority and age; each with its names and places (:data:`EXTRA_FIELDS`)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            _ROWS_SQL, {"site": site_id, "states": list(states), "limit": limit}
+        ).fetchall()
+    out = []
+    for row in rows:
+        extra = {name: row.pop(name) for name in EXTRA_FIELDS}
+        out.append((Incident(**row), extra))
+    return out
+
+
+def staff_names(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
+    """Display names and roles of the users who act on a site's incidents (its staff and
+    the admins): what the console shows instead of user ids."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT user_id, display_name, role FROM users "
+            "WHERE role IN ('duty_staff', 'supervisor', 'admin', 'installer') "
+            "AND (%(site)s::text IS NULL OR site_id = %(site)s OR site_id IS NULL) "
+            "ORDER BY user_id",
+            {"site": site_id},
+        ).fetchall()
+
+
+def site_clock(conn: Conn, site_id: str) -> dict[str, Any] | None:
+    """A site's name, UTC offset (seconds) and care centre phone."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT site_id, name, utc_offset_s, care_phone FROM sites WHERE site_id = %s",
+            (site_id,),
+        ).fetchone()
