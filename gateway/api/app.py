@@ -31,6 +31,7 @@ from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
+from gateway.api.routes_family_status import router as family_status_router
 from gateway.api.routes_incidents import build_incidents_router
 from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
@@ -126,6 +127,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_incidents_router())
     app.include_router(console_router)  # console rows, site clock and targets, names
     app.include_router(build_family_router())
+    app.include_router(family_status_router)  # the family view's status line
     app.include_router(build_devices_router())
     app.include_router(build_registry_router())  # installers: sites, beds, residents, import
     app.include_router(build_commissioning_router())  # installers: devices, acceptance tests

@@ -13,9 +13,9 @@
 "use strict";
 
 (() => {
-  const { api, el } = SHG;
-  const ACK_SLA_S = 60; // answer-time standard: acknowledge within 60 s
-  const ALARM_TYPES = new Set(["emergency_call", "fall"]);
+  const { api, el, t } = SHG;
+  const ACK_SLA_S = 60; // until the site's targets are known (GET /console/site)
+  const ALARM_TYPES = new Set(["emergency_call", "fall"]); // care P1: banner and sound
   const STAFF_ROLES = new Set(["duty_staff", "supervisor", "admin"]);
   const BEEP_EVERY_MS = 2000;
   const RECONCILE_DEFAULT_MS = 10000; // the setting's default and maximum (10 s)
@@ -24,12 +24,18 @@
   const ui = {
     login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
     board: $("board"), rows: $("incident-rows"), empty: $("empty"), count: $("count"),
+    techRows: $("tech-rows"), techCount: $("tech-count"), careEmpty: $("care-empty"),
+    techEmpty: $("tech-empty"), resolvedPane: $("resolved-pane"), resolvedRows: $("resolved-rows"),
+    targets: $("targets"), siteClock: $("site-clock"), lang: $("lang"),
     detail: $("detail"), alarm: $("alarm"), alarmText: $("alarm-text"), error: $("error"),
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
 
   const state = {
     incidents: [],
+    resolved: [], // resolved incidents awaiting a supervisor's close
+    people: new Map(), // user id -> { display_name, role }
+    site: null, // GET /console/site: name, UTC offset, targets
     selectedId: null,
     selected: null, // the selected incident with its timeline
     card: null, // the selected incident's resident card
@@ -53,11 +59,12 @@
   function showError(err) {
     let text = err instanceof SHG.ApiError ? err.detail : String(err && err.message || err);
     if (err instanceof SHG.ApiError) {
-      if (err.status === 409) text = `操作冲突 Conflict (409): 事件状态已变化，可能已有同事处理 — ${err.detail}`;
-      else if (err.status === 403) text = `无权限 Not allowed (403): ${err.detail}`;
-      else if (err.status === 404) text = `未找到 Not found (404): ${err.detail}`;
-      else if (err.status === 422) text = `输入有误 Invalid input (422): ${err.detail}`;
-      else text = `错误 Error (${err.status}): ${err.detail}`;
+      const detail = err.detail;
+      if (err.status === 409) text = t("err.conflict", { detail });
+      else if (err.status === 403) text = t("err.forbidden", { detail });
+      else if (err.status === 404) text = t("err.not_found", { detail });
+      else if (err.status === 422) text = t("err.invalid", { detail });
+      else text = t("err.other", { status: err.status, detail });
     }
     ui.errorText.textContent = text;
     ui.error.hidden = false;
@@ -67,7 +74,7 @@
 
   function handleAuthLoss(err) {
     if (err instanceof SHG.ApiError && err.status === 401) {
-      signOut("登录已过期，请重新登录 · Session expired, please sign in again");
+      signOut(t("session.expired"));
       return true;
     }
     return false;
@@ -106,8 +113,9 @@
 
   // -- alarm -------------------------------------------------------------------------------
 
+  /* Only raised care emergencies sound and show the banner; technical incidents never do. */
   const alarming = () =>
-    state.incidents.filter((i) => i.state === "raised" && ALARM_TYPES.has(i.type));
+    state.incidents.filter((i) => i.state === "raised" && !i.technical && ALARM_TYPES.has(i.type));
 
   function updateAlarm() {
     const open = alarming();
@@ -124,12 +132,12 @@
     const first = open[0];
     const where = residentWhere(first);
     const who = residentLabel(first) + (where ? ` (${where})` : "");
+    const type = SHG.typeLabel(first.type);
     ui.alarmText.textContent = open.length === 1
-      ? `新紧急事件 NEW EMERGENCY: ${SHG.typeLabel(first.type)} — ${who} — 请立即确认 acknowledge now`
-      : `${open.length} 个紧急事件待确认 EMERGENCIES waiting: ${SHG.typeLabel(first.type)} — ${who} …`;
+      ? t("alarm.one", { type, who }) : t("alarm.many", { n: open.length, type, who });
     ui.alarm.hidden = false;
     ui.mute.hidden = false;
-    ui.mute.textContent = state.muted ? "已静音 Muted" : "静音 Mute";
+    ui.mute.textContent = state.muted ? t("muted") : t("mute");
   }
 
   setInterval(() => {
@@ -143,66 +151,120 @@
 
   ui.mute.addEventListener("click", () => {
     state.muted = true;
-    ui.mute.textContent = "已静音 Muted";
+    ui.mute.textContent = t("muted");
   });
 
   // -- the incident list -------------------------------------------------------------------
 
+  /* Who: the resident's name (the list carries it for staff, audited once per shift), or for
+   * a device incident the device and where it is. */
   function residentLabel(inc) {
     const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
-    if (card) return card.display_name || card.elder_code || inc.resident_id;
+    if (inc.technical && inc.device_kind) return SHG.kindLabel(inc.device_kind);
+    if (card && card.display_name) return card.display_name;
+    if (inc.resident_name) return inc.resident_name;
+    if (inc.technical) return SHG.typeLabel(inc.type);
     return inc.resident_id || inc.subject;
   }
-  /* Where to go: the list carries the bed code and the room (nursing home) or household
-   * label (home care); the home address only comes with the audited resident card. */
+  /* Where to go: the bed code and the room (nursing home) or household label (home care);
+   * for a device, its own place; the home address only comes with the audited card. */
   function residentWhere(inc) {
     const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
     const label = inc.location_label
-      ? (inc.location_kind === "home" ? `居家 Home: ${inc.location_label}` : inc.location_label)
-      : null;
-    const parts = [inc.bed_code && `床位 Bed ${inc.bed_code}`, label, card && card.address];
+      ? (inc.location_kind === "home" ? t("home", { label: inc.location_label }) : inc.location_label)
+      : (inc.device_location_label || null);
+    const parts = [
+      inc.bed_code && t("bed", { code: inc.bed_code }), label,
+      inc.technical && inc.resident_name ? inc.resident_name : null,
+      card && card.address,
+    ];
     const where = parts.filter(Boolean).join(" · ");
-    return where || (inc.resident_id ? "" : "设备/位置 device/location");
+    return where || t("unknown_place");
   }
+  const targetOf = (inc) => Number(inc.target_s) || ACK_SLA_S;
 
   const elapsedS = (iso) => Math.max(0, (SHG.now() - Date.parse(iso)) / 1000);
 
+  /* The countdown against the incident's own target: care incidents turn red when late,
+   * technical ones (hours to fix) only turn amber, never red and never "OVERDUE". */
   function slaCell(inc) {
+    const target = targetOf(inc);
     if (inc.state === "raised") {
-      const left = ACK_SLA_S - elapsedS(inc.raised_at);
+      const left = target - elapsedS(inc.raised_at);
+      if (inc.technical) {
+        return left > 0
+          ? { cls: "sla sla-tech", text: t("sla.tech_left", { t: SHG.duration(left) }) }
+          : { cls: "sla sla-tech-late", text: t("sla.tech_over", { t: SHG.duration(-left) }) };
+      }
       return left > 0
-        ? { cls: "sla sla-ok", text: `剩 ${Math.ceil(left)} 秒 to ack` }
-        : { cls: "sla sla-over", text: `超时 OVERDUE +${SHG.duration(-left)}` };
+        ? { cls: "sla sla-ok", text: t("sla.left", { t: SHG.duration(Math.ceil(left)) }) }
+        : { cls: "sla sla-over", text: t("sla.over", { t: SHG.duration(-left) }) };
     }
     const took = inc.time_to_acknowledge_s;
     if (took === null || took === undefined) return { cls: "sla", text: "—" };
-    return took <= ACK_SLA_S
-      ? { cls: "sla sla-done", text: `${Math.round(took)} 秒内接单 acked` }
-      : { cls: "sla sla-over", text: `${SHG.duration(took)} 接单 (late)` };
+    if (took <= target) return { cls: "sla sla-done", text: t("sla.acked", { t: SHG.duration(took) }) };
+    return { cls: inc.technical ? "sla sla-tech-late" : "sla sla-over",
+      text: t("sla.acked_late", { t: SHG.duration(took) }) };
+  }
+
+  function rowOf(inc) {
+    const sla = slaCell(inc);
+    return el("tr", {
+      class: `row p${inc.priority} ${inc.technical ? "tech" : "care"} state-${inc.state}` +
+        (inc.id === state.selectedId ? " selected" : ""),
+      "data-incident-id": inc.id, "data-state": inc.state, "data-category": inc.category,
+      tabindex: "0",
+      onclick: () => select(inc.id),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
+    },
+    el("td", { class: "type" }, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
+    el("td", { class: "who" }, residentLabel(inc), el("span", { class: "sub where", text: residentWhere(inc) })),
+    el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
+    el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
+    el("td", {}, el("span", { class: sla.cls, text: sla.text })));
   }
 
   function renderList() {
-    ui.rows.replaceChildren(...state.incidents.map((inc) => {
-      const sla = slaCell(inc);
-      const row = el("tr", {
-        class: `row p${inc.priority} state-${inc.state}${inc.id === state.selectedId ? " selected" : ""}`,
-        "data-incident-id": inc.id, "data-state": inc.state, tabindex: "0",
-        onclick: () => select(inc.id),
-        onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
-      },
-      el("td", {}, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
-      el("td", {}, residentLabel(inc), el("span", { class: "sub where", text: residentWhere(inc) })),
-      el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
-      el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
-      el("td", {}, el("span", { class: sla.cls, text: sla.text })));
-      return row;
-    }));
-    ui.count.textContent = String(state.incidents.length);
+    const care = state.incidents.filter((i) => !i.technical);
+    const tech = state.incidents.filter((i) => i.technical);
+    ui.rows.replaceChildren(...care.map(rowOf));
+    ui.techRows.replaceChildren(...tech.map(rowOf));
+    ui.count.textContent = String(care.length);
+    ui.techCount.textContent = String(tech.length);
+    ui.careEmpty.hidden = care.length > 0 || tech.length === 0;
+    ui.techEmpty.hidden = tech.length > 0 || care.length === 0;
     ui.empty.hidden = state.incidents.length > 0;
+    renderResolved();
   }
 
+  /* Supervisors: resolved incidents waiting for their review and close. */
+  function renderResolved() {
+    const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
+    ui.resolvedPane.hidden = !senior || state.resolved.length === 0;
+    ui.resolvedRows.replaceChildren(...state.resolved.map((inc) => el("li", {},
+      el("button", { type: "button", class: "linkish", "data-incident-id": inc.id,
+        onclick: () => select(inc.id) },
+      `#${inc.id} ${SHG.typeLabel(inc.type)} · ${residentLabel(inc)} · ` +
+        `${inc.outcome ? SHG.outcomeLabel(inc.outcome) : ""} · ${SHG.clock(inc.resolved_at, false)}`))));
+  }
+
+  function renderTargets() {
+    const site = state.site;
+    if (!site) return;
+    SHG.setSiteOffset(site.utc_offset_s);
+    const tg = site.targets;
+    ui.targets.textContent = t("target.note", {
+      care1: SHG.duration(tg.care[1] ?? tg.care["1"]), tech3: SHG.duration(tg.technical[3] ?? tg.technical["3"]),
+      basis: site.name ? `${site.name} · ${tg.basis}` : tg.basis,
+    });
+    ui.siteClock.hidden = false;
+  }
+  setInterval(() => {
+    if (state.site) ui.siteClock.textContent = `${SHG.clock(SHG.now(), false)} · ${t("tz.label", { tz: SHG.tzName() })}`;
+  }, 1000);
+
   function tick() {
-    for (const row of ui.rows.children) {
+    for (const row of [...ui.rows.children, ...ui.techRows.children]) {
       const inc = state.incidents.find((i) => String(i.id) === row.dataset.incidentId);
       if (!inc) continue;
       row.querySelector(".age").textContent = SHG.duration(elapsedS(inc.raised_at));
@@ -216,7 +278,12 @@
 
   async function refresh() {
     try {
-      state.incidents = await api("/incidents?state=open");
+      const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
+      const [open, resolved] = await Promise.all([
+        api("/console/incidents"), senior ? api("/console/incidents?view=resolved") : [],
+      ]);
+      state.incidents = open;
+      state.resolved = resolved;
       renderList();
       updateAlarm();
       if (state.selectedId !== null) await loadSelected(false);
@@ -268,6 +335,19 @@
   const reconcileNow = () => { if (SHG.token() && !ui.board.hidden) reconcile(); };
   document.addEventListener("visibilitychange", () => { if (!document.hidden) reconcileNow(); });
   window.addEventListener("online", reconcileNow);
+  /* The site's clock and targets and the staff's names: once at sign-in. */
+  async function loadSiteAndPeople() {
+    try {
+      const [site, people] = await Promise.all([api("/console/site"), api("/console/people")]);
+      state.site = site;
+      state.people = new Map(people.map((p) => [p.user_id, p]));
+      renderTargets();
+      renderList();
+      if (state.selected) renderDetail();
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
   async function loadReconcileInterval() {
     try {
       const cfg = await api("/console/config");
@@ -286,7 +366,8 @@
   function setLive(on) {
     state.live = on;
     ui.feed.className = on ? "feed feed-on" : "feed feed-off";
-    ui.feed.textContent = on ? "实时 Live: 已连接 connected" : "实时 Live: 重连中 reconnecting…";
+    ui.feed.dataset.i18n = on ? "feed.on" : "feed.retry";
+    ui.feed.textContent = t(ui.feed.dataset.i18n);
   }
 
   /* Every event re-reads the list; a raised emergency is announced by updateAlarm(). */
@@ -305,7 +386,7 @@
         const resp = await fetch("/incidents/stream", { headers, signal: ctrl.signal, cache: "no-store" });
         if (resp.status === 401) {
           if (await SHG.refresh()) continue; // renewed: connect again at once
-          signOut("登录已过期 · Session expired"); return;
+          signOut(t("session.expired")); return;
         }
         if (!resp.ok || !resp.body) throw new Error(`stream answered ${resp.status}`);
         setLive(true);
@@ -352,10 +433,12 @@
     state.selectedId = id;
     state.selected = null;
     state.card = null;
-    for (const row of ui.rows.children) {
+    for (const row of [...ui.rows.children, ...ui.techRows.children]) {
       row.classList.toggle("selected", row.dataset.incidentId === String(id));
     }
     await loadSelected(true);
+    // On a tablet or phone the detail (with its buttons) sits under the lists: bring it up.
+    if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
   }
 
   async function loadSelected(withCard) {
@@ -399,69 +482,113 @@
     return dl;
   }
 
+  function reasonForm(id, placeholder, buttonId, buttonText, cls, onReason) {
+    const reason = el("input", { id, placeholder, maxlength: "2000", "aria-label": placeholder });
+    return el("form", { class: "rowform", onsubmit: (e) => {
+      e.preventDefault();
+      const text = reason.value.trim();
+      if (!text) { showError(t("act.reason_missing")); return; }
+      onReason(text);
+    } }, reason, el("button", { id: buttonId, class: cls, type: "submit" }, buttonText));
+  }
+
+  /* The buttons the workflow allows this role in this state (gateway.workflow.transitions):
+   * staff acknowledge, dispatch, record arrival and resolve (a false alarm with its reason);
+   * supervisors also cancel one raised in error (with a reason) and close after review. */
   function actionsFor(inc) {
     const box = el("div", { class: "actions", id: "actions", "data-for": `${inc.id}:${inc.state}` });
     const s = inc.state;
+    const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
     if (s === "raised") {
       box.append(el("button", { id: "act-acknowledge", class: "primary", type: "button",
-        onclick: () => act("acknowledge", undefined) }, "确认接单 Acknowledge"));
+        onclick: () => act("acknowledge", undefined) }, t("act.acknowledge")));
     }
     if (s === "acknowledged") {
-      const responder = el("input", { id: "responder", placeholder: "派出人员编号 Responder id",
-        maxlength: "64", "aria-label": "派出人员 Responder" });
+      const responder = el("input", { id: "responder", placeholder: t("act.responder"),
+        maxlength: "64", "aria-label": t("act.responder"), list: "staff-names" });
+      const names = el("datalist", { id: "staff-names" }, ...[...state.people.values()]
+        .filter((p) => p.display_name && p.role !== "admin")
+        .map((p) => el("option", { value: p.display_name })));
       box.append(el("form", { class: "rowform", onsubmit: (e) => {
         e.preventDefault();
         const who = responder.value.trim();
-        if (!who) { showError("请填写派出人员 Enter a responder"); return; }
+        if (!who) { showError(t("act.responder_missing")); return; }
         act("dispatch", { responder: who });
-      } }, responder, el("button", { id: "act-dispatch", type: "submit" }, "派人 Dispatch")));
+      } }, responder, names, el("button", { id: "act-dispatch", type: "submit" }, t("act.dispatch"))));
     }
     if (s === "dispatched") {
       box.append(el("button", { id: "act-on-scene", type: "button",
-        onclick: () => act("on-scene", undefined) }, "已到场 On scene"));
+        onclick: () => act("on-scene", undefined) }, t("act.on_scene")));
     }
     if (s === "acknowledged" || s === "dispatched" || s === "on_scene") {
-      const outcome = el("select", { id: "outcome", "aria-label": "处理结果 Outcome" },
-        el("option", { value: "", text: "— 处理结果 Outcome —" }),
-        ...Object.keys(SHG.OUTCOME_LABELS).filter((o) => o !== "condition_cleared")
+      const outcome = el("select", { id: "outcome", "aria-label": t("act.outcome") },
+        el("option", { value: "", text: t("act.outcome") }),
+        ...SHG.OUTCOMES.filter((o) => o !== "condition_cleared" && o !== "false_alarm")
           .map((o) => el("option", { value: o, text: SHG.outcomeLabel(o) })));
-      const notes = el("textarea", { id: "notes", maxlength: "2000",
-        placeholder: "备注 Notes (不要写入不必要的个人信息 no needless personal data)" });
+      const notes = el("textarea", { id: "notes", maxlength: "2000", placeholder: t("act.notes"),
+        "aria-label": t("act.notes") });
       box.append(el("form", { class: "rowform", onsubmit: (e) => {
         e.preventDefault();
-        if (!outcome.value) { showError("请选择处理结果 Choose an outcome"); return; }
+        if (!outcome.value) { showError(t("act.outcome_missing")); return; }
         act("resolve", { outcome: outcome.value, notes: notes.value.trim() || null });
-      } }, outcome, notes, el("button", { id: "act-resolve", class: "danger", type: "submit" }, "结案 Resolve")));
+      } }, outcome, notes, el("button", { id: "act-resolve", class: "danger", type: "submit" }, t("act.resolve"))));
+      box.append(reasonForm("false-reason", t("act.false_reason"), "act-false-alarm",
+        t("act.false_alarm"), "", (text) => act("resolve", { outcome: "false_alarm", notes: text })));
     }
-    if (!box.children.length) box.append(el("p", { class: "empty", text: "无可用操作 No actions" }));
+    if (senior && (s === "raised" || s === "acknowledged")) {
+      box.append(reasonForm("cancel-reason", t("act.cancel_reason"), "act-cancel", t("act.cancel"),
+        "", (text) => act("cancel", { reason: text })));
+    }
+    if (senior && s === "resolved") {
+      box.append(el("button", { id: "act-close", type: "button",
+        onclick: () => act("close", undefined) }, t("act.close")));
+    }
+    if (!box.children.length) box.append(el("p", { class: "empty", text: t("act.none") }));
     return box;
+  }
+
+  /* "护工 张丽": a user by role and display name (the role alone without a name). */
+  function personLabel(userId, role) {
+    if (!userId) return "";
+    if (userId === "system") return t("actor.system");
+    if (userId === "resident") return t("actor.resident");
+    const p = state.people.get(userId);
+    const r = (p && p.role) || role;
+    const roleText = r ? SHG.roleLabel(r) : t("actor.unknown");
+    return p && p.display_name ? `${roleText} ${p.display_name}` : roleText;
   }
 
   function cardView(card) {
     const flags = el("p", {},
-      card.high_risk ? el("span", { class: "flag", text: "高风险 High risk" }) : null,
-      card.lives_alone ? el("span", { class: "flag", text: "独居 Lives alone" }) : null);
+      card.high_risk ? el("span", { class: "flag", text: t("card.high_risk") }) : null,
+      card.lives_alone ? el("span", { class: "flag", text: t("card.alone") }) : null);
     const v = card.last_vitals;
     const vitals = v
-      ? `心率 HR ${v.heart_rate ?? "—"} · 呼吸 RR ${v.breathing_rate ?? "—"} · ` +
-        `${v.presence === true ? "在床 in bed" : v.presence === false ? "离床 out of bed" : ""} (${SHG.clock(v.time)})`
-      : "24 小时内无数据 No vitals in 24 h";
+      ? t("vitals.line", { hr: v.heart_rate ?? "—", rr: v.breathing_rate ?? "—",
+        presence: v.presence === true ? t("vitals.in_bed") : v.presence === false ? t("vitals.out") : "",
+        time: SHG.clock(v.time) })
+      : t("vitals.none");
+    // The card was read when the incident was selected: keep its own line current.
+    const sel = state.selected;
+    const recent = (card.recent_incidents || []).map((r) => (sel && r.id === sel.id
+      ? { ...r, state: sel.state, outcome: sel.outcome } : r));
     return el("div", { id: "resident-card" },
-      el("h3", { text: "住户 Resident" }),
+      el("h3", { text: t("card.resident") }),
       flags,
       facts([
-        ["姓名 Name", card.display_name], ["编号 Elder code", card.elder_code],
-        ["床位 Bed", card.bed_code], ["房间 Room", card.room], ["地址 Address", card.address],
-        ["护理等级 Care level", card.care_level], ["最近体征 Last vitals", vitals],
+        [t("card.name"), card.display_name], [t("card.code"), card.elder_code],
+        [t("card.bed"), card.bed_code], [t("card.room"), card.room], [t("card.address"), card.address],
+        [t("card.level"), card.care_level], [t("card.vitals"), vitals],
       ]),
-      el("h3", { text: "联系人 Contacts" }),
+      el("h3", { text: t("card.contacts") }),
       card.contacts && card.contacts.length
         ? el("ul", { class: "history" }, ...card.contacts.map((c) => el("li", {},
-          `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · ${c.phone || c.email || "—"}`)))
-        : el("p", { class: "empty", text: "无联系人 None" }),
-      el("h3", { text: "近期事件 Recent incidents" }),
-      el("ul", { class: "history" }, ...(card.recent_incidents || []).map((r) => el("li", {},
-        `${SHG.clock(r.raised_at)} · ${SHG.typeLabel(r.type)} · ${SHG.stateLabel(r.state)}` +
+          `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · `,
+          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.email || "—"))))
+        : el("p", { class: "empty", text: t("card.none") }),
+      el("h3", { text: t("card.recent") }),
+      el("ul", { class: "history", id: "recent-incidents" }, ...recent.map((r) => el("li", { "data-incident-id": r.id },
+        `${SHG.clock(r.raised_at, false)} · ${SHG.typeLabel(r.type)} · ${SHG.stateLabel(r.state)}` +
         (r.outcome ? ` · ${SHG.outcomeLabel(r.outcome)}` : "")))));
   }
 
@@ -471,22 +598,30 @@
     // Live events re-render the panel; keep the action forms of an unchanged incident so a
     // responder id or notes being typed are not wiped by someone else's update.
     const prev = document.getElementById("actions");
-    const actions = prev && prev.dataset.for === `${inc.id}:${inc.state}` ? prev : actionsFor(inc);
+    const actions = prev && prev.dataset.for === `${inc.id}:${inc.state}` && prev.dataset.lang === SHG.lang()
+      ? prev : actionsFor(inc);
+    actions.dataset.lang = SHG.lang();
+    const row = state.incidents.find((i) => i.id === inc.id) || state.resolved.find((i) => i.id === inc.id);
+    const sentence = SHG.reasonText(inc);
     ui.detail.replaceChildren(
-      el("h2", { id: "detail-title" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
+      el("h2", { id: "detail-title", class: inc.technical ? "tech" : "care" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
       el("p", { class: "state", id: "detail-state", "data-state": inc.state, text: SHG.stateLabel(inc.state) }),
+      row ? el("p", { class: "where-line", id: "detail-where" }, `${residentLabel(row)} · ${residentWhere(row)}`) : null,
       facts([
-        ["发生 Raised", SHG.clock(inc.raised_at)],
-        ["原因 Reason", inc.reason],
-        ["触发次数 Triggers", inc.trigger_count > 1 ? inc.trigger_count : null],
-        ["接单人 Acknowledged by", inc.acknowledged_by],
-        ["接单用时 Time to ack", inc.time_to_acknowledge_s != null ? SHG.duration(inc.time_to_acknowledge_s) : null],
-        ["派出 Responder", inc.responder],
-        ["结果 Outcome", inc.outcome && SHG.outcomeLabel(inc.outcome)],
+        [t("f.raised"), SHG.clock(inc.raised_at)],
+        [t("f.reason"), sentence || inc.reason],
+        [t("f.triggers"), inc.trigger_count > 1 ? inc.trigger_count : null],
+        [t("f.acked_by"), inc.acknowledged_by ? personLabel(inc.acknowledged_by) : null],
+        [t("f.time_to_ack"), inc.time_to_acknowledge_s != null ? SHG.duration(inc.time_to_acknowledge_s) : null],
+        [t("f.target"), row ? SHG.duration(targetOf(row)) : null],
+        [t("f.responder"), inc.responder],
+        [t("f.outcome"), inc.outcome && SHG.outcomeLabel(inc.outcome)],
       ]),
+      sentence ? el("details", { class: "tech-reason" }, el("summary", { text: t("f.technical") }),
+        el("p", { text: inc.reason })) : null,
       actions,
       state.card ? cardView(state.card) : null,
-      el("h3", { text: "时间线 Timeline" }),
+      el("h3", { text: t("timeline") }),
       el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
     );
   }
@@ -575,7 +710,9 @@
         (i < states.length && Date.parse(states[i].time) <= Date.parse(steps[j].time));
       if (takeState) {
         const e = states[i++];
-        items.push(el("li", { "data-kind": e.kind }, `${SHG.clock(e.time)} · ${e.kind} · ${e.actor}`));
+        const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
+        items.push(el("li", { "data-kind": e.kind },
+          `${SHG.clock(e.time, false)} · ${what} · ${personLabel(e.actor)}`));
       } else {
         const e = steps[j++];
         items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
@@ -595,6 +732,7 @@
     refresh();
     startReconcile();
     loadReconcileInterval();
+    loadSiteAndPeople();
     runStream();
   }
 
@@ -610,10 +748,19 @@
     ui.alarm.hidden = true;
     ui.mute.hidden = true;
     ui.feed.className = "feed feed-off";
-    ui.feed.textContent = "实时 Live: 未连接 offline";
+    ui.feed.dataset.i18n = "feed.off";
+    ui.feed.textContent = t("feed.off");
+    ui.siteClock.hidden = true;
     if (message) showError(message);
   }
   ui.signOut.addEventListener("click", () => signOut());
+  ui.lang.addEventListener("click", () => SHG.toggleLang());
+  document.addEventListener("shg:lang", () => {
+    renderList();
+    updateAlarm();
+    renderTargets();
+    if (state.selected) renderDetail();
+  });
 
   ui.form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -624,13 +771,12 @@
       ui.pass.value = "";
       if (!STAFF_ROLES.has(tok.role)) {
         SHG.signOut();
-        showError("此页面仅供值班人员使用；家属请使用 /family · Staff only; family members use /family");
+        showError(t("login.staff_only"));
         return;
       }
       showBoard();
     } catch (err) {
-      showError(err instanceof SHG.ApiError && err.status === 401
-        ? "用户名或密码错误 · Incorrect username or password" : err);
+      showError(err instanceof SHG.ApiError && err.status === 401 ? t("login.bad") : err);
     }
   });
 
