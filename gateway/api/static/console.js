@@ -628,71 +628,52 @@
 
   // -- the timeline: state changes merged with escalation steps, pages and messages ---------
 
-  const TIER_LABELS = {
-    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor",
-    contacts: "家属/社区 Contacts", emergency: "紧急呼救 Emergency",
+  /* A code of an escalation table from the catalogue ("esc.<table>.<code>"; the code if unknown). */
+  const label = (table, code) => {
+    if (code == null) return "";
+    const key = `esc.${table}.${code}`;
+    const text = t(key);
+    return text === key ? code : text;
   };
-  const ROLE_LABELS = {
-    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor", admin: "管理员 Admin",
-  };
-  const CHANNEL_LABELS = {
-    console: "值班台 Console", sms: "短信 SMS", voice: "语音电话 Voice call", email: "邮件 E-mail",
-    webhook: "推送 Webhook", wecom: "企业微信 WeCom", dingtalk: "钉钉 DingTalk",
-    feishu: "飞书 Feishu", bot: "群机器人 Group bot", wechat: "微信 WeChat",
-  };
-  const STATUS_LABELS = {
-    posted: "已推送 posted", queued: "排队中 queued", sending: "发送中 sending",
-    retrying: "重试中 retrying", delivered: "已送达 delivered", failed: "失败 failed",
-  };
-  const STOP_LABELS = {
-    acknowledged: "已接单 acknowledged", dispatched: "已派人 dispatched", on_scene: "已到场 on scene",
-    resolved: "已处理 resolved", closed: "已关闭 closed", cancelled: "已取消 cancelled",
-    "no applicable tier": "无适用级别 no tier applies",
-  };
-  const ACK_VIA_LABELS = { link: "链接 link", sms: "短信回复 SMS reply" };
-  const PAGE_LABELS = { page: "呼叫 Paged", reminder: "再次提醒 Reminder", instruction: "紧急指示 Instruction" };
-  const label = (table, code) => (code == null ? "" : table[code] || code);
-  const tierLabel = (name) => label(TIER_LABELS, name);
+  const tierLabel = (name) => label("tier", name);
   function channelLabel(channel) {
     if (!channel) return "";
     const [kind, name] = channel.split(":");
-    return label(CHANNEL_LABELS, kind) + (name ? ` (${name})` : "");
+    return label("channel", kind) + (name ? ` (${name})` : "");
   }
   /* Who, by role or relation only (the API never sends names, logins or numbers). */
   function whoLabel(r) {
     if (!r) return "";
-    if (r.kind === "all_staff") return "全体值班人员 All staff";
-    if (r.kind === "staff") return (r.label ? `${r.label} · ` : "") + (label(ROLE_LABELS, r.role) || "员工 Staff");
-    const kind = r.kind === "community_worker" ? "社区工作者 Community worker" : "家属 Family";
+    if (r.kind === "all_staff") return t("esc.all_staff");
+    if (r.kind === "staff") return (r.label ? `${r.label} · ` : "") + (label("role", r.role) || t("actor.unknown"));
+    const kind = r.kind === "community_worker" ? t("esc.community_worker") : t("role.family");
     return kind + (r.relation ? ` (${r.relation})` : "");
   }
 
   function escalationText(e) {
     switch (e.kind) {
       case "tier":
-        return `升级 Escalated → ${tierLabel(e.tier_name)} · 已通知 ${e.reached} reached`;
+        return t("esc.tier", { tier: tierLabel(e.tier_name), n: e.reached });
       case "tier_skipped":
-        return `跳过 Skipped ${tierLabel(e.tier_name)} · 无人可通知 nobody to reach`;
+        return t("esc.tier_skipped", { tier: tierLabel(e.tier_name) });
       case "reminder":
-        return `提醒 Reminder #${e.sequence} · ${tierLabel(e.tier_name)}`;
+        return t("esc.reminder", { n: e.sequence, tier: tierLabel(e.tier_name) });
       case "unreachable":
-        return "无人可达，稍后重试 Nobody reachable yet, retrying";
+        return t("esc.unreachable");
       case "stopped":
-        return `停止升级 Escalation stopped · ${label(STOP_LABELS, e.reason)}`;
+        return t("esc.stopped", { why: label("stop", e.reason) });
       case "page":
-        return `${label(PAGE_LABELS, e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
+        return `${label("page", e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
       case "notification": {
         const n = (e.attempts || []).length;
-        const when = e.result_at
-          ? ` ${new Date(e.result_at).toLocaleTimeString("zh-CN", { hour12: false })}` : "";
+        const when = e.result_at ? ` ${SHG.clock(e.result_at, false)}` : "";
         const why = e.status === "failed" && e.detail ? ` — ${e.detail}` : "";
-        return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
-          `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
+        return t("esc.message", { who: whoLabel(e.recipient), channel: channelLabel(e.channel) }) +
+          ` · ${label("status", e.status)}${when}` + (n > 1 ? ` ${t("esc.attempts", { n })}` : "") + why;
       }
       case "page_ack":
-        return `消息内确认 Acknowledged from the message → ${whoLabel(e.recipient)} · ` +
-          `${label(ACK_VIA_LABELS, e.channel)}` +
-          (e.status === "already_acknowledged" ? " · 已有他人确认 someone was first" : "");
+        return t("esc.page_ack", { who: whoLabel(e.recipient), via: label("ack_via", e.channel) }) +
+          (e.status === "already_acknowledged" ? ` · ${t("esc.someone_first")}` : "");
       default:
         return e.kind;
     }
@@ -716,7 +697,7 @@
       } else {
         const e = steps[j++];
         items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
-          "data-status": e.status || null }, `${SHG.clock(e.time)} · ${escalationText(e)}`));
+          "data-status": e.status || null }, `${SHG.clock(e.time, false)} · ${escalationText(e)}`));
       }
     }
     return items;
@@ -810,10 +791,9 @@
     banner.hidden = live.length === 0;
     if (banner.hidden) { banner.replaceChildren(); return; }
     banner.replaceChildren(
-      el("strong", { text: `测试中 Under test（${live.length}）：以下床位/设备正在安装验收，测试期间第二次按键仍会报警 · ` +
-        "acceptance test in progress; any alarm other than the test step still raises an incident" }),
+      el("strong", { text: SHG.t("test.banner", { n: live.length }) }),
       el("ul", {}, ...live.map((t) => el("li", { "data-test-id": t.test_id },
-        `床位 Bed ${t.bed_code || "—"} · 房间 Room ${t.location || "—"} · 设备 Device ${t.device_id} · 剩余 Remaining `,
+        SHG.t("test.line", { bed: t.bed_code || "—", room: t.location || "—", device: t.device_id }),
         el("span", { class: "countdown", text: mmss((Date.parse(t.expires_at) - now) / 1000) })))));
   }
 
