@@ -1306,7 +1306,9 @@ class AnalysisRunner:
         routine = RoutineMonitor(
             subject,
             RoutineParams.for_care_level(
-                resident.care_level if resident is not None else 2, utc_offset_s=off
+                resident.care_level if resident is not None else 2,
+                utc_offset_s=off,
+                **s.routine_overrides,
             ),
             history=self._history.get(subject, ()),
         )

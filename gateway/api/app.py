@@ -30,6 +30,7 @@ from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import build_devices_router
+from gateway.api.routes_docs import router as docs_router
 from gateway.api.routes_family import build_family_router
 from gateway.api.routes_family_status import router as family_status_router
 from gateway.api.routes_incidents import build_incidents_router
@@ -56,7 +57,10 @@ def build_app(runtime: Runtime) -> FastAPI:
     pool = getattr(runtime, "api_pool", None)
     if pool is None:
         raise AuthError("the API needs the runtime's database pool (runtime.api_pool)")
-    app = FastAPI(title="Safe-Home Guardian gateway", version="0.1.0")
+    # /docs and /redoc come from routes_docs (local files, no CDN).
+    app = FastAPI(
+        title="Safe-Home Guardian gateway", version="0.1.0", docs_url=None, redoc_url=None
+    )
     app.state.jwt_secret = secret
     app.state.settings = settings
     app.state.read_ledger = audit.ReadLedger(settings.audit.read_window_s)
@@ -135,6 +139,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_users_router())  # admins: deactivate, reactivate, password
     app.include_router(build_paging_router())  # /ack/{token} (signed link), channels (admin)
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
+    app.include_router(docs_router)  # /docs, /redoc (local assets), /favicon.ico
     return app
 
 

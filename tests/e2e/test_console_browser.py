@@ -271,3 +271,14 @@ def test_pages_are_static_and_carry_no_data(db: Database, broker: Broker) -> Non
         assert client.get("/").headers["content-type"].startswith("text/html")
         for path in ("/static/../app.py", "/static/routes_pages.py", "/static/nope.js"):
             assert client.get(path).status_code == 404, path
+        # API docs and the icon come from the gateway itself: nothing from a CDN (issue 11).
+        for path in ("/docs", "/redoc"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert "/docs-assets/" in page.text and "cdn" not in page.text.lower(), path
+            assert "https://" not in page.text, path
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            assert client.get(f"/docs-assets/{asset}").status_code == 200, asset
+        assert client.get("/docs-assets/../app.py").status_code == 404
+        assert client.get("/favicon.ico").status_code == 200
+        assert client.get("/static/i18n.js").status_code == 200

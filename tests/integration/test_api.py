@@ -522,6 +522,7 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert public == {
         "/health", "/readyz", "/metrics", "/auth/token", "/auth/refresh", "/", "/family",
         "/static/{name}", "/ack/{token}", "/paging/sms-inbound",
+        "/docs", "/redoc", "/docs-assets/{name}", "/favicon.ico",  # local API docs, icon
     }  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
