@@ -19,11 +19,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from gateway import audit
-from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.deps import STAFF, CurrentUser, DbConn, HostDep, UserRole, allow, scope_site
 from gateway.errors import InvalidError, NotFoundError
 from gateway.response_targets import ResponseTargets, load_targets
 from gateway.storage import console_reads, people
@@ -106,18 +106,9 @@ def _default_targets() -> ResponseTargets:
     return load_targets()
 
 
-def targets_of(request: Request) -> ResponseTargets:
-    """The app's targets (``app.state.response_targets`` when set, else the config file)."""
-    targets = getattr(request.app.state, "response_targets", None)
-    return targets if isinstance(targets, ResponseTargets) else _default_targets()
-
-
-def _site(user: Principal, site: str | None) -> str | None:
-    if user.is_admin:
-        return site
-    if site is not None and site != user.site_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not allowed for this site")
-    return user.site_id
+def targets() -> ResponseTargets:
+    """The response targets (``config/response_targets.toml``, read once)."""
+    return _default_targets()
 
 
 @router.get("/console/incidents", response_model=list[ConsoleIncident],
@@ -126,15 +117,15 @@ def _site(user: Principal, site: str | None) -> str | None:
 def console_incidents(
     user: CurrentUser,
     conn: DbConn,
-    request: Request,
+    host: HostDep,
     site: str | None = None,
     view: Literal["open", "resolved"] = "open",
 ) -> list[ConsoleIncident]:
-    site_id = _site(user, site)
+    site_id = scope_site(user, site)
     states = console_reads.OPEN_STATES if view == "open" else RESOLVED
     rows = console_reads.incident_rows(conn, site_id, states, limit=200)
-    targets = targets_of(request)
-    ledger: audit.ReadLedger = request.app.state.read_ledger
+    site_targets = targets()
+    ledger = host.read_ledger
     due = sorted({inc.resident_id for inc, extra in rows
                   if inc.resident_id and extra["resident_name"]
                   and ledger.due(user.user_id, f"resident-name:{inc.resident_id}")})  # fmt: skip
@@ -152,7 +143,7 @@ def console_incidents(
         data |= extra
         data["category"] = "technical" if inc.technical else "care"
         data["time_to_acknowledge_s"] = None if took is None else took.total_seconds()
-        data["target_s"] = targets.for_site(inc.site_id).seconds(inc.technical, inc.priority)
+        data["target_s"] = site_targets.for_site(inc.site_id).seconds(inc.technical, inc.priority)
         out.append(ConsoleIncident.model_validate(data))
     return out
 
@@ -160,14 +151,12 @@ def console_incidents(
 @router.get("/console/site", response_model=SiteInfo,
             summary="The user's site: name, time zone and response targets",
             **allow(*STAFF))  # fmt: skip
-def console_site(
-    user: CurrentUser, conn: DbConn, request: Request, site: str | None = None
-) -> SiteInfo:
-    site_id = _site(user, site)
+def console_site(user: CurrentUser, conn: DbConn, site: str | None = None) -> SiteInfo:
+    site_id = scope_site(user, site)
     row = console_reads.site_clock(conn, site_id) if site_id else None
     if site_id and row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
-    t = targets_of(request).for_site(site_id)
+    t = targets().for_site(site_id)
     return SiteInfo(
         site_id=site_id,
         name=row["name"] if row else None,
@@ -186,7 +175,9 @@ def console_site(
             summary="Display names and roles of the site's staff (for timelines)",
             **allow(*STAFF))  # fmt: skip
 def console_people(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[Person]:
-    return [Person.model_validate(r) for r in console_reads.staff_names(conn, _site(user, site))]
+    return [
+        Person.model_validate(r) for r in console_reads.staff_names(conn, scope_site(user, site))
+    ]
 
 
 @router.post("/users/{user_id}/display-name", response_model=DisplayNameChange,

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from gateway.api.auth import PUBLIC
+from gateway.api.deps import PUBLIC
 
 router = APIRouter(tags=["pages"])
 

@@ -15,7 +15,7 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
-from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow
 from gateway.storage import family_status
 
 router = APIRouter(tags=["family"])
