@@ -29,6 +29,7 @@ from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_docs import router as docs_router
 from gateway.api.routes_family import build_family_router
 from gateway.api.routes_family_status import router as family_status_router
+from gateway.api.routes_handover import router as handover_router
 from gateway.api.routes_incidents import build_incidents_router
 from gateway.api.routes_live import LiveFeed, build_live_router
 from gateway.api.routes_pages import build_pages_router
@@ -121,6 +122,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(build_live_router())
     app.include_router(build_incidents_router())
     app.include_router(console_router)  # console rows, site clock and targets, names
+    app.include_router(handover_router)  # the shift handover summary
     app.include_router(build_family_router())
     app.include_router(family_status_router)  # the family view's status line
     app.include_router(build_devices_router())

@@ -92,3 +92,45 @@ def site_clock(conn: Conn, site_id: str) -> dict[str, Any] | None:
             "SELECT site_id, name, utc_offset_s, care_phone FROM sites WHERE site_id = %s",
             (site_id,),
         ).fetchone()
+
+
+# Residents with care incidents raised since a time (the shift): what, how many, how ended.
+_FLAGGED_SQL = """
+SELECT r.resident_id, r.display_name AS resident_name, b.bed_code, l.label AS location_label,
+       array_agg(i.type ORDER BY i.raised_at) AS types, count(*) AS incidents,
+       count(*) FILTER (WHERE i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene'))
+           AS still_open,
+       max(i.raised_at) AS last_raised_at
+FROM incidents i
+JOIN residents r ON r.resident_id = i.resident_id
+LEFT JOIN beds b ON b.bed_id = r.bed_id
+LEFT JOIN locations l ON l.location_id = b.location_id
+WHERE (%(site)s::text IS NULL OR i.site_id = %(site)s)
+  AND NOT i.technical AND i.raised_at >= %(since)s
+GROUP BY r.resident_id, r.display_name, b.bed_code, l.label
+ORDER BY still_open DESC, last_raised_at DESC
+"""
+
+_SHIFT_COUNTS_SQL = """
+SELECT count(*) FILTER (WHERE raised_at >= %(since)s) AS raised,
+       count(*) FILTER (WHERE resolved_at >= %(since)s) AS resolved,
+       count(*) FILTER (WHERE resolved_at >= %(since)s AND outcome = 'false_alarm')
+           AS false_alarms,
+       count(*) FILTER (WHERE cancelled_at >= %(since)s) AS cancelled
+FROM incidents
+WHERE (%(site)s::text IS NULL OR site_id = %(site)s)
+  AND (raised_at >= %(since)s OR resolved_at >= %(since)s OR cancelled_at >= %(since)s)
+"""
+
+
+def flagged_residents(conn: Conn, site_id: str | None, since: Any) -> list[dict[str, Any]]:
+    """Residents with care incidents raised since ``since``, those still open first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_FLAGGED_SQL, {"site": site_id, "since": since}).fetchall()
+
+
+def shift_counts(conn: Conn, site_id: str | None, since: Any) -> dict[str, int]:
+    """Incidents raised, resolved (of which false alarms) and cancelled since ``since``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_SHIFT_COUNTS_SQL, {"site": site_id, "since": since}).fetchone()
+    return {k: int(v or 0) for k, v in (row or {}).items()}

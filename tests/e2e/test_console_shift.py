@@ -167,6 +167,17 @@ def test_care_and_technical_apart_with_names_and_targets(
         page.fill("#cancel-reason", "battery was replaced during the install")
         page.click("#act-cancel")
         expect(page.locator(f'tr[data-incident-id="{battery}"]')).to_have_count(0)
+        # The handover summary: residents flagged this shift, what is open, devices to fix.
+        page.click("#handover-button")
+        expect(page.locator("#handover")).to_have_text("交班摘要")
+        expect(page.locator("#handover-flagged")).to_contain_text("李秀英")
+        expect(page.locator("#handover-flagged")).to_contain_text("跌倒")
+        expect(page.locator("#handover-devices")).to_contain_text("床垫传感器")
+        expect(page.locator("#handover-devices")).to_contain_text("网关离线")
+        expect(page.locator("#handover-devices")).not_to_contain_text("电量低")  # cancelled
+        expect(page.locator("#detail")).to_contain_text("误报 1 起")
+        if SCREENSHOTS:
+            page.screenshot(path=str(Path(SCREENSHOTS) / "handover.png"), full_page=True)
         ctx.close()
 
     states = dict(db.rows("SELECT id, state FROM incidents WHERE id IN (%s, %s)", (fall, battery)))

@@ -27,6 +27,7 @@
     techRows: $("tech-rows"), techCount: $("tech-count"), careEmpty: $("care-empty"),
     techEmpty: $("tech-empty"), resolvedPane: $("resolved-pane"), resolvedRows: $("resolved-rows"),
     targets: $("targets"), siteClock: $("site-clock"), lang: $("lang"),
+    handover: $("handover-button"),
     detail: $("detail"), alarm: $("alarm"), alarmText: $("alarm-text"), error: $("error"),
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
@@ -548,8 +549,8 @@
   }
 
   /* "护工 张丽": a user by role and display name (the role alone without a name). */
-  function personLabel(userId, role) {
-    if (!userId) return "";
+  function personLabel(userId, role, name) {
+    if (!userId) return role ? (name ? `${SHG.roleLabel(role)} ${name}` : SHG.roleLabel(role)) : "";
     if (userId === "system") return t("actor.system");
     if (userId === "resident") return t("actor.resident");
     const p = state.people.get(userId);
@@ -704,12 +705,54 @@
     return items;
   }
 
+  // -- the shift handover summary (GET /console/handover) -----------------------------------
+
+  async function showHandover() {
+    clearError();
+    state.selectedId = null;
+    state.selected = null;
+    state.card = null;
+    try {
+      const h = await api("/console/handover");
+      const item = (i) => el("li", { "data-incident-id": i.id }, [
+        SHG.typeLabel(i.type),
+        i.technical && i.device_kind ? SHG.kindLabel(i.device_kind) : i.resident_name,
+        i.bed_code && t("bed", { code: i.bed_code }), i.location_label, SHG.stateLabel(i.state),
+        i.acknowledged_by_role && personLabel(null, i.acknowledged_by_role, i.acknowledged_by_name),
+        SHG.clock(i.raised_at, false),
+      ].filter(Boolean).join(" · "));
+      const list = (id, items, render) => (items.length
+        ? el("ul", { class: "history", id }, ...items.map(render))
+        : el("p", { class: "empty", id, text: t("card.none") }));
+      const c = h.counts;
+      ui.detail.replaceChildren(
+        el("h2", { id: "handover" }, t("handover.title")),
+        el("p", { class: "where-line" }, t("handover.window",
+          { since: SHG.clock(h.since, false), until: SHG.clock(h.until) })),
+        el("p", {}, t("handover.counts", { raised: c.raised, resolved: c.resolved, fa: c.false_alarms, cancelled: c.cancelled })),
+        el("h3", { text: t("handover.open") }),
+        list("handover-open", h.open_care, item),
+        el("h3", { text: t("handover.flagged") }),
+        list("handover-flagged", h.flagged_residents, (f) => el("li", {},
+          `${f.resident_name || f.resident_id} · ${[f.bed_code && t("bed", { code: f.bed_code }), f.location_label].filter(Boolean).join(" · ")}` +
+          ` · ${[...new Set(f.types)].map(SHG.typeLabel).join("、")}` +
+          (f.still_open ? ` · ${t("handover.still_open", { n: f.still_open })}` : ""))),
+        el("h3", { text: t("handover.devices") }),
+        list("handover-devices", h.devices_to_fix, item));
+      if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+  ui.handover.addEventListener("click", showHandover);
+
   // -- sign-in -----------------------------------------------------------------------------
 
   function showBoard() {
     ui.login.hidden = true;
     ui.board.hidden = false;
     ui.signOut.hidden = false;
+    ui.handover.hidden = false;
     setLive(false);
     refresh();
     startReconcile();
@@ -727,6 +770,7 @@
     ui.board.hidden = true;
     ui.login.hidden = false;
     ui.signOut.hidden = true;
+    ui.handover.hidden = true;
     ui.alarm.hidden = true;
     ui.mute.hidden = true;
     ui.feed.className = "feed feed-off";
