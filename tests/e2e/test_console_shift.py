@@ -71,7 +71,10 @@ def test_care_and_technical_apart_with_names_and_targets(
         sup = create_user(conn, "sup-a", "supervisor", PASSWORD, site_id="site-a")
         people.set_display_name(conn, duty, "张丽", actor="test")
         people.set_display_name(conn, sup, "王芳", actor="test")
-        conn.execute("UPDATE residents SET display_name = '李秀英' WHERE resident_id = 'site-a-r0'")
+        conn.execute("UPDATE residents SET display_name = '李秀英', "
+                     "consent_family_incidents = true WHERE resident_id = 'site-a-r0'")  # fmt: skip
+        create_user(conn, "fam-a", "family", PASSWORD, residents=["site-a-r0"])
+        people.set_care_phone(conn, "site-a", "0571-8888 6000", actor="test")
     fall = _raise(db, IncidentType.FALL, resident_id="site-a-r0", details=FALL_DETAILS)
     battery = _raise(db, IncidentType.LOW_BATTERY, resident_id="site-a-r1", subject="site-a-wr1",
                      details={"device_kind": "wearable", "battery_pct": 9})  # fmt: skip
@@ -131,6 +134,22 @@ def test_care_and_technical_apart_with_names_and_targets(
                 page.screenshot(path=str(Path(SCREENSHOTS) / f"shift-{name}.png"), full_page=True)
             ctx.close()
 
+        # The daughter's phone (360 px): honestly "still being alerted" while nobody has taken
+        # it, the care centre's phone, a header on one line.
+        ctx = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+        fpage = ctx.new_page()
+        fpage.set_default_timeout(TIMEOUT_MS)
+        fpage.on("pageerror", lambda exc: errors.append(str(exc)))
+        _sign_in(fpage, gw.api_url + "/family", "fam-a")
+        line = fpage.locator("#status-site-a-r0")
+        expect(line).to_have_attribute("data-kind", "alerting")
+        expect(line).to_contain_text("正在通知工作人员")
+        expect(fpage.locator("#phone-site-a-r0")).to_contain_text("0571-8888 6000")
+        header = fpage.locator("header.top").bounding_box()
+        assert header is not None and header["height"] < 80  # one line, not wrapped
+        if SCREENSHOTS:
+            fpage.screenshot(path=str(Path(SCREENSHOTS) / "family-360.png"), full_page=True)
+
         # Acknowledge, then switch to English: the same screen in the other language.
         ctx = browser.new_context(viewport={"width": 1366, "height": 900})
         page = ctx.new_page()
@@ -141,6 +160,10 @@ def test_care_and_technical_apart_with_names_and_targets(
         page.click("#act-acknowledge")
         expect(page.locator("#timeline")).to_contain_text("护工 张丽")
         expect(page.locator("#alarm")).to_be_hidden()
+        fpage.reload()
+        expect(line).to_have_attribute("data-kind", "handling")
+        expect(line).to_contain_text("正在处理：护工 张丽已接单")
+        fpage.context.close()
         page.click("#lang")
         expect(page.locator("#detail")).to_contain_text("Fall: impact 3.6 g, then lying still")
         expect(page.locator("#timeline")).to_contain_text("Carer 张丽")
