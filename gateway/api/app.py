@@ -23,6 +23,7 @@ from gateway.api.auth import AuthError, LoginGuard, check_jwt_secret
 from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.deps import PUBLIC, ApiHost, GatewayHost, install_host
 from gateway.api.routes_auth import router as auth_router
+from gateway.api.routes_board import router as board_router
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import build_devices_router
@@ -123,6 +124,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(build_incidents_router())
     app.include_router(console_router)  # console rows, site clock and targets, names
     app.include_router(handover_router)  # the shift handover summary
+    app.include_router(board_router)  # the live board of beds and homes
     app.include_router(build_family_router())
     app.include_router(family_status_router)  # the family view's status line
     app.include_router(build_devices_router())

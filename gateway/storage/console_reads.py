@@ -134,3 +134,41 @@ def shift_counts(conn: Conn, site_id: str | None, since: Any) -> dict[str, int]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_SHIFT_COUNTS_SQL, {"site": site_id, "since": since}).fetchone()
     return {k: int(v or 0) for k, v in (row or {}).items()}
+
+
+# The live board: every bed of a site with its resident, the bed sensor's latest presence
+# (last 5 minutes), the latest message of any of its devices, open technical incidents of
+# its devices, and the resident's most urgent open care incident.
+_BOARD_SQL = """
+SELECT b.bed_id, b.bed_code, l.label AS location_label, l.kind AS location_kind,
+       r.resident_id, r.display_name AS resident_name, r.status AS resident_status,
+       (SELECT rd.presence FROM readings rd JOIN devices d ON d.device_id = rd.device_id
+         WHERE d.bed_id = b.bed_id AND d.active AND rd.presence IS NOT NULL
+           AND rd.time > now() - interval '5 minutes'
+         ORDER BY rd.time DESC LIMIT 1) AS presence,
+       (SELECT max(rd.time) FROM readings rd
+         WHERE rd.time > now() - interval '30 minutes'
+           AND rd.device_id IN (SELECT d.device_id FROM devices d WHERE d.active
+                                AND (d.bed_id = b.bed_id OR d.resident_id = r.resident_id)))
+           AS last_message_at,
+       (SELECT count(*) FROM incidents i JOIN devices d ON d.device_id = i.subject
+         WHERE i.technical AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')
+           AND (d.bed_id = b.bed_id OR d.resident_id = r.resident_id)) AS device_problems,
+       oi.id AS incident_id, oi.type AS incident_type, oi.state AS incident_state
+FROM beds b
+JOIN locations l ON l.location_id = b.location_id
+LEFT JOIN residents r ON r.bed_id = b.bed_id
+LEFT JOIN LATERAL (
+    SELECT i.id, i.type, i.state FROM incidents i
+    WHERE i.resident_id = r.resident_id AND NOT i.technical
+      AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')
+    ORDER BY i.priority, i.raised_at LIMIT 1) oi ON true
+WHERE (%(site)s::text IS NULL OR b.site_id = %(site)s)
+ORDER BY l.label, b.bed_code
+"""
+
+
+def board(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
+    """Every bed of ``site_id`` (None: every site) with what the live board shows."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_BOARD_SQL, {"site": site_id}).fetchall()

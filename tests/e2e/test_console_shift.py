@@ -201,6 +201,20 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(page.locator("#detail")).to_contain_text("误报 1 起")
         if SCREENSHOTS:
             page.screenshot(path=str(Path(SCREENSHOTS) / "handover.png"), full_page=True)
+
+        # The live board: each bed's state; a new incident shows at the next refresh (every
+        # 4 s; a generous deadline under load).
+        page.click("#board-button")
+        bed0 = page.locator('.tile[data-bed="BED-site-a-0000"]')
+        bed1 = page.locator('.tile[data-bed="BED-site-a-0001"]')
+        expect(bed0).to_have_attribute("data-state", "no_recent_activity")
+        expect(bed0).to_contain_text("李秀英")
+        expect(bed1).to_have_attribute("data-state", "device_offline")  # its bed sensor
+        again = _raise(db, IncidentType.NOT_UP, resident_id="site-a-r0")
+        expect(bed0).to_have_attribute("data-state", "incident", timeout=10_000)
+        expect(bed0).to_contain_text("未起床")
+        bed0.click()  # the tile opens the incident
+        expect(page.locator("#detail-title")).to_contain_text(f"#{again}")
         ctx.close()
 
     states = dict(db.rows("SELECT id, state FROM incidents WHERE id IN (%s, %s)", (fall, battery)))

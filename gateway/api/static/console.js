@@ -27,7 +27,7 @@
     techRows: $("tech-rows"), techCount: $("tech-count"), careEmpty: $("care-empty"),
     techEmpty: $("tech-empty"), resolvedPane: $("resolved-pane"), resolvedRows: $("resolved-rows"),
     targets: $("targets"), siteClock: $("site-clock"), lang: $("lang"),
-    handover: $("handover-button"),
+    handover: $("handover-button"), boardButton: $("board-button"),
     detail: $("detail"), alarm: $("alarm"), alarmText: $("alarm-text"), error: $("error"),
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
@@ -430,6 +430,7 @@
   // -- the selected incident ---------------------------------------------------------------
 
   async function select(id) {
+    stopBoard();
     clearError();
     state.selectedId = id;
     state.selected = null;
@@ -744,7 +745,43 @@
       if (!handleAuthLoss(err)) showError(err);
     }
   }
-  ui.handover.addEventListener("click", showHandover);
+  ui.handover.addEventListener("click", () => { stopBoard(); showHandover(); });
+
+  // -- the live board (GET /console/board), re-read every few seconds while shown ----------
+
+  let boardTimer = null;
+  function stopBoard() { clearInterval(boardTimer); boardTimer = null; }
+  async function renderBoard() {
+    try {
+      const b = await api("/console/board");
+      if (boardTimer === null) return; // closed meanwhile
+      ui.detail.replaceChildren(
+        el("h2", { id: "live-board" }, t("board.title")),
+        el("div", { class: "tiles" }, ...b.beds.map((bed) => el("div", {
+          class: `tile tile-${bed.state}`, "data-bed": bed.bed_code, "data-state": bed.state,
+          onclick: bed.incident_id ? () => { stopBoard(); select(bed.incident_id); } : null,
+        },
+        el("strong", { text: bed.resident_name || t("board.empty_bed") }),
+        el("span", { class: "sub", text: [t("bed", { code: bed.bed_code }), bed.location_label].join(" · ") }),
+        el("span", { class: "tile-state", text: bed.state === "incident"
+          ? `${SHG.typeLabel(bed.incident_type)} · ${SHG.stateLabel(bed.incident_state)}`
+          : t(`board.${bed.state}`) })))),
+        el("p", { class: "hint", text: t("updated", { time: SHG.clock(SHG.now()) }) }));
+    } catch (err) {
+      stopBoard();
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+  function showBoardPanel() {
+    clearError();
+    state.selectedId = null;
+    state.selected = null;
+    stopBoard();
+    boardTimer = setInterval(renderBoard, 4000);
+    renderBoard();
+    if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
+  }
+  ui.boardButton.addEventListener("click", showBoardPanel);
 
   // -- sign-in -----------------------------------------------------------------------------
 
@@ -753,6 +790,7 @@
     ui.board.hidden = false;
     ui.signOut.hidden = false;
     ui.handover.hidden = false;
+    ui.boardButton.hidden = false;
     setLive(false);
     refresh();
     startReconcile();
@@ -771,6 +809,8 @@
     ui.login.hidden = false;
     ui.signOut.hidden = true;
     ui.handover.hidden = true;
+    ui.boardButton.hidden = true;
+    stopBoard();
     ui.alarm.hidden = true;
     ui.mute.hidden = true;
     ui.feed.className = "feed feed-off";
