@@ -213,6 +213,8 @@ def test_care_and_technical_apart_with_names_and_targets(
         again = _raise(db, IncidentType.NOT_UP, resident_id="site-a-r0")
         expect(bed0).to_have_attribute("data-state", "incident", timeout=10_000)
         expect(bed0).to_contain_text("未起床")
+        if SCREENSHOTS:
+            page.screenshot(path=str(Path(SCREENSHOTS) / "board.png"), full_page=True)
         bed0.click()  # the tile opens the incident
         expect(page.locator("#detail-title")).to_contain_text(f"#{again}")
         ctx.close()
