@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.protocol import is_valid_id, uplink_filters
+from devices.protocol import is_valid_id, subscription_filter, uplink_filters
 
 if TYPE_CHECKING:
     from gateway.settings import Settings

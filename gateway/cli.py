@@ -434,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_paging import add_channel_commands
 
     add_channel_commands(user)
+    from gateway.cli_people import add_people_commands
+
+    add_people_commands(user)
 
     from gateway.cli_roster import add_roster_commands
 

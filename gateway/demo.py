@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any
 
 import psycopg
 
+from analytics.routine import RoutineParams
 from devices.manifest import ManifestDevice, SiteManifest, save_manifest
 from devices.protocol import DeviceKind
-from devices.scenario import default_scenario
+from devices.scenario import IncidentKind, Scenario, bind_scenario, default_scenario
 from devices.simulator import SimulationConfig, run_simulation
 from devices.transport import BrokerEndpoint
 from gateway.api.auth import create_user, hash_password
@@ -41,6 +43,7 @@ from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
 from gateway.paging.channels import add_channel, list_channels
 from gateway.settings import PROJECT_ROOT, Settings
+from gateway.storage import demo_sites, people
 
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
 DEMO_SITES = sorted((PROJECT_ROOT / "config" / "sites").glob("demo-*.toml"))
@@ -54,6 +57,20 @@ DEMO_USERS = (
     ("family-nh01", "family", None, "nh-res-01"),
     ("inst-nh", "installer", "demo-nh", None),
 )
+# Their display names (fictitious), shown instead of ids and login names ("护工 张丽").
+DEMO_NAMES = {
+    "duty-nh": "张丽", "sup-nh": "王芳", "duty-hc": "陈静", "family-nh01": "李娜",
+    "inst-nh": "赵强",
+}  # fmt: skip
+DEMO_CARE_PHONES = {"demo-nh": "0571-8888 6000", "demo-hc": "0571-8888 7000"}
+# Site clocks (issue 11 §1): the nursing home starts shortly before its not-up deadline (the
+# morning scene), the home-care site in the night (the night bed exit); both play every
+# other scene. NOT_UP_LEAD_S: the bound resident's not-up deadline passes this long after
+# the start; NIGHT_START_S: the home-care site's local time at the start.
+MORNING_SITE = "demo-nh"
+NIGHT_SITE = "demo-hc"
+NOT_UP_LEAD_S = 240.0
+NIGHT_START_S = 23 * 3600.0
 
 
 def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
@@ -75,6 +92,7 @@ def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
                 "UPDATE users SET password_hash = %s WHERE user_id = %s",
                 (hash_password(password), user_id),
             )
+        people.set_display_name(conn, user_id, DEMO_NAMES[username], actor="demo")
         if role in ("duty_staff", "supervisor") and not list_channels(conn, user_id):
             # Pages reach the demo's local receiver (printed with their ack link).
             add_channel(conn, user_id, "webhook", None, actor="demo")
@@ -160,6 +178,72 @@ def _manifest(
     )
 
 
+def offset_for_local_time(local_s: float, now: float) -> int:
+    """The UTC offset (whole minutes, within -12 h..+14 h) at which a site's clock reads
+    ``local_s`` seconds after local midnight at epoch ``now``."""
+    off = round(((local_s - now) % 86400.0) / 60.0) * 60
+    return off - 86400 if off > 14 * 3600 else off
+
+
+def not_up_deadline_s(care_level: int, overrides: dict[str, float]) -> float:
+    """A resident's cold-start not-up deadline (seconds after local midnight): the usual
+    rise of their care level plus the margins (analytics.routine)."""
+    p = RoutineParams.for_care_level(care_level, **overrides)
+    return p.default_rise_s + p.not_up_margin_s + p.cold_start_extra_margin_s
+
+
+def demo_site_clock(
+    manifest: SiteManifest,
+    definition: dict[str, Any],
+    scenario: Scenario,
+    now: float,
+    overrides: dict[str, float],
+    *,
+    lead_s: float = NOT_UP_LEAD_S,
+) -> int | None:
+    """The UTC offset that plays every scene of ``scenario`` on this site from ``now``: the
+    morning site's not-up resident passes the deadline NOT_UP_LEAD_S after the start; the
+    night site starts at NIGHT_START_S. None: another site keeps its own clock."""
+    site = manifest.site
+    if site == NIGHT_SITE:
+        return offset_for_local_time(NIGHT_START_S, now)
+    if site != MORNING_SITE:
+        return None
+    levels = {r["id"]: int(r.get("care_level", 2)) for r in definition.get("residents", [])}
+    residents = {d.id: d.resident for d in manifest.devices}
+    for s in bind_scenario(scenario, manifest):
+        if s.incident.kind is IncidentKind.NOT_UP:
+            level = levels.get(residents.get(s.device) or "", 2)
+            return offset_for_local_time(not_up_deadline_s(level, overrides) - lead_s, now)
+    return None
+
+
+def prepare_sites(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    scenario: Scenario,
+    now: float,
+    lead_s: float = NOT_UP_LEAD_S,
+) -> list[SiteManifest]:
+    """Apply the demo sites (fresh device credentials), set their clocks and care phones."""
+    manifests = []
+    for path in DEMO_SITES:
+        definition = load_site_definition(path)
+        creds = apply_site_definition(conn, definition, rotate_passwords=True)
+        manifest = _manifest(settings, definition, creds)
+        offset = demo_site_clock(
+            manifest, definition, scenario, now, settings.analysis.routine_overrides, lead_s=lead_s
+        )
+        if offset is not None:
+            demo_sites.set_site_clock(conn, manifest.site, offset)
+            manifest = replace(manifest, utc_offset_s=offset)
+        phone = DEMO_CARE_PHONES.get(manifest.site)
+        if phone:
+            people.set_care_phone(conn, manifest.site, phone, actor="demo")
+        manifests.append(manifest)
+    return manifests
+
+
 def _counts(settings: Settings) -> dict[str, int]:
     with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
         out = {}
@@ -199,14 +283,10 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
     services = LocalServices(settings)
     services.up()
 
-    manifests = []
     with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
-        for path in DEMO_SITES:
-            definition = load_site_definition(path)
-            creds = apply_site_definition(conn, definition, rotate_passwords=True)
-            manifest = _manifest(settings, definition, creds)
+        manifests = prepare_sites(conn, settings, default_scenario(), time.time())
+        for manifest in manifests:
             save_manifest(manifest, var / f"manifest-{manifest.site}.json")
-            manifests.append(manifest)
         users = _demo_users(conn, var)
     services.sync_broker()
     receiver, receiver_url = _start_receiver()

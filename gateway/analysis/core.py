@@ -320,7 +320,9 @@ class AnalysisCore:
         routine = RoutineMonitor(
             subject,
             RoutineParams.for_care_level(
-                resident.care_level if resident is not None else 2, utc_offset_s=off
+                resident.care_level if resident is not None else 2,
+                utc_offset_s=off,
+                **self.settings.routine_overrides,
             ),
             history=self._history.get(subject, ()),
         )

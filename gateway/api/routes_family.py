@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 from psycopg.rows import dict_row
 
-from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow
 from gateway.api.routes_incidents import load_last_vitals
 from gateway.facts import OPEN_STATES
 from gateway.workflow.service import IncidentService
@@ -27,10 +27,11 @@ ORDER BY r.resident_id
 """
 
 # Care incidents only (technical ones are the staff's business), newest first; who handles
-# it is the acknowledging user's name or the dispatched responder.
+# it is the acknowledging user's display name and role (never the login name or id) or the
+# dispatched responder.
 _INCIDENTS_SQL = """
 SELECT i.id, i.type, i.state, i.raised_at, i.acknowledged_at, i.on_scene_at, i.resolved_at,
-       i.outcome, coalesce(u.username, i.acknowledged_by) AS handled_by, i.responder
+       i.outcome, u.display_name AS handled_by, u.role AS handled_by_role, i.responder
 FROM incidents i LEFT JOIN users u ON u.user_id = i.acknowledged_by
 WHERE i.resident_id = %s AND NOT i.technical
 ORDER BY i.raised_at DESC

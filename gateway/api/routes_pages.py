@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
-from gateway.api.auth import PUBLIC
+from gateway.api.deps import PUBLIC
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -27,6 +27,8 @@ STATIC_FILES: dict[str, str] = {
     "family.js": "text/javascript; charset=utf-8",
     "family.css": "text/css; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
+    "i18n.js": "text/javascript; charset=utf-8",  # the message catalogue (zh-CN, en)
+    "favicon.svg": "image/svg+xml",
 }
 
 SECURITY_HEADERS: dict[str, str] = {

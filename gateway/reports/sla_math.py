@@ -350,3 +350,12 @@ class DailyShare:
 
     day: date
     share: Share
+
+
+def cdf_points(times: list[float], counted: int, x_max: float) -> tuple[list[float], list[float]]:
+    """The answer-time curve as step points: from (0, 0), a step up by 1/counted at each
+    answer time (sorted), then flat to ``x_max``, so one incident draws a visible step and
+    many draw the staircase (issue 11: a single incident drew nothing)."""
+    xs = [0.0, *times, max(x_max, times[-1])]
+    ys = [0.0, *((k + 1) / counted for k in range(len(times)))]
+    return xs, [*ys, ys[-1]]

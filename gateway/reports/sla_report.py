@@ -27,6 +27,7 @@ from gateway.reports.sla_math import (
     Share,
     Stats,
     TargetResult,
+    cdf_points,
     device_availability,
     local_day,
     month_window,
@@ -270,9 +271,11 @@ class SlaReport:
         ax1, ax2 = fig.subplots(2, 1)
         times = sorted(i.answer_s for i in self.care if i.answer_s is not None)
         n = self.within[180].counted  # every answered incident is counted at 180 s
+        x_max = max(200.0, min(times[-1] * 1.05, 600.0)) if times else 200.0
         if times and n:
-            ys = [(k + 1) / n for k in range(len(times))]
-            ax1.step(times, ys, where="post", label="answered (share of counted)")
+            xs, ys = cdf_points(times, n, x_max)
+            ax1.step(xs, ys, where="post", marker="o", markevery=list(range(1, len(xs) - 1)),
+                     label="answered (share of counted)")  # fmt: skip
         else:
             ax1.text(0.5, 0.5, "no answered care incidents", ha="center",
                      transform=ax1.transAxes)  # fmt: skip
@@ -280,8 +283,8 @@ class SlaReport:
             ax1.axvline(limit, color="red", linestyle=style, label=f"{limit} s")
         for t in (t for t in self.targets if t.target.measure == "answer"):
             ax1.axhline(t.target.share, color="grey", linewidth=0.6)
-        if times:  # keep the 60 s / 180 s lines readable; later answers run off the right
-            ax1.set_xlim(0, max(200.0, min(times[-1] * 1.05, 600.0)))
+        # Keep the 60 s / 180 s lines readable; later answers run off the right.
+        ax1.set_xlim(0, x_max)
         ax1.set_xlabel("seconds from raise to acknowledgement")
         ax1.set_ylabel("cumulative share")
         ax1.set_ylim(0, 1.02)

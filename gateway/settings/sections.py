@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    field_validator,
     model_validator,
 )
 
@@ -263,6 +265,20 @@ class AnalysisSettings(_Section):
     reconcile_after_s: float = Field(1800.0, ge=0)
     registry_refresh_s: float = Field(30.0, gt=0)
     state_save_interval_s: float = Field(60.0, gt=0)
+    # Numeric RoutineParams fields set for every resident (analytics.routine), e.g. the demo's
+    # short night-exit tolerance so each scripted scene shows within minutes (config/demo.toml).
+    routine_overrides: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("routine_overrides")
+    @classmethod
+    def _known_routine_fields(cls, value: dict[str, float]) -> dict[str, float]:
+        from analytics.routine import RoutineParams  # noqa: PLC0415 (pure, only when set)
+
+        known = {f.name for f in fields(RoutineParams) if f.type in ("float", "int")}
+        unknown = sorted(k for k in value if k not in known or k in ("care_level", "utc_offset_s"))
+        if unknown:
+            raise ValueError(f"not numeric routine parameters: {', '.join(unknown)}")
+        return value
 
 
 class AlarmSettings(_Section):

@@ -20,6 +20,7 @@ import pytest
 
 from devices import protocol as p
 from gateway.api.auth import create_user
+from gateway.storage import people
 from tests.support import (
     PREFIX,
     Broker,
@@ -86,6 +87,7 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
             " VALUES ('c1', 'site-a-r0', 'family', 'Daughter', 'daughter', '13800000000')"
         )
         staff_id = create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
+        people.set_display_name(conn, staff_id, "张丽", actor="test")
         create_user(conn, "fam-a", "family", PASSWORD, residents=["site-a-r0"])
     settings = gateway_settings(db, broker, SAFEHOME_ANALYSIS__CHECK_INTERVAL_S="0.2")
     button = next(c for c in creds if c.device_id == "site-a-bt0")
@@ -102,7 +104,7 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         page.fill("#username", "duty-a")
         page.fill("#password", "wrong-password")
         page.click("#login-button")
-        expect(page.locator("#error")).to_contain_text("Incorrect username or password")
+        expect(page.locator("#error")).to_contain_text("用户名或密码错误")  # zh-CN by default
         expect(page.locator("#board")).to_be_hidden()
 
         _sign_in(page, gw.api_url + "/", "duty-a")
@@ -125,14 +127,16 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         # It appears live (no reload) with its SLA countdown, the banner flashes, it beeps.
         row = page.locator(f'tr[data-incident-id="{incident_id}"]')
         expect(row).to_be_visible()
-        expect(row).to_contain_text("Emergency call")
-        expect(row).to_contain_text("site-a-r0")
+        expect(row).to_contain_text("紧急呼叫")
+        # The resident's name (audited once per shift, not per refresh), never the id.
+        expect(row).to_contain_text("Resident 0")
+        expect(row).not_to_contain_text("site-a-r0")
         # Where to go, before any (audited) card read: bed code and room from the list.
-        expect(row.locator(".where")).to_have_text("床位 Bed BED-site-a-0000 · Room 100")
+        expect(row.locator(".where")).to_have_text("床位 BED-site-a-0000 · Room 100")
         assert db.scalar("SELECT count(*) FROM audit_log WHERE action = 'health_data.read'") == 0
-        expect(row.locator(".sla")).to_contain_text("to ack")
+        expect(row.locator(".sla")).to_contain_text("接单")
         expect(page.locator("#alarm")).to_be_visible()
-        expect(page.locator("#alarm-text")).to_contain_text("NEW EMERGENCY")
+        expect(page.locator("#alarm-text")).to_contain_text("新紧急事件")
         expect(page.locator("#alarm-text")).to_contain_text("BED-site-a-0000 · Room 100")
         page.wait_for_function("Number(document.body.dataset.beeps || 0) >= 1")
         assert page.evaluate("document.body.dataset.audio") == "running"
@@ -148,7 +152,12 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")
         expect(row).to_have_attribute("data-state", "acknowledged")
         expect(page.locator("#alarm")).to_be_hidden()
-        expect(page.locator("#timeline")).to_contain_text(staff_id)
+        expect(page.locator("#timeline")).to_contain_text("护工 张丽")  # a name, not an id
+        expect(page.locator("#timeline")).not_to_contain_text(staff_id)
+        expect(page.locator("#detail")).to_contain_text("接单人")
+        # The resident card's own line follows the acknowledgement (no stale "待响应").
+        expect(page.locator(f'#recent-incidents li[data-incident-id="{incident_id}"]')
+               ).to_contain_text("已接单")  # fmt: skip
 
         # The audit log and the API timeline name who acknowledged.
         actors = db.rows(
@@ -176,10 +185,11 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         fpage.on("pageerror", lambda exc: errors.append(str(exc)))
         _sign_in(fpage, gw.api_url + "/family", "fam-a")
         verdict = fpage.locator("#verdict-site-a-r0")
-        expect(verdict).to_contain_text("Open incident")
-        expect(verdict).to_contain_text("Emergency call")
+        expect(verdict).to_contain_text("有事件正在处理")
+        expect(verdict).to_contain_text("紧急呼叫")
         card = fpage.locator('article[data-resident-id="site-a-r0"]')
-        expect(card).to_contain_text("duty-a")
+        expect(card).to_contain_text("张丽")  # the display name, never the login name
+        expect(card).not_to_contain_text("duty-a")
         expect(card).to_contain_text("nurse-07")
         _shot(fpage, "family.png")
 
@@ -188,7 +198,7 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         opage = other.new_page()
         opage.set_default_timeout(TIMEOUT_MS)
         _sign_in(opage, gw.api_url + "/", "fam-a")
-        expect(opage.locator("#error")).to_contain_text("Staff only")
+        expect(opage.locator("#error")).to_contain_text("仅供值班人员")
         expect(opage.locator("#board")).to_be_hidden()
 
         # Resolve with an outcome and notes: it leaves the open list; the family sees it safe.
@@ -198,8 +208,8 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         expect(row).to_have_count(0)
         expect(page.locator("#empty")).to_be_visible()
         fpage.reload()
-        expect(verdict).to_contain_text("Safe")
-        expect(card).to_contain_text("Assisted")
+        expect(verdict).to_contain_text("平安")
+        expect(card).to_contain_text("已协助")
 
         # A colleague acts first: the console still shows the old state, the click answers
         # 409 and the page says so clearly. The list and detail reads are frozen (served the
@@ -216,7 +226,7 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
         incident2 = int(row2.get_attribute("data-incident-id") or 0)
         auth = {"Authorization": f"Bearer {token}"}
         stale = {
-            "list": httpx.get(f"{gw.api_url}/incidents?state=open", headers=auth).text,
+            "list": httpx.get(f"{gw.api_url}/console/incidents", headers=auth).text,
             "one": httpx.get(f"{gw.api_url}/incidents/{incident2}", headers=auth).text,
         }
 
@@ -228,14 +238,14 @@ def test_button_press_appears_is_acknowledged_by_click_and_audited(
             route.fulfill(status=200, content_type="application/json",
                           body=stale["one" if one else "list"])  # fmt: skip
 
-        reads = re.compile(rf"/incidents(\?state=open|/{incident2})$")
+        reads = re.compile(rf"(/console/incidents|/incidents/{incident2})$")
         page.route(reads, frozen)
         colleague = httpx.post(f"{gw.api_url}/incidents/{incident2}/acknowledge", headers=auth)
         assert colleague.status_code == 200
         row2.click()
         page.click("#act-acknowledge")
         expect(page.locator("#error")).to_be_visible()
-        expect(page.locator("#error-text")).to_contain_text("Conflict (409)")
+        expect(page.locator("#error-text")).to_contain_text("操作冲突（409）")
         page.unroute(reads)
         assert db.scalar(
             "SELECT count(*) FROM audit_log WHERE action = 'incident.acknowledge' AND target = %s",
@@ -261,3 +271,14 @@ def test_pages_are_static_and_carry_no_data(db: Database, broker: Broker) -> Non
         assert client.get("/").headers["content-type"].startswith("text/html")
         for path in ("/static/../app.py", "/static/routes_pages.py", "/static/nope.js"):
             assert client.get(path).status_code == 404, path
+        # API docs and the icon come from the gateway itself: nothing from a CDN (issue 11).
+        for path in ("/docs", "/redoc"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert "/docs-assets/" in page.text and "cdn" not in page.text.lower(), path
+            assert "https://" not in page.text, path
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            assert client.get(f"/docs-assets/{asset}").status_code == 200, asset
+        assert client.get("/docs-assets/../app.py").status_code == 404
+        assert client.get("/favicon.ico").status_code == 200
+        assert client.get("/static/i18n.js").status_code == 200

@@ -111,7 +111,7 @@ def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_int
             row = page.locator(f'tr[data-incident-id="{incident.id}"]')
             expect(row).to_be_visible(timeout=within_ms)
             expect(page.locator("#alarm")).to_be_visible(timeout=within_ms)
-            expect(page.locator("#alarm-text")).to_contain_text("NEW EMERGENCY")
+            expect(page.locator("#alarm-text")).to_contain_text("新紧急事件")
             expect(page.locator("body")).to_have_attribute("data-beeps", POSITIVE,
                                                            timeout=within_ms)  # fmt: skip
             assert page.evaluate("document.body.dataset.audio") == "running"
@@ -127,10 +127,10 @@ def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_int
             timeline = page.locator("#timeline")
             expect(timeline.locator('li[data-kind="raised"]')).to_have_count(1)
             expect(timeline.locator('li[data-kind="escalation.tier"]')).to_contain_text(
-                "值班护工 Duty staff", timeout=within_ms
+                "值班护工", timeout=within_ms
             )
             page_line = timeline.locator('li[data-kind="escalation.page"]')
-            expect(page_line).to_contain_text("呼叫 Paged → 值班护工 Duty staff · 值班台 Console")
+            expect(page_line).to_contain_text("呼叫 → 值班护工 · 值班台")
             expect(timeline).not_to_contain_text("duty-a")  # never the login name
         if SCREENSHOTS:
             live.screenshot(path=f"{SCREENSHOTS}/console-reconcile-desktop.png", full_page=True)

@@ -110,5 +110,5 @@ def test_console_renews_tokens_signs_out_and_is_signed_out_on_deactivation(
         )  # fmt: skip
         assert done.status_code == 200
         expect(page.locator("#login")).to_be_visible()
-        expect(page.locator("#error")).to_contain_text("Session expired")
+        expect(page.locator("#error")).to_contain_text("登录已过期")
         assert not errors, errors

@@ -52,7 +52,7 @@ def test_bed_under_test_shows_a_banner_with_a_countdown(
         expect(page.locator("#board")).to_be_visible()
         banner = page.locator("#test-mode")
         expect(banner).to_be_visible()
-        expect(banner).to_contain_text("测试中 Under test")
+        expect(banner).to_contain_text("测试中")
         expect(banner).to_contain_text("BED-site-a-0000")
         expect(banner).to_contain_text("site-a-bt0")
         countdown = banner.locator(".countdown")

@@ -416,7 +416,23 @@ def test_family_sees_safety_and_consented_vitals_only(env: Env) -> None:
         with env.client("duty_staff") as staff:
             staff.post(f"/incidents/{env.inc_a}/acknowledge")
         view = c.get("/family/residents/site-a-r0").json()
-        assert view["open_incident"]["handled_by"] == "duty-a"
+        # Who handles it: role and display name, never the login name (issue 11 §3).
+        assert view["open_incident"]["handled_by"] is None  # no display name set yet
+        assert view["open_incident"]["handled_by_role"] == "duty_staff"
+        duty_id = env.db.scalar("SELECT user_id FROM users WHERE username = 'duty-a'")
+        with env.client("admin") as admin:
+            named = admin.post(f"/users/{duty_id}/display-name", json={"display_name": "张丽"})
+            assert named.status_code == 200 and named.json()["changed"] is True
+        with env.client("duty_staff") as staff:  # only admins name users
+            refused = staff.post(f"/users/{duty_id}/display-name", json={"display_name": "x"})
+            assert refused.status_code == 403
+        view = c.get("/family/residents/site-a-r0").json()
+        assert view["open_incident"]["handled_by"] == "张丽"
+        assert "duty-a" not in str(view)
+        line = c.get("/family/residents/site-a-r0/status").json()
+        assert (line["kind"], line["handler_name"], line["handler_role"]) == (
+            "handling", "张丽", "duty_staff")  # fmt: skip
+        assert c.get("/family/residents/site-b-r0/status").status_code == 404
         # Cross-family: fam-a asking for fam-b's relative is exactly "does not exist".
         other = c.get("/family/residents/site-b-r0")
         missing = c.get("/family/residents/no-such-resident")
@@ -476,7 +492,9 @@ def test_check_jwt_secret_messages() -> None:
 
 def test_every_route_declares_who_may_call_it() -> None:
     settings = load_settings(environ={"SAFEHOME_API__JWT_SECRET": SECRET})
-    runtime: Any = SimpleNamespace(settings=settings, api_pool=object(), stopping=False)
+    runtime: Any = SimpleNamespace(
+        settings=settings, api_pool=object(), stopping=False, metrics=None, registry_changed=None
+    )
     app = build_app(runtime)
     framework = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     undeclared, public, seen = [], set(), set()
@@ -506,6 +524,7 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert public == {
         "/health", "/readyz", "/metrics", "/auth/token", "/auth/refresh", "/", "/family",
         "/static/{name}", "/ack/{token}", "/paging/sms-inbound",
+        "/docs", "/redoc", "/docs-assets/{name}", "/favicon.ico",  # local API docs, icon
     }  # fmt: skip
     spec = app.openapi()
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]

@@ -14,45 +14,59 @@ const SHG = (() => {
   let renewing = null; // the refresh in flight (one at a time: a refresh token works once)
   let clockOffsetMs = 0; // server clock minus this browser's clock (from the Date header)
 
-  const TYPE_LABELS = {
-    emergency_call: "紧急呼叫 Emergency call",
-    fall: "跌倒 Fall",
-    not_up: "未起床 Not up",
-    night_bed_exit: "夜间离床 Night bed exit",
-    no_activity: "无活动 No activity",
-    motionless_in_bed: "床上静止 Motionless in bed",
-    vitals_abnormal: "体征异常 Abnormal vitals",
-    apnea: "呼吸暂停 Apnea",
-    not_worn: "未佩戴 Not worn",
-    device_offline: "设备离线 Device offline",
-    hub_offline: "网关离线 Hub offline",
-    site_offline: "站点离线 Site offline",
-    low_battery: "电量低 Low battery",
-    device_clock_wrong: "设备时钟错误 Device clock wrong",
-    smoke_alarm: "烟雾报警 Smoke alarm",
-    gas_alarm: "燃气泄漏报警 Gas alarm",
-    water_leak: "漏水 Water leak",
-    door_open_at_night: "夜间开门 Door open at night",
-    device_tampered: "设备被拆动 Device tampered",
-  };
-  const STATE_LABELS = {
-    raised: "待响应 Raised",
-    acknowledged: "已接单 Acknowledged",
-    dispatched: "已派人 Dispatched",
-    on_scene: "已到场 On scene",
-    resolved: "已处理 Resolved",
-    closed: "已关闭 Closed",
-    cancelled: "已取消 Cancelled",
-  };
-  const OUTCOME_LABELS = {
-    false_alarm: "误报 False alarm",
-    assisted: "已协助 Assisted",
-    hospital_transfer: "送医 Hospital transfer",
-    no_action_needed: "无需处理 No action needed",
-    technical_fixed: "技术问题已修复 Technical fixed",
-    condition_cleared: "已自动恢复 Condition cleared",
-    other: "其他 Other",
-  };
+  const LANG_KEY = "shg.lang"; // the user's language choice, this browser (zh-CN default)
+  const OUTCOMES = ["false_alarm", "assisted", "hospital_transfer", "no_action_needed",
+    "technical_fixed", "condition_cleared", "other"];
+  let siteOffsetS = 8 * 3600; // the site's UTC offset: every time is shown in the site's zone
+
+  function lang() {
+    const l = localStorage.getItem(LANG_KEY);
+    return SHG_I18N.languages.includes(l) ? l : "zh-CN";
+  }
+  /* A message of the catalogue with its {placeholders} filled (the key if unknown). */
+  function t(key, params = {}) {
+    const msgs = SHG_I18N.messages[lang()];
+    const msg = key in msgs ? msgs[key] : SHG_I18N.messages["zh-CN"][key];
+    if (msg === undefined) return key;
+    return String(msg).replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
+  }
+  /* Fill every element marked data-i18n (text) or data-i18n-label (aria-label). */
+  function translatePage() {
+    document.documentElement.lang = lang();
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-label]")) {
+      node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+    }
+  }
+  function setLang(l) {
+    localStorage.setItem(LANG_KEY, SHG_I18N.languages.includes(l) ? l : "zh-CN");
+    translatePage();
+    document.dispatchEvent(new CustomEvent("shg:lang"));
+  }
+  function toggleLang() { setLang(lang() === "zh-CN" ? "en" : "zh-CN"); }
+
+  function setSiteOffset(s) { if (Number.isFinite(Number(s))) siteOffsetS = Number(s); }
+  function tzName(offsetS = siteOffsetS) {
+    const sign = offsetS < 0 ? "-" : "+";
+    const a = Math.abs(offsetS);
+    const h = Math.floor(a / 3600);
+    const m = Math.floor((a % 3600) / 60);
+    return `UTC${sign}${h}${m ? `:${String(m).padStart(2, "0")}` : ""}`;
+  }
+  const pad = (n) => String(n).padStart(2, "0");
+  function siteDate(ms) { return new Date(ms + siteOffsetS * 1000); } // read with getUTC*()
+  /* HH:MM in the site's zone of an ISO time or epoch milliseconds. */
+  function hm(value) {
+    if (value === null || value === undefined || value === "") return "—";
+    const ms = typeof value === "number" ? value : Date.parse(value);
+    if (Number.isNaN(ms)) return "—";
+    const d = siteDate(ms);
+    return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+  }
+  function isToday(value) {
+    const ms = typeof value === "number" ? value : Date.parse(value);
+    return siteDate(ms).toISOString().slice(0, 10) === siteDate(now()).toISOString().slice(0, 10);
+  }
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -186,22 +200,42 @@ const SHG = (() => {
 
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
-    if (s < 60) return `${s} 秒 s`;
-    if (s < 3600) return `${Math.floor(s / 60)} 分 ${s % 60} 秒`;
-    const h = Math.floor(s / 3600);
-    return `${h} 小时 ${Math.floor((s % 3600) / 60)} 分`;
+    if (s < 60) return t("dur.s", { s });
+    if (s < 3600) return t("dur.m", { m: Math.floor(s / 60), s: s % 60 });
+    return t("dur.h", { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
   }
-  function clock(iso) {
+  /* A time in the site's zone: "14:02:05" today, "12-03 14:02" otherwise, with the zone
+   * once (withZone) — e.g. "14:02:05 (UTC+8)". */
+  function clock(iso, withZone = true) {
     if (!iso) return "—";
-    const d = new Date(iso);
-    return d.toLocaleString("zh-CN", { hour12: false });
+    const ms = typeof iso === "number" ? iso : Date.parse(iso);
+    if (Number.isNaN(ms)) return "—";
+    const d = siteDate(ms);
+    const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+    const text = isToday(ms) ? time : `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}`;
+    return withZone ? `${text} (${tzName()})` : text;
   }
-  const typeLabel = (t) => TYPE_LABELS[t] || t;
-  const stateLabel = (s) => STATE_LABELS[s] || s;
-  const outcomeLabel = (o) => OUTCOME_LABELS[o] || o;
+  const typeLabel = (x) => t(`type.${x}`);
+  const stateLabel = (x) => t(`state.${x}`);
+  const outcomeLabel = (x) => t(`outcome.${x}`);
+  const roleLabel = (x) => t(`role.${x}`);
+  const kindLabel = (x) => (x ? t(`kind.${x}`) : "");
+  /* The plain sentence for an incident's reason (null: none for this type). */
+  function reasonText(inc) {
+    const fn = (SHG_I18N.reasons[lang()] || {})[inc.type];
+    if (!fn) return null;
+    const helpers = {
+      clock: (epochS) => (epochS ? clock(Number(epochS) * 1000) : "—"),
+      dur: duration,
+      kind: kindLabel,
+    };
+    try { return fn(inc.details || {}, helpers); } catch { return null; }
+  }
+  document.addEventListener("DOMContentLoaded", translatePage);
 
   return {
     ApiError, api, signIn, signOut, token, validToken, refresh, role, now, el, duration, clock,
-    typeLabel, stateLabel, outcomeLabel, OUTCOME_LABELS,
+    hm, isToday, typeLabel, stateLabel, outcomeLabel, roleLabel, kindLabel, reasonText, OUTCOMES,
+    t, lang, setLang, toggleLang, translatePage, setSiteOffset, tzName,
   };
 })();

@@ -13,9 +13,9 @@
 "use strict";
 
 (() => {
-  const { api, el } = SHG;
-  const ACK_SLA_S = 60; // answer-time standard: acknowledge within 60 s
-  const ALARM_TYPES = new Set(["emergency_call", "fall"]);
+  const { api, el, t } = SHG;
+  const ACK_SLA_S = 60; // until the site's targets are known (GET /console/site)
+  const ALARM_TYPES = new Set(["emergency_call", "fall", "smoke_alarm", "gas_alarm"]); // P1: banner and sound
   const STAFF_ROLES = new Set(["duty_staff", "supervisor", "admin"]);
   const BEEP_EVERY_MS = 2000;
   const RECONCILE_DEFAULT_MS = 10000; // the setting's default and maximum (10 s)
@@ -24,12 +24,19 @@
   const ui = {
     login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
     board: $("board"), rows: $("incident-rows"), empty: $("empty"), count: $("count"),
+    techRows: $("tech-rows"), techCount: $("tech-count"), careEmpty: $("care-empty"),
+    techEmpty: $("tech-empty"), resolvedPane: $("resolved-pane"), resolvedRows: $("resolved-rows"),
+    targets: $("targets"), siteClock: $("site-clock"), lang: $("lang"),
+    handover: $("handover-button"), boardButton: $("board-button"),
     detail: $("detail"), alarm: $("alarm"), alarmText: $("alarm-text"), error: $("error"),
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
 
   const state = {
     incidents: [],
+    resolved: [], // resolved incidents awaiting a supervisor's close
+    people: new Map(), // user id -> { display_name, role }
+    site: null, // GET /console/site: name, UTC offset, targets
     selectedId: null,
     selected: null, // the selected incident with its timeline
     card: null, // the selected incident's resident card
@@ -53,11 +60,12 @@
   function showError(err) {
     let text = err instanceof SHG.ApiError ? err.detail : String(err && err.message || err);
     if (err instanceof SHG.ApiError) {
-      if (err.status === 409) text = `操作冲突 Conflict (409): 事件状态已变化，可能已有同事处理 — ${err.detail}`;
-      else if (err.status === 403) text = `无权限 Not allowed (403): ${err.detail}`;
-      else if (err.status === 404) text = `未找到 Not found (404): ${err.detail}`;
-      else if (err.status === 422) text = `输入有误 Invalid input (422): ${err.detail}`;
-      else text = `错误 Error (${err.status}): ${err.detail}`;
+      const detail = err.detail;
+      if (err.status === 409) text = t("err.conflict", { detail });
+      else if (err.status === 403) text = t("err.forbidden", { detail });
+      else if (err.status === 404) text = t("err.not_found", { detail });
+      else if (err.status === 422) text = t("err.invalid", { detail });
+      else text = t("err.other", { status: err.status, detail });
     }
     ui.errorText.textContent = text;
     ui.error.hidden = false;
@@ -67,7 +75,7 @@
 
   function handleAuthLoss(err) {
     if (err instanceof SHG.ApiError && err.status === 401) {
-      signOut("登录已过期，请重新登录 · Session expired, please sign in again");
+      signOut(t("session.expired"));
       return true;
     }
     return false;
@@ -106,8 +114,9 @@
 
   // -- alarm -------------------------------------------------------------------------------
 
+  /* Only raised care emergencies sound and show the banner; technical incidents never do. */
   const alarming = () =>
-    state.incidents.filter((i) => i.state === "raised" && ALARM_TYPES.has(i.type));
+    state.incidents.filter((i) => i.state === "raised" && !i.technical && ALARM_TYPES.has(i.type));
 
   function updateAlarm() {
     const open = alarming();
@@ -124,12 +133,12 @@
     const first = open[0];
     const where = residentWhere(first);
     const who = residentLabel(first) + (where ? ` (${where})` : "");
+    const type = SHG.typeLabel(first.type);
     ui.alarmText.textContent = open.length === 1
-      ? `新紧急事件 NEW EMERGENCY: ${SHG.typeLabel(first.type)} — ${who} — 请立即确认 acknowledge now`
-      : `${open.length} 个紧急事件待确认 EMERGENCIES waiting: ${SHG.typeLabel(first.type)} — ${who} …`;
+      ? t("alarm.one", { type, who }) : t("alarm.many", { n: open.length, type, who });
     ui.alarm.hidden = false;
     ui.mute.hidden = false;
-    ui.mute.textContent = state.muted ? "已静音 Muted" : "静音 Mute";
+    ui.mute.textContent = state.muted ? t("muted") : t("mute");
   }
 
   setInterval(() => {
@@ -143,66 +152,120 @@
 
   ui.mute.addEventListener("click", () => {
     state.muted = true;
-    ui.mute.textContent = "已静音 Muted";
+    ui.mute.textContent = t("muted");
   });
 
   // -- the incident list -------------------------------------------------------------------
 
+  /* Who: the resident's name (the list carries it for staff, audited once per shift), or for
+   * a device incident the device and where it is. */
   function residentLabel(inc) {
     const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
-    if (card) return card.display_name || card.elder_code || inc.resident_id;
+    if (inc.technical && inc.device_kind) return SHG.kindLabel(inc.device_kind);
+    if (card && card.display_name) return card.display_name;
+    if (inc.resident_name) return inc.resident_name;
+    if (inc.technical) return SHG.typeLabel(inc.type);
     return inc.resident_id || inc.subject;
   }
-  /* Where to go: the list carries the bed code and the room (nursing home) or household
-   * label (home care); the home address only comes with the audited resident card. */
+  /* Where to go: the bed code and the room (nursing home) or household label (home care);
+   * for a device, its own place; the home address only comes with the audited card. */
   function residentWhere(inc) {
     const card = inc.resident_id ? state.cards.get(inc.resident_id) : null;
     const label = inc.location_label
-      ? (inc.location_kind === "home" ? `居家 Home: ${inc.location_label}` : inc.location_label)
-      : null;
-    const parts = [inc.bed_code && `床位 Bed ${inc.bed_code}`, label, card && card.address];
+      ? (inc.location_kind === "home" ? t("home", { label: inc.location_label }) : inc.location_label)
+      : (inc.device_location_label || null);
+    const parts = [
+      inc.bed_code && t("bed", { code: inc.bed_code }), label,
+      inc.technical && inc.resident_name ? inc.resident_name : null,
+      card && card.address,
+    ];
     const where = parts.filter(Boolean).join(" · ");
-    return where || (inc.resident_id ? "" : "设备/位置 device/location");
+    return where || t("unknown_place");
   }
+  const targetOf = (inc) => Number(inc.target_s) || ACK_SLA_S;
 
   const elapsedS = (iso) => Math.max(0, (SHG.now() - Date.parse(iso)) / 1000);
 
+  /* The countdown against the incident's own target: care incidents turn red when late,
+   * technical ones (hours to fix) only turn amber, never red and never "OVERDUE". */
   function slaCell(inc) {
+    const target = targetOf(inc);
     if (inc.state === "raised") {
-      const left = ACK_SLA_S - elapsedS(inc.raised_at);
+      const left = target - elapsedS(inc.raised_at);
+      if (inc.technical) {
+        return left > 0
+          ? { cls: "sla sla-tech", text: t("sla.tech_left", { t: SHG.duration(left) }) }
+          : { cls: "sla sla-tech-late", text: t("sla.tech_over", { t: SHG.duration(-left) }) };
+      }
       return left > 0
-        ? { cls: "sla sla-ok", text: `剩 ${Math.ceil(left)} 秒 to ack` }
-        : { cls: "sla sla-over", text: `超时 OVERDUE +${SHG.duration(-left)}` };
+        ? { cls: "sla sla-ok", text: t("sla.left", { t: SHG.duration(Math.ceil(left)) }) }
+        : { cls: "sla sla-over", text: t("sla.over", { t: SHG.duration(-left) }) };
     }
     const took = inc.time_to_acknowledge_s;
     if (took === null || took === undefined) return { cls: "sla", text: "—" };
-    return took <= ACK_SLA_S
-      ? { cls: "sla sla-done", text: `${Math.round(took)} 秒内接单 acked` }
-      : { cls: "sla sla-over", text: `${SHG.duration(took)} 接单 (late)` };
+    if (took <= target) return { cls: "sla sla-done", text: t("sla.acked", { t: SHG.duration(took) }) };
+    return { cls: inc.technical ? "sla sla-tech-late" : "sla sla-over",
+      text: t("sla.acked_late", { t: SHG.duration(took) }) };
+  }
+
+  function rowOf(inc) {
+    const sla = slaCell(inc);
+    return el("tr", {
+      class: `row p${inc.priority} ${inc.technical ? "tech" : "care"} state-${inc.state}` +
+        (inc.id === state.selectedId ? " selected" : ""),
+      "data-incident-id": inc.id, "data-state": inc.state, "data-category": inc.category,
+      tabindex: "0",
+      onclick: () => select(inc.id),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
+    },
+    el("td", { class: "type" }, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
+    el("td", { class: "who" }, residentLabel(inc), el("span", { class: "sub where", text: residentWhere(inc) })),
+    el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
+    el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
+    el("td", {}, el("span", { class: sla.cls, text: sla.text })));
   }
 
   function renderList() {
-    ui.rows.replaceChildren(...state.incidents.map((inc) => {
-      const sla = slaCell(inc);
-      const row = el("tr", {
-        class: `row p${inc.priority} state-${inc.state}${inc.id === state.selectedId ? " selected" : ""}`,
-        "data-incident-id": inc.id, "data-state": inc.state, tabindex: "0",
-        onclick: () => select(inc.id),
-        onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(inc.id); } },
-      },
-      el("td", {}, SHG.typeLabel(inc.type), el("span", { class: "sub", text: `#${inc.id} · P${inc.priority}` })),
-      el("td", {}, residentLabel(inc), el("span", { class: "sub where", text: residentWhere(inc) })),
-      el("td", { class: "state", text: SHG.stateLabel(inc.state) }),
-      el("td", { class: "age", "data-raised": inc.raised_at, text: SHG.duration(elapsedS(inc.raised_at)) }),
-      el("td", {}, el("span", { class: sla.cls, text: sla.text })));
-      return row;
-    }));
-    ui.count.textContent = String(state.incidents.length);
+    const care = state.incidents.filter((i) => !i.technical);
+    const tech = state.incidents.filter((i) => i.technical);
+    ui.rows.replaceChildren(...care.map(rowOf));
+    ui.techRows.replaceChildren(...tech.map(rowOf));
+    ui.count.textContent = String(care.length);
+    ui.techCount.textContent = String(tech.length);
+    ui.careEmpty.hidden = care.length > 0 || tech.length === 0;
+    ui.techEmpty.hidden = tech.length > 0 || care.length === 0;
     ui.empty.hidden = state.incidents.length > 0;
+    renderResolved();
   }
 
+  /* Supervisors: resolved incidents waiting for their review and close. */
+  function renderResolved() {
+    const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
+    ui.resolvedPane.hidden = !senior || state.resolved.length === 0;
+    ui.resolvedRows.replaceChildren(...state.resolved.map((inc) => el("li", {},
+      el("button", { type: "button", class: "linkish", "data-incident-id": inc.id,
+        onclick: () => select(inc.id) },
+      `#${inc.id} ${SHG.typeLabel(inc.type)} · ${residentLabel(inc)} · ` +
+        `${inc.outcome ? SHG.outcomeLabel(inc.outcome) : ""} · ${SHG.clock(inc.resolved_at, false)}`))));
+  }
+
+  function renderTargets() {
+    const site = state.site;
+    if (!site) return;
+    SHG.setSiteOffset(site.utc_offset_s);
+    const tg = site.targets;
+    ui.targets.textContent = t("target.note", {
+      care1: SHG.duration(tg.care[1] ?? tg.care["1"]), tech3: SHG.duration(tg.technical[3] ?? tg.technical["3"]),
+      basis: site.name ? `${site.name} · ${tg.basis}` : tg.basis,
+    });
+    ui.siteClock.hidden = false;
+  }
+  setInterval(() => {
+    if (state.site) ui.siteClock.textContent = `${SHG.clock(SHG.now(), false)} · ${t("tz.label", { tz: SHG.tzName() })}`;
+  }, 1000);
+
   function tick() {
-    for (const row of ui.rows.children) {
+    for (const row of [...ui.rows.children, ...ui.techRows.children]) {
       const inc = state.incidents.find((i) => String(i.id) === row.dataset.incidentId);
       if (!inc) continue;
       row.querySelector(".age").textContent = SHG.duration(elapsedS(inc.raised_at));
@@ -216,7 +279,12 @@
 
   async function refresh() {
     try {
-      state.incidents = await api("/incidents?state=open");
+      const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
+      const [open, resolved] = await Promise.all([
+        api("/console/incidents"), senior ? api("/console/incidents?view=resolved") : [],
+      ]);
+      state.incidents = open;
+      state.resolved = resolved;
       renderList();
       updateAlarm();
       if (state.selectedId !== null) await loadSelected(false);
@@ -268,6 +336,19 @@
   const reconcileNow = () => { if (SHG.token() && !ui.board.hidden) reconcile(); };
   document.addEventListener("visibilitychange", () => { if (!document.hidden) reconcileNow(); });
   window.addEventListener("online", reconcileNow);
+  /* The site's clock and targets and the staff's names: once at sign-in. */
+  async function loadSiteAndPeople() {
+    try {
+      const [site, people] = await Promise.all([api("/console/site"), api("/console/people")]);
+      state.site = site;
+      state.people = new Map(people.map((p) => [p.user_id, p]));
+      renderTargets();
+      renderList();
+      if (state.selected) renderDetail();
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
   async function loadReconcileInterval() {
     try {
       const cfg = await api("/console/config");
@@ -286,7 +367,8 @@
   function setLive(on) {
     state.live = on;
     ui.feed.className = on ? "feed feed-on" : "feed feed-off";
-    ui.feed.textContent = on ? "实时 Live: 已连接 connected" : "实时 Live: 重连中 reconnecting…";
+    ui.feed.dataset.i18n = on ? "feed.on" : "feed.retry";
+    ui.feed.textContent = t(ui.feed.dataset.i18n);
   }
 
   /* Every event re-reads the list; a raised emergency is announced by updateAlarm(). */
@@ -305,7 +387,7 @@
         const resp = await fetch("/incidents/stream", { headers, signal: ctrl.signal, cache: "no-store" });
         if (resp.status === 401) {
           if (await SHG.refresh()) continue; // renewed: connect again at once
-          signOut("登录已过期 · Session expired"); return;
+          signOut(t("session.expired")); return;
         }
         if (!resp.ok || !resp.body) throw new Error(`stream answered ${resp.status}`);
         setLive(true);
@@ -348,14 +430,17 @@
   // -- the selected incident ---------------------------------------------------------------
 
   async function select(id) {
+    stopBoard();
     clearError();
     state.selectedId = id;
     state.selected = null;
     state.card = null;
-    for (const row of ui.rows.children) {
+    for (const row of [...ui.rows.children, ...ui.techRows.children]) {
       row.classList.toggle("selected", row.dataset.incidentId === String(id));
     }
     await loadSelected(true);
+    // On a tablet or phone the detail (with its buttons) sits under the lists: bring it up.
+    if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
   }
 
   async function loadSelected(withCard) {
@@ -399,69 +484,113 @@
     return dl;
   }
 
+  function reasonForm(id, placeholder, buttonId, buttonText, cls, onReason) {
+    const reason = el("input", { id, placeholder, maxlength: "2000", "aria-label": placeholder });
+    return el("form", { class: "rowform", onsubmit: (e) => {
+      e.preventDefault();
+      const text = reason.value.trim();
+      if (!text) { showError(t("act.reason_missing")); return; }
+      onReason(text);
+    } }, reason, el("button", { id: buttonId, class: cls, type: "submit" }, buttonText));
+  }
+
+  /* The buttons the workflow allows this role in this state (gateway.workflow.transitions):
+   * staff acknowledge, dispatch, record arrival and resolve (a false alarm with its reason);
+   * supervisors also cancel one raised in error (with a reason) and close after review. */
   function actionsFor(inc) {
     const box = el("div", { class: "actions", id: "actions", "data-for": `${inc.id}:${inc.state}` });
     const s = inc.state;
+    const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
     if (s === "raised") {
       box.append(el("button", { id: "act-acknowledge", class: "primary", type: "button",
-        onclick: () => act("acknowledge", undefined) }, "确认接单 Acknowledge"));
+        onclick: () => act("acknowledge", undefined) }, t("act.acknowledge")));
     }
     if (s === "acknowledged") {
-      const responder = el("input", { id: "responder", placeholder: "派出人员编号 Responder id",
-        maxlength: "64", "aria-label": "派出人员 Responder" });
+      const responder = el("input", { id: "responder", placeholder: t("act.responder"),
+        maxlength: "64", "aria-label": t("act.responder"), list: "staff-names" });
+      const names = el("datalist", { id: "staff-names" }, ...[...state.people.values()]
+        .filter((p) => p.display_name && p.role !== "admin")
+        .map((p) => el("option", { value: p.display_name })));
       box.append(el("form", { class: "rowform", onsubmit: (e) => {
         e.preventDefault();
         const who = responder.value.trim();
-        if (!who) { showError("请填写派出人员 Enter a responder"); return; }
+        if (!who) { showError(t("act.responder_missing")); return; }
         act("dispatch", { responder: who });
-      } }, responder, el("button", { id: "act-dispatch", type: "submit" }, "派人 Dispatch")));
+      } }, responder, names, el("button", { id: "act-dispatch", type: "submit" }, t("act.dispatch"))));
     }
     if (s === "dispatched") {
       box.append(el("button", { id: "act-on-scene", type: "button",
-        onclick: () => act("on-scene", undefined) }, "已到场 On scene"));
+        onclick: () => act("on-scene", undefined) }, t("act.on_scene")));
     }
     if (s === "acknowledged" || s === "dispatched" || s === "on_scene") {
-      const outcome = el("select", { id: "outcome", "aria-label": "处理结果 Outcome" },
-        el("option", { value: "", text: "— 处理结果 Outcome —" }),
-        ...Object.keys(SHG.OUTCOME_LABELS).filter((o) => o !== "condition_cleared")
+      const outcome = el("select", { id: "outcome", "aria-label": t("act.outcome") },
+        el("option", { value: "", text: t("act.outcome") }),
+        ...SHG.OUTCOMES.filter((o) => o !== "condition_cleared" && o !== "false_alarm")
           .map((o) => el("option", { value: o, text: SHG.outcomeLabel(o) })));
-      const notes = el("textarea", { id: "notes", maxlength: "2000",
-        placeholder: "备注 Notes (不要写入不必要的个人信息 no needless personal data)" });
+      const notes = el("textarea", { id: "notes", maxlength: "2000", placeholder: t("act.notes"),
+        "aria-label": t("act.notes") });
       box.append(el("form", { class: "rowform", onsubmit: (e) => {
         e.preventDefault();
-        if (!outcome.value) { showError("请选择处理结果 Choose an outcome"); return; }
+        if (!outcome.value) { showError(t("act.outcome_missing")); return; }
         act("resolve", { outcome: outcome.value, notes: notes.value.trim() || null });
-      } }, outcome, notes, el("button", { id: "act-resolve", class: "danger", type: "submit" }, "结案 Resolve")));
+      } }, outcome, notes, el("button", { id: "act-resolve", class: "danger", type: "submit" }, t("act.resolve"))));
+      box.append(reasonForm("false-reason", t("act.false_reason"), "act-false-alarm",
+        t("act.false_alarm"), "", (text) => act("resolve", { outcome: "false_alarm", notes: text })));
     }
-    if (!box.children.length) box.append(el("p", { class: "empty", text: "无可用操作 No actions" }));
+    if (senior && (s === "raised" || s === "acknowledged")) {
+      box.append(reasonForm("cancel-reason", t("act.cancel_reason"), "act-cancel", t("act.cancel"),
+        "", (text) => act("cancel", { reason: text })));
+    }
+    if (senior && s === "resolved") {
+      box.append(el("button", { id: "act-close", type: "button",
+        onclick: () => act("close", undefined) }, t("act.close")));
+    }
+    if (!box.children.length) box.append(el("p", { class: "empty", text: t("act.none") }));
     return box;
+  }
+
+  /* "护工 张丽": a user by role and display name (the role alone without a name). */
+  function personLabel(userId, role, name) {
+    if (!userId) return role ? (name ? `${SHG.roleLabel(role)} ${name}` : SHG.roleLabel(role)) : "";
+    if (userId === "system") return t("actor.system");
+    if (userId === "resident") return t("actor.resident");
+    const p = state.people.get(userId);
+    const r = (p && p.role) || role;
+    const roleText = r ? SHG.roleLabel(r) : t("actor.unknown");
+    return p && p.display_name ? `${roleText} ${p.display_name}` : roleText;
   }
 
   function cardView(card) {
     const flags = el("p", {},
-      card.high_risk ? el("span", { class: "flag", text: "高风险 High risk" }) : null,
-      card.lives_alone ? el("span", { class: "flag", text: "独居 Lives alone" }) : null);
+      card.high_risk ? el("span", { class: "flag", text: t("card.high_risk") }) : null,
+      card.lives_alone ? el("span", { class: "flag", text: t("card.alone") }) : null);
     const v = card.last_vitals;
     const vitals = v
-      ? `心率 HR ${v.heart_rate ?? "—"} · 呼吸 RR ${v.breathing_rate ?? "—"} · ` +
-        `${v.presence === true ? "在床 in bed" : v.presence === false ? "离床 out of bed" : ""} (${SHG.clock(v.time)})`
-      : "24 小时内无数据 No vitals in 24 h";
+      ? t("vitals.line", { hr: v.heart_rate ?? "—", rr: v.breathing_rate ?? "—",
+        presence: v.presence === true ? t("vitals.in_bed") : v.presence === false ? t("vitals.out") : "",
+        time: SHG.clock(v.time) })
+      : t("vitals.none");
+    // The card was read when the incident was selected: keep its own line current.
+    const sel = state.selected;
+    const recent = (card.recent_incidents || []).map((r) => (sel && r.id === sel.id
+      ? { ...r, state: sel.state, outcome: sel.outcome } : r));
     return el("div", { id: "resident-card" },
-      el("h3", { text: "住户 Resident" }),
+      el("h3", { text: t("card.resident") }),
       flags,
       facts([
-        ["姓名 Name", card.display_name], ["编号 Elder code", card.elder_code],
-        ["床位 Bed", card.bed_code], ["房间 Room", card.room], ["地址 Address", card.address],
-        ["护理等级 Care level", card.care_level], ["最近体征 Last vitals", vitals],
+        [t("card.name"), card.display_name], [t("card.code"), card.elder_code],
+        [t("card.bed"), card.bed_code], [t("card.room"), card.room], [t("card.address"), card.address],
+        [t("card.level"), card.care_level], [t("card.vitals"), vitals],
       ]),
-      el("h3", { text: "联系人 Contacts" }),
+      el("h3", { text: t("card.contacts") }),
       card.contacts && card.contacts.length
         ? el("ul", { class: "history" }, ...card.contacts.map((c) => el("li", {},
-          `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · ${c.phone || c.email || "—"}`)))
-        : el("p", { class: "empty", text: "无联系人 None" }),
-      el("h3", { text: "近期事件 Recent incidents" }),
-      el("ul", { class: "history" }, ...(card.recent_incidents || []).map((r) => el("li", {},
-        `${SHG.clock(r.raised_at)} · ${SHG.typeLabel(r.type)} · ${SHG.stateLabel(r.state)}` +
+          `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · `,
+          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.email || "—"))))
+        : el("p", { class: "empty", text: t("card.none") }),
+      el("h3", { text: t("card.recent") }),
+      el("ul", { class: "history", id: "recent-incidents" }, ...recent.map((r) => el("li", { "data-incident-id": r.id },
+        `${SHG.clock(r.raised_at, false)} · ${SHG.typeLabel(r.type)} · ${SHG.stateLabel(r.state)}` +
         (r.outcome ? ` · ${SHG.outcomeLabel(r.outcome)}` : "")))));
   }
 
@@ -471,93 +600,83 @@
     // Live events re-render the panel; keep the action forms of an unchanged incident so a
     // responder id or notes being typed are not wiped by someone else's update.
     const prev = document.getElementById("actions");
-    const actions = prev && prev.dataset.for === `${inc.id}:${inc.state}` ? prev : actionsFor(inc);
-    ui.detail.replaceChildren(
-      el("h2", { id: "detail-title" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
+    const actions = prev && prev.dataset.for === `${inc.id}:${inc.state}` && prev.dataset.lang === SHG.lang()
+      ? prev : actionsFor(inc);
+    actions.dataset.lang = SHG.lang();
+    const row = state.incidents.find((i) => i.id === inc.id) || state.resolved.find((i) => i.id === inc.id);
+    const sentence = SHG.reasonText(inc);
+    // (replaceChildren would print a null as the text "null": the hub-offline card did.)
+    ui.detail.replaceChildren(...[
+      el("h2", { id: "detail-title", class: inc.technical ? "tech" : "care" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
       el("p", { class: "state", id: "detail-state", "data-state": inc.state, text: SHG.stateLabel(inc.state) }),
+      row ? el("p", { class: "where-line", id: "detail-where" }, `${residentLabel(row)} · ${residentWhere(row)}`) : null,
       facts([
-        ["发生 Raised", SHG.clock(inc.raised_at)],
-        ["原因 Reason", inc.reason],
-        ["触发次数 Triggers", inc.trigger_count > 1 ? inc.trigger_count : null],
-        ["接单人 Acknowledged by", inc.acknowledged_by],
-        ["接单用时 Time to ack", inc.time_to_acknowledge_s != null ? SHG.duration(inc.time_to_acknowledge_s) : null],
-        ["派出 Responder", inc.responder],
-        ["结果 Outcome", inc.outcome && SHG.outcomeLabel(inc.outcome)],
+        [t("f.raised"), SHG.clock(inc.raised_at)],
+        [t("f.reason"), sentence || inc.reason],
+        [t("f.triggers"), inc.trigger_count > 1 ? inc.trigger_count : null],
+        [t("f.acked_by"), inc.acknowledged_by ? personLabel(inc.acknowledged_by) : null],
+        [t("f.time_to_ack"), inc.time_to_acknowledge_s != null ? SHG.duration(inc.time_to_acknowledge_s) : null],
+        [t("f.target"), row ? SHG.duration(targetOf(row)) : null],
+        [t("f.responder"), inc.responder],
+        [t("f.outcome"), inc.outcome && SHG.outcomeLabel(inc.outcome)],
       ]),
+      sentence ? el("details", { class: "tech-reason" }, el("summary", { text: t("f.technical") }),
+        el("p", { text: inc.reason })) : null,
       actions,
       state.card ? cardView(state.card) : null,
-      el("h3", { text: "时间线 Timeline" }),
+      el("h3", { text: t("timeline") }),
       el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
-    );
+    ].filter(Boolean));
   }
 
   // -- the timeline: state changes merged with escalation steps, pages and messages ---------
 
-  const TIER_LABELS = {
-    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor",
-    contacts: "家属/社区 Contacts", emergency: "紧急呼救 Emergency",
+  /* A code of an escalation table from the catalogue ("esc.<table>.<code>"; the code if unknown). */
+  const label = (table, code) => {
+    if (code == null) return "";
+    const key = `esc.${table}.${code}`;
+    const text = t(key);
+    return text === key ? code : text;
   };
-  const ROLE_LABELS = {
-    duty_staff: "值班护工 Duty staff", supervisor: "主管 Supervisor", admin: "管理员 Admin",
-  };
-  const CHANNEL_LABELS = {
-    console: "值班台 Console", sms: "短信 SMS", voice: "语音电话 Voice call", email: "邮件 E-mail",
-    webhook: "推送 Webhook", wecom: "企业微信 WeCom", dingtalk: "钉钉 DingTalk",
-    feishu: "飞书 Feishu", bot: "群机器人 Group bot", wechat: "微信 WeChat",
-  };
-  const STATUS_LABELS = {
-    posted: "已推送 posted", queued: "排队中 queued", sending: "发送中 sending",
-    retrying: "重试中 retrying", delivered: "已送达 delivered", failed: "失败 failed",
-  };
-  const STOP_LABELS = {
-    acknowledged: "已接单 acknowledged", dispatched: "已派人 dispatched", on_scene: "已到场 on scene",
-    resolved: "已处理 resolved", closed: "已关闭 closed", cancelled: "已取消 cancelled",
-    "no applicable tier": "无适用级别 no tier applies",
-  };
-  const ACK_VIA_LABELS = { link: "链接 link", sms: "短信回复 SMS reply" };
-  const PAGE_LABELS = { page: "呼叫 Paged", reminder: "再次提醒 Reminder", instruction: "紧急指示 Instruction" };
-  const label = (table, code) => (code == null ? "" : table[code] || code);
-  const tierLabel = (name) => label(TIER_LABELS, name);
+  const tierLabel = (name) => label("tier", name);
   function channelLabel(channel) {
     if (!channel) return "";
     const [kind, name] = channel.split(":");
-    return label(CHANNEL_LABELS, kind) + (name ? ` (${name})` : "");
+    return label("channel", kind) + (name ? ` (${name})` : "");
   }
   /* Who, by role or relation only (the API never sends names, logins or numbers). */
   function whoLabel(r) {
     if (!r) return "";
-    if (r.kind === "all_staff") return "全体值班人员 All staff";
-    if (r.kind === "staff") return (r.label ? `${r.label} · ` : "") + (label(ROLE_LABELS, r.role) || "员工 Staff");
-    const kind = r.kind === "community_worker" ? "社区工作者 Community worker" : "家属 Family";
+    if (r.kind === "all_staff") return t("esc.all_staff");
+    if (r.kind === "staff") return (r.label ? `${r.label} · ` : "") + (label("role", r.role) || t("actor.unknown"));
+    const kind = r.kind === "community_worker" ? t("esc.community_worker") : t("role.family");
     return kind + (r.relation ? ` (${r.relation})` : "");
   }
 
   function escalationText(e) {
     switch (e.kind) {
       case "tier":
-        return `升级 Escalated → ${tierLabel(e.tier_name)} · 已通知 ${e.reached} reached`;
+        return t("esc.tier", { tier: tierLabel(e.tier_name), n: e.reached });
       case "tier_skipped":
-        return `跳过 Skipped ${tierLabel(e.tier_name)} · 无人可通知 nobody to reach`;
+        return t("esc.tier_skipped", { tier: tierLabel(e.tier_name) });
       case "reminder":
-        return `提醒 Reminder #${e.sequence} · ${tierLabel(e.tier_name)}`;
+        return t("esc.reminder", { n: e.sequence, tier: tierLabel(e.tier_name) });
       case "unreachable":
-        return "无人可达，稍后重试 Nobody reachable yet, retrying";
+        return t("esc.unreachable");
       case "stopped":
-        return `停止升级 Escalation stopped · ${label(STOP_LABELS, e.reason)}`;
+        return t("esc.stopped", { why: label("stop", e.reason) });
       case "page":
-        return `${label(PAGE_LABELS, e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
+        return `${label("page", e.page_kind)} → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)}`;
       case "notification": {
         const n = (e.attempts || []).length;
-        const when = e.result_at
-          ? ` ${new Date(e.result_at).toLocaleTimeString("zh-CN", { hour12: false })}` : "";
+        const when = e.result_at ? ` ${SHG.clock(e.result_at, false)}` : "";
         const why = e.status === "failed" && e.detail ? ` — ${e.detail}` : "";
-        return `通知 Message → ${whoLabel(e.recipient)} · ${channelLabel(e.channel)} · ` +
-          `${label(STATUS_LABELS, e.status)}${when}` + (n > 1 ? ` (${n} 次 attempts)` : "") + why;
+        return t("esc.message", { who: whoLabel(e.recipient), channel: channelLabel(e.channel) }) +
+          ` · ${label("status", e.status)}${when}` + (n > 1 ? ` ${t("esc.attempts", { n })}` : "") + why;
       }
       case "page_ack":
-        return `消息内确认 Acknowledged from the message → ${whoLabel(e.recipient)} · ` +
-          `${label(ACK_VIA_LABELS, e.channel)}` +
-          (e.status === "already_acknowledged" ? " · 已有他人确认 someone was first" : "");
+        return t("esc.page_ack", { who: whoLabel(e.recipient), via: label("ack_via", e.channel) }) +
+          (e.status === "already_acknowledged" ? ` · ${t("esc.someone_first")}` : "");
       default:
         return e.kind;
     }
@@ -575,15 +694,94 @@
         (i < states.length && Date.parse(states[i].time) <= Date.parse(steps[j].time));
       if (takeState) {
         const e = states[i++];
-        items.push(el("li", { "data-kind": e.kind }, `${SHG.clock(e.time)} · ${e.kind} · ${e.actor}`));
+        const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
+        items.push(el("li", { "data-kind": e.kind },
+          `${SHG.clock(e.time, false)} · ${what} · ${personLabel(e.actor)}`));
       } else {
         const e = steps[j++];
         items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
-          "data-status": e.status || null }, `${SHG.clock(e.time)} · ${escalationText(e)}`));
+          "data-status": e.status || null }, `${SHG.clock(e.time, false)} · ${escalationText(e)}`));
       }
     }
     return items;
   }
+
+  // -- the shift handover summary (GET /console/handover) -----------------------------------
+
+  async function showHandover() {
+    clearError();
+    state.selectedId = null;
+    state.selected = null;
+    state.card = null;
+    try {
+      const h = await api("/console/handover");
+      const item = (i) => el("li", { "data-incident-id": i.id }, [
+        SHG.typeLabel(i.type),
+        i.technical && i.device_kind ? SHG.kindLabel(i.device_kind) : i.resident_name,
+        i.bed_code && t("bed", { code: i.bed_code }), i.location_label, SHG.stateLabel(i.state),
+        i.acknowledged_by_role && personLabel(null, i.acknowledged_by_role, i.acknowledged_by_name),
+        SHG.clock(i.raised_at, false),
+      ].filter(Boolean).join(" · "));
+      const list = (id, items, render) => (items.length
+        ? el("ul", { class: "history", id }, ...items.map(render))
+        : el("p", { class: "empty", id, text: t("card.none") }));
+      const c = h.counts;
+      ui.detail.replaceChildren(
+        el("h2", { id: "handover" }, t("handover.title")),
+        el("p", { class: "where-line" }, t("handover.window",
+          { since: SHG.clock(h.since, false), until: SHG.clock(h.until) })),
+        el("p", {}, t("handover.counts", { raised: c.raised, resolved: c.resolved, fa: c.false_alarms, cancelled: c.cancelled })),
+        el("h3", { text: t("handover.open") }),
+        list("handover-open", h.open_care, item),
+        el("h3", { text: t("handover.flagged") }),
+        list("handover-flagged", h.flagged_residents, (f) => el("li", {},
+          `${f.resident_name || f.resident_id} · ${[f.bed_code && t("bed", { code: f.bed_code }), f.location_label].filter(Boolean).join(" · ")}` +
+          ` · ${[...new Set(f.types)].map(SHG.typeLabel).join("、")}` +
+          (f.still_open ? ` · ${t("handover.still_open", { n: f.still_open })}` : ""))),
+        el("h3", { text: t("handover.devices") }),
+        list("handover-devices", h.devices_to_fix, item));
+      if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
+    } catch (err) {
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+  ui.handover.addEventListener("click", () => { stopBoard(); showHandover(); });
+
+  // -- the live board (GET /console/board), re-read every few seconds while shown ----------
+
+  let boardTimer = null;
+  function stopBoard() { clearInterval(boardTimer); boardTimer = null; }
+  async function renderBoard() {
+    try {
+      const b = await api("/console/board");
+      if (boardTimer === null) return; // closed meanwhile
+      ui.detail.replaceChildren(
+        el("h2", { id: "live-board" }, t("board.title")),
+        el("div", { class: "tiles" }, ...b.beds.map((bed) => el("div", {
+          class: `tile tile-${bed.state}`, "data-bed": bed.bed_code, "data-state": bed.state,
+          onclick: bed.incident_id ? () => { stopBoard(); select(bed.incident_id); } : null,
+        },
+        el("strong", { text: bed.resident_name || t("board.empty_bed") }),
+        el("span", { class: "sub", text: [t("bed", { code: bed.bed_code }), bed.location_label].join(" · ") }),
+        el("span", { class: "tile-state", text: bed.state === "incident"
+          ? `${SHG.typeLabel(bed.incident_type)} · ${SHG.stateLabel(bed.incident_state)}`
+          : t(`board.${bed.state}`) })))),
+        el("p", { class: "hint", text: t("updated", { time: SHG.clock(SHG.now()) }) }));
+    } catch (err) {
+      stopBoard();
+      if (!handleAuthLoss(err)) showError(err);
+    }
+  }
+  function showBoardPanel() {
+    clearError();
+    state.selectedId = null;
+    state.selected = null;
+    stopBoard();
+    boardTimer = setInterval(renderBoard, 4000);
+    renderBoard();
+    if (window.matchMedia("(max-width: 900px)").matches) ui.detail.scrollIntoView({ block: "start" });
+  }
+  ui.boardButton.addEventListener("click", showBoardPanel);
 
   // -- sign-in -----------------------------------------------------------------------------
 
@@ -591,10 +789,13 @@
     ui.login.hidden = true;
     ui.board.hidden = false;
     ui.signOut.hidden = false;
+    ui.handover.hidden = false;
+    ui.boardButton.hidden = false;
     setLive(false);
     refresh();
     startReconcile();
     loadReconcileInterval();
+    loadSiteAndPeople();
     runStream();
   }
 
@@ -607,13 +808,25 @@
     ui.board.hidden = true;
     ui.login.hidden = false;
     ui.signOut.hidden = true;
+    ui.handover.hidden = true;
+    ui.boardButton.hidden = true;
+    stopBoard();
     ui.alarm.hidden = true;
     ui.mute.hidden = true;
     ui.feed.className = "feed feed-off";
-    ui.feed.textContent = "实时 Live: 未连接 offline";
+    ui.feed.dataset.i18n = "feed.off";
+    ui.feed.textContent = t("feed.off");
+    ui.siteClock.hidden = true;
     if (message) showError(message);
   }
   ui.signOut.addEventListener("click", () => signOut());
+  ui.lang.addEventListener("click", () => SHG.toggleLang());
+  document.addEventListener("shg:lang", () => {
+    renderList();
+    updateAlarm();
+    renderTargets();
+    if (state.selected) renderDetail();
+  });
 
   ui.form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -624,13 +837,12 @@
       ui.pass.value = "";
       if (!STAFF_ROLES.has(tok.role)) {
         SHG.signOut();
-        showError("此页面仅供值班人员使用；家属请使用 /family · Staff only; family members use /family");
+        showError(t("login.staff_only"));
         return;
       }
       showBoard();
     } catch (err) {
-      showError(err instanceof SHG.ApiError && err.status === 401
-        ? "用户名或密码错误 · Incorrect username or password" : err);
+      showError(err instanceof SHG.ApiError && err.status === 401 ? t("login.bad") : err);
     }
   });
 
@@ -664,10 +876,9 @@
     banner.hidden = live.length === 0;
     if (banner.hidden) { banner.replaceChildren(); return; }
     banner.replaceChildren(
-      el("strong", { text: `测试中 Under test（${live.length}）：以下床位/设备正在安装验收，测试期间第二次按键仍会报警 · ` +
-        "acceptance test in progress; any alarm other than the test step still raises an incident" }),
+      el("strong", { text: SHG.t("test.banner", { n: live.length }) }),
       el("ul", {}, ...live.map((t) => el("li", { "data-test-id": t.test_id },
-        `床位 Bed ${t.bed_code || "—"} · 房间 Room ${t.location || "—"} · 设备 Device ${t.device_id} · 剩余 Remaining `,
+        SHG.t("test.line", { bed: t.bed_code || "—", room: t.location || "—", device: t.device_id }),
         el("span", { class: "countdown", text: mmss((Date.parse(t.expires_at) - now) / 1000) })))));
   }
 
