@@ -13,14 +13,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from gateway import audit
-from gateway.api.auth import PUBLIC, CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.auth import Principal
+from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow
 from gateway.api.routes_pages import SECURITY_HEADERS
-from gateway.api.routes_visits import domain_errors, visits_config
+from gateway.api.routes_visits import VisitsConfigDep, domain_errors
 from gateway.storage import visits as visits_store
 from gateway.supervision.district import CHINA_OFFSET_S, district_report, staffing_table
 from gateway.visits.service import local_date
@@ -77,7 +78,7 @@ def _district(conn: Any, user: Principal, district: str | None) -> str:
             summary="The district's monthly figures (民政监管; counts only, audited)",
             **allow(UserRole.DISTRICT_SUPERVISOR, UserRole.ADMIN))  # fmt: skip
 def district(
-    request: Request,
+    cfg: VisitsConfigDep,
     user: CurrentUser,
     conn: DbConn,
     month: str = Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="local month, YYYY-MM"),
@@ -85,7 +86,7 @@ def district(
 ) -> DistrictOut:
     district_id = _district(conn, user, district)
     with domain_errors():
-        report = district_report(conn, visits_config(request), district_id, month,
+        report = district_report(conn, cfg, district_id, month,
                                  datetime.now(UTC))  # fmt: skip
     audit.append(conn, user.user_id, "supervision.read", f"district:{district_id}",
                  {"what": "district_month", "month": month})  # fmt: skip
@@ -97,7 +98,7 @@ def district(
             summary="Staffing-ratio check per nursing home and shift (1:3 / 1:6 / 1:15)",
             **allow(UserRole.DISTRICT_SUPERVISOR, UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
 def staffing(  # noqa: PLR0917 (FastAPI parameters)
-    request: Request,
+    cfg: VisitsConfigDep,
     user: CurrentUser,
     conn: DbConn,
     days: int = Query(default=7, ge=1, le=31),
@@ -118,7 +119,7 @@ def staffing(  # noqa: PLR0917 (FastAPI parameters)
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
         sites = [site]
     first = start or local_date(datetime.now(UTC), CHINA_OFFSET_S)
-    checks = staffing_table(conn, visits_config(request), sites, start_day=first, days=days)
+    checks = staffing_table(conn, cfg, sites, start_day=first, days=days)
     audit.append(conn, user.user_id, "supervision.read", "staffing",
                  {"what": "staffing", "sites": sites, "start": first.isoformat(),
                   "days": days})  # fmt: skip

@@ -14,13 +14,14 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
 from gateway import audit
-from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.auth import Principal
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow
 from gateway.errors import (
     ConflictError,
     ForbiddenError,
@@ -54,14 +55,13 @@ def domain_errors() -> Iterator[None]:
 
 
 @functools.cache
-def _default_config() -> VisitsConfig:
+def visits_config() -> VisitsConfig:
+    """The visiting-care configuration (``config/visits.toml``, read once); a dependency,
+    so an app may override it (``app.dependency_overrides[visits_config]``)."""
     return load_visits_config()
 
 
-def visits_config(request: Request) -> VisitsConfig:
-    """The app's visiting-care configuration (``app.state.visits_config``, else the file)."""
-    cfg = getattr(request.app.state, "visits_config", None)
-    return cfg if isinstance(cfg, VisitsConfig) else _default_config()
+VisitsConfigDep = Annotated[VisitsConfig, Depends(visits_config)]
 
 
 def caller_of(user: Principal) -> service.Caller:
@@ -272,8 +272,7 @@ def _task(row: dict[str, Any], now: datetime) -> TaskOut:
 @router.get("/visits/worklist", response_model=WorklistOut,
             summary="Due and overdue visits and open door-knock tasks (社区工作者)",
             **allow(*WORKER))  # fmt: skip
-def worklist(request: Request, user: CurrentUser, conn: DbConn) -> WorklistOut:
-    cfg = visits_config(request)
+def worklist(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> WorklistOut:
     now = datetime.now(UTC)
     elders = [_elder(cfg, c, now) for c in store.resident_cards(conn, **_scope(user))]
     elders = [e for e in elders if e.due]
@@ -290,9 +289,8 @@ def worklist(request: Request, user: CurrentUser, conn: DbConn) -> WorklistOut:
             summary="One elder: assessments, categories, due visits and visit history",
             **allow(*WORKER))  # fmt: skip
 def elder_detail(
-    resident_id: str, request: Request, user: CurrentUser, conn: DbConn
+    resident_id: str, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
 ) -> ElderDetailOut:
-    cfg = visits_config(request)
     now = datetime.now(UTC)
     with domain_errors():
         scope = service.scoped_resident(conn, caller_of(user), resident_id)
@@ -324,11 +322,11 @@ def add_visit(resident_id: str, body: VisitIn, user: CurrentUser, conn: DbConn) 
              status_code=201, summary="Record a capability assessment (老年人能力评估)",
              **allow(*STAFF))  # fmt: skip
 def add_assessment(
-    resident_id: str, body: AssessmentIn, request: Request, user: CurrentUser, conn: DbConn
+    resident_id: str, body: AssessmentIn, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
 ) -> CreatedOut:
     with domain_errors():
         aid = service.record_assessment(
-            conn, visits_config(request), caller_of(user), resident_id, level=body.level,
+            conn, cfg, caller_of(user), resident_id, level=body.level,
             assessor=body.assessor, assessed_on=body.assessed_on, next_due=body.next_due,
             notes=body.notes,
         )  # fmt: skip
@@ -368,11 +366,11 @@ def list_tasks(user: CurrentUser, conn: DbConn, all: bool = False) -> list[TaskO
              summary="Send the elder's community worker to knock on the door (敲门行动)",
              **allow(*STAFF))  # fmt: skip
 def door_knock(
-    body: DoorKnockIn, request: Request, user: CurrentUser, conn: DbConn
+    body: DoorKnockIn, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
 ) -> DoorKnockOut:
     with domain_errors():
         task_id, created = service.open_door_knock(
-            conn, visits_config(request), caller_of(user), body.resident_id,
+            conn, cfg, caller_of(user), body.resident_id,
             reason=body.reason, incident_id=body.incident_id,
         )  # fmt: skip
     return DoorKnockOut(task_id=task_id, created=created)
@@ -395,8 +393,7 @@ def task_result(task_id: int, body: ResultIn, user: CurrentUser, conn: DbConn) -
 @router.get("/visits/overdue", response_model=OverdueOut,
             summary="Overdue visits of the site and the notices sent to supervisors (console)",
             **allow(*STAFF))  # fmt: skip
-def overdue(request: Request, user: CurrentUser, conn: DbConn) -> OverdueOut:
-    cfg = visits_config(request)
+def overdue(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> OverdueOut:
     now = datetime.now(UTC)
     elders = [_elder(cfg, c, now) for c in store.resident_cards(conn, **_scope(user))]
     return OverdueOut(
@@ -409,8 +406,8 @@ def overdue(request: Request, user: CurrentUser, conn: DbConn) -> OverdueOut:
 @router.post("/visits/sweep", response_model=SweepOut,
              summary="Run the overdue-visit and silent-home sweep now",
              **allow(UserRole.ADMIN))  # fmt: skip
-def run_sweep(request: Request, user: CurrentUser, conn: DbConn) -> SweepOut:
-    result = service.sweep(conn, visits_config(request))
+def run_sweep(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> SweepOut:
+    result = service.sweep(conn, cfg)
     audit.append(conn, user.user_id, "visits.sweep", "visits", {"notices": result.notices,
                  "tasks_opened": result.tasks_opened})  # fmt: skip
     return SweepOut(notices=result.notices, tasks_opened=result.tasks_opened)
