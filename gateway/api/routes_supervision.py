@@ -118,7 +118,11 @@ def staffing(  # noqa: PLR0917 (FastAPI parameters)
         if sites is not None and site not in sites:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
         sites = [site]
-    first = start or local_date(datetime.now(UTC), CHINA_OFFSET_S)
+    today = local_date(datetime.now(UTC), CHINA_OFFSET_S)
+    first = start or today
+    if abs((first - today).days) > 366:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="start must be within a year of today")  # fmt: skip
     checks = staffing_table(conn, cfg, sites, start_day=first, days=days)
     audit.append(conn, user.user_id, "supervision.read", "staffing",
                  {"what": "staffing", "sites": sites, "start": first.isoformat(),

@@ -29,6 +29,8 @@ def month_bounds(month: str, utc_offset_s: int = CHINA_OFFSET_S) -> tuple[dateti
         first = date(year, mon, 1)
     except ValueError:
         raise InvalidError(f"not a month: {month!r}", hint="YYYY-MM") from None
+    if not 2000 <= year <= 2100:
+        raise InvalidError(f"month out of range: {month!r}", hint="2000-01 … 2100-12")
     nxt = date(year + mon // 12, mon % 12 + 1, 1)
     tz = timezone(timedelta(seconds=utc_offset_s))
 

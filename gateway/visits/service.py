@@ -89,6 +89,10 @@ def record_assessment(
 ) -> int:
     """Record a capability assessment; ``next_due`` defaults to the configured interval."""
     scoped_resident(conn, caller, resident_id)
+    if not date(2000, 1, 1) <= assessed_on <= date.today() + timedelta(days=1):
+        raise InvalidError("the assessment date must be between 2000 and today")
+    if next_due is not None and next_due > assessed_on + timedelta(days=3660):
+        raise InvalidError("next_due must be within ten years of the assessment")
     if level not in cfg.levels:
         raise InvalidError(f"unknown assessment level {level!r}", hint="、".join(cfg.levels))
     due = next_due or assessed_on + timedelta(days=cfg.interval_days)
@@ -167,6 +171,10 @@ def record_visit(
     at = visited_at or now
     if at > now + timedelta(minutes=5):
         raise InvalidError("a visit cannot be in the future")
+    if at < now - timedelta(days=366):
+        raise InvalidError("a visit more than a year ago cannot be recorded")
+    if any(len(c) > 200 for c in concerns):
+        raise InvalidError("a concern is at most 200 characters")
     code = (proof_code or "").strip() or None
     if kind == "home":
         if code is None or proof_method not in {"scan", "typed"}:
