@@ -35,6 +35,8 @@ PAGE_FILES = {
     "district.html": "text/html; charset=utf-8",
     "district.js": "text/javascript; charset=utf-8",
     "visits.css": "text/css; charset=utf-8",
+    "console-visits.js": "text/javascript; charset=utf-8",  # the console's visits panel
+    "console-visits.css": "text/css; charset=utf-8",
 }
 
 

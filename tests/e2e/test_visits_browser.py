@@ -98,6 +98,17 @@ def test_worker_knocks_records_and_the_district_sees_it(
                                 "incident_id": incident.id})  # fmt: skip
         assert sent.status_code == 201, sent.text
 
+        # The console shows the overdue visit and the open door-knock task.
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        ctx.set_default_timeout(TIMEOUT_MS)
+        page = ctx.new_page()
+        _sign_in(page, f"{url}/", "duty-a")
+        expect(page.locator("#visits-overdue-count")).to_have_text("1")
+        expect(page.locator(".visits-overdue li")).to_contain_text("ELD-site-a-0000")
+        expect(page.locator(".visits-tasks li")).to_contain_text("无活动告警电话未解决")
+        _shot(page, "console-visits.png")
+        ctx.close()
+
         ctx = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
         ctx.set_default_timeout(TIMEOUT_MS)
         page = ctx.new_page()
