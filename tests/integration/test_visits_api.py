@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -359,3 +360,28 @@ def test_staffing_ratio_and_district_figures(env: Env) -> None:
             assert c.get("/supervision/staffing").status_code == 403
     reads = env.db.rows("SELECT actor, target FROM audit_log WHERE action = 'supervision.read'")
     assert (env.ids["dsup-east"], "district:d-east") in reads
+
+
+def test_the_sweeper_worker_runs_the_sweep_on_a_pool(db: Database) -> None:
+    import asyncio
+
+    from psycopg_pool import ConnectionPool
+
+    from gateway.visits.config import load_visits_config
+    from gateway.visits.worker import VisitsSweeper
+
+    with db.connect() as conn:
+        conn.execute("INSERT INTO sites (site_id, name, kind) VALUES ('s1', 'S', 'nursing_home')")
+        conn.execute("INSERT INTO residents (resident_id, elder_code, site_id, display_name, "
+                     "care_level, created_at) VALUES ('r1', 'E1', 's1', 'X', 1, "
+                     "now() - interval '40 days')")  # fmt: skip
+        visits_store.set_risks(conn, "r1", ["very_old"])
+    pool: ConnectionPool[Any] = ConnectionPool(db.conninfo(), min_size=1, max_size=2,
+                                                kwargs={"autocommit": True}, open=True)  # fmt: skip
+    try:
+        sweeper = VisitsSweeper(pool, load_visits_config())
+        assert asyncio.run(sweeper.run_once()) == 2  # never visited: both kinds are due
+        assert asyncio.run(sweeper.run_once()) == 0
+    finally:
+        pool.close()
+    assert db.rows("SELECT kind FROM visit_notices ORDER BY kind") == [("home",), ("phone",)]
