@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, status
+from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway import audit
 from gateway.api.auth import Principal
@@ -35,6 +35,14 @@ from gateway.visits.config import CATEGORIES, CATEGORY_LABELS, VisitsConfig, loa
 from gateway.visits.plans import assessment_overdue
 
 router = APIRouter(tags=["visits"])
+
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+ResidentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def _text(max_length: int, min_length: int = 0) -> Any:
+    return Field(min_length=min_length, max_length=max_length, pattern=_NO_NUL)
+
 
 WORKER = (UserRole.COMMUNITY_WORKER, UserRole.DUTY_STAFF, UserRole.SUPERVISOR, UserRole.ADMIN)
 STAFF = (UserRole.DUTY_STAFF, UserRole.SUPERVISOR, UserRole.ADMIN)
@@ -135,10 +143,10 @@ class WorklistOut(BaseModel):
 class VisitIn(BaseModel):
     kind: Literal["phone", "home"]
     outcome: Literal["well", "concern", "not_reached"]
-    visited_at: datetime | None = None
-    notes: str | None = Field(default=None, max_length=2000)
-    concerns: list[str] = Field(default_factory=list, max_length=20)
-    proof_code: str | None = Field(default=None, max_length=64)
+    visited_at: AwareDatetime | None = None
+    notes: Annotated[str, _text(2000)] | None = None
+    concerns: list[Annotated[str, _text(200)]] = Field(default_factory=list, max_length=20)
+    proof_code: Annotated[str, _text(64)] | None = None
     proof_method: Literal["scan", "typed"] | None = None
 
 
@@ -155,11 +163,11 @@ class VisitOut(BaseModel):
 
 
 class AssessmentIn(BaseModel):
-    level: str = Field(min_length=1, max_length=32)
-    assessor: str = Field(min_length=1, max_length=128)
+    level: Annotated[str, _text(32, 1)]
+    assessor: Annotated[str, _text(128, 1)]
     assessed_on: date
     next_due: date | None = None
-    notes: str | None = Field(default=None, max_length=2000)
+    notes: Annotated[str, _text(2000)] | None = None
 
 
 class AssessmentOut(BaseModel):
@@ -185,11 +193,11 @@ class CategoriesIn(BaseModel):
 
 
 class WorkerIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class DoorKnockIn(BaseModel):
-    resident_id: str = Field(min_length=1, max_length=64)
+    resident_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     reason: Literal["no_activity", "unreachable", "home_silent"]
     incident_id: int | None = Field(default=None, ge=1, le=2**62)
 
@@ -201,8 +209,8 @@ class DoorKnockOut(BaseModel):
 
 class ResultIn(BaseModel):
     result: Literal["opened_ok", "no_answer_family_contacted", "hospital"]
-    notes: str | None = Field(default=None, max_length=2000)
-    proof_code: str | None = Field(default=None, max_length=64)
+    notes: Annotated[str, _text(2000)] | None = None
+    proof_code: Annotated[str, _text(64)] | None = None
     proof_method: Literal["scan", "typed"] | None = None
 
 
@@ -289,7 +297,7 @@ def worklist(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> WorklistO
             summary="One elder: assessments, categories, due visits and visit history",
             **allow(*WORKER))  # fmt: skip
 def elder_detail(
-    resident_id: str, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
+    resident_id: ResidentId, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
 ) -> ElderDetailOut:
     now = datetime.now(UTC)
     with domain_errors():
@@ -308,7 +316,9 @@ def elder_detail(
 @router.post("/visits/residents/{resident_id}/visits", response_model=CreatedOut,
              status_code=201, summary="Record a phone or home visit (home: proof of presence)",
              **allow(*WORKER))  # fmt: skip
-def add_visit(resident_id: str, body: VisitIn, user: CurrentUser, conn: DbConn) -> CreatedOut:
+def add_visit(
+    resident_id: ResidentId, body: VisitIn, user: CurrentUser, conn: DbConn
+) -> CreatedOut:
     with domain_errors():
         vid = service.record_visit(
             conn, caller_of(user), resident_id, kind=body.kind, outcome=body.outcome,
@@ -322,7 +332,11 @@ def add_visit(resident_id: str, body: VisitIn, user: CurrentUser, conn: DbConn) 
              status_code=201, summary="Record a capability assessment (老年人能力评估)",
              **allow(*STAFF))  # fmt: skip
 def add_assessment(
-    resident_id: str, body: AssessmentIn, cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn
+    resident_id: ResidentId,
+    body: AssessmentIn,
+    cfg: VisitsConfigDep,
+    user: CurrentUser,
+    conn: DbConn,
 ) -> CreatedOut:
     with domain_errors():
         aid = service.record_assessment(
@@ -337,7 +351,7 @@ def add_assessment(
             summary="Set the elder's risk categories (独居 空巢 高龄 失能 特困 高风险)",
             **allow(*SENIOR))  # fmt: skip
 def put_categories(
-    resident_id: str, body: CategoriesIn, user: CurrentUser, conn: DbConn
+    resident_id: ResidentId, body: CategoriesIn, user: CurrentUser, conn: DbConn
 ) -> CategoriesIn:
     with domain_errors():
         service.set_categories(conn, caller_of(user), resident_id, body.categories)
@@ -346,7 +360,9 @@ def put_categories(
 
 @router.put("/visits/residents/{resident_id}/worker", response_model=WorkerIn,
             summary="Assign the elder's community worker", **allow(*SENIOR))  # fmt: skip
-def put_worker(resident_id: str, body: WorkerIn, user: CurrentUser, conn: DbConn) -> WorkerIn:
+def put_worker(
+    resident_id: ResidentId, body: WorkerIn, user: CurrentUser, conn: DbConn
+) -> WorkerIn:
     with domain_errors():
         service.assign(conn, caller_of(user), resident_id, body.user_id)
     return body
