@@ -9,21 +9,30 @@ the district or site.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
 from gateway import audit
 from gateway.api.auth import Principal
-from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow
+from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow, scope_site
 from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.api.routes_visits import VisitsConfigDep, domain_errors
+from gateway.storage import supervision as supervision_store
 from gateway.storage import visits as visits_store
-from gateway.supervision.district import CHINA_OFFSET_S, district_report, staffing_table
+from gateway.supervision.district import (
+    ANSWER_TARGET_S,
+    CHINA_OFFSET_S,
+    district_report,
+    month_bounds,
+    staffing_table,
+)
 from gateway.visits.service import local_date
 
 router = APIRouter(tags=["supervision"])
@@ -156,3 +165,68 @@ def district_page() -> FileResponse:
             include_in_schema=False, **PUBLIC)  # fmt: skip
 def page_file(name: str) -> FileResponse:
     return _page(name)
+
+
+class BedMonthOut(BaseModel):
+    """One bed's month: codes (no names), level, categories and counts."""
+
+    bed_code: str
+    elder_code: str
+    level: str | None
+    categories: str
+    phone_visits: int
+    home_visits: int
+    door_knocks: int
+    alarms: int
+    answered_in_target: int
+
+
+@router.get("/supervision/beds", response_model=list[BedMonthOut],
+            summary="Monthly per-bed supervision report of a site (JSON or CSV)",
+            **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def beds_month(
+    user: CurrentUser,
+    conn: DbConn,
+    month: str = Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="local month, YYYY-MM"),
+    site: str | None = Query(default=None, max_length=64),
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    site_id = scope_site(user, site)
+    if site_id is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="site is required")
+    info = supervision_store.site_info(conn, site_id)
+    if info is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
+    with domain_errors():
+        start, end = month_bounds(month, info[1])
+    found = supervision_store.bed_month(conn, site_id, start, end, ANSWER_TARGET_S)
+    rows = [BedMonthOut.model_validate(r) for r in found]
+    audit.append(conn, user.user_id, "supervision.read", f"site:{site_id}",
+                 {"what": "bed_month", "month": month, "format": format})  # fmt: skip
+    if format == "csv":
+        return Response(bed_csv(rows), media_type="text/csv; charset=utf-8")
+    return rows
+
+
+_CSV_HEADER = ["床位编码 bed_code", "老人编码 elder_code", "评估等级 level", "风险类别 categories",
+               "电话探访 phone_visits", "上门探访 home_visits", "敲门任务 door_knocks",
+               "告警 alarms", "60秒内响应 answered_in_target"]  # fmt: skip
+
+
+def bed_csv(rows: list[BedMonthOut]) -> str:
+    """The per-bed report as CSV (UTF-8 with BOM so spreadsheet programs read the Chinese;
+    cells that start like a formula are quoted with a leading apostrophe)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(_CSV_HEADER)
+    for r in rows:
+        cells = [r.bed_code, r.elder_code, r.level or "", r.categories, r.phone_visits,
+                 r.home_visits, r.door_knocks, r.alarms, r.answered_in_target]  # fmt: skip
+        writer.writerow([_safe(c) for c in cells])
+    return "\ufeff" + out.getvalue()
+
+
+def _safe(cell: object) -> object:
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + cell
+    return cell

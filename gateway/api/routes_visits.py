@@ -427,3 +427,27 @@ def run_sweep(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> SweepOut
     audit.append(conn, user.user_id, "visits.sweep", "visits", {"notices": result.notices,
                  "tasks_opened": result.tasks_opened})  # fmt: skip
     return SweepOut(notices=result.notices, tasks_opened=result.tasks_opened)
+
+
+class FamilyVisitOut(BaseModel):
+    """A visit as the family sees it: kind, time, outcome (no visitor, notes or codes)."""
+
+    kind: Literal["phone", "home"]
+    visited_at: datetime
+    outcome: str
+    door_knock_result: str | None
+    door_knock_label: str | None
+
+
+@router.get("/family/residents/{resident_id}/visits", response_model=list[FamilyVisitOut],
+            summary="Visits to my relative (探访记录)", **allow(UserRole.FAMILY))  # fmt: skip
+def family_visits(resident_id: ResidentId, user: CurrentUser, conn: DbConn) -> list[FamilyVisitOut]:
+    if not store.family_linked(conn, user.user_id, resident_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
+    audit.append(conn, user.user_id, "visits.read", f"resident:{resident_id}", {"by": "family"})
+    return [
+        FamilyVisitOut.model_validate(
+            v | {"door_knock_label": service.RESULTS.get(v["door_knock_result"] or "")}
+        )
+        for v in store.family_visits(conn, resident_id)
+    ]

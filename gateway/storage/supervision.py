@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 Conn = psycopg.Connection[Any]
 
@@ -109,3 +110,36 @@ def home_visited_residents(
         (list(site_ids), start, end),
     ).fetchall()
     return {str(r[0]) for r in rows}
+
+
+_BEDS_SQL = """
+SELECT b.bed_code, r.elder_code,
+       (SELECT level FROM assessments a WHERE a.resident_id = r.resident_id
+        ORDER BY assessed_on DESC, id DESC LIMIT 1) AS level,
+       coalesce((SELECT string_agg(category, ' ' ORDER BY category) FROM resident_risks k
+                 WHERE k.resident_id = r.resident_id), '') AS categories,
+       (SELECT count(*) FROM visits v WHERE v.resident_id = r.resident_id AND v.kind = 'phone'
+        AND v.visited_at >= %(a)s AND v.visited_at < %(b)s) AS phone_visits,
+       (SELECT count(*) FROM visits v WHERE v.resident_id = r.resident_id AND v.kind = 'home'
+        AND v.visited_at >= %(a)s AND v.visited_at < %(b)s) AS home_visits,
+       (SELECT count(*) FROM door_knock_tasks t WHERE t.resident_id = r.resident_id
+        AND t.created_at >= %(a)s AND t.created_at < %(b)s) AS door_knocks,
+       (SELECT count(*) FROM incidents i WHERE i.resident_id = r.resident_id AND NOT i.technical
+        AND i.raised_at >= %(a)s AND i.raised_at < %(b)s) AS alarms,
+       (SELECT count(*) FROM incidents i WHERE i.resident_id = r.resident_id AND NOT i.technical
+        AND i.raised_at >= %(a)s AND i.raised_at < %(b)s
+        AND i.acknowledged_at <= i.raised_at + make_interval(secs => %(t)s)) AS answered_in_target
+FROM residents r JOIN beds b ON b.bed_id = r.bed_id
+WHERE r.site_id = %(s)s
+ORDER BY b.bed_code
+"""
+
+
+def bed_month(
+    conn: Conn, site_id: str, start: datetime, end: datetime, answer_s: int
+) -> list[dict[str, Any]]:
+    """One row per occupied bed of the site for ``start``–``end`` (codes, no names)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            _BEDS_SQL, {"s": site_id, "a": start, "b": end, "t": answer_s}
+        ).fetchall()

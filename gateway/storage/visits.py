@@ -363,3 +363,24 @@ def site_supervisors(conn: Conn, site_id: str) -> list[str]:
         (site_id,),
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def family_linked(conn: Conn, user_id: str, resident_id: str) -> bool:
+    """Whether the family user ``user_id`` is linked to ``resident_id``."""
+    row = conn.execute(
+        "SELECT 1 FROM family_links WHERE user_id = %s AND resident_id = %s",
+        (user_id, resident_id),
+    ).fetchone()
+    return row is not None
+
+
+def family_visits(conn: Conn, resident_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent visits and door-knock results of a resident, as the family sees them (no
+    visitor ids, no notes, no codes)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT v.kind, v.visited_at, v.outcome, t.result AS door_knock_result "
+            "FROM visits v LEFT JOIN door_knock_tasks t ON t.id = v.task_id "
+            "WHERE v.resident_id = %s ORDER BY v.visited_at DESC LIMIT %s",
+            (resident_id, limit),
+        ).fetchall()

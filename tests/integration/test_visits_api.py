@@ -268,6 +268,16 @@ def test_door_knock_result_flows_into_the_incident(env: Env) -> None:
                      "door_knock.result", "incident.door_knock_result",
                      "incident.resolve"]  # fmt: skip
 
+    # The family sees the visit and the door-knock result (no visitor, notes or codes).
+    with env.client("fam-a") as c:
+        seen = c.get("/family/residents/site-a-r0/visits")
+        assert seen.status_code == 200, seen.text
+        assert [(v["kind"], v["door_knock_label"]) for v in seen.json()] == [("home", "开门，正常")]
+        assert "老人在午睡" not in seen.text and "BED-" not in seen.text
+        assert c.get("/family/residents/site-a-r1/visits").status_code == 404
+    with env.client("worker-a") as c:
+        assert c.get("/family/residents/site-a-r0/visits").status_code == 403
+
     # No answer: the incident stays open, the timeline says it escalated.
     inc2 = _raise(env.db, "site-a", "site-a-r0", IncidentType.NO_ACTIVITY)
     with env.client("sup-a") as c:
@@ -352,6 +362,19 @@ def test_staffing_ratio_and_district_figures(env: Env) -> None:
     with env.client("dsup-west") as c:
         west = c.get(f"/supervision/district?month={today:%Y-%m}").json()
         assert west["sites"] == ["site-b"] and west["totals"]["beds_served"] == 1
+    # The monthly per-bed report: codes and counts, no names; CSV for spreadsheets.
+    with env.client("sup-a") as c:
+        beds = c.get(f"/supervision/beds?month={today:%Y-%m}").json()
+        assert [(b["bed_code"], b["level"]) for b in beds] == [
+            ("BED-site-a-0000", "完全失能"), ("BED-site-a-0001", "能力完好")]  # fmt: skip
+        sheet = c.get(f"/supervision/beds?month={today:%Y-%m}&format=csv")
+        assert sheet.headers["content-type"].startswith("text/csv")
+        lines = sheet.text.lstrip("\ufeff").splitlines()
+        assert lines[0].startswith("床位编码 bed_code") and len(lines) == 3
+        assert "Resident" not in sheet.text
+        assert c.get(f"/supervision/beds?month={today:%Y-%m}&site=site-b").status_code == 403
+    with env.client("dsup-east") as c:
+        assert c.get(f"/supervision/beds?month={today:%Y-%m}").status_code == 403
     with env.client("sup-b") as c:
         assert c.get("/supervision/staffing?site=site-a").status_code == 404
         assert c.get("/supervision/district?month=2026-12").status_code == 403
