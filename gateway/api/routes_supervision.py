@@ -179,6 +179,7 @@ class BedMonthOut(BaseModel):
     door_knocks: int
     alarms: int
     answered_in_target: int
+    services: int
 
 
 @router.get("/supervision/beds", response_model=list[BedMonthOut],
@@ -210,7 +211,7 @@ def beds_month(
 
 _CSV_HEADER = ["床位编码 bed_code", "老人编码 elder_code", "评估等级 level", "风险类别 categories",
                "电话探访 phone_visits", "上门探访 home_visits", "敲门任务 door_knocks",
-               "告警 alarms", "60秒内响应 answered_in_target"]  # fmt: skip
+               "告警 alarms", "60秒内响应 answered_in_target", "服务次数 services"]  # fmt: skip
 
 
 def bed_csv(rows: list[BedMonthOut]) -> str:
@@ -221,7 +222,8 @@ def bed_csv(rows: list[BedMonthOut]) -> str:
     writer.writerow(_CSV_HEADER)
     for r in rows:
         cells = [r.bed_code, r.elder_code, r.level or "", r.categories, r.phone_visits,
-                 r.home_visits, r.door_knocks, r.alarms, r.answered_in_target]  # fmt: skip
+                 r.home_visits, r.door_knocks, r.alarms, r.answered_in_target,
+                 r.services]  # fmt: skip
         writer.writerow([_safe(c) for c in cells])
     return "\ufeff" + out.getvalue()
 

@@ -429,6 +429,53 @@ def run_sweep(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> SweepOut
     return SweepOut(notices=result.notices, tasks_opened=result.tasks_opened)
 
 
+class ServiceIn(BaseModel):
+    service: Literal["visit", "bathing", "meals", "medical_check", "rehabilitation"]
+    proof_code: Annotated[str, _text(64, 1)]
+    proof_method: Literal["scan", "typed"]
+    delivered_at: AwareDatetime | None = None
+    minutes: int | None = Field(default=None, ge=1, le=1440)
+    notes: Annotated[str, _text(2000)] | None = None
+
+
+class ServiceOut(BaseModel):
+    id: int
+    service: str
+    service_label: str
+    staff_id: str
+    delivered_at: datetime
+    minutes: int | None
+    proof_method: str
+    notes: str | None
+
+
+@router.post("/visits/residents/{resident_id}/services", response_model=CreatedOut,
+             status_code=201, summary="Record a service delivered to a home-care bed (proof)",
+             **allow(*WORKER))  # fmt: skip
+def add_service(
+    resident_id: ResidentId, body: ServiceIn, user: CurrentUser, conn: DbConn
+) -> CreatedOut:
+    with domain_errors():
+        sid = service.record_service(
+            conn, caller_of(user), resident_id, service=body.service,
+            proof_code=body.proof_code, proof_method=body.proof_method,
+            delivered_at=body.delivered_at, minutes=body.minutes, notes=body.notes,
+        )  # fmt: skip
+    return CreatedOut(id=sid)
+
+
+@router.get("/visits/residents/{resident_id}/services", response_model=list[ServiceOut],
+            summary="Services delivered to the elder's bed, newest first",
+            **allow(*WORKER))  # fmt: skip
+def list_services(resident_id: ResidentId, user: CurrentUser, conn: DbConn) -> list[ServiceOut]:
+    with domain_errors():
+        service.scoped_resident(conn, caller_of(user), resident_id)
+    return [
+        ServiceOut.model_validate(r | {"service_label": service.SERVICES[r["service"]]})
+        for r in store.services_of(conn, resident_id)
+    ]
+
+
 class FamilyVisitOut(BaseModel):
     """A visit as the family sees it: kind, time, outcome (no visitor, notes or codes)."""
 

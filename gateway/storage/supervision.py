@@ -128,7 +128,9 @@ SELECT b.bed_code, r.elder_code,
         AND i.raised_at >= %(a)s AND i.raised_at < %(b)s) AS alarms,
        (SELECT count(*) FROM incidents i WHERE i.resident_id = r.resident_id AND NOT i.technical
         AND i.raised_at >= %(a)s AND i.raised_at < %(b)s
-        AND i.acknowledged_at <= i.raised_at + make_interval(secs => %(t)s)) AS answered_in_target
+        AND i.acknowledged_at <= i.raised_at + make_interval(secs => %(t)s)) AS answered_in_target,
+       (SELECT count(*) FROM service_records x WHERE x.bed_id = b.bed_id
+        AND x.delivered_at >= %(a)s AND x.delivered_at < %(b)s) AS services
 FROM residents r JOIN beds b ON b.bed_id = r.bed_id
 WHERE r.site_id = %(s)s
 ORDER BY b.bed_code

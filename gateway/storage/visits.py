@@ -384,3 +384,39 @@ def family_visits(conn: Conn, resident_id: str, limit: int = 20) -> list[dict[st
             "WHERE v.resident_id = %s ORDER BY v.visited_at DESC LIMIT %s",
             (resident_id, limit),
         ).fetchall()
+
+
+# -- service records (home-care beds) --------------------------------------------------
+
+
+def insert_service(
+    conn: Conn,
+    resident_id: str,
+    *,
+    service: str,
+    staff_id: str,
+    delivered_at: datetime,
+    minutes: int | None,
+    proof_code: str,
+    proof_method: str,
+    notes: str | None,
+) -> int:
+    row = conn.execute(
+        "INSERT INTO service_records (resident_id, bed_id, service, staff_id, delivered_at, "
+        "minutes, proof_code, proof_method, notes) "
+        "SELECT resident_id, bed_id, %s, %s, %s, %s, %s, %s, %s FROM residents "
+        "WHERE resident_id = %s RETURNING id",
+        (service, staff_id, delivered_at, minutes, proof_code, proof_method, notes,
+         resident_id),
+    ).fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0])
+
+
+def services_of(conn: Conn, resident_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, service, staff_id, delivered_at, minutes, proof_method, notes "
+            "FROM service_records WHERE resident_id = %s ORDER BY delivered_at DESC LIMIT %s",
+            (resident_id, limit),
+        ).fetchall()

@@ -196,6 +196,45 @@ def record_visit(
     return vid
 
 
+SERVICES = {"visit": "探视", "bathing": "助浴", "meals": "助餐", "medical_check": "健康检查",
+            "rehabilitation": "康复"}  # fmt: skip
+
+
+def record_service(
+    conn: Conn,
+    caller: Caller,
+    resident_id: str,
+    *,
+    service: str,
+    proof_code: str,
+    proof_method: str,
+    delivered_at: datetime | None = None,
+    minutes: int | None = None,
+    notes: str | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> int:
+    """Record a service delivered to a home-care bed, with proof of presence (the elder's or
+    the bed's code); audited."""
+    scoped_resident(conn, caller, resident_id)
+    if service not in SERVICES:
+        raise InvalidError(f"unknown service {service!r}", hint=", ".join(SERVICES))
+    now = clock()
+    at = delivered_at or now
+    if not now - timedelta(days=366) <= at <= now + timedelta(minutes=5):
+        raise InvalidError("the service time must be within the last year")
+    code = proof_code.strip()
+    if not code or not store.proof_matches(conn, resident_id, code):
+        raise InvalidError("the code is not this elder's or their bed's code",
+                           hint="请扫描该老人本人或其床位的二维码")  # fmt: skip
+    with conn.transaction():
+        sid = store.insert_service(conn, resident_id, service=service, staff_id=caller.user_id,
+                                   delivered_at=at, minutes=minutes, proof_code=code,
+                                   proof_method=proof_method, notes=notes)  # fmt: skip
+        audit.append(conn, caller.user_id, "service.record", f"resident:{resident_id}",
+                     {"service_id": sid, "service": service, "proof": proof_method})  # fmt: skip
+    return sid
+
+
 # -- door-knock tasks ------------------------------------------------------------------
 
 

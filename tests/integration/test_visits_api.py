@@ -408,3 +408,23 @@ def test_the_sweeper_worker_runs_the_sweep_on_a_pool(db: Database) -> None:
     finally:
         pool.close()
     assert db.rows("SELECT kind FROM visit_notices ORDER BY kind") == [("home",), ("phone",)]
+
+
+def test_service_records_need_proof_and_count_per_bed(env: Env) -> None:
+    month = f"{datetime.now(UTC) + timedelta(hours=8):%Y-%m}"
+    bathing = {"service": "bathing", "proof_code": "BED-site-b-0000", "proof_method": "scan",
+               "minutes": 40}  # fmt: skip
+    with env.client("worker-a") as c:  # not her elder
+        assert c.post("/visits/residents/site-b-r0/services", json=bathing).status_code == 404
+    with env.client("worker-b") as c:
+        wrong = bathing | {"proof_code": "BED-site-a-0000"}
+        assert c.post("/visits/residents/site-b-r0/services", json=wrong).status_code == 422
+        assert c.post("/visits/residents/site-b-r0/services", json=bathing).status_code == 201
+        meals = {"service": "meals", "proof_code": "ELD-site-b-0000", "proof_method": "typed"}
+        assert c.post("/visits/residents/site-b-r0/services", json=meals).status_code == 201
+        listed = c.get("/visits/residents/site-b-r0/services").json()
+        assert [s["service_label"] for s in listed] == ["助餐", "助浴"]
+    with env.client("sup-b") as c:
+        beds = c.get(f"/supervision/beds?month={month}").json()
+        assert [(b["bed_code"], b["services"]) for b in beds] == [("BED-site-b-0000", 2)]
+    assert len(env.db.rows("SELECT 1 FROM audit_log WHERE action = 'service.record'")) == 2
