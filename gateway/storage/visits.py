@@ -148,13 +148,18 @@ def set_risks(conn: Conn, resident_id: str, categories: Iterable[str]) -> None:
 
 
 # One row per resident: current assessment, categories, worker, last visit of each kind.
+# The registry's flags count as categories too (high_risk, lives_alone → living_alone).
 _CARDS_SQL = """
 SELECT r.resident_id, r.elder_code, r.display_name, r.site_id, r.status, r.high_risk,
        r.lives_alone, r.created_at, s.utc_offset_s, s.kind AS site_kind, d.district_id,
        w.user_id AS worker_id, b.bed_code,
        a.level, a.assessor, a.assessed_on, a.next_due,
-       coalesce((SELECT array_agg(category ORDER BY category) FROM resident_risks k
-                 WHERE k.resident_id = r.resident_id), '{}') AS categories,
+       coalesce((SELECT array_agg(DISTINCT c ORDER BY c) FROM (
+                     SELECT category AS c FROM resident_risks k
+                     WHERE k.resident_id = r.resident_id
+                     UNION ALL SELECT 'high_risk' WHERE r.high_risk
+                     UNION ALL SELECT 'living_alone' WHERE r.lives_alone) cats),
+                '{}') AS categories,
        (SELECT max(visited_at) FROM visits v
         WHERE v.resident_id = r.resident_id AND v.kind = 'phone') AS last_phone,
        (SELECT max(visited_at) FROM visits v

@@ -127,6 +127,13 @@ def test_roles_and_scope(env: Env) -> None:
                      json={"user_id": env.ids["worker-a"]}).status_code == 200  # fmt: skip
     with env.client("worker-a") as c:
         assert c.get("/visits/residents/site-a-r1").status_code == 200
+    # The registry's lives_alone flag counts as the 独居 category (and sets the visit plan).
+    with env.db.connect() as conn:
+        conn.execute("UPDATE residents SET lives_alone = true WHERE resident_id = 'site-a-r1'")
+    with env.client("worker-a") as c:
+        elder = c.get("/visits/residents/site-a-r1").json()["elder"]
+        assert (elder["categories"], elder["category_labels"]) == (["living_alone"], ["独居"])
+        assert [d["kind"] for d in elder["due"]] == ["phone", "home"]
 
 
 def test_assessments_plans_and_proof_of_presence(env: Env) -> None:
