@@ -435,3 +435,31 @@ def test_service_records_need_proof_and_count_per_bed(env: Env) -> None:
         beds = c.get(f"/supervision/beds?month={month}").json()
         assert [(b["bed_code"], b["services"]) for b in beds] == [("BED-site-b-0000", 2)]
     assert len(env.db.rows("SELECT 1 FROM audit_log WHERE action = 'service.record'")) == 2
+
+
+def test_demo_seed_gives_an_overdue_visit_and_short_nights(db: Database) -> None:
+    from gateway.commissioning import apply_site_definition, load_site_definition
+    from gateway.demo import DEMO_SITES
+    from gateway.supervision.district import staffing_table
+    from gateway.visits.config import load_visits_config
+    from gateway.visits.demo import seed_visits_demo
+    from gateway.visits.service import due_for
+
+    book: dict[str, str] = {}
+    with db.connect() as conn:
+        for path in DEMO_SITES:
+            apply_site_definition(conn, load_site_definition(path))
+        create_user(conn, "duty-nh", "duty_staff", PASSWORD, site_id="demo-nh")
+        logins = seed_visits_demo(conn, book)
+        assert set(logins) == {"worker-hc", "district-demo"}
+        seed_visits_demo(conn, book)  # a second run changes nothing that matters
+        cfg = load_visits_config()
+        now = datetime.now(UTC)
+        worker = visits_store.resident_cards(conn, site_id="demo-hc")
+        late = {(c["resident_id"], d.kind) for c in worker for d in due_for(cfg, c, now)
+                if d.overdue}  # fmt: skip
+        assert ("hc-res-01", "phone") in late
+        local = (now + timedelta(hours=8)).date()
+        table = staffing_table(conn, cfg, ["demo-nh"], start_day=local + timedelta(days=1),
+                               days=6)  # fmt: skip
+        assert {c.shift for c in table if not c.compliant} == {"night"}
