@@ -150,19 +150,19 @@ def _page(name: str) -> FileResponse:
 
 
 @router.get("/worker", summary="Community worker's phone page (static; data from the API)",
-            include_in_schema=False, **PUBLIC)  # fmt: skip
+            include_in_schema=False, response_class=FileResponse, **PUBLIC)  # fmt: skip
 def worker_page() -> FileResponse:
     return _page("worker.html")
 
 
 @router.get("/district", summary="District supervisor's page (static; data from the API)",
-            include_in_schema=False, **PUBLIC)  # fmt: skip
+            include_in_schema=False, response_class=FileResponse, **PUBLIC)  # fmt: skip
 def district_page() -> FileResponse:
     return _page("district.html")
 
 
 @router.get("/visits/static/{name}", summary="Files of the worker and district pages",
-            include_in_schema=False, **PUBLIC)  # fmt: skip
+            include_in_schema=False, response_class=FileResponse, **PUBLIC)  # fmt: skip
 def page_file(name: str) -> FileResponse:
     return _page(name)
 
