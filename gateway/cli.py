@@ -418,7 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument(
         "--role",
         required=True,
-        choices=["duty_staff", "supervisor", "family", "installer", "admin"],
+        choices=[
+            "duty_staff",
+            "supervisor",
+            "family",
+            "installer",
+            "admin",
+            "community_worker",
+            "district_supervisor",
+        ],
     )
     uadd.add_argument("--site", help="site id (duty staff, supervisors and installers)")
     uadd.add_argument("--resident", action="append", help="linked resident id (family; repeat)")

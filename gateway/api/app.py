@@ -38,7 +38,9 @@ from gateway.api.routes_pages import build_pages_router
 from gateway.api.routes_paging import build_paging_router
 from gateway.api.routes_registry import build_registry_router
 from gateway.api.routes_reports import build_reports_router
+from gateway.api.routes_supervision import router as supervision_router
 from gateway.api.routes_users import build_users_router
+from gateway.api.routes_visits import router as visits_router
 from gateway.brokersync import BrokerSync
 from gateway.storage.probe import database_ready
 
@@ -130,6 +132,8 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(build_reports_router())
     app.include_router(build_users_router())  # admins: deactivate, reactivate, password
     app.include_router(build_paging_router())  # /ack/{token} (signed link), channels (admin)
+    app.include_router(visits_router)  # 探访关爱: worker's visits, door-knock tasks
+    app.include_router(supervision_router)  # district figures, staffing; /worker, /district
     app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
     app.include_router(docs_router)  # /docs, /redoc (local assets), /favicon.ico
     return app

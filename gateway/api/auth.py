@@ -79,6 +79,8 @@ class UserRole(StrEnum):
     FAMILY = "family"
     INSTALLER = "installer"
     ADMIN = "admin"
+    COMMUNITY_WORKER = "community_worker"  # visits assigned elders (gateway.visits)
+    DISTRICT_SUPERVISOR = "district_supervisor"  # read-only district totals (supervision)
 
 
 STAFF = (UserRole.DUTY_STAFF, UserRole.SUPERVISOR, UserRole.ADMIN)

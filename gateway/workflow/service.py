@@ -253,6 +253,15 @@ class IncidentService:
         actor = Actor(device_id or resident_id, Role.RESIDENT)
         return self._transition(found, Action.CANCEL_BY_RESIDENT, actor, at=at)
 
+    def note(self, incident_id: int, actor: Actor, kind: str, data: Mapping[str, Any]) -> None:
+        """Append a timeline event that moves no state (e.g. a door-knock task or its
+        result, gateway.visits), audited as ``incident.<kind>``."""
+        with self._conn.transaction():
+            self.get(incident_id)
+            self._event(incident_id, kind, actor.id, data)
+            audit.append(self._conn, actor.id, f"incident.{kind}", _target(incident_id),
+                         dict(data))  # fmt: skip
+
     # -- reads -------------------------------------------------------------------------
 
     def get(self, incident_id: int) -> Incident:

@@ -65,6 +65,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     SYSTEM = "system"
     RESIDENT = "resident"
+    COMMUNITY_WORKER = "community_worker"  # resolves by a door-knock result (gateway.visits)
 
 
 class Outcome(StrEnum):
@@ -182,7 +183,7 @@ RULES: dict[Action, Rule] = {
         Rule(Action.ARRIVE, frozenset({State.DISPATCHED}), State.ON_SCENE, _STAFF),
         Rule(Action.RESOLVE,
              frozenset({State.ACKNOWLEDGED, State.DISPATCHED, State.ON_SCENE}),
-             State.RESOLVED, _STAFF),
+             State.RESOLVED, _STAFF | {Role.COMMUNITY_WORKER}),
         Rule(Action.CLOSE, frozenset({State.RESOLVED}), State.CLOSED, _SENIOR),
         Rule(Action.CANCEL_BY_RESIDENT, frozenset({State.RAISED}), State.CANCELLED,
              frozenset({Role.RESIDENT}), resident_only_types=True, windowed=True),

@@ -23,15 +23,17 @@ from gateway.workflow.transitions import (
 S, A, R = State, Action, Role
 STAFF = {R.DUTY_STAFF, R.SUPERVISOR, R.ADMIN}
 SENIOR = {R.SUPERVISOR, R.ADMIN}
+# A community worker resolves by the result of a door-knock task (issue 13, gateway.visits).
+RESOLVERS = STAFF | {R.COMMUNITY_WORKER}
 
 # The expected table, written out independently of RULES: (state, action) -> (target, roles).
 EXPECTED: dict[tuple[State, Action], tuple[State, set[Role]]] = {
     (S.RAISED, A.ACKNOWLEDGE): (S.ACKNOWLEDGED, STAFF),
     (S.ACKNOWLEDGED, A.DISPATCH): (S.DISPATCHED, STAFF),
     (S.DISPATCHED, A.ARRIVE): (S.ON_SCENE, STAFF),
-    (S.ACKNOWLEDGED, A.RESOLVE): (S.RESOLVED, STAFF),
-    (S.DISPATCHED, A.RESOLVE): (S.RESOLVED, STAFF),
-    (S.ON_SCENE, A.RESOLVE): (S.RESOLVED, STAFF),
+    (S.ACKNOWLEDGED, A.RESOLVE): (S.RESOLVED, RESOLVERS),
+    (S.DISPATCHED, A.RESOLVE): (S.RESOLVED, RESOLVERS),
+    (S.ON_SCENE, A.RESOLVE): (S.RESOLVED, RESOLVERS),
     (S.RESOLVED, A.CLOSE): (S.CLOSED, SENIOR),
     (S.RAISED, A.CANCEL_BY_RESIDENT): (S.CANCELLED, {R.RESIDENT}),
     (S.RAISED, A.CANCEL_BY_STAFF): (S.CANCELLED, SENIOR),

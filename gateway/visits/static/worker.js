@@ -1,0 +1,189 @@
+/* The community worker's phone page (探访关爱): door-knock tasks and due/overdue visits,
+ * and the form that records a visit or a task's result. Proof of presence for a home visit
+ * is the elder's or the bed's code: scanned with the camera where the browser has a
+ * BarcodeDetector, typed otherwise. Data only from the role-checked API. */
+"use strict";
+
+(() => {
+  const { api, el } = SHG;
+  const POLL_MS = 30000;
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
+    work: $("work"), tasks: $("tasks"), elders: $("elders"), summary: $("summary"),
+    error: $("error"), notice: $("notice"), signOut: $("sign-out"),
+    record: $("record"), title: $("record-title"), recordForm: $("record-form"),
+    visitFields: $("visit-fields"), resultFields: $("result-fields"), kind: $("kind"),
+    outcome: $("outcome"), concerns: $("concerns"), proof: $("proof"), code: $("proof-code"),
+    scan: $("scan"), scanHint: $("scan-hint"), camera: $("camera"), notes: $("notes"),
+    cancel: $("cancel"),
+  };
+  const KIND = { phone: "电话", home: "上门" };
+  const ROLES = ["community_worker", "duty_staff", "supervisor", "admin"];
+  let timer = null;
+  let current = null; // { type: "visit", residentId } | { type: "task", taskId }
+  let proofMethod = "typed";
+  let stream = null;
+
+  const showError = (t) => { ui.error.textContent = t; ui.error.hidden = false; };
+  const clearError = () => { ui.error.hidden = true; ui.error.textContent = ""; };
+  const tell = (t) => { ui.notice.textContent = t; ui.notice.hidden = false; };
+  const day = (iso) => new Date(iso).toLocaleDateString("zh-CN");
+
+  function taskCard(t) {
+    return el("article", { class: `card task${t.overdue ? " overdue" : ""}`, "data-task-id": String(t.id) },
+      el("h3", { text: `${t.display_name} · ${t.elder_code}` }),
+      el("p", {}, el("span", { class: "badge" }, t.reason_label),
+        t.overdue ? el("span", { class: "badge late" }, "已超时 Overdue") : null),
+      el("p", { class: "muted", text: `截止 Due ${SHG.clock(t.due_at)}` +
+        (t.incident_id ? ` · 事件 #${t.incident_id}` : "") }),
+      el("button", { type: "button", class: "record-task", onclick: () => openTask(t) }, "记录敲门结果 Record result"));
+  }
+
+  function elderCard(e) {
+    const late = e.due.some((d) => d.overdue);
+    return el("article", { class: `card elder${late ? " overdue" : ""}`, "data-resident-id": e.resident_id },
+      el("h3", { text: `${e.display_name} · ${e.elder_code}` }),
+      el("p", {}, ...e.category_labels.map((c) => el("span", { class: "badge" }, c)),
+        e.assessment_overdue ? el("span", { class: "badge late" }, "需重新评估 Re-assess") : null),
+      el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
+        `${KIND[d.kind]}探访 每${d.interval_days}天 · 应于 ${day(d.due_on)}`,
+        d.overdue ? el("span", { class: "badge late" }, " 已逾期 Overdue") : null))),
+      el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, "记录探访 Record visit"));
+  }
+
+  async function load() {
+    try {
+      const w = await api("/visits/worklist");
+      ui.summary.textContent = `逾期 ${w.overdue} 项 · 敲门任务 ${w.tasks.length} 项 · overdue ${w.overdue}, tasks ${w.tasks.length}`;
+      ui.tasks.replaceChildren(...(w.tasks.length ? w.tasks.map(taskCard)
+        : [el("p", { class: "muted", text: "没有敲门任务 · no tasks" })]));
+      ui.elders.replaceChildren(...(w.elders.length ? w.elders.map(elderCard)
+        : [el("p", { class: "muted", text: "没有待探访 · nothing due" })]));
+      clearError();
+    } catch (err) {
+      if (err instanceof SHG.ApiError && err.status === 401) { signOut("请重新登录 · Please sign in again"); return; }
+      showError(`无法更新 Could not update: ${err.message || err}`);
+    }
+  }
+
+  function openForm(title) {
+    ui.title.textContent = title;
+    ui.code.value = ""; ui.notes.value = ""; ui.concerns.value = "";
+    proofMethod = "typed";
+    ui.work.hidden = true; ui.record.hidden = false; ui.notice.hidden = true;
+    ui.code.focus();
+  }
+  function openVisit(e) {
+    current = { type: "visit", residentId: e.resident_id };
+    const next = e.due.find((d) => d.overdue) || e.due[0];
+    ui.kind.value = next ? next.kind : "phone";
+    ui.visitFields.hidden = false; ui.resultFields.hidden = true;
+    openForm(`记录探访 · ${e.display_name}`);
+    syncProof();
+  }
+  function openTask(t) {
+    current = { type: "task", taskId: t.id };
+    ui.visitFields.hidden = true; ui.resultFields.hidden = false;
+    ui.proof.hidden = false;
+    openForm(`敲门结果 · ${t.display_name}`);
+  }
+  function closeForm() {
+    stopCamera();
+    ui.record.hidden = true; ui.work.hidden = false; current = null;
+  }
+  function syncProof() { ui.proof.hidden = current?.type === "visit" && ui.kind.value !== "home"; }
+
+  // -- the scanner: BarcodeDetector where the browser has one; typed otherwise ----------
+  const canScan = "BarcodeDetector" in window && navigator.mediaDevices?.getUserMedia;
+  ui.scan.hidden = !canScan;
+  ui.scanHint.hidden = Boolean(canScan);
+  function stopCamera() {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null; ui.camera.hidden = true;
+  }
+  async function scan() {
+    try {
+      const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      ui.camera.srcObject = stream; ui.camera.hidden = false;
+      await ui.camera.play();
+      while (stream) {
+        const found = await detector.detect(ui.camera).catch(() => []);
+        if (found.length) {
+          ui.code.value = found[0].rawValue.trim();
+          proofMethod = "scan";
+          stopCamera();
+          tell(`已扫码 Scanned: ${ui.code.value}`);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    } catch (err) {
+      stopCamera();
+      ui.scanHint.hidden = false;
+      showError(`无法使用相机，请手动输入 · Camera unavailable: ${err.message || err}`);
+    }
+  }
+  ui.scan.addEventListener("click", scan);
+  ui.code.addEventListener("input", () => { proofMethod = "typed"; });
+  ui.kind.addEventListener("change", syncProof);
+  ui.cancel.addEventListener("click", closeForm);
+
+  ui.recordForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    const code = ui.code.value.trim();
+    const notes = ui.notes.value.trim() || null;
+    try {
+      if (current.type === "visit") {
+        const body = { kind: ui.kind.value, outcome: ui.outcome.value, notes,
+          concerns: ui.concerns.value.split(/[,，、]/).map((s) => s.trim()).filter(Boolean) };
+        if (body.kind === "home") Object.assign(body, { proof_code: code, proof_method: proofMethod });
+        await api(`/visits/residents/${encodeURIComponent(current.residentId)}/visits`, { method: "POST", body });
+        tell("探访已记录 · Visit recorded");
+      } else {
+        const result = ui.recordForm.querySelector("input[name=result]:checked").value;
+        const body = { result, notes };
+        if (code) Object.assign(body, { proof_code: code, proof_method: proofMethod });
+        const out = await api(`/visits/tasks/${current.taskId}/result`, { method: "POST", body });
+        tell(`已记录：${out.result_label}` + (out.incident_state ? ` · 事件状态 ${SHG.stateLabel(out.incident_state)}` : ""));
+      }
+      closeForm();
+      load();
+    } catch (err) {
+      showError(`保存失败 Could not save: ${err.detail || err.message || err}`);
+    }
+  });
+
+  function start() {
+    ui.login.hidden = true; ui.work.hidden = false; ui.signOut.hidden = false;
+    load();
+    clearInterval(timer);
+    timer = setInterval(() => { if (!document.hidden && ui.record.hidden) load(); }, POLL_MS);
+  }
+  function signOut(message) {
+    clearInterval(timer); stopCamera(); SHG.signOut();
+    ui.work.hidden = true; ui.record.hidden = true; ui.login.hidden = false; ui.signOut.hidden = true;
+    if (message) showError(message);
+  }
+  ui.signOut.addEventListener("click", () => signOut());
+  ui.form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    try {
+      const tok = await SHG.signIn(ui.user.value.trim(), ui.pass.value);
+      ui.pass.value = "";
+      if (!ROLES.includes(tok.role)) {
+        SHG.signOut();
+        showError("此页面供社区工作者使用 · For community workers");
+        return;
+      }
+      start();
+    } catch (err) {
+      showError(err instanceof SHG.ApiError && err.status === 401
+        ? "用户名或密码错误 · Incorrect username or password" : `登录失败 Sign-in failed: ${err.message || err}`);
+    }
+  });
+  if (SHG.token() && ROLES.includes(SHG.role())) start();
+})();

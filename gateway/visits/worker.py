@@ -1,0 +1,49 @@
+"""The periodic visiting-care sweep (:func:`gateway.visits.service.sweep`) as a polling
+worker: every ``poll_interval_s`` it tells supervisors of newly overdue visits and opens
+door-knock tasks for silent homes. The sweep is idempotent, so two gateways (failover) or a
+restart neither repeat a notice nor duplicate a task.
+
+The runtime starts it next to its other workers, e.g.
+``VisitsSweeper(runtime.api_pool, load_visits_config()).run()`` as a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from gateway.pollworker import PollingWorker
+from gateway.visits.config import VisitsConfig
+from gateway.visits.service import sweep
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 300.0
+
+
+class VisitsSweeper(PollingWorker):
+    """Runs the sweep on a pooled (sync, autocommit) connection in a worker thread."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        cfg: VisitsConfig,
+        *,
+        poll_interval_s: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        super().__init__("visits sweep", poll_interval_s=poll_interval_s, batch_size=1 << 30,
+                         logger=log)  # fmt: skip
+        self._pool = pool
+        self._cfg = cfg
+
+    def _sweep(self) -> int:
+        with self._pool.connection() as conn:
+            result = sweep(conn, self._cfg)
+        return result.notices + result.tasks_opened
+
+    async def run_once(self) -> int:
+        """One sweep; how many notices and tasks it made."""
+        return await asyncio.to_thread(self._sweep)

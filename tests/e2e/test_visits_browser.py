@@ -1,0 +1,168 @@
+"""The community worker's phone page and the district page in a real browser (Playwright
++ Debian Chromium) against a real gateway: the worker sees an overdue visit and a door-knock
+task raised from an unanswered no-activity alert, types the bed's code as proof of presence
+(headless Chromium on Linux has no BarcodeDetector: the typed fallback), records the result
+and the visit, and the incident shows the result; the district supervisor sees the month's
+figures and a short night shift."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.api.auth import create_user
+from gateway.storage import visits as visits_store
+from gateway.workflow.service import IncidentService, Trigger
+from gateway.workflow.transitions import IncidentType
+from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path(os.environ.get("SAFEHOME_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+PASSWORD = "pw-" + uuid.uuid4().hex[:12]
+TIMEOUT_MS = 20_000
+SCREENSHOTS = os.environ.get("SAFEHOME_SCREENSHOT_DIR")
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():  # never skip: fail loudly
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
+def _sign_in(page: Any, url: str, username: str) -> None:
+    page.goto(url)
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+
+
+def test_worker_knocks_records_and_the_district_sees_it(
+    db: Database, broker: Broker, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    make_site(db, broker, site_id="site-a", beds=2)
+    with db.connect() as conn:
+        worker = create_user(conn, "worker-a", "community_worker", PASSWORD)
+        duty = create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
+        dsup = create_user(conn, "dsup-east", "district_supervisor", PASSWORD)
+        visits_store.set_site_district(conn, "site-a", "d-east")
+        visits_store.set_user_district(conn, dsup, "d-east")
+        visits_store.assign_worker(conn, "site-a-r0", worker)
+        visits_store.set_risks(conn, "site-a-r0", ["high_risk", "living_alone"])
+        conn.execute("UPDATE residents SET created_at = now() - interval '20 days'")
+        # day and evening shifts staffed all week, nobody at night
+        local = datetime.now(UTC) + timedelta(hours=8)
+        midnight = datetime(local.year, local.month, local.day, tzinfo=UTC) - timedelta(hours=8)
+        for d in range(8):
+            base = midnight + timedelta(days=d)
+            conn.execute("INSERT INTO duty_shifts (site_id, user_id, role, starts_at, ends_at) "
+                         "VALUES ('site-a', %s, 'duty_staff', %s, %s)",
+                         (duty, base + timedelta(hours=8), base + timedelta(hours=24)))  # fmt: skip
+        incident, _ = IncidentService(conn).raise_or_join(
+            Trigger(IncidentType.NO_ACTIVITY, "site-a", datetime.now(UTC), "no activity 12 h",
+                    resident_id="site-a-r0"))  # fmt: skip
+    settings = gateway_settings(db, broker)
+    with InProcessGateway(settings) as gw:
+        url = gw.api_url
+        form = {"username": "duty-a", "password": PASSWORD}
+        staff = httpx.post(f"{url}/auth/token", data=form, timeout=15).json()["access_token"]
+        headers = {"Authorization": f"Bearer {staff}"}
+        # The phone call went unanswered: the duty staff sends the community worker.
+        sent = httpx.post(f"{url}/visits/door-knock", headers=headers, timeout=15,
+                          json={"resident_id": "site-a-r0", "reason": "no_activity",
+                                "incident_id": incident.id})  # fmt: skip
+        assert sent.status_code == 201, sent.text
+
+        # The console shows the overdue visit and the open door-knock task.
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        ctx.set_default_timeout(TIMEOUT_MS)
+        page = ctx.new_page()
+        _sign_in(page, f"{url}/", "duty-a")
+        expect(page.locator("#visits-overdue-count")).to_have_text("1")
+        expect(page.locator(".visits-overdue li")).to_contain_text("ELD-site-a-0000")
+        expect(page.locator(".visits-tasks li")).to_contain_text("无活动告警电话未解决")
+        _shot(page, "console-visits.png")
+        ctx.close()
+
+        ctx = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
+        ctx.set_default_timeout(TIMEOUT_MS)
+        page = ctx.new_page()
+        _sign_in(page, f"{url}/worker", "worker-a")
+        task = page.locator("article.task")
+        expect(task).to_have_count(1)
+        expect(task).to_contain_text("无活动告警电话未解决")
+        elder = page.locator("article.elder[data-resident-id=site-a-r0]")
+        expect(elder).to_contain_text("已逾期")
+        expect(elder).to_contain_text("高风险")
+        expect(page.locator("#summary")).to_contain_text("逾期 2 项")
+        _shot(page, "worker-list.png")
+
+        task.locator("button.record-task").click()
+        expect(page.locator("#scan-hint")).to_be_visible()  # no BarcodeDetector: typed code
+        expect(page.locator("#scan")).to_be_hidden()
+        page.fill("#proof-code", "BED-site-a-0001")  # another elder's bed: refused
+        page.click("#save")
+        expect(page.locator("#error")).to_contain_text("not this elder")
+        page.fill("#proof-code", "BED-site-a-0000")
+        page.fill("#notes", "老人在家，午睡未听到电话")
+        _shot(page, "worker-result-form.png")
+        page.click("#save")
+        expect(page.locator("#notice")).to_contain_text("开门，正常")
+        expect(page.locator("article.task")).to_have_count(0)
+
+        # The phone visit is still overdue: record it.
+        elder.locator("button.record-visit").click()
+        expect(page.locator("#kind")).to_have_value("phone")
+        expect(page.locator("#proof")).to_be_hidden()
+        page.select_option("#outcome", "well")
+        page.click("#save")
+        expect(page.locator("#notice")).to_contain_text("探访已记录")
+        expect(page.locator("#summary")).to_contain_text("逾期 0 项")
+        expect(elder).not_to_contain_text("已逾期")
+        _shot(page, "worker-done.png")
+        ctx.close()
+
+        detail = httpx.get(f"{url}/incidents/{incident.id}", headers=headers, timeout=15).json()
+        assert detail["state"] == "resolved"
+        knocks = [e for e in detail["timeline"] if e["kind"] == "door_knock_result"]
+        assert knocks and knocks[0]["data"]["label"] == "开门，正常"
+
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        ctx.set_default_timeout(TIMEOUT_MS)
+        page = ctx.new_page()
+        _sign_in(page, f"{url}/district", "dsup-east")
+        expect(page.locator(".figure[data-key=beds_served] b")).to_have_text("2")
+        expect(page.locator(".figure[data-key=home_visits] b")).to_have_text("1")
+        expect(page.locator(".figure[data-key=home_visit_rate] b")).to_have_text("100%")
+        short = page.locator("#staffing tr.short")
+        expect(short).to_have_count(7)
+        expect(short.first).to_contain_text("夜班")
+        expect(short.first).to_contain_text("缺 1 人")
+        assert "Resident" not in page.content()
+        _shot(page, "district.png")
+        ctx.close()
