@@ -163,9 +163,11 @@ class RejectReason(StrEnum):
     RATE_LIMITED = "rate_limited"
 
 
-ALARM_EVENT_TYPES: Final = frozenset({"press", "long_press", "sos", "fall"})
+ALARM_EVENT_TYPES: Final = frozenset({"press", "long_press", "sos", "fall", "alarm", "leak"})
 """Event types that are alarms: each stored one becomes an incident (or a recorded reason
-why not), and an implausible device time never refuses one (it takes the receive time)."""
+why not), and an implausible device time never refuses one (it takes the receive time).
+``alarm`` is only valid for smoke and gas detectors, ``leak`` only for water leak sensors; a
+detector's ``test`` press is not an alarm (recorded, never escalated)."""
 
 
 class AckStatus(StrEnum):

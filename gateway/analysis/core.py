@@ -92,7 +92,9 @@ class AnalysisCore:
         self._conditions = OpenConditions(on_continued=self._m.continued.inc)
         self._pending: list[DetectionRecord] = []
         self._kit = KitRunner(
-            lambda res, det, device_id: self._emit(resident_record(res, det, device_id)),
+            lambda res, det, device_id, alarms=(): self._emit(
+                resident_record(res, det, device_id, alarms)
+            ),
             self._emit_health,
             lambda: self._registry.residents,
         )

@@ -1,11 +1,12 @@
 """Alarm recovery: every stored alarm becomes an incident, whatever the crash timing.
 
 The ingest transaction that stores an alarm event (button press or long press, SOS, device
-fall flag) also writes its pending marker (``pending_alarms``, migration 0017); the intake
-(:mod:`gateway.escalation.intake`) clears it in the transaction that raises or joins the
-alarm's incident. A marker still pending means the analysis never got to the alarm: the
-gateway was killed after the ack and stayed down longer than ``analysis.catch_up_s``, or the
-analysis thread died, or it was stopped before analysing what it held.
+fall flag, a smoke or gas detector's alarm, a water leak) also writes its pending marker
+(``pending_alarms``, migration 0017); the intake (:mod:`gateway.escalation.intake`) clears
+it in the transaction that raises or joins the alarm's incident. A marker still pending means
+the analysis never got to the alarm: the gateway was killed after the ack and stayed down
+longer than ``analysis.catch_up_s``, or the analysis thread died, or it was stopped before
+analysing what it held.
 
 :class:`AlarmRecovery` handles such markers:
 
@@ -27,6 +28,9 @@ raise):
   says in the reason and details how late it was raised. A device under an acceptance test
   is observed by the test, as on the live path. An alarm from a device bound to no resident
   raises the place's incident.
+* a smoke or gas alarm raises its hazard incident (``smoke_alarm`` / ``gas_alarm``, the
+  hazard ladder, never merged with care incidents), a water leak its ``water_leak``: the
+  detection the kit runner (:func:`gateway.kit.runner.alarm_detection`) would have stored;
 * an alarm whose device's clock was wrong also raises that device's technical incident
   "device clock wrong" (joined when already open).
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +54,7 @@ from analytics.types import Detection, DetectionKind
 from gateway import acceptance
 from gateway.analysis import DetectionRecord, PostgresStore, clock_wrong_detection
 from gateway.escalation import intake
+from gateway.kit.runner import alarm_detection
 from gateway.settings import AlarmSettings, AnalysisSettings
 from gateway.storage import pending_alarms
 from gateway.storage.pending_alarms import PendingAlarm
@@ -74,6 +80,8 @@ def _record(alarm: PendingAlarm, confirm_window_s: float) -> DetectionRecord:
             details={"sources": "device_flag", "device_flag": True, "recovered": True},
             started=alarm.time,
         )
+    elif (kit := _kit_detection(alarm)) is not None:
+        det = replace(kit, details={**kit.details, "recovered": True})
     else:
         if alarm.type == "sos":
             reason = f"SOS button pressed at {at}"
@@ -95,6 +103,14 @@ def _record(alarm: PendingAlarm, confirm_window_s: float) -> DetectionRecord:
         location_id=alarm.location_id,
         alarms=((alarm.device_id, alarm.msg_id),),
     )
+
+
+def _kit_detection(alarm: PendingAlarm) -> Detection | None:
+    """A smoke, gas or water leak alarm's detection, as the kit runner builds it."""
+    return alarm_detection(
+        alarm.kind, alarm.type, subject=alarm.subject, t=alarm.time,
+        utc_offset=alarm.utc_offset_s, device_id=alarm.device_id, data=alarm.data,
+    )  # fmt: skip
 
 
 def recover_once(

@@ -9,6 +9,10 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
   stays for staff to resolve); a detector's ``test`` press is recorded (stored event, a log
   line and a counter), never escalated;
 * a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), ``dry`` resolves it;
+* ``alarm`` and ``leak`` are alarm events (``devices.protocol.ALARM_EVENT_TYPES``): ingest
+  wrote their pending marker, and the detection carries their key (device id, message id) so
+  the intake marks it handled; a marker nobody handled is raised by
+  :mod:`gateway.escalation.recovery` with the same detection;
 * ``tamper`` raises the technical ``DEVICE_TAMPERED`` about the device, ``tamper_clear``
   resolves it;
 * door and motion events, occupancy counts and every kit heartbeat feed one
@@ -68,7 +72,18 @@ class Resident(Protocol):
     def away(self) -> bool: ...
 
 
-EmitHome = Callable[[Any, Detection, str | None], None]
+AlarmKeys = tuple[tuple[str, str], ...]
+
+
+class EmitHome(Protocol):
+    """Queue a finding about a home; ``alarms`` are the stored alarm events (device id,
+    message id) it accounts for, whose pending markers the intake takes."""
+
+    def __call__(
+        self, home: Any, det: Detection, device_id: str | None, alarms: AlarmKeys = ()
+    ) -> None: ...
+
+
 EmitDevice = Callable[[Detection], None]
 
 _HAZARD: Mapping[DeviceKind, tuple[DetectionKind, str, str]] = {
@@ -80,6 +95,70 @@ _HAZARD: Mapping[DeviceKind, tuple[DetectionKind, str, str]] = {
 def _clock(t: float, offset: float) -> str:
     sod = (t + offset) % 86400.0
     return f"{int(sod // 3600):02d}:{int(sod % 3600 // 60):02d}"
+
+
+def hazard_alarm(
+    kind: DeviceKind,
+    subject: str,
+    *,
+    t: float,
+    utc_offset: float,
+    device_id: str,
+    data: Mapping[str, Any],
+) -> Detection:
+    """A smoke or gas detector's ``alarm`` at ``t`` (``data``: the event's, a gas ``level``);
+    the live path and the recovery of its pending marker build the same detection."""
+    det_kind, zh, en = _HAZARD[kind]
+    clock = _clock(t, utc_offset)
+    level = data.get("level")
+    extra = f"（{level}）" if isinstance(level, str) else ""
+    reason = (
+        f"{zh}{extra}：{clock} 报警，请立即拨打 119 / {en}{f' ({level})' if extra else ''}"
+        f" at {clock}: call 119"
+    )
+    details: dict[str, Any] = {"device": device_id, "hazard": True}
+    if isinstance(level, str):
+        details["level"] = level
+    return Detection(det_kind, subject, t, reason, details, started=t)
+
+
+def water_leak(
+    subject: str, t: float, utc_offset: float, device_id: str, *, resolved: bool
+) -> Detection:
+    """A water ``leak`` (or, ``resolved``, ``dry`` again) at ``t``."""
+    clock = _clock(t, utc_offset)
+    reason = (
+        f"漏水已消除 {clock} / water leak dry again at {clock}"
+        if resolved
+        else f"漏水：{clock} 检测到地面积水，老人可能滑倒 / water leak detected at "
+        f"{clock}: the resident may slip"
+    )
+    return Detection(
+        DetectionKind.WATER_LEAK, subject, t, reason, {"device": device_id}, started=t,
+        resolved=resolved,
+    )  # fmt: skip
+
+
+def alarm_detection(
+    kind: str | None,
+    type_: str,
+    *,
+    subject: str,
+    t: float,
+    utc_offset: float,
+    device_id: str,
+    data: Mapping[str, Any],
+) -> Detection | None:
+    """The detection of a kit alarm event (``alarm`` of a smoke or gas detector, ``leak``),
+    None for any other event. An ``alarm`` of a device whose kind is unknown (not in the
+    registry any more) is taken for a smoke alarm: a hazard, on the hazard ladder."""
+    if type_ == "leak":
+        return water_leak(subject, t, utc_offset, device_id, resolved=False)
+    if type_ != "alarm":
+        return None
+    gas = kind == DeviceKind.GAS_DETECTOR
+    hazard = DeviceKind.GAS_DETECTOR if gas else DeviceKind.SMOKE_DETECTOR
+    return hazard_alarm(hazard, subject, t=t, utc_offset=utc_offset, device_id=device_id, data=data)
 
 
 class KitRunner:
@@ -140,18 +219,9 @@ class KitRunner:
         elif kind is DeviceKind.WATER_LEAK and type_ in ("leak", "dry"):
             resolved = type_ == "dry"
             if alarms or resolved:
-                clock = _clock(t, home.utc_offset)
-                reason = (
-                    f"漏水已消除 {clock} / water leak dry again at {clock}"
-                    if resolved
-                    else f"漏水：{clock} 检测到地面积水，老人可能滑倒 / water leak detected at "
-                    f"{clock}: the resident may slip"
-                )
-                det = Detection(
-                    DetectionKind.WATER_LEAK, home.subject, t, reason,
-                    {"device": device_id}, started=t, resolved=resolved,
-                )  # fmt: skip
-                self._emit_home(home, det, device_id)
+                det = water_leak(home.subject, t, home.utc_offset, device_id, resolved=resolved)
+                keys = () if resolved else ((device_id, env.msg_id),)
+                self._emit_home(home, det, device_id, keys)
         ha.on_alive(t)
         return True
 
@@ -172,20 +242,11 @@ class KitRunner:
             log.info("gas valve shut", extra={"device": info.device_id, "cause": data.get("cause")})
             return
         if type_ == "alarm" and alarms:
-            level = data.get("level")
-            extra = f"（{level}）" if isinstance(level, str) else ""
-            reason = (
-                f"{zh}{extra}：{clock} 报警，请立即拨打 119 / {en}{f' ({level})' if extra else ''}"
-                f" at {clock}: call 119"
-            )
-            details: dict[str, Any] = {"device": info.device_id, "hazard": True}
-            if isinstance(level, str):
-                details["level"] = level
-            self._emit_home(
-                home,
-                Detection(det_kind, home.subject, t, reason, details, started=t),
-                info.device_id,
-            )
+            det = hazard_alarm(
+                info.kind, home.subject, t=t, utc_offset=home.utc_offset,
+                device_id=info.device_id, data=data,
+            )  # fmt: skip
+            self._emit_home(home, det, info.device_id, ((info.device_id, env.msg_id),))
         elif type_ == "clear":
             reason = f"{zh}已解除 {clock} / {en} cleared at {clock}"
             det = Detection(

@@ -8,8 +8,8 @@ markers left pending. Every function runs in the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,9 @@ _CLAIM = b"""
 SELECT p.device_id, p.msg_id, p.site_id, p.type, extract(epoch FROM p.time),
        extract(epoch FROM p.received_at), p.clock_wrong, extract(epoch FROM p.device_time),
        d.kind, coalesce(d.location_id, b.location_id), coalesce(d.resident_id, r.resident_id),
-       d.bed_id, coalesce(s.utc_offset_s, %(default_offset)s)
+       d.bed_id, coalesce(s.utc_offset_s, %(default_offset)s),
+       (SELECT e.data FROM device_events e
+        WHERE e.device_id = p.device_id AND e.msg_id = p.msg_id AND e.time = p.time LIMIT 1)
 FROM pending_alarms p
 LEFT JOIN devices d ON d.device_id = p.device_id
 LEFT JOIN beds b ON b.bed_id = d.bed_id
@@ -91,6 +93,8 @@ class PendingAlarm:
     resident_id: str | None
     bed_id: str | None
     utc_offset_s: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """The stored event's data (a gas alarm's ``level``); empty if the event is gone."""
 
     @property
     def subject(self) -> str:
@@ -160,8 +164,9 @@ def claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[
             None if res is None else str(res),
             None if bed is None else str(bed),
             float(off),
+            data if isinstance(data, dict) else {},
         )
-        for dev, mid, site, type_, t, recv, wrong, dtime, kind, loc, res, bed, off in rows
+        for dev, mid, site, type_, t, recv, wrong, dtime, kind, loc, res, bed, off, data in rows
     ]
 
 

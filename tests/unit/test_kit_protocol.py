@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from devices.protocol import (
+    ALARM_EVENT_TYPES,
     HUB_CHILD_KINDS,
     KIT_KINDS,
     Channel,
@@ -182,6 +183,17 @@ def test_a_smoke_detector_cannot_send_a_buttons_press() -> None:
     with pytest.raises(ProtocolError) as err:
         dec("smoke-1", E, SMOKE, "{" + head("smoke-1", "press") + "}")
     assert err.value.reason is RejectReason.SCHEMA
+
+
+def test_hazard_alarms_are_alarm_events_and_a_test_press_is_not() -> None:
+    """Smoke and gas ``alarm`` and a water ``leak`` get the alarm guarantee (pending marker,
+    clock re-stamping); each alarm type belongs to its kinds only, and ``test`` is no alarm."""
+    accepting = {t: {k for k in DeviceKind if t in message_types(k, E)} for t in ALARM_EVENT_TYPES}
+    assert accepting["alarm"] == {SMOKE, GAS}
+    assert accepting["leak"] == {LEAK}
+    assert accepting["press"] == {DeviceKind.BUTTON}
+    assert "test" not in ALARM_EVENT_TYPES and "clear" not in ALARM_EVENT_TYPES
+    assert "dry" not in ALARM_EVENT_TYPES
 
 
 def test_old_kinds_are_unchanged() -> None:
