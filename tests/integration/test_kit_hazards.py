@@ -3,7 +3,9 @@
 A home hub publishes for its child smoke detector under the child's id; the broker refuses
 the hub's publications for a device that is not its child, and a child cannot log in itself.
 A smoke detector's test press is stored and raises nothing; its alarm raises a priority-1
-``smoke_alarm`` incident that climbs the hazard ladder ("call 119" first).
+``smoke_alarm`` incident that climbs the hazard ladder ("call 119" first). Smoke and gas
+alarms are in the alarm guarantee (issue 9): a pending marker is written with the event, the
+live path marks it handled, and a gateway down past ``catch_up_s`` raises them on restart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from devices import protocol as p
@@ -20,6 +23,7 @@ from gateway import acceptance
 from gateway import commissioning as com
 from gateway.brokersync import mqtt_login_code
 from gateway.errors import ConflictError
+from tests.integration.test_alarm_durability import _ingest_only
 from tests.integration.test_installer_api import Inst, inst  # noqa: F401 (the fixture)
 from tests.support import (
     PREFIX,
@@ -55,6 +59,107 @@ def _topic(dev: str) -> str:
 
 def _stored(db: Database, msg_id: str) -> bool:
     return bool(db.scalar("SELECT count(*) FROM device_events WHERE msg_id = %s", (msg_id,)))
+
+
+def _markers(db: Database) -> list[tuple[Any, ...]]:
+    return db.rows(
+        "SELECT device_id, msg_id, type, handled_by, outcome, incident_id FROM pending_alarms "
+        "ORDER BY device_id, msg_id"
+    )
+
+
+def _first_tier(db: Database, incident_id: int) -> Any:
+    return db.scalar(
+        "SELECT data->>'name' FROM audit_log WHERE target = %s "
+        "AND action = 'escalation.tier' ORDER BY seq LIMIT 1",
+        (f"incident:{incident_id}",),
+    )
+
+
+def test_hazard_alarms_acked_then_down_longer_than_catch_up_raise_their_own_incidents(
+    db: Database, broker: Broker
+) -> None:
+    """Smoke and gas alarms acked by an ingest whose analysis never ran (a gateway killed
+    right after the ack), down for longer than ``catch_up_s``: the restart raises exactly one
+    smoke_alarm and one gas_alarm incident (hazard ladder, "call 119" first), apart from the
+    resident's emergency call pressed meanwhile; the detector's test press raises nothing."""
+    creds = {c.device_id: c for c in make_site(db, broker, wearables=False)}
+    button = creds["site-a-bt0"]
+    hub, hub_pw = _register(db, "home_hub", "H8")
+    smoke, _ = _register(db, "smoke_detector", "S8", hub=hub)
+    gas, _ = _register(db, "gas_detector", "G8", hub=hub)
+    with db.connect() as conn:
+        for dev in (smoke, gas):
+            com.bind_device(conn, com.find_device(conn, dev), None, "site-a-r0", "site-a-l0")
+    broker.sync(db)
+    settings = gateway_settings(db, broker, SAFEHOME_ANALYSIS__CATCH_UP_S="0.5")
+    alarm_ms = int(time.time() * 1000)
+    sent = [
+        (smoke, "test-8", p.encode_event(smoke, "test-8", 1, alarm_ms, event="test")),
+        (smoke, "alarm-8", p.encode_event(smoke, "alarm-8", 2, alarm_ms, event="alarm")),
+        (gas, "gas-8", p.encode_event(gas, "gas-8", 1, alarm_ms, event="alarm",
+                                      data={"level": "high", "lel_pct": 25.0})),
+    ]  # fmt: skip
+    with _ingest_only(settings), DeviceClient(broker.port, hub, hub_pw) as client:
+        for dev in (smoke, gas):
+            client.subscribe(f"{PREFIX}/v1/site-a/{dev}/ack")
+        for dev, _, raw in sent:
+            client.publish(_topic(dev), raw)
+        wait_until(lambda: len(client.acks) == len(sent), 15, "the app-level acks")
+        assert {str(orjson.loads(a)["status"]) for a in client.acks} == {"stored"}
+        with DeviceClient(broker.port, button.device_id, button.password) as bt:
+            bt.subscribe(f"{PREFIX}/v1/site-a/{button.device_id}/ack")
+            bt.publish(
+                _topic(button.device_id),
+                p.encode_event(button.device_id, "press-8", 1, alarm_ms, event="press"),
+            )
+            wait_until(lambda: bool(bt.acks), 10, "the press acked")
+    assert sorted((m[1], m[2], m[3]) for m in _markers(db)) == [
+        ("alarm-8", "alarm", None),
+        ("gas-8", "alarm", None),
+        ("press-8", "press", None),
+    ]  # the test press has no marker
+    assert db.scalar("SELECT count(*) FROM incidents") == 0
+    time.sleep(1.5)  # down for three times catch_up_s: the rebuild no longer replays them
+    with InProcessGateway(settings) as gw:
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL") == 0,
+            15,
+            "every alarm handled",
+        )
+        rows = db.rows(
+            "SELECT id, type, priority, resident_id, technical, trigger_count, first_trigger_at, "
+            "reason, details FROM incidents ORDER BY type"
+        )
+        assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
+            ("emergency_call", 1, "site-a-r0", False, 1),
+            ("gas_alarm", 1, "site-a-r0", False, 1),
+            ("smoke_alarm", 1, "site-a-r0", False, 1),
+        ]
+        by_type = {r[1]: r for r in rows}
+        hazards = [by_type["smoke_alarm"][0], by_type["gas_alarm"][0]]
+        for itype in ("smoke_alarm", "gas_alarm"):
+            _, *_, first, reason, details = by_type[itype]
+            assert abs(first.timestamp() * 1000 - alarm_ms) < 2  # the alarm's own time
+            assert "119" in reason and details["raised_by"] == "recovery"
+        wait_until(
+            lambda: all(_first_tier(db, i) is not None for i in hazards), 15, "the first tiers"
+        )
+        assert [_first_tier(db, i) for i in hazards] == ["call_119", "call_119"]
+        assert "high" in by_type["gas_alarm"][7]  # the stored event's level
+        recovered = gw.runtime.metrics.registry.get_sample_value(
+            "safehome_alarms_recovered_total", {"outcome": "raised"}
+        )
+    assert recovered == 3.0
+    assert sorted((m[1], m[3], m[4], m[5]) for m in _markers(db)) == sorted(
+        (mid, "recovery", "raised", by_type[t][0])
+        for mid, t in (("alarm-8", "smoke_alarm"), ("gas-8", "gas_alarm"),
+                       ("press-8", "emergency_call"))
+    )  # fmt: skip
+    assert (
+        db.scalar("SELECT count(*) FROM detections WHERE kind IN ('smoke_alarm', 'gas_alarm')") == 2
+    )
+    assert db.scalar("SELECT count(*) FROM incidents") == 3
 
 
 def test_a_hub_reports_a_smoke_alarm_that_climbs_the_hazard_ladder(
@@ -96,6 +201,9 @@ def test_a_hub_reports_a_smoke_alarm_that_climbs_the_hazard_ladder(
 
         wait_until(lambda: first_tier() is not None, 15, "the first escalation tier")
         assert first_tier() == "call_119"
+        # The alarm's marker was handled by the live path, with this incident; the test press
+        # (no alarm) left none.
+        assert _markers(db) == [(smoke, "alarm-1", "alarm", "analysis", "raised", incident_id)]
         # The alarm clears: recorded as a resolved detection; the incident stays for staff.
         client.publish(_topic(smoke), _event(smoke, "clear-1", "clear"))
         wait_until(
