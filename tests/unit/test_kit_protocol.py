@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from devices.mqttcodec import Received
 from devices.protocol import (
     ALARM_EVENT_TYPES,
     HUB_CHILD_KINDS,
@@ -30,7 +31,9 @@ from devices.protocol import (
     parse_topic,
 )
 from gateway.brokerauth import DeviceAccount, ServiceAccount, render_acl, render_password_file
+from gateway.ingest_rows import alarm_with_wrong_clock
 from gateway.kit.hubs import with_hubs
+from gateway.registry import DeviceInfo
 from gateway.storage.kit import KitDevice
 
 NOW = 1_767_225_600.0
@@ -194,6 +197,25 @@ def test_hazard_alarms_are_alarm_events_and_a_test_press_is_not() -> None:
     assert accepting["press"] == {DeviceKind.BUTTON}
     assert "test" not in ALARM_EVENT_TYPES and "clear" not in ALARM_EVENT_TYPES
     assert "dry" not in ALARM_EVENT_TYPES
+
+
+def test_a_hazard_alarm_from_a_wrong_clock_is_restamped_and_a_test_press_is_not() -> None:
+    """Like a press: an implausible device time never refuses a smoke alarm (it takes the
+    receive time); a test press keeps being refused for it (dead-lettered)."""
+    info = DeviceInfo("smoke-1", SITE, SMOKE, "l1", None, "r1", None)
+    topic = Topic("shg", SITE, "smoke-1", E)
+    late = NOW + 86400.0 * 30  # the device's clock a month behind the receive time
+
+    def received(type_: str) -> Received:
+        payload = ("{" + head("smoke-1", type_) + "}").encode()
+        return Received(1, 1, 1, "shg/v1/s/smoke-1/event", payload, late, False)
+
+    alarm = alarm_with_wrong_clock(topic, received("alarm"), info, 65536)
+    assert alarm is not None
+    msg, error = alarm
+    assert msg.envelope.ts == late and msg.envelope.type == "alarm"
+    assert error == pytest.approx(TS / 1000.0 - late)
+    assert alarm_with_wrong_clock(topic, received("test"), info, 65536) is None
 
 
 def test_old_kinds_are_unchanged() -> None:
