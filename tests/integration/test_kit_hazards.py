@@ -289,6 +289,11 @@ def test_kit_sensors_pass_their_acceptance_tests_through_the_hub(
             "the leak observed",
         )
         assert db.scalar("SELECT count(*) FROM incidents") == 0
+        # The leak is an alarm event: its marker was taken by the test's observation; the
+        # smoke detector's test press has none.
+        assert db.rows("SELECT type, handled_by, outcome FROM pending_alarms") == [
+            ("leak", "analysis", "test_observation")
+        ]
 
 
 def test_device_emulate_plays_a_kit_sensor_through_its_hub(db: Database, broker: Broker) -> None:
