@@ -12,21 +12,17 @@ Every route declares who may call it (``**allow(...)`` or ``**PUBLIC``, see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from gateway import audit
-from gateway.api.auth import (
-    PUBLIC,
-    AuthError,
-    LoginGuard,
-    build_auth_router,
-    check_jwt_secret,
-)
+from gateway.api.auth import AuthError, LoginGuard, check_jwt_secret
 from gateway.api.bodylimit import BodyLimitMiddleware
+from gateway.api.deps import PUBLIC, ApiHost, GatewayHost, install_host
+from gateway.api.routes_auth import router as auth_router
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
@@ -43,35 +39,30 @@ from gateway.storage.probe import database_ready
 
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
 
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
 
-
-def build_app(runtime: Runtime) -> FastAPI:
+def build_app(runtime: GatewayHost) -> FastAPI:
     """The gateway's FastAPI app; raises :class:`AuthError` without a usable jwt_secret."""
     settings = runtime.settings
     secret = check_jwt_secret(settings.api)
-    pool = getattr(runtime, "api_pool", None)
+    pool = runtime.api_pool
     if pool is None:
         raise AuthError("the API needs the runtime's database pool (runtime.api_pool)")
     app = FastAPI(title="Safe-Home Guardian gateway", version="0.1.0")
-    app.state.jwt_secret = secret
-    app.state.settings = settings
-    app.state.read_ledger = audit.ReadLedger(settings.audit.read_window_s)
-    app.state.broker_sync = BrokerSync(settings)
-    app.state.registry_changed = getattr(runtime, "registry_changed", None)
-    app.state.import_max_bytes = settings.commissioning.import_max_bytes
-    app.state.pool = pool
-    app.state.analysis_settings = settings.analysis
-    app.state.metrics = getattr(runtime, "metrics", None)
-    app.state.live_feed = LiveFeed(
-        pool, settings.database.conninfo(), stopping=lambda: runtime.stopping
-    )
     # Hardening (issue 10 §3): sign-in throttling and the argon2 limit; bodies over
     # api.max_body_bytes refused with 413 before routing and authentication read them.
     # The runtime's registry (served at /metrics); a private one for an app built bare.
-    registry = getattr(getattr(runtime, "metrics", None), "registry", None) or CollectorRegistry()
-    app.state.login_guard = LoginGuard(settings.api, registry)
+    registry = runtime.metrics.registry if runtime.metrics is not None else CollectorRegistry()
+    install_host(app, ApiHost(
+        settings=settings,
+        pool=pool,
+        jwt_secret=secret,
+        broker_sync=BrokerSync(settings),
+        read_ledger=audit.ReadLedger(settings.audit.read_window_s),
+        login_guard=LoginGuard(settings.api, registry),
+        live_feed=LiveFeed(pool, settings.database.conninfo(), stopping=lambda: runtime.stopping),
+        metrics=runtime.metrics,
+        registry_changed=runtime.registry_changed,
+    ))  # fmt: skip
     bodies_refused = Counter(
         "safehome_api_bodies_refused", "Requests refused with 413 (body over api.max_body_bytes)",
         registry=registry,
@@ -101,7 +92,7 @@ def build_app(runtime: Runtime) -> FastAPI:
         broker = bool(session and session.connected.is_set())
         database = database_ready(pool, READY_TIMEOUT_S)
         # The standby of a failover pair serves the API but is not ready (gateway.lease).
-        standby = bool(getattr(runtime, "standby", False))
+        standby = runtime.standby
         ready = broker and database and not standby
         status = "standby" if standby else "ready" if ready else "not ready"
         body = {"status": status, "broker_connected": broker, "database_up": database,
@@ -111,7 +102,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",
              **PUBLIC)  # fmt: skip
     def metrics() -> Response:
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
@@ -119,7 +110,7 @@ def build_app(runtime: Runtime) -> FastAPI:
         return JSONResponse(body, status_code=exc.status)
 
     _document_error_details(app)
-    app.include_router(build_auth_router())
+    app.include_router(auth_router)
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
     app.include_router(build_live_router())
     app.include_router(build_incidents_router())

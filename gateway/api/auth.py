@@ -30,31 +30,25 @@ Logs carry user ids only, never user names or passwords.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-import anyio
-import anyio.to_thread
 import jwt
 import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import HTTPException, status
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, Field
 
 from gateway import audit
 from gateway.api.throttle import LoginThrottle
@@ -245,91 +239,7 @@ def decode_token(secret: str, token: str) -> Principal:
     )  # fmt: skip
 
 
-# -- FastAPI dependencies --------------------------------------------------------------
-
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token")
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def session_open(request: Request, principal: Principal) -> bool:
-    """Whether the caller's session is still open and its user active (a database read)."""
-    if not principal.session_id:
-        return False
-    with request.app.state.pool.connection() as conn:
-        return auth_sessions.session_valid(conn, principal.session_id, principal.user_id)
-
-
-def get_current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]) -> Principal:
-    """The verified caller; 401 when the token is missing, forged, expired or revoked."""
-    secret: str = request.app.state.jwt_secret
-    try:
-        principal = decode_token(secret, token)
-    except jwt.ExpiredSignatureError:
-        raise _unauthorized("token expired") from None
-    except jwt.InvalidTokenError:
-        raise _unauthorized("invalid token") from None
-    if not session_open(request, principal):
-        raise _unauthorized("session ended (signed out, password changed or user deactivated)")
-    return principal
-
-
-CurrentUser = Annotated[Principal, Depends(get_current_user)]
-
-
-def _require(allowed: frozenset[UserRole]) -> Callable[[Principal], Principal]:
-    def require_role(user: CurrentUser) -> Principal:
-        if user.role not in allowed:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not allowed for this role")
-        return user
-
-    require_role.allowed_roles = allowed  # type: ignore[attr-defined]
-    return require_role
-
-
-def allow(*allowed: UserRole) -> dict[str, Any]:
-    """Route-decorator keywords: only ``allowed`` roles may call the route (403 otherwise).
-
-    Use as ``@router.get("/x", **allow(*STAFF))``; the roles also appear in the route's
-    OpenAPI entry under ``x-allowed-roles``.
-    """
-    if not allowed:
-        raise AuthError("a route must allow at least one role (or be declared PUBLIC)")
-    roles = frozenset(allowed)
-    return {
-        "dependencies": [Depends(_require(roles))],
-        "openapi_extra": {ROLES_KEY: sorted(r.value for r in roles)},
-    }
-
-
-# Route-decorator keywords for a route anyone may call (health, metrics, sign-in).
-PUBLIC: dict[str, Any] = {"openapi_extra": {ROLES_KEY: [PUBLIC_ROLE]}}
-
-
-# -- the token routes ------------------------------------------------------------------
-
 ALL_ROLES = tuple(UserRole)
-
-
-class Token(BaseModel):
-    """An OAuth2 bearer token, with the refresh token that renews it."""
-
-    access_token: str
-    token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
-    expires_in: int
-    role: UserRole
-    refresh_token: str
-    session_expires_at: datetime  # the refresh token works until then at the latest
-
-
-class RefreshRequest(BaseModel):
-    """``POST /auth/refresh``: the refresh token of the last answer (spent by this call)."""
-
-    refresh_token: str = Field(min_length=16, max_length=256)
 
 
 HASH_NICE = 10  # the password-hashing threads' nice value (at least)
@@ -372,122 +282,3 @@ class LoginGuard:
             status.HTTP_429_TOO_MANY_REQUESTS, detail=detail,
             headers={"Retry-After": str(retry_after)},
         )  # fmt: skip
-
-
-def _session_ttl(state: Any, role: UserRole) -> tuple[int, int]:
-    """(access token lifetime, session lifetime) of ``role``."""
-    api: ApiSettings = state.settings.api
-    if role is UserRole.INSTALLER:
-        return api.installer_token_ttl_s, api.installer_session_max_s
-    return api.token_ttl_s, api.session_max_s
-
-
-def _issue_pair(state: Any, principal: Principal, refresh: str, session_end: datetime) -> Token:
-    ttl, _ = _session_ttl(state, principal.role)
-    # Never beyond the session: an access token outliving its session would be refused anyway.
-    ttl = max(1, min(ttl, int((session_end - datetime.now(UTC)).total_seconds())))
-    return Token(
-        access_token=issue_token(state.jwt_secret, principal, ttl),
-        expires_in=ttl,
-        role=principal.role,
-        refresh_token=refresh,
-        session_expires_at=session_end,
-    )
-
-
-def build_auth_router() -> APIRouter:
-    """``POST /auth/token`` (OAuth2 password flow), ``/auth/refresh``, ``/auth/logout``."""
-    router = APIRouter(tags=["auth"])
-
-    @router.post(
-        "/auth/token", summary="Sign in (OAuth2 password flow)",
-        responses={429: {"description": "too many failed sign-ins; see Retry-After"}},
-        **PUBLIC,
-    )  # fmt: skip
-    async def token(
-        request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-    ) -> Token:
-        state = request.app.state
-        guard: LoginGuard = state.login_guard
-        address = request.client.host if request.client else "unknown"
-        if guard.waiting >= guard.queue_max:
-            guard.logins.labels("busy").inc()
-            raise guard.too_many(1, "too many sign-ins at once; try again shortly")
-        wait = guard.throttle.begin(form.username, address, time.monotonic())
-        if wait:
-            guard.logins.labels("throttled").inc()
-            raise guard.too_many(wait, "too many failed sign-ins; try again later")
-        guard.waiting += 1
-        try:
-
-            def lookup() -> auth_sessions.UserRow | None:
-                with state.pool.connection() as conn:  # returned before the hash is checked
-                    return auth_sessions.find_user(conn, form.username)
-
-            row = await anyio.to_thread.run_sync(lookup)
-            principal = await asyncio.get_running_loop().run_in_executor(
-                guard.hasher, check_password, row, form.password
-            )
-        finally:
-            guard.waiting -= 1
-        if principal is None:  # counted as a failure by begin() already
-            guard.logins.labels("failed").inc()
-            raise _unauthorized("incorrect username or password")
-        guard.throttle.succeeded(form.username, address)
-        guard.logins.labels("ok").inc()
-        _, max_s = _session_ttl(state, principal.role)
-        idle_s: int = state.settings.api.refresh_idle_s
-
-        def open_session() -> tuple[str, str, datetime]:
-            with state.pool.connection() as conn:
-                return auth_sessions.open_session(conn, principal.user_id, max_s, idle_s)
-
-        sid, refresh, end = await anyio.to_thread.run_sync(open_session)
-        signed_in = Principal(principal.user_id, principal.role, principal.site_id, sid)
-        return _issue_pair(state, signed_in, refresh, end)
-
-    @router.post("/auth/refresh", summary="New access token for a refresh token (rotated)",
-                 **PUBLIC)  # fmt: skip
-    def refresh(request: Request, body: RefreshRequest) -> Token:
-        state = request.app.state
-        with state.pool.connection() as conn:
-            idle_s = state.settings.api.refresh_idle_s
-            rotated = auth_sessions.rotate(conn, body.refresh_token, idle_s)
-        if rotated is None:
-            raise _unauthorized("refresh token invalid, used or expired: sign in again")
-        principal = Principal(
-            rotated.user_id, UserRole(rotated.role), rotated.site_id, rotated.session_id
-        )
-        return _issue_pair(state, principal, rotated.refresh_token, rotated.expires_at)
-
-    @router.post("/auth/logout", summary="End this session (its tokens stop working)",
-                 status_code=204, **allow(*ALL_ROLES))  # fmt: skip
-    def logout(request: Request, user: CurrentUser) -> None:
-        assert user.session_id is not None  # get_current_user checked it
-        with request.app.state.pool.connection() as conn:
-            auth_sessions.revoke_session(conn, user.session_id, "logout")
-        log.info("signed out", extra={"user_id": user.user_id})
-
-    return router
-
-
-# -- database access for routes --------------------------------------------------------
-
-
-def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
-    """A pooled autocommit connection for the length of one request."""
-    with request.app.state.pool.connection() as conn:
-        yield conn
-
-
-DbConn = Annotated[psycopg.Connection[Any], Depends(get_conn)]
-
-
-def registry_writes(request: Request) -> Iterator[None]:
-    """Router dependency of the registry-changing routers: after a successful POST/PATCH/...
-    (its transaction committed: this dependency is set up first, so it exits last), tell the
-    running gateway (``app.state.registry_changed``) to reload the device registry."""
-    yield
-    changed = getattr(request.app.state, "registry_changed", None)
-    if request.method not in ("GET", "HEAD") and changed is not None:
-        changed()

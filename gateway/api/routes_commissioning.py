@@ -18,7 +18,15 @@ from pydantic import BaseModel, Field
 from gateway import acceptance, audit
 from gateway import commissioning as com
 from gateway import registry_admin as reg
-from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
+from gateway.api.deps import (
+    CurrentUser,
+    DbConn,
+    Principal,
+    UserRole,
+    allow,
+    registry_writes,
+    request_host,
+)
 from gateway.api.routes_devices import heartbeat_interval_s, visible_device
 from gateway.api.routes_registry import site_of
 from gateway.brokersync import BrokerSync, BrokerSyncError
@@ -89,12 +97,12 @@ def build_commissioning_router() -> APIRouter:
     router = APIRouter(tags=["commissioning"], dependencies=[Depends(registry_writes)])
 
     def _settings(request: Request) -> Settings:
-        settings: Settings = request.app.state.settings
+        settings: Settings = request_host(request).settings
         return settings
 
     def _broker(request: Request) -> Callable[[DbConn], object]:
         """The broker hook for a change; 503 with a hint when the broker is not managed."""
-        sync: BrokerSync = request.app.state.broker_sync
+        sync: BrokerSync = request_host(request).broker_sync
         if not sync.managed:
             raise reg.RegistryError(
                 503, "this gateway does not manage the broker's accounts",
@@ -104,7 +112,7 @@ def build_commissioning_router() -> APIRouter:
 
     def _change(request: Request, fn: Callable[[], Any]) -> Any:
         """Run a change that touches the broker; on a broker failure restore its files."""
-        sync: BrokerSync = request.app.state.broker_sync
+        sync: BrokerSync = request_host(request).broker_sync
         try:
             return fn()
         except BrokerSyncError as exc:
@@ -126,7 +134,7 @@ def build_commissioning_router() -> APIRouter:
     ) -> Response:
         site_of(conn, user, site_id)
         apply = _broker(request)
-        sync: BrokerSync = request.app.state.broker_sync
+        sync: BrokerSync = request_host(request).broker_sync
         with conn.transaction():
             dev, password = _change(request, lambda: com.register_device(
                 conn, site_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
@@ -231,7 +239,7 @@ def build_commissioning_router() -> APIRouter:
     ) -> Response:
         _device(request, user, conn, device_id)
         apply = _broker(request)
-        sync: BrokerSync = request.app.state.broker_sync
+        sync: BrokerSync = request_host(request).broker_sync
         with conn.transaction():
             new_id, password = _change(request, lambda: com.replace_device(
                 conn, device_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip

@@ -19,8 +19,15 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from psycopg.rows import dict_row
 
-from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
-from gateway.api.routes_incidents import may_see_site, scope_site
+from gateway.api.deps import (
+    CurrentUser,
+    DbConn,
+    UserRole,
+    allow,
+    may_see_site,
+    request_host,
+    scope_site,
+)
 from gateway.settings import AnalysisSettings
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
@@ -140,7 +147,7 @@ def build_devices_router() -> APIRouter:
         location: str | None = None,
         bed: str | None = None,
     ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request.app.state.analysis_settings
+        analysis: AnalysisSettings = request_host(request).settings.analysis
         site_id = scope_site(user, site)
         return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
 
@@ -149,7 +156,7 @@ def build_devices_router() -> APIRouter:
     def get_device(
         device_id: str, request: Request, user: CurrentUser, conn: DbConn
     ) -> dict[str, Any]:
-        return visible_device(conn, request.app.state.analysis_settings, user, device_id)
+        return visible_device(conn, request_host(request).settings.analysis, user, device_id)
 
     @router.get("/status", summary="Status of the devices of a site, location, bed or device",
                 **allow(*INSTALLERS))  # fmt: skip
@@ -163,7 +170,7 @@ def build_devices_router() -> APIRouter:
         bed: str | None = None,
         device: str | None = None,
     ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request.app.state.analysis_settings
+        analysis: AnalysisSettings = request_host(request).settings.analysis
         site_id = scope_site(user, site)
         rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
                            device=device, active=None if device else True)  # fmt: skip

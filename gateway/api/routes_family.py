@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 from psycopg.rows import dict_row
 
-from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow
 from gateway.api.routes_incidents import OPEN_STATES, load_last_vitals
 from gateway.workflow.service import IncidentService
 

@@ -17,7 +17,17 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from gateway import acceptance, audit
-from gateway.api.auth import STAFF, CurrentUser, DbConn, Principal, UserRole, allow
+from gateway.api.deps import (
+    STAFF,
+    CurrentUser,
+    DbConn,
+    Principal,
+    UserRole,
+    allow,
+    may_see_site,
+    request_host,
+    scope_site,
+)
 from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
@@ -34,20 +44,6 @@ StateFilter = Literal[
     "open", "all", "raised", "acknowledged", "dispatched", "on_scene", "resolved", "closed",
     "cancelled",
 ]  # fmt: skip
-
-
-def scope_site(user: Principal, site: str | None) -> str | None:
-    """The site a site-bound user may query (``site`` must be theirs); admins: ``site``."""
-    if user.is_admin:
-        return site
-    if site is not None and site != user.site_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not allowed for this site")
-    return user.site_id
-
-
-def may_see_site(user: Principal, site_id: str) -> bool:
-    """Whether ``user`` may see something of ``site_id``."""
-    return user.is_admin or user.site_id == site_id
 
 
 def incident_json(incident: Incident) -> dict[str, Any]:
@@ -150,7 +146,7 @@ def build_incidents_router() -> APIRouter:
         incident_id: int, user: CurrentUser, conn: DbConn, request: Request
     ) -> dict[str, Any]:
         incident = _visible(conn, user, incident_id)
-        ledger: audit.ReadLedger = request.app.state.read_ledger
+        ledger: audit.ReadLedger = request_host(request).read_ledger
         target = f"incident:{incident_id}"
         audited = ledger.due(user.user_id, target)
         out = incident_json(incident)

@@ -58,8 +58,7 @@ from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from gateway.api.auth import STAFF, CurrentUser, allow, session_open
-from gateway.api.routes_incidents import scope_site
+from gateway.api.deps import STAFF, CurrentUser, allow, request_host, scope_site, session_open
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +287,16 @@ def build_live_router() -> APIRouter:
         last_event_id: int | None = Header(default=None, alias="Last-Event-ID", ge=0),
     ) -> StreamingResponse:
         site_id = scope_site(user, site)
-        feed: LiveFeed = request.app.state.live_feed
+        feed: LiveFeed = request_host(request).live_feed
 
         async def still_valid() -> bool:
             try:
-                return await asyncio.to_thread(session_open, request, user)
+                return await asyncio.to_thread(session_open, request_host(request).pool, user)
             except psycopg.OperationalError:  # PoolTimeout, PoolClosed too
                 return True  # database unreachable: checked again next interval
 
         auth = StreamAuth(
-            still_valid, user.expires_at, request.app.state.settings.api.stream_recheck_s
+            still_valid, user.expires_at, request_host(request).settings.api.stream_recheck_s
         )
         return StreamingResponse(
             stream(feed, site_id, last_event_id, auth),
@@ -308,6 +307,6 @@ def build_live_router() -> APIRouter:
     @router.get("/console/config", summary="Staff console timings (reconcile interval)",
                 tags=["pages"], **allow(*STAFF))  # fmt: skip
     def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
-        return {"reconcile_s": request.app.state.settings.api.console_reconcile_s}
+        return {"reconcile_s": request_host(request).settings.api.console_reconcile_s}
 
     return router

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
-from gateway.api.auth import PUBLIC
+from gateway.api.deps import PUBLIC
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.auth import PUBLIC, CurrentUser, DbConn, UserRole, allow
+from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow, request_host
 from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.notify.messages import incident_label
 from gateway.paging import acks
@@ -77,12 +77,12 @@ _STATES = {
 
 
 def _paging(request: Request) -> PagingSettings:
-    settings: PagingSettings = request.app.state.settings.paging
+    settings: PagingSettings = request_host(request).settings.paging
     return settings
 
 
 def _count(request: Request, via: str, result: AckResult) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
+    metrics = request_host(request).metrics
     if metrics is not None:
         metrics.page_acks.labels(via=via, result=result.value).inc()
 
@@ -185,7 +185,7 @@ def build_paging_router() -> APIRouter:
             sender, text = str(doc["from"]), str(doc["text"])
         except (ValueError, KeyError, TypeError):
             raise HTTPException(422, "need from and text") from None
-        pool = request.app.state.pool
+        pool = request_host(request).pool
 
         def run() -> acks.AckOutcome:
             with pool.connection() as conn:

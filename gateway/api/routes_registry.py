@@ -20,8 +20,16 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway import audit
 from gateway import registry_admin as reg
-from gateway.api.auth import CurrentUser, DbConn, Principal, UserRole, allow, registry_writes
-from gateway.api.routes_incidents import may_see_site
+from gateway.api.deps import (
+    CurrentUser,
+    DbConn,
+    Principal,
+    UserRole,
+    allow,
+    may_see_site,
+    registry_writes,
+    request_host,
+)
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 Code = Annotated[str, Field(min_length=3, max_length=64, pattern=reg.CODE_PATTERN)]
@@ -306,7 +314,7 @@ def build_registry_router() -> APIRouter:
         *,
         dry_run: Annotated[bool, Query()] = True,
     ) -> dict[str, Any]:
-        limit: int = request.app.state.import_max_bytes
+        limit: int = request_host(request).settings.commissioning.import_max_bytes
         raw = await request.body()
         if len(raw) > limit:
             raise reg.RegistryError(413, f"the CSV is larger than {limit} bytes",

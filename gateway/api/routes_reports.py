@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from gateway.api.auth import CurrentUser, DbConn, UserRole, allow
-from gateway.api.routes_incidents import scope_site
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow, scope_site
 from gateway.reports.sla import SiteNotFoundError, sla_report
 
 

@@ -11,15 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from gateway.api.auth import (
-    AuthError,
-    CurrentUser,
-    DbConn,
-    UserRole,
-    allow,
-    check_new_password,
-    hash_password,
-)
+from gateway.api.auth import AuthError, check_new_password, hash_password
+from gateway.api.deps import CurrentUser, DbConn, UserRole, allow
 from gateway.storage import auth_sessions
 
 

@@ -476,7 +476,9 @@ def test_check_jwt_secret_messages() -> None:
 
 def test_every_route_declares_who_may_call_it() -> None:
     settings = load_settings(environ={"SAFEHOME_API__JWT_SECRET": SECRET})
-    runtime: Any = SimpleNamespace(settings=settings, api_pool=object(), stopping=False)
+    runtime: Any = SimpleNamespace(
+        settings=settings, api_pool=object(), stopping=False, metrics=None, registry_changed=None
+    )
     app = build_app(runtime)
     framework = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     undeclared, public, seen = [], set(), set()
