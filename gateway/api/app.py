@@ -22,12 +22,13 @@ from gateway import audit
 from gateway.api.auth import AuthError, LoginGuard, check_jwt_secret
 from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.deps import PUBLIC, ApiHost, GatewayHost, install_host
+from gateway.api.livefeed import LiveFeed
 from gateway.api.routes_auth import router as auth_router
 from gateway.api.routes_commissioning import build_commissioning_router
 from gateway.api.routes_devices import build_devices_router
 from gateway.api.routes_family import build_family_router
 from gateway.api.routes_incidents import build_incidents_router
-from gateway.api.routes_live import LiveFeed, build_live_router
+from gateway.api.routes_live import build_live_router
 from gateway.api.routes_pages import build_pages_router
 from gateway.api.routes_paging import build_paging_router
 from gateway.api.routes_registry import build_registry_router

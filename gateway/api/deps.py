@@ -52,7 +52,7 @@ from gateway.settings import Settings
 from gateway.storage import auth_sessions
 
 if TYPE_CHECKING:
-    from gateway.api.routes_live import LiveFeed
+    from gateway.api.livefeed import LiveFeed
     from gateway.ingest import IngestPipeline
     from gateway.metrics import Metrics
     from gateway.mqttsession import MqttSession

@@ -30,7 +30,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
         "gateway/api/routes_devices.py",
         "gateway/api/routes_family.py",
         "gateway/api/routes_incidents.py",
-        "gateway/api/routes_live.py",
         "gateway/audit.py",
         "gateway/brokersync.py",
         "gateway/commissioning.py",
