@@ -24,16 +24,16 @@ from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.deps import PUBLIC, ApiHost, GatewayHost, install_host
 from gateway.api.livefeed import LiveFeed
 from gateway.api.routes_auth import router as auth_router
-from gateway.api.routes_commissioning import build_commissioning_router
-from gateway.api.routes_devices import build_devices_router
-from gateway.api.routes_family import build_family_router
-from gateway.api.routes_incidents import build_incidents_router
-from gateway.api.routes_live import build_live_router
-from gateway.api.routes_pages import build_pages_router
-from gateway.api.routes_paging import build_paging_router
-from gateway.api.routes_registry import build_registry_router
-from gateway.api.routes_reports import build_reports_router
-from gateway.api.routes_users import build_users_router
+from gateway.api.routes_commissioning import router as commissioning_router
+from gateway.api.routes_devices import router as devices_router
+from gateway.api.routes_family import router as family_router
+from gateway.api.routes_incidents import router as incidents_router
+from gateway.api.routes_live import router as live_router
+from gateway.api.routes_pages import router as pages_router
+from gateway.api.routes_paging import router as paging_router
+from gateway.api.routes_registry import router as registry_router
+from gateway.api.routes_reports import router as reports_router
+from gateway.api.routes_users import router as users_router
 from gateway.brokersync import BrokerSync
 from gateway.registry_admin import RegistryError
 from gateway.storage.probe import database_ready
@@ -113,16 +113,16 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     _document_error_details(app)
     app.include_router(auth_router)
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
-    app.include_router(build_live_router())
-    app.include_router(build_incidents_router())
-    app.include_router(build_family_router())
-    app.include_router(build_devices_router())
-    app.include_router(build_registry_router())  # installers: sites, beds, residents, import
-    app.include_router(build_commissioning_router())  # installers: devices, acceptance tests
-    app.include_router(build_reports_router())
-    app.include_router(build_users_router())  # admins: deactivate, reactivate, password
-    app.include_router(build_paging_router())  # /ack/{token} (signed link), channels (admin)
-    app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
+    app.include_router(live_router)
+    app.include_router(incidents_router)
+    app.include_router(family_router)
+    app.include_router(devices_router)
+    app.include_router(registry_router)  # installers: sites, beds, residents, import
+    app.include_router(commissioning_router)  # installers: devices, acceptance tests
+    app.include_router(reports_router)
+    app.include_router(users_router)  # admins: deactivate, reactivate, password
+    app.include_router(paging_router)  # /ack/{token} (signed link), channels (admin)
+    app.include_router(pages_router)  # /, /family, /static/*: no data, PUBLIC
     return app
 
 

@@ -133,55 +133,52 @@ def visible_device(
     return rows[0]
 
 
-def build_devices_router() -> APIRouter:
-    """``GET /devices``, ``GET /devices/{device_id}``, ``GET /status``."""
-    router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"])
 
-    @router.get("/devices", summary="Devices, binding and online state", **allow(*INSTALLERS))
-    def list_devices(
-        request: Request,
-        user: CurrentUser,
-        conn: DbConn,
-        *,
-        site: str | None = None,
-        location: str | None = None,
-        bed: str | None = None,
-    ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request_host(request).settings.analysis
-        site_id = scope_site(user, site)
-        return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
 
-    @router.get("/devices/{device_id}", summary="One device: binding and status",
-                **allow(*INSTALLERS))  # fmt: skip
-    def get_device(
-        device_id: str, request: Request, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return visible_device(conn, request_host(request).settings.analysis, user, device_id)
+@router.get("/devices", summary="Devices, binding and online state", **allow(*INSTALLERS))
+def list_devices(
+    request: Request,
+    user: CurrentUser,
+    conn: DbConn,
+    *,
+    site: str | None = None,
+    location: str | None = None,
+    bed: str | None = None,
+) -> list[dict[str, Any]]:
+    analysis: AnalysisSettings = request_host(request).settings.analysis
+    site_id = scope_site(user, site)
+    return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
 
-    @router.get("/status", summary="Status of the devices of a site, location, bed or device",
-                **allow(*INSTALLERS))  # fmt: skip
-    def device_status(
-        request: Request,
-        user: CurrentUser,
-        conn: DbConn,
-        *,
-        site: str | None = None,
-        location: str | None = None,
-        bed: str | None = None,
-        device: str | None = None,
-    ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request_host(request).settings.analysis
-        site_id = scope_site(user, site)
-        rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
-                           device=device, active=None if device else True)  # fmt: skip
-        keys = ("device_id", "site_id", "kind", "bed_code", "location_id", "location_label",
-                "elder_code", "active", "online", "last_seen", "battery", "signal",
-                "reported_firmware", "last_commissioning")  # fmt: skip
-        out = []
-        for row in rows:
-            item = {k: row[k] for k in keys}
-            item["firmware"] = item.pop("reported_firmware")
-            out.append(item)
-        return out
 
-    return router
+@router.get("/devices/{device_id}", summary="One device: binding and status",
+            **allow(*INSTALLERS))  # fmt: skip
+def get_device(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return visible_device(conn, request_host(request).settings.analysis, user, device_id)
+
+
+@router.get("/status", summary="Status of the devices of a site, location, bed or device",
+            **allow(*INSTALLERS))  # fmt: skip
+def device_status(
+    request: Request,
+    user: CurrentUser,
+    conn: DbConn,
+    *,
+    site: str | None = None,
+    location: str | None = None,
+    bed: str | None = None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    analysis: AnalysisSettings = request_host(request).settings.analysis
+    site_id = scope_site(user, site)
+    rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
+                       device=device, active=None if device else True)  # fmt: skip
+    keys = ("device_id", "site_id", "kind", "bed_code", "location_id", "location_label",
+            "elder_code", "active", "online", "last_seen", "battery", "signal",
+            "reported_firmware", "last_commissioning")  # fmt: skip
+    out = []
+    for row in rows:
+        item = {k: row[k] for k in keys}
+        item["firmware"] = item.pop("reported_firmware")
+        out.append(item)
+    return out

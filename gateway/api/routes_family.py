@@ -37,47 +37,45 @@ LIMIT %s
 """
 
 
-def build_family_router() -> APIRouter:
-    """``/family/residents`` and ``/family/residents/{id}``."""
-    router = APIRouter(tags=["family"])
-    family = allow(UserRole.FAMILY)
+router = APIRouter(tags=["family"])
+FAMILY_ONLY = allow(UserRole.FAMILY)
 
-    @router.get("/family/residents", summary="My linked relatives", **family)
-    def my_residents(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+
+@router.get("/family/residents", summary="My linked relatives", **FAMILY_ONLY)
+def my_residents(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_LINKED_SQL, (user.user_id, None, None)).fetchall()
+    return [{"resident_id": r["resident_id"], "display_name": r["display_name"]}
+            for r in rows]  # fmt: skip
+
+
+@router.get("/family/residents/{resident_id}", summary="Is my relative safe?", **FAMILY_ONLY)
+def my_resident(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_LINKED_SQL, (user.user_id, resident_id, resident_id)).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
+    out: dict[str, Any] = {
+        "resident_id": row["resident_id"],
+        "display_name": row["display_name"],
+        "status": row["status"],
+    }
+    if row["consent_family_incidents"]:
         with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(_LINKED_SQL, (user.user_id, None, None)).fetchall()
-        return [{"resident_id": r["resident_id"], "display_name": r["display_name"]}
-                for r in rows]  # fmt: skip
-
-    @router.get("/family/residents/{resident_id}", summary="Is my relative safe?", **family)
-    def my_resident(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(_LINKED_SQL, (user.user_id, resident_id, resident_id)).fetchone()
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
-        out: dict[str, Any] = {
-            "resident_id": row["resident_id"],
-            "display_name": row["display_name"],
-            "status": row["status"],
-        }
-        if row["consent_family_incidents"]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                history = cur.execute(_INCIDENTS_SQL, (resident_id, 10)).fetchall()
-            open_ = [i for i in history if i["state"] in OPEN_STATES]
-            out["safe"] = not open_
-            out["open_incident"] = open_[0] if open_ else None
-            out["recent_incidents"] = history
-        else:
-            out["safe"] = None  # not shared with the family
-            out["open_incident"] = None
-            out["recent_incidents"] = None
-        if row["consent_family_health"]:
-            IncidentService(conn).record_read(user.user_id, resident_id, "family_vitals")
-            out["vitals"] = load_last_vitals(conn, resident_id)
-        else:
-            out["vitals"] = None
-        out["vitals_shared"] = bool(row["consent_family_health"])
-        out["incidents_shared"] = bool(row["consent_family_incidents"])
-        return out
-
-    return router
+            history = cur.execute(_INCIDENTS_SQL, (resident_id, 10)).fetchall()
+        open_ = [i for i in history if i["state"] in OPEN_STATES]
+        out["safe"] = not open_
+        out["open_incident"] = open_[0] if open_ else None
+        out["recent_incidents"] = history
+    else:
+        out["safe"] = None  # not shared with the family
+        out["open_incident"] = None
+        out["recent_incidents"] = None
+    if row["consent_family_health"]:
+        IncidentService(conn).record_read(user.user_id, resident_id, "family_vitals")
+        out["vitals"] = load_last_vitals(conn, resident_id)
+    else:
+        out["vitals"] = None
+    out["vitals_shared"] = bool(row["consent_family_health"])
+    out["incidents_shared"] = bool(row["consent_family_incidents"])
+    return out

@@ -106,155 +106,157 @@ def _states(state: StateFilter) -> list[str] | None:
     return [state]
 
 
-def build_incidents_router() -> APIRouter:
-    """Staff routes over incidents and residents."""
-    router = APIRouter(tags=["incidents"])
+router = APIRouter(tags=["incidents"])
 
-    @router.get("/incidents", summary="Incidents, most urgent and oldest first, with bed and room",
-                **allow(*STAFF))  # fmt: skip
-    def list_incidents(
-        user: CurrentUser,
-        conn: DbConn,
-        site: str | None = None,
-        state: StateFilter = "open",
-        limit: Annotated[int, Query(ge=1, le=500)] = 200,
-    ) -> list[dict[str, Any]]:
-        site_id = scope_site(user, site)
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                _LIST_SQL, {"site": site_id, "states": _states(state), "limit": limit}
-            ).fetchall()
-        out = []
-        for row in rows:
-            where = {name: row.pop(name) for name in LOCATION_FIELDS}
-            out.append(incident_json(Incident(**row)) | where)
-        return out
 
-    def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
-        try:
-            incident = IncidentService(conn).get(incident_id)
-        except IncidentNotFoundError:
-            incident = None
-        if incident is None or not may_see_site(user, incident.site_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident")
-        return incident
+@router.get("/incidents", summary="Incidents, most urgent and oldest first, with bed and room",
+            **allow(*STAFF))  # fmt: skip
+def list_incidents(
+    user: CurrentUser,
+    conn: DbConn,
+    site: str | None = None,
+    state: StateFilter = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[dict[str, Any]]:
+    site_id = scope_site(user, site)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            _LIST_SQL, {"site": site_id, "states": _states(state), "limit": limit}
+        ).fetchall()
+    out = []
+    for row in rows:
+        where = {name: row.pop(name) for name in LOCATION_FIELDS}
+        out.append(incident_json(Incident(**row)) | where)
+    return out
 
-    @router.get("/incidents/{incident_id}",
-                summary="One incident, its timeline and its escalation (steps, pages, messages)",
-                **allow(*STAFF))  # fmt: skip
-    def get_incident(
-        incident_id: int, user: CurrentUser, conn: DbConn, request: Request
-    ) -> dict[str, Any]:
-        incident = _visible(conn, user, incident_id)
-        ledger: audit.ReadLedger = request_host(request).read_ledger
-        target = f"incident:{incident_id}"
-        audited = ledger.due(user.user_id, target)
-        out = incident_json(incident)
-        with conn.transaction():
-            out["timeline"] = [
-                dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
-            ]
-            # Who was paged or notified, by role and relation (gateway.escalation.timeline).
-            status = escalation_status(conn, incident_id)
-            out["escalation_status"] = None if status is None else dataclasses.asdict(status)
-            out["escalation"] = [
-                dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)
-            ]
-            # Incident details (reason, detector details, timeline) are a read of care data:
-            # audited once per user and incident within audit.read_window_s (a shift).
-            if audited:
-                audit.append(conn, user.user_id, "incident.read", target,
-                             {"resident_id": incident.resident_id})  # fmt: skip
+
+def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
+    try:
+        incident = IncidentService(conn).get(incident_id)
+    except IncidentNotFoundError:
+        incident = None
+    if incident is None or not may_see_site(user, incident.site_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident")
+    return incident
+
+
+@router.get("/incidents/{incident_id}",
+            summary="One incident, its timeline and its escalation (steps, pages, messages)",
+            **allow(*STAFF))  # fmt: skip
+def get_incident(
+    incident_id: int, user: CurrentUser, conn: DbConn, request: Request
+) -> dict[str, Any]:
+    incident = _visible(conn, user, incident_id)
+    ledger: audit.ReadLedger = request_host(request).read_ledger
+    target = f"incident:{incident_id}"
+    audited = ledger.due(user.user_id, target)
+    out = incident_json(incident)
+    with conn.transaction():
+        out["timeline"] = [
+            dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
+        ]
+        # Who was paged or notified, by role and relation (gateway.escalation.timeline).
+        status = escalation_status(conn, incident_id)
+        out["escalation_status"] = None if status is None else dataclasses.asdict(status)
+        out["escalation"] = [dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)]
+        # Incident details (reason, detector details, timeline) are a read of care data:
+        # audited once per user and incident within audit.read_window_s (a shift).
         if audited:
-            ledger.recorded(user.user_id, target)
-        return out
+            audit.append(conn, user.user_id, "incident.read", target,
+                         {"resident_id": incident.resident_id})  # fmt: skip
+    if audited:
+        ledger.recorded(user.user_id, target)
+    return out
 
-    def _act(
-        conn: DbConn, user: Principal, incident_id: int, action: Action, **kw: Any
-    ) -> dict[str, Any]:
-        _visible(conn, user, incident_id)
-        service = IncidentService(conn)
-        actor = Actor(user.user_id, Role(user.role.value))
-        try:
-            match action:
-                case Action.ACKNOWLEDGE:
-                    incident = service.acknowledge(incident_id, actor)
-                case Action.DISPATCH:
-                    incident = service.dispatch(incident_id, actor, kw["responder"])
-                case Action.ARRIVE:
-                    incident = service.on_scene(incident_id, actor)
-                case Action.RESOLVE:
-                    incident = service.resolve(incident_id, actor, kw["outcome"], kw["notes"])
-                case Action.CLOSE:
-                    incident = service.close(incident_id, actor)
-                case Action.CANCEL_BY_STAFF:
-                    incident = service.cancel_by_staff(incident_id, actor, kw["reason"])
-                case _:  # pragma: no cover - routes below use only the actions above
-                    raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="unknown action")
-        except IllegalTransitionError as exc:
-            if exc.role not in RULES[action].roles:
-                raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-        except IncidentNotFoundError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident") from None
-        except WorkflowError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
-        return incident_json(incident)
 
-    @router.post("/incidents/{incident_id}/acknowledge", summary="Take the incident",
-                 **allow(*STAFF))  # fmt: skip
-    def acknowledge(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.ACKNOWLEDGE)
+def _act(
+    conn: DbConn, user: Principal, incident_id: int, action: Action, **kw: Any
+) -> dict[str, Any]:
+    _visible(conn, user, incident_id)
+    service = IncidentService(conn)
+    actor = Actor(user.user_id, Role(user.role.value))
+    try:
+        match action:
+            case Action.ACKNOWLEDGE:
+                incident = service.acknowledge(incident_id, actor)
+            case Action.DISPATCH:
+                incident = service.dispatch(incident_id, actor, kw["responder"])
+            case Action.ARRIVE:
+                incident = service.on_scene(incident_id, actor)
+            case Action.RESOLVE:
+                incident = service.resolve(incident_id, actor, kw["outcome"], kw["notes"])
+            case Action.CLOSE:
+                incident = service.close(incident_id, actor)
+            case Action.CANCEL_BY_STAFF:
+                incident = service.cancel_by_staff(incident_id, actor, kw["reason"])
+            case _:  # pragma: no cover - routes below use only the actions above
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="unknown action")
+    except IllegalTransitionError as exc:
+        if exc.role not in RULES[action].roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    except IncidentNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident") from None
+    except WorkflowError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    return incident_json(incident)
 
-    @router.post("/incidents/{incident_id}/dispatch", summary="Send a responder",
-                 **allow(*STAFF))  # fmt: skip
-    def dispatch(
-        incident_id: int, body: DispatchBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.DISPATCH, responder=body.responder)
 
-    @router.post("/incidents/{incident_id}/on-scene", summary="The responder has arrived",
-                 **allow(*STAFF))  # fmt: skip
-    def on_scene(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.ARRIVE)
+@router.post("/incidents/{incident_id}/acknowledge", summary="Take the incident",
+             **allow(*STAFF))  # fmt: skip
+def acknowledge(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.ACKNOWLEDGE)
 
-    @router.post("/incidents/{incident_id}/resolve", summary="Resolve with an outcome",
-                 **allow(*STAFF))  # fmt: skip
-    def resolve(
-        incident_id: int, body: ResolveBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.RESOLVE, outcome=body.outcome, notes=body.notes)
 
-    @router.post("/incidents/{incident_id}/close", summary="Close after review (supervisor)",
-                 **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
-    def close(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.CLOSE)
+@router.post("/incidents/{incident_id}/dispatch", summary="Send a responder",
+             **allow(*STAFF))  # fmt: skip
+def dispatch(
+    incident_id: int, body: DispatchBody, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.DISPATCH, responder=body.responder)
 
-    @router.post("/incidents/{incident_id}/cancel", summary="Cancel one raised in error",
-                 **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
-    def cancel(
-        incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
 
-    @router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
-                **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
-    def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
-        return acceptance.active_tests(conn, scope_site(user, site))
+@router.post("/incidents/{incident_id}/on-scene", summary="The responder has arrived",
+             **allow(*STAFF))  # fmt: skip
+def on_scene(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.ARRIVE)
 
-    @router.get("/residents/{resident_id}", summary="Resident context card (audited)",
-                **allow(*STAFF))  # fmt: skip
-    def resident_card(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        card = load_resident(conn, resident_id)
-        if card is None or not may_see_site(user, card["site_id"]):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
-        IncidentService(conn).record_read(user.user_id, resident_id, "context_card")
-        card["contacts"] = load_contacts(conn, resident_id)
-        card["last_vitals"] = load_last_vitals(conn, resident_id)
-        card["recent_incidents"] = load_recent_incidents(conn, resident_id)
-        return card
 
-    return router
+@router.post("/incidents/{incident_id}/resolve", summary="Resolve with an outcome",
+             **allow(*STAFF))  # fmt: skip
+def resolve(incident_id: int, body: ResolveBody, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.RESOLVE, outcome=body.outcome, notes=body.notes)
+
+
+@router.post("/incidents/{incident_id}/close", summary="Close after review (supervisor)",
+             **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def close(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.CLOSE)
+
+
+@router.post("/incidents/{incident_id}/cancel", summary="Cancel one raised in error",
+             **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def cancel(incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
+
+
+@router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
+            **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
+def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
+    return acceptance.active_tests(conn, scope_site(user, site))
+
+
+@router.get("/residents/{resident_id}", summary="Resident context card (audited)",
+            **allow(*STAFF))  # fmt: skip
+def resident_card(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    card = load_resident(conn, resident_id)
+    if card is None or not may_see_site(user, card["site_id"]):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
+    IncidentService(conn).record_read(user.user_id, resident_id, "context_card")
+    card["contacts"] = load_contacts(conn, resident_id)
+    card["last_vitals"] = load_last_vitals(conn, resident_id)
+    card["recent_incidents"] = load_recent_incidents(conn, resident_id)
+    return card
 
 
 _RESIDENT_SQL = """

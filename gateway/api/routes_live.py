@@ -12,44 +12,41 @@ from fastapi.responses import StreamingResponse
 from gateway.api.deps import STAFF, CurrentUser, allow, request_host, scope_site, session_open
 from gateway.api.livefeed import LiveFeed, StreamAuth, stream
 
+router = APIRouter(tags=["incidents"])
 
-def build_live_router() -> APIRouter:
-    """``GET /incidents/stream`` and ``GET /console/config``."""
-    router = APIRouter(tags=["incidents"])
 
-    @router.get(
-        "/incidents/stream",
-        summary="Live incident changes (Server-Sent Events; resume with Last-Event-ID)",
-        response_class=StreamingResponse,
-        **allow(*STAFF),
+@router.get(
+    "/incidents/stream",
+    summary="Live incident changes (Server-Sent Events; resume with Last-Event-ID)",
+    response_class=StreamingResponse,
+    **allow(*STAFF),
+)
+async def incident_stream(
+    request: Request,
+    user: CurrentUser,
+    site: str | None = None,
+    last_event_id: int | None = Header(default=None, alias="Last-Event-ID", ge=0),
+) -> StreamingResponse:
+    site_id = scope_site(user, site)
+    feed: LiveFeed = request_host(request).live_feed
+
+    async def still_valid() -> bool:
+        try:
+            return await asyncio.to_thread(session_open, request_host(request).pool, user)
+        except psycopg.OperationalError:  # PoolTimeout, PoolClosed too
+            return True  # database unreachable: checked again next interval
+
+    auth = StreamAuth(
+        still_valid, user.expires_at, request_host(request).settings.api.stream_recheck_s
     )
-    async def incident_stream(
-        request: Request,
-        user: CurrentUser,
-        site: str | None = None,
-        last_event_id: int | None = Header(default=None, alias="Last-Event-ID", ge=0),
-    ) -> StreamingResponse:
-        site_id = scope_site(user, site)
-        feed: LiveFeed = request_host(request).live_feed
+    return StreamingResponse(
+        stream(feed, site_id, last_event_id, auth),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
-        async def still_valid() -> bool:
-            try:
-                return await asyncio.to_thread(session_open, request_host(request).pool, user)
-            except psycopg.OperationalError:  # PoolTimeout, PoolClosed too
-                return True  # database unreachable: checked again next interval
 
-        auth = StreamAuth(
-            still_valid, user.expires_at, request_host(request).settings.api.stream_recheck_s
-        )
-        return StreamingResponse(
-            stream(feed, site_id, last_event_id, auth),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
-    @router.get("/console/config", summary="Staff console timings (reconcile interval)",
-                tags=["pages"], **allow(*STAFF))  # fmt: skip
-    def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
-        return {"reconcile_s": request_host(request).settings.api.console_reconcile_s}
-
-    return router
+@router.get("/console/config", summary="Staff console timings (reconcile interval)",
+            tags=["pages"], **allow(*STAFF))  # fmt: skip
+def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
+    return {"reconcile_s": request_host(request).settings.api.console_reconcile_s}
