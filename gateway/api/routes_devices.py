@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from psycopg.rows import dict_row
 
 from gateway.api.deps import (
     CurrentUser,
@@ -28,46 +27,11 @@ from gateway.api.deps import (
     request_host,
     scope_site,
 )
+from gateway.api.schemas import DeviceOut
 from gateway.settings import AnalysisSettings
+from gateway.storage import device_reads
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
-
-_DEVICES_SQL = """
-SELECT d.device_id, d.site_id, d.kind, d.model, d.serial, d.firmware, d.location_id,
-       l.label AS location_label, d.bed_id, b.bed_code, d.resident_id, r.elder_code,
-       d.heartbeat_interval_s, d.active, d.commissioned_at, d.decommissioned_at, d.replaced_by,
-       greatest(rd.time, ev.time, st.time) AS last_seen,
-       st.time AS state_time, st.online AS reported_online,
-       CASE WHEN hb.time IS NOT NULL AND (st.battery IS NULL OR hb.time > st.time)
-            THEN hb.battery ELSE st.battery END AS battery,
-       st.rssi AS signal, coalesce(st.firmware, d.firmware) AS reported_firmware,
-       cr.result AS commissioning_result, cr.finished_at AS commissioning_at,
-       cr.test_id AS commissioning_test_id, rt.test_id AS running_test
-FROM devices d
-LEFT JOIN beds b ON b.bed_id = d.bed_id
-LEFT JOIN locations l ON l.location_id = coalesce(d.location_id, b.location_id)
-LEFT JOIN residents r ON r.resident_id = d.resident_id
-LEFT JOIN LATERAL (SELECT time FROM readings WHERE device_id = d.device_id
-                   ORDER BY time DESC LIMIT 1) rd ON true
-LEFT JOIN LATERAL (SELECT time FROM device_events WHERE device_id = d.device_id
-                   ORDER BY time DESC LIMIT 1) ev ON true
-LEFT JOIN LATERAL (SELECT time, online, battery, rssi, firmware FROM device_state
-                   WHERE device_id = d.device_id ORDER BY time DESC LIMIT 1) st ON true
-LEFT JOIN LATERAL (SELECT time, battery FROM readings
-                   WHERE device_id = d.device_id AND type = 'heartbeat' AND battery IS NOT NULL
-                     AND time > now() - interval '1 day'
-                   ORDER BY time DESC LIMIT 1) hb ON true
-LEFT JOIN LATERAL (SELECT result, finished_at, test_id FROM commissioning_records
-                   WHERE device_id = d.device_id ORDER BY finished_at DESC LIMIT 1) cr ON true
-LEFT JOIN LATERAL (SELECT test_id FROM acceptance_tests WHERE device_id = d.device_id
-                     AND finished_at IS NULL AND expires_at > now()) rt ON true
-WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
-  AND (%(device)s::text IS NULL OR d.device_id = %(device)s)
-  AND (%(location)s::text IS NULL OR l.location_id = %(location)s)
-  AND (%(bed)s::text IS NULL OR d.bed_id = %(bed)s OR b.bed_code = %(bed)s)
-  AND (%(active)s::boolean IS NULL OR d.active = %(active)s)
-ORDER BY d.site_id, d.device_id
-"""
 
 
 def _interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> float:
@@ -97,10 +61,9 @@ def device_rows(
     active: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Devices with binding and status (``online``, ``last_seen``, battery, signal, ...)."""
-    params = {"site": site, "device": device, "location": location, "bed": bed,
-              "active": active}  # fmt: skip
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_DEVICES_SQL, params).fetchall()
+    rows = device_reads.device_rows(
+        conn, site=site, device=device, location=location, bed=bed, active=active
+    )
     now = datetime.now(UTC)
     for row in rows:
         deadline = analysis.deadline_factor * _interval_s(
@@ -136,7 +99,8 @@ def visible_device(
 router = APIRouter(tags=["devices"])
 
 
-@router.get("/devices", summary="Devices, binding and online state", **allow(*INSTALLERS))
+@router.get("/devices", summary="Devices, binding and online state",
+            response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
 def list_devices(
     request: Request,
     user: CurrentUser,
@@ -152,13 +116,13 @@ def list_devices(
 
 
 @router.get("/devices/{device_id}", summary="One device: binding and status",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=DeviceOut, **allow(*INSTALLERS))  # fmt: skip
 def get_device(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     return visible_device(conn, request_host(request).settings.analysis, user, device_id)
 
 
 @router.get("/status", summary="Status of the devices of a site, location, bed or device",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
 def device_status(
     request: Request,
     user: CurrentUser,

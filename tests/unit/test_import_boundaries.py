@@ -26,10 +26,6 @@ SQL_OUTSIDE_STORAGE = frozenset(
     {
         "gateway/acceptance.py",
         "gateway/analysis.py",
-        "gateway/api/auth.py",
-        "gateway/api/routes_devices.py",
-        "gateway/api/routes_family.py",
-        "gateway/api/routes_incidents.py",
         "gateway/audit.py",
         "gateway/brokersync.py",
         "gateway/commissioning.py",
