@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel
 
 from gateway import audit
 from gateway.api.auth import AuthError, LoginGuard, check_jwt_secret
@@ -39,6 +40,24 @@ from gateway.registry_admin import RegistryError
 from gateway.storage.probe import database_ready
 
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
+
+
+class Health(BaseModel):
+    """Liveness: the process answers; whether the broker and the database are up."""
+
+    status: str
+    broker_connected: bool
+    database_up: bool
+    timescaledb: str | None
+
+
+class Readiness(BaseModel):
+    """Readiness (``status`` ready, not ready or standby) and why."""
+
+    status: str
+    broker_connected: bool
+    database_up: bool
+    role: str
 
 
 def build_app(runtime: GatewayHost) -> FastAPI:
@@ -74,7 +93,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
 
     # /health is liveness (the process answers: always 200); /readyz is readiness.
     @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)",
-             **PUBLIC)  # fmt: skip
+             response_model=Health, **PUBLIC)  # fmt: skip
     def health() -> dict[str, object]:
         session, ingest = runtime.session, runtime.ingest
         return {
@@ -87,6 +106,8 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     @app.get("/readyz", tags=["operations"],
              summary="Readiness: 503 unless the database answers and the broker is connected "
                      "(and on the standby of a failover pair)",
+             response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "not ready (or standby)"}},
              **PUBLIC)  # fmt: skip
     def readyz() -> JSONResponse:
         session = runtime.session
@@ -101,6 +122,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",
+             response_class=PlainTextResponse,
              **PUBLIC)  # fmt: skip
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

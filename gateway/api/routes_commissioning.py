@@ -10,6 +10,7 @@ the answer once (``config``), never stored (only its ``$7$`` hash) and never log
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -29,6 +30,7 @@ from gateway.api.deps import (
 )
 from gateway.api.routes_devices import heartbeat_interval_s, visible_device
 from gateway.api.routes_registry import site_of
+from gateway.api.schemas import ApiModel, DeviceOut
 from gateway.brokersync import BrokerSync, BrokerSyncError
 from gateway.settings import Settings
 
@@ -72,6 +74,122 @@ class AcceptanceIn(BaseModel):
 class FinishIn(BaseModel):
     notes: Annotated[str, Field(max_length=2000)] | None = None
     abort: bool = False
+
+
+# -- response models -------------------------------------------------------------------
+
+
+class MqttConfig(ApiModel):
+    host: str
+    port: int
+    tls: bool
+    username: str
+    password: str
+    client_id: str
+    topic_prefix: str
+
+
+class DeviceConfig(ApiModel):
+    """What the installer loads onto the device: shown once, never stored."""
+
+    device_id: str
+    site_id: str
+    mqtt: MqttConfig
+    protocol: int
+    heartbeat_interval_s: int
+
+
+class DeviceWithConfig(ApiModel):
+    """A device just registered or given a new password, with its configuration (once)."""
+
+    device: DeviceOut
+    config: DeviceConfig
+
+
+class Replacement(ApiModel):
+    """The decommissioned device, the one that took over its binding, and its config."""
+
+    old: DeviceOut
+    new: DeviceOut
+    config: DeviceConfig
+
+
+class Step(ApiModel):
+    name: str
+    prompt: str
+
+
+class AcceptanceStarted(ApiModel):
+    """A test just started: the device is in TEST MODE until it finishes or expires."""
+
+    test_id: str
+    device_id: str
+    kind: str
+    started_at: datetime
+    expires_at: datetime
+    steps: list[Step]
+
+
+class StepProgress(ApiModel):
+    """A step: ``status`` passed, failed or waiting; what was observed (and its latency)."""
+
+    name: str
+    prompt: str
+    status: str
+    observed: Any
+
+
+class Observation(ApiModel):
+    kind: str
+    time: datetime
+    stored_at: datetime | None
+    reason: str | None
+
+
+class AcceptanceProgress(ApiModel):
+    """An acceptance test: status (running, passed, failed, expired, aborted) and steps."""
+
+    test_id: str
+    device_id: str
+    site_id: str
+    kind: str
+    bed_code: str | None
+    resident_id: str | None
+    installer: str
+    started_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+    status: str
+    test_mode: bool
+    steps_done_at: datetime | None
+    steps: list[StepProgress]
+    family_notified: Any
+    observations: list[Observation]
+
+
+class CommissioningRecord(ApiModel):
+    """The record of a finished acceptance test."""
+
+    record_id: int
+    test_id: str
+    device_id: str
+    site_id: str
+    kind: str
+    bed_code: str | None
+    resident_id: str | None
+    installer: str
+    started_at: datetime
+    finished_at: datetime
+    result: str
+    steps: list[dict[str, Any]]
+    family_notified: bool
+    notes: str | None
+
+
+_FILES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                      "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+}  # fmt: skip
 
 
 def device_config(settings: Settings, device: dict[str, Any], password: str) -> dict[str, Any]:
@@ -132,7 +250,8 @@ def _device(request: Request, user: Principal, conn: DbConn, device_id: str) -> 
 
 
 @router.post("/sites/{site_id}/devices", summary="Register a device; its config once",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=DeviceWithConfig,
+             **allow(*INSTALLERS))  # fmt: skip
 def register(
     site_id: str, body: DeviceIn, request: Request, user: CurrentUser, conn: DbConn
 ) -> Response:
@@ -156,6 +275,7 @@ def register(
 
 @router.post("/devices/{device_id}/credentials/rotate",
              summary="New device password (the old one is refused); config once",
+             response_model=DeviceWithConfig,
              **allow(*INSTALLERS))  # fmt: skip
 def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> Response:
     _device(request, user, conn, device_id)
@@ -176,6 +296,7 @@ def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
 
 @router.post("/devices/{device_id}/decommission",
              summary="Take a device out of service; the broker refuses it",
+             response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
 def decommission(
     device_id: str, request: Request, user: CurrentUser, conn: DbConn,
@@ -197,6 +318,7 @@ def decommission(
 
 
 @router.post("/devices/{device_id}/bind", summary="Bind to a bed and/or resident",
+             response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
 def bind(
     device_id: str, body: BindIn, request: Request, user: CurrentUser, conn: DbConn
@@ -224,6 +346,7 @@ def bind(
 
 
 @router.post("/devices/{device_id}/unbind", summary="Remove a device's binding",
+             response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
 def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     _device(request, user, conn, device_id)
@@ -242,7 +365,8 @@ def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
 
 @router.post("/devices/{device_id}/replace",
              summary="A new device takes over the binding; the old one is decommissioned",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=Replacement,
+             **allow(*INSTALLERS))  # fmt: skip
 def replace(
     device_id: str, body: ReplaceIn, request: Request, user: CurrentUser, conn: DbConn
 ) -> Response:
@@ -273,7 +397,8 @@ def _test(user: Principal, conn: DbConn, test_id: str) -> dict[str, Any]:
 
 @router.post("/devices/{device_id}/acceptance",
              summary="Start an acceptance test: the device is in TEST MODE until finished",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=AcceptanceStarted,
+             **allow(*INSTALLERS))  # fmt: skip
 def start(
     device_id: str, request: Request, user: CurrentUser, conn: DbConn,
     body: AcceptanceIn | None = None,
@@ -292,7 +417,8 @@ def start(
 
 
 @router.get("/acceptance/{test_id}", summary="Progress of an acceptance test",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=AcceptanceProgress,
+             **allow(*INSTALLERS))  # fmt: skip
 def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     test = _test(user, conn, test_id)
     view = acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
@@ -302,6 +428,7 @@ def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
 
 @router.post("/acceptance/{test_id}/finish",
              summary="End test mode and store the commissioning record",
+             response_model=CommissioningRecord,
              **allow(*INSTALLERS))  # fmt: skip
 def finish(
     test_id: str, request: Request, user: CurrentUser, conn: DbConn,
@@ -317,7 +444,8 @@ def finish(
 
 @router.get("/sites/{site_id}/commissioning",
             summary="Commissioning records of a site as JSON, CSV or PDF",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[CommissioningRecord], responses=_FILES,
+             **allow(*INSTALLERS))  # fmt: skip
 def records(
     site_id: str, user: CurrentUser, conn: DbConn,
     format: Literal["json", "csv", "pdf"] = "json",

@@ -8,6 +8,7 @@ import asyncio
 import psycopg
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from gateway.api.deps import STAFF, CurrentUser, allow, request_host, scope_site, session_open
 from gateway.api.livefeed import LiveFeed, StreamAuth, stream
@@ -15,10 +16,17 @@ from gateway.api.livefeed import LiveFeed, StreamAuth, stream
 router = APIRouter(tags=["incidents"])
 
 
+class ConsoleConfig(BaseModel):
+    """How often the console re-reads the open incidents (seconds)."""
+
+    reconcile_s: float
+
+
 @router.get(
     "/incidents/stream",
     summary="Live incident changes (Server-Sent Events; resume with Last-Event-ID)",
     response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     **allow(*STAFF),
 )
 async def incident_stream(
@@ -47,6 +55,6 @@ async def incident_stream(
 
 
 @router.get("/console/config", summary="Staff console timings (reconcile interval)",
-            tags=["pages"], **allow(*STAFF))  # fmt: skip
+            tags=["pages"], response_model=ConsoleConfig, **allow(*STAFF))  # fmt: skip
 def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
     return {"reconcile_s": request_host(request).settings.api.console_reconcile_s}

@@ -116,6 +116,24 @@ def _claims(request: Request, token: str) -> LinkClaims | AckResult:
         return exc.result
 
 
+class SmsReply(BaseModel):
+    """What an inbound SMS reply did: the acknowledgement result and its incident."""
+
+    result: str
+    incident_id: int | None
+    message: str
+
+
+class ChannelOut(BaseModel):
+    """A staff paging channel; ``address`` masked unless revealed (audited)."""
+
+    id: int
+    user_id: str
+    position: int
+    channel: str
+    address: str | None
+
+
 class ChannelBody(BaseModel):
     """A paging channel to add (``address``: phone number for sms/voice, e-mail for email)."""
 
@@ -164,7 +182,7 @@ def ack_post(token: str, request: Request, conn: DbConn) -> HTMLResponse:
 
 
 @router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
-             **PUBLIC)  # fmt: skip
+             response_model=SmsReply, **PUBLIC)  # fmt: skip
 async def sms_inbound(request: Request) -> dict[str, Any]:
     settings = _paging(request)
     if settings.inbound_sms_secret is None:
@@ -201,7 +219,7 @@ async def sms_inbound(request: Request) -> dict[str, Any]:
 
 
 @router.get("/users/{user}/channels", summary="A staff user's paging channels",
-            **allow(UserRole.ADMIN))  # fmt: skip
+            response_model=list[ChannelOut], **allow(UserRole.ADMIN))  # fmt: skip
 def channels_list(
     user: str, who: CurrentUser, conn: DbConn, reveal: Annotated[bool, Query()] = False
 ) -> list[dict[str, Any]]:
@@ -213,7 +231,7 @@ def channels_list(
 
 
 @router.post("/users/{user}/channels", summary="Add a paging channel (audited)",
-             status_code=201, **allow(UserRole.ADMIN))  # fmt: skip
+             status_code=201, response_model=ChannelOut, **allow(UserRole.ADMIN))  # fmt: skip
 def channels_add(user: str, body: ChannelBody, who: CurrentUser, conn: DbConn) -> dict[str, Any]:
     try:
         added = add_channel(conn, user, body.channel, body.address, actor=who.user_id,
@@ -224,7 +242,7 @@ def channels_add(user: str, body: ChannelBody, who: CurrentUser, conn: DbConn) -
 
 
 @router.delete("/users/{user}/channels/{channel_id}", summary="Remove a paging channel",
-               status_code=204, **allow(UserRole.ADMIN))  # fmt: skip
+               status_code=204, response_model=None, **allow(UserRole.ADMIN))  # fmt: skip
 def channels_remove(user: str, channel_id: int, who: CurrentUser, conn: DbConn) -> None:
     try:
         remove_channel(conn, user, channel_id, actor=who.user_id)

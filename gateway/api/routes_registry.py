@@ -12,6 +12,7 @@ audited as ``health_data.read`` with the reader's user id, like the staff contex
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -30,6 +31,7 @@ from gateway.api.deps import (
     registry_writes,
     request_host,
 )
+from gateway.api.schemas import ApiModel
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 Code = Annotated[str, Field(min_length=3, max_length=64, pattern=reg.CODE_PATTERN)]
@@ -100,6 +102,113 @@ class ResidentPatch(BaseModel):
     consent_family_incidents: bool | None = None
 
 
+# -- response models (the rows of gateway.registry_admin) ------------------------------
+
+
+class SiteCounts(ApiModel):
+    locations: int
+    beds: int
+    residents: int
+    devices: int
+
+
+class SiteOut(ApiModel):
+    """A site with how many locations, beds, residents and active devices it has."""
+
+    site_id: str
+    name: str
+    kind: str
+    utc_offset_s: int
+    created_at: datetime
+    counts: SiteCounts
+
+
+class LocationOut(ApiModel):
+    """A room (nursing home) or home (home care), with its number of beds."""
+
+    location_id: str
+    site_id: str
+    kind: str
+    label: str
+    address: str | None
+    created_at: datetime
+    beds: int
+
+
+class BedOut(ApiModel):
+    """A bed with its room and its resident (if any)."""
+
+    bed_id: str
+    bed_code: str
+    site_id: str
+    location_id: str
+    location_label: str
+    location_kind: str
+    resident_id: str | None
+    elder_code: str | None
+    created_at: datetime
+
+
+class BedDevice(ApiModel):
+    device_id: str
+    kind: str
+    model: str | None
+    serial: str | None
+
+
+class BedDetail(BedOut):
+    """One bed with its active devices."""
+
+    devices: list[BedDevice]
+
+
+class ResidentOut(ApiModel):
+    """A resident's registry record (no contacts, no health data)."""
+
+    resident_id: str
+    elder_code: str
+    site_id: str
+    display_name: str
+    care_level: int
+    status: str
+    lives_alone: bool
+    high_risk: bool
+    consent_family_health: bool
+    consent_family_incidents: bool
+    bed_id: str | None
+    bed_code: str | None
+    location_id: str | None
+    created_at: datetime
+
+
+class ResidentDevice(ApiModel):
+    device_id: str
+    kind: str
+
+
+class ResidentDetail(ResidentOut):
+    """One resident's record with the active devices bound to them or their bed."""
+
+    devices: list[ResidentDevice]
+
+
+class ImportRowError(ApiModel):
+    line: int
+    column: str | None
+    message: str
+
+
+class ImportOut(ApiModel):
+    """What a CSV import did (or would do, ``dry_run``): rows read, created, updated, and
+    the row errors (nothing is applied when there is one)."""
+
+    dry_run: bool
+    rows: int
+    created: int
+    updated: int
+    errors: list[ImportRowError]
+
+
 def _changes(body: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
     """Fields the client set; ``None`` kept only for ``nullable`` fields."""
     keep = set(nullable)
@@ -153,13 +262,18 @@ router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
 # -- sites -----------------------------------------------------------------------------
 
 
-@router.get("/sites", summary="Sites visible to the caller", **allow(*INSTALLERS))
+@router.get(
+    "/sites",
+    summary="Sites visible to the caller",
+    response_model=list[SiteOut],
+    **allow(*INSTALLERS),
+)
 def list_sites(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     return reg.list_sites(conn, None if user.is_admin else user.site_id)
 
 
 @router.post("/sites", summary="Create a site", status_code=status.HTTP_201_CREATED,
-             **allow(*INSTALLERS))  # fmt: skip
+             response_model=SiteOut, **allow(*INSTALLERS))  # fmt: skip
 def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     if not user.is_admin and body.site_id != user.site_id:
         raise reg.RegistryError(403, "installers may create only their own site",
@@ -170,12 +284,16 @@ def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]
     return reg.get_site(conn, body.site_id)
 
 
-@router.get("/sites/{site_id}", summary="One site with counts", **allow(*INSTALLERS))
+@router.get(
+    "/sites/{site_id}", summary="One site with counts", response_model=SiteOut, **allow(*INSTALLERS)
+)
 def get_site(site_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     return site_of(conn, user, site_id)
 
 
-@router.patch("/sites/{site_id}", summary="Edit a site", **allow(*INSTALLERS))
+@router.patch(
+    "/sites/{site_id}", summary="Edit a site", response_model=SiteOut, **allow(*INSTALLERS)
+)
 def patch_site(site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     site_of(conn, user, site_id)
     with conn.transaction():
@@ -188,14 +306,15 @@ def patch_site(site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn) -
 
 
 @router.get("/sites/{site_id}/locations", summary="Locations of a site",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[LocationOut], **allow(*INSTALLERS))  # fmt: skip
 def list_locations(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     site_of(conn, user, site_id)
     return reg.list_locations(conn, site_id)
 
 
 @router.post("/sites/{site_id}/locations", summary="Create a location (room or home)",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=LocationOut,
+             **allow(*INSTALLERS))  # fmt: skip
 def create_location(
     site_id: str, body: LocationIn, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:
@@ -214,12 +333,22 @@ def create_location(
     return reg.find_location(conn, body.location_id)
 
 
-@router.get("/locations/{location_id}", summary="One location", **allow(*INSTALLERS))
+@router.get(
+    "/locations/{location_id}",
+    summary="One location",
+    response_model=LocationOut,
+    **allow(*INSTALLERS),
+)
 def get_location(location_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     return _visible(user, reg.find_location(conn, location_id), "location", location_id)
 
 
-@router.patch("/locations/{location_id}", summary="Edit a location", **allow(*INSTALLERS))
+@router.patch(
+    "/locations/{location_id}",
+    summary="Edit a location",
+    response_model=LocationOut,
+    **allow(*INSTALLERS),
+)
 def patch_location(
     location_id: str, body: LocationPatch, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:
@@ -233,14 +362,20 @@ def patch_location(
 # -- beds ------------------------------------------------------------------------------
 
 
-@router.get("/sites/{site_id}/beds", summary="Beds of a site", **allow(*INSTALLERS))
+@router.get(
+    "/sites/{site_id}/beds",
+    summary="Beds of a site",
+    response_model=list[BedOut],
+    **allow(*INSTALLERS),
+)
 def list_beds(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     site_of(conn, user, site_id)
     return reg.list_beds(conn, site_id)
 
 
 @router.post("/sites/{site_id}/beds", summary="Create a bed with its bed code",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=BedDetail,
+             **allow(*INSTALLERS))  # fmt: skip
 def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     site_of(conn, user, site_id)
     with conn.transaction():
@@ -249,12 +384,22 @@ def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> di
     return reg.find_bed(conn, bed_id)
 
 
-@router.get("/beds/{bed}", summary="One bed by bed_id or bed_code", **allow(*INSTALLERS))
+@router.get(
+    "/beds/{bed}",
+    summary="One bed by bed_id or bed_code",
+    response_model=BedDetail,
+    **allow(*INSTALLERS),
+)
 def get_bed(bed: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     return _visible(user, reg.find_bed(conn, bed), "bed", bed)
 
 
-@router.patch("/beds/{bed}", summary="Edit a bed (code, location)", **allow(*INSTALLERS))
+@router.patch(
+    "/beds/{bed}",
+    summary="Edit a bed (code, location)",
+    response_model=BedDetail,
+    **allow(*INSTALLERS),
+)
 def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     row = _visible(user, reg.find_bed(conn, bed), "bed", bed)
     with conn.transaction():
@@ -267,7 +412,7 @@ def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict
 
 
 @router.get("/sites/{site_id}/residents", summary="Residents of a site (audited)",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[ResidentOut], **allow(*INSTALLERS))  # fmt: skip
 def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     site_of(conn, user, site_id)
     rows = reg.list_residents(conn, site_id)
@@ -276,7 +421,8 @@ def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[s
 
 
 @router.post("/sites/{site_id}/residents", summary="Create a resident with their elder code",
-             status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
+             status_code=status.HTTP_201_CREATED, response_model=ResidentDetail,
+             **allow(*INSTALLERS))  # fmt: skip
 def create_resident(
     site_id: str, body: ResidentIn, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:
@@ -295,7 +441,7 @@ def create_resident(
 
 @router.get("/residents/{resident}/registry",
             summary="A resident's registry record by resident_id or elder_code (audited)",
-            **allow(*INSTALLERS))  # fmt: skip
+            response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
 def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
     audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
@@ -303,7 +449,7 @@ def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, An
 
 
 @router.patch("/residents/{resident}", summary="Edit a resident (bed, care level, ...)",
-              **allow(*INSTALLERS))  # fmt: skip
+              response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
 def patch_resident(
     resident: str, body: ResidentPatch, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:
@@ -321,7 +467,7 @@ def patch_resident(
 
 @router.post("/sites/{site_id}/import/{kind}",
              summary="Bulk import locations, beds or residents from CSV (dry run first)",
-             **allow(*INSTALLERS))  # fmt: skip
+             response_model=ImportOut, **allow(*INSTALLERS))  # fmt: skip
 async def import_csv(
     site_id: str,
     kind: Literal["locations", "beds", "residents"],

@@ -11,14 +11,47 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel
 
 from gateway.api.deps import CurrentUser, DbConn, UserRole, allow, scope_site
 from gateway.reports.sla import SiteNotFoundError, sla_report
+
+
+class SlaDevice(BaseModel):
+    device_id: str
+    location_id: str | None
+    in_service_s: float
+    offline_s: float
+    online_rate: float | None
+
+
+class SlaReportOut(BaseModel):
+    """The monthly SLA report (``gateway.reports.sla.SlaReport.to_dict``): KPIs, the month's
+    incidents, device availability and the daily share answered within 60 s."""
+
+    site_id: str
+    month: str
+    utc_offset_s: int
+    period_start: str
+    period_end: str
+    as_of: str
+    kpis: dict[str, Any]
+    incidents: list[dict[str, Any]]
+    devices: list[SlaDevice]
+    daily_within_60s: list[dict[str, Any]]
+
+
+_FILES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                      "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+}  # fmt: skip
+
 
 router = APIRouter(tags=["reports"])
 
 
 @router.get("/reports/sla", summary="Monthly SLA report of a site",
+            response_model=SlaReportOut, responses=_FILES,
             **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
 def sla(
     user: CurrentUser,
