@@ -13,25 +13,26 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
 from gateway import acceptance, audit
 from gateway import commissioning as com
 from gateway import registry_admin as reg
 from gateway.api.deps import (
+    ApiHost,
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     UserRole,
     allow,
     registry_writes,
-    request_host,
 )
 from gateway.api.routes_devices import heartbeat_interval_s, visible_device
 from gateway.api.routes_registry import site_of
 from gateway.api.schemas import ApiModel, DeviceOut
-from gateway.brokersync import BrokerSync, BrokerSyncError
+from gateway.brokersync import BrokerSyncError
 from gateway.settings import Settings
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
@@ -213,14 +214,9 @@ def device_config(settings: Settings, device: dict[str, Any], password: str) -> 
 router = APIRouter(tags=["commissioning"], dependencies=[Depends(registry_writes)])
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request_host(request).settings
-    return settings
-
-
-def _broker(request: Request) -> Callable[[DbConn], object]:
+def _broker(host: ApiHost) -> Callable[[DbConn], object]:
     """The broker hook for a change; 503 with a hint when the broker is not managed."""
-    sync: BrokerSync = request_host(request).broker_sync
+    sync = host.broker_sync
     if not sync.managed:
         raise reg.RegistryError(
             503, "this gateway does not manage the broker's accounts",
@@ -229,21 +225,21 @@ def _broker(request: Request) -> Callable[[DbConn], object]:
     return sync.apply
 
 
-def _change(request: Request, fn: Callable[[], Any]) -> Any:
+def _change(host: ApiHost, fn: Callable[[], Any]) -> Any:
     """Run a change that touches the broker; on a broker failure restore its files."""
-    sync: BrokerSync = request_host(request).broker_sync
+    sync = host.broker_sync
     try:
         return fn()
     except BrokerSyncError as exc:
-        sync.resync(_settings(request).database.conninfo())
+        sync.resync(host.settings.database.conninfo())
         raise reg.RegistryError(
             503, f"the broker was not updated, nothing changed: {exc}",
             "check that the broker is running, then try again",
         ) from None  # fmt: skip
 
 
-def _device(request: Request, user: Principal, conn: DbConn, device_id: str) -> dict[str, Any]:
-    return visible_device(conn, _settings(request).analysis, user, device_id)
+def _device(host: ApiHost, user: Principal, conn: DbConn, device_id: str) -> dict[str, Any]:
+    return visible_device(conn, host.settings.analysis, user, device_id)
 
 
 # -- lifecycle -------------------------------------------------------------------------
@@ -253,13 +249,13 @@ def _device(request: Request, user: Principal, conn: DbConn, device_id: str) -> 
              status_code=status.HTTP_201_CREATED, response_model=DeviceWithConfig,
              **allow(*INSTALLERS))  # fmt: skip
 def register(
-    site_id: str, body: DeviceIn, request: Request, user: CurrentUser, conn: DbConn
+    site_id: str, body: DeviceIn, host: HostDep, user: CurrentUser, conn: DbConn
 ) -> Response:
     site_of(conn, user, site_id)
-    apply = _broker(request)
-    sync: BrokerSync = request_host(request).broker_sync
+    apply = _broker(host)
+    sync = host.broker_sync
     with conn.transaction():
-        dev, password = _change(request, lambda: com.register_device(
+        dev, password = _change(host, lambda: com.register_device(
             conn, site_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
         audit.append(
             conn,
@@ -268,8 +264,8 @@ def register(
             f"device:{dev}",
             {"site_id": site_id, "kind": body.kind, "credentials": "issued"},
         )
-    device = _device(request, user, conn, dev)
-    out = {"device": device, "config": device_config(_settings(request), device, password)}
+    device = _device(host, user, conn, dev)
+    out = {"device": device, "config": device_config(host.settings, device, password)}
     return _json(out, status.HTTP_201_CREATED)
 
 
@@ -277,11 +273,11 @@ def register(
              summary="New device password (the old one is refused); config once",
              response_model=DeviceWithConfig,
              **allow(*INSTALLERS))  # fmt: skip
-def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> Response:
-    _device(request, user, conn, device_id)
-    apply = _broker(request)
+def rotate(device_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -> Response:
+    _device(host, user, conn, device_id)
+    apply = _broker(host)
     with conn.transaction():
-        password = _change(request, lambda: com.rotate_device(conn, device_id, apply))
+        password = _change(host, lambda: com.rotate_device(conn, device_id, apply))
         audit.append(
             conn,
             user.user_id,
@@ -289,9 +285,9 @@ def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
             f"device:{device_id}",
             {"credentials": "issued; the old password is refused"},
         )
-    device = _device(request, user, conn, device_id)
+    device = _device(host, user, conn, device_id)
     return _json({"device": device,
-                  "config": device_config(_settings(request), device, password)})  # fmt: skip
+                  "config": device_config(host.settings, device, password)})  # fmt: skip
 
 
 @router.post("/devices/{device_id}/decommission",
@@ -299,14 +295,14 @@ def rotate(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
              response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
 def decommission(
-    device_id: str, request: Request, user: CurrentUser, conn: DbConn,
+    device_id: str, host: HostDep, user: CurrentUser, conn: DbConn,
     body: DecommissionIn | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    _device(request, user, conn, device_id)
-    apply = _broker(request)
+    _device(host, user, conn, device_id)
+    apply = _broker(host)
     reason = body.reason if body else None
     with conn.transaction():
-        _change(request, lambda: com.decommission(conn, device_id, reason, apply))
+        _change(host, lambda: com.decommission(conn, device_id, reason, apply))
         audit.append(
             conn,
             user.user_id,
@@ -314,16 +310,16 @@ def decommission(
             f"device:{device_id}",
             {"credentials": "revoked"},
         )
-    return _device(request, user, conn, device_id)
+    return _device(host, user, conn, device_id)
 
 
 @router.post("/devices/{device_id}/bind", summary="Bind to a bed and/or resident",
              response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
 def bind(
-    device_id: str, body: BindIn, request: Request, user: CurrentUser, conn: DbConn
+    device_id: str, body: BindIn, host: HostDep, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:
-    _device(request, user, conn, device_id)
+    _device(host, user, conn, device_id)
     device = com.find_device(conn, device_id)
     site = str(device["site_id"])
     bed_id = None if body.bed is None else reg.resolve_bed(conn, site, body.bed)
@@ -342,14 +338,14 @@ def bind(
         audit.append(conn, user.user_id, "device.bind", f"device:{device_id}",
                      {"bed_id": bed_id, "resident_id": resident_id,
                       "location_id": body.location_id})  # fmt: skip
-    return _device(request, user, conn, device_id)
+    return _device(host, user, conn, device_id)
 
 
 @router.post("/devices/{device_id}/unbind", summary="Remove a device's binding",
              response_model=DeviceOut,
              **allow(*INSTALLERS))  # fmt: skip
-def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-    _device(request, user, conn, device_id)
+def unbind(device_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    _device(host, user, conn, device_id)
     with conn.transaction():
         device = com.find_device(conn, device_id)
         com.unbind_device(conn, device)
@@ -360,7 +356,7 @@ def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
             f"device:{device_id}",
             {"bed_id": device["bed_id"], "resident_id": device["resident_id"]},
         )
-    return _device(request, user, conn, device_id)
+    return _device(host, user, conn, device_id)
 
 
 @router.post("/devices/{device_id}/replace",
@@ -368,20 +364,20 @@ def unbind(device_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
              status_code=status.HTTP_201_CREATED, response_model=Replacement,
              **allow(*INSTALLERS))  # fmt: skip
 def replace(
-    device_id: str, body: ReplaceIn, request: Request, user: CurrentUser, conn: DbConn
+    device_id: str, body: ReplaceIn, host: HostDep, user: CurrentUser, conn: DbConn
 ) -> Response:
-    _device(request, user, conn, device_id)
-    apply = _broker(request)
-    sync: BrokerSync = request_host(request).broker_sync
+    _device(host, user, conn, device_id)
+    apply = _broker(host)
+    sync = host.broker_sync
     with conn.transaction():
-        new_id, password = _change(request, lambda: com.replace_device(
+        new_id, password = _change(host, lambda: com.replace_device(
             conn, device_id, body.model_dump(), apply, sync.reserved_usernames))  # fmt: skip
         audit.append(conn, user.user_id, "device.replace", f"device:{device_id}",
                      {"new_device_id": new_id, "credentials": "issued to the new device; "
                       "the old device's revoked"})  # fmt: skip
-    new = _device(request, user, conn, new_id)
-    out = {"old": _device(request, user, conn, device_id), "new": new,
-           "config": device_config(_settings(request), new, password)}  # fmt: skip
+    new = _device(host, user, conn, new_id)
+    out = {"old": _device(host, user, conn, device_id), "new": new,
+           "config": device_config(host.settings, new, password)}  # fmt: skip
     return _json(out, status.HTTP_201_CREATED)
 
 
@@ -400,11 +396,11 @@ def _test(user: Principal, conn: DbConn, test_id: str) -> dict[str, Any]:
              status_code=status.HTTP_201_CREATED, response_model=AcceptanceStarted,
              **allow(*INSTALLERS))  # fmt: skip
 def start(
-    device_id: str, request: Request, user: CurrentUser, conn: DbConn,
+    device_id: str, host: HostDep, user: CurrentUser, conn: DbConn,
     body: AcceptanceIn | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    _device(request, user, conn, device_id)
-    c = _settings(request).commissioning
+    _device(host, user, conn, device_id)
+    c = host.settings.commissioning
     timeout = acceptance.check_timeout(
         body.timeout_s if body else None, c.acceptance_timeout_s, c.acceptance_max_timeout_s
     )
@@ -419,9 +415,9 @@ def start(
 @router.get("/acceptance/{test_id}", summary="Progress of an acceptance test",
             response_model=AcceptanceProgress,
              **allow(*INSTALLERS))  # fmt: skip
-def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+def progress(test_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     test = _test(user, conn, test_id)
-    view = acceptance.evaluate(conn, test, _settings(request).commissioning.clock_slack_s)
+    view = acceptance.evaluate(conn, test, host.settings.commissioning.clock_slack_s)
     acceptance.note_progress(conn, test, view)
     return view
 
@@ -431,12 +427,12 @@ def progress(test_id: str, request: Request, user: CurrentUser, conn: DbConn) ->
              response_model=CommissioningRecord,
              **allow(*INSTALLERS))  # fmt: skip
 def finish(
-    test_id: str, request: Request, user: CurrentUser, conn: DbConn,
+    test_id: str, host: HostDep, user: CurrentUser, conn: DbConn,
     body: FinishIn | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     _test(user, conn, test_id)
     b = body or FinishIn()
-    slack = _settings(request).commissioning.clock_slack_s
+    slack = host.settings.commissioning.clock_slack_s
     return acceptance.finish(
         conn, test_id, b.notes, abort=b.abort, slack_s=slack, actor=user.user_id
     )

@@ -16,15 +16,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 
 from gateway.api.deps import (
     CurrentUser,
     DbConn,
+    HostDep,
     UserRole,
     allow,
     may_see_site,
-    request_host,
     scope_site,
 )
 from gateway.api.schemas import DeviceOut
@@ -102,7 +102,7 @@ router = APIRouter(tags=["devices"])
 @router.get("/devices", summary="Devices, binding and online state",
             response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
 def list_devices(
-    request: Request,
+    host: HostDep,
     user: CurrentUser,
     conn: DbConn,
     *,
@@ -110,21 +110,21 @@ def list_devices(
     location: str | None = None,
     bed: str | None = None,
 ) -> list[dict[str, Any]]:
-    analysis: AnalysisSettings = request_host(request).settings.analysis
+    analysis: AnalysisSettings = host.settings.analysis
     site_id = scope_site(user, site)
     return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
 
 
 @router.get("/devices/{device_id}", summary="One device: binding and status",
             response_model=DeviceOut, **allow(*INSTALLERS))  # fmt: skip
-def get_device(device_id: str, request: Request, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-    return visible_device(conn, request_host(request).settings.analysis, user, device_id)
+def get_device(device_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return visible_device(conn, host.settings.analysis, user, device_id)
 
 
 @router.get("/status", summary="Status of the devices of a site, location, bed or device",
             response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
 def device_status(
-    request: Request,
+    host: HostDep,
     user: CurrentUser,
     conn: DbConn,
     *,
@@ -133,7 +133,7 @@ def device_status(
     bed: str | None = None,
     device: str | None = None,
 ) -> list[dict[str, Any]]:
-    analysis: AnalysisSettings = request_host(request).settings.analysis
+    analysis: AnalysisSettings = host.settings.analysis
     site_id = scope_site(user, site)
     rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
                        device=device, active=None if device else True)  # fmt: skip

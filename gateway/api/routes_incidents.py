@@ -13,7 +13,7 @@ import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from gateway import acceptance, audit
@@ -21,11 +21,11 @@ from gateway.api.deps import (
     STAFF,
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     UserRole,
     allow,
     may_see_site,
-    request_host,
     scope_site,
 )
 from gateway.api.schemas import (
@@ -178,10 +178,10 @@ def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
             summary="One incident, its timeline and its escalation (steps, pages, messages)",
             response_model=IncidentDetail, **allow(*STAFF))  # fmt: skip
 def get_incident(
-    incident_id: int, user: CurrentUser, conn: DbConn, request: Request
+    incident_id: int, user: CurrentUser, conn: DbConn, host: HostDep
 ) -> dict[str, Any]:
     incident = _visible(conn, user, incident_id)
-    ledger: audit.ReadLedger = request_host(request).read_ledger
+    ledger: audit.ReadLedger = host.read_ledger
     target = f"incident:{incident_id}"
     audited = ledger.due(user.user_id, target)
     out = incident_json(incident)

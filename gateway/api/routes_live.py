@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from gateway.api.deps import STAFF, CurrentUser, allow, request_host, scope_site, session_open
+from gateway.api.deps import (
+    STAFF,
+    CurrentUser,
+    HostDep,
+    SettingsDep,
+    allow,
+    scope_site,
+    session_open,
+)
 from gateway.api.livefeed import LiveFeed, StreamAuth, stream
 
 router = APIRouter(tags=["incidents"])
@@ -30,23 +38,21 @@ class ConsoleConfig(BaseModel):
     **allow(*STAFF),
 )
 async def incident_stream(
-    request: Request,
+    host: HostDep,
     user: CurrentUser,
     site: str | None = None,
     last_event_id: int | None = Header(default=None, alias="Last-Event-ID", ge=0),
 ) -> StreamingResponse:
     site_id = scope_site(user, site)
-    feed: LiveFeed = request_host(request).live_feed
+    feed: LiveFeed = host.live_feed
 
     async def still_valid() -> bool:
         try:
-            return await asyncio.to_thread(session_open, request_host(request).pool, user)
+            return await asyncio.to_thread(session_open, host.pool, user)
         except psycopg.OperationalError:  # PoolTimeout, PoolClosed too
             return True  # database unreachable: checked again next interval
 
-    auth = StreamAuth(
-        still_valid, user.expires_at, request_host(request).settings.api.stream_recheck_s
-    )
+    auth = StreamAuth(still_valid, user.expires_at, host.settings.api.stream_recheck_s)
     return StreamingResponse(
         stream(feed, site_id, last_event_id, auth),
         media_type="text/event-stream",
@@ -56,5 +62,5 @@ async def incident_stream(
 
 @router.get("/console/config", summary="Staff console timings (reconcile interval)",
             tags=["pages"], response_model=ConsoleConfig, **allow(*STAFF))  # fmt: skip
-def console_config(request: Request, user: CurrentUser) -> dict[str, float]:
-    return {"reconcile_s": request_host(request).settings.api.console_reconcile_s}
+def console_config(settings: SettingsDep, user: CurrentUser) -> dict[str, float]:
+    return {"reconcile_s": settings.api.console_reconcile_s}

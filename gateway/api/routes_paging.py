@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow, request_host
+from gateway.api.deps import PUBLIC, ApiHost, CurrentUser, DbConn, HostDep, UserRole, allow
 from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.notify.messages import incident_label
 from gateway.paging import acks
@@ -76,13 +76,12 @@ _STATES = {
 }
 
 
-def _paging(request: Request) -> PagingSettings:
-    settings: PagingSettings = request_host(request).settings.paging
-    return settings
+def _paging(host: ApiHost) -> PagingSettings:
+    return host.settings.paging
 
 
-def _count(request: Request, via: str, result: AckResult) -> None:
-    metrics = request_host(request).metrics
+def _count(host: ApiHost, via: str, result: AckResult) -> None:
+    metrics = host.metrics
     if metrics is not None:
         metrics.page_acks.labels(via=via, result=result.value).inc()
 
@@ -106,8 +105,8 @@ def _answer_page(result: AckResult) -> HTMLResponse:
     return _page("安居守护 / Safe-Home Guardian", body, code)
 
 
-def _claims(request: Request, token: str) -> LinkClaims | AckResult:
-    secret = _paging(request).ack_secret
+def _claims(host: ApiHost, token: str) -> LinkClaims | AckResult:
+    secret = _paging(host).ack_secret
     if secret is None:
         return AckResult.UNKNOWN
     try:
@@ -147,8 +146,8 @@ router = APIRouter(tags=["paging"])
 
 @router.get("/ack/{token}", summary="Page acknowledgement: confirmation page (no effect)",
             response_class=HTMLResponse, **PUBLIC)  # fmt: skip
-def ack_view(token: str, request: Request, conn: DbConn) -> HTMLResponse:
-    claims = _claims(request, token)
+def ack_view(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
+    claims = _claims(host, token)
     if isinstance(claims, AckResult):
         return _answer_page(claims)
     view = acks.view_page(conn, claims)
@@ -171,20 +170,20 @@ def ack_view(token: str, request: Request, conn: DbConn) -> HTMLResponse:
 
 @router.post("/ack/{token}", summary="Page acknowledgement: acknowledge once",
              response_class=HTMLResponse, **PUBLIC)  # fmt: skip
-def ack_post(token: str, request: Request, conn: DbConn) -> HTMLResponse:
-    claims = _claims(request, token)
+def ack_post(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
+    claims = _claims(host, token)
     if isinstance(claims, AckResult):
-        _count(request, "link", claims)
+        _count(host, "link", claims)
         return _answer_page(claims)
     outcome = acks.acknowledge_link(conn, claims)
-    _count(request, "link", outcome.result)
+    _count(host, "link", outcome.result)
     return _answer_page(outcome.result)
 
 
 @router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
              response_model=SmsReply, **PUBLIC)  # fmt: skip
-async def sms_inbound(request: Request) -> dict[str, Any]:
-    settings = _paging(request)
+async def sms_inbound(request: Request, host: HostDep) -> dict[str, Any]:
+    settings = _paging(host)
     if settings.inbound_sms_secret is None:
         # Off unless configured: not a server fault, there is simply nothing here.
         raise HTTPException(status.HTTP_404_NOT_FOUND, "inbound SMS not configured")
@@ -198,21 +197,21 @@ async def sms_inbound(request: Request) -> dict[str, Any]:
         now=time.time(), max_skew_s=settings.inbound_max_skew_s,
     )  # fmt: skip
     if not ok:
-        _count(request, "sms", AckResult.UNKNOWN)
+        _count(host, "sms", AckResult.UNKNOWN)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or stale signature")
     try:
         doc = json.loads(body)
         sender, text = str(doc["from"]), str(doc["text"])
     except (ValueError, KeyError, TypeError):
         raise HTTPException(422, "need from and text") from None
-    pool = request_host(request).pool
+    pool = host.pool
 
     def run() -> acks.AckOutcome:
         with pool.connection() as conn:
             return acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
 
     outcome = await run_in_threadpool(run)
-    _count(request, "sms", outcome.result)
+    _count(host, "sms", outcome.result)
     zh, en, _ = ANSWERS[outcome.result]
     return {"result": outcome.result.value, "incident_id": outcome.incident_id,
             "message": f"{zh} / {en}"}  # fmt: skip

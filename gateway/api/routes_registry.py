@@ -24,12 +24,12 @@ from gateway import registry_admin as reg
 from gateway.api.deps import (
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     UserRole,
     allow,
     may_see_site,
     registry_writes,
-    request_host,
 )
 from gateway.api.schemas import ApiModel
 
@@ -475,9 +475,10 @@ async def import_csv(
     user: CurrentUser,
     conn: DbConn,
     *,
+    host: HostDep,
     dry_run: Annotated[bool, Query()] = True,
 ) -> dict[str, Any]:
-    limit: int = request_host(request).settings.commissioning.import_max_bytes
+    limit: int = host.settings.commissioning.import_max_bytes
     raw = await request.body()
     if len(raw) > limit:
         raise reg.RegistryError(413, f"the CSV is larger than {limit} bytes",
