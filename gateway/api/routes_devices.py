@@ -27,7 +27,7 @@ from gateway.api.deps import (
     may_see_site,
     scope_site,
 )
-from gateway.api.schemas import DeviceOut
+from gateway.api.schemas import ApiModel, DeviceOut, LastCommissioning
 from gateway.settings import AnalysisSettings
 from gateway.storage import device_reads
 
@@ -96,6 +96,26 @@ def visible_device(
     return rows[0]
 
 
+class DeviceStatus(ApiModel):
+    """What a device reports: online, last seen, battery, signal, firmware (reported, else
+    the registry's) and its latest commissioning result."""
+
+    device_id: str
+    site_id: str
+    kind: str
+    bed_code: str | None
+    location_id: str | None
+    location_label: str | None
+    elder_code: str | None
+    active: bool
+    online: bool
+    last_seen: datetime | None
+    battery: float | None
+    signal: float | None
+    last_commissioning: LastCommissioning | None
+    firmware: str | None
+
+
 router = APIRouter(tags=["devices"])
 
 
@@ -122,7 +142,7 @@ def get_device(device_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -
 
 
 @router.get("/status", summary="Status of the devices of a site, location, bed or device",
-            response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[DeviceStatus], **allow(*INSTALLERS))  # fmt: skip
 def device_status(
     host: HostDep,
     user: CurrentUser,
