@@ -164,7 +164,7 @@ class AcceptanceProgress(ApiModel):
     test_mode: bool
     steps_done_at: datetime | None
     steps: list[StepProgress]
-    family_notified: Any
+    family_notified: bool
     observations: list[Observation]
 
 
