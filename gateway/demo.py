@@ -43,7 +43,8 @@ from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
 from gateway.paging.channels import add_channel, list_channels
 from gateway.settings import PROJECT_ROOT, Settings
-from gateway.storage import demo_sites, people
+from gateway.storage import counts, demo_sites, people
+from gateway.storage import users as users_repo
 
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
 DEMO_SITES = sorted((PROJECT_ROOT / "config" / "sites").glob("demo-*.toml"))
@@ -80,18 +81,15 @@ def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
     now = datetime.now(UTC)
     for username, role, site, resident in DEMO_USERS:
         password = known.setdefault(username, secrets.token_urlsafe(9))
-        row = conn.execute("SELECT user_id FROM users WHERE username = %s", (username,)).fetchone()
-        if row is None:
+        known_id = users_repo.user_id_of(conn, username)
+        if known_id is None:
             user_id = create_user(
                 conn, username, role, password, site_id=site,
                 residents=[resident] if resident else (),
             )  # fmt: skip
         else:
-            user_id = str(row[0])
-            conn.execute(
-                "UPDATE users SET password_hash = %s WHERE user_id = %s",
-                (hash_password(password), user_id),
-            )
+            user_id = known_id
+            users_repo.set_password_hash(conn, user_id, hash_password(password))
         people.set_display_name(conn, user_id, DEMO_NAMES[username], actor="demo")
         if role in ("duty_staff", "supervisor") and not list_channels(conn, user_id):
             # Pages reach the demo's local receiver (printed with their ack link).
@@ -246,15 +244,9 @@ def prepare_sites(
 
 def _counts(settings: Settings) -> dict[str, int]:
     with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
-        out = {}
-        for table in COUNTED:
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
-            out[table] = int(row[0]) if row else 0
-        events = conn.execute(
-            "SELECT type, count(*) FROM device_events GROUP BY type ORDER BY type"
-        ).fetchall()
-        for kind, n in events:
-            out[f"event:{kind}"] = int(n)
+        out = counts.row_counts(conn, COUNTED)
+        for kind, n in counts.event_counts(conn).items():
+            out[f"event:{kind}"] = n
         return out
 
 

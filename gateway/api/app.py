@@ -15,36 +15,56 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel
 
 from gateway import audit
 from gateway.api.auth import AuthError, LoginGuard, check_jwt_secret
 from gateway.api.bodylimit import BodyLimitMiddleware
 from gateway.api.deps import PUBLIC, ApiHost, GatewayHost, install_host
 from gateway.api.errors import install_error_handlers
+from gateway.api.livefeed import LiveFeed
 from gateway.api.routes_auth import router as auth_router
 from gateway.api.routes_board import router as board_router
-from gateway.api.routes_commissioning import build_commissioning_router
+from gateway.api.routes_commissioning import router as commissioning_router
 from gateway.api.routes_console import router as console_router
-from gateway.api.routes_devices import build_devices_router
+from gateway.api.routes_devices import router as devices_router
 from gateway.api.routes_docs import router as docs_router
-from gateway.api.routes_family import build_family_router
+from gateway.api.routes_family import router as family_router
 from gateway.api.routes_family_status import router as family_status_router
 from gateway.api.routes_handover import router as handover_router
-from gateway.api.routes_incidents import build_incidents_router
-from gateway.api.routes_live import LiveFeed, build_live_router
-from gateway.api.routes_pages import build_pages_router
-from gateway.api.routes_paging import build_paging_router
-from gateway.api.routes_registry import build_registry_router
-from gateway.api.routes_reports import build_reports_router
+from gateway.api.routes_incidents import router as incidents_router
+from gateway.api.routes_live import router as live_router
+from gateway.api.routes_pages import router as pages_router
+from gateway.api.routes_paging import router as paging_router
+from gateway.api.routes_registry import router as registry_router
+from gateway.api.routes_reports import router as reports_router
 from gateway.api.routes_supervision import router as supervision_router
-from gateway.api.routes_users import build_users_router
+from gateway.api.routes_users import router as users_router
 from gateway.api.routes_visits import router as visits_router
 from gateway.brokersync import BrokerSync
 from gateway.storage.probe import database_ready
 
 READY_TIMEOUT_S = 2.0  # /readyz: the database must answer within this long
+
+
+class Health(BaseModel):
+    """Liveness: the process answers; whether the broker and the database are up."""
+
+    status: str
+    broker_connected: bool
+    database_up: bool
+    timescaledb: str | None
+
+
+class Readiness(BaseModel):
+    """Readiness (``status`` ready, not ready or standby) and why."""
+
+    status: str
+    broker_connected: bool
+    database_up: bool
+    role: str
 
 
 def build_app(runtime: GatewayHost) -> FastAPI:
@@ -83,7 +103,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
 
     # /health is liveness (the process answers: always 200); /readyz is readiness.
     @app.get("/health", tags=["operations"], summary="Liveness and dependencies (public)",
-             **PUBLIC)  # fmt: skip
+             response_model=Health, **PUBLIC)  # fmt: skip
     def health() -> dict[str, object]:
         session, ingest = runtime.session, runtime.ingest
         return {
@@ -96,6 +116,8 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     @app.get("/readyz", tags=["operations"],
              summary="Readiness: 503 unless the database answers and the broker is connected "
                      "(and on the standby of a failover pair)",
+             response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "not ready (or standby)"}},
              **PUBLIC)  # fmt: skip
     def readyz() -> JSONResponse:
         session = runtime.session
@@ -110,6 +132,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (public, no PII)",
+             response_class=PlainTextResponse,
              **PUBLIC)  # fmt: skip
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -119,22 +142,22 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     _document_error_details(app)
     app.include_router(auth_router)
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
-    app.include_router(build_live_router())
-    app.include_router(build_incidents_router())
+    app.include_router(live_router)
+    app.include_router(incidents_router)
     app.include_router(console_router)  # console rows, site clock and targets, names
     app.include_router(handover_router)  # the shift handover summary
     app.include_router(board_router)  # the live board of beds and homes
-    app.include_router(build_family_router())
+    app.include_router(family_router)
     app.include_router(family_status_router)  # the family view's status line
-    app.include_router(build_devices_router())
-    app.include_router(build_registry_router())  # installers: sites, beds, residents, import
-    app.include_router(build_commissioning_router())  # installers: devices, acceptance tests
-    app.include_router(build_reports_router())
-    app.include_router(build_users_router())  # admins: deactivate, reactivate, password
-    app.include_router(build_paging_router())  # /ack/{token} (signed link), channels (admin)
+    app.include_router(devices_router)
+    app.include_router(registry_router)  # installers: sites, beds, residents, import
+    app.include_router(commissioning_router)  # installers: devices, acceptance tests
+    app.include_router(reports_router)
+    app.include_router(users_router)  # admins: deactivate, reactivate, password
+    app.include_router(paging_router)  # /ack/{token} (signed link), channels (admin)
     app.include_router(visits_router)  # 探访关爱: worker's visits, door-knock tasks
     app.include_router(supervision_router)  # district figures, staffing; /worker, /district
-    app.include_router(build_pages_router())  # /, /family, /static/*: no data, PUBLIC
+    app.include_router(pages_router)  # /, /family, /static/*: no data, PUBLIC
     app.include_router(docs_router)  # /docs, /redoc (local assets), /favicon.ico
     return app
 

@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gateway import audit
 from gateway.api.throttle import LoginThrottle
 from gateway.settings import ApiSettings
-from gateway.storage import auth_sessions
+from gateway.storage import auth_sessions, users
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +162,10 @@ def create_user(
         raise AuthError("a family user needs at least one resident")
     uid = user_id or "u-" + uuid.uuid4().hex[:16]
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO users (user_id, username, role, site_id, password_hash) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (uid, username, role.value, site_id, hash_password(password)),
-        )
-        for resident_id in links:
-            conn.execute(
-                "INSERT INTO family_links (user_id, resident_id) VALUES (%s, %s)",
-                (uid, resident_id),
-            )
+        users.insert_user(
+            conn, uid, username=username, role=role.value, site_id=site_id,
+            password_hash=hash_password(password), residents=links,
+        )  # fmt: skip
         audit.append(conn, actor, "user.create", f"user:{uid}",
                      {"role": role.value, "site_id": site_id, "residents": links})  # fmt: skip
     log.info("user created", extra={"user_id": uid, "role": role.value})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import jwt
@@ -52,11 +53,10 @@ from gateway.settings import Settings
 from gateway.storage import auth_sessions
 
 if TYPE_CHECKING:
-    from gateway.api.routes_live import LiveFeed
+    from gateway.api.livefeed import LiveFeed
     from gateway.ingest import IngestPipeline
     from gateway.metrics import Metrics
     from gateway.mqttsession import MqttSession
-    from gateway.storage.timescale import TimescaleInfo
 
 __all__ = [
     "ALL_ROLES", "PUBLIC", "STAFF", "ApiHost", "BrokerSyncDep", "CurrentUser", "DbConn",
@@ -64,6 +64,13 @@ __all__ = [
     "get_current_user", "install_host", "may_see_site", "registry_writes", "request_host",
     "require_roles", "scope_site", "session_open",
 ]  # fmt: skip
+
+
+class DatabaseFacts(Protocol):
+    """What the API shows of the database found at start-up (its TimescaleDB edition)."""
+
+    @property
+    def edition(self) -> Enum: ...
 
 
 class GatewayHost(Protocol):
@@ -80,7 +87,7 @@ class GatewayHost(Protocol):
     @property
     def ingest(self) -> IngestPipeline | None: ...
     @property
-    def tsinfo(self) -> TimescaleInfo | None: ...
+    def tsinfo(self) -> DatabaseFacts | None: ...
     @property
     def standby(self) -> bool: ...
     @property

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from gateway import audit
 from gateway.api.deps import STAFF, CurrentUser, DbConn, HostDep, UserRole, allow, scope_site
 from gateway.errors import InvalidError, NotFoundError
+from gateway.facts import OPEN_STATES
 from gateway.response_targets import ResponseTargets, load_targets
 from gateway.storage import console_reads, people
 
@@ -122,7 +123,7 @@ def console_incidents(
     view: Literal["open", "resolved"] = "open",
 ) -> list[ConsoleIncident]:
     site_id = scope_site(user, site)
-    states = console_reads.OPEN_STATES if view == "open" else RESOLVED
+    states = OPEN_STATES if view == "open" else RESOLVED
     rows = console_reads.incident_rows(conn, site_id, states, limit=200)
     site_targets = targets()
     ledger = host.read_ledger

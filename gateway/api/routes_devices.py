@@ -16,58 +16,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
-from psycopg.rows import dict_row
+from fastapi import APIRouter, HTTPException, status
 
 from gateway.api.deps import (
     CurrentUser,
     DbConn,
+    HostDep,
     UserRole,
     allow,
     may_see_site,
-    request_host,
     scope_site,
 )
+from gateway.api.schemas import ApiModel, DeviceOut, LastCommissioning
 from gateway.settings import AnalysisSettings
+from gateway.storage import device_reads
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
-
-_DEVICES_SQL = """
-SELECT d.device_id, d.site_id, d.kind, d.model, d.serial, d.firmware, d.location_id,
-       l.label AS location_label, d.bed_id, b.bed_code, d.resident_id, r.elder_code,
-       d.heartbeat_interval_s, d.active, d.commissioned_at, d.decommissioned_at, d.replaced_by,
-       greatest(rd.time, ev.time, st.time) AS last_seen,
-       st.time AS state_time, st.online AS reported_online,
-       CASE WHEN hb.time IS NOT NULL AND (st.battery IS NULL OR hb.time > st.time)
-            THEN hb.battery ELSE st.battery END AS battery,
-       st.rssi AS signal, coalesce(st.firmware, d.firmware) AS reported_firmware,
-       cr.result AS commissioning_result, cr.finished_at AS commissioning_at,
-       cr.test_id AS commissioning_test_id, rt.test_id AS running_test
-FROM devices d
-LEFT JOIN beds b ON b.bed_id = d.bed_id
-LEFT JOIN locations l ON l.location_id = coalesce(d.location_id, b.location_id)
-LEFT JOIN residents r ON r.resident_id = d.resident_id
-LEFT JOIN LATERAL (SELECT time FROM readings WHERE device_id = d.device_id
-                   ORDER BY time DESC LIMIT 1) rd ON true
-LEFT JOIN LATERAL (SELECT time FROM device_events WHERE device_id = d.device_id
-                   ORDER BY time DESC LIMIT 1) ev ON true
-LEFT JOIN LATERAL (SELECT time, online, battery, rssi, firmware FROM device_state
-                   WHERE device_id = d.device_id ORDER BY time DESC LIMIT 1) st ON true
-LEFT JOIN LATERAL (SELECT time, battery FROM readings
-                   WHERE device_id = d.device_id AND type = 'heartbeat' AND battery IS NOT NULL
-                     AND time > now() - interval '1 day'
-                   ORDER BY time DESC LIMIT 1) hb ON true
-LEFT JOIN LATERAL (SELECT result, finished_at, test_id FROM commissioning_records
-                   WHERE device_id = d.device_id ORDER BY finished_at DESC LIMIT 1) cr ON true
-LEFT JOIN LATERAL (SELECT test_id FROM acceptance_tests WHERE device_id = d.device_id
-                     AND finished_at IS NULL AND expires_at > now()) rt ON true
-WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
-  AND (%(device)s::text IS NULL OR d.device_id = %(device)s)
-  AND (%(location)s::text IS NULL OR l.location_id = %(location)s)
-  AND (%(bed)s::text IS NULL OR d.bed_id = %(bed)s OR b.bed_code = %(bed)s)
-  AND (%(active)s::boolean IS NULL OR d.active = %(active)s)
-ORDER BY d.site_id, d.device_id
-"""
 
 
 def _interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> float:
@@ -97,10 +61,9 @@ def device_rows(
     active: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Devices with binding and status (``online``, ``last_seen``, battery, signal, ...)."""
-    params = {"site": site, "device": device, "location": location, "bed": bed,
-              "active": active}  # fmt: skip
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_DEVICES_SQL, params).fetchall()
+    rows = device_reads.device_rows(
+        conn, site=site, device=device, location=location, bed=bed, active=active
+    )
     now = datetime.now(UTC)
     for row in rows:
         deadline = analysis.deadline_factor * _interval_s(
@@ -133,55 +96,73 @@ def visible_device(
     return rows[0]
 
 
-def build_devices_router() -> APIRouter:
-    """``GET /devices``, ``GET /devices/{device_id}``, ``GET /status``."""
-    router = APIRouter(tags=["devices"])
+class DeviceStatus(ApiModel):
+    """What a device reports: online, last seen, battery, signal, firmware (reported, else
+    the registry's) and its latest commissioning result."""
 
-    @router.get("/devices", summary="Devices, binding and online state", **allow(*INSTALLERS))
-    def list_devices(
-        request: Request,
-        user: CurrentUser,
-        conn: DbConn,
-        *,
-        site: str | None = None,
-        location: str | None = None,
-        bed: str | None = None,
-    ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request_host(request).settings.analysis
-        site_id = scope_site(user, site)
-        return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
+    device_id: str
+    site_id: str
+    kind: str
+    bed_code: str | None
+    location_id: str | None
+    location_label: str | None
+    elder_code: str | None
+    active: bool
+    online: bool
+    last_seen: datetime | None
+    battery: float | None
+    signal: float | None
+    last_commissioning: LastCommissioning | None
+    firmware: str | None
 
-    @router.get("/devices/{device_id}", summary="One device: binding and status",
-                **allow(*INSTALLERS))  # fmt: skip
-    def get_device(
-        device_id: str, request: Request, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return visible_device(conn, request_host(request).settings.analysis, user, device_id)
 
-    @router.get("/status", summary="Status of the devices of a site, location, bed or device",
-                **allow(*INSTALLERS))  # fmt: skip
-    def device_status(
-        request: Request,
-        user: CurrentUser,
-        conn: DbConn,
-        *,
-        site: str | None = None,
-        location: str | None = None,
-        bed: str | None = None,
-        device: str | None = None,
-    ) -> list[dict[str, Any]]:
-        analysis: AnalysisSettings = request_host(request).settings.analysis
-        site_id = scope_site(user, site)
-        rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
-                           device=device, active=None if device else True)  # fmt: skip
-        keys = ("device_id", "site_id", "kind", "bed_code", "location_id", "location_label",
-                "elder_code", "active", "online", "last_seen", "battery", "signal",
-                "reported_firmware", "last_commissioning")  # fmt: skip
-        out = []
-        for row in rows:
-            item = {k: row[k] for k in keys}
-            item["firmware"] = item.pop("reported_firmware")
-            out.append(item)
-        return out
+router = APIRouter(tags=["devices"])
 
-    return router
+
+@router.get("/devices", summary="Devices, binding and online state",
+            response_model=list[DeviceOut], **allow(*INSTALLERS))  # fmt: skip
+def list_devices(
+    host: HostDep,
+    user: CurrentUser,
+    conn: DbConn,
+    *,
+    site: str | None = None,
+    location: str | None = None,
+    bed: str | None = None,
+) -> list[dict[str, Any]]:
+    analysis: AnalysisSettings = host.settings.analysis
+    site_id = scope_site(user, site)
+    return device_rows(conn, analysis, site=site_id, location=location, bed=bed)
+
+
+@router.get("/devices/{device_id}", summary="One device: binding and status",
+            response_model=DeviceOut, **allow(*INSTALLERS))  # fmt: skip
+def get_device(device_id: str, host: HostDep, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return visible_device(conn, host.settings.analysis, user, device_id)
+
+
+@router.get("/status", summary="Status of the devices of a site, location, bed or device",
+            response_model=list[DeviceStatus], **allow(*INSTALLERS))  # fmt: skip
+def device_status(
+    host: HostDep,
+    user: CurrentUser,
+    conn: DbConn,
+    *,
+    site: str | None = None,
+    location: str | None = None,
+    bed: str | None = None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    analysis: AnalysisSettings = host.settings.analysis
+    site_id = scope_site(user, site)
+    rows = device_rows(conn, analysis, site=site_id, location=location, bed=bed,
+                       device=device, active=None if device else True)  # fmt: skip
+    keys = ("device_id", "site_id", "kind", "bed_code", "location_id", "location_label",
+            "elder_code", "active", "online", "last_seen", "battery", "signal",
+            "reported_firmware", "last_commissioning")  # fmt: skip
+    out = []
+    for row in rows:
+        item = {k: row[k] for k in keys}
+        item["firmware"] = item.pop("reported_firmware")
+        out.append(item)
+    return out

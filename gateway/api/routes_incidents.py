@@ -10,10 +10,10 @@ incident's details (``GET /incidents/{id}``: ``incident.read``).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
-from psycopg.rows import dict_row
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from gateway import acceptance, audit
@@ -21,15 +21,24 @@ from gateway.api.deps import (
     STAFF,
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     UserRole,
     allow,
     may_see_site,
-    request_host,
     scope_site,
+)
+from gateway.api.schemas import (
+    ApiModel,
+    IncidentDetail,
+    IncidentListItem,
+    IncidentOut,
+    IncidentSummary,
+    VitalsOut,
 )
 from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.facts import OPEN_STATES
+from gateway.storage import incident_reads
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
     RULES,
@@ -55,6 +64,58 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     return out
 
 
+class TestModeItem(ApiModel):
+    """A device under an acceptance test now, for the console's banner (with the server's
+    ``now`` for the countdown)."""
+
+    test_id: str
+    device_id: str
+    kind: str
+    bed_id: str | None
+    bed_code: str | None
+    location_id: str | None
+    location: str | None
+    started_at: datetime
+    expires_at: datetime
+    now: datetime
+    remaining_s: float
+
+
+class Contact(ApiModel):
+    """A contact of the resident, by priority."""
+
+    contact_id: str
+    kind: str
+    display_name: str | None
+    relation: str | None
+    phone: str | None
+    email: str | None
+    priority: int
+
+
+class ResidentCard(ApiModel):
+    """The resident context card: registry row, bed and room (nursing home) or address
+    (home), contacts, latest vitals and recent incidents."""
+
+    resident_id: str
+    elder_code: str
+    display_name: str
+    site_id: str
+    care_level: int
+    status: str
+    lives_alone: bool
+    high_risk: bool
+    consent_family_health: bool
+    consent_family_incidents: bool
+    bed_code: str | None
+    location_kind: str | None
+    room: str | None
+    address: str | None
+    contacts: list[Contact]
+    last_vitals: VitalsOut | None
+    recent_incidents: list[IncidentSummary]
+
+
 class DispatchBody(BaseModel):
     """Who is sent: a staff or service id (no names)."""
 
@@ -74,30 +135,6 @@ class CancelBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-_INCIDENT_COLUMNS = ", ".join(f"i.{f.name}" for f in dataclasses.fields(Incident))
-# Where to go, without opening the (audited) resident card: the bed code and the room label
-# (nursing home) or household label (home care) of the resident's bed; for a technical
-# incident without a resident, those of the device (subject) or the location (subject of
-# ``hub_offline``). Names and home addresses stay in the card.
-LOCATION_FIELDS = ("bed_code", "location_kind", "location_label")
-_LIST_SQL = f"""
-SELECT {_INCIDENT_COLUMNS},
-       b.bed_code, l.kind AS location_kind, l.label AS location_label
-FROM incidents i
-LEFT JOIN residents r ON r.resident_id = i.resident_id
-LEFT JOIN devices d ON i.resident_id IS NULL AND d.device_id = i.subject
-LEFT JOIN beds b ON b.bed_id = coalesce(r.bed_id, d.bed_id) AND b.site_id = i.site_id
-LEFT JOIN locations l
-       ON l.location_id = coalesce(
-              b.location_id, d.location_id, CASE WHEN i.resident_id IS NULL THEN i.subject END)
-      AND l.site_id = i.site_id
-WHERE (%(site)s::text IS NULL OR i.site_id = %(site)s)
-  AND (%(states)s::text[] IS NULL OR i.state = ANY(%(states)s))
-ORDER BY i.priority, i.raised_at
-LIMIT %(limit)s
-"""  # noqa: S608 (only the dataclass's field names are spliced in)
-
-
 def _states(state: StateFilter) -> list[str] | None:
     if state == "all":
         return None
@@ -106,214 +143,151 @@ def _states(state: StateFilter) -> list[str] | None:
     return [state]
 
 
-def build_incidents_router() -> APIRouter:
-    """Staff routes over incidents and residents."""
-    router = APIRouter(tags=["incidents"])
+router = APIRouter(tags=["incidents"])
 
-    @router.get("/incidents", summary="Incidents, most urgent and oldest first, with bed and room",
-                **allow(*STAFF))  # fmt: skip
-    def list_incidents(
-        user: CurrentUser,
-        conn: DbConn,
-        site: str | None = None,
-        state: StateFilter = "open",
-        limit: Annotated[int, Query(ge=1, le=500)] = 200,
-    ) -> list[dict[str, Any]]:
-        site_id = scope_site(user, site)
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                _LIST_SQL, {"site": site_id, "states": _states(state), "limit": limit}
-            ).fetchall()
-        out = []
-        for row in rows:
-            where = {name: row.pop(name) for name in LOCATION_FIELDS}
-            out.append(incident_json(Incident(**row)) | where)
-        return out
 
-    def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
-        try:
-            incident = IncidentService(conn).get(incident_id)
-        except IncidentNotFoundError:
-            incident = None
-        if incident is None or not may_see_site(user, incident.site_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident")
-        return incident
+@router.get("/incidents", summary="Incidents, most urgent and oldest first, with bed and room",
+            response_model=list[IncidentListItem], **allow(*STAFF))  # fmt: skip
+def list_incidents(
+    user: CurrentUser,
+    conn: DbConn,
+    site: str | None = None,
+    state: StateFilter = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[dict[str, Any]]:
+    site_id = scope_site(user, site)
+    rows = incident_reads.incident_rows(conn, site_id, _states(state), limit)
+    out = []
+    for row in rows:
+        where = {name: row.pop(name) for name in incident_reads.LOCATION_FIELDS}
+        out.append(incident_json(Incident(**row)) | where)
+    return out
 
-    @router.get("/incidents/{incident_id}",
-                summary="One incident, its timeline and its escalation (steps, pages, messages)",
-                **allow(*STAFF))  # fmt: skip
-    def get_incident(
-        incident_id: int, user: CurrentUser, conn: DbConn, request: Request
-    ) -> dict[str, Any]:
-        incident = _visible(conn, user, incident_id)
-        ledger: audit.ReadLedger = request_host(request).read_ledger
-        target = f"incident:{incident_id}"
-        audited = ledger.due(user.user_id, target)
-        out = incident_json(incident)
-        with conn.transaction():
-            out["timeline"] = [
-                dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
-            ]
-            # Who was paged or notified, by role and relation (gateway.escalation.timeline).
-            status = escalation_status(conn, incident_id)
-            out["escalation_status"] = None if status is None else dataclasses.asdict(status)
-            out["escalation"] = [
-                dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)
-            ]
-            # Incident details (reason, detector details, timeline) are a read of care data:
-            # audited once per user and incident within audit.read_window_s (a shift).
-            if audited:
-                audit.append(conn, user.user_id, "incident.read", target,
-                             {"resident_id": incident.resident_id})  # fmt: skip
+
+def _visible(conn: DbConn, user: Principal, incident_id: int) -> Incident:
+    try:
+        incident = IncidentService(conn).get(incident_id)
+    except IncidentNotFoundError:
+        incident = None
+    if incident is None or not may_see_site(user, incident.site_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident")
+    return incident
+
+
+@router.get("/incidents/{incident_id}",
+            summary="One incident, its timeline and its escalation (steps, pages, messages)",
+            response_model=IncidentDetail, **allow(*STAFF))  # fmt: skip
+def get_incident(
+    incident_id: int, user: CurrentUser, conn: DbConn, host: HostDep
+) -> dict[str, Any]:
+    incident = _visible(conn, user, incident_id)
+    ledger: audit.ReadLedger = host.read_ledger
+    target = f"incident:{incident_id}"
+    audited = ledger.due(user.user_id, target)
+    out = incident_json(incident)
+    with conn.transaction():
+        out["timeline"] = [
+            dataclasses.asdict(e) for e in IncidentService(conn).timeline(incident_id)
+        ]
+        # Who was paged or notified, by role and relation (gateway.escalation.timeline).
+        status = escalation_status(conn, incident_id)
+        out["escalation_status"] = None if status is None else dataclasses.asdict(status)
+        out["escalation"] = [dataclasses.asdict(e) for e in escalation_timeline(conn, incident_id)]
+        # Incident details (reason, detector details, timeline) are a read of care data:
+        # audited once per user and incident within audit.read_window_s (a shift).
         if audited:
-            ledger.recorded(user.user_id, target)
-        return out
-
-    def _act(
-        conn: DbConn, user: Principal, incident_id: int, action: Action, **kw: Any
-    ) -> dict[str, Any]:
-        _visible(conn, user, incident_id)
-        service = IncidentService(conn)
-        actor = Actor(user.user_id, Role(user.role.value))
-        try:
-            match action:
-                case Action.ACKNOWLEDGE:
-                    incident = service.acknowledge(incident_id, actor)
-                case Action.DISPATCH:
-                    incident = service.dispatch(incident_id, actor, kw["responder"])
-                case Action.ARRIVE:
-                    incident = service.on_scene(incident_id, actor)
-                case Action.RESOLVE:
-                    incident = service.resolve(incident_id, actor, kw["outcome"], kw["notes"])
-                case Action.CLOSE:
-                    incident = service.close(incident_id, actor)
-                case Action.CANCEL_BY_STAFF:
-                    incident = service.cancel_by_staff(incident_id, actor, kw["reason"])
-                case _:  # pragma: no cover - routes below use only the actions above
-                    raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="unknown action")
-        except IllegalTransitionError as exc:
-            if exc.role not in RULES[action].roles:
-                raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-        except IncidentNotFoundError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident") from None
-        except WorkflowError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
-        return incident_json(incident)
-
-    @router.post("/incidents/{incident_id}/acknowledge", summary="Take the incident",
-                 **allow(*STAFF))  # fmt: skip
-    def acknowledge(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.ACKNOWLEDGE)
-
-    @router.post("/incidents/{incident_id}/dispatch", summary="Send a responder",
-                 **allow(*STAFF))  # fmt: skip
-    def dispatch(
-        incident_id: int, body: DispatchBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.DISPATCH, responder=body.responder)
-
-    @router.post("/incidents/{incident_id}/on-scene", summary="The responder has arrived",
-                 **allow(*STAFF))  # fmt: skip
-    def on_scene(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.ARRIVE)
-
-    @router.post("/incidents/{incident_id}/resolve", summary="Resolve with an outcome",
-                 **allow(*STAFF))  # fmt: skip
-    def resolve(
-        incident_id: int, body: ResolveBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.RESOLVE, outcome=body.outcome, notes=body.notes)
-
-    @router.post("/incidents/{incident_id}/close", summary="Close after review (supervisor)",
-                 **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
-    def close(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.CLOSE)
-
-    @router.post("/incidents/{incident_id}/cancel", summary="Cancel one raised in error",
-                 **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
-    def cancel(
-        incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
-
-    @router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
-                **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
-    def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
-        return acceptance.active_tests(conn, scope_site(user, site))
-
-    @router.get("/residents/{resident_id}", summary="Resident context card (audited)",
-                **allow(*STAFF))  # fmt: skip
-    def resident_card(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        card = load_resident(conn, resident_id)
-        if card is None or not may_see_site(user, card["site_id"]):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
-        IncidentService(conn).record_read(user.user_id, resident_id, "context_card")
-        card["contacts"] = load_contacts(conn, resident_id)
-        card["last_vitals"] = load_last_vitals(conn, resident_id)
-        card["recent_incidents"] = load_recent_incidents(conn, resident_id)
-        return card
-
-    return router
+            audit.append(conn, user.user_id, "incident.read", target,
+                         {"resident_id": incident.resident_id})  # fmt: skip
+    if audited:
+        ledger.recorded(user.user_id, target)
+    return out
 
 
-_RESIDENT_SQL = """
-SELECT r.resident_id, r.elder_code, r.display_name, r.site_id, r.care_level, r.status,
-       r.lives_alone, r.high_risk, r.consent_family_health, r.consent_family_incidents,
-       b.bed_code, l.kind AS location_kind, l.label AS room, l.address
-FROM residents r
-LEFT JOIN beds b ON b.bed_id = r.bed_id
-LEFT JOIN locations l ON l.location_id = b.location_id
-WHERE r.resident_id = %s
-"""
-
-# The latest vitals sample of a device bound to the resident or to their bed (last 24 h).
-_VITALS_SQL = """
-SELECT rd.time, rd.device_id, rd.heart_rate, rd.breathing_rate, rd.presence
-FROM readings rd
-WHERE rd.device_id IN (
-        SELECT d.device_id FROM devices d JOIN residents r ON r.resident_id = %(rid)s
-        WHERE d.active AND (d.resident_id = r.resident_id OR d.bed_id = r.bed_id))
-  AND rd.time > now() - interval '24 hours'
-  AND (rd.heart_rate IS NOT NULL OR rd.breathing_rate IS NOT NULL OR rd.presence IS NOT NULL)
-ORDER BY rd.time DESC
-LIMIT 1
-"""
-
-
-def load_resident(conn: DbConn, resident_id: str) -> dict[str, Any] | None:
-    """The resident's registry row with bed code and room (nursing home) or address (home)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_RESIDENT_SQL, (resident_id,)).fetchone()
-    if row is None:
-        return None
-    if row["location_kind"] != "home":
-        row["address"] = None
-    return dict(row)
+def _act(
+    conn: DbConn, user: Principal, incident_id: int, action: Action, **kw: Any
+) -> dict[str, Any]:
+    _visible(conn, user, incident_id)
+    service = IncidentService(conn)
+    actor = Actor(user.user_id, Role(user.role.value))
+    try:
+        match action:
+            case Action.ACKNOWLEDGE:
+                incident = service.acknowledge(incident_id, actor)
+            case Action.DISPATCH:
+                incident = service.dispatch(incident_id, actor, kw["responder"])
+            case Action.ARRIVE:
+                incident = service.on_scene(incident_id, actor)
+            case Action.RESOLVE:
+                incident = service.resolve(incident_id, actor, kw["outcome"], kw["notes"])
+            case Action.CLOSE:
+                incident = service.close(incident_id, actor)
+            case Action.CANCEL_BY_STAFF:
+                incident = service.cancel_by_staff(incident_id, actor, kw["reason"])
+            case _:  # pragma: no cover - routes below use only the actions above
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="unknown action")
+    except IllegalTransitionError as exc:
+        if exc.role not in RULES[action].roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    except IncidentNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such incident") from None
+    except WorkflowError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    return incident_json(incident)
 
 
-def load_contacts(conn: DbConn, resident_id: str) -> list[dict[str, Any]]:
-    """The resident's contacts, by priority."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT contact_id, kind, display_name, relation, phone, email, priority "
-            "FROM contacts WHERE resident_id = %s ORDER BY priority, contact_id",
-            (resident_id,),
-        ).fetchall()
+@router.post("/incidents/{incident_id}/acknowledge", summary="Take the incident",
+             response_model=IncidentOut, **allow(*STAFF))  # fmt: skip
+def acknowledge(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.ACKNOWLEDGE)
 
 
-def load_last_vitals(conn: DbConn, resident_id: str) -> dict[str, Any] | None:
-    """The resident's latest vitals sample of the last 24 hours, or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_VITALS_SQL, {"rid": resident_id}).fetchone()
+@router.post("/incidents/{incident_id}/dispatch", summary="Send a responder",
+             response_model=IncidentOut, **allow(*STAFF))  # fmt: skip
+def dispatch(
+    incident_id: int, body: DispatchBody, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.DISPATCH, responder=body.responder)
 
 
-def load_recent_incidents(conn: DbConn, resident_id: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The resident's latest incidents, newest first (summary columns)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT id, type, priority, state, raised_at, acknowledged_by, responder, "
-            "resolved_at, outcome FROM incidents WHERE resident_id = %s "
-            "ORDER BY raised_at DESC LIMIT %s",
-            (resident_id, limit),
-        ).fetchall()
+@router.post("/incidents/{incident_id}/on-scene", summary="The responder has arrived",
+             response_model=IncidentOut, **allow(*STAFF))  # fmt: skip
+def on_scene(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.ARRIVE)
+
+
+@router.post("/incidents/{incident_id}/resolve", summary="Resolve with an outcome",
+             response_model=IncidentOut, **allow(*STAFF))  # fmt: skip
+def resolve(incident_id: int, body: ResolveBody, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.RESOLVE, outcome=body.outcome, notes=body.notes)
+
+
+@router.post("/incidents/{incident_id}/close", summary="Close after review (supervisor)",
+             response_model=IncidentOut, **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def close(incident_id: int, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.CLOSE)
+
+
+@router.post("/incidents/{incident_id}/cancel", summary="Cancel one raised in error",
+             response_model=IncidentOut, **allow(UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def cancel(incident_id: int, body: CancelBody, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _act(conn, user, incident_id, Action.CANCEL_BY_STAFF, reason=body.reason)
+
+
+@router.get("/test-mode", summary="Devices and beds under an acceptance test now (banner)",
+            response_model=list[TestModeItem], **allow(*STAFF, UserRole.INSTALLER))  # fmt: skip
+def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[dict[str, Any]]:
+    return acceptance.active_tests(conn, scope_site(user, site))
+
+
+@router.get("/residents/{resident_id}", summary="Resident context card (audited)",
+            response_model=ResidentCard, **allow(*STAFF))  # fmt: skip
+def resident_card(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    card = incident_reads.load_resident(conn, resident_id)
+    if card is None or not may_see_site(user, card["site_id"]):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
+    IncidentService(conn).record_read(user.user_id, resident_id, "context_card")
+    card["contacts"] = incident_reads.load_contacts(conn, resident_id)
+    card["last_vitals"] = incident_reads.load_last_vitals(conn, resident_id)
+    card["recent_incidents"] = incident_reads.load_recent_incidents(conn, resident_id)
+    return card

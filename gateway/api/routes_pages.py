@@ -51,23 +51,22 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=SECURITY_HEADERS)
 
 
-def build_pages_router() -> APIRouter:
-    """``/`` (staff console), ``/family`` (family view) and ``/static/{name}``."""
-    router = APIRouter(tags=["pages"])
+router = APIRouter(tags=["pages"])
 
-    @router.get("/", summary="Staff console (static page; data from the API)",
-                include_in_schema=False, **PUBLIC)  # fmt: skip
-    def console() -> FileResponse:
-        return static_file("console.html")
 
-    @router.get("/family", summary="Family view (static page; data from the API)",
-                include_in_schema=False, **PUBLIC)  # fmt: skip
-    def family() -> FileResponse:
-        return static_file("family.html")
+@router.get("/", summary="Staff console (static page; data from the API)",
+            include_in_schema=False, **PUBLIC)  # fmt: skip
+def console() -> FileResponse:
+    return static_file("console.html")
 
-    @router.get("/static/{name}", summary="Console and family view files",
-                include_in_schema=False, **PUBLIC)  # fmt: skip
-    def static(name: str) -> FileResponse:
-        return static_file(name)
 
-    return router
+@router.get("/family", summary="Family view (static page; data from the API)",
+            include_in_schema=False, **PUBLIC)  # fmt: skip
+def family() -> FileResponse:
+    return static_file("family.html")
+
+
+@router.get("/static/{name}", summary="Console and family view files",
+            include_in_schema=False, **PUBLIC)  # fmt: skip
+def static(name: str) -> FileResponse:
+    return static_file(name)

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow, request_host
+from gateway.api.deps import PUBLIC, ApiHost, CurrentUser, DbConn, HostDep, UserRole, allow
 from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.notify.messages import incident_label
 from gateway.paging import acks
@@ -76,13 +76,12 @@ _STATES = {
 }
 
 
-def _paging(request: Request) -> PagingSettings:
-    settings: PagingSettings = request_host(request).settings.paging
-    return settings
+def _paging(host: ApiHost) -> PagingSettings:
+    return host.settings.paging
 
 
-def _count(request: Request, via: str, result: AckResult) -> None:
-    metrics = request_host(request).metrics
+def _count(host: ApiHost, via: str, result: AckResult) -> None:
+    metrics = host.metrics
     if metrics is not None:
         metrics.page_acks.labels(via=via, result=result.value).inc()
 
@@ -106,14 +105,32 @@ def _answer_page(result: AckResult) -> HTMLResponse:
     return _page("安居守护 / Safe-Home Guardian", body, code)
 
 
-def _claims(request: Request, token: str) -> LinkClaims | AckResult:
-    secret = _paging(request).ack_secret
+def _claims(host: ApiHost, token: str) -> LinkClaims | AckResult:
+    secret = _paging(host).ack_secret
     if secret is None:
         return AckResult.UNKNOWN
     try:
         return verify_link(secret.get_secret_value(), token, time.time())
     except LinkError as exc:
         return exc.result
+
+
+class SmsReply(BaseModel):
+    """What an inbound SMS reply did: the acknowledgement result and its incident."""
+
+    result: str
+    incident_id: int | None
+    message: str
+
+
+class ChannelOut(BaseModel):
+    """A staff paging channel; ``address`` masked unless revealed (audited)."""
+
+    id: int
+    user_id: str
+    position: int
+    channel: str
+    address: str | None
 
 
 class ChannelBody(BaseModel):
@@ -124,108 +141,109 @@ class ChannelBody(BaseModel):
     position: int | None = Field(default=None, ge=0, le=7)
 
 
-def build_paging_router() -> APIRouter:
-    router = APIRouter(tags=["paging"])
+router = APIRouter(tags=["paging"])
 
-    @router.get("/ack/{token}", summary="Page acknowledgement: confirmation page (no effect)",
-                response_class=HTMLResponse, **PUBLIC)  # fmt: skip
-    def ack_view(token: str, request: Request, conn: DbConn) -> HTMLResponse:
-        claims = _claims(request, token)
-        if isinstance(claims, AckResult):
-            return _answer_page(claims)
-        view = acks.view_page(conn, claims)
-        if view is None:
-            return _answer_page(AckResult.UNKNOWN)
-        if view.used:
-            return _answer_page(AckResult.USED)
-        label = html.escape(incident_label(view.incident_type))
-        state = html.escape(_STATES.get(view.incident_state, view.incident_state))
-        body = (
-            f"<h1>确认事件 {view.incident_id}</h1>"
-            f"<p>{label}，状态 / state：{state}</p>"
-            '<p class="en" lang="en">Acknowledge incident '
-            f"{view.incident_id}: you take it and escalation stops.</p>"
-            f'<form method="post" action="{html.escape(token)}">'
-            '<button type="submit">我来处理（确认） / Acknowledge</button></form>'
-        )
-        return _page(f"确认事件 {view.incident_id}", body)
 
-    @router.post("/ack/{token}", summary="Page acknowledgement: acknowledge once",
-                 response_class=HTMLResponse, **PUBLIC)  # fmt: skip
-    def ack_post(token: str, request: Request, conn: DbConn) -> HTMLResponse:
-        claims = _claims(request, token)
-        if isinstance(claims, AckResult):
-            _count(request, "link", claims)
-            return _answer_page(claims)
-        outcome = acks.acknowledge_link(conn, claims)
-        _count(request, "link", outcome.result)
-        return _answer_page(outcome.result)
+@router.get("/ack/{token}", summary="Page acknowledgement: confirmation page (no effect)",
+            response_class=HTMLResponse, **PUBLIC)  # fmt: skip
+def ack_view(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
+    claims = _claims(host, token)
+    if isinstance(claims, AckResult):
+        return _answer_page(claims)
+    view = acks.view_page(conn, claims)
+    if view is None:
+        return _answer_page(AckResult.UNKNOWN)
+    if view.used:
+        return _answer_page(AckResult.USED)
+    label = html.escape(incident_label(view.incident_type))
+    state = html.escape(_STATES.get(view.incident_state, view.incident_state))
+    body = (
+        f"<h1>确认事件 {view.incident_id}</h1>"
+        f"<p>{label}，状态 / state：{state}</p>"
+        '<p class="en" lang="en">Acknowledge incident '
+        f"{view.incident_id}: you take it and escalation stops.</p>"
+        f'<form method="post" action="{html.escape(token)}">'
+        '<button type="submit">我来处理（确认） / Acknowledge</button></form>'
+    )
+    return _page(f"确认事件 {view.incident_id}", body)
 
-    @router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
-                 **PUBLIC)  # fmt: skip
-    async def sms_inbound(request: Request) -> dict[str, Any]:
-        settings = _paging(request)
-        if settings.inbound_sms_secret is None:
-            # Off unless configured: not a server fault, there is simply nothing here.
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "inbound SMS not configured")
-        body = await request.body()
-        if len(body) > _MAX_INBOUND:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
-        ok = inbound_signature_ok(
-            settings.inbound_sms_secret.get_secret_value(),
-            request.headers.get(TIMESTAMP_HEADER, ""), body,
-            request.headers.get(SIGNATURE_HEADER, ""),
-            now=time.time(), max_skew_s=settings.inbound_max_skew_s,
-        )  # fmt: skip
-        if not ok:
-            _count(request, "sms", AckResult.UNKNOWN)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or stale signature")
-        try:
-            doc = json.loads(body)
-            sender, text = str(doc["from"]), str(doc["text"])
-        except (ValueError, KeyError, TypeError):
-            raise HTTPException(422, "need from and text") from None
-        pool = request_host(request).pool
 
-        def run() -> acks.AckOutcome:
-            with pool.connection() as conn:
-                return acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
+@router.post("/ack/{token}", summary="Page acknowledgement: acknowledge once",
+             response_class=HTMLResponse, **PUBLIC)  # fmt: skip
+def ack_post(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
+    claims = _claims(host, token)
+    if isinstance(claims, AckResult):
+        _count(host, "link", claims)
+        return _answer_page(claims)
+    outcome = acks.acknowledge_link(conn, claims)
+    _count(host, "link", outcome.result)
+    return _answer_page(outcome.result)
 
-        outcome = await run_in_threadpool(run)
-        _count(request, "sms", outcome.result)
-        zh, en, _ = ANSWERS[outcome.result]
-        return {"result": outcome.result.value, "incident_id": outcome.incident_id,
-                "message": f"{zh} / {en}"}  # fmt: skip
 
-    @router.get("/users/{user}/channels", summary="A staff user's paging channels",
-                **allow(UserRole.ADMIN))  # fmt: skip
-    def channels_list(
-        user: str, who: CurrentUser, conn: DbConn, reveal: Annotated[bool, Query()] = False
-    ) -> list[dict[str, Any]]:
-        try:
-            listed = list_channels(conn, user, revealed_to=who.user_id if reveal else None)
-            return [c.as_json(reveal=reveal) for c in listed]
-        except ChannelError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+@router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
+             response_model=SmsReply, **PUBLIC)  # fmt: skip
+async def sms_inbound(request: Request, host: HostDep) -> dict[str, Any]:
+    settings = _paging(host)
+    if settings.inbound_sms_secret is None:
+        # Off unless configured: not a server fault, there is simply nothing here.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "inbound SMS not configured")
+    body = await request.body()
+    if len(body) > _MAX_INBOUND:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
+    ok = inbound_signature_ok(
+        settings.inbound_sms_secret.get_secret_value(),
+        request.headers.get(TIMESTAMP_HEADER, ""), body,
+        request.headers.get(SIGNATURE_HEADER, ""),
+        now=time.time(), max_skew_s=settings.inbound_max_skew_s,
+    )  # fmt: skip
+    if not ok:
+        _count(host, "sms", AckResult.UNKNOWN)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or stale signature")
+    try:
+        doc = json.loads(body)
+        sender, text = str(doc["from"]), str(doc["text"])
+    except (ValueError, KeyError, TypeError):
+        raise HTTPException(422, "need from and text") from None
+    pool = host.pool
 
-    @router.post("/users/{user}/channels", summary="Add a paging channel (audited)",
-                 status_code=201, **allow(UserRole.ADMIN))  # fmt: skip
-    def channels_add(
-        user: str, body: ChannelBody, who: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        try:
-            added = add_channel(conn, user, body.channel, body.address, actor=who.user_id,
-                                position=body.position)  # fmt: skip
-        except ChannelError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return added.as_json()
+    def run() -> acks.AckOutcome:
+        with pool.connection() as conn:
+            return acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
 
-    @router.delete("/users/{user}/channels/{channel_id}", summary="Remove a paging channel",
-                   status_code=204, **allow(UserRole.ADMIN))  # fmt: skip
-    def channels_remove(user: str, channel_id: int, who: CurrentUser, conn: DbConn) -> None:
-        try:
-            remove_channel(conn, user, channel_id, actor=who.user_id)
-        except ChannelError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+    outcome = await run_in_threadpool(run)
+    _count(host, "sms", outcome.result)
+    zh, en, _ = ANSWERS[outcome.result]
+    return {"result": outcome.result.value, "incident_id": outcome.incident_id,
+            "message": f"{zh} / {en}"}  # fmt: skip
 
-    return router
+
+@router.get("/users/{user}/channels", summary="A staff user's paging channels",
+            response_model=list[ChannelOut], **allow(UserRole.ADMIN))  # fmt: skip
+def channels_list(
+    user: str, who: CurrentUser, conn: DbConn, reveal: Annotated[bool, Query()] = False
+) -> list[dict[str, Any]]:
+    try:
+        listed = list_channels(conn, user, revealed_to=who.user_id if reveal else None)
+        return [c.as_json(reveal=reveal) for c in listed]
+    except ChannelError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+
+
+@router.post("/users/{user}/channels", summary="Add a paging channel (audited)",
+             status_code=201, response_model=ChannelOut, **allow(UserRole.ADMIN))  # fmt: skip
+def channels_add(user: str, body: ChannelBody, who: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    try:
+        added = add_channel(conn, user, body.channel, body.address, actor=who.user_id,
+                            position=body.position)  # fmt: skip
+    except ChannelError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return added.as_json()
+
+
+@router.delete("/users/{user}/channels/{channel_id}", summary="Remove a paging channel",
+               status_code=204, response_model=None, **allow(UserRole.ADMIN))  # fmt: skip
+def channels_remove(user: str, channel_id: int, who: CurrentUser, conn: DbConn) -> None:
+    try:
+        remove_channel(conn, user, channel_id, actor=who.user_id)
+    except ChannelError as exc:
+        raise HTTPException(exc.status, str(exc)) from None

@@ -12,6 +12,7 @@ audited as ``health_data.read`` with the reader's user id, like the staff contex
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -23,13 +24,14 @@ from gateway import registry_admin as reg
 from gateway.api.deps import (
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     UserRole,
     allow,
     may_see_site,
     registry_writes,
-    request_host,
 )
+from gateway.api.schemas import ApiModel
 from gateway.errors import ForbiddenError, InvalidError
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.registry_rules import CODE_PATTERN, ID_PATTERN, ImportKind, LocationKind, SiteKind
@@ -103,6 +105,113 @@ class ResidentPatch(BaseModel):
     consent_family_incidents: bool | None = None
 
 
+# -- response models (the rows of gateway.registry_admin) ------------------------------
+
+
+class SiteCounts(ApiModel):
+    locations: int
+    beds: int
+    residents: int
+    devices: int
+
+
+class SiteOut(ApiModel):
+    """A site with how many locations, beds, residents and active devices it has."""
+
+    site_id: str
+    name: str
+    kind: str
+    utc_offset_s: int
+    created_at: datetime
+    counts: SiteCounts
+
+
+class LocationOut(ApiModel):
+    """A room (nursing home) or home (home care), with its number of beds."""
+
+    location_id: str
+    site_id: str
+    kind: str
+    label: str
+    address: str | None
+    created_at: datetime
+    beds: int
+
+
+class BedOut(ApiModel):
+    """A bed with its room and its resident (if any)."""
+
+    bed_id: str
+    bed_code: str
+    site_id: str
+    location_id: str
+    location_label: str
+    location_kind: str
+    resident_id: str | None
+    elder_code: str | None
+    created_at: datetime
+
+
+class BedDevice(ApiModel):
+    device_id: str
+    kind: str
+    model: str | None
+    serial: str | None
+
+
+class BedDetail(BedOut):
+    """One bed with its active devices."""
+
+    devices: list[BedDevice]
+
+
+class ResidentOut(ApiModel):
+    """A resident's registry record (no contacts, no health data)."""
+
+    resident_id: str
+    elder_code: str
+    site_id: str
+    display_name: str
+    care_level: int
+    status: str
+    lives_alone: bool
+    high_risk: bool
+    consent_family_health: bool
+    consent_family_incidents: bool
+    bed_id: str | None
+    bed_code: str | None
+    location_id: str | None
+    created_at: datetime
+
+
+class ResidentDevice(ApiModel):
+    device_id: str
+    kind: str
+
+
+class ResidentDetail(ResidentOut):
+    """One resident's record with the active devices bound to them or their bed."""
+
+    devices: list[ResidentDevice]
+
+
+class ImportRowError(ApiModel):
+    line: int
+    column: str | None
+    message: str
+
+
+class ImportOut(ApiModel):
+    """What a CSV import did (or would do, ``dry_run``): rows read, created, updated, and
+    the row errors (nothing is applied when there is one)."""
+
+    dry_run: bool
+    rows: int
+    created: int
+    updated: int
+    errors: list[ImportRowError]
+
+
 def _changes(body: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
     """Fields the client set; ``None`` kept only for ``nullable`` fields."""
     keep = set(nullable)
@@ -151,192 +260,245 @@ def _audit(
     audit.append(conn, user.user_id, action, target, data)
 
 
-def build_registry_router() -> APIRouter:
-    """Sites, locations, beds, residents and bulk import (docs/installer-api.md)."""
-    router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
+router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
 
-    # -- sites -----------------------------------------------------------------------------
+# -- sites -----------------------------------------------------------------------------
 
-    @router.get("/sites", summary="Sites visible to the caller", **allow(*INSTALLERS))
-    def list_sites(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
-        return reg.list_sites(conn, None if user.is_admin else user.site_id)
 
-    @router.post("/sites", summary="Create a site", status_code=status.HTTP_201_CREATED,
-                 **allow(*INSTALLERS))  # fmt: skip
-    def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        if not user.is_admin and body.site_id != user.site_id:
-            raise ForbiddenError("installers may create only their own site",
-                                 "ask an admin to create other sites")  # fmt: skip
-        with conn.transaction():
-            reg.create_site(conn, body.site_id, body.name, body.kind, body.utc_offset_s)
-            _audit(conn, user, "registry.site.create", f"site:{body.site_id}")
-        return reg.get_site(conn, body.site_id)
+@router.get(
+    "/sites",
+    summary="Sites visible to the caller",
+    response_model=list[SiteOut],
+    **allow(*INSTALLERS),
+)
+def list_sites(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+    return reg.list_sites(conn, None if user.is_admin else user.site_id)
 
-    @router.get("/sites/{site_id}", summary="One site with counts", **allow(*INSTALLERS))
-    def get_site(site_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return site_of(conn, user, site_id)
 
-    @router.patch("/sites/{site_id}", summary="Edit a site", **allow(*INSTALLERS))
-    def patch_site(
-        site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
+@router.post("/sites", summary="Create a site", status_code=status.HTTP_201_CREATED,
+             response_model=SiteOut, **allow(*INSTALLERS))  # fmt: skip
+def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    if not user.is_admin and body.site_id != user.site_id:
+        raise ForbiddenError("installers may create only their own site",
+                             "ask an admin to create other sites")  # fmt: skip
+    with conn.transaction():
+        reg.create_site(conn, body.site_id, body.name, body.kind, body.utc_offset_s)
+        _audit(conn, user, "registry.site.create", f"site:{body.site_id}")
+    return reg.get_site(conn, body.site_id)
+
+
+@router.get(
+    "/sites/{site_id}", summary="One site with counts", response_model=SiteOut, **allow(*INSTALLERS)
+)
+def get_site(site_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return site_of(conn, user, site_id)
+
+
+@router.patch(
+    "/sites/{site_id}", summary="Edit a site", response_model=SiteOut, **allow(*INSTALLERS)
+)
+def patch_site(site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    site_of(conn, user, site_id)
+    with conn.transaction():
+        reg.patch_site(conn, site_id, _changes(body))
+        _audit(conn, user, "registry.site.edit", f"site:{site_id}", body)
+    return reg.get_site(conn, site_id)
+
+
+# -- locations -------------------------------------------------------------------------
+
+
+@router.get("/sites/{site_id}/locations", summary="Locations of a site",
+            response_model=list[LocationOut], **allow(*INSTALLERS))  # fmt: skip
+def list_locations(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+    site_of(conn, user, site_id)
+    return reg.list_locations(conn, site_id)
+
+
+@router.post("/sites/{site_id}/locations", summary="Create a location (room or home)",
+             status_code=status.HTTP_201_CREATED, response_model=LocationOut,
+             **allow(*INSTALLERS))  # fmt: skip
+def create_location(
+    site_id: str, body: LocationIn, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    site_of(conn, user, site_id)
+    with conn.transaction():
+        reg.create_location(conn, site_id, body.location_id, kind=body.kind,
+                            label=body.label, address=body.address)  # fmt: skip
+        _audit(
+            conn,
+            user,
+            "registry.location.create",
+            f"location:{body.location_id}",
+            None,
+            site_id=site_id,
+        )
+    return reg.find_location(conn, body.location_id)
+
+
+@router.get(
+    "/locations/{location_id}",
+    summary="One location",
+    response_model=LocationOut,
+    **allow(*INSTALLERS),
+)
+def get_location(location_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _visible(user, reg.find_location(conn, location_id), "location", location_id)
+
+
+@router.patch(
+    "/locations/{location_id}",
+    summary="Edit a location",
+    response_model=LocationOut,
+    **allow(*INSTALLERS),
+)
+def patch_location(
+    location_id: str, body: LocationPatch, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    _visible(user, reg.find_location(conn, location_id), "location", location_id)
+    with conn.transaction():
+        reg.patch_location(conn, location_id, _changes(body, nullable=("address",)))
+        _audit(conn, user, "registry.location.edit", f"location:{location_id}", body)
+    return reg.find_location(conn, location_id)
+
+
+# -- beds ------------------------------------------------------------------------------
+
+
+@router.get(
+    "/sites/{site_id}/beds",
+    summary="Beds of a site",
+    response_model=list[BedOut],
+    **allow(*INSTALLERS),
+)
+def list_beds(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+    site_of(conn, user, site_id)
+    return reg.list_beds(conn, site_id)
+
+
+@router.post("/sites/{site_id}/beds", summary="Create a bed with its bed code",
+             status_code=status.HTTP_201_CREATED, response_model=BedDetail,
+             **allow(*INSTALLERS))  # fmt: skip
+def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    site_of(conn, user, site_id)
+    with conn.transaction():
+        bed_id = reg.create_bed(conn, site_id, body.bed_code, body.location_id, body.bed_id)
+        _audit(conn, user, "registry.bed.create", f"bed:{bed_id}", None, site_id=site_id)
+    return reg.find_bed(conn, bed_id)
+
+
+@router.get(
+    "/beds/{bed}",
+    summary="One bed by bed_id or bed_code",
+    response_model=BedDetail,
+    **allow(*INSTALLERS),
+)
+def get_bed(bed: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    return _visible(user, reg.find_bed(conn, bed), "bed", bed)
+
+
+@router.patch(
+    "/beds/{bed}",
+    summary="Edit a bed (code, location)",
+    response_model=BedDetail,
+    **allow(*INSTALLERS),
+)
+def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    row = _visible(user, reg.find_bed(conn, bed), "bed", bed)
+    with conn.transaction():
+        reg.patch_bed(conn, row, _changes(body))
+        _audit(conn, user, "registry.bed.edit", f"bed:{row['bed_id']}", body)
+    return reg.find_bed(conn, row["bed_id"])
+
+
+# -- residents -------------------------------------------------------------------------
+
+
+@router.get("/sites/{site_id}/residents", summary="Residents of a site (audited)",
+            response_model=list[ResidentOut], **allow(*INSTALLERS))  # fmt: skip
+def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
+    site_of(conn, user, site_id)
+    rows = reg.list_residents(conn, site_id)
+    audit_resident_reads(conn, user, (r["resident_id"] for r in rows), "registry_list")
+    return rows
+
+
+@router.post("/sites/{site_id}/residents", summary="Create a resident with their elder code",
+             status_code=status.HTTP_201_CREATED, response_model=ResidentDetail,
+             **allow(*INSTALLERS))  # fmt: skip
+def create_resident(
+    site_id: str, body: ResidentIn, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    site_of(conn, user, site_id)
+    if body.bed_id and body.bed_code:
+        raise InvalidError("give bed_id or bed_code, not both")
+    values = body.model_dump()
+    values["bed"] = body.bed_id or body.bed_code
+    with conn.transaction():
+        rid = reg.create_resident(conn, site_id, values)
+        _audit(conn, user, "registry.resident.create", f"resident:{rid}", None, site_id=site_id)
+    row = reg.find_resident(conn, rid)
+    audit_resident_reads(conn, user, [rid], "registry_record")
+    return row
+
+
+@router.get("/residents/{resident}/registry",
+            summary="A resident's registry record by resident_id or elder_code (audited)",
+            response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
+def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+    row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
+    audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
+    return row
+
+
+@router.patch("/residents/{resident}", summary="Edit a resident (bed, care level, ...)",
+              response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
+def patch_resident(
+    resident: str, body: ResidentPatch, user: CurrentUser, conn: DbConn
+) -> dict[str, Any]:
+    row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
+    with conn.transaction():
+        reg.patch_resident(conn, row, _changes(body, nullable=("bed",)))
+        _audit(conn, user, "registry.resident.edit", f"resident:{row['resident_id']}", body)
+    out = reg.find_resident(conn, row["resident_id"])
+    audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
+    return out
+
+
+# -- bulk import -----------------------------------------------------------------------
+
+
+@router.post("/sites/{site_id}/import/{kind}",
+             summary="Bulk import locations, beds or residents from CSV (dry run first)",
+             response_model=ImportOut, **allow(*INSTALLERS))  # fmt: skip
+async def import_csv(
+    site_id: str,
+    kind: ImportKind,
+    request: Request,
+    user: CurrentUser,
+    conn: DbConn,
+    *,
+    host: HostDep,
+    dry_run: Annotated[bool, Query()] = True,
+) -> dict[str, Any]:
+    limit: int = host.settings.commissioning.import_max_bytes
+    raw = await request.body()
+    if len(raw) > limit:
+        raise reg.TooLargeError(f"the CSV is larger than {limit} bytes",
+                                "split the file into smaller ones")  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidError(f"the CSV is not UTF-8 (byte {exc.start})",
+                          "save it as 'CSV UTF-8' and try again") from None  # fmt: skip
+
+    def run() -> dict[str, Any]:
         site_of(conn, user, site_id)
         with conn.transaction():
-            reg.patch_site(conn, site_id, _changes(body))
-            _audit(conn, user, "registry.site.edit", f"site:{site_id}", body)
-        return reg.get_site(conn, site_id)
-
-    # -- locations -------------------------------------------------------------------------
-
-    @router.get("/sites/{site_id}/locations", summary="Locations of a site",
-                **allow(*INSTALLERS))  # fmt: skip
-    def list_locations(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
-        site_of(conn, user, site_id)
-        return reg.list_locations(conn, site_id)
-
-    @router.post("/sites/{site_id}/locations", summary="Create a location (room or home)",
-                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
-    def create_location(
-        site_id: str, body: LocationIn, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        site_of(conn, user, site_id)
-        with conn.transaction():
-            reg.create_location(conn, site_id, body.location_id, kind=body.kind,
-                                label=body.label, address=body.address)  # fmt: skip
-            _audit(
-                conn,
-                user,
-                "registry.location.create",
-                f"location:{body.location_id}",
-                None,
-                site_id=site_id,
-            )
-        return reg.find_location(conn, body.location_id)
-
-    @router.get("/locations/{location_id}", summary="One location", **allow(*INSTALLERS))
-    def get_location(location_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _visible(user, reg.find_location(conn, location_id), "location", location_id)
-
-    @router.patch("/locations/{location_id}", summary="Edit a location", **allow(*INSTALLERS))
-    def patch_location(
-        location_id: str, body: LocationPatch, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        _visible(user, reg.find_location(conn, location_id), "location", location_id)
-        with conn.transaction():
-            reg.patch_location(conn, location_id, _changes(body, nullable=("address",)))
-            _audit(conn, user, "registry.location.edit", f"location:{location_id}", body)
-        return reg.find_location(conn, location_id)
-
-    # -- beds ------------------------------------------------------------------------------
-
-    @router.get("/sites/{site_id}/beds", summary="Beds of a site", **allow(*INSTALLERS))
-    def list_beds(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
-        site_of(conn, user, site_id)
-        return reg.list_beds(conn, site_id)
-
-    @router.post("/sites/{site_id}/beds", summary="Create a bed with its bed code",
-                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
-    def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        site_of(conn, user, site_id)
-        with conn.transaction():
-            bed_id = reg.create_bed(conn, site_id, body.bed_code, body.location_id, body.bed_id)
-            _audit(conn, user, "registry.bed.create", f"bed:{bed_id}", None, site_id=site_id)
-        return reg.find_bed(conn, bed_id)
-
-    @router.get("/beds/{bed}", summary="One bed by bed_id or bed_code", **allow(*INSTALLERS))
-    def get_bed(bed: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        return _visible(user, reg.find_bed(conn, bed), "bed", bed)
-
-    @router.patch("/beds/{bed}", summary="Edit a bed (code, location)", **allow(*INSTALLERS))
-    def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        row = _visible(user, reg.find_bed(conn, bed), "bed", bed)
-        with conn.transaction():
-            reg.patch_bed(conn, row, _changes(body))
-            _audit(conn, user, "registry.bed.edit", f"bed:{row['bed_id']}", body)
-        return reg.find_bed(conn, row["bed_id"])
-
-    # -- residents -------------------------------------------------------------------------
-
-    @router.get("/sites/{site_id}/residents", summary="Residents of a site (audited)",
-                **allow(*INSTALLERS))  # fmt: skip
-    def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
-        site_of(conn, user, site_id)
-        rows = reg.list_residents(conn, site_id)
-        audit_resident_reads(conn, user, (r["resident_id"] for r in rows), "registry_list")
-        return rows
-
-    @router.post("/sites/{site_id}/residents", summary="Create a resident with their elder code",
-                 status_code=status.HTTP_201_CREATED, **allow(*INSTALLERS))  # fmt: skip
-    def create_resident(
-        site_id: str, body: ResidentIn, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        site_of(conn, user, site_id)
-        if body.bed_id and body.bed_code:
-            raise InvalidError("give bed_id or bed_code, not both")
-        values = body.model_dump()
-        values["bed"] = body.bed_id or body.bed_code
-        with conn.transaction():
-            rid = reg.create_resident(conn, site_id, values)
-            _audit(conn, user, "registry.resident.create", f"resident:{rid}", None, site_id=site_id)
-        row = reg.find_resident(conn, rid)
-        audit_resident_reads(conn, user, [rid], "registry_record")
-        return row
-
-    @router.get("/residents/{resident}/registry",
-                summary="A resident's registry record by resident_id or elder_code (audited)",
-                **allow(*INSTALLERS))  # fmt: skip
-    def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
-        row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
-        audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
-        return row
-
-    @router.patch("/residents/{resident}", summary="Edit a resident (bed, care level, ...)",
-                  **allow(*INSTALLERS))  # fmt: skip
-    def patch_resident(
-        resident: str, body: ResidentPatch, user: CurrentUser, conn: DbConn
-    ) -> dict[str, Any]:
-        row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
-        with conn.transaction():
-            reg.patch_resident(conn, row, _changes(body, nullable=("bed",)))
-            _audit(conn, user, "registry.resident.edit", f"resident:{row['resident_id']}", body)
-        out = reg.find_resident(conn, row["resident_id"])
-        audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
+            out = registry_import.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
+            if not dry_run and (out["created"] or out["updated"]):
+                _audit(conn, user, f"registry.{kind}.import", f"site:{site_id}",
+                       created=out["created"], updated=out["updated"])  # fmt: skip
         return out
 
-    # -- bulk import -----------------------------------------------------------------------
-
-    @router.post("/sites/{site_id}/import/{kind}",
-                 summary="Bulk import locations, beds or residents from CSV (dry run first)",
-                 **allow(*INSTALLERS))  # fmt: skip
-    async def import_csv(
-        site_id: str,
-        kind: ImportKind,
-        request: Request,
-        user: CurrentUser,
-        conn: DbConn,
-        *,
-        dry_run: Annotated[bool, Query()] = True,
-    ) -> dict[str, Any]:
-        limit: int = request_host(request).settings.commissioning.import_max_bytes
-        raw = await request.body()
-        if len(raw) > limit:
-            raise reg.TooLargeError(f"the CSV is larger than {limit} bytes",
-                                    "split the file into smaller ones")  # fmt: skip
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidError(f"the CSV is not UTF-8 (byte {exc.start})",
-                              "save it as 'CSV UTF-8' and try again") from None  # fmt: skip
-
-        def run() -> dict[str, Any]:
-            site_of(conn, user, site_id)
-            with conn.transaction():
-                out = registry_import.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
-                if not dry_run and (out["created"] or out["updated"]):
-                    _audit(conn, user, f"registry.{kind}.import", f"site:{site_id}",
-                           created=out["created"], updated=out["updated"])  # fmt: skip
-            return out
-
-        return await run_in_threadpool(run)
-
-    return router
+    return await run_in_threadpool(run)

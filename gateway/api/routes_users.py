@@ -35,45 +35,42 @@ def _not_found(user_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no user {user_id}")
 
 
-def build_users_router() -> APIRouter:
-    """``/users/{user_id}/deactivate|reactivate|password`` (admins only)."""
-    router = APIRouter(tags=["users"])
-    admin = allow(UserRole.ADMIN)
+router = APIRouter(tags=["users"])
+ADMIN_ONLY = allow(UserRole.ADMIN)
 
-    @router.post("/users/{user_id}/deactivate", summary="Deactivate a user (ends sessions)",
-                 **admin)  # fmt: skip
-    def deactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
-        if user_id == user.user_id:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail="you cannot deactivate yourself")
-        try:
-            changed = auth_sessions.set_active(conn, user_id, False, actor=user.user_id)
-        except auth_sessions.UserNotFoundError:
-            raise _not_found(user_id) from None
-        return UserChange(user_id=user_id, active=False, changed=changed)
 
-    @router.post("/users/{user_id}/reactivate", summary="Reactivate a user", **admin)
-    def reactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
-        try:
-            changed = auth_sessions.set_active(conn, user_id, True, actor=user.user_id)
-        except auth_sessions.UserNotFoundError:
-            raise _not_found(user_id) from None
-        return UserChange(user_id=user_id, active=True, changed=changed)
+@router.post("/users/{user_id}/deactivate", summary="Deactivate a user (ends sessions)",
+             **ADMIN_ONLY)  # fmt: skip
+def deactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
+    if user_id == user.user_id:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="you cannot deactivate yourself")
+    try:
+        changed = auth_sessions.set_active(conn, user_id, False, actor=user.user_id)
+    except auth_sessions.UserNotFoundError:
+        raise _not_found(user_id) from None
+    return UserChange(user_id=user_id, active=False, changed=changed)
 
-    @router.post("/users/{user_id}/password", summary="Set a user's password (ends sessions)",
-                 **admin)  # fmt: skip
-    def set_password(
-        user_id: str, body: NewPassword, user: CurrentUser, conn: DbConn
-    ) -> UserChange:
-        try:
-            check_new_password(body.password)
-        except AuthError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
-        try:
-            revoked = auth_sessions.set_password_hash(
-                conn, user_id, hash_password(body.password), actor=user.user_id
-            )
-        except auth_sessions.UserNotFoundError:
-            raise _not_found(user_id) from None
-        return UserChange(user_id=user_id, changed=True, sessions_revoked=revoked)
 
-    return router
+@router.post("/users/{user_id}/reactivate", summary="Reactivate a user", **ADMIN_ONLY)
+def reactivate(user_id: str, user: CurrentUser, conn: DbConn) -> UserChange:
+    try:
+        changed = auth_sessions.set_active(conn, user_id, True, actor=user.user_id)
+    except auth_sessions.UserNotFoundError:
+        raise _not_found(user_id) from None
+    return UserChange(user_id=user_id, active=True, changed=changed)
+
+
+@router.post("/users/{user_id}/password", summary="Set a user's password (ends sessions)",
+             **ADMIN_ONLY)  # fmt: skip
+def set_password(user_id: str, body: NewPassword, user: CurrentUser, conn: DbConn) -> UserChange:
+    try:
+        check_new_password(body.password)
+    except AuthError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    try:
+        revoked = auth_sessions.set_password_hash(
+            conn, user_id, hash_password(body.password), actor=user.user_id
+        )
+    except auth_sessions.UserNotFoundError:
+        raise _not_found(user_id) from None
+    return UserChange(user_id=user_id, changed=True, sessions_revoked=revoked)

@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from gateway.facts import OPEN_STATES
 from gateway.workflow.service import Incident
 
 Conn = psycopg.Connection[Any]
 
-OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
 
 _INCIDENT_COLUMNS = ", ".join(f"i.{f.name}" for f in dataclasses.fields(Incident))
 # The device of a technical incident is its subject (device_offline, low_battery, ...); a

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.api.auth import create_user
-from gateway.api.routes_live import LiveFeed
+from gateway.api.livefeed import LiveFeed
 from gateway.escalation import intake
 from gateway.escalation.roster import DutyRole, add_shift
 from gateway.workflow.service import IncidentService, Trigger

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from gateway.api.auth import create_user
-from gateway.api.routes_live import LiveFeed, Subscription
+from gateway.api.livefeed import LiveFeed, Subscription
 from gateway.settings import SettingsError, load_settings
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role

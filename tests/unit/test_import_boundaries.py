@@ -22,15 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SQL_OUTSIDE_STORAGE = frozenset(
-    {
-        "gateway/api/auth.py",
-        "gateway/api/routes_devices.py",
-        "gateway/api/routes_family.py",
-        "gateway/api/routes_incidents.py",
-        "gateway/api/routes_live.py",
-    }
-)
+SQL_OUTSIDE_STORAGE: frozenset[str] = frozenset()
 
 _SQL = re.compile(
     rb"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)"
