@@ -45,6 +45,7 @@ from gateway.paging.channels import add_channel, list_channels
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.storage import counts, demo_sites, people
 from gateway.storage import users as users_repo
+from gateway.visits.demo import seed_visits_demo
 
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
 DEMO_SITES = sorted((PROJECT_ROOT / "config" / "sites").glob("demo-*.toml"))
@@ -99,6 +100,9 @@ def _demo_users(conn: psycopg.Connection[Any], var: Path) -> dict[str, str]:
                 conn, site, user_id=user_id, role=DutyRole(role),
                 starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=12),
             )  # fmt: skip
+    # 探访关爱: the community worker and the district supervisor (their passwords kept too),
+    # an overdue visit, assessments, and a short night shift for the staffing check.
+    seed_visits_demo(conn, known, now=now)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(known, fh)
@@ -338,6 +342,8 @@ def _banner(
         "\n"
         "==================== Safe-Home Guardian demo ====================\n"
         f"  Staff console     {api}/        Family view {api}/family\n"
+        f"  Visiting care     {api}/worker (community worker, phone)   "
+        f"District supervisor {api}/district\n"
         f"  Logins            (user / password; also in {settings.var_dir / 'secrets'})\n"
         f"{logins}\n"
         f"  API               {api}/docs (OpenAPI)\n"
