@@ -55,6 +55,8 @@ from gateway.settings import Settings
 from gateway.storage import timescale
 from gateway.storage.migrate import check_schema
 from gateway.storage.probe import database_answers
+from gateway.visits.config import load_visits_config
+from gateway.visits.worker import VisitsSweeper
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +412,19 @@ class Runtime:
         sock = self._server.servers[0].sockets[0]
         self.api_port = int(sock.getsockname()[1])
         log.info("api listening", extra={"host": self.settings.api.host, "port": self.api_port})
+        # 探访关爱: overdue visits noticed, silent homes given a door-knock task. Idempotent
+        # (unique notices and open tasks), so the standby's API process may sweep too.
+        v = self.settings.visits
+        cfg = load_visits_config(v.config_path) if v.config_path else load_visits_config()
+        sweeper = VisitsSweeper(self.api_pool, cfg, poll_interval_s=v.sweep_interval_s)
+        self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
+
+    @staticmethod
+    async def _sweep_visits(sweeper: VisitsSweeper, first_after_s: float) -> None:
+        """The first sweep one interval after start-up (not in the middle of it), then each
+        interval."""
+        await asyncio.sleep(first_after_s)
+        await sweeper.run()
 
     async def _watch(self) -> None:
         """Fail the process when a worker thread dies; keep the connectivity gauges fresh."""

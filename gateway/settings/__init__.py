@@ -57,6 +57,7 @@ from gateway.settings.sections import (
     MqttSettings,
     RetentionSettings,
     SettingsError,
+    VisitsSettings,
     is_loopback,
 )
 
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     failover: FailoverSettings = FailoverSettings()
     cell: CellSettings = CellSettings()
+    visits: VisitsSettings = VisitsSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

@@ -377,6 +377,14 @@ class MetricsSettings(_Section):
     broker_sys: bool = True
 
 
+class VisitsSettings(_Section):
+    """Visiting care (探访关爱, gateway.visits): how often overdue visits are noticed and
+    silent homes get a door-knock task; the plans and levels are in ``config_path``."""
+
+    sweep_interval_s: float = Field(300.0, gt=0)
+    config_path: Path | None = None  # None: the shipped config/visits.toml
+
+
 class FailoverSettings(_Section):
     """Active/standby failover (gateway.lease): two gateways on one database and broker."""
 
