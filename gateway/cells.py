@@ -22,52 +22,13 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from devices.protocol import is_valid_id, subscription_filter, uplink_filters
+from devices.protocol import subscription_filter, uplink_filters
+from gateway.settings.cell import CELL_ID, CellSettings
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-CELL_ID = r"[a-z0-9][a-z0-9_-]{0,23}"  # short: it ends up in client ids and application names
-
-
-class CellSettings(BaseModel):
-    """``[cell]``: this gateway's cell and the sites it serves (empty id: all sites)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Empty: no cell, the gateway serves every site (the default).
-    id: str = Field("", pattern=rf"^(|{CELL_ID})$")
-    # The site ids this cell serves (required with an id; one subscription filter set each).
-    sites: tuple[str, ...] = ()
-
-    @field_validator("sites", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        # SAFEHOME_CELL__SITES="site-a,site-b" (the environment has no lists)
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> CellSettings:
-        if not self.id:
-            if self.sites:
-                raise ValueError("cell.sites needs a cell.id")
-            return self
-        if not self.sites:
-            raise ValueError("cell.id needs at least one site in cell.sites")
-        bad = [s for s in self.sites if not is_valid_id(s)]
-        if bad:
-            raise ValueError(f"cell.sites: invalid site ids {bad}")
-        if len(set(self.sites)) != len(self.sites):
-            raise ValueError("cell.sites: a site is listed twice")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.id)
+__all__ = ["CELL_ID", "CellSettings", "apply_cell", "cell_lock_key", "subscription_filters"]
 
 
 def subscription_filters(cell: CellSettings, prefix: str) -> list[str]:

@@ -36,9 +36,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.cells import CellSettings
 from gateway.notify.settings import NotifySettings
 from gateway.paging.settings import PagingSettings
+from gateway.settings.cell import CellSettings
 from gateway.settings.sections import (
     MQTT_PACKET_OVERHEAD,
     PROJECT_ROOT,
