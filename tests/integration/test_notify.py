@@ -131,10 +131,14 @@ class MailSink:
 def smtp_server() -> Iterator[tuple[MailSink, int]]:
     sink = MailSink()
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    # Our own loop, closed after the server: aiosmtpd's controller never closes the loop it
+    # makes, and its garbage collection later fails whichever test runs then (ResourceWarning).
+    loop = asyncio.new_event_loop()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, loop=loop)
     controller.start()
     yield sink, port
     controller.stop()
+    loop.close()
 
 
 # --------------------------------------------------------------------------- registry
@@ -706,12 +710,15 @@ def tls_smtp_server(tmp_path: Path) -> Iterator[tuple[MailSink, int, Path]]:
     context.load_cert_chain(cert, key)
     sink = MailSink()
     port = free_port()
+    loop = asyncio.new_event_loop()  # closed after the server (see smtp_server)
     controller = Controller(
-        sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
-    )
+        sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        loop=loop,
+    )  # fmt: skip
     controller.start()
     yield sink, port, cert
     controller.stop()
+    loop.close()
 
 
 async def test_email_over_starttls_verifies_the_certificate(
