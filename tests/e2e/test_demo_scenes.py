@@ -88,6 +88,11 @@ def test_every_scripted_incident_appears_within_ten_minutes(db: Database, broker
             loop.run_until_complete(simulate())
         except BaseException as exc:  # reported by the test below
             failures.append(exc)
+        finally:
+            # The thread owns the loop and closes it whenever the simulation ends: a loop
+            # left open would be garbage-collected later and fail another test (ResourceWarning).
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     seen: dict[str, float] = {}
     with InProcessGateway(settings):
@@ -104,8 +109,7 @@ def test_every_scripted_incident_appears_within_ten_minutes(db: Database, broker
         finally:
             loop.call_soon_threadsafe(stop.set)
             thread.join(60)
-            if not thread.is_alive():
-                loop.close()
+            assert not thread.is_alive(), "the simulation did not stop within 60 s"
     missing = README_INCIDENTS - seen.keys()
     assert not missing, f"never appeared: {sorted(missing)}; seen {seen}"
     # Each one on the site whose clock plays its scene.

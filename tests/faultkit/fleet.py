@@ -284,14 +284,18 @@ class Fleet:
         self._used_ms: set[int] = set()
         self._devices: dict[str, _Device] = {}
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, name="fleet", daemon=True)
         self._ticker: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> Fleet:
         self._thread.start()
-        self.run(self._start())
+        try:
+            self.run(self._start())
+        except BaseException:
+            self.close()  # undo the start: stop the thread (which closes the loop)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -305,7 +309,14 @@ class Fleet:
             self.run(self._stop(), timeout_s=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-        self.loop.close()
+
+    def _run_loop(self) -> None:
+        """The fleet's thread: runs its loop until stopped, then closes it (a loop left open
+        is garbage-collected later and fails whichever test runs then)."""
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
 
     async def _start(self) -> None:
         self.publisher = make_publisher(
