@@ -37,6 +37,7 @@ from gateway.brokersync import BrokerSyncError
 from gateway.errors import UnavailableError
 from gateway.registry_rules import ID_PATTERN
 from gateway.settings import Settings
+from gateway.storage.acceptance import CommissioningRecord
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -171,25 +172,6 @@ class AcceptanceProgress(ApiModel):
     steps: list[StepProgress]
     family_notified: bool
     observations: list[Observation]
-
-
-class CommissioningRecord(ApiModel):
-    """The record of a finished acceptance test."""
-
-    record_id: int
-    test_id: str
-    device_id: str
-    site_id: str
-    kind: str
-    bed_code: str | None
-    resident_id: str | None
-    installer: str
-    started_at: datetime
-    finished_at: datetime
-    result: str
-    steps: list[dict[str, Any]]
-    family_notified: bool
-    notes: str | None
 
 
 _FILES: dict[int | str, dict[str, Any]] = {

@@ -12,7 +12,6 @@ audited as ``health_data.read`` with the reader's user id, like the staff contex
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -35,6 +34,7 @@ from gateway.api.schemas import ApiModel
 from gateway.errors import ForbiddenError, InvalidError
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.registry_rules import CODE_PATTERN, ID_PATTERN, ImportKind, LocationKind, SiteKind
+from gateway.storage.registry import Bed, BedRecord, Location, Resident, ResidentRecord, Site
 
 INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 Code = Annotated[str, Field(min_length=3, max_length=64, pattern=CODE_PATTERN)]
@@ -105,94 +105,7 @@ class ResidentPatch(BaseModel):
     consent_family_incidents: bool | None = None
 
 
-# -- response models (the rows of gateway.registry_admin) ------------------------------
-
-
-class SiteCounts(ApiModel):
-    locations: int
-    beds: int
-    residents: int
-    devices: int
-
-
-class SiteOut(ApiModel):
-    """A site with how many locations, beds, residents and active devices it has."""
-
-    site_id: str
-    name: str
-    kind: str
-    utc_offset_s: int
-    created_at: datetime
-    counts: SiteCounts
-
-
-class LocationOut(ApiModel):
-    """A room (nursing home) or home (home care), with its number of beds."""
-
-    location_id: str
-    site_id: str
-    kind: str
-    label: str
-    address: str | None
-    created_at: datetime
-    beds: int
-
-
-class BedOut(ApiModel):
-    """A bed with its room and its resident (if any)."""
-
-    bed_id: str
-    bed_code: str
-    site_id: str
-    location_id: str
-    location_label: str
-    location_kind: str
-    resident_id: str | None
-    elder_code: str | None
-    created_at: datetime
-
-
-class BedDevice(ApiModel):
-    device_id: str
-    kind: str
-    model: str | None
-    serial: str | None
-
-
-class BedDetail(BedOut):
-    """One bed with its active devices."""
-
-    devices: list[BedDevice]
-
-
-class ResidentOut(ApiModel):
-    """A resident's registry record (no contacts, no health data)."""
-
-    resident_id: str
-    elder_code: str
-    site_id: str
-    display_name: str
-    care_level: int
-    status: str
-    lives_alone: bool
-    high_risk: bool
-    consent_family_health: bool
-    consent_family_incidents: bool
-    bed_id: str | None
-    bed_code: str | None
-    location_id: str | None
-    created_at: datetime
-
-
-class ResidentDevice(ApiModel):
-    device_id: str
-    kind: str
-
-
-class ResidentDetail(ResidentOut):
-    """One resident's record with the active devices bound to them or their bed."""
-
-    devices: list[ResidentDevice]
+# -- response models: the registry repository's own records (gateway.storage.registry) --
 
 
 class ImportRowError(ApiModel):
@@ -268,7 +181,7 @@ router = APIRouter(tags=["registry"], dependencies=[Depends(registry_writes)])
 @router.get(
     "/sites",
     summary="Sites visible to the caller",
-    response_model=list[SiteOut],
+    response_model=list[Site],
     **allow(*INSTALLERS),
 )
 def list_sites(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
@@ -276,7 +189,7 @@ def list_sites(user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
 
 
 @router.post("/sites", summary="Create a site", status_code=status.HTTP_201_CREATED,
-             response_model=SiteOut, **allow(*INSTALLERS))  # fmt: skip
+             response_model=Site, **allow(*INSTALLERS))  # fmt: skip
 def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     if not user.is_admin and body.site_id != user.site_id:
         raise ForbiddenError("installers may create only their own site",
@@ -288,15 +201,13 @@ def create_site(body: SiteIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]
 
 
 @router.get(
-    "/sites/{site_id}", summary="One site with counts", response_model=SiteOut, **allow(*INSTALLERS)
+    "/sites/{site_id}", summary="One site with counts", response_model=Site, **allow(*INSTALLERS)
 )
 def get_site(site_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     return site_of(conn, user, site_id)
 
 
-@router.patch(
-    "/sites/{site_id}", summary="Edit a site", response_model=SiteOut, **allow(*INSTALLERS)
-)
+@router.patch("/sites/{site_id}", summary="Edit a site", response_model=Site, **allow(*INSTALLERS))
 def patch_site(site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     site_of(conn, user, site_id)
     with conn.transaction():
@@ -309,14 +220,14 @@ def patch_site(site_id: str, body: SitePatch, user: CurrentUser, conn: DbConn) -
 
 
 @router.get("/sites/{site_id}/locations", summary="Locations of a site",
-            response_model=list[LocationOut], **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[Location], **allow(*INSTALLERS))  # fmt: skip
 def list_locations(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     site_of(conn, user, site_id)
     return reg.list_locations(conn, site_id)
 
 
 @router.post("/sites/{site_id}/locations", summary="Create a location (room or home)",
-             status_code=status.HTTP_201_CREATED, response_model=LocationOut,
+             status_code=status.HTTP_201_CREATED, response_model=Location,
              **allow(*INSTALLERS))  # fmt: skip
 def create_location(
     site_id: str, body: LocationIn, user: CurrentUser, conn: DbConn
@@ -339,7 +250,7 @@ def create_location(
 @router.get(
     "/locations/{location_id}",
     summary="One location",
-    response_model=LocationOut,
+    response_model=Location,
     **allow(*INSTALLERS),
 )
 def get_location(location_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
@@ -349,7 +260,7 @@ def get_location(location_id: str, user: CurrentUser, conn: DbConn) -> dict[str,
 @router.patch(
     "/locations/{location_id}",
     summary="Edit a location",
-    response_model=LocationOut,
+    response_model=Location,
     **allow(*INSTALLERS),
 )
 def patch_location(
@@ -368,7 +279,7 @@ def patch_location(
 @router.get(
     "/sites/{site_id}/beds",
     summary="Beds of a site",
-    response_model=list[BedOut],
+    response_model=list[Bed],
     **allow(*INSTALLERS),
 )
 def list_beds(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
@@ -377,7 +288,7 @@ def list_beds(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, A
 
 
 @router.post("/sites/{site_id}/beds", summary="Create a bed with its bed code",
-             status_code=status.HTTP_201_CREATED, response_model=BedDetail,
+             status_code=status.HTTP_201_CREATED, response_model=BedRecord,
              **allow(*INSTALLERS))  # fmt: skip
 def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     site_of(conn, user, site_id)
@@ -390,7 +301,7 @@ def create_bed(site_id: str, body: BedIn, user: CurrentUser, conn: DbConn) -> di
 @router.get(
     "/beds/{bed}",
     summary="One bed by bed_id or bed_code",
-    response_model=BedDetail,
+    response_model=BedRecord,
     **allow(*INSTALLERS),
 )
 def get_bed(bed: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
@@ -400,7 +311,7 @@ def get_bed(bed: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
 @router.patch(
     "/beds/{bed}",
     summary="Edit a bed (code, location)",
-    response_model=BedDetail,
+    response_model=BedRecord,
     **allow(*INSTALLERS),
 )
 def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
@@ -415,7 +326,7 @@ def patch_bed(bed: str, body: BedPatch, user: CurrentUser, conn: DbConn) -> dict
 
 
 @router.get("/sites/{site_id}/residents", summary="Residents of a site (audited)",
-            response_model=list[ResidentOut], **allow(*INSTALLERS))  # fmt: skip
+            response_model=list[Resident], **allow(*INSTALLERS))  # fmt: skip
 def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[str, Any]]:
     site_of(conn, user, site_id)
     rows = reg.list_residents(conn, site_id)
@@ -424,7 +335,7 @@ def list_residents(site_id: str, user: CurrentUser, conn: DbConn) -> list[dict[s
 
 
 @router.post("/sites/{site_id}/residents", summary="Create a resident with their elder code",
-             status_code=status.HTTP_201_CREATED, response_model=ResidentDetail,
+             status_code=status.HTTP_201_CREATED, response_model=ResidentRecord,
              **allow(*INSTALLERS))  # fmt: skip
 def create_resident(
     site_id: str, body: ResidentIn, user: CurrentUser, conn: DbConn
@@ -444,7 +355,7 @@ def create_resident(
 
 @router.get("/residents/{resident}/registry",
             summary="A resident's registry record by resident_id or elder_code (audited)",
-            response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
+            response_model=ResidentRecord, **allow(*INSTALLERS))  # fmt: skip
 def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
     row = _visible(user, reg.find_resident(conn, resident), "resident", resident)
     audit_resident_reads(conn, user, [row["resident_id"]], "registry_record")
@@ -452,7 +363,7 @@ def get_resident(resident: str, user: CurrentUser, conn: DbConn) -> dict[str, An
 
 
 @router.patch("/residents/{resident}", summary="Edit a resident (bed, care level, ...)",
-              response_model=ResidentDetail, **allow(*INSTALLERS))  # fmt: skip
+              response_model=ResidentRecord, **allow(*INSTALLERS))  # fmt: skip
 def patch_resident(
     resident: str, body: ResidentPatch, user: CurrentUser, conn: DbConn
 ) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class SiteCounts(BaseModel):
 
 
 class Site(BaseModel):
+    """A site with how many locations, beds, residents and active devices it has."""
+
     site_id: str
     name: str
     kind: str
@@ -70,6 +72,8 @@ class Site(BaseModel):
 
 
 class Location(BaseModel):
+    """A room (nursing home) or home (home care), with its number of beds."""
+
     location_id: str
     site_id: str
     kind: str
@@ -87,6 +91,8 @@ class BedDevice(BaseModel):
 
 
 class Bed(BaseModel):
+    """A bed with its room and its resident (if any)."""
+
     bed_id: str
     bed_code: str
     site_id: str
@@ -99,6 +105,8 @@ class Bed(BaseModel):
 
 
 class BedRecord(Bed):
+    """One bed with its active devices."""
+
     devices: list[BedDevice]
 
 
@@ -108,6 +116,8 @@ class ResidentDevice(BaseModel):
 
 
 class Resident(BaseModel):
+    """A resident's registry record (no contacts, no health data)."""
+
     resident_id: str
     elder_code: str
     site_id: str
@@ -125,6 +135,8 @@ class Resident(BaseModel):
 
 
 class ResidentRecord(Resident):
+    """One resident's record with the active devices bound to them or their bed."""
+
     devices: list[ResidentDevice]
 
 
