@@ -60,8 +60,8 @@ class KindRole:
     when no resident is, its readings and events seen by the kit first."""
 
 
-_KIT: Final = KindRole(lambda s: s.heartbeat_button_s, kit=True)
-"""The safe-home kit's sensors and hub: health like a button's, their events to the kit."""
+_KIT: Final = KindRole(lambda s: s.heartbeat_kit_s, kit=True)
+"""The safe-home kit's sensors and hub: their own heartbeat setting, their events to the kit."""
 
 DEVICE_KINDS: Final[Mapping[DeviceKind, KindRole]] = {
     DeviceKind.BUTTON: KindRole(lambda s: s.heartbeat_button_s),
@@ -75,6 +75,14 @@ HEALTH_ONLY: Final = KindRole(lambda s: s.heartbeat_button_s)
 
 def role(kind: DeviceKind) -> KindRole:
     return DEVICE_KINDS.get(kind, HEALTH_ONLY)
+
+
+def default_heartbeat_s(settings: AnalysisSettings, kind: str) -> float:
+    """The heartbeat interval a device of ``kind`` keeps unless the registry gives its own."""
+    try:
+        return role(DeviceKind(kind)).heartbeat_s(settings)
+    except ValueError:
+        return HEALTH_ONLY.heartbeat_s(settings)
 
 
 class MessageRouter:

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
+from gateway.analysis.routing import default_heartbeat_s
 from gateway.api.deps import (
     CurrentUser,
     DbConn,
@@ -35,14 +36,7 @@ INSTALLERS = (UserRole.INSTALLER, UserRole.ADMIN)
 
 
 def _interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> float:
-    if own:
-        return float(own)
-    defaults = {
-        "button": analysis.heartbeat_button_s,
-        "bed_sensor": analysis.heartbeat_bed_sensor_s,
-        "wearable": analysis.heartbeat_wearable_s,
-    }
-    return defaults.get(kind, analysis.heartbeat_button_s)
+    return float(own) if own else default_heartbeat_s(analysis, kind)
 
 
 def heartbeat_interval_s(analysis: AnalysisSettings, kind: str, own: int | None) -> int:

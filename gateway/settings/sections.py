@@ -247,6 +247,8 @@ class AnalysisSettings(_Section):
     heartbeat_button_s: float = Field(300.0, gt=0)
     heartbeat_bed_sensor_s: float = Field(60.0, gt=0)
     heartbeat_wearable_s: float = Field(120.0, gt=0)
+    # The safe-home kit: door contacts, motion sensors, smoke/gas/water detectors, home hubs.
+    heartbeat_kit_s: float = Field(300.0, gt=0)
     deadline_factor: float = Field(2.5, gt=1)
     group_hold_s: float = Field(900.0, ge=0)
     vitals_min_duration_s: float = Field(120.0, ge=0)

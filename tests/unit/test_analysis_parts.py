@@ -174,8 +174,8 @@ def test_every_device_kind_has_one_role_and_its_heartbeat_setting() -> None:
         DeviceKind.BUTTON: s.heartbeat_button_s,
         DeviceKind.BED_SENSOR: s.heartbeat_bed_sensor_s,
         DeviceKind.WEARABLE: s.heartbeat_wearable_s,
-        # the safe-home kit: checked like a button, its events seen by the kit first
-        **{kind: s.heartbeat_button_s for kind in KIT_KINDS},
+        # the safe-home kit: a heartbeat setting of its own, its events seen by the kit first
+        **{kind: s.heartbeat_kit_s for kind in KIT_KINDS},
     }
     assert {k for k, r in DEVICE_KINDS.items() if r.kit} == KIT_KINDS
 

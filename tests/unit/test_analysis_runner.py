@@ -306,6 +306,7 @@ SHORT_HEARTBEATS = {
     "heartbeat_button_s": 10.0,
     "heartbeat_bed_sensor_s": 4.0,
     "heartbeat_wearable_s": 10.0,
+    "heartbeat_kit_s": 10.0,
     "group_hold_s": 60.0,
 }
 
