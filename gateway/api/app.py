@@ -106,10 +106,12 @@ def build_app(runtime: GatewayHost) -> FastAPI:
              response_model=Health, **PUBLIC)  # fmt: skip
     def health() -> dict[str, object]:
         session, ingest = runtime.session, runtime.ingest
+        # The active gateway knows from its writer; a standby (no writer) asks the database.
+        database = ingest.database_up if ingest else database_ready(pool, READY_TIMEOUT_S)
         return {
             "status": "ok",
             "broker_connected": bool(session and session.connected.is_set()),
-            "database_up": bool(ingest and ingest.database_up),
+            "database_up": database,
             "timescaledb": runtime.tsinfo.edition.value if runtime.tsinfo else None,
         }
 

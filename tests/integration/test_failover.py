@@ -134,6 +134,9 @@ def _check_standby(a: GatewayProcess, b: GatewayProcess) -> None:
     assert "broker connected" not in b.log_text()
     status, body = _readyz(b)
     assert status == 503 and body["status"] == "standby" and body["role"] == "standby"
+    # liveness on the standby still says what it can reach: the database, not the broker
+    health = httpx.get(f"http://127.0.0.1:{_api_port(b)}/health", timeout=10).json()
+    assert health["database_up"] is True and health["broker_connected"] is False
     wait_until(lambda: _readyz(a)[0] == 200, 10, "the active ready")
     assert _readyz(a)[1]["role"] == "active"
     assert _active_gauge(a) == 1.0 and _active_gauge(b) == 0.0
