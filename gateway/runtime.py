@@ -52,7 +52,7 @@ from gateway.paging.tokens import link_builder
 from gateway.ratelimit import DeviceRateLimiter
 from gateway.sdnotify import SdNotifier, watchdog_loop
 from gateway.settings import Settings
-from gateway.storage import timescale
+from gateway.storage import pending_alarms, timescale
 from gateway.storage.migrate import check_schema
 from gateway.storage.probe import database_answers
 from gateway.visits.config import load_visits_config
@@ -516,8 +516,11 @@ class Runtime:
                                             s.audit.clock_step_tolerance_s)  # fmt: skip
 
     def _retention_once(self, info: timescale.TimescaleInfo) -> dict[str, int]:
+        keep = self.settings.retention
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
-            return timescale.run_retention(conn, info, self.settings.retention)
+            removed = timescale.run_retention(conn, info, keep)
+            removed["pending_alarms"] = pending_alarms.prune_handled(conn, keep.device_events_days)
+            return removed
 
     def request_stop(self) -> None:
         self._stop.set()

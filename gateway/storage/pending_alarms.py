@@ -185,3 +185,16 @@ def pending_count(conn: Conn) -> int:
     """Markers not handled yet."""
     row = conn.execute(_PENDING_COUNT).fetchone()
     return 0 if row is None else int(row[0])
+
+
+_PRUNE_HANDLED = b"""
+DELETE FROM pending_alarms
+WHERE handled_at IS NOT NULL AND handled_at < now() - %s * interval '1 day'
+"""
+
+
+def prune_handled(conn: Conn, days: int) -> int:
+    """Drop the markers handled more than ``days`` ago (the record of what became of each
+    alarm lives as long as the alarm events themselves); an unhandled marker is never
+    dropped, however old. Returns how many went."""
+    return conn.execute(_PRUNE_HANDLED, (days,)).rowcount

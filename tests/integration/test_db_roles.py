@@ -22,7 +22,7 @@ from gateway import audit
 from gateway.localsvc import PostgresServer, free_port
 from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.settings import RetentionSettings
-from gateway.storage import timescale
+from gateway.storage import pending_alarms, timescale
 from gateway.storage.migrate import SchemaError, check_schema, load_migrations, migrate
 from tests.conftest import DB_PASSWORD, DB_USER, OWNER_PASSWORD, OWNER_USER
 from tests.support import Database
@@ -94,6 +94,27 @@ def test_apache_retention_runs_as_the_application_role(db: Database) -> None:
         assert c.execute("SELECT msg_id FROM readings").fetchall() == [("new",)]
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least one day"):
             c.execute("SELECT safehome_drop_chunks('readings', interval '1 hour')")
+
+
+def test_handled_alarm_markers_are_pruned_never_pending_ones(db: Database) -> None:
+    """Retention of ``pending_alarms``: a marker handled longer ago than the alarm events are
+    kept goes; a pending marker stays however old (it is an alarm nobody heard yet)."""
+    long_ago = datetime.now(UTC) - timedelta(days=4000)
+    rows = [("handled-old", long_ago), ("handled-new", datetime.now(UTC)), ("pending-old", None)]
+    with db.connect() as c:
+        c.execute("INSERT INTO sites (site_id, name, kind) VALUES ('s1', 'S', 'nursing_home')")
+        for msg_id, handled_at in rows:
+            c.execute(
+                "INSERT INTO pending_alarms (device_id, msg_id, site_id, type, time, "
+                "received_at, created_at, handled_at, handled_by, outcome) VALUES "
+                "('d1', %s, 's1', 'press', %s, %s, %s, %s, %s, %s)",
+                (msg_id, long_ago, long_ago, long_ago, handled_at,
+                 None if handled_at is None else "analysis",
+                 None if handled_at is None else "raised"),
+            )  # fmt: skip
+        assert pending_alarms.prune_handled(c, RetentionSettings().device_events_days) == 1
+        left = c.execute("SELECT msg_id FROM pending_alarms ORDER BY msg_id").fetchall()
+        assert left == [("handled-new",), ("pending-old",)]
 
 
 # --------------------------------------------------------------------------- upgrade
