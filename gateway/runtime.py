@@ -280,8 +280,8 @@ class Runtime:
             self._stack.push_async_callback(asyncio.to_thread, self.broker_sys.stop)
         self._spawn(self._watch(), "watchdog")
         self._spawn(self._recovery_loop(), "alarm-recovery")
-        if not self.tsinfo.has_policies:
-            self._spawn(self._retention_loop(), "retention")
+        # Community: the time series by the database's own jobs; the alarm markers by us.
+        self._spawn(self._retention_loop(), "retention")
         if s.audit.anchor_key is not None:
             self._spawn(self._anchor_loop(), "audit-anchor")
 
