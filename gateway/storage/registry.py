@@ -264,6 +264,16 @@ def upsert_location(
     )
 
 
+def _by_id_or_code(
+    conn: Conn, select: str, id_col: str, code_col: str, key: str
+) -> dict[str, Any] | None:
+    """The row of ``select`` whose id or code is ``key`` (an id match wins: a code may look
+    like another object's id). The column names are this module's constants."""
+    where = (f"WHERE {id_col} = %(k)s OR {code_col} = %(k)s "
+             f"ORDER BY ({id_col} = %(k)s) DESC LIMIT 1")  # fmt: skip
+    return one(conn, select + where, {"k": key})
+
+
 # -- beds ------------------------------------------------------------------------------
 
 _BED_SQL = """
@@ -282,12 +292,7 @@ def list_beds(conn: Conn, site_id: str) -> list[Bed]:
 
 def find_bed(conn: Conn, key: str) -> BedRecord:
     """A bed by bed_id or bed_code (an id match wins), with its active devices."""
-    row = one(
-        conn,
-        _BED_SQL + "WHERE b.bed_id = %(k)s OR b.bed_code = %(k)s "
-        "ORDER BY (b.bed_id = %(k)s) DESC LIMIT 1",
-        {"k": key},
-    )
+    row = _by_id_or_code(conn, _BED_SQL, "b.bed_id", "b.bed_code", key)
     if row is None:
         raise not_found("bed", key, BED_HINT)
     devices = rows(
@@ -368,12 +373,7 @@ def list_residents(conn: Conn, site_id: str) -> list[Resident]:
 
 def find_resident(conn: Conn, key: str) -> ResidentRecord:
     """A resident by resident_id or elder_code (an id match wins), with devices bound."""
-    row = one(
-        conn,
-        _RESIDENT_SQL + "WHERE r.resident_id = %(k)s OR r.elder_code = %(k)s "
-        "ORDER BY (r.resident_id = %(k)s) DESC LIMIT 1",
-        {"k": key},
-    )
+    row = _by_id_or_code(conn, _RESIDENT_SQL, "r.resident_id", "r.elder_code", key)
     if row is None:
         raise not_found("resident", key, "check the elder code, or list the residents: "
                         "safehome resident list")  # fmt: skip
