@@ -36,6 +36,7 @@ from gateway.audit import VerifyResult
 from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
+from gateway.cell_coverage import CoverageWatch
 from gateway.cells import apply_cell, subscription_filters
 from gateway.cellstore import scoped
 from gateway.escalation import intake
@@ -280,6 +281,9 @@ class Runtime:
             self._stack.push_async_callback(asyncio.to_thread, self.broker_sys.stop)
         self._spawn(self._watch(), "watchdog")
         self._spawn(self._recovery_loop(), "alarm-recovery")
+        if s.cell.enabled:  # every site with devices served by exactly one live cell
+            coverage = CoverageWatch(s.database, s.cell, self.metrics.registry)
+            self._spawn(coverage.run(), "cell-coverage")
         # Community: the time series by the database's own jobs; the alarm markers by us.
         self._spawn(self._retention_loop(), "retention")
         if s.audit.anchor_key is not None:

@@ -19,6 +19,10 @@ class CellSettings(BaseModel):
     id: str = Field("", pattern=rf"^(|{CELL_ID})$")
     # The site ids this cell serves (required with an id; one subscription filter set each).
     sites: tuple[str, ...] = ()
+    # How often the active gateway renews its claim on its sites and checks that every site
+    # with devices is claimed by exactly one live cell (gateway.cell_coverage); a claim older
+    # than three intervals is not live.
+    coverage_interval_s: float = Field(60.0, gt=0)
 
     @field_validator("sites", mode="before")
     @classmethod
