@@ -337,6 +337,24 @@ def silent_home_residents(conn: Conn) -> list[tuple[str, str]]:
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
+def unresolved_inactivity(conn: Conn, minutes: int) -> list[tuple[int, str]]:
+    """(incident, resident) of open no-activity / not-up alerts raised more than ``minutes``
+    ago, of elders with a community worker, with no door-knock task yet (oldest first)."""
+    rows = conn.execute(
+        """
+        SELECT i.id, i.resident_id FROM incidents i
+        JOIN worker_assignments w ON w.resident_id = i.resident_id
+        WHERE i.type IN ('no_activity', 'not_up') AND NOT i.technical
+          AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')
+          AND i.raised_at < now() - %s * interval '1 minute'
+          AND NOT EXISTS (SELECT 1 FROM door_knock_tasks t WHERE t.incident_id = i.id)
+        ORDER BY i.raised_at
+        """,
+        (minutes,),
+    ).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
 # -- overdue notices -------------------------------------------------------------------
 
 

@@ -59,6 +59,8 @@ class VisitsConfig:
     ratios: dict[str, int]
     shifts: tuple[Shift, ...]
     door_knock_minutes: int
+    door_knock_auto_minutes: int
+    """An open inactivity alert opens a door-knock task by itself after this long (0: never)."""
     default_plans: dict[str, Plan]
     district_plans: dict[str, dict[str, Plan]] = field(default_factory=dict)
 
@@ -130,6 +132,11 @@ def parse_visits_config(data: dict[str, Any]) -> VisitsConfig:
         ratios=ratios,
         shifts=tuple(shifts),
         door_knock_minutes=_int(data.get("door_knock", {}), "deadline_minutes", "door_knock", 1),
+        door_knock_auto_minutes=_int(
+            {"auto_after_minutes": 0, **data.get("door_knock", {})},
+            "auto_after_minutes",
+            "door_knock",
+        ),
         default_plans=_plans(plans.get("default", {}), "plans.default"),
         district_plans=districts,
     )

@@ -273,7 +273,9 @@ def open_door_knock(
                 raise NotFoundError("no such incident")
             if State(incident.state) not in OPEN_STATES:
                 raise ConflictError(f"the incident is {incident.state}: nothing to knock for")
-            if incident.state == "raised":
+            # Staff opening a task take the incident (escalation stops); the sweep never does:
+            # an unanswered alarm keeps escalating to staff while the worker goes to the door.
+            if incident.state == "raised" and caller.role != "system":
                 svc.acknowledge(incident_id, Actor(caller.user_id, Role(caller.role)))
         task_id, created = store.insert_task(
             conn, resident_id, site_id=scope.site_id, incident_id=incident_id,
@@ -387,7 +389,9 @@ class SweepResult:
 
 def sweep(conn: Conn, cfg: VisitsConfig, clock: Callable[[], datetime] = _utcnow) -> SweepResult:
     """Tell supervisors of newly overdue visits (once per elder, kind and due date) and
-    open door-knock tasks for homes where every device went silent. Idempotent."""
+    open door-knock tasks for homes where every device went silent and for inactivity
+    alerts (no activity, not up) nobody resolved within ``door_knock_auto_minutes`` of an
+    elder with a community worker. Idempotent."""
     now = clock()
     noticed = 0
     system = Caller("system", "system")
@@ -408,6 +412,13 @@ def sweep(conn: Conn, cfg: VisitsConfig, clock: Callable[[], datetime] = _utcnow
         _, created = open_door_knock(conn, cfg, system, resident_id, reason="home_silent",
                                      clock=clock)  # fmt: skip
         opened += created
+    if cfg.door_knock_auto_minutes:
+        for incident_id, resident_id in store.unresolved_inactivity(
+            conn, cfg.door_knock_auto_minutes
+        ):
+            _, created = open_door_knock(conn, cfg, system, resident_id, reason="no_activity",
+                                         incident_id=incident_id, clock=clock)  # fmt: skip
+            opened += created
     if noticed or opened:
         log.info("visits sweep", extra={"notices": noticed, "tasks_opened": opened})
     return SweepResult(noticed, opened)

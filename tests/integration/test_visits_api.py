@@ -300,6 +300,36 @@ def test_door_knock_result_flows_into_the_incident(env: Env) -> None:
         assert timeline[-1]["data"]["escalated"] is True
 
 
+def test_an_unresolved_inactivity_alert_opens_a_door_knock_task_by_itself(env: Env) -> None:
+    """Issue 13 §3: a no-activity alert nobody resolved (config: 30 min) sends the elder's
+    community worker to the door; the alert keeps escalating to staff meanwhile."""
+    old = _raise(env.db, "site-a", "site-a-r0", IncidentType.NO_ACTIVITY)
+    unassigned = _raise(env.db, "site-a", "site-a-r1", IncidentType.NO_ACTIVITY)  # no worker
+    with env.db.connect() as conn:
+        conn.execute("UPDATE incidents SET raised_at = now() - interval '31 minutes' "
+                     "WHERE id = ANY(%s)", ([old, unassigned],))  # fmt: skip
+    fresh = _raise(env.db, "site-b", "site-b-r0", IncidentType.NOT_UP)  # 0 min old
+    with env.client("root") as c:
+        assert c.post("/visits/sweep").json()["tasks_opened"] == 1
+        assert c.post("/visits/sweep").json()["tasks_opened"] == 0
+    with env.client("worker-a") as c:
+        tasks = c.get("/visits/tasks").json()
+        assert [(t["reason"], t["incident_id"]) for t in tasks] == [("no_activity", old)]
+    with env.client("worker-b") as c:
+        assert c.get("/visits/tasks").json() == []  # fresh: staff may still phone
+    with env.client("duty-a") as c:
+        incident = c.get(f"/incidents/{old}").json()
+        assert incident["state"] == "raised"  # the sweep never takes an alarm from staff
+        assert "door_knock" in [e["kind"] for e in incident["timeline"]]
+    assert (
+        env.db.scalar(
+            "SELECT count(*) FROM door_knock_tasks WHERE incident_id = ANY(%s)",
+            ([unassigned, fresh],),
+        )
+        == 0
+    )
+
+
 def test_silent_home_opens_a_door_knock_task(env: Env) -> None:
     with env.db.connect() as conn:
         conn.execute("UPDATE locations SET kind = 'home' WHERE location_id = 'site-b-l0'")
