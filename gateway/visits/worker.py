@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.pollworker import PollingWorker
 from gateway.visits.config import VisitsConfig
+from gateway.visits.notices import enqueue_overdue_notices
 from gateway.visits.service import sweep
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,19 @@ class VisitsSweeper(PollingWorker):
         cfg: VisitsConfig,
         *,
         poll_interval_s: float = DEFAULT_INTERVAL_S,
+        notices: bool = False,
     ) -> None:
         super().__init__("visits sweep", poll_interval_s=poll_interval_s, batch_size=1 << 30,
                          logger=log)  # fmt: skip
         self._pool = pool
         self._cfg = cfg
+        self._notices = notices  # overdue notices through the outbox (gateway.visits.notices)
 
     def _sweep(self) -> int:
         with self._pool.connection() as conn:
             result = sweep(conn, self._cfg)
-        return result.notices + result.tasks_opened
+            queued = enqueue_overdue_notices(conn, self._cfg) if self._notices else 0
+        return result.notices + result.tasks_opened + queued
 
     async def run_once(self) -> int:
         """One sweep; how many notices and tasks it made."""
