@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,12 @@ class PlatformReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
         max_skew_s: float = 300.0,
+        on_stored: Callable[[str, Path], None] | None = None,
     ) -> None:
         self.secret = secret
         self.directory = directory
         self.max_skew_s = max_skew_s
+        self.on_stored = on_stored  # called with (key, file) for each new document
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         self._server = ThreadingHTTPServer((host, port), self._handler())
@@ -120,6 +123,8 @@ class PlatformReceiver:
                 tmp.write_bytes(body)
                 os.replace(tmp, target)
         status = "duplicate" if duplicate else "stored"
+        if not duplicate and self.on_stored is not None:
+            self.on_stored(key, target)
         return self._receipt(key, headers, 200, {"status": status, "key": key})
 
     def _receipt(

@@ -48,7 +48,7 @@ from gateway.platform.signing import (
 from gateway.visits.config import load_visits_config
 from gateway.visits.notices import enqueue_overdue_notices
 from gateway.visits.worker import VisitsSweeper
-from tests.support import Database
+from tests.support import Broker, Database, InProcessGateway, gateway_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -419,3 +419,28 @@ def test_receiver_command_stores_a_signed_push(tmp_path: Path) -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_running_gateway_pushes_the_due_month_to_the_receiver(
+    db: Database, broker: Broker, receiver: PlatformReceiver, tmp_path: Path
+) -> None:
+    """The runtime hook: a gateway with the platform enabled queues the due month at start
+    and its message worker delivers it (what the demo shows)."""
+    seed(db)
+    secret_file = tmp_path / "platform_secret"
+    secret_file.write_text(SECRET)
+    settings = gateway_settings(
+        db,
+        broker,
+        SAFEHOME_PLATFORM__ENABLED="true",
+        SAFEHOME_PLATFORM__URL=receiver.url(),
+        SAFEHOME_PLATFORM__SECRET_FILE=str(secret_file),
+        SAFEHOME_PLATFORM__PUSH_DAY="1",
+        SAFEHOME_PLATFORM__PUSH_HOUR="0",
+        SAFEHOME_PLATFORM__POLL_INTERVAL_S="0.1",
+    )
+    state = "SELECT state FROM notification_outbox WHERE kind = 'platform_push'"
+    with InProcessGateway(settings):
+        wait_until(lambda: db.scalar(state) == "delivered", 30, "the push delivered")
+    [stored] = receiver.stored()
+    assert json.loads(stored.read_text())["site_id"] == "s1"
