@@ -10,7 +10,7 @@ Order of precedence (highest first):
 Secrets (every ``SecretStr`` field at any depth: database and broker passwords, the API
 signing key, ``notify.smtp.password``, ``notify.sms.access_key_secret``, webhook and bot URLs,
 ``notify.voice.access_key_secret``, ``notify.wechat.app_secret``, ``paging.ack_secret``,
-``paging.inbound_sms_secret``)
+``paging.inbound_sms_secret``, ``platform.secret``)
 never come from TOML: a TOML file that sets one is refused, naming the key. They come from the
 environment, either directly (``SAFEHOME_MQTT__PASSWORD``) or from a file
 (``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``). A ``…_FILE`` variable of a key that is
