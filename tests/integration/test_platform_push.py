@@ -444,3 +444,26 @@ def test_running_gateway_pushes_the_due_month_to_the_receiver(
         wait_until(lambda: db.scalar(state) == "delivered", 30, "the push delivered")
     [stored] = receiver.stored()
     assert json.loads(stored.read_text())["site_id"] == "s1"
+
+
+def test_demo_platform_environment_points_at_its_receiver(tmp_path: Path) -> None:
+    from gateway.platform.demo import demo_platform
+    from gateway.settings import load_settings
+
+    env, receiver = demo_platform(tmp_path)
+    try:
+        s = load_settings(environ=env).platform
+        assert s.enabled and s.url == receiver.url()
+        assert s.secret is not None
+        assert s.secret.get_secret_value().encode() == receiver.secret
+        body = body_of({"idempotency_key": "k"})
+        ts = str(int(time.time()))
+        headers = {
+            IDEMPOTENCY_HEADER: "k",
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(receiver.secret, ts, body),
+        }
+        assert http_post(receiver.url(), body, headers, 5)[0] == 200
+    finally:
+        receiver.stop()
+    assert (tmp_path / "secrets" / "platform_secret").stat().st_mode & 0o077 == 0
