@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -467,3 +468,39 @@ def test_demo_platform_environment_points_at_its_receiver(tmp_path: Path) -> Non
     finally:
         receiver.stop()
     assert (tmp_path / "secrets" / "platform_secret").stat().st_mode & 0o077 == 0
+
+
+def test_push_command_queues_a_month_once(db: Database) -> None:
+    seed(db)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")},
+        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
+        "SAFEHOME_DATABASE__PORT": str(db.port),
+        "SAFEHOME_DATABASE__NAME": db.name,
+        "SAFEHOME_DATABASE__USER": db.user,
+        "SAFEHOME_DATABASE__PASSWORD": db.password,
+    }
+    cmd = [
+        sys.executable,
+        "-c",
+        "from gateway.cli import main; raise SystemExit(main())",
+        "platform",
+        "push",
+        "--month",
+        MONTH,
+        "--site",
+        "s1",
+    ]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.startswith("s1 2026-11: queued (outbox #")
+    assert "platform.enabled is false" in first.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.startswith("s1 2026-11: already queued (#")
+    assert "pending" in again.stdout
+    bad = subprocess.run(
+        [*cmd[:-2], "--site", "nope"], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+    [queued] = audit_rows(db, "platform.push_queued")
+    assert queued["key"] == "safehome:monthly:s1:2026-11"
+    assert db.scalar("SELECT actor FROM audit_log WHERE action = 'platform.push_queued'") == "cli"
