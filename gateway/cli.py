@@ -453,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_deploy import add_deploy_commands
 
     add_deploy_commands(sub)
+    from gateway.platform.cli import add_platform_commands
+
+    add_platform_commands(sub)
 
     # The installer's commands (HTTP clients of the gateway API): login, site list/show/
     # create/edit, location, bed, resident, import, label, device, commissioning, status,

@@ -42,6 +42,7 @@ from gateway.localsvc import free_port
 from gateway.localsvc_admin import LocalServices, settings_with_local_secrets
 from gateway.logs import configure_logging
 from gateway.paging.channels import add_channel, list_channels
+from gateway.platform.demo import demo_platform
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.storage import counts, demo_sites, people
 from gateway.storage import users as users_repo
@@ -286,6 +287,7 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
         users = _demo_users(conn, var)
     services.sync_broker()
     receiver, receiver_url = _start_receiver()
+    platform_env, platform = demo_platform(var)  # the monthly platform push's receiver
     api = f"http://{settings.api.host}:{settings.api.port}"
 
     env = (
@@ -298,6 +300,7 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
             "SAFEHOME_PAGING__PUBLIC_BASE_URL": api,
             "SAFEHOME_PAGING__ACK_SECRET": _ack_secret(var),
         }
+        | platform_env
     )
     log_path = var / "gateway.log"
     with log_path.open("ab") as log:
@@ -313,6 +316,7 @@ def run_demo(config_file: Path | None, duration_s: float | None = None) -> int:
         asyncio.run(_simulate(settings, manifests, duration_s))
     finally:
         receiver.shutdown()
+        platform.stop()
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(30)

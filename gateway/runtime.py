@@ -50,6 +50,7 @@ from gateway.mqttsession import MqttSession
 from gateway.notify.channels import Notifier, NotifyError, build_notifiers
 from gateway.notify.outbox import OutboxWorker
 from gateway.paging.tokens import link_builder
+from gateway.platform.workers import start_message_workers
 from gateway.ratelimit import DeviceRateLimiter
 from gateway.sdnotify import SdNotifier, watchdog_loop
 from gateway.settings import Settings
@@ -420,8 +421,15 @@ class Runtime:
         # (unique notices and open tasks), so the standby's API process may sweep too.
         v = self.settings.visits
         cfg = load_visits_config(v.config_path) if v.config_path else load_visits_config()
-        sweeper = VisitsSweeper(self.api_pool, cfg, poll_interval_s=v.sweep_interval_s)
+        sweeper = VisitsSweeper(
+            self.api_pool,
+            cfg,
+            poll_interval_s=v.sweep_interval_s,
+            notices=self.settings.notify.enabled,
+        )
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
+        # Overdue notices and the monthly platform push through the outbox (gateway.platform).
+        await start_message_workers(self.settings, self.api_pool, cfg, self._stack, self._spawn)
 
     @staticmethod
     async def _sweep_visits(sweeper: VisitsSweeper, first_after_s: float) -> None:

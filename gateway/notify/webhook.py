@@ -69,6 +69,8 @@ class WebhookNotifier:
         }
         if message.recipient_kind == "staff":  # a page for one staff user (ids only)
             doc |= {"event": "staff.page", "user_id": message.user_id, "page_id": message.page_id}
+        elif message.recipient_kind == "user":  # a notice not tied to an incident
+            doc |= {"event": "user.notice", "incident_id": None, "user_id": message.user_id}
         return doc
 
     async def send(self, message: Notification) -> DeliveryResult:

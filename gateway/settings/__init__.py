@@ -10,7 +10,7 @@ Order of precedence (highest first):
 Secrets (every ``SecretStr`` field at any depth: database and broker passwords, the API
 signing key, ``notify.smtp.password``, ``notify.sms.access_key_secret``, webhook and bot URLs,
 ``notify.voice.access_key_secret``, ``notify.wechat.app_secret``, ``paging.ack_secret``,
-``paging.inbound_sms_secret``)
+``paging.inbound_sms_secret``, ``platform.secret``)
 never come from TOML: a TOML file that sets one is refused, naming the key. They come from the
 environment, either directly (``SAFEHOME_MQTT__PASSWORD``) or from a file
 (``SAFEHOME_MQTT__PASSWORD_FILE=/run/secrets/mqtt``). A ``…_FILE`` variable of a key that is
@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.notify.settings import NotifySettings
 from gateway.paging.settings import PagingSettings
+from gateway.platform.settings import PlatformSettings
 from gateway.settings.cell import CellSettings
 from gateway.settings.sections import (
     MQTT_PACKET_OVERHEAD,
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     failover: FailoverSettings = FailoverSettings()
     cell: CellSettings = CellSettings()
     visits: VisitsSettings = VisitsSettings()
+    platform: PlatformSettings = PlatformSettings()
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

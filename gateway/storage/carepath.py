@@ -51,12 +51,13 @@ SELECT true, priority, count(*), extract(epoch FROM now() - min(raised_at))::flo
 FROM incidents WHERE state = 'raised' AND technical GROUP BY priority
 """
 
-# Rows waiting to be sent; ``overdue`` is how late the most overdue due row is.
+# Rows waiting to be sent; ``overdue`` is how late the most overdue due row is. Incident
+# rows only: a monthly platform push waiting out a platform outage is not a stuck alarm path.
 _OUTBOX = """
 SELECT count(*),
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8,
        coalesce(greatest(extract(epoch FROM now() - min(next_attempt_at)), 0), 0)::float8
-FROM notification_outbox WHERE state IN ('pending', 'sending')
+FROM notification_outbox WHERE state IN ('pending', 'sending') AND kind = 'incident'
 """
 
 _ESCALATIONS = """

@@ -55,8 +55,9 @@ WHERE i.id = %s
 _CLAIM = b"""
 WITH due AS (
     SELECT id FROM notification_outbox
-    WHERE (state = 'pending' AND next_attempt_at <= now())
-       OR (state = 'sending' AND lease_until < now())
+    WHERE kind = 'incident'  -- other kinds: gateway.storage.messages (migration 0032)
+      AND ((state = 'pending' AND next_attempt_at <= now())
+           OR (state = 'sending' AND lease_until < now()))
     ORDER BY next_attempt_at, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED

@@ -1,7 +1,8 @@
 """The periodic visiting-care sweep (:func:`gateway.visits.service.sweep`) as a polling
 worker: every ``poll_interval_s`` it tells supervisors of newly overdue visits and opens
-door-knock tasks for silent homes. The sweep is idempotent, so two gateways (failover) or a
-restart neither repeat a notice nor duplicate a task.
+door-knock tasks for silent homes; with ``notices`` it also queues the day's overdue notices
+to supervisors through the outbox (:mod:`gateway.visits.notices`). The sweep is idempotent,
+so two gateways (failover) or a restart neither repeat a notice nor duplicate a task.
 
 The runtime starts it next to its other workers, e.g.
 ``VisitsSweeper(runtime.api_pool, load_visits_config()).run()`` as a task.
@@ -17,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.pollworker import PollingWorker
 from gateway.visits.config import VisitsConfig
+from gateway.visits.notices import enqueue_overdue_notices
 from gateway.visits.service import sweep
 
 log = logging.getLogger(__name__)
@@ -33,16 +35,19 @@ class VisitsSweeper(PollingWorker):
         cfg: VisitsConfig,
         *,
         poll_interval_s: float = DEFAULT_INTERVAL_S,
+        notices: bool = False,
     ) -> None:
         super().__init__("visits sweep", poll_interval_s=poll_interval_s, batch_size=1 << 30,
                          logger=log)  # fmt: skip
         self._pool = pool
         self._cfg = cfg
+        self._notices = notices  # overdue notices through the outbox (gateway.visits.notices)
 
     def _sweep(self) -> int:
         with self._pool.connection() as conn:
             result = sweep(conn, self._cfg)
-        return result.notices + result.tasks_opened
+            queued = enqueue_overdue_notices(conn, self._cfg) if self._notices else 0
+        return result.notices + result.tasks_opened + queued
 
     async def run_once(self) -> int:
         """One sweep; how many notices and tasks it made."""
