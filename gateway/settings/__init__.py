@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.notify.settings import NotifySettings
 from gateway.paging.settings import PagingSettings
 from gateway.settings.cell import CellSettings
+from gateway.settings.family import FamilySettings
 from gateway.settings.sections import (
     MQTT_PACKET_OVERHEAD,
     PROJECT_ROOT,
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     failover: FailoverSettings = FailoverSettings()
     cell: CellSettings = CellSettings()
     visits: VisitsSettings = VisitsSettings()
+    family: FamilySettings = FamilySettings()  # ratings, away mode (gateway.family)
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
