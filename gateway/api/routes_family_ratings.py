@@ -1,20 +1,28 @@
 """Family ratings (issue 13 §7): ``PUT /family/incidents/{id}/rating`` rates how a resolved
 or closed incident of the caller's relative was handled; ``GET
 /family/residents/{id}/ratings`` lists the caller's ratings. Another elder's incident answers
-404 like one that does not exist (see :mod:`gateway.family.ratings`)."""
+404 like one that does not exist (see :mod:`gateway.family.ratings`).
+
+``GET /supervision/family-ratings?month=YYYY-MM``: how many ratings each site got in the
+month and their average (counts only, audited): a site supervisor their site, a district
+supervisor the sites of their district, an admin a named district or every site."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
+from gateway import audit
+from gateway.api.auth import Principal
 from gateway.api.deps import CurrentUser, DbConn, SettingsDep, UserRole, allow
 from gateway.family import ratings
 from gateway.settings.family import FamilySettings
 from gateway.storage import family_ratings, family_status
+from gateway.storage import visits as visits_store
+from gateway.supervision.district import month_bounds
 
 router = APIRouter(tags=["family"])
 FAMILY_ONLY = allow(UserRole.FAMILY)
@@ -60,3 +68,49 @@ def my_ratings(
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
     return [_out(r, settings.family)
             for r in family_ratings.of_resident(conn, user.user_id, resident_id)]  # fmt: skip
+
+
+class SiteRatings(BaseModel):
+    site_id: str
+    ratings: int
+    average: float
+
+
+class RatingsMonthOut(BaseModel):
+    """Family ratings given in one local month (counts and averages only)."""
+
+    month: str
+    sites: list[SiteRatings]
+    family_ratings: int
+    family_rating_avg: float | None
+
+
+def _sites(conn: DbConn, user: Principal, district: str | None) -> list[str] | None:
+    """The sites the caller may see (None: every site, for an admin naming no district)."""
+    if user.role is UserRole.SUPERVISOR:
+        return [user.site_id or ""]
+    if user.role is UserRole.DISTRICT_SUPERVISOR:
+        own = visits_store.user_district(conn, user.user_id)
+        if own is None or (district is not None and district != own):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such district")
+        return visits_store.district_site_ids(conn, own)
+    return None if district is None else visits_store.district_site_ids(conn, district)
+
+
+@router.get("/supervision/family-ratings", response_model=RatingsMonthOut,
+            summary="Family ratings per site for a month (count, average; audited)",
+            tags=["supervision"],
+            **allow(UserRole.SUPERVISOR, UserRole.DISTRICT_SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def ratings_month(
+    user: CurrentUser,
+    conn: DbConn,
+    month: str = Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="local month, YYYY-MM"),
+    district: str | None = Query(default=None, max_length=64),
+) -> RatingsMonthOut:
+    sites = _sites(conn, user, district)
+    start, end = month_bounds(month)
+    out = ratings.site_month(conn, sites, start, end)
+    audit.append(conn, user.user_id, "supervision.read", "family_ratings",
+                 {"what": "family_ratings", "month": month, "sites": sites})  # fmt: skip
+    return RatingsMonthOut(month=month, sites=out["sites"], family_ratings=out["family_ratings"],
+                           family_rating_avg=out["family_rating_avg"])  # fmt: skip

@@ -67,7 +67,7 @@ def rate(
 
 
 def site_month(
-    conn: Conn, site_ids: Sequence[str], start: datetime, end: datetime
+    conn: Conn, site_ids: Sequence[str] | None, start: datetime, end: datetime
 ) -> dict[str, Any]:
     """The ratings of ``site_ids`` given in [start, end): per site (count, average) and in
     all (``family_ratings``, ``family_rating_avg``)."""

@@ -74,14 +74,17 @@ def of_resident(conn: Conn, user_id: str, resident_id: str) -> list[dict[str, An
 
 
 def monthly_by_site(
-    conn: Conn, site_ids: Sequence[str], start: datetime, end: datetime
+    conn: Conn, site_ids: Sequence[str] | None, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
-    """Per site: how many ratings were given in [start, end) and their average."""
+    """Per site (of ``site_ids``; None: every site): how many ratings were given in
+    [start, end) and their average."""
+    sites = None if site_ids is None else list(site_ids)
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT site_id, count(*) AS ratings, round(avg(stars), 2)::float8 AS average, "
             "sum(stars)::int AS stars_total "
-            "FROM incident_ratings WHERE site_id = ANY(%s) AND created_at >= %s "
+            "FROM incident_ratings WHERE (%s::text[] IS NULL OR site_id = ANY(%s)) "
+            "AND created_at >= %s "
             "AND created_at < %s GROUP BY site_id ORDER BY site_id",
-            (list(site_ids), start, end),
+            (sites, sites, start, end),
         ).fetchall()

@@ -46,6 +46,7 @@ USERS = {
     "fam-a": ("family", None, ["site-a-r0"]),
     "fam-b": ("family", None, ["site-a-r1"]),
     "duty-a": ("duty_staff", "site-a", None),
+    "sup-a": ("supervisor", "site-a", None),
     "worker-a": ("community_worker", None, None),
     "dsup": ("district_supervisor", None, None),
     "root": ("admin", None, None),
@@ -177,6 +178,19 @@ def test_rating_rules_cross_family_denial_and_district_figures(env: Env) -> None
         assert r.status_code == 200, r.text
         totals = r.json()["totals"]
         assert (totals["family_ratings"], totals["family_rating_avg"]) == (2, 2.5)
+    # per site: the site's supervisor, the district supervisor; not the family
+    per_site = {"month": f"{month:%Y-%m}", "family_ratings": 2, "family_rating_avg": 2.5,
+                "sites": [{"site_id": "site-a", "ratings": 2, "average": 2.5}]}  # fmt: skip
+    for who in ("sup-a", "dsup"):
+        with env.client(who) as c:
+            r = c.get(f"/supervision/family-ratings?month={month:%Y-%m}")
+            assert r.status_code == 200, r.text
+            assert r.json() == per_site
+    with env.client("dsup") as c:
+        other = c.get(f"/supervision/family-ratings?month={month:%Y-%m}&district=d-west")
+        assert other.status_code == 404
+    with env.client("fam-a") as c:
+        assert c.get(f"/supervision/family-ratings?month={month:%Y-%m}").status_code == 403
 
 
 def _local_today() -> datetime:
