@@ -6,9 +6,9 @@ the caller's own relative (404 otherwise). See :mod:`gateway.family.away`."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import CurrentUser, DbConn, SettingsDep, UserRole, allow
@@ -17,6 +17,8 @@ from gateway.storage import family_away, family_status
 
 router = APIRouter(tags=["family"])
 FAMILY_ONLY = allow(UserRole.FAMILY)
+ResidentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+PeriodId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class AwayIn(BaseModel):
@@ -56,7 +58,7 @@ def _list(conn: DbConn, resident_id: str, now: datetime) -> list[AwayOut]:
 @router.get("/family/residents/{resident_id}/away", response_model=list[AwayOut],
             summary="My relative's away periods (随家人外出), in force or coming",
             **FAMILY_ONLY)  # fmt: skip
-def list_away(resident_id: str, user: CurrentUser, conn: DbConn) -> list[AwayOut]:
+def list_away(resident_id: ResidentId, user: CurrentUser, conn: DbConn) -> list[AwayOut]:
     _linked(conn, user, resident_id)
     return _list(conn, resident_id, datetime.now(UTC))
 
@@ -66,7 +68,7 @@ def list_away(resident_id: str, user: CurrentUser, conn: DbConn) -> list[AwayOut
              summary="Set an away period (随家人外出): routine alerts paused, alarms never",
              **FAMILY_ONLY)  # fmt: skip
 def set_away(
-    resident_id: str, body: AwayIn, user: CurrentUser, conn: DbConn, settings: SettingsDep
+    resident_id: ResidentId, body: AwayIn, user: CurrentUser, conn: DbConn, settings: SettingsDep
 ) -> list[AwayOut]:
     row = _linked(conn, user, resident_id)
     now = datetime.now(UTC)
@@ -79,7 +81,9 @@ def set_away(
 @router.post("/family/residents/{resident_id}/away/{period_id}/end",
              response_model=list[AwayOut], summary="End an away period early (or call it off)",
              **FAMILY_ONLY)  # fmt: skip
-def end_away(resident_id: str, period_id: int, user: CurrentUser, conn: DbConn) -> list[AwayOut]:
+def end_away(
+    resident_id: ResidentId, period_id: PeriodId, user: CurrentUser, conn: DbConn
+) -> list[AwayOut]:
     _linked(conn, user, resident_id)
     now = datetime.now(UTC)
     away.end_away(conn, user.user_id, resident_id, period_id, now)

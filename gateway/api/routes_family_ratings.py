@@ -10,9 +10,9 @@ supervisor the sites of their district, an admin a named district or every site.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
 from gateway import audit
@@ -26,6 +26,8 @@ from gateway.supervision.district import month_bounds
 
 router = APIRouter(tags=["family"])
 FAMILY_ONLY = allow(UserRole.FAMILY)
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ResidentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class RatingIn(BaseModel):
@@ -52,7 +54,7 @@ def _out(row: dict[str, Any], settings: FamilySettings) -> RatingOut:
             summary="Rate how my relative's incident was handled (1-5 stars)",
             **FAMILY_ONLY)  # fmt: skip
 def rate_incident(
-    incident_id: int, body: RatingIn, user: CurrentUser, conn: DbConn, settings: SettingsDep
+    incident_id: IncidentId, body: RatingIn, user: CurrentUser, conn: DbConn, settings: SettingsDep
 ) -> RatingOut:
     row = ratings.rate(conn, user.user_id, incident_id, stars=body.stars, comment=body.comment,
                        now=datetime.now(UTC), settings=settings.family)  # fmt: skip
@@ -62,7 +64,7 @@ def rate_incident(
 @router.get("/family/residents/{resident_id}/ratings", response_model=list[RatingOut],
             summary="My ratings of my relative's incidents", **FAMILY_ONLY)  # fmt: skip
 def my_ratings(
-    resident_id: str, user: CurrentUser, conn: DbConn, settings: SettingsDep
+    resident_id: ResidentId, user: CurrentUser, conn: DbConn, settings: SettingsDep
 ) -> list[RatingOut]:
     if family_status.linked(conn, user.user_id, resident_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")

@@ -5,8 +5,9 @@ list. 404 for a resident not linked to the caller."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel
 
 from gateway import audit
@@ -16,6 +17,7 @@ from gateway.storage import visits as visits_store
 from gateway.visits.service import SERVICES
 
 router = APIRouter(tags=["family"])
+ResidentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class FamilyServiceOut(BaseModel):
@@ -28,7 +30,9 @@ class FamilyServiceOut(BaseModel):
 @router.get("/family/residents/{resident_id}/services", response_model=list[FamilyServiceOut],
             summary="Services delivered to my relative (服务记录)",
             **allow(UserRole.FAMILY))  # fmt: skip
-def family_services(resident_id: str, user: CurrentUser, conn: DbConn) -> list[FamilyServiceOut]:
+def family_services(
+    resident_id: ResidentId, user: CurrentUser, conn: DbConn
+) -> list[FamilyServiceOut]:
     if family_status.linked(conn, user.user_id, resident_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
     with conn.transaction():

@@ -113,6 +113,8 @@ def set_away(
     link); audited. Refused (:class:`ConflictError`) when it overlaps one in force."""
     span = period_bounds(start, end, utc_offset_s=utc_offset_s, now=now, settings=settings)
     text = (note or "").strip() or None
+    if text is not None and "\x00" in text:
+        raise InvalidError("the note contains a NUL character")
     if text is not None and len(text) > 200:
         raise InvalidError("the note is at most 200 characters")
     with conn.transaction():

@@ -45,6 +45,8 @@ def rate(
     if not 1 <= stars <= 5:
         raise InvalidError("stars are 1 to 5")
     text = (comment or "").strip() or None
+    if text is not None and "\x00" in text:
+        raise InvalidError("the comment contains a NUL character")
     if text is not None and len(text) > COMMENT_MAX:
         raise InvalidError(f"the comment is at most {COMMENT_MAX} characters")
     with conn.transaction():
