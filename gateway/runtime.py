@@ -42,6 +42,7 @@ from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
 from gateway.escalation.worker import EscalationWorker
+from gateway.family.worker import AwayReleaser
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
 from gateway.lease import Lease, instance_name
 from gateway.metrics import ClientStatsCollector, Metrics
@@ -418,6 +419,10 @@ class Runtime:
         cfg = load_visits_config(v.config_path) if v.config_path else load_visits_config()
         sweeper = VisitsSweeper(self.api_pool, cfg, poll_interval_s=v.sweep_interval_s)
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
+        releaser = AwayReleaser(
+            self.api_pool, poll_interval_s=self.settings.family.release_interval_s
+        )
+        self._spawn(releaser.run(), "away-release")  # 随家人外出 over: held-back findings
 
     @staticmethod
     async def _sweep_visits(sweeper: VisitsSweeper, first_after_s: float) -> None:

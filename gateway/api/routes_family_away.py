@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import CurrentUser, DbConn, SettingsDep, UserRole, allow
-from gateway.family import away
+from gateway.family import away, release
 from gateway.storage import family_away, family_status
 
 router = APIRouter(tags=["family"])
@@ -87,4 +87,5 @@ def end_away(
     _linked(conn, user, resident_id)
     now = datetime.now(UTC)
     away.end_away(conn, user.user_id, resident_id, period_id, now)
+    release.release_ended(conn, now)  # a condition still going on raises its incident now
     return _list(conn, resident_id, now)

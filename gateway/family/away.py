@@ -159,7 +159,15 @@ def suppress(conn: Conn, rec: DetectionRecord) -> bool:
     if period_id is None:
         return False
     store.record_suppression(
-        conn, period_id, rec.resident_id, kind=rec.kind.value, detected_at=at, reason=rec.reason
+        conn,
+        period_id,
+        rec.resident_id,
+        kind=rec.kind.value,
+        subject=rec.subject,
+        condition=rec.condition,
+        started=datetime.fromtimestamp(rec.started, UTC),
+        detected_at=at,
+        reason=rec.reason,
     )
     log.info(
         "routine finding suppressed: resident away with family",

@@ -16,3 +16,6 @@ class FamilySettings(BaseModel):
     # resident's status instead), and how far ahead it may start.
     away_max_days: int = Field(60, ge=1, le=366)
     away_max_ahead_days: int = Field(90, ge=0, le=366)
+    # How often findings held back by an away period that ran out are looked at again (a
+    # condition still going on then raises its incident; ending a period early does it at once).
+    release_interval_s: float = Field(60.0, gt=0, le=3600)

@@ -98,13 +98,63 @@ def active_at(conn: Conn, resident_id: str, at: datetime) -> int | None:
 
 
 def record_suppression(
-    conn: Conn, period_id: int, resident_id: str, *, kind: str, detected_at: datetime, reason: str
+    conn: Conn,
+    period_id: int,
+    resident_id: str,
+    *,
+    kind: str,
+    subject: str,
+    condition: str,
+    started: datetime,
+    detected_at: datetime,
+    reason: str,
 ) -> None:
     conn.execute(
-        "INSERT INTO away_suppressions (away_period_id, resident_id, kind, detected_at, reason) "
-        "VALUES (%s, %s, %s, %s, %s)",
-        (period_id, resident_id, kind, detected_at, reason),
+        "INSERT INTO away_suppressions (away_period_id, resident_id, kind, subject, condition, "
+        "started, detected_at, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (period_id, resident_id, kind, subject, condition, started, detected_at, reason),
     )
+
+
+# Suppressed findings of periods over by now, not looked at again yet, whose condition is
+# still going on (its detection neither resolved nor closed): they raise their incident now.
+_UNRELEASED_OPEN_SQL = """
+SELECT s.id AS suppression_id, d.kind, d.subject, d.condition, d.site_id, d.resident_id,
+       d.device_id, d.location_id, extract(epoch FROM d.time)::float8 AS time,
+       extract(epoch FROM d.started)::float8 AS started, d.reason, d.details
+FROM away_suppressions s
+JOIN away_periods p ON p.id = s.away_period_id
+JOIN detections d ON d.kind = s.kind AND d.subject = s.subject AND d.condition = s.condition
+                 AND d.started = s.started AND NOT d.resolved
+WHERE s.released_at IS NULL AND d.closed_at IS NULL
+  AND least(p.ends_at, coalesce(p.ended_at, p.ends_at)) <= %(now)s
+ORDER BY s.id
+FOR UPDATE OF s SKIP LOCKED
+"""
+
+_RELEASE_SQL = """
+UPDATE away_suppressions s SET released_at = %(now)s
+FROM away_periods p
+WHERE p.id = s.away_period_id AND s.released_at IS NULL
+  AND least(p.ends_at, coalesce(p.ended_at, p.ends_at)) <= %(now)s
+  AND (s.id = ANY(%(ids)s) OR NOT EXISTS (
+      SELECT 1 FROM detections d WHERE d.kind = s.kind AND d.subject = s.subject
+        AND d.condition = s.condition AND d.started = s.started AND NOT d.resolved
+        AND d.closed_at IS NULL))
+"""
+
+
+def unreleased_open(conn: Conn, now: datetime) -> list[dict[str, Any]]:
+    """Suppressed findings of ended periods still going on (locked until the transaction
+    ends), with their detection."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_UNRELEASED_OPEN_SQL, {"now": now}).fetchall()
+
+
+def mark_released(conn: Conn, ids: list[int], now: datetime) -> int:
+    """Mark ``ids`` and every suppression of an ended period whose condition is over as
+    looked at again; how many rows."""
+    return conn.execute(_RELEASE_SQL, {"now": now, "ids": ids}).rowcount
 
 
 def suppressions(conn: Conn, resident_id: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ def env(db: Database, broker: Broker) -> Iterator[Env]:
         db, broker,
         SAFEHOME_INGEST__REGISTRY_REFRESH_S="0.5",
         SAFEHOME_ANALYSIS__REGISTRY_REFRESH_S="1",
+        SAFEHOME_FAMILY__RELEASE_INTERVAL_S="0.3",
         **broker_env(broker),
     )  # fmt: skip
     with InProcessGateway(settings) as gw:
@@ -264,10 +265,14 @@ def test_away_mode_rules_board_and_visits(env: Env) -> None:
         (fam, "resident.away_ended", "resident:site-a-r0")]  # fmt: skip
 
 
-def _rec(kind: DetectionKind, resident: str, device: str) -> DetectionRecord:
+def _rec(
+    kind: DetectionKind, resident: str, device: str, started: float | None = None
+) -> DetectionRecord:
     t = datetime.now(UTC).timestamp()
+    start = round(t if started is None else started, 3)
     return DetectionRecord(
-        kind=kind, subject=resident, condition="", time=t, started=round(t, 3), resolved=False,
+        kind=kind, subject=resident, condition="", time=t, started=start,
+        resolved=started is not None,
         reason="no activity evidence for 4 h", details={}, site_id="site-a",
         resident_id=resident, device_id=device,
     )  # fmt: skip
@@ -323,3 +328,40 @@ def test_away_elder_no_activity_suppressed_but_a_button_press_raises(env: Env) -
     }
     assert types == {"emergency_call", "fall"}
     assert env.db.scalar("SELECT count(*) FROM away_suppressions") == 2
+
+    # back home early: the no-activity condition still going on raises its incident now
+    with env.client("fam-a") as c:
+        [period] = c.get("/family/residents/site-a-r0/away").json()
+        assert c.post(f"/family/residents/site-a-r0/away/{period['id']}/end").status_code == 200
+    rows = env.db.rows(
+        "SELECT type, reason FROM incidents WHERE resident_id = 'site-a-r0' "
+        "AND type IN ('no_activity', 'not_up') ORDER BY type"
+    )
+    assert [r[0] for r in rows] == ["no_activity", "not_up"]
+    assert all("随家人外出" in r[1] for r in rows)
+    assert env.db.scalar("SELECT count(*) FROM away_suppressions WHERE released_at IS NULL") == 0
+
+
+def test_held_back_findings_raise_when_the_away_period_runs_out(env: Env) -> None:
+    today = _local_today().date()
+    with env.client("fam-a") as c:
+        r = c.post("/family/residents/site-a-r0/away",
+                   json={"start_date": str(today), "end_date": str(today)})  # fmt: skip
+        assert r.status_code == 201, r.text
+    going_on = _rec(DetectionKind.NO_ACTIVITY, "site-a-r0", "site-a-bs0")
+    over = _rec(DetectionKind.NOT_UP, "site-a-r0", "site-a-bs0")
+    _store(env.db, going_on)
+    _store(env.db, over)
+    _store(env.db, _rec(DetectionKind.NOT_UP, "site-a-r0", "site-a-bs0", started=over.started))
+    assert env.db.scalar("SELECT count(*) FROM away_suppressions") == 2
+    assert env.db.scalar("SELECT count(*) FROM incidents") == 0
+    # the period runs out (moved into the past): the releaser raises what is still going on
+    with env.db.connect() as conn:
+        conn.execute("UPDATE away_periods SET starts_at = now() - interval '1 day', "
+                     "ends_at = now() - interval '1 second'")  # fmt: skip
+    wait_until(lambda: env.db.scalar("SELECT count(*) FROM incidents") == 1, 15, "incident")
+    wait_until(
+        lambda: env.db.scalar("SELECT count(*) FROM away_suppressions WHERE released_at IS NULL")
+        == 0, 15, "released",
+    )  # fmt: skip
+    assert env.db.rows("SELECT type FROM incidents") == [("no_activity",)]

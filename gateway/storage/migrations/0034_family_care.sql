@@ -8,7 +8,8 @@
 --   findings (not up, no activity, night bed exit, not worn) raise no incident; alarms
 --   (emergency call, fall, smoke, gas, ...) always do.
 -- * away_suppressions: each routine finding not raised because of an away period (kept:
---   suppressed, never silently dropped).
+--   suppressed, never silently dropped), with its detection's identity; once the period is
+--   over, a finding whose condition is still going on raises its incident (released_at).
 
 CREATE TABLE incident_ratings (
     incident_id bigint NOT NULL REFERENCES incidents ON DELETE CASCADE,
@@ -40,8 +41,14 @@ CREATE TABLE away_suppressions (
     away_period_id bigint NOT NULL REFERENCES away_periods ON DELETE CASCADE,
     resident_id    text NOT NULL,
     kind           text NOT NULL,
+    subject        text NOT NULL,                -- with kind, condition and started: the
+    condition      text NOT NULL DEFAULT '',     -- detection (detections_identity)
+    started        timestamptz NOT NULL,
     detected_at    timestamptz NOT NULL,
     reason         text NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now()
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    released_at    timestamptz                   -- looked at again after the period ended
 );
 CREATE INDEX away_suppressions_resident ON away_suppressions (resident_id, detected_at DESC);
+CREATE INDEX away_suppressions_unreleased ON away_suppressions (away_period_id)
+    WHERE released_at IS NULL;
