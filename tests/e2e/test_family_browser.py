@@ -115,6 +115,10 @@ def test_family_rates_a_resolved_incident_and_sets_away_mode(
         assert db.scalar("SELECT count(*) FROM away_periods WHERE ended_at IS NULL") == 1
         fits = "document.documentElement.scrollWidth <= window.innerWidth"
         assert page.evaluate(fits), "the family view overflows the screen width"
+        if mobile:  # the smallest phone the view is made for
+            page.set_viewport_size({"width": 360, "height": 740})
+            assert page.evaluate(fits), "the family view overflows a 360 px screen"
+            _shot(page, "family-away-360.png")
         _shot(page, f"family-away-{viewport['width']}.png")
 
         # back home early: end it

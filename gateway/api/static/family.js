@@ -221,7 +221,7 @@
       card.append(el("h3", { text: t("family.visits") }), visits.length
         ? el("ul", { class: "visits" }, ...visits.slice(0, 5).map((v) => el("li", {},
           `${SHG.clock(v.visited_at, false)} · ${t(`family.visit.${v.kind}`)} · ${t(`family.visit.${v.outcome}`)}` +
-          (v.door_knock_label ? ` · ${v.door_knock_label}` : ""))))
+          (v.door_knock_result ? ` · ${t(`family.knock.${v.door_knock_result}`)}` : ""))))
         : el("p", { class: "muted", text: t("family.nothing") }));
     }
     if (Array.isArray(services)) {
