@@ -112,6 +112,9 @@ def test_family_rates_a_resolved_incident_and_sets_away_mode(
         expect(period).to_contain_text(f"外出中：{today} 至 {today + timedelta(days=1)}")
         expect(period).to_contain_text("去女儿家住两天")
         expect(card.locator(".notice")).to_have_text("已设置外出")
+        expect(card.locator(".status-line")).to_have_text(
+            f"随家人外出中（至 {today + timedelta(days=1)}）"
+        )
         assert db.scalar("SELECT count(*) FROM away_periods WHERE ended_at IS NULL") == 1
         fits = "document.documentElement.scrollWidth <= window.innerWidth"
         assert page.evaluate(fits), "the family view overflows the screen width"

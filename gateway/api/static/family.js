@@ -120,6 +120,14 @@
   }
   const pad = (n) => String(n).padStart(2, "0");
 
+  /* While away with the family, that is the status line. */
+  function awayLine(away, s) {
+    const now = (away || []).find((p) => p.state === "active");
+    if (!now) return null;
+    const end = localDay(Date.parse(now.ends_at) - 1, s ? s.utc_offset_s : 28800);
+    return el("p", { class: "status-line away-now", "data-kind": "away" }, t("family.away.now", { end }));
+  }
+
   function awaySection(rid, away, s) {
     const off = s ? s.utc_offset_s : 28800;
     const box = el("section", { class: "away", id: `away-${rid}` },
@@ -183,7 +191,8 @@
   function relativeCard({ r, s, visits, services, ratings, away }) {
     if (s) SHG.setSiteOffset(s.utc_offset_s);
     const card = el("article", { class: "card", "data-resident-id": r.resident_id },
-      el("h2", { text: r.display_name || r.resident_id }), statusLine(s),
+      el("h2", { text: r.display_name || r.resident_id }),
+      awayLine(away, s) || statusLine(s),
       notice && notice.rid === r.resident_id ? el("p", { class: "notice", role: "status", text: notice.text }) : null);
     if (r.safe === true) {
       card.append(el("p", { class: "verdict safe", id: `verdict-${r.resident_id}` }, t("family.safe")));
