@@ -43,6 +43,7 @@ from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
 from gateway.escalation.recovery import AlarmRecovery
 from gateway.escalation.worker import EscalationWorker
+from gateway.family.worker import AwayReleaser
 from gateway.ingest import IngestPipeline, Sink, StoredMessage
 from gateway.lease import Lease, instance_name
 from gateway.metrics import ClientStatsCollector, Metrics
@@ -430,6 +431,10 @@ class Runtime:
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
         # Overdue notices and the monthly platform push through the outbox (gateway.platform).
         await start_message_workers(self.settings, self.api_pool, cfg, self._stack, self._spawn)
+        releaser = AwayReleaser(
+            self.api_pool, poll_interval_s=self.settings.family.release_interval_s
+        )
+        self._spawn(releaser.run(), "away-release")  # 随家人外出 over: held-back findings
 
     @staticmethod
     async def _sweep_visits(sweeper: VisitsSweeper, first_after_s: float) -> None:

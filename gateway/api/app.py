@@ -32,6 +32,9 @@ from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import router as devices_router
 from gateway.api.routes_docs import router as docs_router
 from gateway.api.routes_family import router as family_router
+from gateway.api.routes_family_away import router as family_away_router
+from gateway.api.routes_family_ratings import router as family_ratings_router
+from gateway.api.routes_family_services import router as family_services_router
 from gateway.api.routes_family_status import router as family_status_router
 from gateway.api.routes_handover import router as handover_router
 from gateway.api.routes_incidents import router as incidents_router
@@ -151,6 +154,9 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(board_router)  # the live board of beds and homes
     app.include_router(family_router)
     app.include_router(family_status_router)  # the family view's status line
+    app.include_router(family_ratings_router)  # family: rate a resolved incident
+    app.include_router(family_away_router)  # family: away mode 随家人外出
+    app.include_router(family_services_router)  # family: services delivered
     app.include_router(devices_router)
     app.include_router(registry_router)  # installers: sites, beds, residents, import
     app.include_router(commissioning_router)  # installers: devices, acceptance tests

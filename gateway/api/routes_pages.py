@@ -28,6 +28,7 @@ STATIC_FILES: dict[str, str] = {
     "family.css": "text/css; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
     "i18n.js": "text/javascript; charset=utf-8",  # the message catalogue (zh-CN, en)
+    "i18n-family.js": "text/javascript; charset=utf-8",  # family ratings, away mode
     "favicon.svg": "image/svg+xml",
 }
 

@@ -13,6 +13,9 @@ incident, its escalation timer was started (``incident_escalations``, due at onc
   the step the test waits for (:func:`gateway.acceptance.awaited`: its first press or fall)
   is stored as an observation of the test instead; any other raise of a device under test
   is a real incident (test mode never silences a resident);
+* a routine finding (not up, no activity, night bed exit, not worn) of a resident away with
+  the family (随家人外出, :mod:`gateway.family.away`) is recorded as suppressed instead;
+  alarms (emergency call, fall, smoke, gas, water) are never suppressed;
 * an alarm (emergency call, fall) of a device bound to no resident (a pull-cord bound to a
   room, a vacant bed, an unbound device, a device whose test mode expired; other care
   findings of such a device concern nobody and raise nothing) raises a care incident of the place:
@@ -51,6 +54,7 @@ import psycopg
 
 from analytics.types import HAZARDS, DetectionKind
 from gateway import acceptance
+from gateway.family import away
 from gateway.storage import escalation, incidents, pending_alarms
 from gateway.storage.pending_alarms import Marker
 from gateway.workflow.service import IncidentNotFoundError, IncidentService, Trigger
@@ -121,6 +125,8 @@ def take(
                 acceptance.observe(conn, testing[rec.device_id], rec)
                 pending_alarms.handle(conn, markers, by, "test_observation", None, note=note)
                 return "test_observation" if markers else None
+            if away.suppress(conn, rec):
+                return None
             incident, created = service.raise_or_join(_trigger(rec, markers, by))
             if created:
                 start_escalation(conn, incident.id, incident.site_id)

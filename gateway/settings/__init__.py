@@ -40,6 +40,7 @@ from gateway.notify.settings import NotifySettings
 from gateway.paging.settings import PagingSettings
 from gateway.platform.settings import PlatformSettings
 from gateway.settings.cell import CellSettings
+from gateway.settings.family import FamilySettings
 from gateway.settings.sections import (
     MQTT_PACKET_OVERHEAD,
     PROJECT_ROOT,
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     cell: CellSettings = CellSettings()
     visits: VisitsSettings = VisitsSettings()
     platform: PlatformSettings = PlatformSettings()
+    family: FamilySettings = FamilySettings()  # ratings, away mode (gateway.family)
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

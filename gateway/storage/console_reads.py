@@ -141,7 +141,12 @@ def shift_counts(conn: Conn, site_id: str | None, since: Any) -> dict[str, int]:
 # its devices, and the resident's most urgent open care incident.
 _BOARD_SQL = """
 SELECT b.bed_id, b.bed_code, l.label AS location_label, l.kind AS location_kind,
-       r.resident_id, r.display_name AS resident_name, r.status AS resident_status,
+       r.resident_id, r.display_name AS resident_name,
+       CASE WHEN r.status = 'home' AND EXISTS (  -- 随家人外出 (family away mode, 0034)
+                SELECT 1 FROM away_periods p WHERE p.resident_id = r.resident_id
+                AND p.starts_at <= now()
+                AND least(p.ends_at, coalesce(p.ended_at, p.ends_at)) > now())
+            THEN 'away' ELSE r.status END AS resident_status,
        (SELECT rd.presence FROM readings rd JOIN devices d ON d.device_id = rd.device_id
          WHERE d.bed_id = b.bed_id AND d.active AND rd.presence IS NOT NULL
            AND rd.time > now() - interval '5 minutes'

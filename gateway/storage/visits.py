@@ -163,7 +163,10 @@ SELECT r.resident_id, r.elder_code, r.display_name, r.site_id, r.status, r.high_
        (SELECT max(visited_at) FROM visits v
         WHERE v.resident_id = r.resident_id AND v.kind = 'phone') AS last_phone,
        (SELECT max(visited_at) FROM visits v
-        WHERE v.resident_id = r.resident_id AND v.kind = 'home') AS last_home
+        WHERE v.resident_id = r.resident_id AND v.kind = 'home') AS last_home,
+       (SELECT max(least(p.ends_at, coalesce(p.ended_at, p.ends_at))) FROM away_periods p
+        WHERE p.resident_id = r.resident_id AND p.starts_at <= now()
+          AND least(p.ends_at, coalesce(p.ended_at, p.ends_at)) > now()) AS away_until
 FROM residents r
 JOIN sites s ON s.site_id = r.site_id
 LEFT JOIN site_districts d ON d.site_id = r.site_id

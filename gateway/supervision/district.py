@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from gateway.errors import InvalidError
+from gateway.family import ratings as family_ratings
 from gateway.storage import supervision as store
 from gateway.storage import visits as visits_store
 from gateway.supervision.staffing import ShiftCheck, check_shifts
@@ -78,6 +79,10 @@ def district_report(
     )  # fmt: skip
     shifts = staffing_table(conn, cfg, sites, start_day=local_date(now, CHINA_OFFSET_S), days=7)
     totals["short_shifts_next_week"] = sum(not c.compliant for c in shifts)
+    rated = family_ratings.site_month(conn, sites, start, end)  # family ratings (issue 13 §7)
+    totals.update(
+        family_ratings=rated["family_ratings"], family_rating_avg=rated["family_rating_avg"]
+    )
     return DistrictReport(district_id, month, sites, totals)
 
 

@@ -137,13 +137,16 @@ def assign(conn: Conn, caller: Caller, resident_id: str, worker_id: str) -> None
 def due_for(cfg: VisitsConfig, card: dict[str, Any], today_utc: datetime) -> list[DueVisit]:
     """The due visits of one resident card (from :func:`store.resident_cards`)."""
     offset = int(card["utc_offset_s"])
-    return due_visits(
+    due = due_visits(
         card["resident_id"], card["categories"], cfg.plans_for(card["district_id"]),
         last={"phone": card["last_phone"], "home": card["last_home"]},
         since=local_date(card["created_at"], offset),
         today=local_date(today_utc, offset),
         local_date=lambda t: local_date(t, offset),
     )  # fmt: skip
+    if card.get("away_until") is not None:  # 随家人外出: nobody at home to visit meanwhile
+        due = [d for d in due if d.kind != "home"]
+    return due
 
 
 # -- visits ----------------------------------------------------------------------------
