@@ -145,3 +145,42 @@ def bed_month(
         return cur.execute(
             _BEDS_SQL, {"s": site_id, "a": start, "b": end, "t": answer_s}
         ).fetchall()
+
+
+# -- district assignment -----------------------------------------------------------------
+
+
+def unset_site_district(conn: Conn, site_id: str) -> bool:
+    """Take the site out of its district; False when it had none."""
+    cur = conn.execute("DELETE FROM site_districts WHERE site_id = %s", (site_id,))
+    return cur.rowcount > 0
+
+
+def site_district(conn: Conn, site_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT district_id FROM site_districts WHERE site_id = %s", (site_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+_DISTRICTS_SQL = """
+SELECT d.district_id,
+       coalesce((SELECT array_agg(site_id ORDER BY site_id) FROM site_districts s
+                 WHERE s.district_id = d.district_id), '{}') AS sites,
+       coalesce((SELECT array_agg(u.user_id ORDER BY u.user_id) FROM user_districts u
+                 JOIN users x ON x.user_id = u.user_id AND x.role = 'district_supervisor'
+                 WHERE u.district_id = d.district_id), '{}') AS supervisors,
+       (SELECT count(*) FROM user_districts u
+        JOIN users x ON x.user_id = u.user_id AND x.role = 'community_worker'
+        WHERE u.district_id = d.district_id) AS workers
+FROM (SELECT district_id FROM site_districts UNION SELECT district_id FROM user_districts) d
+WHERE (%(d)s::text IS NULL OR d.district_id = %(d)s)
+ORDER BY d.district_id
+"""
+
+
+def districts(conn: Conn, district_id: str | None = None) -> list[dict[str, Any]]:
+    """Every district that has a site or a user (or just ``district_id``): its sites, its
+    supervisors' user ids and how many community workers it has."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_DISTRICTS_SQL, {"d": district_id}).fetchall()
