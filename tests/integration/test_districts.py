@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
+from gateway.workflow.service import IncidentService, Trigger
+from gateway.workflow.transitions import IncidentType
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.integration
@@ -31,7 +36,7 @@ USERS = {
     "dsup-west": ("district_supervisor", None),
     "root": ("admin", None),
 }
-MONTH = "2026-12"
+MONTH = (datetime.now(UTC) + timedelta(hours=8)).strftime("%Y-%m")  # the sites' local month
 
 
 @dataclass
@@ -82,6 +87,15 @@ def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _pdf_text(pdf: bytes, tmp: Path) -> str:
+    assert pdf.startswith(b"%PDF-")
+    path = tmp / f"r{uuid.uuid4().hex[:6]}.pdf"
+    path.write_bytes(pdf)
+    assert shutil.which("pdftotext"), "poppler-utils missing (scripts/setup.sh installs it)"
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout  # fmt: skip
+
+
 def test_admin_api_assigns_districts_audited_and_scopes_every_role(env: Env) -> None:
     with env.client("root") as c:
         resp = c.put("/supervision/districts/d-east/sites/site-a")
@@ -94,9 +108,9 @@ def test_admin_api_assigns_districts_audited_and_scopes_every_role(env: Env) -> 
         assert east["role"] == "district_supervisor"
         assert east["district"]["supervisors"] == [env.ids["dsup-east"]]
         assert c.put("/supervision/districts/d-west/users/dsup-west").status_code == 200
-        assert c.put("/supervision/districts/d-east/users/worker-a").json()["district"][
-            "workers"
-        ] == 1
+        assert (
+            c.put("/supervision/districts/d-east/users/worker-a").json()["district"]["workers"] == 1
+        )
         # refused: a bad id, an unknown site or user, a user of a site-bound role
         assert c.put("/supervision/districts/bad%20id/sites/site-a").status_code == 422
         assert c.put("/supervision/districts/d-east/sites/nowhere").status_code == 404
@@ -155,7 +169,9 @@ def test_admin_api_assigns_districts_audited_and_scopes_every_role(env: Env) -> 
         assert c.get(f"/supervision/district?month={MONTH}").json()["sites"] == []
 
 
-def test_cli_assigns_and_lists_districts(db: Database) -> None:
+def test_cli_assigns_and_lists_districts_and_exports_the_report(
+    db: Database, tmp_path: Path
+) -> None:
     with db.connect() as conn:
         conn.execute("INSERT INTO sites (site_id, name, kind) VALUES ('nh-1', 'NH 1', "
                      "'nursing_home')")  # fmt: skip
@@ -179,6 +195,12 @@ def test_cli_assigns_and_lists_districts(db: Database) -> None:
         done = _cli(db, *args)
         assert done.returncode == code, (args, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
+    out = tmp_path / "d-north.pdf"
+    done = _cli(db, "report", "--district", "d-north", "--month", MONTH, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    text = _pdf_text(out.read_bytes(), tmp_path)
+    assert "区县 d-north" in text and "总计" not in text and "本机构合计（0 床）" in text
+    assert _cli(db, "report", "--site", "nowhere", "--month", MONTH, "-o", str(out)).returncode == 6
     assert _cli(db, "unassign-site", "nh-1").returncode == 0
     assert _cli(db, "unassign-site", "nh-1").returncode == 6
     rows = db.rows("SELECT actor, action, target FROM audit_log WHERE action LIKE 'district.%%' "
@@ -188,3 +210,66 @@ def test_cli_assigns_and_lists_districts(db: Database) -> None:
         ("cli", "district.user_assign", f"user:{dsup}"),
         ("cli", "district.site_unassign", "site:nh-1"),
     ]
+
+
+def test_bed_report_pdf_for_the_district_and_the_site_supervisor(env: Env, tmp_path: Path) -> None:
+    with env.client("root") as c:
+        for path in ("/supervision/districts/d-east/sites/site-a",
+                     "/supervision/districts/d-west/sites/site-b",
+                     "/supervision/districts/d-east/users/dsup-east"):  # fmt: skip
+            assert c.put(path).status_code == 200
+        assert c.get(f"/supervision/report.pdf?month={MONTH}").status_code == 422
+    with env.client("sup-a") as c:
+        for resident, service, code in (
+            ("site-a-r0", "bathing", "ELD-site-a-0000"),
+            ("site-a-r0", "meals", "BED-site-a-0000"),
+            ("site-a-r1", "medical_check", "ELD-site-a-0001"),
+        ):
+            resp = c.post(
+                f"/visits/residents/{resident}/services",
+                json={"service": service, "proof_code": code, "proof_method": "typed"},
+            )
+            assert resp.status_code == 201, resp.text
+        resp = c.post(
+            "/visits/residents/site-a-r0/visits", json={"kind": "phone", "outcome": "well"}
+        )
+        assert resp.status_code == 201, resp.text
+    with env.db.connect() as conn:
+        IncidentService(conn).raise_or_join(Trigger(IncidentType.NO_ACTIVITY, "site-a",
+                                                    datetime.now(UTC), "test",
+                                                    resident_id="site-a-r1"))  # fmt: skip
+
+    with env.client("dsup-east") as c:
+        resp = c.get(f"/supervision/report.pdf?month={MONTH}")
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"] == "application/pdf"
+        assert "attachment" in resp.headers["content-disposition"]
+        text = _pdf_text(resp.content, tmp_path)
+        assert c.get(f"/supervision/report.pdf?month={MONTH}&site=site-a").status_code == 200
+    for code in ("BED-site-a-0000", "BED-site-a-0001", "ELD-site-a-0000", "ELD-site-a-0001"):
+        assert code in text
+    assert "site-b" not in text and "Resident 0" not in text  # codes only, no names
+    assert "区县 d-east" in text and "本机构合计（2 床）" in text
+    year, month = MONTH.split("-")
+    assert f"报告月份：{year}年{int(month)}月" in text
+    bed0 = next(line for line in text.splitlines() if "BED-site-a-0000" in line)
+    # bathing 1, meals 1 (services by type: 探视 助浴 助餐 健康检查 康复, then the total)
+    assert bed0.split()[2:8] == ["0", "1", "1", "0", "0", "2"]
+    total = next(line for line in text.splitlines() if "本机构合计" in line)
+    assert "0/1（0%）" in total  # the no-activity alarm, not acknowledged
+    assert total.split()[2:8] == ["0", "1", "1", "1", "0", "3"]
+
+    with env.client("sup-a") as c:
+        own = c.get(f"/supervision/report.pdf?month={MONTH}")
+        assert own.status_code == 200 and "BED-site-a-0001" in _pdf_text(own.content, tmp_path)
+        assert c.get(f"/supervision/report.pdf?month={MONTH}&site=site-b").status_code == 403
+        assert c.get(f"/supervision/report.pdf?month={MONTH}&district=d-east").status_code == 403
+    with env.client("duty-b") as c:
+        assert c.get(f"/supervision/report.pdf?month={MONTH}").status_code == 403
+    reads = env.db.rows(
+        "SELECT actor, target FROM audit_log WHERE action = 'supervision.read' "
+        "AND data->>'what' = 'bed_report_pdf' ORDER BY seq"
+    )
+    assert reads == [(env.ids["dsup-east"], "district:d-east"),
+                     (env.ids["dsup-east"], "site:site-a"),
+                     (env.ids["sup-a"], "site:site-a")]  # fmt: skip
