@@ -43,6 +43,7 @@ from gateway.ingest import StoredMessage
 from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo
 from gateway.settings import AnalysisSettings
+from gateway.visits.sensitivity import Sensitivity, for_categories, tune_routine
 
 log = logging.getLogger("gateway.analysis")
 
@@ -63,8 +64,11 @@ class AnalysisCore:
         *,
         clock: Clock,
         on_cancel: Callable[[str, float, str | None], None] | None,
+        sensitivity: Mapping[str, Sensitivity] | None = None,
     ) -> None:
         self.settings = settings
+        # Risk category -> factors on the inactivity rules (config/visits.toml [sensitivity]).
+        self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._store = store
         # The resident's "I'm OK" (resident id, device time, device id), handed over after
         # the detections queued before it are stored (e.g. PostgresStore.cancel).
@@ -97,6 +101,7 @@ class AnalysisCore:
             ),
             self._emit_health,
             lambda: self._registry.residents,
+            sensitivity=self._sensitivity,
         )
         self._router = MessageRouter(
             kit=self._kit,
@@ -319,14 +324,14 @@ class AnalysisCore:
         resident = self._registry.residents.get(info.resident_id or "")
         off = self._registry.utc_offset(info.site_id)
         s = self.settings
+        params = RoutineParams.for_care_level(
+            resident.care_level if resident is not None else 2,
+            utc_offset_s=off,
+            **self.settings.routine_overrides,
+        )
+        risks = for_categories(resident.categories if resident else (), self._sensitivity)
         routine = RoutineMonitor(
-            subject,
-            RoutineParams.for_care_level(
-                resident.care_level if resident is not None else 2,
-                utc_offset_s=off,
-                **self.settings.routine_overrides,
-            ),
-            history=self._history.get(subject, ()),
+            subject, tune_routine(params, risks), history=self._history.get(subject, ())
         )
         vitals = VitalsMonitor(
             subject,

@@ -33,6 +33,7 @@ from analytics.routine import RoutineParams
 from analytics.types import Detection, DetectionKind
 from devices.protocol import DeviceKind, Envelope, Reading
 from gateway.registry import DeviceInfo
+from gateway.visits.sensitivity import Sensitivity, for_categories, tune_home_activity
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Resident(Protocol):
     def care_level(self) -> int: ...
     @property
     def away(self) -> bool: ...
+    @property
+    def categories(self) -> frozenset[str]: ...
 
 
 AlarmKeys = tuple[tuple[str, str], ...]
@@ -169,7 +172,10 @@ class KitRunner:
         emit_home: EmitHome,
         emit_device: EmitDevice,
         residents: Callable[[], Mapping[str, Resident]],
+        *,
+        sensitivity: Mapping[str, Sensitivity] | None = None,
     ) -> None:
+        self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._emit_home = emit_home
         self._emit_device = emit_device
         self._residents = residents
@@ -182,10 +188,9 @@ class KitRunner:
             return entry[1]
         resident = self._residents().get(home.resident_id or "")
         level = 2 if resident is None else resident.care_level
-        monitor = HomeActivity(
-            home.subject,
-            HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset),
-        )
+        params = HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset)
+        risks = for_categories(resident.categories if resident else (), self._sensitivity)
+        monitor = HomeActivity(home.subject, tune_home_activity(params, risks))
         if entry is not None:
             monitor = entry[1]  # the same home, re-bound: keep what was learned
         self._homes[home.subject] = (home, monitor)
