@@ -182,15 +182,26 @@ class KitRunner:
         self._homes: dict[str, tuple[Any, HomeActivity]] = {}
         self.tests_recorded = 0
 
-    def _activity(self, home: Home) -> HomeActivity:
-        entry = self._homes.get(home.subject)
-        if entry is not None and entry[0] is home:
-            return entry[1]
+    def _params(self, home: Home) -> HomeActivityParams:
+        """The home's thresholds: its resident's care level, tuned by their risk categories."""
         resident = self._residents().get(home.resident_id or "")
         level = 2 if resident is None else resident.care_level
         params = HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset)
         risks = for_categories(resident.categories if resident else (), self._sensitivity)
-        monitor = HomeActivity(home.subject, tune_home_activity(params, risks))
+        return tune_home_activity(params, risks)
+
+    def retune(self, resident_id: str) -> None:
+        """The resident's care level or risk categories changed: new thresholds for their
+        homes' monitors (what was learned is kept)."""
+        for home, monitor in self._homes.values():
+            if home.resident_id == resident_id:
+                monitor.retune(self._params(home))
+
+    def _activity(self, home: Home) -> HomeActivity:
+        entry = self._homes.get(home.subject)
+        if entry is not None and entry[0] is home:
+            return entry[1]
+        monitor = HomeActivity(home.subject, self._params(home))
         if entry is not None:
             monitor = entry[1]  # the same home, re-bound: keep what was learned
         self._homes[home.subject] = (home, monitor)
