@@ -186,6 +186,7 @@ def collect(
     scope: str,
 ) -> BedReport:
     """Read the month of every site in ``site_ids`` (unknown ones are left out)."""
+    month_bounds(month)  # a malformed or out-of-range month: InvalidError, even with no site
     sites = store.site_names(conn, site_ids)
     sections = []
     for site_id in sorted(sites):

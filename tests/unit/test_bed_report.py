@@ -10,6 +10,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.reports.fonts import BASE_FAMILY, cjk_font_family
 from gateway.supervision.bed_report import (
     SERVICE_KINDS,
     BedLine,
@@ -136,3 +137,11 @@ def test_a_page_renders_to_png(tmp_path: Path) -> None:
     width, height = struct.unpack(">II", png[16:24])
     assert width > height  # A4 landscape
     assert abs(width / height - 842 / 595) < 0.02
+
+
+def test_the_cjk_font_is_embedded_and_without_one_the_pdf_is_still_produced() -> None:
+    cjk = cjk_font_family()  # scripts/setup.sh installs one: never skipped
+    assert cjk is not None, "no CJK font: install fonts-wqy-microhei (scripts/setup.sh does)"
+    assert cjk.replace(" ", "").encode() in render_pdf(_report(2))
+    fallback = render_pdf(_report(2), families=[BASE_FAMILY])  # boxes for Chinese, no error
+    assert fallback.startswith(b"%PDF-") and b"DejaVuSans" in fallback
