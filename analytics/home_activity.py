@@ -156,6 +156,15 @@ class HomeActivity:
         self._out: list[Detection] = []
         self._learned: tuple[float, float, float, np.ndarray] | None = None
 
+    def retune(self, params: HomeActivityParams) -> None:
+        """New thresholds (the resident's care level or risk categories changed); what was
+        learned is kept. The time zone and the history length must stay the same."""
+        if (params.utc_offset_s, params.history_days) != (self.p.utc_offset_s,
+                                                          self.p.history_days):  # fmt: skip
+            raise ValueError("retune changes alert thresholds only")
+        self.p = params
+        self._learned = None  # the allowed gaps are recomputed with the new thresholds
+
     # -- input ----------------------------------------------------------------------------
 
     def on_motion(self, t: float) -> None:

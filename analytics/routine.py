@@ -652,6 +652,18 @@ class RoutineMonitor:
         if len(keep) < len(self._history):
             self._history = {k: self._history[k] for k in keep}
 
+    def retune(self, params: RoutineParams) -> None:
+        """New alert thresholds (the resident's care level or risk categories changed); what
+        was learned is kept. The time zone and the bed-data handling must stay the same."""
+        old = self.params
+        if (params.utc_offset_s, params.presence_debounce_s, params.bed_data_timeout_s,
+                params.motionless_movement, params.activity_movement) != (
+                old.utc_offset_s, old.presence_debounce_s, old.bed_data_timeout_s,
+                old.motionless_movement, old.activity_movement):  # fmt: skip
+            raise ValueError("retune changes alert thresholds only")
+        self.params = params
+        self._refresh_routine()
+
     def _refresh_routine(self) -> None:
         p = self.params
         r = self._routine = Routine.learn(self._history.values(), p)

@@ -449,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_roster import add_roster_commands
 
     add_roster_commands(sub)
+    from gateway.cli_district import add_district_commands
+
+    add_district_commands(sub)  # safehome district list|assign-site|assign-user|report
 
     from gateway.cli_deploy import add_deploy_commands
 

@@ -58,6 +58,7 @@ from gateway.settings import Settings
 from gateway.storage import pending_alarms, timescale
 from gateway.storage.migrate import check_schema
 from gateway.storage.probe import database_answers
+from gateway.visits.config import DEFAULT_PATH as DEFAULT_VISITS_CONFIG
 from gateway.visits.config import load_visits_config
 from gateway.visits.worker import VisitsSweeper
 
@@ -244,9 +245,11 @@ class Runtime:
         # The workflow workers start first so that they stop after analysis (shutdown
         # unwinds in reverse): the detections analysis stores last still become incidents.
         await self._start_workflow(*workflow)
+        visits_cfg = load_visits_config(s.visits.config_path or DEFAULT_VISITS_CONFIG)
         self.analysis = AnalysisRunner(
             s.analysis, scoped(store, s.cell),  # a cell: its own sites only (gateway.cellstore)
             metrics_registry=self.metrics.registry, on_cancel=store.cancel,
+            sensitivity=visits_cfg.sensitivity,  # risk categories -> inactivity thresholds
         )  # fmt: skip
         await asyncio.to_thread(self.analysis.start)
         self._stack.push_async_callback(asyncio.to_thread, self.analysis.stop)

@@ -33,6 +33,7 @@ from gateway.analysis.records import (
     DetectionRecord,
     DeviceRestore,
     RegistrySnapshot,
+    ResidentInfo,
     StoreUnavailableError,
     VitalsDay,
 )
@@ -43,6 +44,7 @@ from gateway.ingest import StoredMessage
 from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo
 from gateway.settings import AnalysisSettings
+from gateway.visits.sensitivity import Sensitivity, for_categories, tune_routine
 
 log = logging.getLogger("gateway.analysis")
 
@@ -63,8 +65,11 @@ class AnalysisCore:
         *,
         clock: Clock,
         on_cancel: Callable[[str, float, str | None], None] | None,
+        sensitivity: Mapping[str, Sensitivity] | None = None,
     ) -> None:
         self.settings = settings
+        # Risk category -> factors on the inactivity rules (config/visits.toml [sensitivity]).
+        self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._store = store
         # The resident's "I'm OK" (resident id, device time, device id), handed over after
         # the detections queued before it are stored (e.g. PostgresStore.cancel).
@@ -97,6 +102,7 @@ class AnalysisCore:
             ),
             self._emit_health,
             lambda: self._registry.residents,
+            sensitivity=self._sensitivity,
         )
         self._router = MessageRouter(
             kit=self._kit,
@@ -315,18 +321,31 @@ class AnalysisCore:
             log.info("device binding changed", extra={"device": info.device_id})
         return dev
 
+    def _routine_params(self, resident: ResidentInfo | None, utc_offset_s: float) -> RoutineParams:
+        """The routine thresholds of ``resident``: their care level (with the settings'
+        overrides), tuned by their risk categories (``config/visits.toml`` [sensitivity])."""
+        params = RoutineParams.for_care_level(
+            resident.care_level if resident is not None else 2,
+            utc_offset_s=utc_offset_s,
+            **self.settings.routine_overrides,
+        )
+        risks = for_categories(resident.categories if resident else (), self._sensitivity)
+        return tune_routine(params, risks)
+
+    def _retune(self, rid: str, resident: ResidentInfo) -> None:
+        """A changed care level or risk category: new thresholds, what was learned kept."""
+        res = self._residents.get(rid)
+        if res is not None:
+            res.routine.retune(self._routine_params(resident, res.utc_offset))
+        self._kit.retune(rid)
+        log.info("resident alert thresholds retuned", extra={"resident": rid})
+
     def _new_resident(self, subject: str, info: DeviceInfo, now: float) -> ResidentState:
         resident = self._registry.residents.get(info.resident_id or "")
         off = self._registry.utc_offset(info.site_id)
         s = self.settings
         routine = RoutineMonitor(
-            subject,
-            RoutineParams.for_care_level(
-                resident.care_level if resident is not None else 2,
-                utc_offset_s=off,
-                **self.settings.routine_overrides,
-            ),
-            history=self._history.get(subject, ()),
+            subject, self._routine_params(resident, off), history=self._history.get(subject, ())
         )
         vitals = VitalsMonitor(
             subject,
@@ -379,6 +398,10 @@ class AnalysisCore:
             log.info("device no longer analysed", extra={"device": device_id})
         for rid, resident in snapshot.residents.items():
             before = old.residents.get(rid)
+            if before is not None and (before.care_level, before.categories) != (
+                resident.care_level, resident.categories
+            ):  # fmt: skip
+                self._retune(rid, resident)
             if (before is not None and before.away) == resident.away:
                 continue  # unchanged (a resident new to the registry counts as at home)
             res = self._residents.get(rid)

@@ -47,6 +47,7 @@ class ResidentInfo:
     site_id: str
     care_level: int = 2
     status: str = "home"  # home | away | hospital
+    categories: frozenset[str] = frozenset()  # risk categories: detection sensitivity
 
     @property
     def away(self) -> bool:

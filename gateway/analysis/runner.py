@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +18,7 @@ from gateway.analysis.records import AnalysisError, StoreUnavailableError
 from gateway.analysis.store import AnalysisStore
 from gateway.ingest import StoredMessage
 from gateway.settings import AnalysisSettings
+from gateway.visits.sensitivity import Sensitivity
 
 log = logging.getLogger("gateway.analysis")
 
@@ -38,6 +39,7 @@ class AnalysisRunner(AnalysisCore):
         metrics_registry: CollectorRegistry | None = None,
         clock: Clock = time.time,
         on_cancel: Callable[[str, float, str | None], None] | None = None,
+        sensitivity: Mapping[str, Sensitivity] | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -45,6 +47,7 @@ class AnalysisRunner(AnalysisCore):
             AnalysisMetrics(metrics_registry or CollectorRegistry(auto_describe=True)),
             clock=clock,
             on_cancel=on_cancel,
+            sensitivity=sensitivity,
         )
         self._queue: queue.Queue[Sequence[StoredMessage] | None] = queue.Queue(settings.queue_size)
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)

@@ -30,6 +30,7 @@ from gateway.api.routes_board import router as board_router
 from gateway.api.routes_commissioning import router as commissioning_router
 from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import router as devices_router
+from gateway.api.routes_districts import router as districts_router
 from gateway.api.routes_docs import router as docs_router
 from gateway.api.routes_family import router as family_router
 from gateway.api.routes_family_away import router as family_away_router
@@ -165,6 +166,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(paging_router)  # /ack/{token} (signed link), channels (admin)
     app.include_router(visits_router)  # 探访关爱: worker's visits, door-knock tasks
     app.include_router(supervision_router)  # district figures, staffing; /worker, /district
+    app.include_router(districts_router)  # admins: sites and supervisors of districts
     app.include_router(pages_router)  # /, /family, /static/*: no data, PUBLIC
     app.include_router(docs_router)  # /docs, /redoc (local assets), /favicon.ico
     return app

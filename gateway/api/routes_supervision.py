@@ -26,6 +26,8 @@ from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.api.routes_visits import VisitsConfigDep, domain_errors
 from gateway.storage import supervision as supervision_store
 from gateway.storage import visits as visits_store
+from gateway.supervision import bed_report
+from gateway.supervision.bed_report_pdf import render_pdf
 from gateway.supervision.district import (
     ANSWER_TARGET_S,
     CHINA_OFFSET_S,
@@ -232,3 +234,59 @@ def _safe(cell: object) -> object:
     if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + cell
     return cell
+
+
+_PDF: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "the report (PDF)"},
+}  # fmt: skip
+
+
+def _report_scope(conn: Any, user: Principal, site: str | None, district: str | None) -> str:
+    """``site:<id>`` or ``district:<id>`` the caller may read (404 outside their district,
+    403 for another site of a site supervisor)."""
+    if user.role is UserRole.SUPERVISOR:
+        if district is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not allowed for districts")
+        return f"site:{scope_site(user, site)}"
+    if user.role is UserRole.DISTRICT_SUPERVISOR:
+        own = _district(conn, user, district)
+        if site is None:
+            return f"district:{own}"
+        if site not in visits_store.district_site_ids(conn, own):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
+        return f"site:{site}"
+    if site is not None:
+        return f"site:{site}"
+    if district is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="site or district is required")  # fmt: skip
+    return f"district:{district}"
+
+
+@router.get("/supervision/report.pdf", response_class=Response, responses=_PDF,
+            summary="Monthly per-bed supervision report of a site or district (Chinese PDF; "
+                    "audited)",
+            **allow(UserRole.DISTRICT_SUPERVISOR, UserRole.SUPERVISOR, UserRole.ADMIN))  # fmt: skip
+def bed_report_pdf(  # noqa: PLR0917 (FastAPI parameters)
+    cfg: VisitsConfigDep,
+    user: CurrentUser,
+    conn: DbConn,
+    month: str = Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="local month, YYYY-MM"),
+    site: str | None = Query(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
+    district: str | None = Query(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
+) -> Response:
+    scope = _report_scope(conn, user, site, district)
+    kind, _, ident = scope.partition(":")
+    sites = [ident] if kind == "site" else visits_store.district_site_ids(conn, ident)
+    if kind == "site" and supervision_store.site_info(conn, ident) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
+    with domain_errors():
+        report = bed_report.collect(conn, cfg, sites, month=month, now=datetime.now(UTC),
+                                    scope=scope)  # fmt: skip
+    body = render_pdf(report)
+    data = {"what": "bed_report_pdf", "month": month, "beds": report.totals.beds}
+    audit.append(conn, user.user_id, "supervision.read", scope, data)
+    name = f"bed-report-{kind}-{ident}-{month}.pdf"
+    return Response(body, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip

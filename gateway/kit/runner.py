@@ -33,6 +33,7 @@ from analytics.routine import RoutineParams
 from analytics.types import Detection, DetectionKind
 from devices.protocol import DeviceKind, Envelope, Reading
 from gateway.registry import DeviceInfo
+from gateway.visits.sensitivity import Sensitivity, for_categories, tune_home_activity
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Resident(Protocol):
     def care_level(self) -> int: ...
     @property
     def away(self) -> bool: ...
+    @property
+    def categories(self) -> frozenset[str]: ...
 
 
 AlarmKeys = tuple[tuple[str, str], ...]
@@ -169,23 +172,36 @@ class KitRunner:
         emit_home: EmitHome,
         emit_device: EmitDevice,
         residents: Callable[[], Mapping[str, Resident]],
+        *,
+        sensitivity: Mapping[str, Sensitivity] | None = None,
     ) -> None:
+        self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._emit_home = emit_home
         self._emit_device = emit_device
         self._residents = residents
         self._homes: dict[str, tuple[Any, HomeActivity]] = {}
         self.tests_recorded = 0
 
+    def _params(self, home: Home) -> HomeActivityParams:
+        """The home's thresholds: its resident's care level, tuned by their risk categories."""
+        resident = self._residents().get(home.resident_id or "")
+        level = 2 if resident is None else resident.care_level
+        params = HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset)
+        risks = for_categories(resident.categories if resident else (), self._sensitivity)
+        return tune_home_activity(params, risks)
+
+    def retune(self, resident_id: str) -> None:
+        """The resident's care level or risk categories changed: new thresholds for their
+        homes' monitors (what was learned is kept)."""
+        for home, monitor in self._homes.values():
+            if home.resident_id == resident_id:
+                monitor.retune(self._params(home))
+
     def _activity(self, home: Home) -> HomeActivity:
         entry = self._homes.get(home.subject)
         if entry is not None and entry[0] is home:
             return entry[1]
-        resident = self._residents().get(home.resident_id or "")
-        level = 2 if resident is None else resident.care_level
-        monitor = HomeActivity(
-            home.subject,
-            HomeActivityParams.for_care_level(level, utc_offset_s=home.utc_offset),
-        )
+        monitor = HomeActivity(home.subject, self._params(home))
         if entry is not None:
             monitor = entry[1]  # the same home, re-bound: keep what was learned
         self._homes[home.subject] = (home, monitor)

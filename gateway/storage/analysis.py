@@ -54,7 +54,14 @@ INSERT INTO vitals_days (subject, day, heart_rate, breathing_rate) VALUES (%s, %
 ON CONFLICT (subject, day) DO UPDATE SET heart_rate = EXCLUDED.heart_rate,
     breathing_rate = EXCLUDED.breathing_rate, updated_at = now()
 """
-_RESIDENTS = "SELECT resident_id, site_id, care_level, status FROM residents"
+# The risk categories as visiting care counts them (resident_risks and the registry flags).
+_RESIDENTS = """
+SELECT r.resident_id, r.site_id, r.care_level, r.status,
+       array(SELECT category FROM resident_risks k WHERE k.resident_id = r.resident_id
+             UNION SELECT 'high_risk' WHERE r.high_risk
+             UNION SELECT 'living_alone' WHERE r.lives_alone)
+FROM residents r
+"""
 _SITE_OFFSETS = "SELECT site_id, utc_offset_s FROM sites"
 _ROUTINE_DAYS = """
 SELECT subject, day, rise_s, bed_s, active_minutes, away, bed_data
@@ -88,8 +95,8 @@ WHERE d.active
 def load_registry(conn: Conn) -> RegistrySnapshot:
     """Active devices, residents (table ``residents``) and site UTC offsets (``sites``)."""
     residents = {
-        str(rid): ResidentInfo(str(rid), str(site), int(level), str(status))
-        for rid, site, level, status in conn.execute(_RESIDENTS).fetchall()
+        str(rid): ResidentInfo(str(rid), str(site), int(level), str(status), frozenset(cats))
+        for rid, site, level, status, cats in conn.execute(_RESIDENTS).fetchall()
     }
     offsets = {str(site): float(off) for site, off in conn.execute(_SITE_OFFSETS).fetchall()}
     return RegistrySnapshot(load_devices(conn), residents, offsets)

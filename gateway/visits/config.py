@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InvalidError
+from gateway.visits.sensitivity import Sensitivity, parse_sensitivity
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "config" / "visits.toml"
 
@@ -63,6 +64,7 @@ class VisitsConfig:
     """An open inactivity alert opens a door-knock task by itself after this long (0: never)."""
     default_plans: dict[str, Plan]
     district_plans: dict[str, dict[str, Plan]] = field(default_factory=dict)
+    sensitivity: dict[str, Sensitivity] = field(default_factory=dict)  # per risk category
 
     def plans_for(self, district: str | None) -> dict[str, Plan]:
         """The plans of ``district``: the defaults with the district's overrides."""
@@ -139,6 +141,7 @@ def parse_visits_config(data: dict[str, Any]) -> VisitsConfig:
         ),
         default_plans=_plans(plans.get("default", {}), "plans.default"),
         district_plans=districts,
+        sensitivity=parse_sensitivity(data.get("sensitivity", {}), CATEGORIES),
     )
 
 

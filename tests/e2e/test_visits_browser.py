@@ -164,5 +164,11 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(short.first).to_contain_text("夜班")
         expect(short.first).to_contain_text("缺 1 人")
         assert "Resident" not in page.content()
+        with page.expect_download() as download:  # the month's per-bed report (PDF)
+            page.get_by_role("button", name="下载按床位月报").click()
+        pdf = download.value
+        assert pdf.suggested_filename.endswith(".pdf")
+        with open(pdf.path(), "rb") as fh:
+            assert fh.read(5) == b"%PDF-"
         _shot(page, "district.png")
         ctx.close()

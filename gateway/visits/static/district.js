@@ -1,5 +1,6 @@
-/* The district supervisor's page (民政监管): the month's counts for the district and the
- * staffing-ratio table of its nursing homes for the coming week. Counts only, no names. */
+/* The district supervisor's page (民政监管): the month's counts for the district, the
+ * staffing-ratio table of its nursing homes for the coming week, and the month's per-bed
+ * report as a PDF download (codes only). No names. */
 "use strict";
 
 (() => {
@@ -7,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = { login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
     board: $("board"), month: $("month"), figures: $("figures"), staffing: $("staffing"),
-    error: $("error"), signOut: $("sign-out"), title: $("figures-title") };
+    error: $("error"), signOut: $("sign-out"), title: $("figures-title"), pdf: $("bed-report") };
   const ROLES = ["district_supervisor", "supervisor", "admin"];
   const FIGURES = [
     ["beds_served", "服务床位 Beds served"],
@@ -47,6 +48,24 @@
       showError(`无法读取 Could not load: ${err.detail || err.message || err}`);
     }
   }
+  /* The per-bed PDF of the month (the district's, or a site supervisor's own site), fetched
+   * with the bearer token and handed to the browser as a download. */
+  async function downloadReport() {
+    clearError();
+    try {
+      const path = `/supervision/report.pdf?month=${ui.month.value}`;
+      const send = async () => fetch(path, { headers: { Authorization: `Bearer ${await SHG.validToken()}` } });
+      let resp = await send();
+      if (resp.status === 401 && await SHG.refresh()) resp = await send();
+      if (!resp.ok) throw new SHG.ApiError(resp.status, resp.statusText);
+      const url = URL.createObjectURL(await resp.blob());
+      el("a", { href: url, download: `床位监管月报-${ui.month.value}.pdf` }).click();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (err) {
+      showError(`无法下载 Could not download: ${err.detail || err.message || err}`);
+    }
+  }
+  ui.pdf.addEventListener("click", downloadReport);
   function start() { ui.login.hidden = true; ui.board.hidden = false; ui.signOut.hidden = false; load(); }
   ui.month.addEventListener("change", load);
   ui.signOut.addEventListener("click", () => {
