@@ -86,7 +86,7 @@ WHERE sc.user_id = %s AND u.active
 ORDER BY sc.position
 """
 _TARGET = b"""
-SELECT sc.id, sc.address, u.active, i.state
+SELECT sc.id, sc.address, u.active, i.state, u.language
 FROM staff_channels sc
 JOIN users u ON u.user_id = sc.user_id
 JOIN incidents i ON i.id = %s
@@ -146,6 +146,7 @@ class PageTarget:
     address: str | None
     user_active: bool
     incident_state: str
+    language: str = "zh-CN"  # the user's choice: zh-CN or en
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -272,4 +273,4 @@ async def page_target(conn: AsyncConn, incident_id: int, channel_id: int) -> Pag
     state; None when the channel is gone."""
     cur = await conn.execute(_TARGET, (incident_id, channel_id))
     row = await cur.fetchone()
-    return None if row is None else PageTarget(row[1], bool(row[2]), str(row[3]))
+    return None if row is None else PageTarget(row[1], bool(row[2]), str(row[3]), str(row[4]))
