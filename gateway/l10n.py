@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, Literal
@@ -141,6 +142,45 @@ MESSAGES: Final[dict[Lang, dict[str, str]]] = {
         "page.body": "{place} 于 {when} 发生{label}，尚无人确认。{reason}事件编号 {id}（{tier}）。",
         "page.link": "打开链接确认：{link}",
         "page.code": "或短信回复 {code} 确认",
+        # the monthly SLA report
+        "sla.title": "月度服务质量报告  站点 {site}  {month} 月  （时区 {zone}）",
+        "sla.as_of": "统计截至 {when}",
+        "sla.care": "照护事件",
+        "sla.technical": "技术事件",
+        "sla.col.target": "目标",
+        "sla.col.share": "实际",
+        "sla.col.n": "达标/计入",
+        "sla.col.goal": "目标值",
+        "sla.col.met": "达标",
+        "sla.met.yes": "是",
+        "sla.met.no": "否",
+        "sla.target.answer": "{s} 秒内应答（{source}）",
+        "sla.target.on_scene": "{m} 分钟内到场（{source}）",
+        "sla.source.local": "{source}",
+        "sla.source.international": "国际参考：{source}",
+        "sla.col.from_raise": "自报警起用时",
+        "sla.col.median": "中位数",
+        "sla.col.p90": "90% 分位",
+        "sla.to_ack": "至应答",
+        "sla.to_scene": "至到场",
+        "sla.to_resolve": "至处理完毕",
+        "sla.late": "超过 180 秒应答或未应答：{n} 起",
+        "sla.late.row": "  #{id:<6} {type}  报警 {raised}  {answer}",
+        "sla.not_answered": "未应答",
+        "sla.col.false": "误报（按类型）",
+        "sla.col.rate": "误报率",
+        "sla.resident_cancel": "住户自行取消",
+        "sla.staff_cancel": "值班人员取消",
+        "sla.online": "设备在线率",
+        "sla.devices": "{n} 台设备",
+        "sla.png.title": "{site} {month} 应答时间（照护事件）",
+        "sla.png.answered": "已应答（占计入事件）",
+        "sla.png.none": "本月没有已应答的照护事件",
+        "sla.png.x": "自报警至应答的秒数",
+        "sla.png.y": "累计占比",
+        "sla.png.day": "{month} 日期（{zone}）",
+        "sla.png.daily": "每日 60 秒内应答占比",
+        "sla.png.limit": "{s} 秒",
         # durations
         "dur.s": "{s} 秒",
         "dur.m": "{m} 分钟",
@@ -164,6 +204,44 @@ MESSAGES: Final[dict[Lang, dict[str, str]]] = {
         ),
         "page.link": "Acknowledge: {link}",
         "page.code": "or reply {code} by SMS",
+        "sla.title": "SLA report  site {site}  month {month}  (time zone {zone})",
+        "sla.as_of": "as of {when}",
+        "sla.care": "care incidents",
+        "sla.technical": "technical incidents",
+        "sla.col.target": "target",
+        "sla.col.share": "share",
+        "sla.col.n": "n",
+        "sla.col.goal": "target",
+        "sla.col.met": "met",
+        "sla.met.yes": "yes",
+        "sla.met.no": "NO",
+        "sla.target.answer": "answered within {s} s ({source})",
+        "sla.target.on_scene": "on scene within {m} min ({source})",
+        "sla.source.local": "{source}",
+        "sla.source.international": "international reference: {source}",
+        "sla.col.from_raise": "time from raise",
+        "sla.col.median": "median",
+        "sla.col.p90": "p90",
+        "sla.to_ack": "to acknowledge",
+        "sla.to_scene": "to on scene",
+        "sla.to_resolve": "to resolve",
+        "sla.late": "answered after 180 s or not answered: {n}",
+        "sla.late.row": "  #{id:<6} {type}  raised {raised}  {answer}",
+        "sla.not_answered": "not answered",
+        "sla.col.false": "false alarms by type",
+        "sla.col.rate": "rate",
+        "sla.resident_cancel": "resident cancellations",
+        "sla.staff_cancel": "staff cancellations",
+        "sla.online": "device online rate",
+        "sla.devices": "{n} devices",
+        "sla.png.title": "SLA {site} {month}: time to answer (care incidents)",
+        "sla.png.answered": "answered (share of counted)",
+        "sla.png.none": "no answered care incidents",
+        "sla.png.x": "seconds from raise to acknowledgement",
+        "sla.png.y": "cumulative share",
+        "sla.png.day": "day of {month} ({zone})",
+        "sla.png.daily": "share answered within 60 s",
+        "sla.png.limit": "{s} s",
         "dur.s": "{s} s",
         "dur.m": "{m} min",
         "dur.hm": "{h} h {m} min",
@@ -177,6 +255,21 @@ def t(lang: Lang, key: str, /, **params: Any) -> str:
     key is missing in ``lang``; the key itself when unknown)."""
     template = MESSAGES[lang].get(key) or MESSAGES[DEFAULT_LANGUAGE].get(key) or key
     return template.format(**params) if params else template
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (CJK and full-width characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def ljust(text: str, columns: int) -> str:
+    """``text`` padded on the right to ``columns`` terminal columns."""
+    return text + " " * max(0, columns - width(text))
+
+
+def rjust(text: str, columns: int) -> str:
+    """``text`` padded on the left to ``columns`` terminal columns."""
+    return " " * max(0, columns - width(text)) + text
 
 
 # -- times ---------------------------------------------------------------------------------
