@@ -122,11 +122,13 @@ def sms_params(facts: IncidentFacts, lang: Lang = DEFAULT_LANGUAGE) -> dict[str,
     """Parameters of the approved SMS template: never a name, never free text.
 
     Template variables (to be approved with the provider, e.g.
-    ``您关注的${place}于${time}发生${type}，请尽快联系服务中心。``).
+    ``您关注的${place}于${time}（北京时间）发生${type}，请尽快联系服务中心。``): providers check
+    a time variable's format, so ``time`` is the bare site time ``YYYY-MM-DD HH:MM`` and the
+    approved template's text names the zone.
     """
     return {
         "place": place_label(facts)[:35],
-        "time": local_time(facts),
+        "time": l10n.local_time(facts.raised_at, facts.utc_offset_s).split(" (")[0],
         "type": incident_label(facts.incident_type, lang)[:35],
     }
 
@@ -175,5 +177,5 @@ def page_params(
     facts: IncidentFacts, page: PageFacts, lang: Lang = DEFAULT_LANGUAGE
 ) -> dict[str, str]:
     """Parameters of the approved staff SMS / voice template (variables place, time, type,
-    code), e.g. ``${place}于${time}发生${type}，无人确认。回复${code}确认。``."""
+    code), e.g. ``${place}于${time}（北京时间）发生${type}，无人确认。回复${code}确认。``."""
     return {**sms_params(facts, lang), "code": page.code or ""}

@@ -325,7 +325,7 @@ class OutboxWorker(PollingWorker):
             contact_id=item.contact_id,
             channel=item.channel,
             message=render(facts, audience, lang),
-            sms_params=sms_params(facts, lang),
+            sms_params=sms_params(facts),  # the approved template's language (zh-CN)
             address=address,
         )
 
@@ -367,7 +367,7 @@ class OutboxWorker(PollingWorker):
             contact_id=None,
             channel=item.channel,
             message=render_page(facts, page_facts, lang),
-            sms_params=page_params(facts, page_facts, lang),
+            sms_params=page_params(facts, page_facts),  # the template's language (zh-CN)
             address=address,
             recipient_kind="staff",
             user_id=item.user_id,

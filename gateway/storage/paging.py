@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+
 Conn = psycopg.Connection[Any]
 AsyncConn = psycopg.AsyncConnection[Any]
 
@@ -30,9 +32,11 @@ RETURNING id
 _PAGE = b"""
 SELECT p.id, p.incident_id, u.user_id, p.created_at, u.role, u.active, i.state, i.type,
        i.raised_at,
-       EXISTS (SELECT 1 FROM staff_page_acks a WHERE a.page_id = p.id AND a.user_id = u.user_id)
+       EXISTS (SELECT 1 FROM staff_page_acks a WHERE a.page_id = p.id AND a.user_id = u.user_id),
+       s.utc_offset_s
 FROM staff_pages p
 JOIN incidents i ON i.id = p.incident_id
+JOIN sites s ON s.site_id = i.site_id
 JOIN users u ON u.user_id = %s
 WHERE p.id = %s
   AND (p.user_id = u.user_id
@@ -108,6 +112,7 @@ class PageRow:
     incident_type: str
     raised_at: datetime
     used: bool
+    utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT  # the site's, for times shown to the user
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +187,7 @@ def page_for(conn: Conn, page_id: int, user_id: str, *, lock: bool = False) -> P
         return None
     return PageRow(
         int(row[0]), int(row[1]), str(row[2]), row[3], str(row[4]), bool(row[5]), str(row[6]),
-        str(row[7]), row[8], bool(row[9]),
+        str(row[7]), row[8], bool(row[9]), int(row[10]),
     )  # fmt: skip
 
 

@@ -456,7 +456,7 @@ async def test_sms_through_the_aliyun_api(
     params = json.loads(form["TemplateParam"])
     assert params == {
         "place": "Room 301 / BED-0301",
-        "time": "2026-11-23 09:05 (UTC+8)",
+        "time": "2026-11-23 09:05",
         "type": "跌倒",
     }
     assert NAME not in form["TemplateParam"]

@@ -65,7 +65,7 @@ def test_sms_params_are_template_variables_without_a_name() -> None:
     assert NAME not in repr(params)
     assert params == {
         "place": "Room 301 / BED-0301",
-        "time": "2026-11-23 09:05 (UTC+8)",
+        "time": "2026-11-23 09:05",
         "type": "跌倒",
     }
 
