@@ -31,7 +31,6 @@ import csv
 import io
 import logging
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,8 +41,13 @@ import psycopg
 
 from gateway import audit
 from gateway.errors import ConflictError, InvalidError
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.kit import acceptance as kit_acceptance
+from gateway.l10n import DEFAULT_LANGUAGE, Lang
+from gateway.reports import commissioning_pdf
+from gateway.reports.commissioning_pdf import Person
 from gateway.storage import acceptance as repo
+from gateway.storage import console_reads
 
 if TYPE_CHECKING:
     from gateway.analysis import DetectionRecord
@@ -461,9 +465,6 @@ def _export_row(r: Mapping[str, Any]) -> list[str]:
             r["notes"] or ""]  # fmt: skip
 
 
-NOTES_PDF_CHARS = 40  # notes are cut in the PDF table (the CSV has them whole)
-
-
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -486,50 +487,36 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
 def records_pdf(
     site_id: str,
     records: Sequence[Mapping[str, Any]],
-    rows_per_page: int = 18,
     families: Sequence[str] | None = None,
+    *,
+    people: Mapping[str, Person] | None = None,
+    site_name: str | None = None,
+    utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT,
+    printed_at: datetime | None = None,
+    lang: Lang = DEFAULT_LANGUAGE,
 ) -> bytes:
-    """A printable A4-landscape PDF table of the records (matplotlib, no other dependency).
+    """A printable A4-landscape PDF of the records: every step, every cell wrapped, as many
+    pages as needed, signature lines (:mod:`gateway.reports.commissioning_pdf`).
 
-    Chinese text (notes, bed codes) is drawn with a CJK system font when one is installed
-    (:mod:`gateway.reports.fonts`; ``families`` overrides the font list); without one it
-    shows as boxes (logged once)."""
-    from matplotlib import rc_context  # noqa: PLC0415
-    from matplotlib.backends.backend_pdf import PdfPages  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    Chinese text (notes, bed codes, names) is drawn with a CJK system font when one is
+    installed (:mod:`gateway.reports.fonts`; ``families`` overrides the font list); without
+    one it shows as boxes (logged once)."""
+    return commissioning_pdf.render(
+        site_id, records, people=people, site_name=site_name, utc_offset_s=utc_offset_s,
+        printed_at=printed_at, lang=lang, families=families,
+    )  # fmt: skip
 
-    from gateway.reports.fonts import font_families  # noqa: PLC0415
 
-    columns = ("device_id", "kind", "bed_code", "installer", "finished_at", "result", "steps",
-               "notes")  # fmt: skip
-    idx = [EXPORT_HEADER.index(c) for c in columns]
-    rows = [[row[i] for i in idx] for row in map(_export_row, records)]
-    for row in rows:
-        row[4] = row[4][:19].replace("T", " ")
-        notes = " ".join(row[7].split())
-        row[7] = notes if len(notes) <= NOTES_PDF_CHARS else notes[: NOTES_PDF_CHARS - 1] + "…"
-    buf = io.BytesIO()
-    pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
-    families = list(font_families() if families is None else families)
-    # Notes are data, never markup: "$\\foo$" would be mathtext (and crash the export).
-    with warnings.catch_warnings(), rc_context({"font.family": families, "text.parse_math": False}):
-        if len(families) == 1:  # no CJK font: boxes, already logged once
-            warnings.filterwarnings("ignore", message="Glyph .* missing")
-        with PdfPages(buf) as pdf:
-            for n, page in enumerate(pages, 1):
-                fig = Figure(figsize=(11.69, 8.27))
-                ax = fig.add_subplot()
-                ax.axis("off")
-                ax.set_title(f"Commissioning records, site {site_id} (page {n}/{len(pages)})",
-                             loc="left")  # fmt: skip
-                if page:
-                    table = ax.table(cellText=page, colLabels=columns, loc="upper center",
-                                     cellLoc="left", colWidths=(0.12, 0.07, 0.1, 0.1, 0.11,
-                                                                0.06, 0.29, 0.15))  # fmt: skip
-                    table.auto_set_font_size(False)
-                    table.set_fontsize(7)
-                    table.scale(1, 1.4)
-                else:
-                    ax.text(0, 0.9, "no commissioning records yet", transform=ax.transAxes)
-                pdf.savefig(fig)
-    return buf.getvalue()
+def site_records_pdf(conn: Conn, site_id: str, lang: Lang = DEFAULT_LANGUAGE) -> bytes:
+    """:func:`records_pdf` of a site's records, people by display name, times in the site's
+    zone (printed now)."""
+    people = {
+        str(u["user_id"]): Person(u.get("display_name"), u.get("role"))
+        for u in console_reads.staff_names(conn, site_id)
+    }
+    site = console_reads.site_clock(conn, site_id) or {}
+    return records_pdf(
+        site_id, list_records(conn, site_id), people=people, site_name=site.get("name"),
+        utc_offset_s=int(site.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
+        printed_at=datetime.now(UTC), lang=lang,
+    )  # fmt: skip

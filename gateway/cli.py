@@ -246,11 +246,11 @@ def cmd_report_sla(args: argparse.Namespace) -> int:
         kpi_path.write_text(report.kpis_csv(), encoding="utf-8")
         print(f"wrote {csv_path} and {kpi_path}", file=sys.stderr)
     if args.png:
-        print(f"wrote {report.to_png(args.png)}", file=sys.stderr)
+        print(f"wrote {report.to_png(args.png, args.lang)}", file=sys.stderr)
     if args.json:
         print(report.to_json())
     else:
-        print(report.to_text(), end="")
+        print(report.to_text(args.lang), end="")
     return 0
 
 
@@ -410,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     sla.add_argument("--csv", help="write incidents here and the KPIs to <stem>-kpis.csv")
     sla.add_argument("--png", help="write the answer-time chart here (PNG)")
     sla.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    sla.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN",
+                     help="language of the table and the chart (default zh-CN)")  # fmt: skip
     sla.set_defaults(func=cmd_report_sla)
 
     user = sub.add_parser("user", help="API users").add_subparsers(dest="user_cmd", required=True)

@@ -122,6 +122,7 @@ def apply_site_definition(
                 "relation": c.get("relation"), "phone": c.get("phone"), "email": c.get("email"),
                 "channels": c.get("channels", []), "consent_notify": c.get("consent_notify", True),
                 "priority": c.get("priority", 1), "wechat_openid": c.get("wechat_openid"),
+                "language": c.get("language"),  # zh-CN (default) or en
             })  # fmt: skip
         audit.append(conn, actor, "registry.site.apply", f"site:{site_id}", {
             "devices": len(definition.get("devices", [])),

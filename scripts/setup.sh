@@ -17,7 +17,7 @@ packages=(
     cmake gcc make libc6-dev xz-utils ca-certificates debian-archive-keyring openssl
     python3 python3-venv python3-dev
     fonts-wqy-microhei  # CJK glyphs in PDFs (commissioning records); 1.6 MB vs 57 MB for Noto CJK
-    poppler-utils  # pdftotext/pdftoppm: the tests read back and render the supervision PDF
+    poppler-utils  # pdftotext/pdftoppm: the tests read back and render the commissioning and supervision PDFs
     systemd     # systemd-analyze: the tests verify the units of `safehome install-service`
     prometheus  # promtool: the tests check deploy/prometheus/alerts.yml (its server is not used)
     nftables  # the resilience tests partition a local port (packets dropped, no reset)

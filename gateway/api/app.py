@@ -39,6 +39,7 @@ from gateway.api.routes_family_services import router as family_services_router
 from gateway.api.routes_family_status import router as family_status_router
 from gateway.api.routes_handover import router as handover_router
 from gateway.api.routes_incidents import router as incidents_router
+from gateway.api.routes_language import router as language_router
 from gateway.api.routes_live import router as live_router
 from gateway.api.routes_pages import router as pages_router
 from gateway.api.routes_paging import router as paging_router
@@ -163,6 +164,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(commissioning_router)  # installers: devices, acceptance tests
     app.include_router(reports_router)
     app.include_router(users_router)  # admins: deactivate, reactivate, password
+    app.include_router(language_router)  # admins: a user's or contact's language (l10n)
     app.include_router(paging_router)  # /ack/{token} (signed link), channels (admin)
     app.include_router(visits_router)  # 探访关爱: worker's visits, door-knock tasks
     app.include_router(supervision_router)  # district figures, staffing; /worker, /district

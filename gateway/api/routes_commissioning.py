@@ -431,7 +431,7 @@ def finish(
              **allow(*INSTALLERS))  # fmt: skip
 def records(
     site_id: str, user: CurrentUser, conn: DbConn,
-    format: Literal["json", "csv", "pdf"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json", lang: Literal["zh-CN", "en"] = "zh-CN",
 ) -> Any:  # fmt: skip
     site_of(conn, user, site_id)
     rows = acceptance.list_records(conn, site_id)
@@ -442,7 +442,7 @@ def records(
     if format == "csv":
         body = acceptance.records_csv(rows).encode()
         return Response(body, media_type="text/csv; charset=utf-8", headers=disposition)
-    body = acceptance.records_pdf(site_id, rows)
+    body = acceptance.site_records_pdf(conn, site_id, lang)
     return Response(body, media_type="application/pdf", headers=disposition)
 
 

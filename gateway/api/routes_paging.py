@@ -1,8 +1,9 @@
 """Paging routes: acknowledging a page from the message, and the staff channel list.
 
-* ``GET /ack/{token}`` (public, the signed link is the credential) shows a small zh-CN page
-  (English second) naming the incident, with a button. It never acknowledges: link-preview
-  bots and mail scanners fetch links by GET.
+* ``GET /ack/{token}`` (public, the signed link is the credential) shows a small page in the
+  paged user's language (``users.language``: zh-CN by default, or en; an invalid link gets
+  zh-CN with English second) naming the incident, with a button. It never acknowledges:
+  link-preview bots and mail scanners fetch links by GET.
 * ``POST /ack/{token}`` acknowledges (once) as the paged user; the answer says acknowledged,
   already acknowledged, already used, expired or invalid.
 * ``POST /paging/sms-inbound`` (public, authenticated by an HMAC signature with
@@ -27,9 +28,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway import l10n
 from gateway.api.deps import PUBLIC, ApiHost, CurrentUser, DbConn, HostDep, UserRole, allow
 from gateway.api.routes_pages import SECURITY_HEADERS
-from gateway.notify.messages import incident_label
+from gateway.l10n import Lang
 from gateway.paging import acks
 from gateway.paging.channels import ChannelError, add_channel, list_channels, remove_channel
 from gateway.paging.settings import PagingSettings
@@ -40,6 +42,7 @@ from gateway.paging.tokens import (
     inbound_signature_ok,
     verify_link,
 )
+from gateway.storage import languages
 
 SIGNATURE_HEADER = "X-Safehome-Signature"
 TIMESTAMP_HEADER = "X-Safehome-Timestamp"
@@ -55,25 +58,27 @@ _ACK_HEADERS = SECURITY_HEADERS | {
     "X-Robots-Tag": "noindex",
 }
 
-ANSWERS: dict[AckResult, tuple[str, str, int]] = {
-    AckResult.ACKNOWLEDGED: ("已确认，升级已停止。请尽快前往处理。",
-                             "Acknowledged: escalation stopped. Please attend now.", 200),
-    AckResult.ALREADY: ("该事件已由他人确认，无需再次确认。",
-                        "Someone already acknowledged this incident.", 200),
-    AckResult.USED: ("此链接或回复码已使用过。", "This link or reply code was already used.", 409),
-    AckResult.EXPIRED: ("此链接或回复码已过期，请在值班台确认。",
-                        "This link or reply code has expired: use the console.", 410),
-    AckResult.UNKNOWN: ("链接或回复码无效。", "Invalid link or reply code.", 404),
-    AckResult.NO_USER: ("该账号已停用。", "This account is deactivated.", 403),
-}  # fmt: skip
-
-
-_STATES = {
-    "raised": "待确认 / not acknowledged",
-    "acknowledged": "已确认 / acknowledged",
-    "dispatched": "已派人 / dispatched",
-    "on_scene": "已到场 / on scene",
+# The answer to an acknowledgement (catalogue key in gateway.l10n, HTTP status).
+ANSWERS: dict[AckResult, tuple[str, int]] = {
+    AckResult.ACKNOWLEDGED: ("ack.acknowledged", 200),
+    AckResult.ALREADY: ("ack.already", 200),
+    AckResult.USED: ("ack.used", 409),
+    AckResult.EXPIRED: ("ack.expired", 410),
+    AckResult.UNKNOWN: ("ack.unknown", 404),
+    AckResult.NO_USER: ("ack.no_user", 403),
 }
+
+
+def _answer_text(result: AckResult, lang: Lang | None) -> str:
+    """The answer in ``lang``; unknown reader (None): zh-CN, then English."""
+    key = ANSWERS[result][0]
+    if lang is None:
+        return f"{l10n.t('zh-CN', key)} / {l10n.t('en', key)}"
+    return l10n.t(lang, key)
+
+
+def _lang_of(conn: Any, user_id: str | None) -> Lang | None:
+    return None if user_id is None else l10n.language(languages.user_language(conn, user_id))
 
 
 def _paging(host: ApiHost) -> PagingSettings:
@@ -86,9 +91,9 @@ def _count(host: ApiHost, via: str, result: AckResult) -> None:
         metrics.page_acks.labels(via=via, result=result.value).inc()
 
 
-def _page(title: str, body_html: str, status_code: int = 200) -> HTMLResponse:
+def _page(title: str, body_html: str, status_code: int = 200, lang: Lang = "zh-CN") -> HTMLResponse:
     doc = (
-        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="robots" content="noindex">'
         f"<title>{html.escape(title)}</title>"
@@ -99,8 +104,12 @@ def _page(title: str, body_html: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(doc, status_code=status_code, headers=_ACK_HEADERS)
 
 
-def _answer_page(result: AckResult) -> HTMLResponse:
-    zh, en, code = ANSWERS[result]
+def _answer_page(result: AckResult, lang: Lang | None = None) -> HTMLResponse:
+    key, code = ANSWERS[result]
+    if lang is not None:
+        body = f"<h1>{html.escape(l10n.t(lang, key))}</h1>"
+        return _page(l10n.t(lang, "brand"), body, code, lang)
+    zh, en = l10n.t("zh-CN", key), l10n.t("en", key)
     body = f'<h1>{html.escape(zh)}</h1><p class="en" lang="en">{html.escape(en)}</p>'
     return _page("安居守护 / Safe-Home Guardian", body, code)
 
@@ -150,22 +159,23 @@ def ack_view(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
     claims = _claims(host, token)
     if isinstance(claims, AckResult):
         return _answer_page(claims)
+    lang = _lang_of(conn, claims.user_id) or "zh-CN"
     view = acks.view_page(conn, claims)
     if view is None:
-        return _answer_page(AckResult.UNKNOWN)
+        return _answer_page(AckResult.UNKNOWN, lang)
     if view.used:
-        return _answer_page(AckResult.USED)
-    label = html.escape(incident_label(view.incident_type))
-    state = html.escape(_STATES.get(view.incident_state, view.incident_state))
+        return _answer_page(AckResult.USED, lang)
+    title = l10n.t(lang, "ack.title", id=view.incident_id)
+    state = l10n.t(lang, f"state.{view.incident_state}")
+    line = l10n.t(lang, "ack.state", label=l10n.type_label(lang, view.incident_type),
+                  state=state, when=l10n.local_time(view.raised_at, view.utc_offset_s))  # fmt: skip
     body = (
-        f"<h1>确认事件 {view.incident_id}</h1>"
-        f"<p>{label}，状态 / state：{state}</p>"
-        '<p class="en" lang="en">Acknowledge incident '
-        f"{view.incident_id}: you take it and escalation stops.</p>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(line)}</p>"
+        f"<p>{html.escape(l10n.t(lang, 'ack.explain'))}</p>"
         f'<form method="post" action="{html.escape(token)}">'
-        '<button type="submit">我来处理（确认） / Acknowledge</button></form>'
+        f'<button type="submit">{html.escape(l10n.t(lang, "ack.button"))}</button></form>'
     )
-    return _page(f"确认事件 {view.incident_id}", body)
+    return _page(title, body, lang=lang)
 
 
 @router.post("/ack/{token}", summary="Page acknowledgement: acknowledge once",
@@ -177,7 +187,7 @@ def ack_post(token: str, host: HostDep, conn: DbConn) -> HTMLResponse:
         return _answer_page(claims)
     outcome = acks.acknowledge_link(conn, claims)
     _count(host, "link", outcome.result)
-    return _answer_page(outcome.result)
+    return _answer_page(outcome.result, _lang_of(conn, outcome.user_id or claims.user_id))
 
 
 @router.post("/paging/sms-inbound", summary="Inbound SMS reply (signed by the provider)",
@@ -206,15 +216,15 @@ async def sms_inbound(request: Request, host: HostDep) -> dict[str, Any]:
         raise HTTPException(422, "need from and text") from None
     pool = host.pool
 
-    def run() -> acks.AckOutcome:
+    def run() -> tuple[acks.AckOutcome, Lang | None]:
         with pool.connection() as conn:
-            return acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
+            done = acks.acknowledge_reply(conn, sender, text, settings.ack_ttl_s)
+            return done, _lang_of(conn, done.user_id)
 
-    outcome = await run_in_threadpool(run)
+    outcome, lang = await run_in_threadpool(run)
     _count(host, "sms", outcome.result)
-    zh, en, _ = ANSWERS[outcome.result]
     return {"result": outcome.result.value, "incident_id": outcome.incident_id,
-            "message": f"{zh} / {en}"}  # fmt: skip
+            "message": _answer_text(outcome.result, lang)}  # fmt: skip
 
 
 @router.get("/users/{user}/channels", summary="A staff user's paging channels",

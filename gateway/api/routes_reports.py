@@ -1,7 +1,8 @@
 """Reports: the monthly telecare SLA report of a site (``gateway.reports.sla``).
 
 Supervisors see their own site; admins name the site. ``format`` selects JSON (default),
-CSV (one row per incident) or a PNG chart for the monthly report.
+CSV (one row per incident) or a PNG chart for the monthly report (``lang``: zh-CN by
+default, or en).
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ router = APIRouter(tags=["reports"])
 def sla(
     user: CurrentUser,
     conn: DbConn,
+    *,
     month: str = Query(pattern=r"^\d{4}-\d{2}$", description="local month, YYYY-MM"),
     site: str | None = None,
     format: Literal["json", "csv", "png"] = "json",
+    lang: Literal["zh-CN", "en"] = "zh-CN",
 ) -> Any:
     site_id = scope_site(user, site)
     if site_id is None:
@@ -74,6 +77,6 @@ def sla(
     if format == "png":
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "sla.png"
-            report.to_png(path)
+            report.to_png(path, lang)
             return Response(path.read_bytes(), media_type="image/png")
     return report.to_dict()

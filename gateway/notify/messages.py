@@ -1,45 +1,28 @@
-"""Rendering of incident notifications, with redaction by audience.
+"""Rendering of incident notifications, with redaction by audience and the reader's language.
 
 The resident's name appears only when the audience is a *private one-to-one* channel to a
 *consented family member* (:attr:`Audience.PRIVATE_FAMILY`). Everything else (group bots,
 community workers, generic webhooks, SMS templates) gets the bed code, the room label and
-the incident type only. Rendering is pure: no I/O, no clock reads.
+the incident type only. Every message is plain zh-CN by default, English when the recipient
+chose it (``contacts.language``, ``users.language``); the words come from the catalogue
+:mod:`gateway.l10n`, the reason sentence from the incident's details, the time in the
+site's zone with the zone named. Rendering is pure: no I/O, no clock reads.
 """
 
 from __future__ import annotations
 
 import enum
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from gateway import l10n
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+from gateway.l10n import DEFAULT_LANGUAGE, Lang
 
-# Labels for incident types; unknown types fall back to their (sanitised) code.
-INCIDENT_LABELS: dict[str, str] = {  # the types of migration 0010 (incidents.type)
-    "emergency_call": "紧急呼叫 / emergency call",
-    "fall": "跌倒 / fall",
-    "not_up": "未按时起床 / not up",
-    "night_bed_exit": "夜间离床未归 / out of bed at night",
-    "no_activity": "长时间无活动 / no activity",
-    "motionless_in_bed": "床上长时间不动 / motionless in bed",
-    "vitals_abnormal": "生命体征异常 / abnormal vital signs",
-    "apnea": "呼吸暂停 / apnoea",
-    "not_worn": "设备未佩戴 / device not worn",
-    "device_offline": "设备离线 / device offline",
-    "hub_offline": "网关离线 / hub offline",
-    "site_offline": "站点离线 / site offline",
-    "low_battery": "电量低 / low battery",
-    "device_clock_wrong": "设备时钟错误 / device clock wrong",
-    "smoke_alarm": "烟雾报警 / smoke alarm",
-    "gas_alarm": "燃气泄漏报警 / gas alarm",
-    "water_leak": "漏水 / water leak",
-    "door_open_at_night": "夜间开门 / door open at night",
-    "device_tampered": "设备被拆动 / device tampered",
-}
-
-_CODE_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+# Labels for incident types (zh-CN); unknown types fall back to their (sanitised) code.
+INCIDENT_LABELS: dict[str, str] = l10n.INCIDENT_TYPES[DEFAULT_LANGUAGE]
 
 
 class Audience(enum.Enum):
@@ -52,7 +35,8 @@ class Audience(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class IncidentFacts:
-    """What a notification may say about an incident (names are optional and redacted)."""
+    """What a notification may say about an incident (names are optional and redacted;
+    ``details`` are the incident's detection details, for the reason sentence)."""
 
     incident_id: int
     incident_type: str
@@ -61,6 +45,7 @@ class IncidentFacts:
     raised_at: datetime
     resident_name: str | None = None
     utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +57,9 @@ class RenderedMessage:
     fields: dict[str, Any]
 
 
-def incident_label(incident_type: str) -> str:
+def incident_label(incident_type: str, lang: Lang = DEFAULT_LANGUAGE) -> str:
     """Human label of an incident type (a sanitised code when unknown)."""
-    return INCIDENT_LABELS.get(incident_type, _CODE_SAFE.sub("_", incident_type)[:40])
+    return l10n.type_label(lang, incident_type)
 
 
 def place_label(facts: IncidentFacts) -> str:
@@ -84,47 +69,67 @@ def place_label(facts: IncidentFacts) -> str:
 
 
 def local_time(facts: IncidentFacts) -> str:
-    """The incident time in the site's local time, ``YYYY-MM-DD HH:MM``."""
-    raised = facts.raised_at
-    if raised.tzinfo is None:
-        raised = raised.replace(tzinfo=UTC)
-    tz = timezone(timedelta(seconds=facts.utc_offset_s))
-    return raised.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    """The incident time in the site's zone, named: ``YYYY-MM-DD HH:MM (UTC+8)``."""
+    return l10n.local_time(facts.raised_at, facts.utc_offset_s)
 
 
-def render(facts: IncidentFacts, audience: Audience) -> RenderedMessage:
-    """Render ``facts`` for ``audience``; the name is kept only for PRIVATE_FAMILY."""
-    label = incident_label(facts.incident_type)
-    place = place_label(facts)
-    when = local_time(facts)
-    name = facts.resident_name if audience is Audience.PRIVATE_FAMILY else None
-    who = f"{name}（{place}）" if name else place
-    title = f"【安居守护】{label}"
-    body = f"{who} 于 {when} 发生：{label}。请尽快联系服务中心确认。事件编号 {facts.incident_id}"
-    fields: dict[str, Any] = {
+def reason_sentence(facts: IncidentFacts, lang: Lang = DEFAULT_LANGUAGE) -> str | None:
+    """The plain sentence for the incident's reason (None: none for its type)."""
+    return l10n.reason(lang, facts.incident_type, facts.details, facts.utc_offset_s)
+
+
+def _common_fields(facts: IncidentFacts, lang: Lang) -> dict[str, Any]:
+    return {
         "incident_id": facts.incident_id,
         "incident_type": facts.incident_type,
-        "label": label,
+        "label": incident_label(facts.incident_type, lang),
+        "reason": reason_sentence(facts, lang),
+        "language": lang,
         "bed_code": facts.bed_code,
         "room": facts.room,
         "raised_at": facts.raised_at.isoformat(),
-        "local_time": when,
+        "local_time": local_time(facts),
+        "time_zone": l10n.zone_name(facts.utc_offset_s),
     }
+
+
+def _reason_part(facts: IncidentFacts, lang: Lang) -> str:
+    said = reason_sentence(facts, lang)
+    if not said:
+        return ""
+    return f"{said}。" if lang == "zh-CN" else f"{said}. "
+
+
+def render(
+    facts: IncidentFacts, audience: Audience, lang: Lang = DEFAULT_LANGUAGE
+) -> RenderedMessage:
+    """Render ``facts`` for ``audience`` in ``lang``; the name is kept only for
+    PRIVATE_FAMILY."""
+    label = incident_label(facts.incident_type, lang)
+    place = place_label(facts)
+    name = facts.resident_name if audience is Audience.PRIVATE_FAMILY else None
+    who = l10n.t(lang, "notify.who", name=name, place=place) if name else place
+    title = l10n.t(lang, "notify.title", Label=label[:1].upper() + label[1:])
+    body = l10n.t(lang, "notify.body", who=who, when=local_time(facts), label=label,
+                  reason=_reason_part(facts, lang), id=facts.incident_id)  # fmt: skip
+    fields = _common_fields(facts, lang)
     if name:
         fields["resident_name"] = name
     return RenderedMessage(title=title, body=body, fields=fields)
 
 
-def sms_params(facts: IncidentFacts) -> dict[str, str]:
+def sms_params(facts: IncidentFacts, lang: Lang = DEFAULT_LANGUAGE) -> dict[str, str]:
     """Parameters of the approved SMS template: never a name, never free text.
 
     Template variables (to be approved with the provider, e.g.
-    ``您关注的${place}于${time}发生${type}，请尽快联系服务中心。``).
+    ``您关注的${place}于${time}（北京时间）发生${type}，请尽快联系服务中心。``): providers check
+    a time variable's format, so ``time`` is the bare site time ``YYYY-MM-DD HH:MM`` and the
+    approved template's text names the zone.
     """
     return {
         "place": place_label(facts)[:35],
-        "time": local_time(facts),
-        "type": incident_label(facts.incident_type).split(" / ")[0][:35],
+        "time": l10n.local_time(facts.raised_at, facts.utc_offset_s).split(" (")[0],
+        "type": incident_label(facts.incident_type, lang)[:35],
     }
 
 
@@ -139,31 +144,26 @@ class PageFacts:
     instruction: str | None = None  # the emergency tier's instruction (e.g. call 120)
 
 
-def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
-    """A staff page (zh-CN first, English second): place, type, time, how to acknowledge."""
-    label = incident_label(facts.incident_type)
-    place = place_label(facts)
-    when = local_time(facts)
-    again = "（再次提醒）" if page.kind == "reminder" else ""
-    title = f"【安居守护】请确认{again}：{label}"
+def render_page(
+    facts: IncidentFacts, page: PageFacts, lang: Lang = DEFAULT_LANGUAGE
+) -> RenderedMessage:
+    """A staff page in the user's language: place, type, reason, time, how to acknowledge."""
+    label = incident_label(facts.incident_type, lang)
+    again = l10n.t(lang, "page.again") if page.kind == "reminder" else ""
+    title = l10n.t(lang, "page.title", again=again, Label=label[:1].upper() + label[1:])
     how: list[str] = []
     if page.link:
-        how.append(f"打开链接确认 / acknowledge: {page.link}")
+        how.append(l10n.t(lang, "page.link", link=page.link))
     if page.code:
-        how.append(f"或短信回复 {page.code} / or reply {page.code} by SMS")
+        how.append(l10n.t(lang, "page.code", code=page.code))
     todo = f"\n{page.instruction}" if page.instruction else ""
     body = (
-        f"{place} 于 {when} 发生：{label}，尚无人确认。事件编号 {facts.incident_id}"
-        f"（{page.tier_name}）。{todo}\n" + "\n".join(how)
-    )
+        l10n.t(lang, "page.body", place=place_label(facts), when=local_time(facts), label=label,
+               reason=_reason_part(facts, lang), id=facts.incident_id, tier=page.tier_name)
+        + todo + "\n" + "\n".join(how)
+    )  # fmt: skip
     fields: dict[str, Any] = {
-        "incident_id": facts.incident_id,
-        "incident_type": facts.incident_type,
-        "label": label,
-        "bed_code": facts.bed_code,
-        "room": facts.room,
-        "raised_at": facts.raised_at.isoformat(),
-        "local_time": when,
+        **_common_fields(facts, lang),
         "tier": page.tier_name,
         "kind": page.kind,
         "ack_code": page.code,
@@ -173,7 +173,9 @@ def render_page(facts: IncidentFacts, page: PageFacts) -> RenderedMessage:
     return RenderedMessage(title=title, body=body, fields=fields)
 
 
-def page_params(facts: IncidentFacts, page: PageFacts) -> dict[str, str]:
+def page_params(
+    facts: IncidentFacts, page: PageFacts, lang: Lang = DEFAULT_LANGUAGE
+) -> dict[str, str]:
     """Parameters of the approved staff SMS / voice template (variables place, time, type,
-    code), e.g. ``${place}于${time}发生${type}，无人确认。回复${code}确认。``."""
-    return {**sms_params(facts), "code": page.code or ""}
+    code), e.g. ``${place}于${time}（北京时间）发生${type}，无人确认。回复${code}确认。``."""
+    return {**sms_params(facts, lang), "code": page.code or ""}

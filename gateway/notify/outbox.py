@@ -48,6 +48,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from gateway import l10n
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
 from gateway.notify.messages import (
@@ -147,11 +148,14 @@ async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueRe
     """
     ids: list[int] = []
     unreachable: list[str] = []
+    details: dict[str, Any] | None = None
     for contact in await outbox.consented_contacts(conn, notice.resident_id):
         channels = usable_channels(contact.channels)
         if not channels:
             unreachable.append(contact.contact_id)
             continue
+        if details is None:
+            details = await outbox.incident_details(conn, notice.incident_id)
         payload = {
             "facts": {
                 "incident_type": notice.incident_type,
@@ -160,6 +164,7 @@ async def enqueue_incident(conn: AsyncConn, notice: IncidentNotice) -> EnqueueRe
                 "room": contact.room,
                 "raised_at": notice.raised_at.isoformat(),
                 "utc_offset_s": contact.utc_offset_s,
+                "details": details,
             },
             "channels": channels,
         }
@@ -209,6 +214,7 @@ async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
             "room": place.room,
             "raised_at": place.raised_at.isoformat(),
             "utc_offset_s": place.utc_offset_s,
+            "details": place.details,
         },
         "channels": [name for _, name in channels],
         "staff_channel_ids": [cid for cid, _ in channels],
@@ -307,6 +313,7 @@ class OutboxWorker(PollingWorker):
             audience = Audience.GROUP
         name = recipient.resident_name if audience is Audience.PRIVATE_FAMILY else None
         facts = self._facts(item, name)
+        lang = l10n.language(recipient.language)
         address = {
             "email": recipient.email,
             "phone": recipient.phone,
@@ -317,8 +324,8 @@ class OutboxWorker(PollingWorker):
             incident_id=item.incident_id,
             contact_id=item.contact_id,
             channel=item.channel,
-            message=render(facts, audience),
-            sms_params=sms_params(facts),
+            message=render(facts, audience, lang),
+            sms_params=sms_params(facts),  # the approved template's language (zh-CN)
             address=address,
         )
 
@@ -336,6 +343,7 @@ class OutboxWorker(PollingWorker):
                     return DeliveryResult.permanent(_NOT_NEEDED)
                 return DeliveryResult.permanent("channel removed")
         address, active, state = target.address, target.user_active, target.incident_state
+        lang = l10n.language(target.language)
         if state != "raised":
             return DeliveryResult.permanent(_NOT_NEEDED)
         if not active:
@@ -358,8 +366,8 @@ class OutboxWorker(PollingWorker):
             incident_id=item.incident_id,
             contact_id=None,
             channel=item.channel,
-            message=render_page(facts, page_facts),
-            sms_params=page_params(facts, page_facts),
+            message=render_page(facts, page_facts, lang),
+            sms_params=page_params(facts, page_facts),  # the template's language (zh-CN)
             address=address,
             recipient_kind="staff",
             user_id=item.user_id,
@@ -372,6 +380,7 @@ class OutboxWorker(PollingWorker):
     @staticmethod
     def _facts(item: Claimed, resident_name: str | None) -> IncidentFacts:
         facts_raw = item.payload.get("facts", {})
+        details = facts_raw.get("details")
         return IncidentFacts(
             incident_id=item.incident_id,
             incident_type=str(facts_raw.get("incident_type", "unknown")),
@@ -380,6 +389,7 @@ class OutboxWorker(PollingWorker):
             raised_at=datetime.fromisoformat(str(facts_raw["raised_at"])),
             resident_name=resident_name,
             utc_offset_s=int(facts_raw.get("utc_offset_s", DEFAULT_UTC_OFFSET_S_INT)),
+            details=details if isinstance(details, dict) else {},
         )
 
     async def _deliver(self, item: Claimed, recipient: Recipient | None) -> DeliveryResult:

@@ -93,7 +93,8 @@ class WechatTemplateNotifier:
         data = {
             s.place_key: {"value": str(message.sms_params.get("place", "-"))[:20]},
             s.type_key: {"value": str(message.sms_params.get("type", ""))[:20]},
-            s.time_key: {"value": str(fields.get("local_time", ""))},
+            # WeChat checks a time keyword's format: the bare site time, without the zone
+            s.time_key: {"value": str(fields.get("local_time", "")).split(" (")[0]},
         }
         doc: dict[str, Any] = {
             "touser": message.address, "template_id": s.template_id, "data": data,

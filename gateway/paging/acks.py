@@ -24,6 +24,7 @@ from typing import Any, Literal
 import psycopg
 
 from gateway import audit
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.paging.tokens import AckResult, LinkClaims, find_code, normalise_phone
 from gateway.storage import escalation, paging
 from gateway.workflow.service import Actor, IncidentService
@@ -55,6 +56,7 @@ class PageView:
     incident_state: str
     raised_at: datetime
     used: bool
+    utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT  # the site's zone
 
 
 def view_page(conn: Conn, claims: LinkClaims) -> PageView | None:
@@ -64,7 +66,7 @@ def view_page(conn: Conn, claims: LinkClaims) -> PageView | None:
         return None
     return PageView(
         page.page_id, page.incident_id, page.incident_type, page.incident_state, page.raised_at,
-        page.used,
+        page.used, page.utc_offset_s,
     )  # fmt: skip
 
 

@@ -8,34 +8,47 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from gateway import l10n
+from gateway.l10n import DEFAULT_LANGUAGE, Lang
+
 # -- targets -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A published standard: ``share`` of incidents answered (``measure = "answer"``) or
-    attended (``measure = "on_scene"``) within ``within_s`` of the raise."""
+    """A target: ``share`` of incidents answered (``measure = "answer"``) or attended
+    (``measure = "on_scene"``) within ``within_s`` of the raise. ``scope`` says whose it is:
+    ``local`` (the operator's contract, or the Chinese standard it follows: configured per
+    site, see :mod:`gateway.reports.sla_targets`) or ``international`` (a published
+    telecare code, cited for comparison). ``standard`` names it (``standard_en`` in
+    English, when it differs)."""
 
     name: str
     within_s: int
     share: float
     standard: str
     measure: str = "answer"
+    scope: str = "international"  # local | international
+    standard_en: str | None = None
 
-    @property
-    def label(self) -> str:
-        """Human label, e.g. ``within 60 s (UK TSA)``, ``on scene within 45 min (attendance)``."""
+    def label(self, lang: Lang = DEFAULT_LANGUAGE) -> str:
+        """Human label, e.g. ``60 秒内应答（国际参考：TSA 英国行业规范）`` or ``answered within
+        60 s (contract target)``."""
+        source = self.standard if lang == "zh-CN" else (self.standard_en or self.standard)
+        key = "international" if self.scope == "international" else "local"
+        source = l10n.t(lang, f"sla.source.{key}", source=source)
         if self.measure == "answer":
-            return f"within {self.within_s} s ({self.standard})"
-        return f"on scene within {self.within_s // 60} min ({self.standard})"
+            return l10n.t(lang, "sla.target.answer", s=self.within_s, source=source)
+        return l10n.t(lang, "sla.target.on_scene", m=self.within_s // 60, source=source)
 
 
+# International references (telecare codes of practice), cited next to the local target.
 TARGETS: tuple[Target, ...] = (
-    Target("answered_60s_tsa", 60, 0.975, "UK TSA"),
-    Target("answered_60s_en", 60, 0.985, "BS/EN"),
-    Target("answered_180s_tsa", 180, 0.99, "UK TSA"),
-    Target("on_scene_45min", 2700, 0.90, "attendance", "on_scene"),
-    Target("on_scene_60min", 3600, 1.0, "attendance", "on_scene"),
+    Target("answered_60s_tsa", 60, 0.975, "TSA 英国远程照护行业规范", standard_en="TSA code (UK)"),
+    Target("answered_60s_en", 60, 0.985, "BS/EN 英欧标准", standard_en="BS/EN standard"),
+    Target("answered_180s_tsa", 180, 0.99, "TSA 英国远程照护行业规范", standard_en="TSA code (UK)"),
+    Target("on_scene_45min", 2700, 0.90, "TSA 上门响应", "on_scene", standard_en="TSA attendance"),
+    Target("on_scene_60min", 3600, 1.0, "TSA 上门响应", "on_scene", standard_en="TSA attendance"),
 )
 THRESHOLDS_S: tuple[int, ...] = (60, 180)
 ATTENDANCE_S: tuple[int, ...] = (2700, 3600)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway import l10n
+from gateway.l10n import DEFAULT_LANGUAGE, Lang
 from gateway.reports.sla_math import (
     ATTENDANCE_S,
     TARGETS,
@@ -26,6 +29,7 @@ from gateway.reports.sla_math import (
     IncidentTimes,
     Share,
     Stats,
+    Target,
     TargetResult,
     cdf_points,
     device_availability,
@@ -101,6 +105,9 @@ class SlaReport:
             "targets": [
                 {
                     "name": t.target.name,
+                    "scope": t.target.scope,
+                    "label": t.target.label(),
+                    "label_en": t.target.label("en"),
                     "within_s": t.target.within_s,
                     "target": t.target.share,
                     "standard": t.target.standard,
@@ -211,95 +218,123 @@ class SlaReport:
         rows.append(("device_online_rate", self.device_online_rate, None, None))
         return rows
 
-    def to_text(self) -> str:
-        """A plain-text table for the terminal."""
-        local = timedelta(seconds=self.utc_offset_s)
-        hours = self.utc_offset_s / 3600
+    def to_text(self, lang: Lang = DEFAULT_LANGUAGE) -> str:
+        """A plain-text table for the terminal, zh-CN by default (``lang="en"``: English);
+        times in the site's zone, named."""
+        off = self.utc_offset_s
+
+        def t(key: str, **kw: Any) -> str:
+            return l10n.t(lang, key, **kw)
+
+        labels = [r.target.label(lang) for r in self.targets]
+        first = max([34, *(l10n.width(x) + 2 for x in labels)])
+
+        def row(label: str, *cells: str, rest: int = 11) -> str:
+            return l10n.ljust(label, first) + "".join(l10n.rjust(c, rest) for c in cells)
+
         lines = [
-            f"SLA report  site {self.site_id}  month {self.month}  (UTC{hours:+g})",
-            f"as of {(self.as_of + local).strftime('%Y-%m-%d %H:%M:%S')} local",
+            t("sla.title", site=self.site_id, month=self.month, zone=l10n.zone_name(off)),
+            t("sla.as_of", when=l10n.local_time(self.as_of, off, seconds=True)),
             "",
-            f"{'care incidents':<34}{self.care_count:>10}",
-            f"{'technical incidents':<34}{self.technical_count:>10}",
+            row(t("sla.care"), str(self.care_count)),
+            row(t("sla.technical"), str(self.technical_count)),
             "",
-            f"{'standard (DESIGN §7)':<42}{'share':>10}{'n':>10}{'target':>10}  met",
-        ]
-        for t in self.targets:
-            label = t.target.label
-            met = "-" if t.met is None else ("yes" if t.met else "NO")
+            row(t("sla.col.target"), t("sla.col.share"), t("sla.col.n"), t("sla.col.goal"))
+            + "  " + t("sla.col.met"),
+        ]  # fmt: skip
+        for r, label in zip(self.targets, labels, strict=True):
+            met = "-" if r.met is None else t("sla.met.yes" if r.met else "sla.met.no")
             lines.append(
-                f"{label:<42}{_pct(t.share.value):>10}"
-                f"{f'{t.share.hits}/{t.share.counted}':>10}{_pct(t.target.share):>10}  {met}"
-            )
-        lines += ["", f"{'time from raise':<34}{'median':>10}{'p90':>10}{'n':>8}"]
-        for name, stats in (
-            ("to acknowledge", self.acknowledge),
-            ("to on scene", self.on_scene),
-            ("to resolve", self.resolve),
+                row(label, _pct(r.share.value), f"{r.share.hits}/{r.share.counted}",
+                    _pct(r.target.share)) + "  " + met
+            )  # fmt: skip
+        lines += ["", row(t("sla.col.from_raise"), t("sla.col.median"), t("sla.col.p90"), "n")]
+        for key, stats in (
+            ("sla.to_ack", self.acknowledge),
+            ("sla.to_scene", self.on_scene),
+            ("sla.to_resolve", self.resolve),
         ):
-            lines.append(
-                f"{name:<34}{_dur(stats.median_s):>10}{_dur(stats.p90_s):>10}{stats.count:>8}"
-            )
-        lines += ["", f"answered after 180 s or not answered: {len(self.late)}"]
+            lines.append(row(t(key), _dur(stats.median_s, lang), _dur(stats.p90_s, lang),
+                             str(stats.count)))  # fmt: skip
+        lines += ["", t("sla.late", n=len(self.late))]
         for i in self.late:
-            raised = (i.row.raised_at + local).strftime("%m-%d %H:%M:%S")
-            answer = "not answered" if i.answer_s is None else _dur(i.answer_s)
-            lines.append(f"  #{i.row.id:<6} {i.row.type:<18} raised {raised}  {answer}")
-        lines += ["", f"{'false alarms':<34}{'rate':>10}{'n':>8}"]
+            answer = t("sla.not_answered") if i.answer_s is None else _dur(i.answer_s, lang)
+            lines.append(t("sla.late.row", id=i.row.id, type=l10n.type_label(lang, i.row.type),
+                           raised=l10n.local_time(i.row.raised_at, off, seconds=True),
+                           answer=answer))  # fmt: skip
+        lines += ["", row(t("sla.col.false"), t("sla.col.rate"), "n")]
         for f in self.false_alarms:
-            lines.append(f"{f.type:<34}{_pct(f.rate):>10}{f'{f.false_alarms}/{f.resolved}':>8}")
-        online = self.device_online_rate
+            lines.append(row(l10n.type_label(lang, f.type), _pct(f.rate),
+                             f"{f.false_alarms}/{f.resolved}"))  # fmt: skip
+        in_service = sum(1 for d in self.devices if d.in_service_s > 0)
         lines += [
             "",
-            f"{'resident cancellations':<34}{self.resident_cancellations:>10}",
-            f"{'staff cancellations':<34}{self.staff_cancellations:>10}",
-            f"{'device online rate':<34}{_pct(online, 2):>10}"
-            f"{sum(1 for d in self.devices if d.in_service_s > 0):>8} devices",
-        ]
+            row(t("sla.resident_cancel"), str(self.resident_cancellations)),
+            row(t("sla.staff_cancel"), str(self.staff_cancellations)),
+            row(t("sla.online"), _pct(self.device_online_rate, 2))
+            + "  " + t("sla.devices", n=in_service),
+        ]  # fmt: skip
         return "\n".join(lines) + "\n"
 
-    def to_png(self, path: str | Path) -> Path:
+    def to_png(self, path: str | Path, lang: Lang = DEFAULT_LANGUAGE) -> Path:
         """Write a PNG: CDF of the care answer times with the 60/180 s lines and targets,
-        and the daily share answered within 60 s. Headless (Agg canvas, no pyplot)."""
+        and the daily share answered within 60 s against the targets. Headless (Agg canvas,
+        no pyplot); labels in ``lang`` (Chinese drawn with the CJK font when installed)."""
+        from matplotlib import rc_context  # noqa: PLC0415
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
         from matplotlib.figure import Figure  # noqa: PLC0415
 
+        from gateway.reports.fonts import font_families  # noqa: PLC0415
+
+        def t(key: str, **kw: Any) -> str:
+            return l10n.t(lang, key, **kw)
+
         out = Path(path)
-        fig = Figure(figsize=(10, 7.5), dpi=100)
-        FigureCanvasAgg(fig)
-        fig.suptitle(f"SLA {self.site_id} {self.month}: time to answer (care incidents)")
-        ax1, ax2 = fig.subplots(2, 1)
-        times = sorted(i.answer_s for i in self.care if i.answer_s is not None)
-        n = self.within[180].counted  # every answered incident is counted at 180 s
-        x_max = max(200.0, min(times[-1] * 1.05, 600.0)) if times else 200.0
-        if times and n:
-            xs, ys = cdf_points(times, n, x_max)
-            ax1.step(xs, ys, where="post", marker="o", markevery=list(range(1, len(xs) - 1)),
-                     label="answered (share of counted)")  # fmt: skip
-        else:
-            ax1.text(0.5, 0.5, "no answered care incidents", ha="center",
-                     transform=ax1.transAxes)  # fmt: skip
-        for limit, style in ((60, "--"), (180, ":")):
-            ax1.axvline(limit, color="red", linestyle=style, label=f"{limit} s")
-        for t in (t for t in self.targets if t.target.measure == "answer"):
-            ax1.axhline(t.target.share, color="grey", linewidth=0.6)
-        # Keep the 60 s / 180 s lines readable; later answers run off the right.
-        ax1.set_xlim(0, x_max)
-        ax1.set_xlabel("seconds from raise to acknowledgement")
-        ax1.set_ylabel("cumulative share")
-        ax1.set_ylim(0, 1.02)
-        ax1.legend(loc="lower right", fontsize="small")
-        days = [d for d in self.daily if d.share.value is not None]
-        ax2.bar([d.day.day for d in days], [d.share.value or 0.0 for d in days], color="tab:blue")
-        ax2.axhline(0.975, color="red", linestyle="--", label="97.5 % (UK TSA)")
-        ax2.axhline(0.985, color="darkred", linestyle=":", label="98.5 % (EN)")
-        ax2.set_xlabel(f"day of {self.month} (local)")
-        ax2.set_ylabel("share within 60 s")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_xlim(0.5, 31.5)
-        ax2.legend(loc="lower right", fontsize="small")
-        fig.tight_layout()
-        fig.savefig(out, format="png")
+        families = font_families()
+        with warnings.catch_warnings(), rc_context({"font.family": families}):
+            if len(families) == 1:  # no CJK font: boxes, logged once by fonts
+                warnings.filterwarnings("ignore", message="Glyph .* missing")
+            fig = Figure(figsize=(10, 7.5), dpi=100)
+            FigureCanvasAgg(fig)
+            fig.suptitle(t("sla.png.title", site=self.site_id, month=self.month))
+            ax1, ax2 = fig.subplots(2, 1)
+            times = sorted(i.answer_s for i in self.care if i.answer_s is not None)
+            n = self.within[180].counted  # every answered incident is counted at 180 s
+            x_max = max(200.0, min(times[-1] * 1.05, 600.0)) if times else 200.0
+            if times and n:
+                xs, ys = cdf_points(times, n, x_max)
+                marks = list(range(1, len(xs) - 1))
+                ax1.step(xs, ys, where="post", marker="o", markevery=marks,
+                         label=t("sla.png.answered"))  # fmt: skip
+            else:
+                ax1.text(0.5, 0.5, t("sla.png.none"), ha="center", transform=ax1.transAxes)
+            for limit, style in ((60, "--"), (180, ":")):
+                ax1.axvline(limit, color="red", linestyle=style, label=t("sla.png.limit", s=limit))
+            for r in (r for r in self.targets if r.target.measure == "answer"):
+                ax1.axhline(r.target.share, color="grey", linewidth=0.6)
+            # Keep the 60 s / 180 s lines readable; later answers run off the right.
+            ax1.set_xlim(0, x_max)
+            ax1.set_xlabel(t("sla.png.x"))
+            ax1.set_ylabel(t("sla.png.y"))
+            ax1.set_ylim(0, 1.02)
+            ax1.legend(loc="lower right", fontsize="small")
+            days = [d for d in self.daily if d.share.value is not None]
+            ax2.bar([d.day.day for d in days], [d.share.value or 0.0 for d in days],
+                    color="tab:blue")  # fmt: skip
+            styles = iter(("--", ":", "-.", (0, (1, 3)), (0, (5, 2))))
+            for r in (r for r in self.targets if r.target.measure == "answer"
+                      and r.target.within_s == 60):  # fmt: skip
+                ax2.axhline(r.target.share, color="red" if r.target.scope == "local" else
+                            "darkred", linestyle=next(styles, "--"),
+                            label=f"{_pct(r.target.share)} {r.target.label(lang)}")  # fmt: skip
+            zone = l10n.zone_name(self.utc_offset_s)
+            ax2.set_xlabel(t("sla.png.day", month=self.month, zone=zone))
+            ax2.set_ylabel(t("sla.png.daily"))
+            ax2.set_ylim(0, 1.05)
+            ax2.set_xlim(0.5, 31.5)
+            ax2.legend(loc="lower right", fontsize="small")
+            fig.tight_layout()
+            fig.savefig(out, format="png")
         return out
 
 
@@ -367,14 +402,21 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value * 100:.{digits}f} %"
 
 
-def _dur(seconds: float | None) -> str:
+_UNITS: dict[Lang, tuple[str, str, str]] = {
+    "zh-CN": ("秒", "分钟", "小时"),
+    "en": ("s", "min", "h"),
+}
+
+
+def _dur(seconds: float | None, lang: Lang = DEFAULT_LANGUAGE) -> str:
     if seconds is None:
         return "-"
+    s, m, h = _UNITS[lang]
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.0f} {s}"
     if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{seconds / 60:.1f} {m}"
+    return f"{seconds / 3600:.1f} {h}"
 
 
 # -- building ------------------------------------------------------------------------------
@@ -389,8 +431,11 @@ def build_report(
     devices: Iterable[DeviceRow],
     episodes: Sequence[Episode],
     as_of: datetime,
+    local_targets: Sequence[Target] = (),
 ) -> SlaReport:
-    """Compute the report from loaded rows (pure). ``incidents`` outside the month are dropped."""
+    """Compute the report from loaded rows (pure). ``incidents`` outside the month are dropped.
+    ``local_targets`` (the site's contract or Chinese standard) come before the
+    international references of :data:`TARGETS`."""
     start, end = month_window(month, utc_offset_s)
     times = [
         IncidentTimes.of(r, as_of)
@@ -402,7 +447,7 @@ def build_report(
     attendance = {limit: Share.of(i.attended[limit] for i in care) for limit in ATTENDANCE_S}
     targets = [
         TargetResult(t, (within if t.measure == "answer" else attendance)[t.within_s])
-        for t in TARGETS
+        for t in (*local_targets, *TARGETS)
     ]
 
     resolved: Counter[str] = Counter()

@@ -9,7 +9,7 @@ claims due rows with ``FOR UPDATE SKIP LOCKED``, records each attempt and moves 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +44,7 @@ ON CONFLICT (page_id, user_id, channel_index) WHERE page_id IS NOT NULL DO NOTHI
 RETURNING id
 """
 _PAGE_FACTS = b"""
-SELECT i.type, i.raised_at, b.bed_code, l.label, s.utc_offset_s
+SELECT i.type, i.raised_at, b.bed_code, l.label, s.utc_offset_s, i.details
 FROM incidents i
 JOIN sites s ON s.site_id = i.site_id
 LEFT JOIN residents r ON r.resident_id = i.resident_id
@@ -52,6 +52,7 @@ LEFT JOIN beds b ON b.bed_id = r.bed_id
 LEFT JOIN locations l ON l.location_id = b.location_id
 WHERE i.id = %s
 """
+_DETAILS = b"SELECT details FROM incidents WHERE id = %s"
 _CLAIM = b"""
 WITH due AS (
     SELECT id FROM notification_outbox
@@ -72,7 +73,7 @@ RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.paylo
 """
 _RECIPIENTS = b"""
 SELECT c.contact_id, c.kind, c.email, c.phone, c.consent_notify,
-       r.display_name, r.consent_family_incidents, c.wechat_openid
+       r.display_name, r.consent_family_incidents, c.wechat_openid, c.language
 FROM contacts c JOIN residents r ON r.resident_id = c.resident_id
 WHERE c.contact_id = ANY(%s)
 """
@@ -142,6 +143,7 @@ class IncidentPlace:
     bed_code: str | None
     room: str | None
     utc_offset_s: int
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,7 @@ class Recipient:
     resident_name: str
     consent_family_incidents: bool
     openid: str | None = None
+    language: str = "zh-CN"  # the contact's choice: zh-CN or en
 
 
 async def consented_contacts(conn: AsyncConn, resident_id: str) -> list[ContactTarget]:
@@ -216,7 +219,14 @@ async def incident_place(conn: AsyncConn, incident_id: int) -> IncidentPlace | N
     row = await cur.fetchone()
     if row is None:
         return None
-    return IncidentPlace(str(row[0]), row[1], row[2], row[3], int(row[4]))
+    return IncidentPlace(str(row[0]), row[1], row[2], row[3], int(row[4]), dict(row[5] or {}))
+
+
+async def incident_details(conn: AsyncConn, incident_id: int) -> dict[str, Any]:
+    """The incident's detection details (for the reason sentence; no names)."""
+    cur = await conn.execute(_DETAILS, (incident_id,))
+    row = await cur.fetchone()
+    return {} if row is None or not isinstance(row[0], dict) else dict(row[0])
 
 
 async def claim(conn: AsyncConn, limit: int, lease_s: float) -> list[Claimed]:
@@ -236,7 +246,9 @@ async def claim(conn: AsyncConn, limit: int, lease_s: float) -> list[Claimed]:
 async def recipients(conn: AsyncConn, contact_ids: Iterable[str]) -> dict[str, Recipient]:
     cur = await conn.execute(_RECIPIENTS, (sorted(contact_ids),))
     return {
-        str(r[0]): Recipient(str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]), r[7])
+        str(r[0]): Recipient(
+            str(r[1]), r[2], r[3], bool(r[4]), str(r[5]), bool(r[6]), r[7], str(r[8])
+        )
         for r in await cur.fetchall()
     }
 

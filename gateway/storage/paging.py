@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 
+from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+
 Conn = psycopg.Connection[Any]
 AsyncConn = psycopg.AsyncConnection[Any]
 
@@ -30,9 +32,11 @@ RETURNING id
 _PAGE = b"""
 SELECT p.id, p.incident_id, u.user_id, p.created_at, u.role, u.active, i.state, i.type,
        i.raised_at,
-       EXISTS (SELECT 1 FROM staff_page_acks a WHERE a.page_id = p.id AND a.user_id = u.user_id)
+       EXISTS (SELECT 1 FROM staff_page_acks a WHERE a.page_id = p.id AND a.user_id = u.user_id),
+       s.utc_offset_s
 FROM staff_pages p
 JOIN incidents i ON i.id = p.incident_id
+JOIN sites s ON s.site_id = i.site_id
 JOIN users u ON u.user_id = %s
 WHERE p.id = %s
   AND (p.user_id = u.user_id
@@ -86,7 +90,7 @@ WHERE sc.user_id = %s AND u.active
 ORDER BY sc.position
 """
 _TARGET = b"""
-SELECT sc.id, sc.address, u.active, i.state
+SELECT sc.id, sc.address, u.active, i.state, u.language
 FROM staff_channels sc
 JOIN users u ON u.user_id = sc.user_id
 JOIN incidents i ON i.id = %s
@@ -108,6 +112,7 @@ class PageRow:
     incident_type: str
     raised_at: datetime
     used: bool
+    utc_offset_s: int = DEFAULT_UTC_OFFSET_S_INT  # the site's, for times shown to the user
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,7 @@ class PageTarget:
     address: str | None
     user_active: bool
     incident_state: str
+    language: str = "zh-CN"  # the user's choice: zh-CN or en
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -181,7 +187,7 @@ def page_for(conn: Conn, page_id: int, user_id: str, *, lock: bool = False) -> P
         return None
     return PageRow(
         int(row[0]), int(row[1]), str(row[2]), row[3], str(row[4]), bool(row[5]), str(row[6]),
-        str(row[7]), row[8], bool(row[9]),
+        str(row[7]), row[8], bool(row[9]), int(row[10]),
     )  # fmt: skip
 
 
@@ -272,4 +278,4 @@ async def page_target(conn: AsyncConn, incident_id: int, channel_id: int) -> Pag
     state; None when the channel is gone."""
     cur = await conn.execute(_TARGET, (incident_id, channel_id))
     row = await cur.fetchone()
-    return None if row is None else PageTarget(row[1], bool(row[2]), str(row[3]))
+    return None if row is None else PageTarget(row[1], bool(row[2]), str(row[3]), str(row[4]))

@@ -453,16 +453,17 @@ def upsert_contact(conn: Conn, values: Mapping[str, Any]) -> None:
     """Insert or update a contact of a resident (keyed by contact_id)."""
     conn.execute(
         "INSERT INTO contacts (contact_id, resident_id, kind, display_name, relation, "
-        "phone, email, channels, consent_notify, priority, wechat_openid) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
+        "phone, email, channels, consent_notify, priority, wechat_openid, language) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, COALESCE(%s, 'zh-CN')) "
         "ON CONFLICT (contact_id) DO UPDATE SET kind = EXCLUDED.kind, "
         "display_name = EXCLUDED.display_name, relation = EXCLUDED.relation, "
         "phone = EXCLUDED.phone, email = EXCLUDED.email, channels = EXCLUDED.channels, "
         "consent_notify = EXCLUDED.consent_notify, priority = EXCLUDED.priority, "
-        "wechat_openid = EXCLUDED.wechat_openid",
+        "wechat_openid = EXCLUDED.wechat_openid, "
+        "language = COALESCE(%s, contacts.language)",
         (values["contact_id"], values["resident_id"], values["kind"], values["display_name"],
          values.get("relation"), values.get("phone"), values.get("email"),
          orjson.dumps(values.get("channels", [])).decode(),
          bool(values.get("consent_notify", True)), int(values.get("priority", 1)),
-         values.get("wechat_openid")),
+         values.get("wechat_openid"), values.get("language"), values.get("language")),
     )  # fmt: skip

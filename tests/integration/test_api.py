@@ -426,6 +426,19 @@ def test_family_sees_safety_and_consented_vitals_only(env: Env) -> None:
         with env.client("duty_staff") as staff:  # only admins name users
             refused = staff.post(f"/users/{duty_id}/display-name", json={"display_name": "x"})
             assert refused.status_code == 403
+            # Languages for pages and notifications (issue 11 §2): admins only, audited.
+            en = {"language": "en"}
+            assert staff.post(f"/users/{duty_id}/language", json=en).status_code == 403
+            assert staff.post("/contacts/c1/language", json=en).status_code == 403
+        with env.client("admin") as admin:
+            done = admin.post(f"/users/{duty_id}/language", json=en)
+            assert done.status_code == 200 and done.json() == {
+                "target": f"user:{duty_id}", "language": "en"}  # fmt: skip
+            assert admin.post("/contacts/c1/language", json=en).status_code == 200
+            assert admin.post("/users/nobody/language", json=en).status_code == 404
+            assert admin.post("/contacts/c1/language", json={"language": "fr"}).status_code == 422
+        assert env.db.scalar("SELECT language FROM users WHERE user_id = %s", (duty_id,)) == "en"
+        assert env.db.scalar("SELECT language FROM contacts WHERE contact_id = 'c1'") == "en"
         view = c.get("/family/residents/site-a-r0").json()
         assert view["open_incident"]["handled_by"] == "张丽"
         assert "duty-a" not in str(view)

@@ -23,6 +23,7 @@ from devices import protocol as p
 from gateway.api.auth import create_user
 from gateway.brokerauth import ServiceAccount, hash_password
 from gateway.commissioning import device_accounts
+from gateway.storage import people
 from tests.support import (
     PREFIX,
     Broker,
@@ -34,6 +35,7 @@ from tests.support import (
     make_site,
     wait_until,
 )
+from tests.unit.test_commissioning_pdf import pdf_text
 
 pytestmark = pytest.mark.integration
 
@@ -457,8 +459,15 @@ def test_button_acceptance_in_test_mode_pages_nobody_and_leaves_a_record(inst: I
         csv_text = c.get("/sites/site-a/commissioning?format=csv").text
         assert csv_text.splitlines()[0].startswith("record_id,test_id,device_id")
         assert "press=passed (" in csv_text and "button by the bed" in csv_text
+        with inst.db.connect() as conn:
+            people.set_display_name(conn, _user_id(inst.db, "inst-a"), "张丽", actor="test")
         pdf = c.get("/sites/site-a/commissioning?format=pdf")
         assert pdf.headers["content-type"] == "application/pdf" and pdf.content[:5] == b"%PDF-"
+        text = pdf_text(pdf.content)  # the installer by name, every step, zh-CN, signatures
+        assert "张丽" in text and _user_id(inst.db, "inst-a") not in text and "inst-a" not in text
+        assert "press: 通过" in text and "no_page: 通过" in text and "安装人员签字" in text
+        english = pdf_text(c.get("/sites/site-a/commissioning?format=pdf&lang=en").content)
+        assert "no_page: passed" in english and "Installer's signature" in english
         with inst.client("installer_b") as other:
             assert other.get(f"/acceptance/{test_id}").status_code == 404
     # Nothing was raised nor sent during the test ...

@@ -454,7 +454,11 @@ async def test_sms_through_the_aliyun_api(
     assert form["TemplateCode"] == "SMS_900001" and form["SignName"] == "安居守护"
     assert form["AccessKeyId"] == SMS_KEY_ID and form["OutId"].isdigit()
     params = json.loads(form["TemplateParam"])
-    assert params == {"place": "Room 301 / BED-0301", "time": "2026-11-23 09:05", "type": "跌倒"}
+    assert params == {
+        "place": "Room 301 / BED-0301",
+        "time": "2026-11-23 09:05",
+        "type": "跌倒",
+    }
     assert NAME not in form["TemplateParam"]
     assert_no_personal_data(caplog)
 

@@ -56,6 +56,7 @@ from gateway.notify.settings import (
 from gateway.paging import acks
 from gateway.paging.channels import add_channel
 from gateway.paging.tokens import AckResult, inbound_signature, sign_link, verify_link
+from gateway.storage import languages
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
 from tests.support import (
@@ -311,6 +312,7 @@ def test_press_pages_the_on_duty_phone_and_the_message_acknowledges(
     channel(db, nurse_b, "sms", "+86 138-0013-8000")
     with db.connect() as conn:
         create_user(conn, "boss", "admin", PASSWORD)
+        languages.set_user_language(conn, nurse_b, "en", actor="test")  # answers in English
     ladder_file = tmp_path / "escalation.toml"
     ladder_file.write_text(
         "[ladder]\n"
@@ -363,6 +365,7 @@ def test_press_pages_the_on_duty_phone_and_the_message_acknowledges(
         url = api + link[len(PUBLIC_BASE) :]
         status, text = http("GET", url)
         assert status == 200 and "确认事件" in text and '<form method="post"' in text
+        assert "状态：待确认" in text and "(UTC+8)" in text and "我来处理（确认）" in text
         status, text = http("GET", url)  # a link-preview bot fetching it again
         assert db.scalar("SELECT state FROM incidents WHERE id = %s", (first,)) == "raised"
         status, text = http("POST", url)
@@ -405,11 +408,13 @@ def test_press_pages_the_on_duty_phone_and_the_message_acknowledges(
         assert status == 401
         status, answer = signed_sms(api, NURSE_PHONE, "000000" if code != "000000" else "111111")
         assert answer["result"] == "unknown"
+        assert answer["message"] == "链接或回复码无效。 / Invalid link or reply code."
         status, answer = signed_sms(api, HEAD_PHONE, code)  # right code, wrong phone
         assert answer["result"] == "unknown"
         assert db.scalar("SELECT state FROM incidents WHERE id = %s", (second,)) == "raised"
         status, answer = signed_sms(api, "138 0013 8000", f"收到 {code}")
         assert status == 200 and answer["result"] == "acknowledged"
+        assert answer["message"] == "Acknowledged: escalation stopped. Please attend now."
         assert answer["incident_id"] == second
         assert db.rows("SELECT state, acknowledged_by FROM incidents WHERE id = %s", (second,)) == [
             ("acknowledged", nurse_b)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from gateway.errors import InvalidError
 from gateway.reports.sla import INCIDENT_CSV_COLUMNS, SiteNotFoundError, SlaReport, sla_report
+from gateway.reports.sla_targets import load_local_targets, local_targets
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Outcome, Role
 from tests.support import Database
@@ -222,6 +225,8 @@ def test_answer_time_kpis(
     assert (report.within[60].hits, report.within[60].counted) == (2, 5)
     assert (report.within[180].hits, report.within[180].counted) == (3, 5)
     assert [(t.target.name, t.target.share, t.met) for t in report.targets] == [
+        ("answered_60s_local", 0.95, False),  # [default.sla] of config/response_targets.toml
+        ("answered_180s_local", 0.99, False),
         ("answered_60s_tsa", 0.975, False),
         ("answered_60s_en", 0.985, False),
         ("answered_180s_tsa", 0.99, False),
@@ -310,13 +315,58 @@ def test_png_is_written_headless(report: SlaReport, tmp_path: Path) -> None:
     assert len(blob) > 10_000
 
 
-def test_text_table(report: SlaReport) -> None:
-    text = report.to_text()
+def test_text_table_in_english_on_request(report: SlaReport) -> None:
+    text = report.to_text("en")
     assert "site s1" in text
     assert "month 2026-10" in text
-    assert "within 60 s (UK TSA)" in text
+    assert "answered within 60 s (operator's contract target)" in text
+    assert "answered within 60 s (international reference: TSA code (UK))" in text
     assert "40.0 %" in text
-    assert "97.5 %" in text
+    assert "97.5 %" in text and "95.0 %" in text
+    assert "(UTC+8)" in text and "DESIGN" not in text
+    assert not re.search(r"[\u4e00-\u9fff]", text)
+
+
+def test_text_table_is_zh_cn_with_the_sites_own_target(
+    populated: tuple[psycopg.Connection[Any], dict[str, int]],
+) -> None:
+    """The site's contract target (or the Chinese standard it follows) comes first, next to
+    the international references; times in the site's zone, named."""
+    raw = {"default": {"sla": {"basis": "运营合同目标", "answered_60s": 0.95}},
+           "sites": {"s1": {"sla": {"basis": "MZ/T 等同合同条款", "answered_60s": 0.9,
+                                    "on_scene_45min": 0.8}}}}  # fmt: skip
+    targets = local_targets(raw, "s1")
+    rep = sla_report(populated[0], "s1", MONTH, now=AS_OF, local_targets=targets)
+    text = rep.to_text()
+    lines = text.splitlines()
+    assert lines[0] == "月度服务质量报告  站点 s1  2026-10 月  （时区 UTC+8）"
+    assert lines[1] == "统计截至 2026-11-03 08:00:00 (UTC+8)"
+    row = next(line for line in lines if line.startswith("60 秒内应答（MZ/T 等同合同条款）"))
+    assert "40.0 %" in row and "2/5" in row and "90.0 %" in row
+    assert row.rstrip().endswith("否")
+    assert "45 分钟内到场（MZ/T 等同合同条款）" in text
+    assert "60 秒内应答（国际参考：TSA 英国远程照护行业规范）" in text
+    assert text.index("MZ/T") < text.index("国际参考")
+    assert "照护事件" in text and "设备在线率" in text and "误报" in text
+    assert "报警 2026-10-" in text and "DESIGN" not in text and "UK TSA" not in text
+    assert [t.target.name for t in rep.targets][:2] == [
+        "answered_60s_local",
+        "on_scene_45min_local",
+    ]
+    kpi = rep.kpis()["targets"][0]
+    assert kpi["scope"] == "local" and kpi["label"] == "60 秒内应答（MZ/T 等同合同条款）"
+
+
+def test_site_targets_come_from_the_config_file() -> None:
+    assert [(t.name, t.share, t.standard) for t in load_local_targets("demo-hc")] == [
+        ("answered_60s_local", 0.9, "居家养老服务合同"),
+        ("answered_180s_local", 0.99, "居家养老服务合同"),
+    ]
+    assert load_local_targets("other")[0].standard == "运营合同目标"
+    with pytest.raises(InvalidError, match="share"):
+        local_targets({"default": {"sla": {"answered_60s": 95}}}, "s1")
+    with pytest.raises(InvalidError, match="unknown"):
+        local_targets({"default": {"sla": {"answerd_60s": 0.95}}}, "s1")
 
 
 def test_unknown_site_and_bad_month(conn: psycopg.Connection[Any]) -> None:
@@ -350,8 +400,10 @@ def test_cli_prints_the_table_and_writes_files(
     rc = main(argv)
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "SLA report  site s1  month 2026-10" in out
-    assert "care incidents" in out
+    assert "月度服务质量报告  站点 s1  2026-10 月" in out
+    assert "照护事件" in out
+    assert main(["report", "sla", "--site", "s1", "--month", MONTH, "--lang", "en"]) == 0
+    assert "SLA report  site s1  month 2026-10" in capsys.readouterr().out
     assert len(list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))) == 7
     assert (tmp_path / "sla-kpis.csv").exists()
     assert png_path.read_bytes()[:4] == b"\x89PNG"

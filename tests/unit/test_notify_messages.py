@@ -63,7 +63,11 @@ def test_sms_params_are_template_variables_without_a_name() -> None:
     params = sms_params(FACTS)
     assert set(params) == {"place", "time", "type"}
     assert NAME not in repr(params)
-    assert params == {"place": "Room 301 / BED-0301", "time": "2026-11-23 09:05", "type": "跌倒"}
+    assert params == {
+        "place": "Room 301 / BED-0301",
+        "time": "2026-11-23 09:05",
+        "type": "跌倒",
+    }
 
 
 def test_aliyun_signature_matches_the_published_example() -> None:

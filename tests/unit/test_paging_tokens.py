@@ -147,5 +147,6 @@ def test_a_page_says_where_what_and_how_to_acknowledge_without_a_name() -> None:
     assert "https://x/ack/t" in message.body and "123456" in message.body
     assert "王芳" not in message.body + json.dumps(message.fields, ensure_ascii=False)
     assert page_params(facts, page) == {
-        "place": "Room 1 / BED-1", "time": "2026-11-23 09:05", "type": "跌倒", "code": "123456"
+        "place": "Room 1 / BED-1", "time": "2026-11-23 09:05", "type": "跌倒",
+        "code": "123456",
     }  # fmt: skip

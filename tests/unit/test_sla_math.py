@@ -272,4 +272,5 @@ def test_targets_met_and_no_data() -> None:
         "s1", "2026-11", utc_offset_s=CST, incidents=[], devices=[], episodes=[], as_of=_at(0)
     )
     assert [t.met for t in empty.targets] == [None] * 5
-    assert "care incidents" in empty.to_text()
+    assert "照护事件" in empty.to_text()  # zh-CN by default
+    assert "care incidents" in empty.to_text("en")
