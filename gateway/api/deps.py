@@ -51,6 +51,8 @@ from gateway.api.auth import (
 from gateway.brokersync import BrokerSync
 from gateway.settings import Settings
 from gateway.storage import auth_sessions
+from gateway.telephony import build_adapter
+from gateway.telephony.adapter import TelephonyAdapter
 
 if TYPE_CHECKING:
     from gateway.api.livefeed import LiveFeed
@@ -59,10 +61,29 @@ if TYPE_CHECKING:
     from gateway.mqttsession import MqttSession
 
 __all__ = [
-    "ALL_ROLES", "PUBLIC", "STAFF", "ApiHost", "BrokerSyncDep", "CurrentUser", "DbConn",
-    "GatewayHost", "HostDep", "PoolDep", "Principal", "SettingsDep", "UserRole", "allow",
-    "get_current_user", "install_host", "may_see_site", "registry_writes", "request_host",
-    "require_roles", "scope_site", "session_open",
+    "ALL_ROLES",
+    "PUBLIC",
+    "STAFF",
+    "ApiHost",
+    "BrokerSyncDep",
+    "CurrentUser",
+    "DbConn",
+    "GatewayHost",
+    "HostDep",
+    "PoolDep",
+    "Principal",
+    "SettingsDep",
+    "TelephonyDep",
+    "UserRole",
+    "allow",
+    "get_current_user",
+    "install_host",
+    "may_see_site",
+    "registry_writes",
+    "request_host",
+    "require_roles",
+    "scope_site",
+    "session_open",
 ]  # fmt: skip
 
 
@@ -161,6 +182,14 @@ async def get_broker_sync(host: HostDep) -> BrokerSync:
 
 
 BrokerSyncDep = Annotated[BrokerSync, Depends(get_broker_sync)]
+
+
+async def get_telephony(settings: SettingsDep) -> TelephonyAdapter | None:
+    """The click-to-call adapter of ``[telephony]`` (None when click-to-call is off)."""
+    return build_adapter(settings.telephony)
+
+
+TelephonyDep = Annotated[TelephonyAdapter | None, Depends(get_telephony)]
 
 
 # -- the caller ------------------------------------------------------------------------

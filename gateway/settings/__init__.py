@@ -60,6 +60,7 @@ from gateway.settings.sections import (
     VisitsSettings,
     is_loopback,
 )
+from gateway.telephony.settings import TelephonySettings
 
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 ENV_PREFIX = "SAFEHOME_"
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     failover: FailoverSettings = FailoverSettings()
     cell: CellSettings = CellSettings()
     visits: VisitsSettings = VisitsSettings()
+    telephony: TelephonySettings = TelephonySettings()  # click-to-call (gateway.telephony)
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")
