@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 StaffRoleName = Literal["duty_staff", "supervisor", "admin"]
 
@@ -71,6 +71,14 @@ class TelephonySettings(_Section):
     # 138****1234). The sip adapter's dial URI necessarily carries the number to whoever
     # places the call.
     reveal_roles: tuple[StaffRoleName, ...] = ("supervisor", "admin")
+
+    @field_validator("reveal_roles", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # From the environment: SAFEHOME_TELEPHONY__REVEAL_ROLES=supervisor,admin ("" = none).
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _aliyun_configured(self) -> TelephonySettings:
