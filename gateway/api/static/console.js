@@ -623,6 +623,8 @@
       sentence ? el("details", { class: "tech-reason" }, el("summary", { text: t("f.technical") }),
         el("p", { text: inc.reason })) : null,
       actions,
+      // The call-centre panel (console-calls.js): click-to-call, call outcomes, notes.
+      typeof SHG_CALLS !== "undefined" ? SHG_CALLS.panel(inc, () => loadSelected(false)) : null,
       state.card ? cardView(state.card) : null,
       el("h3", { text: t("timeline") }),
       el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
@@ -695,8 +697,9 @@
       if (takeState) {
         const e = states[i++];
         const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
+        const own = typeof SHG_CALLS !== "undefined" ? SHG_CALLS.eventText(e, personLabel) : null;
         items.push(el("li", { "data-kind": e.kind },
-          `${SHG.clock(e.time, false)} · ${what} · ${personLabel(e.actor)}`));
+          `${SHG.clock(e.time, false)} · ${own || `${what} · ${personLabel(e.actor)}`}`));
       } else {
         const e = steps[j++];
         items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
