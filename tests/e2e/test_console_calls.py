@@ -92,6 +92,8 @@ def test_call_family_record_no_answer_and_note_at_three_widths(
             expect(family).to_contain_text("家属 李明（儿子）")
             expect(family).to_contain_text("138****1234")  # masked for duty staff
             expect(panel).not_to_contain_text(FAMILY_PHONE)
+            expect(page.locator("#resident-card")).to_contain_text("李明 (儿子) · 138****1234")
+            expect(page.locator("#resident-card")).not_to_contain_text(FAMILY_PHONE)
             button = family.get_by_role("button", name="呼叫家属 李明")
             button.scroll_into_view_if_needed()
             button.click()

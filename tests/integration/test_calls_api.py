@@ -220,6 +220,14 @@ def test_aliyun_click_to_call_outcome_and_note_on_the_audited_timeline(
         _no_phone_in(json.dumps(listed))
         revealed = c["sup-a"].get(f"/incidents/{incident_id}/callees").json()
         assert {e["ref"]: e["phone"] for e in revealed}["c1"] == FAMILY_PHONE
+        # The resident card follows the same rule.
+        card = c["duty-a"].get("/residents/site-a-r0").json()
+        son = next(x for x in card["contacts"] if x["contact_id"] == "c1")
+        assert (son["phone"], son["masked_phone"]) == (None, "138****1234")
+        _no_phone_in(json.dumps(card))
+        card = c["sup-a"].get("/residents/site-a-r0").json()
+        son = next(x for x in card["contacts"] if x["contact_id"] == "c1")
+        assert (son["phone"], son["masked_phone"]) == (FAMILY_PHONE, "138****1234")
 
         # 呼叫家属: Aliyun ClickToDial rings the staff member's phone, then the son.
         resp = c["duty-a"].post(f"/incidents/{incident_id}/calls",

@@ -586,7 +586,7 @@
       card.contacts && card.contacts.length
         ? el("ul", { class: "history" }, ...card.contacts.map((c) => el("li", {},
           `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · `,
-          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.email || "—"))))
+          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.masked_phone || c.email || "—"))))
         : el("p", { class: "empty", text: t("card.none") }),
       el("h3", { text: t("card.recent") }),
       el("ul", { class: "history", id: "recent-incidents" }, ...recent.map((r) => el("li", { "data-incident-id": r.id },
