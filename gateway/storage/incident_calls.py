@@ -190,3 +190,17 @@ def calls_of(conn: Conn, incident_id: int) -> list[CallRow]:
             _SELECT_CALL + " ORDER BY id",
             (incident_id,),
         ).fetchall()
+
+
+# -- the numbers dialled for "call the resident" ------------------------------------------
+
+_SET_PHONE = {
+    "resident": "UPDATE residents SET phone = %s WHERE resident_id = %s",
+    "location": "UPDATE locations SET phone = %s WHERE location_id = %s",
+}
+
+
+def set_phone(conn: Conn, what: str, ident: str, phone: str | None) -> bool:
+    """Set (or clear) a resident's own phone or a room's / home's landline (``what``
+    resident or location); False when there is no such row."""
+    return conn.execute(_SET_PHONE[what], (phone, ident)).rowcount > 0

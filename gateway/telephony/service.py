@@ -46,6 +46,7 @@ __all__ = [
     "calls",
     "place_call",
     "record_outcome",
+    "set_phone",
 ]
 
 
@@ -249,3 +250,21 @@ def calls(conn: Conn, caller: Caller, incident_id: int) -> list[CallRow]:
     """The incident's call attempts with their outcomes, oldest first."""
     _incident(conn, caller, incident_id)
     return store.calls_of(conn, incident_id)
+
+
+def set_phone(conn: Conn, what: str, ident: str, phone: str | None, *, actor: str) -> None:
+    """Set (or clear) the number "call the resident" dials: the resident's own phone
+    (``what = "resident"``) or their room's / home's landline (``"location"``). Audited
+    (``resident.phone`` / ``location.phone``) without the number."""
+    if what not in {"resident", "location"}:
+        raise InvalidError(f"unknown phone owner {what!r}")
+    phone = (phone or "").strip() or None
+    with conn.transaction():
+        try:
+            found = store.set_phone(conn, what, ident, phone)
+        except psycopg.errors.CheckViolation:
+            raise InvalidError("not a phone number (digits, +, (), - and spaces)") from None
+        if not found:
+            raise NotFoundError(f"no {what} {ident}")
+        audit.append(conn, actor, f"{what}.phone", f"{what}:{ident}", {"set": phone is not None})
+    log.info("phone number changed", extra={"owner": what, "set": phone is not None})
