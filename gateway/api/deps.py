@@ -61,29 +61,10 @@ if TYPE_CHECKING:
     from gateway.mqttsession import MqttSession
 
 __all__ = [
-    "ALL_ROLES",
-    "PUBLIC",
-    "STAFF",
-    "ApiHost",
-    "BrokerSyncDep",
-    "CurrentUser",
-    "DbConn",
-    "GatewayHost",
-    "HostDep",
-    "PoolDep",
-    "Principal",
-    "SettingsDep",
-    "TelephonyDep",
-    "UserRole",
-    "allow",
-    "get_current_user",
-    "install_host",
-    "may_see_site",
-    "registry_writes",
-    "request_host",
-    "require_roles",
-    "scope_site",
-    "session_open",
+    "ALL_ROLES", "PUBLIC", "STAFF", "ApiHost", "BrokerSyncDep", "CurrentUser", "DbConn",
+    "GatewayHost", "HostDep", "PoolDep", "Principal", "SettingsDep", "UserRole", "allow",
+    "get_current_user", "install_host", "may_see_site", "registry_writes", "request_host",
+    "require_roles", "scope_site", "session_open",
 ]  # fmt: skip
 
 
