@@ -447,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_people import add_people_commands
 
     add_people_commands(user)
+    from gateway.telephony.cli import add_phone_commands  # click-to-call numbers
+
+    add_phone_commands(user)
 
     from gateway.cli_roster import add_roster_commands
 

@@ -27,6 +27,7 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.livefeed import LiveFeed
 from gateway.api.routes_auth import router as auth_router
 from gateway.api.routes_board import router as board_router
+from gateway.api.routes_calls import router as calls_router
 from gateway.api.routes_commissioning import router as commissioning_router
 from gateway.api.routes_console import router as console_router
 from gateway.api.routes_devices import router as devices_router
@@ -151,6 +152,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     # The stream before /incidents/{incident_id}, which would otherwise match "stream".
     app.include_router(live_router)
     app.include_router(incidents_router)
+    app.include_router(calls_router)  # click-to-call, call outcomes, incident notes
     app.include_router(console_router)  # console rows, site clock and targets, names
     app.include_router(handover_router)  # the shift handover summary
     app.include_router(board_router)  # the live board of beds and homes

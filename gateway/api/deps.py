@@ -51,6 +51,8 @@ from gateway.api.auth import (
 from gateway.brokersync import BrokerSync
 from gateway.settings import Settings
 from gateway.storage import auth_sessions
+from gateway.telephony import build_adapter
+from gateway.telephony.adapter import TelephonyAdapter
 
 if TYPE_CHECKING:
     from gateway.api.livefeed import LiveFeed
@@ -161,6 +163,14 @@ async def get_broker_sync(host: HostDep) -> BrokerSync:
 
 
 BrokerSyncDep = Annotated[BrokerSync, Depends(get_broker_sync)]
+
+
+async def get_telephony(settings: SettingsDep) -> TelephonyAdapter | None:
+    """The click-to-call adapter of ``[telephony]`` (None when click-to-call is off)."""
+    return build_adapter(settings.telephony)
+
+
+TelephonyDep = Annotated[TelephonyAdapter | None, Depends(get_telephony)]
 
 
 # -- the caller ------------------------------------------------------------------------

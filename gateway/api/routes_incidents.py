@@ -23,6 +23,7 @@ from gateway.api.deps import (
     DbConn,
     HostDep,
     Principal,
+    SettingsDep,
     UserRole,
     allow,
     may_see_site,
@@ -39,6 +40,7 @@ from gateway.api.schemas import (
 from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.facts import OPEN_STATES
 from gateway.storage import incident_reads
+from gateway.telephony.phones import mask_phone
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
     RULES,
@@ -88,7 +90,8 @@ class Contact(ApiModel):
     kind: str
     display_name: str | None
     relation: str | None
-    phone: str | None
+    phone: str | None  # only for telephony.reveal_roles (gateway.telephony)
+    masked_phone: str | None = None  # 138****1234, for everyone
     email: str | None
     priority: int
 
@@ -282,12 +285,20 @@ def test_mode(user: CurrentUser, conn: DbConn, site: str | None = None) -> list[
 
 @router.get("/residents/{resident_id}", summary="Resident context card (audited)",
             response_model=ResidentCard, **allow(*STAFF))  # fmt: skip
-def resident_card(resident_id: str, user: CurrentUser, conn: DbConn) -> dict[str, Any]:
+def resident_card(
+    resident_id: str, user: CurrentUser, conn: DbConn, settings: SettingsDep
+) -> dict[str, Any]:
     card = incident_reads.load_resident(conn, resident_id)
     if card is None or not may_see_site(user, card["site_id"]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
     IncidentService(conn).record_read(user.user_id, resident_id, "context_card")
-    card["contacts"] = incident_reads.load_contacts(conn, resident_id)
+    # Full numbers only for the roles allowed to see them (telephony.reveal_roles); the
+    # others call through the console's click-to-call (docs/telephony.md).
+    reveal = user.role.value in settings.telephony.reveal_roles
+    card["contacts"] = [
+        c | {"masked_phone": mask_phone(c["phone"]), "phone": c["phone"] if reveal else None}
+        for c in incident_reads.load_contacts(conn, resident_id)
+    ]
     card["last_vitals"] = incident_reads.load_last_vitals(conn, resident_id)
     card["recent_incidents"] = incident_reads.load_recent_incidents(conn, resident_id)
     return card

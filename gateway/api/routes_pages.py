@@ -30,6 +30,10 @@ STATIC_FILES: dict[str, str] = {
     "i18n.js": "text/javascript; charset=utf-8",  # the message catalogue (zh-CN, en)
     "i18n-family.js": "text/javascript; charset=utf-8",  # family ratings, away mode
     "favicon.svg": "image/svg+xml",
+    # Call-centre tools (gateway.telephony): click-to-call, call outcomes, incident notes.
+    "console-calls.js": "text/javascript; charset=utf-8",
+    "console-calls.css": "text/css; charset=utf-8",
+    "i18n-calls.js": "text/javascript; charset=utf-8",
 }
 
 SECURITY_HEADERS: dict[str, str] = {

@@ -62,6 +62,7 @@ from gateway.settings.sections import (
     VisitsSettings,
     is_loopback,
 )
+from gateway.telephony.settings import TelephonySettings
 
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 ENV_PREFIX = "SAFEHOME_"
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     visits: VisitsSettings = VisitsSettings()
     platform: PlatformSettings = PlatformSettings()
     family: FamilySettings = FamilySettings()  # ratings, away mode (gateway.family)
+    telephony: TelephonySettings = TelephonySettings()  # click-to-call (gateway.telephony)
     var_dir: Path = PROJECT_ROOT / "var"
 
     @field_validator("var_dir")

@@ -586,7 +586,7 @@
       card.contacts && card.contacts.length
         ? el("ul", { class: "history" }, ...card.contacts.map((c) => el("li", {},
           `${c.display_name}${c.relation ? ` (${c.relation})` : ""} · `,
-          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.email || "—"))))
+          c.phone ? el("a", { href: `tel:${c.phone}` }, c.phone) : (c.masked_phone || c.email || "—"))))
         : el("p", { class: "empty", text: t("card.none") }),
       el("h3", { text: t("card.recent") }),
       el("ul", { class: "history", id: "recent-incidents" }, ...recent.map((r) => el("li", { "data-incident-id": r.id },
@@ -623,6 +623,8 @@
       sentence ? el("details", { class: "tech-reason" }, el("summary", { text: t("f.technical") }),
         el("p", { text: inc.reason })) : null,
       actions,
+      // The call-centre panel (console-calls.js): click-to-call, call outcomes, notes.
+      typeof SHG_CALLS !== "undefined" ? SHG_CALLS.panel(inc, () => loadSelected(false)) : null,
       state.card ? cardView(state.card) : null,
       el("h3", { text: t("timeline") }),
       el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
@@ -695,8 +697,9 @@
       if (takeState) {
         const e = states[i++];
         const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
+        const own = typeof SHG_CALLS !== "undefined" ? SHG_CALLS.eventText(e, personLabel) : null;
         items.push(el("li", { "data-kind": e.kind },
-          `${SHG.clock(e.time, false)} · ${what} · ${personLabel(e.actor)}`));
+          `${SHG.clock(e.time, false)} · ${own || `${what} · ${personLabel(e.actor)}`}`));
       } else {
         const e = steps[j++];
         items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
