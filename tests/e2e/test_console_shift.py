@@ -91,6 +91,9 @@ def test_care_and_technical_apart_with_names_and_targets(
             expect(page.locator("#alarm-text")).to_contain_text("跌倒")
             expect(page.locator("#alarm-text")).not_to_contain_text("电量")
             expect(page.locator("#site-clock")).to_contain_text("UTC+8")
+            expect(page.locator("#tech-incidents thead th")).to_have_text(
+                ["类型", "设备 / 位置", "状态", "已过", "响应时限"]
+            )
 
             # The hub card: a plain sentence, no literal null anywhere.
             tech.locator(f'tr[data-incident-id="{hub}"]').click()
@@ -135,6 +138,11 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(page.locator("#detail")).to_contain_text("Fall: impact 3.6 g, then lying still")
         expect(page.locator("#timeline")).to_contain_text("Carer 张丽")
         expect(page.locator("#incident-rows")).to_contain_text("Acknowledged")
+        # Both tables' headers (one template in console.js) follow the language.
+        expect(page.locator("#incidents thead th")).to_have_text(
+            ["Type", "Resident / place", "State", "Age", "Target"]
+        )
+        expect(page.locator("#tech-incidents thead th").nth(1)).to_have_text("Device / place")
         # False alarm needs a reason (duty staff may not cancel: the workflow's rule).
         expect(page.locator("#act-cancel")).to_have_count(0)
         page.click("#act-false-alarm")

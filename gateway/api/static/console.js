@@ -32,6 +32,14 @@
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
 
+  /* One header for the care and the technical table (the second column names the resident or
+   * the device); data-i18n: the language switch translates it with the rest of the page. */
+  const listHeader = (whoKey) => el("thead", {}, el("tr", {},
+    ...["col.type", whoKey, "col.state", "col.age", "col.target"]
+      .map((key) => el("th", { scope: "col", "data-i18n": key, text: t(key) }))));
+  $("incidents").prepend(listHeader("col.who"));
+  $("tech-incidents").prepend(listHeader("col.device"));
+
   const state = {
     incidents: [],
     resolved: [], // resolved incidents awaiting a supervisor's close
