@@ -7,12 +7,8 @@ sees the open incident and who is handling it. Under CI a missing Chromium fails
 
 from __future__ import annotations
 
-import os
 import re
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +17,9 @@ import pytest
 from devices import protocol as p
 from gateway.api.auth import create_user
 from gateway.storage import people
+from tests.browser import PASSWORD, TIMEOUT_MS
+from tests.browser import shot as _shot
+from tests.browser import sign_in as _sign_in
 from tests.support import (
     PREFIX,
     Broker,
@@ -33,43 +32,7 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path(os.environ.get("SAFEHOME_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--autoplay-policy=user-gesture-required",
-]  # fmt: skip
-PASSWORD = "pw-" + uuid.uuid4().hex[:12]
-TIMEOUT_MS = 20_000
-# Set to a directory to keep screenshots of the pages (development only).
-SCREENSHOTS = os.environ.get("SAFEHOME_SCREENSHOT_DIR")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():  # the test command installs it: never skip, fail loudly
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _shot(page: Any, name: str) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
-
-
-def _sign_in(page: Any, url: str, username: str) -> None:
-    page.goto(url)
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#login-button")
+# The browser (Debian's Chromium), sign-in and screenshots: tests/browser.py.
 
 
 def test_button_press_appears_is_acknowledged_by_click_and_audited(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,33 +22,14 @@ from gateway.escalation import intake
 from gateway.escalation.roster import DutyRole, add_shift
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.e2e import test_console_browser as ui
+from tests.browser import PASSWORD, SCREENSHOTS, new_page, sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
 
-browser = ui.browser  # the module-scoped Chromium fixture (Debian's, never downloaded)
-SCREENSHOTS, TIMEOUT_MS = ui.SCREENSHOTS, ui.TIMEOUT_MS
-
-PASSWORD = "pw-" + uuid.uuid4().hex[:12]
 RECONCILE_S = 3.0
 SLACK_S = 2.0  # page work and one refresh round trip on a loaded machine
 POSITIVE = re.compile(r"^[1-9][0-9]*$")
-
-
-def _console(browser: Any, url: str, errors: list[str], width: int = 1366) -> Any:
-    ctx = browser.new_context(viewport={"width": width, "height": 900})
-    page = ctx.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return ctx, page
-
-
-def _sign_in(page: Any, url: str) -> None:
-    page.goto(url)
-    page.fill("#username", "duty-a")
-    page.fill("#password", PASSWORD)
-    page.click("#login-button")  # the user gesture that lets the alarm sound
 
 
 def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_interval(
@@ -78,13 +58,13 @@ def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_int
     with InProcessGateway(settings) as gw:
         url = gw.api_url + "/"
         # Console A: the stream connects for real.
-        ctx_a, live = _console(browser, url, errors)
-        _sign_in(live, url)
+        live = new_page(browser, errors, width=1366, height=900)
+        sign_in(live, url, "duty-a")  # the click is the user gesture that lets the alarm sound
         expect(live.locator("#feed-status")).to_have_class("feed feed-on")
         # Console B (a phone): the stream request never gets an answer (paused on the way).
-        ctx_b, paused = _console(browser, url, errors, width=390)
+        paused = new_page(browser, errors, width=390, height=900)
         paused.route("**/incidents/stream", lambda route: None)
-        _sign_in(paused, url)
+        sign_in(paused, url, "duty-a")
         for page in (live, paused):
             expect(page.locator("#board")).to_be_visible()
             expect(page.locator("#empty")).to_be_visible()
@@ -135,6 +115,6 @@ def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_int
         if SCREENSHOTS:
             live.screenshot(path=f"{SCREENSHOTS}/console-reconcile-desktop.png", full_page=True)
             paused.screenshot(path=f"{SCREENSHOTS}/console-reconcile-390.png", full_page=True)
-        ctx_a.close()
-        ctx_b.close()
+        live.context.close()
+        paused.context.close()
     assert errors == []

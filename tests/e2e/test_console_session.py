@@ -9,15 +9,13 @@ refresh token works once) from the first request on.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.api.auth import create_user
-from tests.e2e.test_console_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.browser import PASSWORD, new_page, sign_in
 from tests.support import (
     Broker,
     Database,
@@ -28,22 +26,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "pw-" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():  # the test command installs it: never skip, fail loudly
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_console_renews_tokens_signs_out_and_is_signed_out_on_deactivation(
@@ -61,24 +43,18 @@ def test_console_renews_tokens_signs_out_and_is_signed_out_on_deactivation(
     errors: list[str] = []
     refreshes: list[int] = []
     with InProcessGateway(settings) as gw:
-        context = browser.new_context(viewport={"width": 1366, "height": 800})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = new_page(browser, errors, width=1366, height=800)
         page.on(
             "response",
             lambda r: refreshes.append(r.status) if r.url.endswith("/auth/refresh") else None,
         )
 
-        def sign_in() -> None:
-            page.goto(gw.api_url + "/")
-            page.fill("#username", "duty-a")
-            page.fill("#password", PASSWORD)
-            page.click("#login-button")
+        def sign_in_duty() -> None:
+            sign_in(page, gw.api_url + "/", "duty-a")
             expect(page.locator("#board")).to_be_visible()
             expect(page.locator("#feed-status")).to_have_class("feed feed-on")
 
-        sign_in()
+        sign_in_duty()
         assert refreshes and set(refreshes) == {200}, refreshes  # renewed, never refused
         assert (
             db.scalar(
@@ -99,7 +75,7 @@ def test_console_renews_tokens_signs_out_and_is_signed_out_on_deactivation(
         )  # fmt: skip
 
         # Signed in again, then deactivated by an admin: the console goes back to sign-in.
-        sign_in()
+        sign_in_duty()
         admin = httpx.post(
             f"{gw.api_url}/auth/token", data={"username": "root", "password": PASSWORD},
             timeout=30,

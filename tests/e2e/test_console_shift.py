@@ -9,10 +9,7 @@ would raise them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,28 +18,14 @@ from gateway.api.auth import create_user
 from gateway.storage import people
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.e2e.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, TIMEOUT_MS
+from tests.browser import PASSWORD, WIDTHS, new_page
+from tests.browser import shot as _shot
+from tests.browser import sign_in as _sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOTS = os.environ.get("SAFEHOME_SCREENSHOT_DIR")
-WIDTHS = {"desktop": (1366, 800), "tablet": (768, 1024), "phone": (390, 844)}
 FALL_DETAILS = {"peak_g": 3.6, "posture_change_deg": 92.0, "confirm_window_s": 30.0, "sos": False}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _raise(db: Database, kind: IncidentType, **kw: Any) -> int:
@@ -51,13 +34,6 @@ def _raise(db: Database, kind: IncidentType, **kw: Any) -> int:
             Trigger(kind, "site-a", datetime.now(UTC), "detector text", **kw)
         )
     return incident.id
-
-
-def _sign_in(page: Any, url: str, username: str) -> None:
-    page.goto(url)
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#login-button")
 
 
 def test_care_and_technical_apart_with_names_and_targets(
@@ -89,10 +65,7 @@ def test_care_and_technical_apart_with_names_and_targets(
 
     with InProcessGateway(settings) as gw:
         for name, (width, height) in WIDTHS.items():
-            ctx = browser.new_context(viewport={"width": width, "height": height})
-            page = ctx.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page = new_page(browser, errors, width=width, height=height)
             _sign_in(page, gw.api_url + "/", "duty-a")
 
             care = page.locator("#incident-rows")
@@ -118,6 +91,9 @@ def test_care_and_technical_apart_with_names_and_targets(
             expect(page.locator("#alarm-text")).to_contain_text("跌倒")
             expect(page.locator("#alarm-text")).not_to_contain_text("电量")
             expect(page.locator("#site-clock")).to_contain_text("UTC+8")
+            expect(page.locator("#tech-incidents thead th")).to_have_text(
+                ["类型", "设备 / 位置", "状态", "已过", "响应时限"]
+            )
 
             # The hub card: a plain sentence, no literal null anywhere.
             tech.locator(f'tr[data-incident-id="{hub}"]').click()
@@ -130,16 +106,12 @@ def test_care_and_technical_apart_with_names_and_targets(
             expect(detail).to_contain_text("跌倒：撞击 3.6g 后平躺未起，30 秒内未取消")
             expect(detail).to_contain_text("(UTC+8)")
             expect(page.locator("#act-acknowledge")).to_be_in_viewport()
-            if SCREENSHOTS:
-                page.screenshot(path=str(Path(SCREENSHOTS) / f"shift-{name}.png"), full_page=True)
-            ctx.close()
+            _shot(page, f"shift-{name}.png")
+            page.context.close()
 
         # The daughter's phone (360 px): honestly "still being alerted" while nobody has taken
         # it, the care centre's phone, a header on one line.
-        ctx = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
-        fpage = ctx.new_page()
-        fpage.set_default_timeout(TIMEOUT_MS)
-        fpage.on("pageerror", lambda exc: errors.append(str(exc)))
+        fpage = new_page(browser, errors, width=360, height=740, is_mobile=True)
         _sign_in(fpage, gw.api_url + "/family", "fam-a")
         line = fpage.locator("#status-site-a-r0")
         expect(line).to_have_attribute("data-kind", "alerting")
@@ -147,16 +119,14 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(fpage.locator("#phone-site-a-r0")).to_contain_text("0571-8888 6000")
         header = fpage.locator("header.top").bounding_box()
         assert header is not None and header["height"] < 80  # one line, not wrapped
-        if SCREENSHOTS:
-            fpage.screenshot(path=str(Path(SCREENSHOTS) / "family-360.png"), full_page=True)
+        _shot(fpage, "family-360.png")
 
         # Acknowledge, then switch to English: the same screen in the other language.
-        ctx = browser.new_context(viewport={"width": 1366, "height": 900})
-        page = ctx.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = new_page(browser, errors, width=1366, height=900)
         _sign_in(page, gw.api_url + "/", "duty-a")
         page.locator(f'tr[data-incident-id="{fall}"]').click()
+        # Act only once the clicked incident is the one shown (never on the previous one).
+        expect(page.locator("#detail-title")).to_contain_text(f"#{fall}")
         page.click("#act-acknowledge")
         expect(page.locator("#timeline")).to_contain_text("护工 张丽")
         expect(page.locator("#alarm")).to_be_hidden()
@@ -168,6 +138,11 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(page.locator("#detail")).to_contain_text("Fall: impact 3.6 g, then lying still")
         expect(page.locator("#timeline")).to_contain_text("Carer 张丽")
         expect(page.locator("#incident-rows")).to_contain_text("Acknowledged")
+        # Both tables' headers (one template in console.js) follow the language.
+        expect(page.locator("#incidents thead th")).to_have_text(
+            ["Type", "Resident / place", "State", "Age", "Target"]
+        )
+        expect(page.locator("#tech-incidents thead th").nth(1)).to_have_text("Device / place")
         # False alarm needs a reason (duty staff may not cancel: the workflow's rule).
         expect(page.locator("#act-cancel")).to_have_count(0)
         page.click("#act-false-alarm")
@@ -175,18 +150,17 @@ def test_care_and_technical_apart_with_names_and_targets(
         page.fill("#false-reason", "resident sat down hard, unhurt")
         page.click("#act-false-alarm")
         expect(page.locator(f'tr[data-incident-id="{fall}"]')).to_have_count(0)
-        ctx.close()
+        page.context.close()
 
         # The supervisor closes the reviewed one and cancels a technical one raised in error.
-        ctx = browser.new_context(viewport={"width": 1366, "height": 900})
-        page = ctx.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = new_page(browser, errors, width=1366, height=900)
         _sign_in(page, gw.api_url + "/", "sup-a")
         page.locator(f'#resolved-rows button[data-incident-id="{fall}"]').click()
+        expect(page.locator("#detail-title")).to_contain_text(f"#{fall}")
         page.click("#act-close")
         expect(page.locator(f'#resolved-rows button[data-incident-id="{fall}"]')).to_have_count(0)
         page.locator(f'tr[data-incident-id="{battery}"]').click()
+        expect(page.locator("#detail-title")).to_contain_text(f"#{battery}")
         page.fill("#cancel-reason", "battery was replaced during the install")
         page.click("#act-cancel")
         expect(page.locator(f'tr[data-incident-id="{battery}"]')).to_have_count(0)
@@ -199,8 +173,7 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(page.locator("#handover-devices")).to_contain_text("网关离线")
         expect(page.locator("#handover-devices")).not_to_contain_text("电量低")  # cancelled
         expect(page.locator("#detail")).to_contain_text("误报 1 起")
-        if SCREENSHOTS:
-            page.screenshot(path=str(Path(SCREENSHOTS) / "handover.png"), full_page=True)
+        _shot(page, "handover.png")
 
         # The live board: each bed's state; a new incident shows at the next refresh (every
         # 4 s; a generous deadline under load).
@@ -213,11 +186,10 @@ def test_care_and_technical_apart_with_names_and_targets(
         again = _raise(db, IncidentType.NOT_UP, resident_id="site-a-r0")
         expect(bed0).to_have_attribute("data-state", "incident", timeout=10_000)
         expect(bed0).to_contain_text("未起床")
-        if SCREENSHOTS:
-            page.screenshot(path=str(Path(SCREENSHOTS) / "board.png"), full_page=True)
+        _shot(page, "board.png")
         bed0.click()  # the tile opens the incident
         expect(page.locator("#detail-title")).to_contain_text(f"#{again}")
-        ctx.close()
+        page.context.close()
 
     states = dict(db.rows("SELECT id, state FROM incidents WHERE id IN (%s, %s)", (fall, battery)))
     assert states == {fall: "closed", battery: "cancelled"}

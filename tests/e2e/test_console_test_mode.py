@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures imported from other test modules are parameters here
 """The console's test-mode banner in a real browser (Playwright + Debian Chromium).
 
 An installer starts an acceptance test through the API; the duty staff console shows the
@@ -15,13 +14,9 @@ import httpx
 import pytest
 
 from gateway.api.auth import create_user
-from tests.e2e.test_console_browser import (  # noqa: F401 - the fixture
-    PASSWORD,
-    TIMEOUT_MS,
-    _shot,
-    _sign_in,
-    browser,
-)
+from tests.browser import PASSWORD, TIMEOUT_MS
+from tests.browser import shot as _shot
+from tests.browser import sign_in as _sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e

@@ -7,11 +7,7 @@ figures and a short night shift."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,43 +17,12 @@ from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
+from tests.browser import PASSWORD, new_page
+from tests.browser import shot as _shot
+from tests.browser import sign_in as _sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path(os.environ.get("SAFEHOME_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
-PASSWORD = "pw-" + uuid.uuid4().hex[:12]
-TIMEOUT_MS = 20_000
-SCREENSHOTS = os.environ.get("SAFEHOME_SCREENSHOT_DIR")
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():  # never skip: fail loudly
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _shot(page: Any, name: str) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
-
-
-def _sign_in(page: Any, url: str, username: str) -> None:
-    page.goto(url)
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#login-form button[type=submit]")
 
 
 def test_worker_knocks_records_and_the_district_sees_it(
@@ -99,19 +64,16 @@ def test_worker_knocks_records_and_the_district_sees_it(
         assert sent.status_code == 201, sent.text
 
         # The console shows the overdue visit and the open door-knock task.
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-        ctx.set_default_timeout(TIMEOUT_MS)
-        page = ctx.new_page()
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
         _sign_in(page, f"{url}/", "duty-a")
         expect(page.locator("#visits-overdue-count")).to_have_text("1")
         expect(page.locator(".visits-overdue li")).to_contain_text("ELD-site-a-0000")
         expect(page.locator(".visits-tasks li")).to_contain_text("无活动告警电话未解决")
         _shot(page, "console-visits.png")
-        ctx.close()
+        page.context.close()
 
-        ctx = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
-        ctx.set_default_timeout(TIMEOUT_MS)
-        page = ctx.new_page()
+        page = new_page(browser, width=390, height=844, locale="zh-CN", is_mobile=True,
+                        has_touch=True)  # fmt: skip
         _sign_in(page, f"{url}/worker", "worker-a")
         task = page.locator("article.task")
         expect(task).to_have_count(1)
@@ -145,16 +107,14 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(page.locator("#summary")).to_contain_text("逾期 0 项")
         expect(elder).not_to_contain_text("已逾期")
         _shot(page, "worker-done.png")
-        ctx.close()
+        page.context.close()
 
         detail = httpx.get(f"{url}/incidents/{incident.id}", headers=headers, timeout=15).json()
         assert detail["state"] == "resolved"
         knocks = [e for e in detail["timeline"] if e["kind"] == "door_knock_result"]
         assert knocks and knocks[0]["data"]["label"] == "开门，正常"
 
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-        ctx.set_default_timeout(TIMEOUT_MS)
-        page = ctx.new_page()
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
         _sign_in(page, f"{url}/district", "dsup-east")
         expect(page.locator(".figure[data-key=beds_served] b")).to_have_text("2")
         expect(page.locator(".figure[data-key=home_visits] b")).to_have_text("1")
@@ -171,4 +131,4 @@ def test_worker_knocks_records_and_the_district_sees_it(
         with open(pdf.path(), "rb") as fh:
             assert fh.read(5) == b"%PDF-"
         _shot(page, "district.png")
-        ctx.close()
+        page.context.close()

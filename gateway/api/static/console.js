@@ -32,6 +32,14 @@
     errorText: $("error-text"), feed: $("feed-status"), mute: $("mute"), signOut: $("sign-out"),
   };
 
+  /* One header for the care and the technical table (the second column names the resident or
+   * the device); data-i18n: the language switch translates it with the rest of the page. */
+  const listHeader = (whoKey) => el("thead", {}, el("tr", {},
+    ...["col.type", whoKey, "col.state", "col.age", "col.target"]
+      .map((key) => el("th", { scope: "col", "data-i18n": key, text: t(key) }))));
+  $("incidents").prepend(listHeader("col.who"));
+  $("tech-incidents").prepend(listHeader("col.device"));
+
   const state = {
     incidents: [],
     resolved: [], // resolved incidents awaiting a supervisor's close
@@ -228,8 +236,14 @@
   function renderList() {
     const care = state.incidents.filter((i) => !i.technical);
     const tech = state.incidents.filter((i) => i.technical);
+    // A keyboard user's row keeps the focus across re-renders (every event and reconcile).
+    const focused = document.activeElement && document.activeElement.closest("tr.row");
     ui.rows.replaceChildren(...care.map(rowOf));
     ui.techRows.replaceChildren(...tech.map(rowOf));
+    if (focused && !focused.isConnected) {
+      const again = document.querySelector(`tr.row[data-incident-id="${focused.dataset.incidentId}"]`);
+      if (again) again.focus({ preventScroll: true });
+    }
     ui.count.textContent = String(care.length);
     ui.techCount.textContent = String(tech.length);
     ui.careEmpty.hidden = care.length > 0 || tech.length === 0;
@@ -258,11 +272,13 @@
       care1: SHG.duration(tg.care[1] ?? tg.care["1"]), tech3: SHG.duration(tg.technical[3] ?? tg.technical["3"]),
       basis: site.name ? `${site.name} · ${tg.basis}` : tg.basis,
     });
+    showSiteClock(); // filled at once: an empty clock filled a second later moved the page
     ui.siteClock.hidden = false;
   }
-  setInterval(() => {
+  function showSiteClock() {
     if (state.site) ui.siteClock.textContent = `${SHG.clock(SHG.now(), false)} · ${t("tz.label", { tz: SHG.tzName() })}`;
-  }, 1000);
+  }
+  setInterval(showSiteClock, 1000);
 
   function tick() {
     for (const row of [...ui.rows.children, ...ui.techRows.children]) {
@@ -277,12 +293,20 @@
   }
   setInterval(tick, 1000);
 
+  /* Reads overlap (live events, the reconcile clock, an action's own re-read): an answer is
+   * shown only if no read started after it has been shown already, so a read that left
+   * before an action and came back after it cannot bring back the state before the action. */
+  let readsStarted = 0;
+  let readShown = 0;
   async function refresh() {
+    const read = ++readsStarted;
     try {
       const senior = SHG.role() === "supervisor" || SHG.role() === "admin";
       const [open, resolved] = await Promise.all([
         api("/console/incidents"), senior ? api("/console/incidents?view=resolved") : [],
       ]);
+      if (read < readShown) return; // a newer answer is on screen already
+      readShown = read;
       state.incidents = open;
       state.resolved = resolved;
       renderList();
