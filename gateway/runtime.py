@@ -36,7 +36,7 @@ from gateway.audit import VerifyResult
 from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
-from gateway.cells import apply_cell, subscription_filters
+from gateway.cells import apply_cell, served_sites, subscription_filters
 from gateway.cellstore import scoped
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
@@ -226,8 +226,9 @@ class Runtime:
         # Alarms stored but never analysed by the previous run (killed after the ack, down
         # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
         self.recovery = AlarmRecovery(
-            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
-        )
+            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry,
+            sites=served_sites(s.cell),  # a cell: its own sites' alarms only (gateway.cells)
+        )  # fmt: skip
         self._stack.callback(self.recovery.close)
         try:
             await asyncio.to_thread(self.recovery.startup)
@@ -320,6 +321,7 @@ class Runtime:
                 batch_size=s.escalation.batch_size,
                 on_enqueued=lambda: self.outbox.wake() if self.outbox is not None else None,
                 page_ttl_s=s.paging.ack_ttl_s if s.paging.enabled and s.notify.enabled else None,
+                sites=served_sites(s.cell),
             )  # fmt: skip
             self._spawn(self.escalation.run(), "escalation")
             self._spawn(self.escalation.listen(db.conninfo()), "escalation-listen")
@@ -329,6 +331,7 @@ class Runtime:
                 self.workflow_pool, notifiers, s.notify,
                 on_exhausted=self.escalation.on_exhausted if self.escalation else None,
                 page_link=link_builder(s.paging.public_base_url, key),
+                sites=served_sites(s.cell),
             )  # fmt: skip
             self._spawn(self.outbox.run(), "notify-outbox")
         log.info(
@@ -416,7 +419,8 @@ class Runtime:
         # (unique notices and open tasks), so the standby's API process may sweep too.
         v = self.settings.visits
         cfg = load_visits_config(v.config_path) if v.config_path else load_visits_config()
-        sweeper = VisitsSweeper(self.api_pool, cfg, poll_interval_s=v.sweep_interval_s)
+        sweeper = VisitsSweeper(self.api_pool, cfg, poll_interval_s=v.sweep_interval_s,
+                                sites=served_sites(self.settings.cell))  # fmt: skip
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
 
     @staticmethod

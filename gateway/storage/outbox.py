@@ -8,7 +8,7 @@ claims due rows with ``FOR UPDATE SKIP LOCKED``, records each attempt and moves 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,15 +55,18 @@ WHERE i.id = %s
 _CLAIM = b"""
 WITH due AS (
     SELECT id FROM notification_outbox
-    WHERE (state = 'pending' AND next_attempt_at <= now())
-       OR (state = 'sending' AND lease_until < now())
+    WHERE ((state = 'pending' AND next_attempt_at <= now())
+           OR (state = 'sending' AND lease_until < now()))
+      AND (%(sites)s::text[] IS NULL
+           OR incident_id IN (SELECT i.id FROM incidents i
+                              WHERE i.site_id = ANY(%(sites)s::text[])))
     ORDER BY next_attempt_at, id
-    LIMIT %s
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE notification_outbox o
 SET state = 'sending', attempts = o.attempts + 1,
-    lease_until = now() + make_interval(secs => %s)
+    lease_until = now() + make_interval(secs => %(lease)s)
 FROM due
 WHERE o.id = due.id
 RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.payload, o.attempts,
@@ -218,9 +221,13 @@ async def incident_place(conn: AsyncConn, incident_id: int) -> IncidentPlace | N
     return IncidentPlace(str(row[0]), row[1], row[2], row[3], int(row[4]))
 
 
-async def claim(conn: AsyncConn, limit: int, lease_s: float) -> list[Claimed]:
-    """Lease up to ``limit`` due rows (pending and due, or sending with a lapsed lease)."""
-    cur = await conn.execute(_CLAIM, (limit, lease_s))
+async def claim(
+    conn: AsyncConn, limit: int, lease_s: float, sites: Sequence[str] | None = None
+) -> list[Claimed]:
+    """Lease up to ``limit`` due rows (pending and due, or sending with a lapsed lease); only
+    rows of ``sites``' incidents when given (a cell's gateway, :mod:`gateway.cells`)."""
+    only = None if sites is None else list(sites)
+    cur = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_s, "sites": only})
     out = []
     for r in await cur.fetchall():
         contact = None if r[2] is None else str(r[2])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -33,15 +34,17 @@ class VisitsSweeper(PollingWorker):
         cfg: VisitsConfig,
         *,
         poll_interval_s: float = DEFAULT_INTERVAL_S,
+        sites: Sequence[str] | None = None,
     ) -> None:
         super().__init__("visits sweep", poll_interval_s=poll_interval_s, batch_size=1 << 30,
                          logger=log)  # fmt: skip
         self._pool = pool
         self._cfg = cfg
+        self._sites = sites  # a cell's sites only (gateway.cells); None: every site
 
     def _sweep(self) -> int:
         with self._pool.connection() as conn:
-            result = sweep(conn, self._cfg)
+            result = sweep(conn, self._cfg, sites=self._sites)
         return result.notices + result.tasks_opened
 
     async def run_once(self) -> int:
