@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from devices.protocol import subscription_filter, uplink_filters
 from gateway.brokerauth import ServiceAccount
 from gateway.settings.cell import CELL_ID, CellSettings
+from gateway.settings.sections import SettingsError
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -92,7 +93,7 @@ def apply_cell(settings: Settings) -> Settings:
     listed = {c.id: c for c in settings.broker.cells}
     if cell.id in listed:  # a broker shared by cells: this cell's own, narrowed account
         if set(listed[cell.id].sites) != set(cell.sites):
-            raise ValueError(f"cell {cell.id!r}: cell.sites differ from its broker.cells entry")
+            raise SettingsError(f"cell {cell.id!r}: cell.sites differ from its broker.cells entry")
         update["username"] = cell_username(settings.mqtt.username, cell.id)
     mqtt = settings.mqtt.model_copy(update=update)
     db = settings.database

@@ -192,7 +192,7 @@ def test_a_cell_listed_on_its_broker_connects_with_its_own_account() -> None:
     env["SAFEHOME_BROKER__CELLS"] = '[{"id": "east", "sites": ["site-a"]}]'
     assert apply_cell(load_settings(environ=env)).mqtt.username == "gateway"
     env["SAFEHOME_BROKER__CELLS"] = '[{"id": "west", "sites": ["site-b"]}]'
-    with pytest.raises(ValueError, match=r"differ from its broker\.cells entry"):
+    with pytest.raises(SettingsError, match=r"differ from its broker\.cells entry"):
         apply_cell(load_settings(environ=env))
 
 
