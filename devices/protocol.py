@@ -77,6 +77,7 @@ __all__ = [
     "parse_topic",
     "protocol_filter",
     "row_kind",
+    "site_filter",
     "subscription_filter",
     "topic_prefix_of",
     "uplink_filters",
@@ -310,13 +311,24 @@ def uplink_filters(prefix: str = DEFAULT_PREFIX, site: str = "+") -> tuple[str, 
     )
 
 
-def downlink_filters(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
-    """The gateway→device filters (``ack``, ``config``, ``command``) of every device of every
-    site: what the gateway's account may write (broker ACL)."""
+def downlink_filters(prefix: str = DEFAULT_PREFIX, site: str = "+") -> tuple[str, ...]:
+    """The gateway→device filters (``ack``, ``config``, ``command``) of every device of one or
+    all sites: what the gateway's account (a cell's: of its sites) may write (broker ACL)."""
     _topic_re(prefix)
+    if site != "+" and _ID_RE.fullmatch(site) is None:
+        raise ProtocolError(RejectReason.BAD_TOPIC, "invalid site id")
     return tuple(
-        f"{prefix}/v1/+/+/{c.value}" for c in (Channel.ACK, Channel.CONFIG, Channel.COMMAND)
+        f"{prefix}/v1/{site}/+/{c.value}" for c in (Channel.ACK, Channel.CONFIG, Channel.COMMAND)
     )
+
+
+def site_filter(prefix: str, site: str) -> str:
+    """``<prefix>/v1/<site>/#``: every topic of one site (a cell's gateway account may read
+    these, broker ACL patterns)."""
+    _topic_re(prefix)
+    if _ID_RE.fullmatch(site) is None:
+        raise ProtocolError(RejectReason.BAD_TOPIC, "invalid site id")
+    return f"{prefix}/v1/{site}/#"
 
 
 def protocol_filter(prefix: str = DEFAULT_PREFIX) -> str:

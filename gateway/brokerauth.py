@@ -4,8 +4,10 @@ Every device has its own MQTT username (its device id) and password. The broker'
 device publish only under ``<prefix>/v1/<its site>/<its id>/{event,telemetry,state}`` and
 subscribe to and read only its own ``ack`` and ``config`` topics (built from
 :class:`devices.protocol.Channel`); the gateway account reads everything and
-writes acks and config. Anonymous clients are refused by the broker configuration, which also
-binds every client id to its user name (``use_username_as_clientid``, :mod:`gateway.localsvc`).
+writes acks and config. A cell's gateway account (``ServiceAccount.sites``, written for each
+of ``broker.cells``, :mod:`gateway.cells`) does the same for its own sites' topics only.
+Anonymous clients are refused by the broker configuration, which also binds every client id
+to its user name (``use_username_as_clientid``, :mod:`gateway.localsvc`).
 
 The password hash format is Mosquitto 2's ``$7$`` (PBKDF2-HMAC-SHA512), so the database can
 keep the hash (never the password) and the files can be regenerated from it at any time.
@@ -22,7 +24,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.protocol import Channel, downlink_filters, format_topic, protocol_filter
+from devices.protocol import (
+    Channel,
+    downlink_filters,
+    format_topic,
+    protocol_filter,
+    site_filter,
+)
 from gateway.registry_rules import ID_RE
 
 # What a device may do, from the protocol's own channel list: publish on its uplink channels,
@@ -93,11 +101,15 @@ class ServiceAccount:
     """The gateway (or another trusted service) with read access to every device topic.
 
     ``can_inject`` grants write access to every device topic: for test and replay tools only.
+    ``sites`` (a cell's gateway, :mod:`gateway.cells`): read access to those sites' topics
+    only, write access to their devices' acks, config and commands, and a ``$SYS`` monitor
+    account of its own (``<username>-sys``), like the main gateway account's.
     """
 
     username: str
     password_hash: str
     can_inject: bool = False
+    sites: tuple[str, ...] = ()
 
 
 def _check_id(value: str, what: str) -> str:
@@ -113,9 +125,10 @@ def render_password_file(
 ) -> str:
     services = [service, *extra]
     lines = [f"{_check_id(s.username, 'username')}:{s.password_hash}" for s in services]
-    monitor = _check_id(service.username + SYS_MONITOR_SUFFIX, "username")
-    lines.append(f"{monitor}:{service.password_hash}")
-    reserved = {s.username for s in services} | {monitor}
+    monitors = [(service.username + SYS_MONITOR_SUFFIX, service.password_hash)]
+    monitors += [(s.username + SYS_MONITOR_SUFFIX, s.password_hash) for s in extra if s.sites]
+    lines += [f"{_check_id(name, 'username')}:{pw}" for name, pw in monitors]
+    reserved = {s.username for s in services} | {name for name, _ in monitors}
     for d in devices:
         # The broker binds a client id to its user name: a device named like a service
         # account would share the gateway's session (or any service's) and its ACL.
@@ -145,6 +158,15 @@ def render_acl(
         "",
     ]
     for s in extra:
+        if s.sites:  # a cell's gateway: its own sites' topics only
+            out.append(f"user {s.username}")
+            for site_id in s.sites:
+                site = _check_id(site_id, "site id")
+                out.append(f"topic read {site_filter(prefix, site)}")
+                out += [f"topic write {f}" for f in downlink_filters(prefix, site)]
+            out += ["topic read $SYS/#", "", f"user {s.username}{SYS_MONITOR_SUFFIX}"]
+            out += ["topic read $SYS/#", ""]
+            continue
         everything = protocol_filter(prefix)
         out += [f"user {s.username}", f"topic read {everything}", "topic read $SYS/#"]
         out += [f"topic write {everything}", ""] if s.can_inject else [""]

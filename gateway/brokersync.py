@@ -14,7 +14,12 @@ re-checks connected clients on reload, that removed or rotated devices are refus
 
 The rewrite runs in the caller's database transaction under an advisory lock, so two API
 requests (or two gateway processes) never interleave their files, and the files always
-reflect the registry as of the change being made. If anything fails, the caller's
+reflect the registry as of the change being made.
+
+A broker shared by cells (``broker.cells``, :mod:`gateway.cells`) also gets one gateway account
+per cell, ``<mqtt.username>-<cell>``, that may read only its cell's sites' topics and write
+only their devices' acks, config and commands; without ``broker.cells`` the files are exactly
+as before. If anything fails, the caller's
 transaction rolls back and :meth:`BrokerSync.resync` restores the files from the committed
 registry.
 """
@@ -35,12 +40,14 @@ import psycopg
 
 from devices.mqttcodec import MQTT311, encode_connect, encode_disconnect
 from gateway.brokerauth import (
+    SYS_MONITOR_SUFFIX,
     ServiceAccount,
     hash_password,
     new_password,
     render_acl,
     render_password_file,
 )
+from gateway.cells import cell_accounts, cell_username
 from gateway.kit.hubs import kit_accounts
 from gateway.privatefile import replace_keeping_owner
 from gateway.settings import Settings
@@ -127,7 +134,11 @@ class BrokerSync:
     @property
     def reserved_usernames(self) -> frozenset[str]:
         """Broker accounts that are not devices (a device may not take these ids)."""
-        return frozenset({self._mqtt.username, self._mqtt.username + CANARY_SUFFIX})
+        cells = [cell_username(self._mqtt.username, c.id) for c in self._broker.cells]
+        return frozenset(
+            {self._mqtt.username, self._mqtt.username + CANARY_SUFFIX, *cells}
+            | {name + SYS_MONITOR_SUFFIX for name in (self._mqtt.username, *cells)}
+        )
 
     def _service(self) -> ServiceAccount:
         pw = self._mqtt.password
@@ -147,11 +158,14 @@ class BrokerSync:
         devices_repo.lock_accounts(conn, _LOCK_KEY)
         devices = kit_accounts(conn, devices_repo.device_accounts(conn))  # hubs: their children
         service = self._service()
+        # A broker shared by cells: each cell's gateway account, narrowed to its sites.
+        cells = cell_accounts(b.cells, service.username, service.password_hash)
         canary_pw = new_password()
         canary = ServiceAccount(self._mqtt.username + CANARY_SUFFIX, hash_password(canary_pw))
         try:
-            _write_atomic(b.passwd_path, render_password_file(service, devices, [canary]))
-            _write_atomic(b.acl_path, render_acl(self._mqtt.prefix, service, devices))
+            passwd = render_password_file(service, devices, [canary, *cells])
+            _write_atomic(b.passwd_path, passwd)
+            _write_atomic(b.acl_path, render_acl(self._mqtt.prefix, service, devices, cells))
         except OSError as exc:
             raise BrokerSyncError(f"cannot write the broker's files: {exc.strerror}") from exc
         self._reload()

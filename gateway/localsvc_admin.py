@@ -16,6 +16,7 @@ import psycopg
 
 from gateway.brokerauth import ServiceAccount, hash_password
 from gateway.brokersync import BrokerSync
+from gateway.cells import cell_accounts
 from gateway.commissioning import device_accounts
 from gateway.localsvc import MosquittoServer, PostgresServer
 from gateway.settings import Settings, load_settings
@@ -104,6 +105,10 @@ class LocalServices:
             raise RuntimeError("mqtt.password is not set (see ensure_secrets)")
         return ServiceAccount(self.settings.mqtt.username, hash_password(pw.get_secret_value()))
 
+    def _cell_accounts(self, service: ServiceAccount) -> list[ServiceAccount]:
+        """The gateway accounts of the cells sharing the broker (``broker.cells``)."""
+        return cell_accounts(self.settings.broker.cells, service.username, service.password_hash)
+
     def up(self) -> None:
         d = self.settings.database
         if d.password is None or d.owner_user is None or d.owner_password is None:
@@ -119,7 +124,9 @@ class LocalServices:
             timescale.apply_policies(conn, timescale.detect(conn), self.settings.retention)
         with psycopg.connect(d.conninfo(), autocommit=True) as conn:
             devices = device_accounts(conn)
-        self.mosquitto.init(self.settings.mqtt.prefix, self._service_account(), devices)
+        service = self._service_account()
+        cells = self._cell_accounts(service)
+        self.mosquitto.init(self.settings.mqtt.prefix, service, devices, cells)
         self.mosquitto.start()
         self.mosquitto.reload()
 
@@ -133,7 +140,9 @@ class LocalServices:
                 return sync.apply(conn)
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
             devices = device_accounts(conn)
-        self.mosquitto.set_accounts(self.settings.mqtt.prefix, self._service_account(), devices)
+        service = self._service_account()
+        cells = self._cell_accounts(service)
+        self.mosquitto.set_accounts(self.settings.mqtt.prefix, service, devices, cells)
         self.mosquitto.reload()
         return len(devices)
 

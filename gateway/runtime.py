@@ -37,7 +37,7 @@ from gateway.audit_anchor import AnchorError
 from gateway.brokerstats import BrokerSysMonitor
 from gateway.carepath_metrics import CarePathCollector
 from gateway.cell_coverage import CoverageWatch
-from gateway.cells import apply_cell, subscription_filters
+from gateway.cells import apply_cell, served_sites, subscription_filters
 from gateway.cellstore import scoped
 from gateway.escalation import intake
 from gateway.escalation.ladder import EscalationConfig, EscalationConfigError, load_ladders
@@ -230,8 +230,9 @@ class Runtime:
         # Alarms stored but never analysed by the previous run (killed after the ack, down
         # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
         self.recovery = AlarmRecovery(
-            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry
-        )
+            s.database.conninfo(), s.alarms, s.analysis, registry=self.metrics.registry,
+            sites=served_sites(s.cell),  # a cell: its own sites' alarms only (gateway.cells)
+        )  # fmt: skip
         self._stack.callback(self.recovery.close)
         try:
             await asyncio.to_thread(self.recovery.startup)
@@ -329,6 +330,7 @@ class Runtime:
                 batch_size=s.escalation.batch_size,
                 on_enqueued=lambda: self.outbox.wake() if self.outbox is not None else None,
                 page_ttl_s=s.paging.ack_ttl_s if s.paging.enabled and s.notify.enabled else None,
+                sites=served_sites(s.cell),
             )  # fmt: skip
             self._spawn(self.escalation.run(), "escalation")
             self._spawn(self.escalation.listen(db.conninfo()), "escalation-listen")
@@ -338,6 +340,7 @@ class Runtime:
                 self.workflow_pool, notifiers, s.notify,
                 on_exhausted=self.escalation.on_exhausted if self.escalation else None,
                 page_link=link_builder(s.paging.public_base_url, key),
+                sites=served_sites(s.cell),
             )  # fmt: skip
             self._spawn(self.outbox.run(), "notify-outbox")
         log.info(
@@ -430,6 +433,7 @@ class Runtime:
             cfg,
             poll_interval_s=v.sweep_interval_s,
             notices=self.settings.notify.enabled,
+            sites=served_sites(self.settings.cell),
         )
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
         # Overdue notices and the monthly platform push through the outbox (gateway.platform).

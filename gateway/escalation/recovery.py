@@ -119,16 +119,18 @@ def recover_once(
     older_than_s: float,
     analysis: AnalysisSettings,
     limit: int,
+    sites: Sequence[str] | None = None,
 ) -> list[str]:
     """Handle up to ``limit`` markers written more than ``older_than_s`` ago (the database's
     clock: a gateway clock off by an hour changes nothing), in one transaction.
 
     Returns the outcome of each claimed marker (``raised``, ``joined``, ``cancelled``,
     ``test_observation``, ``already_raised``, or ``failed``: left pending, retried).
-    ``conn`` must be in autocommit mode."""
+    ``conn`` must be in autocommit mode. ``sites``: only those sites' markers (a cell's
+    gateway, :mod:`gateway.cells`; another cell's alarms wait for their own cell)."""
     confirm = analysis.fall_confirm_window_s
     with conn.transaction():
-        alarms = pending_alarms.claim(conn, older_than_s, confirm, limit)
+        alarms = pending_alarms.claim(conn, older_than_s, confirm, limit, sites)
         if not alarms:
             return []
         service = IncidentService(conn)
@@ -198,8 +200,10 @@ class AlarmRecovery:
         analysis: AnalysisSettings,
         *,
         registry: CollectorRegistry | None = None,
+        sites: Sequence[str] | None = None,
     ) -> None:
         self._conninfo = conninfo
+        self._sites = sites  # None: every site
         self._settings = settings
         self._analysis = analysis
         self._conn: Conn | None = None
@@ -226,6 +230,7 @@ class AlarmRecovery:
                     older_than_s=older_than_s,
                     analysis=self._analysis,
                     limit=limit,
+                    sites=self._sites,
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 self.close()
@@ -256,9 +261,9 @@ class AlarmRecovery:
             self._conn = None
 
 
-def pending_count(conn: Conn) -> int:
-    """Markers not handled yet (for /health and tests)."""
-    return pending_alarms.pending_count(conn)
+def pending_count(conn: Conn, sites: Sequence[str] | None = None) -> int:
+    """Markers not handled yet, of ``sites`` when given (for /health and tests)."""
+    return pending_alarms.pending_count(conn, sites)
 
 
 __all__: Sequence[str] = ["AlarmRecovery", "PendingAlarm", "pending_count", "recover_once"]

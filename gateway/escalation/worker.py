@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,8 +75,10 @@ class EscalationWorker(PollingWorker):
         on_enqueued: Callable[[], None] | None = None,
         before_commit: FaultHook | None = None,
         page_ttl_s: float | None = None,
+        sites: Sequence[str] | None = None,
     ) -> None:
         self._pool = pool
+        self._sites = sites  # a cell's sites only (gateway.cells); None: every site
         self._config = config
         # Pages go to the users' paging channels through the outbox (their link and reply
         # code valid this long); None: staff_pages rows only (the console shows them).
@@ -166,7 +168,7 @@ class EscalationWorker(PollingWorker):
         """Handle one due timer; ``None`` when none is due, else whether outbox rows were
         queued."""
         async with conn.transaction():
-            due = await escalation.claim(conn)
+            due = await escalation.claim(conn, self._sites)
             if due is None:
                 return None
             self._claimed = due.incident_id

@@ -252,8 +252,10 @@ class OutboxWorker(PollingWorker):
         on_attempt: AttemptObserver | None = None,
         rng: random.Random | None = None,
         page_link: PageLink | None = None,
+        sites: Sequence[str] | None = None,
     ) -> None:
         self._pool = pool
+        self._sites = sites  # a cell's sites only (gateway.cells); None: every site
         self._page_link = page_link
         self._notifiers = dict(notifiers)
         self._settings = settings
@@ -297,7 +299,9 @@ class OutboxWorker(PollingWorker):
 
     async def _claim(self) -> list[Claimed]:
         async with self._pool.connection() as conn:
-            return await outbox.claim(conn, self._settings.batch_size, self._settings.lease_s)
+            return await outbox.claim(
+                conn, self._settings.batch_size, self._settings.lease_s, self._sites
+            )
 
     async def _recipients(self, contact_ids: set[str]) -> dict[str, Recipient]:
         async with self._pool.connection() as conn:

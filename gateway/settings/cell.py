@@ -3,6 +3,8 @@ for what a cell changes)."""
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.protocol import is_valid_id
@@ -50,3 +52,28 @@ class CellSettings(BaseModel):
     @property
     def enabled(self) -> bool:
         return bool(self.id)
+
+
+def parse_broker_cells(value: object) -> object:
+    """``SAFEHOME_BROKER__CELLS='[{"id": "east", "sites": ["site-a"]}, …]'`` (the
+    environment has no lists of tables): JSON; TOML's ``[[broker.cells]]`` passes through."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else ()
+        except ValueError as exc:
+            raise ValueError(f"broker.cells: not a JSON list ({exc})") from None
+    return value
+
+
+def check_broker_cells(cells: tuple[CellSettings, ...]) -> tuple[CellSettings, ...]:
+    """``broker.cells``: each with an id, ids unique, no site in two cells."""
+    ids = [c.id for c in cells]
+    if "" in ids:
+        raise ValueError("broker.cells: every cell needs an id")
+    if len(set(ids)) != len(ids):
+        raise ValueError("broker.cells: a cell id is listed twice")
+    sites = [s for c in cells for s in c.sites]
+    twice = sorted({s for s in sites if sites.count(s) > 1})
+    if twice:
+        raise ValueError(f"broker.cells: sites in more than one cell {twice}")
+    return cells

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.settings.cell import CellSettings, check_broker_cells, parse_broker_cells
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Room for an MQTT PUBLISH's fixed header, topic (prefix/v1/site/device/channel: ids are at
@@ -330,6 +332,19 @@ class BrokerSettings(_Section):
     public_tls: bool = True
     # How long to wait for the reloaded broker to accept (or refuse) changed credentials.
     apply_timeout_s: float = Field(5.0, gt=0, le=60)
+    # Cells sharing this broker (gateway.cells): one gateway account each, limited to the
+    # cell's sites. Empty (the default): the one gateway account of today.
+    cells: tuple[CellSettings, ...] = ()
+
+    @field_validator("cells", mode="before")
+    @classmethod
+    def _parse_cells(cls, value: object) -> object:
+        return parse_broker_cells(value)  # the environment: a JSON list
+
+    @field_validator("cells")
+    @classmethod
+    def _check_cells(cls, cells: tuple[CellSettings, ...]) -> tuple[CellSettings, ...]:
+        return check_broker_cells(cells)
 
     @property
     def managed(self) -> bool:

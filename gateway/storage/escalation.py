@@ -9,6 +9,7 @@ the database clock (``now()``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ SELECT e.incident_id, e.site_id, e.tier, e.tier_started_at, e.reminders_sent, e.
        i.state, i.priority, i.type, i.resident_id, i.raised_at, now(), i.technical
 FROM incident_escalations e JOIN incidents i ON i.id = e.incident_id
 WHERE e.stopped_at IS NULL AND e.next_at <= now()
+  AND (%(sites)s::text[] IS NULL OR e.site_id = ANY(%(sites)s::text[]))
 ORDER BY e.next_at
 LIMIT 1
 FOR UPDATE OF e SKIP LOCKED
@@ -214,9 +216,10 @@ def start(conn: Conn, incident_id: int, site_id: str) -> None:
     conn.execute(_START, (incident_id, site_id))
 
 
-async def claim(conn: AsyncConn) -> Due | None:
-    """Lock the most overdue running timer no other worker holds, or None."""
-    cur = await conn.execute(_CLAIM)
+async def claim(conn: AsyncConn, sites: Sequence[str] | None = None) -> Due | None:
+    """Lock the most overdue running timer no other worker holds, or None; only timers of
+    ``sites`` when given (a cell's gateway, :mod:`gateway.cells`)."""
+    cur = await conn.execute(_CLAIM, {"sites": None if sites is None else list(sites)})
     row = await cur.fetchone()
     if row is None:
         return None

@@ -8,7 +8,7 @@ claims due rows with ``FOR UPDATE SKIP LOCKED``, records each attempt and moves 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,13 +59,16 @@ WITH due AS (
     WHERE kind = 'incident'  -- other kinds: gateway.storage.messages (migration 0032)
       AND ((state = 'pending' AND next_attempt_at <= now())
            OR (state = 'sending' AND lease_until < now()))
+      AND (%(sites)s::text[] IS NULL
+           OR incident_id IN (SELECT i.id FROM incidents i
+                              WHERE i.site_id = ANY(%(sites)s::text[])))
     ORDER BY next_attempt_at, id
-    LIMIT %s
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE notification_outbox o
 SET state = 'sending', attempts = o.attempts + 1,
-    lease_until = now() + make_interval(secs => %s)
+    lease_until = now() + make_interval(secs => %(lease)s)
 FROM due
 WHERE o.id = due.id
 RETURNING o.id, o.incident_id, o.contact_id, o.channel, o.channel_index, o.payload, o.attempts,
@@ -229,9 +232,13 @@ async def incident_details(conn: AsyncConn, incident_id: int) -> dict[str, Any]:
     return {} if row is None or not isinstance(row[0], dict) else dict(row[0])
 
 
-async def claim(conn: AsyncConn, limit: int, lease_s: float) -> list[Claimed]:
-    """Lease up to ``limit`` due rows (pending and due, or sending with a lapsed lease)."""
-    cur = await conn.execute(_CLAIM, (limit, lease_s))
+async def claim(
+    conn: AsyncConn, limit: int, lease_s: float, sites: Sequence[str] | None = None
+) -> list[Claimed]:
+    """Lease up to ``limit`` due rows (pending and due, or sending with a lapsed lease); only
+    rows of ``sites``' incidents when given (a cell's gateway, :mod:`gateway.cells`)."""
+    only = None if sites is None else list(sites)
+    cur = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_s, "sites": only})
     out = []
     for r in await cur.fetchall():
         contact = None if r[2] is None else str(r[2])

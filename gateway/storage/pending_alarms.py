@@ -45,6 +45,7 @@ LEFT JOIN residents r ON r.bed_id = d.bed_id
 LEFT JOIN sites s ON s.site_id = p.site_id
 WHERE p.handled_at IS NULL AND p.created_at < now() - %(grace)s * interval '1 second'
   AND (p.type <> 'fall' OR p.created_at < now() - %(fall_window)s * interval '1 second')
+  AND (%(sites)s::text[] IS NULL OR p.site_id = ANY(%(sites)s::text[]))
 ORDER BY p.created_at
 LIMIT %(limit)s
 FOR UPDATE OF p SKIP LOCKED
@@ -62,7 +63,10 @@ UPDATE pending_alarms SET handled_at = now(), handled_by = 'recovery', outcome =
     note = %s
 WHERE device_id = %s AND msg_id = %s AND handled_at IS NULL
 """
-_PENDING_COUNT = b"SELECT count(*) FROM pending_alarms WHERE handled_at IS NULL"
+_PENDING_COUNT = b"""
+SELECT count(*) FROM pending_alarms
+WHERE handled_at IS NULL AND (%s::text[] IS NULL OR site_id = ANY(%s::text[]))
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +141,16 @@ def handle(
         conn.execute(_HANDLE, (by, outcome, incident_id, note, m.device_id, m.msg_id))
 
 
-def claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[PendingAlarm]:
+def claim(
+    conn: Conn,
+    grace_s: float,
+    fall_window_s: float,
+    limit: int,
+    sites: Sequence[str] | None = None,
+) -> list[PendingAlarm]:
     """Lock up to ``limit`` markers pending longer than ``grace_s`` (fall flags: also longer
-    than their confirmation window), oldest first, skipping those another path holds."""
+    than their confirmation window), oldest first, skipping those another path holds; only
+    markers of ``sites`` when given (a cell's gateway, :mod:`gateway.cells`)."""
     rows = conn.execute(
         _CLAIM,
         {
@@ -147,6 +158,7 @@ def claim(conn: Conn, grace_s: float, fall_window_s: float, limit: int) -> list[
             "fall_window": fall_window_s,
             "limit": limit,
             "default_offset": int(DEFAULT_UTC_OFFSET_S),
+            "sites": None if sites is None else list(sites),
         },
     ).fetchall()
     return [
@@ -181,9 +193,10 @@ def mark_cancelled(conn: Conn, device_id: str, msg_id: str, note: str) -> None:
     conn.execute(_MARK_CANCELLED, (note, device_id, msg_id))
 
 
-def pending_count(conn: Conn) -> int:
-    """Markers not handled yet."""
-    row = conn.execute(_PENDING_COUNT).fetchone()
+def pending_count(conn: Conn, sites: Sequence[str] | None = None) -> int:
+    """Markers not handled yet (of ``sites`` when given)."""
+    only = None if sites is None else list(sites)
+    row = conn.execute(_PENDING_COUNT, (only, only)).fetchone()
     return 0 if row is None else int(row[0])
 
 

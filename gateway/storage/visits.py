@@ -7,7 +7,7 @@ plain rows (dicts or dataclasses), never raise HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -180,6 +180,7 @@ WHERE (%(site)s::text IS NULL OR r.site_id = %(site)s)
   AND (%(worker)s::text IS NULL OR w.user_id = %(worker)s)
   AND (%(district)s::text IS NULL OR d.district_id = %(district)s)
   AND (%(resident)s::text IS NULL OR r.resident_id = %(resident)s)
+  AND (%(sites)s::text[] IS NULL OR r.site_id = ANY(%(sites)s::text[]))
 ORDER BY r.site_id, r.resident_id
 """
 
@@ -191,10 +192,13 @@ def resident_cards(
     worker_id: str | None = None,
     district_id: str | None = None,
     resident_id: str | None = None,
+    sites: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Residents with their visiting-care facts, filtered by every filter given."""
+    """Residents with their visiting-care facts, filtered by every filter given (``sites``:
+    a cell's sites, :mod:`gateway.cells`)."""
     params = {"site": site_id, "worker": worker_id, "district": district_id,
-              "resident": resident_id}  # fmt: skip
+              "resident": resident_id,
+              "sites": None if sites is None else list(sites)}  # fmt: skip
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(_CARDS_SQL, params).fetchall()
 
@@ -316,15 +320,17 @@ def finish_task(conn: Conn, task_id: int, *, result: str, by: str, at: datetime)
     )
 
 
-def silent_home_residents(conn: Conn) -> list[tuple[str, str]]:
+def silent_home_residents(conn: Conn, sites: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(resident, site) of home-care elders whose home has active devices and every one of
-    them is in an open device_offline incident, or whose home hub is offline."""
+    them is in an open device_offline incident, or whose home hub is offline (of ``sites``
+    only, when given)."""
     rows = conn.execute(
         """
         SELECT r.resident_id, r.site_id FROM residents r
         JOIN beds b ON b.bed_id = r.bed_id
         JOIN locations l ON l.location_id = b.location_id AND l.kind = 'home'
-        WHERE EXISTS (SELECT 1 FROM incidents i WHERE i.subject = l.location_id
+        WHERE (%(sites)s::text[] IS NULL OR r.site_id = ANY(%(sites)s::text[]))
+          AND (EXISTS (SELECT 1 FROM incidents i WHERE i.subject = l.location_id
                       AND i.type = 'hub_offline' AND i.technical
                       AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene'))
            OR (EXISTS (SELECT 1 FROM devices d WHERE d.location_id = l.location_id AND d.active)
@@ -333,27 +339,32 @@ def silent_home_residents(conn: Conn) -> list[tuple[str, str]]:
                    AND NOT EXISTS (
                        SELECT 1 FROM incidents i WHERE i.subject = d.device_id
                        AND i.type = 'device_offline' AND i.technical
-                       AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene'))))
+                       AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')))))
         ORDER BY r.resident_id
-        """
+        """,
+        {"sites": None if sites is None else list(sites)},
     ).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
-def unresolved_inactivity(conn: Conn, minutes: int) -> list[tuple[int, str]]:
+def unresolved_inactivity(
+    conn: Conn, minutes: int, sites: Sequence[str] | None = None
+) -> list[tuple[int, str]]:
     """(incident, resident) of open no-activity / not-up alerts raised more than ``minutes``
-    ago, of elders with a community worker, with no door-knock task yet (oldest first)."""
+    ago, of elders with a community worker, with no door-knock task yet (oldest first; of
+    ``sites`` only, when given)."""
     rows = conn.execute(
         """
         SELECT i.id, i.resident_id FROM incidents i
         JOIN worker_assignments w ON w.resident_id = i.resident_id
         WHERE i.type IN ('no_activity', 'not_up') AND NOT i.technical
           AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')
-          AND i.raised_at < now() - %s * interval '1 minute'
+          AND i.raised_at < now() - %(minutes)s * interval '1 minute'
+          AND (%(sites)s::text[] IS NULL OR i.site_id = ANY(%(sites)s::text[]))
           AND NOT EXISTS (SELECT 1 FROM door_knock_tasks t WHERE t.incident_id = i.id)
         ORDER BY i.raised_at
         """,
-        (minutes,),
+        {"minutes": minutes, "sites": None if sites is None else list(sites)},
     ).fetchall()
     return [(int(r[0]), str(r[1])) for r in rows]
 

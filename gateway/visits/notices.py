@@ -15,7 +15,7 @@ names the elder and the bed by code only (一人一床一码); logs carry counts
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -103,13 +103,17 @@ def render(item: OverdueItem) -> dict[str, Any]:
 
 
 def enqueue_overdue_notices(
-    conn: Conn, cfg: VisitsConfig, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    conn: Conn,
+    cfg: VisitsConfig,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sites: Sequence[str] | None = None,
 ) -> int:
-    """Queue today's notices of every overdue item (idempotent); how many rows were new."""
+    """Queue today's notices of every overdue item (idempotent); how many rows were new.
+    ``sites``: only those sites' elders (a cell's gateway, :mod:`gateway.cells`)."""
     now = clock()
     queued = 0
     supervisors: dict[str, list[tuple[str, list[tuple[int, str]]]]] = {}
-    for card in store.resident_cards(conn):
+    for card in store.resident_cards(conn, sites=sites):
         items = overdue_items(cfg, card, now)
         if not items:
             continue

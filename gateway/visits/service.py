@@ -390,15 +390,21 @@ class SweepResult:
     tasks_opened: int
 
 
-def sweep(conn: Conn, cfg: VisitsConfig, clock: Callable[[], datetime] = _utcnow) -> SweepResult:
+def sweep(
+    conn: Conn,
+    cfg: VisitsConfig,
+    clock: Callable[[], datetime] = _utcnow,
+    sites: Sequence[str] | None = None,
+) -> SweepResult:
     """Tell supervisors of newly overdue visits (once per elder, kind and due date) and
     open door-knock tasks for homes where every device went silent and for inactivity
     alerts (no activity, not up) nobody resolved within ``door_knock_auto_minutes`` of an
-    elder with a community worker. Idempotent."""
+    elder with a community worker. Idempotent. ``sites``: only those sites' elders (a
+    cell's gateway, :mod:`gateway.cells`)."""
     now = clock()
     noticed = 0
     system = Caller("system", "system")
-    for card in store.resident_cards(conn):
+    for card in store.resident_cards(conn, sites=sites):
         for due in due_for(cfg, card, now):
             if due.overdue:
                 with conn.transaction():
@@ -411,13 +417,13 @@ def sweep(conn: Conn, cfg: VisitsConfig, clock: Callable[[], datetime] = _utcnow
                                       "supervisors": store.site_supervisors(
                                           conn, card["site_id"])})  # fmt: skip
     opened = 0
-    for resident_id, _site in store.silent_home_residents(conn):
+    for resident_id, _site in store.silent_home_residents(conn, sites):
         _, created = open_door_knock(conn, cfg, system, resident_id, reason="home_silent",
                                      clock=clock)  # fmt: skip
         opened += created
     if cfg.door_knock_auto_minutes:
         for incident_id, resident_id in store.unresolved_inactivity(
-            conn, cfg.door_knock_auto_minutes
+            conn, cfg.door_knock_auto_minutes, sites
         ):
             _, created = open_door_knock(conn, cfg, system, resident_id, reason="no_activity",
                                          incident_id=incident_id, clock=clock)  # fmt: skip

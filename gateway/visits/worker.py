@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -36,17 +37,21 @@ class VisitsSweeper(PollingWorker):
         *,
         poll_interval_s: float = DEFAULT_INTERVAL_S,
         notices: bool = False,
+        sites: Sequence[str] | None = None,
     ) -> None:
         super().__init__("visits sweep", poll_interval_s=poll_interval_s, batch_size=1 << 30,
                          logger=log)  # fmt: skip
         self._pool = pool
         self._cfg = cfg
         self._notices = notices  # overdue notices through the outbox (gateway.visits.notices)
+        self._sites = sites  # a cell's sites only (gateway.cells); None: every site
 
     def _sweep(self) -> int:
         with self._pool.connection() as conn:
-            result = sweep(conn, self._cfg)
-            queued = enqueue_overdue_notices(conn, self._cfg) if self._notices else 0
+            result = sweep(conn, self._cfg, sites=self._sites)
+            queued = (
+                enqueue_overdue_notices(conn, self._cfg, sites=self._sites) if self._notices else 0
+            )
         return result.notices + result.tasks_opened + queued
 
     async def run_once(self) -> int:

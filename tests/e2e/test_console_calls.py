@@ -6,11 +6,7 @@ real PostgreSQL and Mosquitto. Under CI a missing Chromium fails the test."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,34 +15,13 @@ from gateway.api.auth import create_user
 from gateway.storage import people
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
+from tests.browser import PASSWORD, new_page, shot, sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path(os.environ.get("SAFEHOME_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-PASSWORD = "pw-" + uuid.uuid4().hex[:12]
-TIMEOUT_MS = 20_000
-SCREENSHOTS = os.environ.get("SAFEHOME_SCREENSHOT_DIR")
 FAMILY_PHONE = "13812341234"
 VIEWPORTS = [(1366, 800, False), (768, 1024, True), (390, 844, True)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():  # the test command installs it: never skip, fail loudly
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_call_family_record_no_answer_and_note_at_three_widths(
@@ -74,15 +49,10 @@ def test_call_family_record_no_answer_and_note_at_three_widths(
 
     with InProcessGateway(gateway_settings(db, broker)) as gw:
         for (width, height, mobile), incident_id in zip(VIEWPORTS, incidents, strict=True):
-            context = browser.new_context(viewport={"width": width, "height": height},
-                                          is_mobile=mobile, has_touch=mobile)  # fmt: skip
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(gw.api_url + "/")
-            page.fill("#username", "duty-a")
-            page.fill("#password", PASSWORD)
-            page.click("#login-button")
+            page = new_page(browser, errors, width=width, height=height,
+                            is_mobile=mobile, has_touch=mobile)  # fmt: skip
+            context = page.context
+            sign_in(page, gw.api_url + "/", "duty-a")
             expect(page.locator("#board")).to_be_visible()
 
             page.locator(f'tr[data-incident-id="{incident_id}"]').click()
@@ -134,8 +104,7 @@ def test_call_family_record_no_answer_and_note_at_three_widths(
             assert wide == [], f"{width}px: cut off on the right: {wide}"
             box = panel.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width + 1
-            if SCREENSHOTS:
-                page.screenshot(path=str(Path(SCREENSHOTS) / f"calls-{width}.png"), full_page=True)
+            shot(page, f"calls-{width}.png")
 
             if width == VIEWPORTS[0][0]:
                 # English after the language switch, the same events.

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the browser fixture imported from another test module is a parameter
 """The family view's ratings and away mode (issue 13 §7) in a real browser (Playwright +
 Debian Chromium), on a 390 px phone and a 1366 px desktop: the family member sees the
 outcome of a resolved incident, recent visits and services, rates the handling with stars
@@ -16,13 +15,7 @@ from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
-from tests.e2e.test_console_browser import (  # noqa: F401 - the browser fixture
-    PASSWORD,
-    TIMEOUT_MS,
-    _shot,
-    _sign_in,
-    browser,
-)
+from tests.browser import PASSWORD, new_page, shot, sign_in
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
@@ -74,12 +67,10 @@ def test_family_rates_a_resolved_incident_and_sets_away_mode(
     errors: list[str] = []
     mobile = viewport["width"] < 500
     with InProcessGateway(gateway_settings(db, broker)) as gw:
-        ctx = browser.new_context(viewport=viewport, locale="zh-CN", is_mobile=mobile,
-                                  has_touch=mobile)  # fmt: skip
-        page = ctx.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        _sign_in(page, gw.api_url + "/family", "fam-a")
+        page = new_page(browser, errors, width=viewport["width"], height=viewport["height"],
+                        locale="zh-CN", is_mobile=mobile, has_touch=mobile)  # fmt: skip
+        ctx = page.context
+        sign_in(page, gw.api_url + "/family", "fam-a")
         card = page.locator('article[data-resident-id="site-a-r0"]')
         expect(card).to_be_visible()
         # the outcome of the incident, recent visits and services (no visitor, no notes)
@@ -101,7 +92,7 @@ def test_family_rates_a_resolved_incident_and_sets_away_mode(
         expect(page.locator(f"#rated-{incident_id}")).to_contain_text("★★★★☆")
         expect(card.locator(".notice")).to_have_text("评价已提交，谢谢！")
         assert db.rows("SELECT stars, comment FROM incident_ratings") == [(4, "护工来得很快")]
-        _shot(page, f"family-rated-{viewport['width']}.png")
+        shot(page, f"family-rated-{viewport['width']}.png")
 
         # away mode: today and tomorrow (the site's zone, UTC+8)
         today = (now + timedelta(hours=8)).date()
@@ -121,8 +112,8 @@ def test_family_rates_a_resolved_incident_and_sets_away_mode(
         if mobile:  # the smallest phone the view is made for
             page.set_viewport_size({"width": 360, "height": 740})
             assert page.evaluate(fits), "the family view overflows a 360 px screen"
-            _shot(page, "family-away-360.png")
-        _shot(page, f"family-away-{viewport['width']}.png")
+            shot(page, "family-away-360.png")
+        shot(page, f"family-away-{viewport['width']}.png")
 
         # back home early: end it
         period.locator("button").click()

@@ -6,10 +6,25 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from analytics.types import DetectionKind
-from devices.protocol import DeviceKind, uplink_filters
+from devices.protocol import DeviceKind, downlink_filters, site_filter, uplink_filters
 from gateway.analysis import AnalysisRunner, MemoryStore
 from gateway.analysis.records import RegistrySnapshot, ResidentInfo
-from gateway.cells import CellSettings, apply_cell, cell_lock_key, subscription_filters
+from gateway.brokerauth import (
+    BrokerAuthError,
+    DeviceAccount,
+    ServiceAccount,
+    render_acl,
+    render_password_file,
+)
+from gateway.cells import (
+    CellSettings,
+    apply_cell,
+    cell_accounts,
+    cell_lock_key,
+    cell_username,
+    served_sites,
+    subscription_filters,
+)
 from gateway.cellstore import scoped
 from gateway.registry import DeviceInfo
 from gateway.replay import VirtualClock
@@ -117,3 +132,88 @@ def test_a_cells_analysis_knows_only_its_own_sites(cell: CellSettings, flagged: 
     offline = [r for r in store.detections if r.kind in _OFFLINE]
     assert {r.site_id for r in offline} == flagged
     assert {r.site_id for r in store.detections} == flagged
+
+
+# -- a broker shared by cells: per-cell gateway accounts (broker.cells) ------------------
+
+_CELLS = '[{"id": "east", "sites": ["site-a"]}, {"id": "west", "sites": "site-b,site-c"}]'
+
+
+def test_a_shared_broker_has_one_narrowed_gateway_account_per_cell() -> None:
+    settings = load_settings(environ={"SAFEHOME_BROKER__CELLS": _CELLS})
+    assert [(c.id, c.sites) for c in settings.broker.cells] == [
+        ("east", ("site-a",)),
+        ("west", ("site-b", "site-c")),
+    ]
+    gateway = ServiceAccount("gateway", "h")
+    cells = cell_accounts(settings.broker.cells, "gateway", "h")
+    assert [(a.username, a.sites) for a in cells] == [
+        (cell_username("gateway", "east"), ("site-a",)),
+        ("gateway-west", ("site-b", "site-c")),
+    ]
+    acl = render_acl("shg", gateway, [], cells).split("\n\n")
+    east = next(block for block in acl if block.startswith("user gateway-east\n"))
+    assert east.splitlines()[1:] == [
+        f"topic read {site_filter('shg', 'site-a')}",
+        *(f"topic write {f}" for f in downlink_filters("shg", "site-a")),
+        "topic read $SYS/#",
+    ]
+    assert "user gateway-east-sys\ntopic read $SYS/#" in acl
+    west = next(block for block in acl if block.startswith("user gateway-west\n"))
+    assert "topic read shg/v1/site-b/#" in west and "topic read shg/v1/site-c/#" in west
+    assert "site-a" not in west and "shg/v1/#" not in west and "/+/+/" not in west
+    # Today's gateway account is unchanged; the cells' accounts and monitors have passwords.
+    assert acl[0].splitlines()[1:4] == ["user gateway", "topic read shg/v1/#",
+                                        "topic write shg/v1/+/+/ack"]  # fmt: skip
+    users = [line.split(":")[0] for line in render_password_file(gateway, [], cells).split()]
+    assert users == ["gateway", "gateway-east", "gateway-west", "gateway-sys",
+                     "gateway-east-sys", "gateway-west-sys"]  # fmt: skip
+    with pytest.raises(BrokerAuthError, match="reserved"):
+        render_password_file(gateway, [DeviceAccount("gateway-east-sys", "s", "h")], cells)
+
+
+def test_without_broker_cells_the_broker_files_are_todays() -> None:
+    settings = load_settings(environ={})
+    assert settings.broker.cells == ()
+    gateway = ServiceAccount("gateway", "h")
+    devices = [DeviceAccount("dev-1", "site-a", "h")]
+    cells = cell_accounts(settings.broker.cells, "gateway", "h")
+    assert cells == []
+    assert render_acl("shg", gateway, devices, cells) == render_acl("shg", gateway, devices)
+    assert downlink_filters("shg") == downlink_filters("shg", "+")
+
+
+def test_a_cell_listed_on_its_broker_connects_with_its_own_account() -> None:
+    env = {"SAFEHOME_BROKER__CELLS": _CELLS, "SAFEHOME_CELL__ID": "west",
+           "SAFEHOME_CELL__SITES": "site-c,site-b"}  # fmt: skip
+    west = apply_cell(load_settings(environ=env))
+    assert west.mqtt.username == "gateway-west"
+    # A cell not listed (its own broker) keeps the configured account.
+    env["SAFEHOME_BROKER__CELLS"] = '[{"id": "east", "sites": ["site-a"]}]'
+    assert apply_cell(load_settings(environ=env)).mqtt.username == "gateway"
+    env["SAFEHOME_BROKER__CELLS"] = '[{"id": "west", "sites": ["site-b"]}]'
+    with pytest.raises(SettingsError, match=r"differ from its broker\.cells entry"):
+        apply_cell(load_settings(environ=env))
+
+
+@pytest.mark.parametrize(
+    ("cells", "problem"),
+    [
+        ('[{"id": "", "sites": []}]', "needs an id"),
+        ('[{"id": "a", "sites": ["s1"]}, {"id": "a", "sites": ["s2"]}]', "listed twice"),
+        ('[{"id": "a", "sites": ["s1"]}, {"id": "b", "sites": ["s1"]}]', "more than one cell"),
+        ('[{"id": "a"}]', "at least one site"),
+        ("not json", "not a JSON list"),
+    ],
+)
+def test_bad_broker_cells_are_refused(cells: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(environ={"SAFEHOME_BROKER__CELLS": cells})
+
+
+def test_the_database_wide_workers_filter_by_the_cells_sites() -> None:
+    assert served_sites(CellSettings()) is None
+    assert served_sites(CellSettings(id="east", sites=("site-a", "site-b"))) == (
+        "site-a",
+        "site-b",
+    )
