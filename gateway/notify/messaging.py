@@ -34,6 +34,7 @@ from gateway.notify.messages import RenderedMessage
 from gateway.pollworker import PollingWorker
 from gateway.storage import audit as audit_store
 from gateway.storage import messages as store
+from gateway.storage import outbox as outbox_rows
 from gateway.storage.messages import Message
 
 log = logging.getLogger(__name__)
@@ -200,11 +201,11 @@ class MessageWorker(PollingWorker):
         async with self._pool.connection() as conn, conn.transaction():
             await store.record_attempt(conn, item, result.outcome.value, result.detail, duration_ms)
             if result.ok:
-                kept = await store.mark_delivered(conn, item)
+                kept = await outbox_rows.mark_delivered(conn, item)
             elif retry:
-                kept = await store.mark_retry(conn, item, result.detail, delay)
+                kept = await outbox_rows.mark_retry(conn, item, result.detail, delay)
             else:
-                kept = await store.mark_failed(conn, item, result.detail)
+                kept = await outbox_rows.mark_failed(conn, item, result.detail)
             if not kept:
                 log.warning("message lease lost", extra=extra)
                 return

@@ -6,7 +6,8 @@ rows with ``kind`` other than ``'incident'`` (``visit_overdue``, ``platform_push
 and ``recipient_kind`` ``'user'`` (a staff user's channels) or ``'platform'`` (the
 configured endpoint). Attempts go to ``notification_attempts`` with the row's ``kind``.
 The incident outbox's claim never takes these rows and the message worker
-(:mod:`gateway.notify.messaging`) never takes incident rows.
+(:mod:`gateway.notify.messaging`) never takes incident rows; a claimed row of either kind is
+marked delivered, due again or failed by the same updates (``gateway.storage.outbox.mark_*``).
 """
 
 from __future__ import annotations
@@ -53,18 +54,6 @@ INSERT INTO notification_attempts
      recipient_kind, user_id, kind)
 VALUES (%s, NULL, NULL, %s, %s, %s, %s, %s, %s, %s, %s)
 """
-_GUARD = b" WHERE id = %s AND state = 'sending' AND attempts = %s"
-_DELIVERED = (
-    b"UPDATE notification_outbox SET state = 'delivered', delivered_at = now(),"
-    b" lease_until = NULL, last_error = NULL" + _GUARD
-)
-_RETRY = (
-    b"UPDATE notification_outbox SET state = 'pending', lease_until = NULL,"
-    b" last_error = %s, next_attempt_at = now() + make_interval(secs => %s)" + _GUARD
-)
-_FAILED = (
-    b"UPDATE notification_outbox SET state = 'failed', lease_until = NULL, last_error = %s" + _GUARD
-)
 _TARGET = b"""
 SELECT sc.address, u.active FROM staff_channels sc JOIN users u ON u.user_id = sc.user_id
 WHERE sc.id = %s AND sc.user_id = %s
@@ -227,23 +216,6 @@ async def record_attempt(
             item.kind,
         ),
     )
-
-
-async def mark_delivered(conn: AsyncConn, item: Message) -> bool:
-    """Delivered; False when the lease was lost (another worker owns the row now)."""
-    cur = await conn.execute(_DELIVERED, (item.outbox_id, item.attempt))
-    return cur.rowcount != 0
-
-
-async def mark_retry(conn: AsyncConn, item: Message, detail: str, delay_s: float) -> bool:
-    cur = await conn.execute(_RETRY, (detail, delay_s, item.outbox_id, item.attempt))
-    return cur.rowcount != 0
-
-
-async def mark_failed(conn: AsyncConn, item: Message, detail: str) -> bool:
-    """Failed for good (the dead letter: kept with its attempts and last error)."""
-    cur = await conn.execute(_FAILED, (detail, item.outbox_id, item.attempt))
-    return cur.rowcount != 0
 
 
 async def channel_target(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -276,20 +276,30 @@ async def record_attempt(
     )  # fmt: skip
 
 
-async def mark_delivered(conn: AsyncConn, item: Claimed) -> bool:
+class Leased(Protocol):
+    """A claimed row of ``notification_outbox``, incident or not (gateway.storage.messages)."""
+
+    @property
+    def outbox_id(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+async def mark_delivered(conn: AsyncConn, item: Leased) -> bool:
     """Delivered; False when the lease was lost (another worker owns the row now)."""
     cur = await conn.execute(_DELIVERED, (item.outbox_id, item.attempt))
     return cur.rowcount != 0
 
 
-async def mark_retry(conn: AsyncConn, item: Claimed, detail: str, delay_s: float) -> bool:
+async def mark_retry(conn: AsyncConn, item: Leased, detail: str, delay_s: float) -> bool:
     """Pending again, due in ``delay_s``; False when the lease was lost."""
     cur = await conn.execute(_RETRY, (detail, delay_s, item.outbox_id, item.attempt))
     return cur.rowcount != 0
 
 
-async def mark_failed(conn: AsyncConn, item: Claimed, detail: str) -> bool:
-    """Failed on this channel; False when the lease was lost."""
+async def mark_failed(conn: AsyncConn, item: Leased, detail: str) -> bool:
+    """Failed on this channel (the dead letter: kept with its attempts and last error);
+    False when the lease was lost."""
     cur = await conn.execute(_FAILED, (detail, item.outbox_id, item.attempt))
     return cur.rowcount != 0
 
