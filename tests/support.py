@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -102,6 +105,22 @@ def gateway_settings(db: Database, broker: Broker, **overrides: str) -> Settings
     }
     env.update(overrides)
     return load_settings(environ=env)
+
+
+def run_cli(db: Database, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``safehome <args>`` as its own process against ``db`` (no other SAFEHOME_ setting)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
+    env.update({
+        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
+        "SAFEHOME_DATABASE__PORT": str(db.port),
+        "SAFEHOME_DATABASE__NAME": db.name,
+        "SAFEHOME_DATABASE__USER": db.user,
+        "SAFEHOME_DATABASE__PASSWORD": db.password,
+    })  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        check=False, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def broker_env(broker: Broker) -> dict[str, str]:

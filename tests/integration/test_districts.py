@@ -6,10 +6,8 @@ Mosquitto, the gateway's HTTP API, the CLI as a subprocess)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -73,18 +71,7 @@ def env(db: Database, broker: Broker) -> Iterator[Env]:
 
 
 def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
-    env.update({
-        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
-        "SAFEHOME_DATABASE__PORT": str(db.port),
-        "SAFEHOME_DATABASE__NAME": db.name,
-        "SAFEHOME_DATABASE__USER": db.user,
-        "SAFEHOME_DATABASE__PASSWORD": db.password,
-    })  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "district", *args],
-        check=False, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_cli(db, "district", *args)
 
 
 def _pdf_text(pdf: bytes, tmp: Path) -> str:

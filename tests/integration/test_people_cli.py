@@ -4,15 +4,13 @@ printed back."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
 from gateway.api.auth import create_user
-from tests.support import Broker, Database, make_site
+from tests.support import Broker, Database, make_site, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +18,7 @@ PASSWORD = "pw-" + uuid.uuid4().hex[:12]
 
 
 def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
-    env.update({
-        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
-        "SAFEHOME_DATABASE__PORT": str(db.port),
-        "SAFEHOME_DATABASE__NAME": db.name,
-        "SAFEHOME_DATABASE__USER": db.user,
-        "SAFEHOME_DATABASE__PASSWORD": db.password,
-    })  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "user", *args],
-        check=False, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run_cli(db, "user", *args)
 
 
 def test_rename_and_site_phone(db: Database, broker: Broker) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from gateway import audit
 from gateway.api.auth import create_user
 from gateway.escalation.roster import DutyRole, on_duty
-from tests.support import Database
+from tests.support import Database, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +22,7 @@ CST = timezone(timedelta(hours=8))  # the sites' default utc_offset_s (28800)
 
 
 def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
-    env.update({
-        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
-        "SAFEHOME_DATABASE__PORT": str(db.port),
-        "SAFEHOME_DATABASE__NAME": db.name,
-        "SAFEHOME_DATABASE__USER": db.user,
-        "SAFEHOME_DATABASE__PASSWORD": db.password,
-    })  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "roster", *args],
-        check=False, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run_cli(db, "roster", *args)
 
 
 def _ok(db: Database, *args: str) -> str:

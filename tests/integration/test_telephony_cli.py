@@ -3,31 +3,18 @@ as a subprocess): the numbers "呼叫住户" dials, audited without the number, 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
 from gateway.storage import incident_calls
-from tests.support import Broker, Database, make_site
+from tests.support import Broker, Database, make_site, run_cli
 
 pytestmark = pytest.mark.integration
 
 
 def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOME_")}
-    env.update({
-        "SAFEHOME_DATABASE__HOST": "127.0.0.1",
-        "SAFEHOME_DATABASE__PORT": str(db.port),
-        "SAFEHOME_DATABASE__NAME": db.name,
-        "SAFEHOME_DATABASE__USER": db.user,
-        "SAFEHOME_DATABASE__PASSWORD": db.password,
-    })  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "user", *args],
-        check=False, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run_cli(db, "user", *args)
 
 
 def _resident_phone(db: Database) -> str | None:
