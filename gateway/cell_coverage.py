@@ -10,7 +10,7 @@ So the active gateway of each cell claims its sites in ``cell_sites`` every
 ``cell.coverage_interval_s`` and reads back the sites with active devices that no cell claimed
 within three intervals, and the sites two live cells claim. Both are Prometheus gauges with
 alert rules (deploy/prometheus/alerts.yml) and are logged once per change, with site ids only.
-Without a cell the gateway serves every site and this check does not run.
+Without a cell the gateway serves every site: the check does not run and both gauges stay 0.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ class Coverage:
 
 
 class CoverageWatch:
-    """Claims one cell's sites and watches the coverage of all (run by the active gateway)."""
+    """Claims one cell's sites and watches the coverage of all (run by the active gateway).
+
+    Made by every gateway, so that the gauges are always exported (0 without a cell);
+    :meth:`check_once` and :meth:`run` need a cell."""
 
     def __init__(
         self, database: DatabaseSettings, cell: CellSettings, registry: CollectorRegistry
     ) -> None:
-        if not cell.enabled:
-            raise ValueError("cell coverage needs a cell (cell.id)")
         self._database = database
         self._cell = cell
         self.last = Coverage((), ())
@@ -68,6 +69,8 @@ class CoverageWatch:
 
     def check_once(self) -> Coverage:
         """Renew the claim, read the coverage, update the gauges; log when it changed."""
+        if not self._cell.enabled:
+            raise ValueError("cell coverage needs a cell (cell.id)")
         with psycopg.connect(self._database.conninfo(), autocommit=True) as conn:
             cell_coverage.claim(conn, self._cell.id, self._cell.sites)
             now = Coverage(

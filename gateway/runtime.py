@@ -287,8 +287,8 @@ class Runtime:
             self._stack.push_async_callback(asyncio.to_thread, self.broker_sys.stop)
         self._spawn(self._watch(), "watchdog")
         self._spawn(self._recovery_loop(), "alarm-recovery")
+        coverage = CoverageWatch(s.database, s.cell, self.metrics.registry)
         if s.cell.enabled:  # every site with devices served by exactly one live cell
-            coverage = CoverageWatch(s.database, s.cell, self.metrics.registry)
             self._spawn(coverage.run(), "cell-coverage")
         # Community: the time series by the database's own jobs; the alarm markers by us.
         self._spawn(self._retention_loop(), "retention")

@@ -9,7 +9,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.cell_coverage import Coverage, CoverageWatch
-from gateway.settings import load_settings
 from gateway.settings.cell import CellSettings
 from tests.support import Broker, Database, gateway_settings, make_site
 
@@ -64,8 +63,14 @@ def test_sites_served_by_no_cell_or_two_cells_are_found(
     assert db.rows("SELECT site_id FROM cell_sites WHERE cell_id = 'b'") == [("site-x",)]
 
 
-def test_a_gateway_without_a_cell_has_no_coverage_watch(db: Database, broker: Broker) -> None:
+def test_a_gateway_without_a_cell_exports_zero_and_checks_nothing(
+    db: Database, broker: Broker
+) -> None:
     settings = gateway_settings(db, broker)
+    assert settings.cell.enabled is False
+    registry = CollectorRegistry()
+    watch = CoverageWatch(settings.database, settings.cell, registry)
+    assert registry.get_sample_value("safehome_cell_unserved_sites") == 0.0
+    assert registry.get_sample_value("safehome_cell_double_served_sites") == 0.0
     with pytest.raises(ValueError, match="needs a cell"):
-        CoverageWatch(settings.database, settings.cell, CollectorRegistry())
-    assert load_settings(environ={}).cell.enabled is False
+        watch.check_once()
