@@ -1,6 +1,8 @@
 """Visiting-care data for the demo (``safehome demo``): a community worker for the home-care
-centre with an overdue visit, a district supervisor over both demo sites, assessments of the
-nursing-home residents and a roster whose night shifts are short in the coming week.
+centre with an overdue visit, a no-activity alert nobody has answered for 40 minutes (the
+visits sweep sends the worker to the door: a door-knock task), a district supervisor over
+both demo sites, assessments of the nursing-home residents and a roster whose night shifts
+are short in the coming week.
 
 Safe to run again: users are found by name; assignments, districts and categories are
 upserts; a re-run adds the week's shifts again (staff are counted once per shift).
@@ -17,11 +19,16 @@ from typing import Any
 import psycopg
 
 from gateway.api.auth import create_user
+from gateway.escalation.intake import start_escalation
 from gateway.escalation.roster import DutyRole, add_shift
 from gateway.storage import auth_sessions
 from gateway.storage import visits as store
+from gateway.workflow.service import IncidentService, Trigger
+from gateway.workflow.transitions import IncidentType
 
 DISTRICT = "d-demo"
+NO_ACTIVITY_ELDER = "hc-res-02"
+UNANSWERED_FOR_MIN = 40
 WORKER = "worker-hc"
 DISTRICT_SUPERVISOR = "district-demo"
 # 1/3 + 2/6 + 3/15: one carer per shift is enough, so only the unstaffed nights are short.
@@ -54,6 +61,7 @@ def seed_visits_demo(
             store.insert_visit(conn, "hc-res-01", kind="phone", visitor_id=worker,
                                visited_at=now - timedelta(days=12), outcome="well", notes=None,
                                concerns=[], proof_code=None, proof_method=None)  # fmt: skip
+    _unanswered_no_activity(conn, now)
     nh = store.resident_cards(conn, site_id="demo-nh")
     for card, level in zip(nh, NH_LEVELS, strict=False):
         if card["level"] is None:
@@ -70,3 +78,18 @@ def seed_visits_demo(
             add_shift(conn, "demo-nh", user_id=duty.user_id, role=DutyRole.DUTY_STAFF,
                       starts_at=start, ends_at=start + timedelta(hours=16))  # fmt: skip
     return {WORKER: book[WORKER], DISTRICT_SUPERVISOR: book[DISTRICT_SUPERVISOR]}
+
+
+def _unanswered_no_activity(conn: psycopg.Connection[Any], now: datetime) -> None:
+    """A no-activity alert of a home-care elder raised 40 minutes before the demo started and
+    answered by nobody: it escalates like any alert, and the first visits sweep opens a
+    door-knock task for the elder's community worker (``door_knock.auto_after_minutes``)."""
+    raised = now - timedelta(minutes=UNANSWERED_FOR_MIN)
+    service = IncidentService(conn, clock=lambda: raised)
+    incident, created = service.raise_or_join(Trigger(
+        IncidentType.NO_ACTIVITY, "demo-hc", raised - timedelta(hours=3),
+        "no activity for 3 h in waking time", resident_id=NO_ACTIVITY_ELDER,
+        details={"no_activity_s": 3 * 3600},
+    ))  # fmt: skip
+    if created:
+        start_escalation(conn, incident.id, incident.site_id)

@@ -473,7 +473,7 @@ def test_demo_seed_gives_an_overdue_visit_and_short_nights(db: Database) -> None
     from gateway.supervision.district import staffing_table
     from gateway.visits.config import load_visits_config
     from gateway.visits.demo import seed_visits_demo
-    from gateway.visits.service import due_for
+    from gateway.visits.service import due_for, sweep
 
     book: dict[str, str] = {}
     with db.connect() as conn:
@@ -493,3 +493,17 @@ def test_demo_seed_gives_an_overdue_visit_and_short_nights(db: Database) -> None
         table = staffing_table(conn, cfg, ["demo-nh"], start_day=local + timedelta(days=1),
                                days=6)  # fmt: skip
         assert {c.shift for c in table if not c.compliant} == {"night"}
+        # a no-activity alert nobody answered for 40 min: the sweep sends the worker to the door
+        ((incident_id, state, age_min),) = conn.execute(
+            "SELECT id, state, extract(epoch FROM now() - raised_at) / 60 FROM incidents "
+            "WHERE type = 'no_activity' AND resident_id = 'hc-res-02'"
+        ).fetchall()
+        assert state == "raised" and 39 < age_min < 60
+        assert conn.execute("SELECT count(*) FROM incident_escalations WHERE incident_id = %s",
+                            (incident_id,)).fetchone() == (1,)  # fmt: skip
+        assert sweep(conn, cfg).tasks_opened == 1
+        tasks = conn.execute("SELECT reason, incident_id, worker_id FROM door_knock_tasks "
+                             "WHERE resident_id = 'hc-res-02'").fetchall()  # fmt: skip
+        worker_id = conn.execute("SELECT user_id FROM users WHERE username = 'worker-hc'"
+                                 ).fetchone()  # fmt: skip
+        assert worker_id is not None and tasks == [("no_activity", incident_id, worker_id[0])]
