@@ -28,21 +28,33 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 
 from gateway.storage import audit as store
 from gateway.storage.audit import AuditEntry, AuditError
 
-if TYPE_CHECKING:
-    from gateway.audit_anchor import Anchor
-
 GENESIS_HASH = "0" * 64
+
+
+class ChainPoint(Protocol):
+    """An entry of the chain vouched for from outside the database: its seq and hash, and
+    when (``gateway.audit_anchor.Anchor``, kept in a file the database cannot write)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def at(self) -> str: ...
+
+
 __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
     "AuditError",
+    "ChainPoint",
     "Conn",
     "ReadLedger",
     "VerifyResult",
@@ -139,9 +151,9 @@ def head(conn: Conn) -> tuple[int, str]:
 
 def verify(
     conn: Conn,
-    anchors: Sequence[Anchor] = (),
+    anchors: Sequence[ChainPoint] = (),
     *,
-    since: Anchor | None = None,
+    since: ChainPoint | None = None,
     clock_step_tolerance_s: float = 1.0,
 ) -> VerifyResult:
     """Walk the chain in ``seq`` order and report the first broken entry.
