@@ -73,6 +73,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from gateway import audit  # noqa: PLC0415
     from gateway.errors import NotFoundError  # noqa: PLC0415
+    from gateway.reports.sla_targets import load_local_targets  # noqa: PLC0415
     from gateway.storage import supervision as store  # noqa: PLC0415
     from gateway.storage import visits as visits_store  # noqa: PLC0415
     from gateway.supervision import bed_report  # noqa: PLC0415
@@ -93,8 +94,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             districts.check_district_id(args.district)
             scope = f"district:{args.district}"
             sites = visits_store.district_site_ids(conn, args.district)
+        targets = {s: load_local_targets(s) for s in sites}  # each site's contract target
         report = bed_report.collect(conn, cfg, sites, month=args.month, now=datetime.now(UTC),
-                                    scope=scope)  # fmt: skip
+                                    scope=scope, targets=targets)  # fmt: skip
         body = render_pdf(report)
         with open(args.out, "wb") as fh:
             fh.write(body)

@@ -24,6 +24,7 @@ from gateway.api.auth import Principal
 from gateway.api.deps import PUBLIC, CurrentUser, DbConn, UserRole, allow, scope_site
 from gateway.api.routes_pages import SECURITY_HEADERS
 from gateway.api.routes_visits import VisitsConfigDep, domain_errors
+from gateway.reports.sla_targets import load_local_targets
 from gateway.storage import supervision as supervision_store
 from gateway.storage import visits as visits_store
 from gateway.supervision import bed_report
@@ -282,8 +283,9 @@ def bed_report_pdf(  # noqa: PLR0917 (FastAPI parameters)
     if kind == "site" and supervision_store.site_info(conn, ident) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such site")
     with domain_errors():
+        targets = {s: load_local_targets(s) for s in sites}  # each site's contract target
         report = bed_report.collect(conn, cfg, sites, month=month, now=datetime.now(UTC),
-                                    scope=scope)  # fmt: skip
+                                    scope=scope, targets=targets)  # fmt: skip
     body = render_pdf(report)
     data = {"what": "bed_report_pdf", "month": month, "beds": report.totals.beds}
     audit.append(conn, user.user_id, "supervision.read", scope, data)

@@ -13,12 +13,17 @@ Definitions
   registration to the earlier of the month's end and the report time. Visits done: phone and
   home visits recorded in the month.
 * **Alarms**: care incidents (not technical) raised in the month; *in target*: acknowledged
-  within :data:`ANSWER_TARGET_S` (60 s); the share is judged against
-  :data:`ANSWER_TARGET_SHARE` (97.5 %, UK TSA, the SLA report's first target).
+  within :data:`ANSWER_TARGET_S` (60 s). A site's share is judged against the site's own
+  ``answered_60s`` target of ``config/response_targets.toml`` (the SLA report's local
+  target, :mod:`gateway.reports.sla_targets`, its ``basis`` named) when one is configured,
+  else against :data:`ANSWER_TARGET_SHARE` (97.5 %, UK TSA, the SLA report's first
+  international target); district totals against the strictest (highest) of their sites'.
 * **Device online rate**: online seconds over in-service seconds in the month of the devices
   on the bed or worn by its elder (the SLA report's device availability).
 
-:func:`build_line` and :func:`add_up` are pure; :func:`collect` reads the database.
+:func:`build_line`, :func:`add_up`, :func:`answer_target` and :func:`strictest` are pure;
+:func:`collect` reads the database and is given the sites' local targets (the caller reads
+the target file).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 import psycopg
 
 from gateway.reports.sla import sla_report
-from gateway.reports.sla_math import TARGETS
+from gateway.reports.sla_math import TARGETS, Target
 from gateway.storage import supervision as store
 from gateway.supervision.district import month_bounds
 from gateway.visits.config import VisitsConfig
@@ -43,6 +48,38 @@ Conn = psycopg.Connection[Any]
 ANSWER_TARGET_S = TARGETS[0].within_s  # 60 s
 ANSWER_TARGET_SHARE = TARGETS[0].share  # 97.5 %
 SERVICE_KINDS: tuple[str, ...] = tuple(SERVICES)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTarget:
+    """The share of care alarms to answer within :data:`ANSWER_TARGET_S` a site is judged
+    against, and its source: the site's contract (``local``) or the international reference."""
+
+    share: float
+    basis: str  # zh-CN, e.g. 运营合同目标
+    basis_en: str
+    local: bool
+
+
+INTERNATIONAL = AnswerTarget(
+    ANSWER_TARGET_SHARE, TARGETS[0].standard, TARGETS[0].standard_en or TARGETS[0].standard,
+    local=False,
+)  # fmt: skip
+
+
+def answer_target(local: Iterable[Target]) -> AnswerTarget:
+    """The site's own answered-within-60-s target among its local targets
+    (:func:`gateway.reports.sla_targets.local_targets`), else :data:`INTERNATIONAL`."""
+    for t in local:
+        if t.measure == "answer" and t.within_s == ANSWER_TARGET_S:
+            return AnswerTarget(t.share, t.standard, t.standard_en or t.standard, local=True)
+    return INTERNATIONAL
+
+
+def strictest(targets: Iterable[AnswerTarget]) -> AnswerTarget:
+    """The highest share among ``targets`` (the first of equals); :data:`INTERNATIONAL`
+    when there is none."""
+    return max(targets, key=lambda t: t.share, default=INTERNATIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +104,8 @@ class BedLine:
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Sums over beds; the answer share is judged against :data:`ANSWER_TARGET_SHARE`."""
+    """Sums over beds; the answer share is judged against ``target_share`` (the site's
+    target, or the strictest of a district's sites; 97.5 % when none is given)."""
 
     beds: int = 0
     services: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICE_KINDS, 0))
@@ -77,6 +115,7 @@ class Totals:
     answered_in_target: int = 0
     online_s: float = 0.0
     in_service_s: float = 0.0
+    target_share: float = ANSWER_TARGET_SHARE
 
     @property
     def services_total(self) -> int:
@@ -89,7 +128,7 @@ class Totals:
     @property
     def target_met(self) -> bool | None:
         share = self.answer_share
-        return None if share is None else share >= ANSWER_TARGET_SHARE
+        return None if share is None else share >= self.target_share
 
     @property
     def online_rate(self) -> float | None:
@@ -104,6 +143,7 @@ class SiteSection:
     utc_offset_s: int
     lines: list[BedLine]
     totals: Totals
+    target: AnswerTarget = INTERNATIONAL  # what ``totals`` is judged against
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +155,12 @@ class BedReport:
     generated_at: datetime  # UTC
     utc_offset_s: int  # the zone the generation time is shown in (the first site's)
     sections: list[SiteSection]
-    totals: Totals
+    totals: Totals  # judged against :attr:`target`
+
+    @property
+    def target(self) -> AnswerTarget:
+        """The strictest (highest) target among the sites."""
+        return strictest(s.target for s in self.sections)
 
 
 def due_days(start: datetime, end: datetime, registered: datetime, now: datetime) -> int:
@@ -148,8 +193,8 @@ def build_line(
     )  # fmt: skip
 
 
-def add_up(lines: Iterable[BedLine | Totals]) -> Totals:
-    """The totals of bed lines (or of other totals)."""
+def add_up(lines: Iterable[BedLine | Totals], target_share: float = ANSWER_TARGET_SHARE) -> Totals:
+    """The totals of bed lines (or of other totals), judged against ``target_share``."""
     beds, services = 0, dict.fromkeys(SERVICE_KINDS, 0)
     done = due = alarms = answered = 0
     online = in_service = 0.0
@@ -160,7 +205,8 @@ def add_up(lines: Iterable[BedLine | Totals]) -> Totals:
         done, due = done + x.visits_done, due + x.visits_due
         alarms, answered = alarms + x.alarms, answered + x.answered_in_target
         online, in_service = online + x.online_s, in_service + x.in_service_s
-    return Totals(beds, services, done, due, alarms, answered, online, in_service)
+    return Totals(beds, services, done, due, alarms, answered, online, in_service,
+                  target_share)  # fmt: skip
 
 
 def _device_online(
@@ -184,8 +230,11 @@ def collect(
     month: str,
     now: datetime,
     scope: str,
+    targets: Mapping[str, Sequence[Target]],
 ) -> BedReport:
-    """Read the month of every site in ``site_ids`` (unknown ones are left out)."""
+    """Read the month of every site in ``site_ids`` (unknown ones are left out); ``targets``:
+    each site's local SLA targets (:func:`gateway.reports.sla_targets.load_local_targets`; a
+    site left out has none and is judged against the international 97.5 %)."""
     month_bounds(month)  # a malformed or out-of-range month: InvalidError, even with no site
     sites = store.site_names(conn, site_ids)
     sections = []
@@ -194,7 +243,8 @@ def collect(
         start, end = month_bounds(month, offset)
         district = store.site_district(conn, site_id)
         plans = cfg.plans_for(district)
-        devices = sla_report(conn, site_id, month, now=now).devices
+        local = tuple(targets.get(site_id, ()))
+        devices = sla_report(conn, site_id, month, now=now, local_targets=local).devices
         online = _device_online(devices, store.device_beds(conn, site_id))
         lines = [
             build_line(
@@ -205,6 +255,10 @@ def collect(
             )
             for row in store.bed_report_rows(conn, site_id, start, end, ANSWER_TARGET_S)
         ]
-        sections.append(SiteSection(site_id, name, district, offset, lines, add_up(lines)))
+        target = answer_target(local)
+        sections.append(SiteSection(site_id, name, district, offset, lines,
+                                    add_up(lines, target.share), target))  # fmt: skip
     offset = sections[0].utc_offset_s if sections else 28800
-    return BedReport(scope, month, now, offset, sections, add_up(s.totals for s in sections))
+    share = strictest(s.target for s in sections).share
+    return BedReport(scope, month, now, offset, sections,
+                     add_up((s.totals for s in sections), share))  # fmt: skip

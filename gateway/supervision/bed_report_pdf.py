@@ -1,8 +1,10 @@
 """The monthly per-bed supervision report (:mod:`gateway.supervision.bed_report`) as a
 printable Chinese PDF: A4 landscape, one table per site with a totals row, district totals
-and a signature and stamp line at the end; cells wrap, a table continues on the next page
-with its header repeated; every page carries the report month, the generation time in the
-site's zone and "第 n / N 页".
+and a signature and stamp line at the end; under each site's table a footnote names the
+60-second answer target it is judged against (its contract target and basis, or the
+international 97.5 %), and the district totals say they are judged against the strictest;
+cells wrap, a table continues on the next page with its header repeated; every page carries
+the report month, the generation time in the site's zone and "第 n / N 页".
 
 Drawn with matplotlib (the PDF machinery of the commissioning records) and the CJK font of
 :mod:`gateway.reports.fonts`; without one the PDF is still produced (boxes for Chinese).
@@ -23,6 +25,7 @@ from gateway.supervision.bed_report import (
     ANSWER_TARGET_S,
     ANSWER_TARGET_SHARE,
     SERVICE_KINDS,
+    AnswerTarget,
     BedLine,
     BedReport,
     SiteSection,
@@ -113,6 +116,33 @@ def _verdict(t: Totals) -> str:
     return "" if met is None else ("\n达标" if met else "\n未达标")
 
 
+def _met(t: Totals) -> str:
+    return "无告警" if t.target_met is None else "达标" if t.target_met else "未达标"
+
+
+def target_text(target: AnswerTarget) -> str:
+    """E.g. ``60 秒内响应率目标 95%（运营合同目标）；国际参考 97.5%``."""
+    head = f"{ANSWER_TARGET_S} 秒内响应率目标 {target.share * 100:g}%"
+    if target.local:
+        return f"{head}（{target.basis}）；国际参考 {ANSWER_TARGET_SHARE * 100:g}%"
+    return f"{head}（国际参考：{target.basis}）"
+
+
+def site_note(section: SiteSection) -> str:
+    """The footnote under a site's table: its target, with the basis, and the verdict."""
+    t = section.totals
+    return f"注：{target_text(section.target)}；本期 {_pct(t.answer_share)}，{_met(t)}。"
+
+
+def district_note(report: BedReport) -> str:
+    """The footnote under the district totals: judged against the strictest site target."""
+    target, t = report.target, report.totals
+    sites = "、".join(s.site_id for s in report.sections if s.target == target)
+    which = f"（机构 {sites}）" if sites else ""
+    return (f"注：总计按各机构中最严格（最高）的目标评判{which}：{target_text(target)}；"
+            f"本期 {_pct(t.answer_share)}，{_met(t)}。")  # fmt: skip
+
+
 def total_cells(label: str, t: Totals) -> list[str]:
     """The cells of a totals row."""
     return [
@@ -184,22 +214,26 @@ def layout(report: BedReport) -> list[list[Row]]:
         if not section.lines:
             put(_text_row("text", "本月无在床老人 / no occupied beds"), repeat)
         put(_table_row("total", total_cells("本机构合计", section.totals)), repeat)
+        put(_text_row("text", site_note(section), FONT))
         put(_text_row("text", ""))
     if len(report.sections) != 1:
         t = report.totals
         put(_text_row("title", f"汇总 Totals（{len(report.sections)} 个机构）"))
         put(HEAD)
         put(_table_row("total", total_cells("总计", t)), (HEAD,))
-    t = report.totals
-    verdict = "—" if t.target_met is None else "达标" if t.target_met else "未达标"
+        put(_text_row("text", district_note(report), FONT))
     notes = (
-        f"注：{ANSWER_TARGET_S} 秒内响应率目标 {ANSWER_TARGET_SHARE * 100:g}%（本期 "
-        f"{_pct(t.answer_share)}，{verdict}）；"
-        "应探访次数按探访计划（风险类别最严格间隔）计算至报告时间；设备在线率为床位设备（床垫、"
-        "按钮、手环等）在服务时间内的在线比例；表中只有编码，无姓名。"
+        f"说明：各机构按本机构的 {ANSWER_TARGET_S} 秒内响应率目标评判（运营合同等，见各机构注；"
+        f"未配置时按国际参考 {ANSWER_TARGET_SHARE * 100:g}%）；应探访次数按探访计划（风险类别最严格"
+        "间隔）计算至报告时间；设备在线率为床位设备（床垫、按钮、手环等）在服务时间内的在线比例；"
+        "表中只有编码，无姓名。"
     )
-    put(_text_row("text", notes, FONT))
-    put(_text_row("sign", SIGN_LINE, FONT + 2))
+    last = (_text_row("text", notes, FONT), _text_row("sign", SIGN_LINE, FONT + 2))
+    if used + sum(r.height for r in last) > body_h and pages[-1]:  # notes and signature
+        pages.append([])  # stay together
+        used = 0.0
+    for row in last:
+        put(row)
     return pages
 
 

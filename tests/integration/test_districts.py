@@ -162,6 +162,8 @@ def test_cli_assigns_and_lists_districts_and_exports_the_report(
     with db.connect() as conn:
         conn.execute("INSERT INTO sites (site_id, name, kind) VALUES ('nh-1', 'NH 1', "
                      "'nursing_home')")  # fmt: skip
+        conn.execute("INSERT INTO sites (site_id, name, kind) VALUES ('demo-hc', 'HC', "
+                     "'home_care_centre')")  # fmt: skip
         dsup = create_user(conn, "civil-1", "district_supervisor", PASSWORD)
         create_user(conn, "duty-1", "duty_staff", PASSWORD, site_id="nh-1")
     done = _cli(db, "assign-site", "nh-1", "d-north")
@@ -187,6 +189,17 @@ def test_cli_assigns_and_lists_districts_and_exports_the_report(
     assert done.returncode == 0, done.stderr
     text = _pdf_text(out.read_bytes(), tmp_path)
     assert "区县 d-north" in text and "总计" not in text and "本机构合计（0 床）" in text
+    # each site judged against its own contract target (config/response_targets.toml: 95 %
+    # by default, 90 % for demo-hc), the district totals against the strictest of them
+    assert "60 秒内响应率目标 95%（运营合同目标）；国际参考 97.5%" in text
+    assert _cli(db, "assign-site", "demo-hc", "d-north").returncode == 0
+    done = _cli(db, "report", "--district", "d-north", "--month", MONTH, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    text = _pdf_text(out.read_bytes(), tmp_path)
+    assert "总计（0 床）" in text
+    assert "60 秒内响应率目标 90%（居家养老服务合同）；国际参考 97.5%" in text
+    assert ("总计按各机构中最严格（最高）的目标评判（机构 nh-1）：60 秒内响应率目标 95%（运营合同"
+            "目标）") in text  # fmt: skip
     assert _cli(db, "report", "--site", "nowhere", "--month", MONTH, "-o", str(out)).returncode == 6
     assert _cli(db, "unassign-site", "nh-1").returncode == 0
     assert _cli(db, "unassign-site", "nh-1").returncode == 6
@@ -195,6 +208,7 @@ def test_cli_assigns_and_lists_districts_and_exports_the_report(
     assert rows == [
         ("cli", "district.site_assign", "site:nh-1"),
         ("cli", "district.user_assign", f"user:{dsup}"),
+        ("cli", "district.site_assign", "site:demo-hc"),
         ("cli", "district.site_unassign", "site:nh-1"),
     ]
 
@@ -237,6 +251,8 @@ def test_bed_report_pdf_for_the_district_and_the_site_supervisor(env: Env, tmp_p
         assert code in text
     assert "site-b" not in text and "Resident 0" not in text  # codes only, no names
     assert "区县 d-east" in text and "本机构合计（2 床）" in text
+    # judged against the site's contract target (config/response_targets.toml), not 97.5 %
+    assert "注：60 秒内响应率目标 95%（运营合同目标）；国际参考 97.5%；本期 0.0%，未达标" in text
     year, month = MONTH.split("-")
     assert f"报告月份：{year}年{int(month)}月" in text
     bed0 = next(line for line in text.splitlines() if "BED-site-a-0000" in line)

@@ -10,14 +10,22 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from gateway.errors import InvalidError
 from gateway.reports.fonts import BASE_FAMILY, cjk_font_family
+from gateway.reports.sla_targets import local_targets
 from gateway.supervision.bed_report import (
+    INTERNATIONAL,
     SERVICE_KINDS,
+    AnswerTarget,
     BedLine,
     BedReport,
     SiteSection,
     add_up,
+    answer_target,
     due_days,
+    strictest,
     visits_due,
 )
 from gateway.supervision.bed_report_pdf import (
@@ -25,8 +33,10 @@ from gateway.supervision.bed_report_pdf import (
     PAGE_H,
     WIDTHS,
     bed_cells,
+    district_note,
     layout,
     render_pdf,
+    site_note,
     text_width,
     wrap,
 )
@@ -41,14 +51,27 @@ def _line(i: int, *, alarms: int = 2, answered: int = 1) -> BedLine:
                    median_answer_s=42.0, online_s=900.0, in_service_s=1000.0)  # fmt: skip
 
 
-def _report(beds: int, sites: int = 1) -> BedReport:
-    lines = [_line(i) for i in range(beds)]
+def _report(
+    beds: int, sites: int = 1, targets: list[AnswerTarget] | None = None, **kw: int
+) -> BedReport:
+    lines = [_line(i, **kw) for i in range(beds)]
+    chosen = targets or [INTERNATIONAL] * sites
     sections = [
-        SiteSection(f"hc-{n}", f"幸福里居家养老服务中心{n}", "d-east", 28800, lines, add_up(lines))
+        SiteSection(f"hc-{n}", f"幸福里居家养老服务中心{n}", "d-east", 28800, lines,
+                    add_up(lines, chosen[n].share), chosen[n])
         for n in range(sites)
-    ]
+    ]  # fmt: skip
     scope = "site:hc-0" if sites == 1 else "district:d-east"
-    return BedReport(scope, "2026-11", NOW, 28800, sections, add_up(s.totals for s in sections))
+    share = strictest(chosen).share
+    return BedReport(scope, "2026-11", NOW, 28800, sections,
+                     add_up((s.totals for s in sections), share))  # fmt: skip
+
+
+SLA_FILE = {  # the parsed config/response_targets.toml, as sla_targets reads it
+    "default": {"sla": {"basis": "运营合同目标", "basis_en": "operator's contract target",
+                        "answered_60s": 0.95, "answered_180s": 0.99}},
+    "sites": {"hc-strict": {"sla": {"basis": "居家养老服务合同", "answered_60s": 0.99}}},
+}  # fmt: skip
 
 
 def test_visits_due_follow_the_plan_over_the_days_under_it() -> None:
@@ -89,6 +112,8 @@ def test_a_long_site_continues_on_more_pages_with_its_header() -> None:
     pages = layout(_report(60))
     assert len(pages) > 2
     for page in pages[1:]:
+        if not any(r.kind == "bed" for r in page):
+            continue  # the last page may hold only the footnotes and the signature line
         assert page[0].kind == "title" and "续" in page[0].lines[0][0]
         assert page[1] is HEAD
     assert sum(r.kind == "bed" for p in pages for r in p) == 60
@@ -145,3 +170,47 @@ def test_the_cjk_font_is_embedded_and_without_one_the_pdf_is_still_produced() ->
     assert cjk.replace(" ", "").encode() in render_pdf(_report(2))
     fallback = render_pdf(_report(2), families=[BASE_FAMILY])  # boxes for Chinese, no error
     assert fallback.startswith(b"%PDF-") and b"DejaVuSans" in fallback
+
+
+def test_a_site_is_judged_against_its_own_contract_target_when_configured() -> None:
+    own = answer_target(local_targets(SLA_FILE, "hc-1"))  # the default sla table: 95 %
+    assert own == AnswerTarget(0.95, "运营合同目标", "operator's contract target", local=True)
+    strict = answer_target(local_targets(SLA_FILE, "hc-strict"))
+    assert (strict.share, strict.basis, strict.local) == (0.99, "居家养老服务合同", True)
+    assert answer_target(local_targets({}, "hc-1")) is INTERNATIONAL  # nothing configured
+    assert answer_target(local_targets({"default": {"sla": {"answered_180s": 0.9}}}, "x")) == (
+        INTERNATIONAL  # a 180 s target only: the 60 s share falls back to 97.5 %
+    )
+    assert INTERNATIONAL.share == 0.975 and not INTERNATIONAL.local
+    with pytest.raises(InvalidError):
+        local_targets({"default": {"sla": {"answered_60s": 95}}}, "hc-1")
+    lines = [_line(0, alarms=40, answered=38)]  # 95 %: met under the contract, not at 97.5 %
+    assert add_up(lines, own.share).target_met is True
+    assert add_up(lines).target_met is False
+    assert add_up(lines, strict.share).target_met is False
+    assert strictest([own, strict, INTERNATIONAL]) is strict
+    assert strictest([own, INTERNATIONAL]) is INTERNATIONAL and strictest([]) is INTERNATIONAL
+
+
+def test_the_pdf_names_each_sites_target_and_judges_the_district_by_the_strictest(
+    tmp_path: Path,
+) -> None:
+    own = answer_target(local_targets(SLA_FILE, "hc-0"))  # 95 %, operator's contract
+    report = _report(2, sites=2, targets=[own, INTERNATIONAL], alarms=20, answered=19)
+    first, second = report.sections
+    assert first.totals.target_met is True and second.totals.target_met is False  # 95 % each
+    assert report.target is INTERNATIONAL and report.totals.target_met is False
+    assert site_note(first) == (
+        "注：60 秒内响应率目标 95%（运营合同目标）；国际参考 97.5%；本期 95.0%，达标。"
+    )
+    assert site_note(second) == (
+        "注：60 秒内响应率目标 97.5%（国际参考：TSA 英国远程照护行业规范）；本期 95.0%，未达标。"
+    )
+    assert "最严格（最高）的目标" in district_note(report) and "机构 hc-1" in district_note(report)
+    text = _pdftotext(render_pdf(report), tmp_path)
+    assert "60 秒内响应率目标 95%（运营合同目标）；国际参考 97.5%" in text
+    assert "本期 95.0%，达标" in text and "本期 95.0%，未达标" in text
+    assert "总计按各机构中最严格（最高）的目标评判" in text
+    lenient = _report(1, targets=[own], alarms=20, answered=19)  # one site, its own 95 %
+    assert lenient.totals.target_met is True
+    assert "达标" in _pdftotext(render_pdf(lenient), tmp_path).split("本机构合计")[1]
