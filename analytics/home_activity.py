@@ -153,6 +153,7 @@ class HomeActivity:
         # Absences and dropouts (start, end): gaps over them are not learned from.
         self._absent: deque[tuple[float, float]] = deque()
         self._away_since: float | None = None
+        self._away_periods: tuple[tuple[float, float], ...] = ()  # the family's, as given
         self._away_days: frozenset[int] = frozenset()  # days of the family's away periods
         self._dropout_end = -math.inf
         self._open: dict[DetectionKind, float] = {}
@@ -228,7 +229,11 @@ class HomeActivity:
         here (the incident intake holds findings back), but a local day overlapping one is
         not learned from (nor counted towards ``min_days``); days learned already are
         dropped. Cheap when nothing changed."""
-        days = days_overlapping(periods, self._off)
+        given = tuple(periods)
+        if given == self._away_periods:
+            return
+        self._away_periods = given
+        days = days_overlapping(given, self._off)
         if days == self._away_days:
             return
         self._away_days = days

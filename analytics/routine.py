@@ -625,6 +625,7 @@ class RoutineMonitor:
         self._away = False
         self._away_since = 0.0
         self._away_intervals: list[tuple[float, float]] = []
+        self._away_periods: tuple[tuple[float, float], ...] = ()  # the family's, as given
         self._away_days: frozenset[int] = frozenset()  # days of the family's away periods
         self._resume_t = -math.inf
 
@@ -893,7 +894,11 @@ class RoutineMonitor:
         summarised are marked too and handed out again by :meth:`drain_summaries`, so the
         stored row says away. Cheap when nothing changed (call it at every refresh).
         """
-        days = days_overlapping(periods, self._off)
+        given = tuple(periods)
+        if given == self._away_periods:
+            return
+        self._away_periods = given
+        days = days_overlapping(given, self._off)
         if days == self._away_days:
             return
         self._away_days = days
