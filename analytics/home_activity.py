@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 
+from analytics.routine import days_overlapping
 from analytics.types import DetailValue, Detection, DetectionKind
 
 DAY_S: Final = 86400.0
@@ -151,6 +153,8 @@ class HomeActivity:
         # Absences and dropouts (start, end): gaps over them are not learned from.
         self._absent: deque[tuple[float, float]] = deque()
         self._away_since: float | None = None
+        self._away_periods: tuple[tuple[float, float], ...] = ()  # the family's, as given
+        self._away_days: frozenset[int] = frozenset()  # days of the family's away periods
         self._dropout_end = -math.inf
         self._open: dict[DetectionKind, float] = {}
         self._out: list[Detection] = []
@@ -219,6 +223,24 @@ class HomeActivity:
             self._away_since = t
         self._away_set = away
         self._away_auto = False
+
+    def set_away_periods(self, periods: Iterable[tuple[float, float]]) -> None:
+        """The away periods the family set ((start, end) epoch times): no alert is paused
+        here (the incident intake holds findings back), but a local day overlapping one is
+        not learned from (nor counted towards ``min_days``); days learned already are
+        dropped. Cheap when nothing changed."""
+        given = tuple(periods)
+        if given == self._away_periods:
+            return
+        self._away_periods = given
+        days = days_overlapping(given, self._off)
+        if days == self._away_days:
+            return
+        self._away_days = days
+        kept = [r for r in self._history if r.day not in days]
+        if len(kept) != len(self._history):
+            self._history = deque(kept, maxlen=self.p.history_days)
+            self._learned = None
 
     def _end_absence(self, t: float) -> None:
         if self._away_since is not None:
@@ -313,6 +335,8 @@ class HomeActivity:
             self._absent.popleft()
 
     def _day_record(self, day: int) -> DayRecord | None:
+        if day in self._away_days:
+            return None  # away with the family: nothing to learn about the routine
         m = self._midnight(day)
         times = np.array([t for t in self._events if m - 12 * HOUR_S <= t < m + 36 * HOUR_S])
         if times.size < 4:

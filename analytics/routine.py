@@ -58,6 +58,20 @@ def day_start(day: int, utc_offset_s: float) -> float:
     return day * DAY_S - utc_offset_s
 
 
+def days_overlapping(periods: Iterable[tuple[float, float]], utc_offset_s: float) -> frozenset[int]:
+    """Local calendar days that overlap any of ``periods`` ((start, end) epoch times, end
+    exclusive; empty or reversed periods overlap nothing)."""
+    out: set[int] = set()
+    for a, b in periods:
+        if b > a and math.isfinite(a) and math.isfinite(b):
+            first = local_day(a, utc_offset_s)
+            last = local_day(b, utc_offset_s)
+            if day_start(last, utc_offset_s) >= b:
+                last -= 1  # ends at local midnight: that day is not touched
+            out.update(range(first, last + 1))
+    return frozenset(out)
+
+
 def local_time_of_day(t: float, utc_offset_s: float) -> float:
     """Seconds after local midnight, in [0, 86400)."""
     return (t + utc_offset_s) % DAY_S
@@ -558,7 +572,9 @@ class RoutineMonitor:
     * :meth:`on_steps` for wearable step reports, :meth:`on_activity` for any other
       activity evidence (button press/long press/cancel, SOS, wearable motion...).
       Heartbeats and battery reports are not activity.
-    * :meth:`set_away` when staff mark the resident away / in hospital, or back.
+    * :meth:`set_away` when staff mark the resident away / in hospital, or back;
+    * :meth:`set_away_periods` with the periods the family set (随家人外出): alerts go on
+      (the incident intake holds them back), but those days are not learned from.
 
     :meth:`check` (every ~10 s) returns the detections due, each exactly once; every raised
     condition is later followed by one ``resolved=True`` detection of the same kind.
@@ -609,6 +625,8 @@ class RoutineMonitor:
         self._away = False
         self._away_since = 0.0
         self._away_intervals: list[tuple[float, float]] = []
+        self._away_periods: tuple[tuple[float, float], ...] = ()  # the family's, as given
+        self._away_days: frozenset[int] = frozenset()  # days of the family's away periods
         self._resume_t = -math.inf
 
         # alerts
@@ -640,6 +658,7 @@ class RoutineMonitor:
             added = True
         if added:
             self._prune_history()
+            self._mark_away_days()
             self._refresh_routine()
 
     def drain_summaries(self) -> list[DaySummary]:
@@ -866,6 +885,37 @@ class RoutineMonitor:
             if t >= day_start(day, self._off) + self.params.rise_window_start_s:
                 self._not_up_day = day
 
+    def set_away_periods(self, periods: Iterable[tuple[float, float]]) -> None:
+        """The away periods the family set ((start, end) epoch times, e.g. 随家人外出).
+
+        Unlike :meth:`set_away` this pauses no alert (the incident intake holds routine
+        findings back); it only keeps every local day overlapping a period out of learning,
+        as an away day: not learned from, not counted towards the cold start. Days already
+        summarised are marked too and handed out again by :meth:`drain_summaries`, so the
+        stored row says away. Cheap when nothing changed (call it at every refresh).
+        """
+        given = tuple(periods)
+        if given == self._away_periods:
+            return
+        self._away_periods = given
+        days = days_overlapping(given, self._off)
+        if days == self._away_days:
+            return
+        self._away_days = days
+        if self._mark_away_days():
+            self._refresh_routine()
+
+    def _mark_away_days(self) -> bool:
+        """Mark stored days of the family's away periods as away; whether any changed."""
+        changed = False
+        for day in self._away_days:
+            d = self._history.get(day)
+            if d is not None and not d.away:
+                d = self._history[day] = replace(d, away=True)
+                self._new_summaries.append(d)
+                changed = True
+        return changed
+
     # ---------------------------------------------------------------- check
 
     def open_conditions(self) -> list[Detection]:
@@ -1067,8 +1117,10 @@ class RoutineMonitor:
         off = self._off
         ds = day_start(day, off)
         de = ds + p.summary_close_s
-        away = any(a < de and b > ds for a, b in self._away_intervals) or (
-            self._away and self._away_since < de
+        away = (
+            any(a < de and b > ds for a, b in self._away_intervals)
+            or (self._away and self._away_since < de)
+            or day in self._away_days
         )
         summary = summarize_day(
             day,

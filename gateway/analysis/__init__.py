@@ -57,7 +57,8 @@ Local time (days, waking hours, the clock in reasons) is each site's own
 (``sites.utc_offset_s``); China's only for a device whose site is not in the registry.
 
 Known limits: a resident's care level is read when their monitors are created (a change applies
-at the next start; away/hospital status applies at the next registry refresh).
+at the next start; away/hospital status and the family's away periods, whose days are not
+learned from, apply at the next registry refresh).
 
 The package, one concern a module: :mod:`~gateway.analysis.records` (the records),
 :mod:`~gateway.analysis.store` (the stores; their SQL is in :mod:`gateway.storage.analysis`),

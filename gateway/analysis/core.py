@@ -376,6 +376,8 @@ class AnalysisCore:
             fusion=fusion,
             counts=self._days.counter(subject, off),
         )
+        if resident is not None:
+            routine.set_away_periods(resident.away_periods)  # days not learned from
         if resident is not None and resident.away:
             routine.set_away(now, True)
         self._residents[subject] = res
@@ -402,6 +404,8 @@ class AnalysisCore:
                 resident.care_level, resident.categories
             ):  # fmt: skip
                 self._retune(rid, resident)
+            if (res := self._residents.get(rid)) is not None:
+                res.routine.set_away_periods(resident.away_periods)  # days not learned from
             if (before is not None and before.away) == resident.away:
                 continue  # unchanged (a resident new to the registry counts as at home)
             res = self._residents.get(rid)

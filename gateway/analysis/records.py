@@ -48,6 +48,9 @@ class ResidentInfo:
     care_level: int = 2
     status: str = "home"  # home | away | hospital
     categories: frozenset[str] = frozenset()  # risk categories: detection sensitivity
+    away_periods: tuple[tuple[float, float], ...] = ()
+    """The family's away periods (随家人外出), (start, end) epoch seconds: their days are not
+    learned from (alerts are not paused here; the incident intake holds them back)."""
 
     @property
     def away(self) -> bool:

@@ -18,7 +18,8 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
 * door and motion events, occupancy counts and every kit heartbeat feed one
   :class:`analytics.home_activity.HomeActivity` per home (``NO_ACTIVITY``, ``NOT_UP``,
   ``DOOR_OPEN_AT_NIGHT``), fused with the home's bed sensor when it has one; staff-set
-  away (the resident's registry status) is applied at each check.
+  away (the resident's registry status) is applied at each check, and so are the family's
+  away periods (days not learned from).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Resident(Protocol):
     def away(self) -> bool: ...
     @property
     def categories(self) -> frozenset[str]: ...
+    @property
+    def away_periods(self) -> tuple[tuple[float, float], ...]: ...
 
 
 AlarmKeys = tuple[tuple[str, str], ...]
@@ -312,6 +315,7 @@ class KitRunner:
             away = resident is not None and resident.away
             if away != ha.away_set:
                 ha.set_away(now, away)
+            ha.set_away_periods(resident.away_periods if resident is not None else ())
             if home.bed_device is not None and now - home.bed_reported_at <= BED_FRESH_S:
                 in_bed = bool(home.bed_reported)
                 ha.on_bed(home.bed_reported_at, in_bed, in_bed)

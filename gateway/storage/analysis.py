@@ -62,6 +62,20 @@ SELECT r.resident_id, r.site_id, r.care_level, r.status,
              UNION SELECT 'living_alone' WHERE r.lives_alone)
 FROM residents r
 """
+# The family's away periods (随家人外出, gateway.family.away) with their effective end, the
+# latest few of each resident (those a learned routine can still contain); a period called
+# off before it began never was in force.
+_AWAY_PERIODS = """
+SELECT resident_id, s, e FROM (
+    SELECT resident_id, extract(epoch FROM starts_at)::float8 AS s,
+           extract(epoch FROM least(ends_at, coalesce(ended_at, ends_at)))::float8 AS e,
+           row_number() OVER (PARTITION BY resident_id ORDER BY starts_at DESC) AS n
+    FROM away_periods
+    WHERE least(ends_at, coalesce(ended_at, ends_at)) > starts_at
+) p
+WHERE n <= 16
+ORDER BY resident_id, s
+"""
 _SITE_OFFSETS = "SELECT site_id, utc_offset_s FROM sites"
 _ROUTINE_DAYS = """
 SELECT subject, day, rise_s, bed_s, active_minutes, away, bed_data
@@ -93,9 +107,20 @@ WHERE d.active
 
 
 def load_registry(conn: Conn) -> RegistrySnapshot:
-    """Active devices, residents (table ``residents``) and site UTC offsets (``sites``)."""
+    """Active devices, residents (table ``residents``, with their family's away periods:
+    ``away_periods``) and site UTC offsets (``sites``)."""
+    away: dict[str, list[tuple[float, float]]] = {}
+    for rid, start, end in conn.execute(_AWAY_PERIODS).fetchall():
+        away.setdefault(str(rid), []).append((float(start), float(end)))
     residents = {
-        str(rid): ResidentInfo(str(rid), str(site), int(level), str(status), frozenset(cats))
+        str(rid): ResidentInfo(
+            str(rid),
+            str(site),
+            int(level),
+            str(status),
+            frozenset(cats),
+            tuple(away.get(str(rid), ())),
+        )
         for rid, site, level, status, cats in conn.execute(_RESIDENTS).fetchall()
     }
     offsets = {str(site): float(off) for site, off in conn.execute(_SITE_OFFSETS).fetchall()}
