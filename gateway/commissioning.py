@@ -30,7 +30,7 @@ from gateway.errors import ConflictError, InvalidError
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
 from gateway.kit import hubs as kit
 from gateway.kit.hubs import kit_accounts
-from gateway.registry_rules import check_id
+from gateway.registry_rules import check_id, clean_phone
 from gateway.storage import acceptance as tests_repo
 from gateway.storage import devices as repo
 from gateway.storage import registry as registry_repo
@@ -84,6 +84,7 @@ def apply_site_definition(
     site = definition["site"]
     site_id = str(_req(site, "id", "site"))
     creds: list[DeviceCredential] = []
+    phone_changed: list[str] = []  # "location:ID" / "resident:ID" (never the number)
     with conn.transaction():
         registry_repo.upsert_site(
             conn, site_id, _req(site, "name", "site"), _req(site, "kind", "site"),
@@ -95,6 +96,7 @@ def apply_site_definition(
                 conn, site_id, _req(loc, "id", w), kind=_req(loc, "kind", w),
                 label=_req(loc, "label", w), address=loc.get("address"),
             )  # fmt: skip
+            _phone(conn, "location", str(loc["id"]), loc, w, changed=phone_changed)
         for i, bed in enumerate(definition.get("beds", [])):
             w = f"beds[{i}]"
             registry_repo.upsert_bed(conn, site_id, _req(bed, "id", w), _req(bed, "code", w),
@@ -110,6 +112,7 @@ def apply_site_definition(
                 "consent_family_health": res.get("consent_family_health", False),
                 "consent_family_incidents": res.get("consent_family_incidents", True),
             })  # fmt: skip
+            _phone(conn, "resident", str(res["id"]), res, w, changed=phone_changed)
         for i, dev in enumerate(definition.get("devices", [])):
             cred = _upsert_device(conn, site_id, dev, f"devices[{i}]", rotate_passwords)
             if cred is not None:
@@ -128,13 +131,37 @@ def apply_site_definition(
             "devices": len(definition.get("devices", [])),
             "residents": len(definition.get("residents", [])),
             "credentials_issued": [c.device_id for c in creds],
+            "phone_changed": phone_changed,
         })  # fmt: skip
     log.info(
         "site definition applied",
         extra={"site": site_id, "devices": len(definition.get("devices", [])),
-               "new_credentials": len(creds)},
+               "new_credentials": len(creds), "phones_changed": len(phone_changed)},
     )  # fmt: skip
     return creds
+
+
+def _phone(
+    conn: psycopg.Connection[tuple[object, ...]],
+    what: str,
+    ident: str,
+    entry: Mapping[str, Any],
+    where: str,
+    *,
+    changed: list[str],
+) -> None:
+    """An entry's optional ``phone`` (click-to-call, docs/telephony.md): left out keeps the
+    number, ``""`` clears it; checked like ``safehome user resident-phone``."""
+    if "phone" not in entry:
+        return
+    if not isinstance(entry["phone"], str):
+        raise CommissioningError(f"{where}: 'phone' must be a quoted string")
+    try:
+        phone = clean_phone(entry["phone"])
+    except InvalidError as exc:
+        raise CommissioningError(f"{where}: 'phone' is {exc.detail}") from None
+    if registry_repo.change_phone(conn, what, ident, phone):
+        changed.append(f"{what}:{ident}")
 
 
 def _upsert_device(

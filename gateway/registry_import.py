@@ -1,7 +1,9 @@
 """Bulk import of locations, beds and residents from CSV (the installer's import route).
 
 Every row is checked first (all errors collected, each with its line), then all are applied
-in one transaction, or nothing is. The columns and the row-error shape come from
+in one transaction, or nothing is. An optional ``phone`` (locations, residents: what
+click-to-call dials) is checked like ``safehome user resident-phone``; an empty cell keeps the
+current number. The columns and the row-error shape come from
 :mod:`gateway.registry_rules`; the rows read and written, from :mod:`gateway.storage.registry`.
 """
 
@@ -20,9 +22,11 @@ from gateway.registry_rules import (
     CARE_LEVELS,
     IMPORT_COLUMNS,
     LOCATION_KINDS,
+    PHONE_RULE,
     RowError,
     is_code,
     is_id,
+    is_phone,
     parse_bool,
 )
 from gateway.storage import registry as repo
@@ -38,6 +42,9 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # "location:ID" / "resident:ID" whose phone the import changed (for the audit entry;
+    # never the number, and not in the response).
+    phone_changed: list[str] = field(default_factory=list)
 
     def json(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "rows": self.rows, "created": self.created,
@@ -53,6 +60,8 @@ class _Importer:
         self.kind = kind
         self.errors: list[RowError] = []
         self.ops: list[tuple[str, dict[str, Any]]] = []  # ("insert"|"update", values)
+        self.phones: dict[str, str] = {}  # location or resident id -> its new number
+        self.phone_changed: list[str] = []
 
     def err(self, line: int, message: str, column: str | None = None) -> None:
         self.errors.append(RowError(line, message, column))
@@ -72,6 +81,20 @@ class _Importer:
     def ident(self, line: int, row: Mapping[str, str], col: str) -> str | None:
         return self._valid(line, row, col, is_id, "must match [A-Za-z0-9_-]{1,64}")
 
+    def phone(self, line: int, row: Mapping[str, str]) -> bool:
+        """The optional ``phone`` column: empty keeps the current number; False (and a row
+        error without the value: numbers stay out of responses and logs) when invalid."""
+        value = row.get("phone", "")
+        if value and not is_phone(value):
+            self.err(line, f"phone is {PHONE_RULE}", "phone")
+            return False
+        return True
+
+    def add(self, op: str, values: dict[str, Any], key: str, row: Mapping[str, str]) -> None:
+        self.ops.append((op, values))
+        if row.get("phone"):
+            self.phones[values[key]] = row["phone"]
+
     def run(self, rows: Rows) -> None:
         checks: dict[str, Callable[[Rows], None]] = {
             "locations": self._locations, "beds": self._beds, "residents": self._residents,
@@ -88,7 +111,7 @@ class _Importer:
                 self.err(line, f"kind {kind!r} must be 'room' or 'home'", "kind")
             if not row["label"].strip():
                 self.err(line, "label is empty", "label")
-            if lid is None:
+            if not self.phone(line, row) or lid is None:
                 continue
             if lid in seen:
                 self.err(line, f"location_id {lid!r} repeats line {seen[lid]}", "location_id")
@@ -99,7 +122,7 @@ class _Importer:
                 continue
             values = {"location_id": lid, "kind": kind, "label": row["label"].strip(),
                       "address": row.get("address", "").strip() or None}  # fmt: skip
-            self.ops.append(("update" if lid in existing else "insert", values))
+            self.add("update" if lid in existing else "insert", values, "location_id", row)
 
     def _beds(self, rows: Rows) -> None:
         beds = [b.model_dump() for b in repo.bed_keys(self.conn)]
@@ -177,7 +200,7 @@ class _Importer:
                 self.err(line, f"unknown bed code {bed_code!r} at this site (import beds "
                          "first)", "bed_code")  # fmt: skip
                 bed = None
-            if code is None or rid is None:
+            if not self.phone(line, row) or code is None or rid is None:
                 continue
             if code in seen_codes:
                 self.err(line, f"elder_code {code!r} repeats line {seen_codes[code]}",
@@ -213,7 +236,7 @@ class _Importer:
             values = {"resident_id": rid, "elder_code": code, "display_name": name,
                       "care_level": level, "bed_id": bed["bed_id"] if bed else None,
                       **flags}  # fmt: skip
-            self.ops.append(("update" if current is not None else "insert", values))
+            self.add("update" if current is not None else "insert", values, "resident_id", row)
 
     def apply(self) -> None:
         conn, site = self.conn, self.site_id
@@ -238,6 +261,10 @@ class _Importer:
                 rid = v.pop("resident_id")
                 v.pop("elder_code")
                 repo.update_resident(conn, rid, v)
+        what = self.kind.removesuffix("s")
+        for ident, phone in self.phones.items():
+            if repo.change_phone(conn, what, ident, phone):
+                self.phone_changed.append(f"{what}:{ident}")
 
 
 def import_csv(conn: Conn, site_id: str, kind: str, text: str, *, dry_run: bool) -> ImportResult:
@@ -293,6 +320,7 @@ def import_csv(conn: Conn, site_id: str, kind: str, text: str, *, dry_run: bool)
             if not dry_run:
                 try:
                     importer.apply()
+                    result.phone_changed = importer.phone_changed
                 except (psycopg.errors.UniqueViolation, psycopg.errors.ForeignKeyViolation):
                     raise ConflictError("the registry changed during the import; nothing was "
                                    "written", "run the import again") from None  # fmt: skip

@@ -1,5 +1,5 @@
-"""The registry's rules, defined once: id and code patterns, site and location kinds, the
-columns of the CSV imports and the shape of a CSV row error.
+"""The registry's rules, defined once: id, code and phone patterns, site and location kinds,
+the columns of the CSV imports and the shape of a CSV row error.
 
 Pure (no I/O): the API's request models, the installer CLI (its argument choices and its
 local CSV check), the storage repositories, broker sync and the import all take them from
@@ -25,6 +25,12 @@ CODE_HINT: Final = (
     "codes are 3-64 characters: letters, digits, '-' or '_', starting with a letter or digit"
 )
 
+# The numbers click-to-call dials (residents.phone, locations.phone): the CHECK of migration
+# 0031. ``safehome user resident-phone``, the site definition and the CSV imports use it.
+PHONE_PATTERN: Final = r"^[0-9+() -]{3,32}$"
+PHONE_RE: Final = re.compile(PHONE_PATTERN)
+PHONE_RULE: Final = "not a phone number (3-32 characters: digits, +, (), - and spaces)"
+
 SiteKind = Literal["nursing_home", "home_care_centre"]
 LocationKind = Literal["room", "home"]
 SITE_KINDS: Final[tuple[str, ...]] = get_args(SiteKind)
@@ -33,11 +39,11 @@ LOCATION_KINDS: Final[tuple[str, ...]] = get_args(LocationKind)
 # The CSV imports: kind -> (required columns, optional columns).
 ImportKind = Literal["locations", "beds", "residents"]
 IMPORT_COLUMNS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "locations": (("location_id", "kind", "label"), ("address",)),
+    "locations": (("location_id", "kind", "label"), ("address", "phone")),
     "beds": (("bed_code", "location_id"), ("bed_id",)),
     "residents": (
         ("elder_code", "display_name", "care_level", "bed_code"),
-        ("resident_id", "lives_alone", "high_risk"),
+        ("resident_id", "lives_alone", "high_risk", "phone"),
     ),
 }
 IMPORT_KINDS: Final[tuple[str, ...]] = get_args(ImportKind)
@@ -62,6 +68,19 @@ def is_code(value: str) -> bool:
 
 def is_id(value: str) -> bool:
     return ID_RE.fullmatch(value) is not None
+
+
+def is_phone(value: str) -> bool:
+    return PHONE_RE.fullmatch(value) is not None
+
+
+def clean_phone(value: str | None) -> str | None:
+    """A number as stored: stripped; None (no number) when empty; :class:`InvalidError` when it
+    breaks :data:`PHONE_PATTERN`. The error never repeats the number (it may be logged)."""
+    phone = (value or "").strip() or None
+    if phone is not None and not is_phone(phone):
+        raise InvalidError(PHONE_RULE)
+    return phone
 
 
 def check_code(value: str, what: str) -> str:

@@ -406,10 +406,12 @@ async def import_csv(
     def run() -> dict[str, Any]:
         site_of(conn, user, site_id)
         with conn.transaction():
-            out = registry_import.import_csv(conn, site_id, kind, text, dry_run=dry_run).json()
+            result = registry_import.import_csv(conn, site_id, kind, text, dry_run=dry_run)
+            out = result.json()
             if not dry_run and (out["created"] or out["updated"]):
                 _audit(conn, user, f"registry.{kind}.import", f"site:{site_id}",
-                       created=out["created"], updated=out["updated"])  # fmt: skip
+                       created=out["created"], updated=out["updated"],
+                       phone_changed=result.phone_changed)  # fmt: skip
         return out
 
     return await run_in_threadpool(run)

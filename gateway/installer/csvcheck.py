@@ -21,9 +21,11 @@ from gateway.registry_rules import (
     CARE_LEVELS,
     IMPORT_COLUMNS,
     LOCATION_KINDS,
+    PHONE_RULE,
     RowError,
     is_code,
     is_id,
+    is_phone,
     parse_bool,
 )
 
@@ -44,6 +46,10 @@ def _code(value: str) -> str | None:
 
 def _id(value: str) -> str | None:
     return None if is_id(value) else f"{value!r} is not a valid id (A-Z a-z 0-9 _ -)"
+
+
+def _phone(value: str) -> str | None:
+    return None if is_phone(value) else f"phone is {PHONE_RULE}"  # never repeats the number
 
 
 def _one_of(*allowed: str) -> Check:
@@ -97,6 +103,7 @@ SCHEMAS: dict[str, Schema] = {
             "kind": _one_of(*LOCATION_KINDS),
             "label": _text(200),
             "address": _text(500),
+            "phone": _phone,
         },
         unique=("location_id",),
     ),
@@ -115,6 +122,7 @@ SCHEMAS: dict[str, Schema] = {
             "resident_id": _id,
             "lives_alone": _bool,
             "high_risk": _bool,
+            "phone": _phone,
         },
         unique=("elder_code", "resident_id", "bed_code"),
     ),

@@ -264,6 +264,21 @@ def upsert_location(
     )
 
 
+_CHANGE_PHONE = {
+    "location": "UPDATE locations SET phone = %s WHERE location_id = %s "
+                "AND phone IS DISTINCT FROM %s",
+    "resident": "UPDATE residents SET phone = %s WHERE resident_id = %s "
+                "AND phone IS DISTINCT FROM %s",
+}  # fmt: skip
+
+
+def change_phone(conn: Conn, what: str, ident: str, phone: str | None) -> bool:
+    """Set (None: clear) the landline of location ``ident`` or the own phone of resident
+    ``ident`` (``what``), after its upsert; True when the number changed. The caller checks
+    the number (:func:`gateway.registry_rules.clean_phone`)."""
+    return conn.execute(_CHANGE_PHONE[what], (phone, ident, phone)).rowcount > 0
+
+
 def _by_id_or_code(
     conn: Conn, select: str, id_col: str, code_col: str, key: str
 ) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ import psycopg
 
 from gateway import audit
 from gateway.errors import ConflictError, InvalidError, NotFoundError
+from gateway.registry_rules import clean_phone
 from gateway.storage import incident_calls as store
 from gateway.storage import incidents
 from gateway.storage.incident_calls import CallRow
@@ -258,7 +259,7 @@ def set_phone(conn: Conn, what: str, ident: str, phone: str | None, *, actor: st
     (``resident.phone`` / ``location.phone``) without the number."""
     if what not in {"resident", "location"}:
         raise InvalidError(f"unknown phone owner {what!r}")
-    phone = (phone or "").strip() or None
+    phone = clean_phone(phone)  # the registry's rule (the site definition and imports too)
     with conn.transaction():
         try:
             found = store.set_phone(conn, what, ident, phone)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+import gateway
+from gateway.errors import InvalidError
 from gateway.installer.csvcheck import check_csv
+from gateway.registry_rules import PHONE_PATTERN, clean_phone
 
 
 def _lines(kind: str, text: str | bytes) -> list[tuple[int, str | None]]:
@@ -72,3 +79,33 @@ def test_not_utf8_names_the_line() -> None:
 
 def test_empty_file() -> None:
     assert [e.line for e in check_csv("beds", b"").errors] == [1]
+
+
+def test_phone_columns_use_the_telephony_rule_and_never_echo_the_number() -> None:
+    text = (
+        "location_id,kind,label,phone\n"
+        "R101,room,Room 101,021-5555 0199\n"  # 2 ok
+        "R102,room,Room 102,\n"  # 3 empty: keeps the current number
+        "R103,room,Room 103,call 138 1234 x9\n"  # 4 not a number
+    )
+    errors = check_csv("locations", text.encode()).errors
+    assert [(e.line, e.column) for e in errors] == [(4, "phone")]
+    assert "not a phone number" in errors[0].message and "138" not in errors[0].message
+    residents = (
+        "elder_code,display_name,care_level,bed_code,phone\n"
+        "ELD-0001,Wang Fang,2,BED-0001,+86 138 1234 1234\n"
+        "ELD-0002,Li Lei,2,BED-0002,12\n"  # 3: too short
+    )
+    assert _lines("residents", residents) == [(3, "phone")]
+
+
+def test_clean_phone_is_the_one_rule_of_cli_site_definition_and_imports() -> None:
+    assert clean_phone(" (021) 5555-0199 ") == "(021) 5555-0199"
+    assert clean_phone("") is None and clean_phone(None) is None and clean_phone("  ") is None
+    for bad in ("12", "138x1234", "1" * 33):
+        with pytest.raises(InvalidError, match="not a phone number") as exc:
+            clean_phone(bad)
+        assert bad not in str(exc.value)
+    # The same pattern as the database's CHECK on residents.phone / locations.phone (0031).
+    migration = (Path(gateway.__file__).parent / "storage" / "migrations").glob("0031_*.sql")
+    assert f"phone ~ '{PHONE_PATTERN}'" in next(migration).read_text()
