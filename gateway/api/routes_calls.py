@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from gateway.api.deps import (
     STAFF,
@@ -30,7 +30,7 @@ from gateway.api.deps import (
     TelephonyDep,
     allow,
 )
-from gateway.api.schemas import ApiModel
+from gateway.api.schemas import ApiModel, fields_of
 from gateway.storage.incident_calls import CallRow
 from gateway.telephony import service
 from gateway.telephony.phones import CalleeKind, CallOutcome
@@ -38,17 +38,14 @@ from gateway.telephony.phones import CalleeKind, CallOutcome
 router = APIRouter(tags=["calls"])
 
 
-class CalleeOut(ApiModel):
-    """Someone to call about the incident: ``phone`` is null unless the caller's role may
-    see numbers; ``masked_phone`` (138****1234) always; ``callable``: has a number."""
-
-    kind: CalleeKind
-    ref: str
-    display_name: str | None
-    relation: str | None
-    masked_phone: str | None
-    phone: str | None
-    callable: bool
+# The service's Callee as the API answers it (one definition of its fields).
+CalleeOut = create_model(
+    "CalleeOut",
+    __base__=ApiModel,
+    __doc__="Someone to call about the incident: ``phone`` is null unless the caller's role "
+    "may see numbers; ``masked_phone`` (138****1234) always; ``callable``: has a number.",
+    **fields_of(service.Callee),
+)
 
 
 class CallOut(ApiModel):
@@ -118,10 +115,9 @@ def _call_out(row: CallRow) -> CallOut:
             response_model=list[CalleeOut], **allow(*STAFF))  # fmt: skip
 def callees(
     incident_id: int, user: CurrentUser, conn: DbConn, settings: SettingsDep
-) -> list[CalleeOut]:
+) -> list[service.Callee]:
     reveal = user.role.value in settings.telephony.reveal_roles
-    rows = service.callees(conn, _caller(user), incident_id, reveal=reveal)
-    return [CalleeOut.model_validate(r, from_attributes=True) for r in rows]
+    return service.callees(conn, _caller(user), incident_id, reveal=reveal)
 
 
 @router.post("/incidents/{incident_id}/calls", status_code=status.HTTP_201_CREATED,

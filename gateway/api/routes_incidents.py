@@ -10,7 +10,6 @@ incident's details (``GET /incidents/{id}``: ``incident.read``).
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -40,6 +39,7 @@ from gateway.api.schemas import (
 from gateway.escalation.timeline import escalation_status, escalation_timeline
 from gateway.facts import OPEN_STATES
 from gateway.storage import incident_reads
+from gateway.storage.acceptance import ActiveTest
 from gateway.telephony.phones import mask_phone
 from gateway.workflow.service import Actor, Incident, IncidentNotFoundError, IncidentService
 from gateway.workflow.transitions import (
@@ -66,20 +66,11 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     return out
 
 
-class TestModeItem(ApiModel):
-    """A device under an acceptance test now, for the console's banner (with the server's
-    ``now`` for the countdown)."""
+class TestModeItem(ActiveTest):
+    """A device under an acceptance test now, for the console's banner (the acceptance
+    repository's row, with the server's ``now`` and the seconds left for the countdown)."""
 
-    test_id: str
-    device_id: str
-    kind: str
-    bed_id: str | None
-    bed_code: str | None
-    location_id: str | None
-    location: str | None
-    started_at: datetime
-    expires_at: datetime
-    now: datetime
+    model_config = ApiModel.model_config
     remaining_s: float
 
 

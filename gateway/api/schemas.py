@@ -25,7 +25,7 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-def _fields_of(cls: type[Any]) -> dict[str, Any]:
+def fields_of(cls: type[Any]) -> dict[str, Any]:
     """``create_model`` field definitions of a dataclass (its resolved annotations)."""
     hints = typing.get_type_hints(cls)
     return {f.name: (hints[f.name], ...) for f in dataclasses.fields(cls)}
@@ -37,7 +37,7 @@ IncidentOut = create_model(
     "IncidentOut",
     __base__=ApiModel,
     __doc__="An incident; SLA durations in seconds (null until reached).",
-    **_fields_of(Incident),
+    **fields_of(Incident),
     time_to_acknowledge_s=(float | None, None),
     time_to_on_scene_s=(float | None, None),
     time_to_resolve_s=(float | None, None),

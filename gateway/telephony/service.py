@@ -64,7 +64,7 @@ class Caller:
 class Callee:
     """Someone to call: ``phone`` only when the caller may see numbers, ``masked`` always."""
 
-    kind: str
+    kind: CalleeKind
     ref: str
     display_name: str | None
     relation: str | None
@@ -104,7 +104,7 @@ def callees(conn: Conn, caller: Caller, incident_id: int, *, reveal: bool) -> li
 
 def _callee(r: store.CalleeRow, *, reveal: bool) -> Callee:
     phone = r.phone if reveal else None
-    return Callee(r.kind, r.ref, r.display_name, r.relation, mask_phone(r.phone), phone,
+    return Callee(CalleeKind(r.kind), r.ref, r.display_name, r.relation, mask_phone(r.phone), phone,
                   bool(r.phone))  # fmt: skip
 
 
