@@ -163,6 +163,7 @@ def test_care_and_technical_apart_with_names_and_targets(
         expect(page.locator("#detail-title")).to_contain_text(f"#{battery}")
         page.fill("#cancel-reason", "battery was replaced during the install")
         page.click("#act-cancel")
+        expect(page.locator("#error")).to_be_hidden()  # (a refused cancel says why here)
         expect(page.locator(f'tr[data-incident-id="{battery}"]')).to_have_count(0)
         # The handover summary: residents flagged this shift, what is open, devices to fix.
         page.click("#handover-button")
