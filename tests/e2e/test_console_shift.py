@@ -9,6 +9,7 @@ would raise them.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -203,4 +204,43 @@ def test_care_and_technical_apart_with_names_and_targets(
     by_duty = [data for actor, data in name_reads if actor == duty]
     assert len(by_duty) == 1
     assert sorted(by_duty[0]["residents"]) == ["site-a-r0", "site-a-r1"]
+    assert errors == []
+
+
+def test_typing_a_reason_survives_the_reconcile(db: Database, broker: Broker, browser: Any) -> None:
+    """The detail panel is re-rendered by every live event and reconcile (here every 1 s).
+    Re-inserting a focused field blurs it: the rest of what the nurse types went nowhere
+    (this test's own cancel once failed on an empty reason that way). The field keeps the
+    focus, the caret and its text."""
+    from playwright.sync_api import expect
+
+    make_site(db, broker, site_id="site-a", beds=1)
+    with db.connect() as conn:
+        create_user(conn, "sup-a", "supervisor", PASSWORD, site_id="site-a")
+    battery = _raise(db, IncidentType.LOW_BATTERY, resident_id="site-a-r0", subject="site-a-wr0",
+                     details={"device_kind": "wearable", "battery_pct": 9})  # fmt: skip
+    settings = gateway_settings(db, broker, SAFEHOME_API__CONSOLE_RECONCILE_S="1")
+    errors: list[str] = []
+    with InProcessGateway(settings) as gw:
+        page = new_page(browser, errors, width=1366, height=900)
+        _sign_in(page, gw.api_url + "/", "sup-a")
+        page.locator(f'tr[data-incident-id="{battery}"]').click()
+        expect(page.locator("#detail-title")).to_contain_text(f"#{battery}")
+        page.click("#cancel-reason")
+        page.keyboard.type("battery ")
+        # Two reconciles later (each re-reads the incident and re-renders the panel):
+        body = page.locator("body")
+        seen = int(body.get_attribute("data-reconciles") or "0")
+        deadline = time.monotonic() + 20
+        while int(body.get_attribute("data-reconciles") or "0") < seen + 2:
+            assert time.monotonic() < deadline, "the console stopped reconciling"
+            page.wait_for_timeout(100)
+        expect(page.locator("#cancel-reason")).to_be_focused()
+        page.keyboard.type("replaced")
+        expect(page.locator("#cancel-reason")).to_have_value("battery replaced")
+        page.click("#act-cancel")
+        expect(page.locator("#error")).to_be_hidden()
+        expect(page.locator(f'tr[data-incident-id="{battery}"]')).to_have_count(0)
+        page.context.close()
+    assert db.scalar("SELECT state FROM incidents WHERE id = %s", (battery,)) == "cancelled"
     assert errors == []

@@ -233,9 +233,28 @@ const SHG = (() => {
   }
   document.addEventListener("DOMContentLoaded", translatePage);
 
+  /* Run ``render`` (which re-builds or re-inserts what ``root`` holds) without taking the
+   * keyboard away from the user: moving a focused field out of the page blurs it, and what
+   * she types next would go nowhere (live events and the reconcile re-render every few
+   * seconds). The field with the same id gets the focus and the caret back. */
+  function keepFocus(root, render) {
+    const active = document.activeElement;
+    const inside = active && active.id && root.contains(active) ? active : null;
+    const caret = inside && typeof inside.selectionStart === "number"
+      ? [inside.selectionStart, inside.selectionEnd] : null;
+    render();
+    if (!inside || document.activeElement === inside && inside.isConnected) return;
+    const again = document.getElementById(inside.id);
+    if (!again || !root.contains(again)) return;
+    again.focus({ preventScroll: true });
+    if (caret && typeof again.setSelectionRange === "function") {
+      try { again.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
+    }
+  }
+
   return {
     ApiError, api, signIn, signOut, token, validToken, refresh, role, now, el, duration, clock,
     hm, isToday, typeLabel, stateLabel, outcomeLabel, roleLabel, kindLabel, reasonText, OUTCOMES,
-    t, lang, setLang, toggleLang, translatePage, setSiteOffset, tzName,
+    t, lang, setLang, toggleLang, translatePage, setSiteOffset, tzName, keepFocus,
   };
 })();

@@ -93,7 +93,7 @@ const SHG_CALLS = (() => {
       placeholder: t("calls.note_text"), "aria-label": t("calls.note_text") });
     const prevNote = node.querySelector("#incident-note");
     if (prevNote) noteText.value = prevNote.value;
-    node.replaceChildren(...[
+    SHG.keepFocus(node, () => node.replaceChildren(...[
       el("h3", { text: t("calls.title") }),
       cur.callees.length
         ? el("ul", { class: "callees", id: "callees" }, ...cur.callees.map(calleeItem))
@@ -109,7 +109,7 @@ const SHG_CALLS = (() => {
         after(api(`/incidents/${cur.id}/notes`, { method: "POST", body: { text } })
           .then(() => { noteText.value = ""; }));
       } }, noteText, el("button", { type: "submit", id: "add-note" }, t("calls.note_add"))),
-    ].filter(Boolean));
+    ].filter(Boolean)));
   }
 
   /* The panel of ``inc`` (the same node while the same incident stays selected). */

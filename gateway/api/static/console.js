@@ -630,7 +630,7 @@
     const row = state.incidents.find((i) => i.id === inc.id) || state.resolved.find((i) => i.id === inc.id);
     const sentence = SHG.reasonText(inc);
     // (replaceChildren would print a null as the text "null": the hub-offline card did.)
-    ui.detail.replaceChildren(...[
+    SHG.keepFocus(ui.detail, () => ui.detail.replaceChildren(...[
       el("h2", { id: "detail-title", class: inc.technical ? "tech" : "care" }, `${SHG.typeLabel(inc.type)} #${inc.id}`),
       el("p", { class: "state", id: "detail-state", "data-state": inc.state, text: SHG.stateLabel(inc.state) }),
       row ? el("p", { class: "where-line", id: "detail-where" }, `${residentLabel(row)} · ${residentWhere(row)}`) : null,
@@ -652,7 +652,7 @@
       state.card ? cardView(state.card) : null,
       el("h3", { text: t("timeline") }),
       el("ol", { class: "timeline", id: "timeline" }, ...timelineItems(inc)),
-    ].filter(Boolean));
+    ].filter(Boolean)));
   }
 
   // -- the timeline: state changes merged with escalation steps, pages and messages ---------
