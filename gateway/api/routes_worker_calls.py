@@ -36,7 +36,8 @@ WORKER = (UserRole.COMMUNITY_WORKER,)
 
 class WorkerCallOut(ApiModel):
     """A worker's call about an elder: ``status`` placed or failed (``detail``: a short
-    code), the door-knock task and incident it was made for, the outcome once recorded."""
+    code), the door-knock task and incident it was made for, the outcome once recorded
+    (``outcome_by`` ``system``: the adapter's invalid_number, which the worker may correct)."""
 
     id: int
     resident_id: str
@@ -50,6 +51,7 @@ class WorkerCallOut(ApiModel):
     placed_at: datetime
     outcome: CallOutcome | None
     outcome_note: str | None
+    outcome_by: str | None
     outcome_at: datetime | None
 
 
