@@ -19,7 +19,15 @@ from gateway.storage import people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.browser import PASSWORD, new_page, shot, sign_in
+from tests.browser import (
+    PASSWORD,
+    axe_blocking,
+    axe_report,
+    axe_violations,
+    new_page,
+    shot,
+    sign_in,
+)
 from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +39,12 @@ ELDER_PHONE = "021-5555-0199"
 def _no_sideways_scroll(page: Any) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways at 390 px ({width} px)"
+
+
+def _accessible(page: Any) -> None:
+    """No serious or critical axe-core violation on the page as it is now."""
+    blocking = axe_blocking(axe_violations(page))
+    assert not blocking, axe_report(blocking)
 
 
 def test_worker_calls_the_family_records_a_phone_visit_and_calls_from_a_task(
@@ -91,6 +105,7 @@ def test_worker_calls_the_family_records_a_phone_visit_and_calls_from_a_task(
         expect(callees.nth(1)).to_contain_text("家属 李明（儿子） · 138****1234")
         assert FAMILY_PHONE not in sheet.inner_text()
         _no_sideways_scroll(page)
+        _accessible(page)
         shot(page, "worker-calls-callees.png")
 
         # The desk-phone adapter: the worker taps the tel: link to dial.
@@ -107,6 +122,7 @@ def test_worker_calls_the_family_records_a_phone_visit_and_calls_from_a_task(
         page.select_option(f"#wcall-outcome-{call_id}", "connected")
         page.fill(f"#wcall-note-{call_id}", "老人一切安好，儿子周末回家")
         _no_sideways_scroll(page)
+        _accessible(page)
         shot(page, "worker-calls-outcome.png")
         page.click(f"#wcall-record-{call_id}")
         expect(page.locator("#wcall-recorded")).to_contain_text("通话结果已记录：接通")
