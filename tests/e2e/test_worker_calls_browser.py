@@ -169,6 +169,15 @@ def test_worker_calls_the_family_records_a_phone_visit_and_calls_from_a_task(
         shot(page, "worker-calls-en.png")
         page.context.close()
 
+        # The console: the worker's call on the incident's timeline, named as such.
+        page = new_page(browser, errors, width=1366, height=800, locale="zh-CN")
+        sign_in(page, f"{url}/", "duty-a")
+        page.locator(f'tr[data-incident-id="{incident.id}"]').click()
+        timeline = page.locator("#timeline")
+        expect(timeline).to_contain_text("社区工作者 赵强 呼叫 住户 Resident 0 · 座机 · 已拨出")
+        expect(timeline).to_contain_text("社区工作者 赵强 记录通话结果：住户 Resident 0 · 未接通")
+        page.context.close()
+
         detail = httpx.get(f"{url}/incidents/{incident.id}", headers=headers, timeout=15).json()
         placed = [e["data"] for e in detail["timeline"] if e["kind"] == "call_placed"]
         assert [(d["caller_name"], d["callee_kind"], d["task_id"]) for d in placed] == [

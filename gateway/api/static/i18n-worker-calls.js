@@ -1,9 +1,11 @@
 /* Messages of the community worker's calls on /worker (呼叫: the elder, the family; the
  * outcome of each call; "record as a phone visit"), zh-CN first, English second. Loaded
- * right after i18n.js by the worker page. */
+ * right after i18n.js by the worker page, and by the console (whose incident timeline names
+ * the community worker who called from a door-knock task: role.community_worker). */
 "use strict";
 
 Object.assign(SHG_I18N.messages["zh-CN"], {
+  "role.community_worker": "社区工作者",
   "wcalls.open": "呼叫",
   "wcalls.title": "呼叫 · {name}",
   "wcalls.kind.resident": "老人本人",
@@ -36,6 +38,7 @@ Object.assign(SHG_I18N.messages["zh-CN"], {
 });
 
 Object.assign(SHG_I18N.messages.en, {
+  "role.community_worker": "Community worker",
   "wcalls.open": "Call",
   "wcalls.title": "Call · {name}",
   "wcalls.kind.resident": "the elder",
