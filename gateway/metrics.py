@@ -100,6 +100,20 @@ class Metrics:
             ["via", "result"],
             registry=r,
         )
+        # Click-to-call (gateway.telephony.metered): attempts and outcomes, provider time.
+        self.calls = Counter(
+            "safehome_calls",
+            "Calls by adapter and result (placed, failed, or the outcome recorded)",
+            ["adapter", "result"],
+            registry=r,
+        )
+        self.call_provider_seconds = Histogram(
+            "safehome_call_provider_seconds",
+            "Time the telephony adapter took to place one call (the provider request)",
+            ["adapter"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
         # process_* (CPU, memory, open files, start time) and python_info.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r, platform=None)

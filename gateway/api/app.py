@@ -49,6 +49,7 @@ from gateway.api.routes_reports import router as reports_router
 from gateway.api.routes_supervision import router as supervision_router
 from gateway.api.routes_users import router as users_router
 from gateway.api.routes_visits import router as visits_router
+from gateway.api.routes_worker_calls import router as worker_calls_router
 from gateway.brokersync import BrokerSync
 from gateway.storage.probe import database_ready
 
@@ -169,6 +170,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
     app.include_router(language_router)  # admins: a user's or contact's language (l10n)
     app.include_router(paging_router)  # /ack/{token} (signed link), channels (admin)
     app.include_router(visits_router)  # 探访关爱: worker's visits, door-knock tasks
+    app.include_router(worker_calls_router)  # 探访关爱: the worker calls their elders
     app.include_router(supervision_router)  # district figures, staffing; /worker, /district
     app.include_router(districts_router)  # admins: sites and supervisors of districts
     app.include_router(pages_router)  # /, /family, /static/*: no data, PUBLIC

@@ -53,6 +53,7 @@ from gateway.settings import Settings
 from gateway.storage import auth_sessions
 from gateway.telephony import build_adapter
 from gateway.telephony.adapter import TelephonyAdapter
+from gateway.telephony.metered import MeteredAdapter
 
 if TYPE_CHECKING:
     from gateway.api.livefeed import LiveFeed
@@ -165,9 +166,13 @@ async def get_broker_sync(host: HostDep) -> BrokerSync:
 BrokerSyncDep = Annotated[BrokerSync, Depends(get_broker_sync)]
 
 
-async def get_telephony(settings: SettingsDep) -> TelephonyAdapter | None:
-    """The click-to-call adapter of ``[telephony]`` (None when click-to-call is off)."""
-    return build_adapter(settings.telephony)
+async def get_telephony(host: HostDep) -> TelephonyAdapter | None:
+    """The click-to-call adapter of ``[telephony]`` (None when click-to-call is off),
+    counted and timed on the gateway's metrics (gateway.telephony.metered)."""
+    adapter = build_adapter(host.settings.telephony)
+    if adapter is None or host.metrics is None:
+        return adapter
+    return MeteredAdapter(adapter, host.metrics)
 
 
 TelephonyDep = Annotated[TelephonyAdapter | None, Depends(get_telephony)]

@@ -25,6 +25,7 @@ from gateway.api.deps import (
     STAFF,
     CurrentUser,
     DbConn,
+    HostDep,
     Principal,
     SettingsDep,
     TelephonyDep,
@@ -33,6 +34,7 @@ from gateway.api.deps import (
 from gateway.api.schemas import ApiModel, fields_of
 from gateway.storage.incident_calls import CallRow
 from gateway.telephony import service
+from gateway.telephony.metered import count_outcome
 from gateway.telephony.phones import CalleeKind, CallOutcome
 
 router = APIRouter(tags=["calls"])
@@ -147,11 +149,18 @@ def list_calls(incident_id: int, user: CurrentUser, conn: DbConn) -> list[CallOu
              summary="Record what came of a call, with a note",
              response_model=CallOut, **allow(*STAFF))  # fmt: skip
 def record_outcome(
-    incident_id: int, call_id: int, body: OutcomeBody, user: CurrentUser, conn: DbConn
+    incident_id: int,
+    call_id: int,
+    body: OutcomeBody,
+    *,
+    user: CurrentUser,
+    conn: DbConn,
+    host: HostDep,
 ) -> CallOut:
     row = service.record_outcome(
         conn, _caller(user), incident_id, call_id, outcome=body.outcome, note=body.note
     )
+    count_outcome(host.metrics, row.channel, body.outcome)
     return _call_out(row)
 
 

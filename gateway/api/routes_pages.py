@@ -34,6 +34,7 @@ STATIC_FILES: dict[str, str] = {
     "console-calls.js": "text/javascript; charset=utf-8",
     "console-calls.css": "text/css; charset=utf-8",
     "i18n-calls.js": "text/javascript; charset=utf-8",
+    "i18n-worker-calls.js": "text/javascript; charset=utf-8",  # the worker page's calls
 }
 
 SECURITY_HEADERS: dict[str, str] = {

@@ -44,6 +44,7 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "visits" / "static"
 PAGE_FILES = {
     "worker.html": "text/html; charset=utf-8",
     "worker.js": "text/javascript; charset=utf-8",
+    "worker-calls.js": "text/javascript; charset=utf-8",  # the worker's calls (呼叫)
     "district.html": "text/html; charset=utf-8",
     "district.js": "text/javascript; charset=utf-8",
     "visits.css": "text/css; charset=utf-8",

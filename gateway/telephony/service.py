@@ -43,6 +43,7 @@ __all__ = [
     "Caller",
     "PlacedCall",
     "add_note",
+    "callee_of",
     "callees",
     "calls",
     "place_call",
@@ -99,10 +100,11 @@ def callees(conn: Conn, caller: Caller, incident_id: int, *, reveal: bool) -> li
     if incident.resident_id is None:
         return []
     rows = store.callees(conn, incident.resident_id)
-    return [_callee(r, reveal=reveal) for r in rows]
+    return [callee_of(r, reveal=reveal) for r in rows]
 
 
-def _callee(r: store.CalleeRow, *, reveal: bool) -> Callee:
+def callee_of(r: store.CalleeRow, *, reveal: bool) -> Callee:
+    """A callee row as shown: the masked number always, the number only with ``reveal``."""
     phone = r.phone if reveal else None
     return Callee(CalleeKind(r.kind), r.ref, r.display_name, r.relation, mask_phone(r.phone), phone,
                   bool(r.phone))  # fmt: skip

@@ -37,7 +37,9 @@
         t.overdue ? el("span", { class: "badge late" }, "已超时 Overdue") : null),
       el("p", { class: "muted", text: `截止 Due ${SHG.clock(t.due_at)}` +
         (t.incident_id ? ` · 事件 #${t.incident_id}` : "") }),
-      el("button", { type: "button", class: "record-task", onclick: () => openTask(t) }, "记录敲门结果 Record result"));
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "record-task", onclick: () => openTask(t) }, "记录敲门结果 Record result"),
+        callButton({ residentId: t.resident_id, name: t.display_name, taskId: t.id })));
   }
 
   function elderCard(e) {
@@ -49,7 +51,24 @@
       el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
         `${KIND[d.kind]}探访 每${d.interval_days}天 · 应于 ${day(d.due_on)}`,
         d.overdue ? el("span", { class: "badge late" }, " 已逾期 Overdue") : null))),
-      el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, "记录探访 Record visit"));
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, "记录探访 Record visit"),
+        callButton({ residentId: e.resident_id, name: e.display_name })));
+  }
+
+  // 呼叫 (worker-calls.js): community workers call their own elders and the elders' families.
+  const callHooks = {
+    report: showError,
+    clear: clearError,
+    onVisit: (residentId, name, note) => openPhoneVisit(residentId, name, note),
+    onClose: () => { ui.work.hidden = false; load(); },
+  };
+  function callButton(ctx) {
+    if (SHG.role() !== "community_worker") return null;
+    return el("button", { type: "button", class: "call-open secondary", onclick: () => {
+      clearError(); ui.notice.hidden = true; ui.work.hidden = true;
+      SHG_WORKER_CALLS.open(ctx, callHooks);
+    } }, SHG.t("wcalls.open"));
   }
 
   async function load() {
@@ -80,6 +99,14 @@
     ui.kind.value = next ? next.kind : "phone";
     ui.visitFields.hidden = false; ui.resultFields.hidden = true;
     openForm(`记录探访 · ${e.display_name}`);
+    syncProof();
+  }
+  function openPhoneVisit(residentId, name, note) {  // after a connected call: prefilled
+    current = { type: "visit", residentId };
+    ui.kind.value = "phone"; ui.outcome.value = "well";
+    ui.visitFields.hidden = false; ui.resultFields.hidden = true;
+    openForm(`记录探访 · ${name}`);
+    ui.notes.value = note || "";
     syncProof();
   }
   function openTask(t) {
@@ -160,10 +187,10 @@
     ui.login.hidden = true; ui.work.hidden = false; ui.signOut.hidden = false;
     load();
     clearInterval(timer);
-    timer = setInterval(() => { if (!document.hidden && ui.record.hidden) load(); }, POLL_MS);
+    timer = setInterval(() => { if (!document.hidden && ui.record.hidden && !SHG_WORKER_CALLS.isOpen()) load(); }, POLL_MS);
   }
   function signOut(message) {
-    clearInterval(timer); stopCamera(); SHG.signOut();
+    clearInterval(timer); stopCamera(); SHG_WORKER_CALLS.close(false); SHG.signOut();
     ui.work.hidden = true; ui.record.hidden = true; ui.login.hidden = false; ui.signOut.hidden = true;
     if (message) showError(message);
   }
