@@ -4,7 +4,8 @@ Counters (since this process started): incident timeline events by event, type a
 time to acknowledge (histogram); escalation tiers reached; staff pages by kind; notification
 attempts by channel and result. Gauges (now): unacknowledged incidents and the age of the
 oldest; the notification outbox's depth, oldest row and how overdue its most overdue due row
-is; running escalation timers and how overdue the most overdue is.
+is; the same three for the outbox's other messages by kind (visit notices, platform push);
+running escalation timers and how overdue the most overdue is.
 
 Why derived rather than incremented where things happen: the workflow, escalation and
 outbox code stays free of metrics plumbing, a transition made by another process (the API
@@ -37,8 +38,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway import facts
+from gateway.platform.push import KIND as PUSH_KIND
 from gateway.storage import carepath
 from gateway.storage.carepath import InFlight
+from gateway.visits.notices import KIND as NOTICE_KIND
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ INCIDENT_EVENTS = frozenset({
     "cancelled", "reopened",
 })  # fmt: skip
 PRIORITIES = facts.PRIORITIES
+# The non-incident outbox kinds always exported (0 when none waits); another kind that has
+# rows waiting is exported too.
+MESSAGE_KINDS = (NOTICE_KIND, PUSH_KIND)
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
@@ -307,4 +313,26 @@ class CarePathCollector(Collector):
         ):  # fmt: skip
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
+            yield g
+        yield from self._message_families()
+
+    def _message_families(self) -> Iterator[Metric]:
+        """The outbox's non-incident messages by kind (their own alert, milder than the
+        incident outbox's)."""
+        waiting = {m.kind: m for m in self.in_flight.messages} if self.in_flight else {}
+        kinds = sorted(set(MESSAGE_KINDS) | set(waiting))
+        for name, doc, attr in (
+            ("safehome_message_outbox_depth",
+             "Non-incident messages (visit notices, platform push) waiting to be sent", "depth"),
+            ("safehome_message_outbox_oldest_age_seconds",
+             "Age of the oldest non-incident message waiting to be sent (0: none)",
+             "oldest_age_s"),
+            ("safehome_message_outbox_overdue_seconds",
+             "How late the most overdue due non-incident message is (0: none; grows when the "
+             "message worker is stuck)", "overdue_s"),
+        ):  # fmt: skip
+            g = GaugeMetricFamily(name, doc, labels=["kind"])
+            for kind in kinds:
+                m = waiting.get(kind)
+                g.add_metric([kind], float(getattr(m, attr)) if m else 0.0)
             yield g

@@ -2,8 +2,10 @@
 
 Two gateways share one database and one broker. Exactly one is *active*: it holds the lease
 and runs everything that acts on alarms (the MQTT ingest session, analysis, alarm recovery,
-escalation, the outbox, the broker's ``$SYS`` monitor). The other is the *standby*: it serves
-the API (reads and writes go to the same database) and waits for the lease. The broker binds
+escalation, the outbox, the broker's ``$SYS`` monitor) and every other periodic worker that
+writes or sends (visits sweep, message outbox, away-period release, retention). The other is
+the *standby*: it serves the API (reads and writes go to the same database) and waits for the
+lease. The broker binds
 client ids to user names, so both share one MQTT session identity: the standby must not
 connect before it holds the lease, or it would take the active's session over.
 

@@ -10,7 +10,10 @@ supervisor, e.g. systemd, restarts it); bad input never does.
 
 With ``failover.enabled`` (gateway.lease) the HTTP API starts right after the database check
 and everything from the alarm recovery to the MQTT session starts only once this process holds
-the lease: at once, or later as the standby taking over. A lost lease ends the process.
+the lease: at once, or later as the standby taking over. So do the TimescaleDB policies and the
+periodic work outside the alarm path (visits sweep, message outbox, away-period release): the
+standby serves the API and waits, it writes or sends nothing on its own. A lost lease ends the
+process.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class Runtime:
         # systemd's notify socket (READY/WATCHDOG/STOPPING); a no-op outside systemd.
         self.sd = notifier if notifier is not None else SdNotifier()
         self.tsinfo: timescale.TimescaleInfo | None = None
+        self._owns_schema = False
         self._api_enabled = api
         self._sink = sink
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,6 +169,7 @@ class Runtime:
                 await self._start_active(workflow)
                 if self._api_enabled:
                     await self._start_api()
+                await self._start_periodic()
             else:
                 # Last to run: nothing of ours writes or acks any more (released even if it
                 # was never held).
@@ -175,6 +180,7 @@ class Runtime:
                     await self._start_api()
                 if await self._try_lease():
                     await self._start_active(workflow)
+                    await self._start_periodic()
                 else:
                     log.info("standby: waiting for the lease")
                     self._spawn(self._standby(workflow), "standby")
@@ -218,6 +224,7 @@ class Runtime:
                     log.warning("standby: database unavailable", extra=extra)
         log.info("standby: taking over")
         await self._start_active(workflow)
+        await self._start_periodic()
         self.failover_active.set(1)
         self.sd.status("serving")
 
@@ -227,6 +234,9 @@ class Runtime:
         """Everything that acts on alarms: recovery, analysis, workflow, ingest, MQTT."""
         s = self.settings
         assert self.tsinfo is not None
+        if self._owns_schema:  # the schema's owner (warned about): our policies, as the active
+            info = self.tsinfo
+            await asyncio.to_thread(self._apply_policies, info)
         # Alarms stored but never analysed by the previous run (killed after the ack, down
         # longer than analysis.catch_up_s): their incidents first (escalation.recovery).
         self.recovery = AlarmRecovery(
@@ -375,14 +385,18 @@ class Runtime:
         with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
             check_schema(conn)
             info = timescale.detect(conn)
-            if timescale.owns_schema(conn):
+            self._owns_schema = timescale.owns_schema(conn)
+            if self._owns_schema:
                 log.warning(
                     "the gateway connects as the owner of the schema, so it could disable the "
                     "audit log's append-only triggers: set database.owner_user (README, "
                     "Operations)"
                 )
-                timescale.apply_policies(conn, info, self.settings.retention)
             return info
+
+    def _apply_policies(self, info: timescale.TimescaleInfo) -> None:
+        with psycopg.connect(self.settings.database.conninfo(), autocommit=True) as conn:
+            timescale.apply_policies(conn, info, self.settings.retention)
 
     async def _start_api(self) -> None:
         db = self.settings.database
@@ -424,23 +438,36 @@ class Runtime:
         sock = self._server.servers[0].sockets[0]
         self.api_port = int(sock.getsockname()[1])
         log.info("api listening", extra={"host": self.settings.api.host, "port": self.api_port})
-        # 探访关爱: overdue visits noticed, silent homes given a door-knock task. Idempotent
-        # (unique notices and open tasks), so the standby's API process may sweep too.
-        v = self.settings.visits
+
+    async def _start_periodic(self) -> None:
+        """The active's periodic work outside the alarm path, started with the lease (with
+        failover) and never on the standby: one process acts, so an away-period release or
+        a notice is never raised or sent by a process that is not the active. On the API's
+        pool; without the API (``api=False``) on a small pool of their own."""
+        s = self.settings
+        pool = self.api_pool
+        if pool is None:
+            db = s.database
+            pool = ConnectionPool(
+                db.conninfo(), min_size=1, max_size=2, kwargs={"autocommit": True},
+                open=False, name="periodic",
+            )  # fmt: skip
+            self._stack.push_async_callback(asyncio.to_thread, pool.close, 5)
+            await asyncio.to_thread(pool.open, True, db.connect_timeout_s)
+        # 探访关爱: overdue visits noticed, silent homes given a door-knock task.
+        v = s.visits
         cfg = load_visits_config(v.config_path) if v.config_path else load_visits_config()
         sweeper = VisitsSweeper(
-            self.api_pool,
+            pool,
             cfg,
             poll_interval_s=v.sweep_interval_s,
-            notices=self.settings.notify.enabled,
-            sites=served_sites(self.settings.cell),
+            notices=s.notify.enabled,
+            sites=served_sites(s.cell),
         )
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
         # Overdue notices and the monthly platform push through the outbox (gateway.platform).
-        await start_message_workers(self.settings, self.api_pool, cfg, self._stack, self._spawn)
-        releaser = AwayReleaser(
-            self.api_pool, poll_interval_s=self.settings.family.release_interval_s
-        )
+        await start_message_workers(s, pool, cfg, self._stack, self._spawn)
+        releaser = AwayReleaser(pool, poll_interval_s=s.family.release_interval_s)
         self._spawn(releaser.run(), "away-release")  # 随家人外出 over: held-back findings
 
     @staticmethod

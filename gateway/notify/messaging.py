@@ -8,54 +8,38 @@ channels (:class:`UserNoticeHandler`), the monthly platform push
 (:class:`gateway.platform.push.PlatformPushHandler`).
 
 Same life cycle as the incident outbox (:mod:`gateway.notify.outbox`), whose rows this
-worker never takes: claim with ``FOR UPDATE SKIP LOCKED`` and a lease (several workers,
-a crashed worker's row is taken again after its lease), one ``notification_attempts`` row
-per attempt, transient failures retried with exponential backoff and jitter up to the
-handler's :class:`RetryPolicy`, then ``failed`` (the dead letter, kept with its last error);
-a user's message moves on to their next channel. A handler with an ``audit_action`` has
-every attempt's result appended to the audit log in the attempt's transaction.
+worker never takes, and the same attempt step (:mod:`gateway.notify.attempt`): claim with
+``FOR UPDATE SKIP LOCKED`` and a lease (several workers, a crashed worker's row is taken
+again after its lease), one ``notification_attempts`` row per attempt, transient failures
+retried with exponential backoff and jitter up to the handler's :class:`RetryPolicy`, then
+``failed`` (the dead letter, kept with its last error); a user's message moves on to their
+next channel. A handler with an ``audit_action`` has every attempt's result appended to the
+audit log in the attempt's transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
+from gateway.notify.attempt import RetryPolicy, attempt
+from gateway.notify.channels import DeliveryResult, Notification, Notifier
 from gateway.notify.messages import RenderedMessage
 from gateway.pollworker import PollingWorker
 from gateway.storage import audit as audit_store
 from gateway.storage import messages as store
-from gateway.storage import outbox as outbox_rows
 from gateway.storage.messages import Message
+
+__all__ = ["MessageHandler", "MessageWorker", "RetryPolicy", "UserNoticeHandler"]
 
 log = logging.getLogger(__name__)
 
 AsyncConn = psycopg.AsyncConnection[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How long a kind of message is retried on transient failures."""
-
-    max_attempts: int = 8
-    deadline_s: float = 86400.0  # after the row was queued
-    backoff_base_s: float = 30.0
-    backoff_max_s: float = 3600.0
-    backoff_jitter: float = 0.2
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered."""
-        base = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** max(0, attempt - 1))
-        return max(0.0, base * (1.0 + rng.uniform(-self.backoff_jitter, self.backoff_jitter)))
 
 
 class MessageHandler(Protocol):
@@ -165,52 +149,19 @@ class MessageWorker(PollingWorker):
 
     async def _process(self, item: Message) -> None:
         handler = self._handlers[item.kind]
-        started = time.monotonic()
-        try:
-            result = await handler.send(item)
-        except Exception as exc:  # a handler bug must not stall the outbox
+
+        def raised(exc: Exception) -> DeliveryResult:
             log.error(
                 "message handler raised",
                 extra={"outbox_id": item.outbox_id, "kind": item.kind, "error": type(exc).__name__},
             )
-            result = DeliveryResult.transient(f"handler error: {type(exc).__name__}")
-        await self._finish(item, handler, result, int((time.monotonic() - started) * 1000))
+            return DeliveryResult.transient(f"handler error: {type(exc).__name__}")
 
-    async def _finish(
-        self, item: Message, handler: MessageHandler, result: DeliveryResult, duration_ms: int
-    ) -> None:
-        policy = handler.retry
-        delay = policy.delay(item.attempt, self._rng)
-        age_s = (datetime.now(UTC) - item.queued_at).total_seconds()
-        retry = (
-            result.outcome is Outcome.TRANSIENT
-            and item.attempt < policy.max_attempts
-            and age_s + delay <= policy.deadline_s
-        )
-        extra = {
-            "outbox_id": item.outbox_id,
-            "kind": item.kind,
-            "subject": item.subject,
-            "user_id": item.user_id,
-            "channel": item.channel,
-            "attempt": item.attempt,
-            "detail": result.detail,
-            "duration_ms": duration_ms,
-        }
-        next_id: int | None = None
-        async with self._pool.connection() as conn, conn.transaction():
+        async def record(conn: AsyncConn, result: DeliveryResult, duration_ms: int) -> None:
             await store.record_attempt(conn, item, result.outcome.value, result.detail, duration_ms)
-            if result.ok:
-                kept = await outbox_rows.mark_delivered(conn, item)
-            elif retry:
-                kept = await outbox_rows.mark_retry(conn, item, result.detail, delay)
-            else:
-                kept = await outbox_rows.mark_failed(conn, item, result.detail)
-            if not kept:
-                log.warning("message lease lost", extra=extra)
-                return
-            if not result.ok and not retry:
-                next_id = await self._next_channel(conn, item)
+
+        async def follow_up(conn: AsyncConn, result: DeliveryResult, retry: bool) -> int | None:
+            next_id = None if result.ok or retry else await self._next_channel(conn, item)
             if handler.audit_action is not None:
                 await audit_store.append_async(
                     conn,
@@ -229,11 +180,29 @@ class MessageWorker(PollingWorker):
                         "next_outbox_id": next_id,
                     },
                 )
-        if result.ok:
+            return next_id
+
+        done = await attempt(
+            self._pool, item, lambda: handler.send(item), policy=handler.retry, rng=self._rng,
+            record=record, follow_up=follow_up, on_raise=raised,
+        )  # fmt: skip
+        extra = {
+            "outbox_id": item.outbox_id,
+            "kind": item.kind,
+            "subject": item.subject,
+            "user_id": item.user_id,
+            "channel": item.channel,
+            "attempt": item.attempt,
+            "detail": done.result.detail,
+            "duration_ms": done.duration_ms,
+        }
+        if not done.kept:
+            log.warning("message lease lost", extra=extra)
+        elif done.result.ok:
             log.info("message delivered", extra=extra)
-        elif retry:
+        elif done.retry:
             log.warning("message attempt failed, will retry", extra=extra)
-        elif next_id is not None:
+        elif done.follow_up is not None:
             log.warning("message channel failed, next channel queued", extra=extra)
         else:
             log.warning("message failed for good", extra=extra)

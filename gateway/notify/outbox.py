@@ -38,11 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -50,6 +49,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway import l10n
 from gateway.facts import DEFAULT_UTC_OFFSET_S_INT
+from gateway.notify.attempt import Attempt, RetryPolicy, attempt
 from gateway.notify.channels import DeliveryResult, Notification, Notifier, Outcome
 from gateway.notify.messages import (
     Audience,
@@ -234,9 +234,7 @@ async def enqueue_staff_page(conn: AsyncConn, page: StaffPage) -> int | None:
 
 def backoff_delay(attempt: int, settings: NotifySettings, rng: random.Random) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered."""
-    base = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** max(0, attempt - 1))
-    jitter = settings.backoff_jitter
-    return max(0.0, base * (1.0 + rng.uniform(-jitter, jitter)))
+    return RetryPolicy.of(settings).delay(attempt, rng)
 
 
 class OutboxWorker(PollingWorker):
@@ -268,6 +266,7 @@ class OutboxWorker(PollingWorker):
         self._on_exhausted = on_exhausted
         self._on_attempt = on_attempt
         self._rng = rng or random.Random()
+        self._policy = RetryPolicy.of(settings)
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and process it; return how many were claimed."""
@@ -420,10 +419,7 @@ class OutboxWorker(PollingWorker):
             return await outbox.group_done(conn, item.incident_id, item.channel, item.outbox_id)
 
     async def _process(self, item: Claimed, recipient: Recipient | None) -> None:
-        started = time.monotonic()
-        try:
-            result = await self._deliver(item, recipient)
-        except Exception as exc:  # an adapter bug must not stall escalation
+        def raised(exc: Exception) -> DeliveryResult:
             # No traceback: an adapter's exception text may quote an address.
             log.error(
                 "notifier raised",
@@ -433,16 +429,40 @@ class OutboxWorker(PollingWorker):
                     "error": type(exc).__name__,
                 },
             )
-            result = DeliveryResult.transient(f"adapter error: {type(exc).__name__}")
-        duration_s = time.monotonic() - started
-        duration_ms = int(duration_s * 1000)
-        withdrawn = result.detail in _STOPPERS
-        exhausted = await self._finish(item, result, duration_ms, stop=withdrawn)
+            return DeliveryResult.transient(f"adapter error: {type(exc).__name__}")
+
+        async def record(conn: AsyncConn, result: DeliveryResult, duration_ms: int) -> None:
+            await outbox.record_attempt(
+                conn, item, result.outcome.value, result.detail, duration_ms
+            )
+
+        channels = [str(c) for c in item.payload.get("channels", [item.channel])]
+
+        async def follow_up(
+            conn: AsyncConn, result: DeliveryResult, retry: bool
+        ) -> ContactExhausted | None:
+            if result.ok or retry or result.detail in _STOPPERS:
+                return None
+            if await self._next_channel(conn, item, channels) is not None:
+                return None
+            return ContactExhausted(
+                item.incident_id, item.contact_id, tuple(channels), result.detail,
+                user_id=item.user_id, page_id=item.page_id,
+            )  # fmt: skip
+
+        # A withdrawn consent or a page no longer needed ends the chain: no retry, no report.
+        done = await attempt(
+            self._pool, item, lambda: self._deliver(item, recipient), policy=self._policy,
+            rng=self._rng, record=record, follow_up=follow_up, on_raise=raised,
+            stop=lambda result: result.detail in _STOPPERS,
+        )  # fmt: skip
+        self._log_attempt(item, done)
         if self._on_attempt is not None:
             try:
-                self._on_attempt(item.channel.split(":")[0], result.outcome, duration_s)
+                self._on_attempt(item.channel.split(":")[0], done.result.outcome, done.duration_s)
             except Exception:
                 log.exception("on_attempt observer failed", extra={"channel": item.channel})
+        exhausted = done.follow_up
         if exhausted is not None and self._on_exhausted is not None:
             try:
                 await self._on_exhausted(exhausted)
@@ -452,10 +472,8 @@ class OutboxWorker(PollingWorker):
                     extra={"incident_id": item.incident_id, "contact_id": item.contact_id},
                 )
 
-    async def _finish(
-        self, item: Claimed, result: DeliveryResult, duration_ms: int, *, stop: bool
-    ) -> ContactExhausted | None:
-        """Record the attempt and move the row on; return a ContactExhausted to report."""
+    @staticmethod
+    def _log_attempt(item: Claimed, done: Attempt[ContactExhausted | None]) -> None:
         extra = {
             "outbox_id": item.outbox_id,
             "incident_id": item.incident_id,
@@ -463,49 +481,20 @@ class OutboxWorker(PollingWorker):
             "user_id": item.user_id,
             "channel": item.channel,
             "attempt": item.attempt,
-            "detail": result.detail,
-            "duration_ms": duration_ms,
+            "detail": done.result.detail,
+            "duration_ms": done.duration_ms,
         }
-        delay = backoff_delay(item.attempt, self._settings, self._rng)
-        age_s = (datetime.now(UTC) - item.queued_at).total_seconds()
-        retry = (
-            result.outcome is Outcome.TRANSIENT
-            and item.attempt < self._settings.max_attempts
-            and age_s + delay <= self._settings.channel_deadline_s
-            and not stop
-        )
-        channels = [str(c) for c in item.payload.get("channels", [item.channel])]
-        exhausted: ContactExhausted | None = None
-        async with self._pool.connection() as conn, conn.transaction():
-            await outbox.record_attempt(
-                conn, item, result.outcome.value, result.detail, duration_ms
-            )
-            if result.ok:
-                kept = await outbox.mark_delivered(conn, item)
-            elif retry:
-                kept = await outbox.mark_retry(conn, item, result.detail, delay)
-            else:
-                kept = await outbox.mark_failed(conn, item, result.detail)
-            if not kept:
-                # Our lease ran out and another worker owns the row now; it decides.
-                log.warning("notification lease lost", extra=extra)
-                return None
-            if not result.ok and not retry and not stop:
-                next_id = await self._next_channel(conn, item, channels)
-                if next_id is None:
-                    exhausted = ContactExhausted(
-                        item.incident_id, item.contact_id, tuple(channels), result.detail,
-                        user_id=item.user_id, page_id=item.page_id,
-                    )  # fmt: skip
-        if result.ok:
+        if not done.kept:
+            # Our lease ran out and another worker owns the row now; it decides.
+            log.warning("notification lease lost", extra=extra)
+        elif done.result.ok:
             log.info("notification delivered", extra=extra)
-        elif retry:
+        elif done.retry:
             log.warning("notification attempt failed, will retry", extra=extra)
-        elif exhausted is not None:
+        elif done.follow_up is not None:
             log.warning("notification failed on every channel of the contact", extra=extra)
         else:
             log.warning("notification channel failed", extra=extra)
-        return exhausted
 
     async def _next_channel(
         self, conn: AsyncConn, item: Claimed, channels: Sequence[str]

@@ -1,8 +1,9 @@
 """Start the outbox's message worker (overdue notices, the platform push) and the monthly
 push schedule: one hook line in :mod:`gateway.runtime`, next to the visits sweep.
 
-Both may run on the two processes of a failover pair: the worker claims rows with ``SKIP
-LOCKED`` and a lease, and queuing is idempotent by key.
+Only the active process runs them (in a failover pair: the lease holder, gateway.lease). The
+worker still claims rows with ``SKIP LOCKED`` and a lease, and queuing is idempotent by key,
+so a restart or a takeover in the middle of a send repeats nothing but that send.
 """
 
 from __future__ import annotations

@@ -60,6 +60,16 @@ SELECT count(*),
 FROM notification_outbox WHERE state IN ('pending', 'sending') AND kind = 'incident'
 """
 
+# The same figures for the outbox's other messages (visit notices, the platform push), by
+# kind: their own gauges and a milder alert (partial index notification_outbox_messages_due_idx).
+_MESSAGES = """
+SELECT kind, count(*),
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8,
+       coalesce(greatest(extract(epoch FROM now() - min(next_attempt_at)), 0), 0)::float8
+FROM notification_outbox WHERE state IN ('pending', 'sending') AND kind <> 'incident'
+GROUP BY kind
+"""
+
 _ESCALATIONS = """
 SELECT count(*),
        coalesce(greatest(extract(epoch FROM now() - min(next_at)), 0), 0)::float8
@@ -93,8 +103,19 @@ class Unacknowledged:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageBacklog:
+    """Non-incident outbox rows of one kind waiting to be sent."""
+
+    kind: str
+    depth: int
+    oldest_age_s: float
+    overdue_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class InFlight:
-    """What is waiting now: unacknowledged incidents, the outbox, escalation timers."""
+    """What is waiting now: unacknowledged incidents, the outbox (incident rows; the other
+    messages by kind), escalation timers."""
 
     unacknowledged: list[Unacknowledged]
     outbox_depth: int
@@ -102,6 +123,7 @@ class InFlight:
     outbox_overdue_s: float
     escalations_running: int
     escalations_overdue_s: float
+    messages: tuple[MessageBacklog, ...] = ()  # kinds with rows waiting only
 
 
 def max_ids(conn: Connection[Any]) -> dict[str, int]:
@@ -123,6 +145,10 @@ def in_flight(conn: Connection[Any]) -> InFlight:
         for t, p, n, age in conn.execute(_UNACKNOWLEDGED).fetchall()
     ]
     outbox = conn.execute(_OUTBOX).fetchone()
+    messages = tuple(
+        MessageBacklog(str(k), int(n), float(age), float(late))
+        for k, n, age, late in conn.execute(_MESSAGES).fetchall()
+    )
     esc = conn.execute(_ESCALATIONS).fetchone()
     assert outbox is not None and esc is not None
     return InFlight(
@@ -132,4 +158,5 @@ def in_flight(conn: Connection[Any]) -> InFlight:
         outbox_overdue_s=float(outbox[2]),
         escalations_running=int(esc[0]),
         escalations_overdue_s=float(esc[1]),
+        messages=messages,
     )

@@ -2,7 +2,7 @@
 worker: every ``poll_interval_s`` it tells supervisors of newly overdue visits and opens
 door-knock tasks for silent homes; with ``notices`` it also queues the day's overdue notices
 to supervisors through the outbox (:mod:`gateway.visits.notices`). The sweep is idempotent,
-so two gateways (failover) or a restart neither repeat a notice nor duplicate a task.
+so a takeover (failover) or a restart neither repeats a notice nor duplicates a task.
 
 The runtime starts it next to its other workers, e.g.
 ``VisitsSweeper(runtime.api_pool, load_visits_config()).run()`` as a task.
