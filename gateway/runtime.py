@@ -467,7 +467,9 @@ class Runtime:
         self._spawn(self._sweep_visits(sweeper, v.sweep_interval_s), "visits-sweep")
         # Overdue notices and the monthly platform push through the outbox (gateway.platform).
         await start_message_workers(s, pool, cfg, self._stack, self._spawn)
-        releaser = AwayReleaser(pool, poll_interval_s=s.family.release_interval_s)
+        releaser = AwayReleaser(
+            pool, poll_interval_s=s.family.release_interval_s, sites=served_sites(s.cell)
+        )
         self._spawn(releaser.run(), "away-release")  # 随家人外出 over: held-back findings
 
     @staticmethod

@@ -11,6 +11,7 @@ gateways never raise twice)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -48,12 +49,12 @@ def _record(row: dict[str, Any], now: datetime) -> DetectionRecord:
     )
 
 
-def release_ended(conn: Conn, now: datetime) -> int:
+def release_ended(conn: Conn, now: datetime, sites: Sequence[str] | None = None) -> int:
     """Raise the incidents of held-back findings of ended periods still going on; how many
     findings were handed to the intake (one that another period covers now is held back
-    again, for that period)."""
+    again, for that period). With ``sites`` (a cell's) only those sites' findings."""
     with conn.transaction():
-        rows = store.unreleased_open(conn, now)
+        rows = store.unreleased_open(conn, now, sites)
         if rows:
             service = IncidentService(conn)
             for row in rows:

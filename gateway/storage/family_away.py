@@ -7,6 +7,7 @@ family ended it early: its effective end is ``least(ends_at, coalesce(ended_at, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +129,7 @@ JOIN detections d ON d.kind = s.kind AND d.subject = s.subject AND d.condition =
                  AND d.started = s.started AND NOT d.resolved
 WHERE s.released_at IS NULL AND d.closed_at IS NULL
   AND least(p.ends_at, coalesce(p.ended_at, p.ends_at)) <= %(now)s
+  AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[]))
 ORDER BY s.id
 FOR UPDATE OF s SKIP LOCKED
 """
@@ -144,11 +146,14 @@ WHERE p.id = s.away_period_id AND s.released_at IS NULL
 """
 
 
-def unreleased_open(conn: Conn, now: datetime) -> list[dict[str, Any]]:
+def unreleased_open(
+    conn: Conn, now: datetime, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Suppressed findings of ended periods still going on (locked until the transaction
-    ends), with their detection."""
+    ends), with their detection; only ``sites``' findings when given (a cell's)."""
+    params = {"now": now, "sites": list(sites) if sites is not None else None}
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_UNRELEASED_OPEN_SQL, {"now": now}).fetchall()
+        return cur.execute(_UNRELEASED_OPEN_SQL, params).fetchall()
 
 
 def mark_released(conn: Conn, ids: list[int], now: datetime) -> int:

@@ -25,6 +25,7 @@ from analytics.types import DetectionKind
 from gateway.analysis import DetectionRecord, PostgresStore
 from gateway.api.auth import create_user
 from gateway.escalation import intake
+from gateway.storage import family_away
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
@@ -355,6 +356,14 @@ def test_held_back_findings_raise_when_the_away_period_runs_out(env: Env) -> Non
     _store(env.db, _rec(DetectionKind.NOT_UP, "site-a-r0", "site-a-bs0", started=over.started))
     assert env.db.scalar("SELECT count(*) FROM away_suppressions") == 2
     assert env.db.scalar("SELECT count(*) FROM incidents") == 0
+    # A cell's releaser takes only its own sites' findings (seen inside one uncommitted
+    # transaction, so the running gateway's releaser cannot take them meanwhile).
+    with env.db.connect() as conn, conn.transaction(force_rollback=True):
+        conn.execute("UPDATE away_periods SET ends_at = now() - interval '1 second'")
+        now = datetime.now(UTC)
+        assert family_away.unreleased_open(conn, now, ["site-b"]) == []
+        assert len(family_away.unreleased_open(conn, now, ["site-a"])) == 1
+        assert len(family_away.unreleased_open(conn, now)) == 1
     # the period runs out (moved into the past): the releaser raises what is still going on
     with env.db.connect() as conn:
         conn.execute("UPDATE away_periods SET starts_at = now() - interval '1 day', "
