@@ -86,18 +86,13 @@ class LoginThrottle:
 
     def begin(self, conn: psycopg.Connection[Any], keys: Keys) -> Admission:
         """Admit the attempt (it counts as a failure from now on) or say how long it waits."""
-        try:
-            with conn.transaction():
-                locked = login_attempts.lock(conn, keys.user, keys.address)
-                verdict = decide(locked.user, locked.address, locked.now, self.policy)
-                login_attempts.store(
-                    conn, keys.user, keys.address,
-                    user_failures=verdict.user, address_failures=verdict.address, now=verdict.now,
-                )  # fmt: skip
-        except psycopg.OperationalError:
-            self._database(up=False)
-            raise
-        self._database(up=True)
+        with conn.transaction():
+            locked = login_attempts.lock(conn, keys.user, keys.address)
+            verdict = decide(locked.user, locked.address, locked.now, self.policy)
+            login_attempts.store(
+                conn, keys.user, keys.address,
+                user_failures=verdict.user, address_failures=verdict.address, now=verdict.now,
+            )  # fmt: skip
         now = time.monotonic()
         if not verdict.admitted:
             self._remember(keys, verdict, now)
@@ -138,8 +133,8 @@ class LoginThrottle:
         if deleted:
             log.debug("sign-in throttle pruned", extra={"rows": deleted})
 
-    def _database(self, *, up: bool) -> None:
-        """Log the database becoming unreachable for sign-ins, and back (once each)."""
+    def note_database(self, *, up: bool) -> None:
+        """Whether the last sign-in reached the database; logs the changes (once each)."""
         with self._lock:
             changed, self._database_up = self._database_up != up, up
         if changed and up:

@@ -99,7 +99,9 @@ async def token(
         try:
             admission, row = await anyio.to_thread.run_sync(admit)
         except psycopg.OperationalError:  # PoolTimeout too: nobody can sign in right now
+            throttle.note_database(up=False)
             raise guard.unavailable(max(1, math.ceil(timeout_s))) from None
+        throttle.note_database(up=True)
         if admission.wait:
             guard.logins.labels("throttled").inc()
             raise guard.too_many(admission.wait, "too many failed sign-ins; try again later")
@@ -122,6 +124,7 @@ async def token(
     try:
         sid, refresh_token, end = await anyio.to_thread.run_sync(open_session)
     except psycopg.OperationalError:
+        throttle.note_database(up=False)
         raise guard.unavailable(max(1, math.ceil(timeout_s))) from None
     guard.logins.labels("ok").inc()
     signed_in = Principal(principal.user_id, principal.role, principal.site_id, sid)

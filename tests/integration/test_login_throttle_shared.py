@@ -10,6 +10,7 @@ active/standby pair of gateway processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -207,7 +208,9 @@ def test_old_rows_are_pruned_by_sign_ins(db: Database, users: dict[str, str]) ->
     assert db.scalar("SELECT count(*) FROM login_failures") == 2  # root and its address
 
 
-def test_an_unreachable_database_answers_503_and_counts_busy(db: Database) -> None:
+def test_an_unreachable_database_answers_503_and_counts_busy(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
         # A port nobody listens on: every connection attempt fails.
         with _instances(
@@ -221,4 +224,9 @@ def test_an_unreachable_database_answers_503_and_counts_busy(db: Database) -> No
             assert await gw.logins("busy") == 2.0
             assert await gw.logins("throttled") == 0.0
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="gateway.api.login_throttle"):
+        asyncio.run(main())
+    # Logged once when the state changed, not once per sign-in.
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.api.login_throttle"] == [
+        "sign-in throttle: database unreachable, sign-ins answered 503"
+    ]
