@@ -3,9 +3,11 @@ database is tested in tests/integration/test_login_throttle_shared.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from gateway.api.login_throttle import LoginThrottle
 from gateway.api.throttle import (
     Lockouts,
     ThrottlePolicy,
@@ -112,3 +114,13 @@ def test_lockouts_answer_until_they_pass_and_memory_is_bounded() -> None:
     assert len(lock) == 100 and lock.wait("key-9999", 0.0) > 0 and lock.wait("key-0", 0.0) == 0
     lock.forget("key-9999")
     assert lock.wait("key-9999", 0.0) == 0
+
+
+def test_keys_are_hmacs_of_the_folded_name_and_the_address() -> None:
+    policy = ThrottlePolicy(WINDOW, 5, 20)
+    one, other = LoginThrottle(policy, "s" * 32), LoginThrottle(policy, "t" * 32)
+    keys = one.keys("Nurse", "10.0.0.1")
+    assert keys == one.keys("nurse", "10.0.0.1")  # case-blind names
+    assert keys.user != keys.address and one.keys("10.0.0.1", "x").user != keys.address
+    assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in (keys.user, keys.address))
+    assert other.keys("Nurse", "10.0.0.1") != keys  # another installation's secret
