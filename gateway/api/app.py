@@ -95,7 +95,7 @@ def build_app(runtime: GatewayHost) -> FastAPI:
         jwt_secret=secret,
         broker_sync=BrokerSync(settings),
         read_ledger=audit.ReadLedger(settings.audit.read_window_s),
-        login_guard=LoginGuard(settings.api, registry),
+        login_guard=LoginGuard(settings.api, registry, secret),
         live_feed=LiveFeed(pool, settings.database.conninfo(), stopping=lambda: runtime.stopping),
         metrics=runtime.metrics,
         registry_changed=runtime.registry_changed,

@@ -12,7 +12,9 @@
   or deleted user, or a changed password (all sessions revoked) is refused with 401 on the
   next request.
 - Sign-in hardening: failures are throttled per user name and per client address (429 with
-  ``Retry-After``, :mod:`gateway.api.throttle`); the argon2 verification runs in a worker
+  ``Retry-After``, :mod:`gateway.api.throttle`), counted in the database so every gateway
+  process and a restarted one see the same counts (:mod:`gateway.api.login_throttle`); the
+  argon2 verification runs in a worker
   thread of lowered CPU priority under a concurrency limit (``api.login_hash_concurrency``),
   after the database
   connection that fetched the hash went back to the pool, so a flood of sign-ins neither
@@ -51,7 +53,8 @@ from fastapi import HTTPException, status
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway import audit
-from gateway.api.throttle import LoginThrottle
+from gateway.api.login_throttle import LoginThrottle
+from gateway.api.throttle import ThrottlePolicy
 from gateway.settings import ApiSettings
 from gateway.storage import auth_sessions, users
 
@@ -255,10 +258,9 @@ def _lower_priority() -> None:
 class LoginGuard:
     """Sign-in throttling, the argon2 concurrency limit and their counters (one per app)."""
 
-    def __init__(self, api: ApiSettings, registry: CollectorRegistry) -> None:
-        self.throttle = LoginThrottle(
-            api.login_window_s, api.login_max_failures_per_user, api.login_max_failures_per_address
-        )
+    def __init__(self, api: ApiSettings, registry: CollectorRegistry, secret: str) -> None:
+        # Failure counts in the database, shared by every process (keys HMAC'd with secret).
+        self.throttle = LoginThrottle(ThrottlePolicy.of(api), secret)
         # Password checks run here, at most login_hash_concurrency at once, in threads of
         # lowered CPU priority: a flood of sign-ins takes only CPU the console leaves idle.
         self.hasher = ThreadPoolExecutor(
@@ -276,5 +278,14 @@ class LoginGuard:
     def too_many(self, retry_after: int, detail: str) -> HTTPException:
         return HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS, detail=detail,
+            headers={"Retry-After": str(retry_after)},
+        )  # fmt: skip
+
+    def unavailable(self, retry_after: int) -> HTTPException:
+        """The database is unreachable: nobody can sign in (counted as ``busy``)."""
+        self.logins.labels("busy").inc()
+        return HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="sign-in unavailable: the database is not reachable; try again shortly",
             headers={"Retry-After": str(retry_after)},
         )  # fmt: skip

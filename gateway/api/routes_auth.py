@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 import anyio
 import anyio.to_thread
+import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import ALL_ROLES, Principal, UserRole, check_password, issue_token
 from gateway.api.deps import PUBLIC, ApiHost, CurrentUser, HostDep, allow, unauthorized
+from gateway.api.login_throttle import Admission
 from gateway.storage import auth_sessions
 
 log = logging.getLogger(__name__)
@@ -71,22 +74,37 @@ async def token(
     request: Request, host: HostDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
 ) -> Token:
     guard = host.login_guard
-    address = request.client.host if request.client else "unknown"
+    throttle = guard.throttle
+    keys = throttle.keys(form.username, request.client.host if request.client else "unknown")
     if guard.waiting >= guard.queue_max:
         guard.logins.labels("busy").inc()
         raise guard.too_many(1, "too many sign-ins at once; try again shortly")
-    wait = guard.throttle.begin(form.username, address, time.monotonic())
+    wait = throttle.known_wait(keys, time.monotonic())  # a known lock-out: no database trip
     if wait:
         guard.logins.labels("throttled").inc()
         raise guard.too_many(wait, "too many failed sign-ins; try again later")
+    timeout_s = host.settings.database.connect_timeout_s
     guard.waiting += 1
     try:
 
-        def lookup() -> auth_sessions.UserRow | None:
-            with host.pool.connection() as conn:  # returned before the hash is checked
-                return auth_sessions.find_user(conn, form.username)
+        def admit() -> tuple[Admission, auth_sessions.UserRow | None]:
+            # Counted (shared by every gateway process) before the password is checked;
+            # the connection goes back to the pool before the hash is checked.
+            with host.pool.connection(timeout=timeout_s) as conn:
+                admission = throttle.begin(conn, keys)
+                if admission.wait:
+                    return admission, None
+                return admission, auth_sessions.find_user(conn, form.username)
 
-        row = await anyio.to_thread.run_sync(lookup)
+        try:
+            admission, row = await anyio.to_thread.run_sync(admit)
+        except psycopg.OperationalError:  # PoolTimeout too: nobody can sign in right now
+            throttle.note_database(up=False)
+            raise guard.unavailable(max(1, math.ceil(timeout_s))) from None
+        throttle.note_database(up=True)
+        if admission.wait:
+            guard.logins.labels("throttled").inc()
+            raise guard.too_many(admission.wait, "too many failed sign-ins; try again later")
         principal = await asyncio.get_running_loop().run_in_executor(
             guard.hasher, check_password, row, form.password
         )
@@ -95,16 +113,20 @@ async def token(
     if principal is None:  # counted as a failure by begin() already
         guard.logins.labels("failed").inc()
         raise unauthorized("incorrect username or password")
-    guard.throttle.succeeded(form.username, address)
-    guard.logins.labels("ok").inc()
     _, max_s = _session_ttl(host, principal.role)
     idle_s = host.settings.api.refresh_idle_s
 
     def open_session() -> tuple[str, str, datetime]:
-        with host.pool.connection() as conn:
+        with host.pool.connection(timeout=timeout_s) as conn:
+            throttle.succeeded(conn, admission)
             return auth_sessions.open_session(conn, principal.user_id, max_s, idle_s)
 
-    sid, refresh_token, end = await anyio.to_thread.run_sync(open_session)
+    try:
+        sid, refresh_token, end = await anyio.to_thread.run_sync(open_session)
+    except psycopg.OperationalError:
+        throttle.note_database(up=False)
+        raise guard.unavailable(max(1, math.ceil(timeout_s))) from None
+    guard.logins.labels("ok").inc()
     signed_in = Principal(principal.user_id, principal.role, principal.site_id, sid)
     return _issue_pair(host, signed_in, refresh_token, end)
 

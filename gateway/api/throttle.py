@@ -1,93 +1,139 @@
-"""Sign-in throttling: sliding windows of failed sign-ins per user name and per address.
+"""Sign-in throttling decisions: pure logic on failure times (no I/O, clocks passed in).
 
-Pure logic with the clock passed in (no I/O, no threads): :class:`FailureWindows` counts
-failures per key over ``window_s``; :meth:`retry_after` says how long a key must wait once
-it reached its limit. Memory is bounded: at most ``max_keys`` keys are tracked (the oldest
-are forgotten first), whatever an attacker sends as user names.
+The policy (``api.login_window_s``, ``api.login_max_failures_per_user``,
+``api.login_max_failures_per_address``): a user name (case-blind) or a client address that
+has reached its limit of failed sign-ins within the last window must wait until its oldest
+failure that keeps the window full leaves it (``Retry-After``). An attempt counts as a
+failure from the moment it is admitted, so parallel attempts cannot slip past the limit
+while their passwords are being checked; a successful one clears the user name's failures
+and takes back its own count of the address (the address's earlier failures stay).
+
+:func:`decide` turns the stored failure times of both keys into a :class:`Verdict` (wait,
+or go ahead with the times to store). The times are kept by
+:mod:`gateway.api.login_throttle` in the database, shared by every gateway process.
+:class:`Lockouts` is a process's bounded memory of keys it already saw locked, so a flood on
+a locked key is answered without the database.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.settings import ApiSettings
 
 
-class FailureWindows:
-    """Failures per key within the last ``window_s`` seconds."""
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    """At most ``per_user`` / ``per_address`` failures within ``window``."""
 
-    def __init__(self, limit: int, window_s: float, max_keys: int = 10_000) -> None:
-        self.limit = limit
-        self.window_s = window_s
+    window: timedelta
+    per_user: int
+    per_address: int
+
+    @classmethod
+    def of(cls, api: ApiSettings) -> ThrottlePolicy:
+        return cls(
+            timedelta(seconds=api.login_window_s),
+            api.login_max_failures_per_user,
+            api.login_max_failures_per_address,
+        )
+
+
+def user_key(username: str) -> str:
+    """User names compare case-blind."""
+    return username.casefold()
+
+
+def recent(failures: Sequence[datetime], now: datetime, window: timedelta) -> tuple[datetime, ...]:
+    """The failures inside the window ending at ``now``, oldest first."""
+    return tuple(sorted(t for t in failures if t > now - window))
+
+
+def retry_after(failures: Sequence[datetime], limit: int, window: timedelta, now: datetime) -> int:
+    """Seconds until a key with these failures may try again (0: it may now)."""
+    times = recent(failures, now, window)
+    if len(times) < limit:
+        return 0
+    # The window frees a slot when the oldest failure that keeps it full falls out.
+    oldest = times[len(times) - limit]
+    return max(1, math.ceil((oldest + window - now).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An attempt's fate: how long its user name and its address must wait (both 0:
+    admitted, and counted as a failure at ``now``) and the failure times to store for each
+    (old ones dropped)."""
+
+    user_wait: int
+    address_wait: int
+    now: datetime
+    user: tuple[datetime, ...]
+    address: tuple[datetime, ...]
+
+    @property
+    def wait(self) -> int:
+        """Seconds until the attempt may be made (``Retry-After``; 0: admitted)."""
+        return max(self.user_wait, self.address_wait)
+
+    @property
+    def admitted(self) -> bool:
+        return self.wait == 0
+
+
+def decide(
+    user: Sequence[datetime], address: Sequence[datetime], now: datetime, policy: ThrottlePolicy
+) -> Verdict:
+    """Admit a sign-in attempt (counting it ahead as a failure of both keys) or make it wait."""
+    u, a = recent(user, now, policy.window), recent(address, now, policy.window)
+    user_wait = retry_after(u, policy.per_user, policy.window, now)
+    address_wait = retry_after(a, policy.per_address, policy.window, now)
+    if not user_wait and not address_wait:
+        u, a = (*u, now)[-policy.per_user :], (*a, now)[-policy.per_address :]
+    return Verdict(user_wait, address_wait, now, u, a)
+
+
+def take_back(failures: Sequence[datetime], at: datetime) -> tuple[datetime, ...]:
+    """``failures`` without one count at ``at`` (a successful attempt admitted then)."""
+    out = list(failures)
+    if at in out:
+        out.remove(at)
+    return tuple(out)
+
+
+class Lockouts:
+    """Keys known to be locked, until when (a process's monotonic clock), bounded: at most
+    ``max_keys`` (the oldest forgotten first), whatever an attacker sends."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
         self.max_keys = max_keys
-        self._keys: OrderedDict[str, deque[float]] = OrderedDict()
+        self._until: OrderedDict[str, float] = OrderedDict()
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._keys.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._keys[key]
-            return None
-        return times
+    def __len__(self) -> int:
+        return len(self._until)
 
-    def retry_after(self, key: str, now: float) -> int:
-        """Seconds until ``key`` may try again (0: it may now)."""
-        times = self._recent(key, now)
-        if times is None or len(times) < self.limit:
+    def wait(self, key: str, now: float) -> int:
+        """Seconds ``key`` is still known to be locked (0: not known to be)."""
+        until = self._until.get(key)
+        if until is None:
             return 0
-        # The window frees a slot when the oldest failure that keeps it full falls out.
-        oldest = times[len(times) - self.limit]
-        return max(1, math.ceil(oldest + self.window_s - now))
+        if until <= now:
+            del self._until[key]
+            return 0
+        return max(1, math.ceil(until - now))
 
-    def fail(self, key: str, now: float) -> None:
-        """Count a failure of ``key``."""
-        times = self._recent(key, now)
-        if times is None:
-            times = self._keys[key] = deque(maxlen=self.limit)
-        self._keys.move_to_end(key)
-        times.append(now)
-        while len(self._keys) > self.max_keys:
-            self._keys.popitem(last=False)
+    def remember(self, key: str, until: float) -> bool:
+        """Note ``key`` locked until ``until``; whether it was not known to be locked before."""
+        new = key not in self._until
+        self._until[key] = max(until, self._until.get(key, until))
+        self._until.move_to_end(key)
+        while len(self._until) > self.max_keys:
+            self._until.popitem(last=False)
+        return new
 
-    def undo(self, key: str) -> None:
-        """Take back the latest failure of ``key`` (an attempt counted ahead that succeeded)."""
-        times = self._keys.get(key)
-        if times:
-            times.pop()
-
-    def clear(self, key: str) -> None:
-        """Forget ``key`` (a successful sign-in)."""
-        self._keys.pop(key, None)
-
-
-class LoginThrottle:
-    """Per user name and per client address limits of failed sign-ins.
-
-    An attempt counts as a failure from the moment it starts (:meth:`begin`), so parallel
-    attempts cannot slip past the limit while their passwords are being checked; a
-    successful one is taken back (:meth:`succeeded`).
-    """
-
-    def __init__(
-        self, window_s: float, per_user: int, per_address: int, max_keys: int = 10_000
-    ) -> None:
-        self.users = FailureWindows(per_user, window_s, max_keys)
-        self.addresses = FailureWindows(per_address, window_s, max_keys)
-
-    def begin(self, username: str, address: str, now: float) -> int:
-        """Seconds to wait before this sign-in is even checked (0: go ahead, and it counts
-        as a failure until :meth:`succeeded` takes it back)."""
-        user = username.casefold()
-        wait = max(self.users.retry_after(user, now), self.addresses.retry_after(address, now))
-        if not wait:
-            self.users.fail(user, now)
-            self.addresses.fail(address, now)
-        return wait
-
-    def succeeded(self, username: str, address: str) -> None:
-        """A correct password: the user name's failures are cleared, the address's attempt
-        taken back (its earlier failures stay)."""
-        self.users.clear(username.casefold())
-        self.addresses.undo(address)
+    def forget(self, key: str) -> None:
+        self._until.pop(key, None)
