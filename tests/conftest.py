@@ -7,6 +7,7 @@ binary makes the fixture fail loudly (CI must never go green without the real se
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -153,6 +154,18 @@ _LONG_FIRST = (
     "tests/integration/test_mqtt_identity.py",
     "tests/integration/test_mqtt_limits.py",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The main thread starts with no current event loop, set explicitly (as Python 3.14 has
+    it). Otherwise pytest-asyncio 0.26's first async test calls asyncio.get_event_loop(),
+    which makes a loop; pytest-asyncio keeps it (and a fresh one after each async test) as
+    the thread's current loop, never closed. A later sync test's asyncio.run() replaces the
+    current loop, the dropped one is garbage-collected open at a random later moment and
+    fails whichever test runs then (ResourceWarning: unclosed event loop; seen under xdist,
+    where the order of tests varies). Upstream: pytest-dev/pytest-asyncio#724, fixed by
+    pytest-dev/pytest-asyncio#1430 (1.4.0a2)."""
+    asyncio.set_event_loop(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

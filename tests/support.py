@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import psycopg
 
 from gateway.brokerauth import ServiceAccount
@@ -228,6 +229,26 @@ def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, step_s: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(step_s)
+
+
+def access_token(api_url: str, username: str, password: str, *, timeout_s: float = 30) -> str:
+    """Sign ``username`` in through the API (POST /auth/token) and return the bearer access
+    token; a refused sign-in fails the test."""
+    form = {"username": username, "password": password}
+    resp = httpx.post(f"{api_url}/auth/token", data=form, timeout=timeout_s)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["access_token"])
+
+
+def bearer_client(api_url: str, token: str | None, *, timeout_s: float = 30) -> httpx.Client:
+    """An HTTP client of the API sending ``token`` as the bearer (none: anonymous)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=api_url, headers=headers, timeout=timeout_s)
+
+
+def signed_in_client(api_url: str, username: str, password: str) -> httpx.Client:
+    """An HTTP client of the API signed in as ``username`` (see access_token)."""
+    return bearer_client(api_url, access_token(api_url, username, password))
 
 
 class DeviceClient:

@@ -36,7 +36,14 @@ from tests.browser import (
     shot,
     sign_in,
 )
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    access_token,
+    gateway_settings,
+    make_site,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,10 +109,9 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
 
     with InProcessGateway(gateway_settings(db, broker)) as gw:
         url = gw.api_url
-        staff = httpx.post(f"{url}/auth/token", timeout=15,
-                           data={"username": "duty-a", "password": PASSWORD}).json()  # fmt: skip
+        staff = access_token(url, "duty-a", PASSWORD)
         sent = httpx.post(f"{url}/visits/door-knock", timeout=15,
-                          headers={"Authorization": f"Bearer {staff['access_token']}"},
+                          headers={"Authorization": f"Bearer {staff}"},
                           json={"resident_id": "site-a-r0", "reason": "no_activity",
                                 "incident_id": ids["quiet"]})  # fmt: skip
         assert sent.status_code == 201, sent.text

@@ -20,6 +20,7 @@ from tests.support import (
     Broker,
     Database,
     InProcessGateway,
+    access_token,
     gateway_settings,
     make_site,
     wait_until,
@@ -76,10 +77,7 @@ def test_console_renews_tokens_signs_out_and_is_signed_out_on_deactivation(
 
         # Signed in again, then deactivated by an admin: the console goes back to sign-in.
         sign_in_duty()
-        admin = httpx.post(
-            f"{gw.api_url}/auth/token", data={"username": "root", "password": PASSWORD},
-            timeout=30,
-        ).json()["access_token"]  # fmt: skip
+        admin = access_token(gw.api_url, "root", PASSWORD)
         done = httpx.post(
             f"{gw.api_url}/users/{staff_id}/deactivate",
             headers={"Authorization": f"Bearer {admin}"}, timeout=30,

@@ -10,14 +10,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.api.auth import create_user
 from tests.browser import PASSWORD, TIMEOUT_MS
 from tests.browser import shot as _shot
 from tests.browser import sign_in as _sign_in
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    gateway_settings,
+    make_site,
+    signed_in_client,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +39,7 @@ def test_bed_under_test_shows_a_banner_with_a_countdown(
         create_user(conn, "inst-a", "installer", PASSWORD, site_id="site-a")
     errors: list[str] = []
     with InProcessGateway(gateway_settings(db, broker)) as gw:
-        form = {"username": "inst-a", "password": PASSWORD}
-        token = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=10).json()
-        auth = {"Authorization": f"Bearer {token['access_token']}"}
-        inst = httpx.Client(base_url=gw.api_url, timeout=10, headers=auth)
+        inst = signed_in_client(gw.api_url, "inst-a", PASSWORD)
         started = inst.post("/devices/site-a-bt0/acceptance", json={"timeout_s": 300})
         assert started.status_code == 201, started.text
 

@@ -20,7 +20,14 @@ from gateway.workflow.transitions import IncidentType
 from tests.browser import PASSWORD, new_page
 from tests.browser import shot as _shot
 from tests.browser import sign_in as _sign_in
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    access_token,
+    gateway_settings,
+    make_site,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,8 +61,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
     settings = gateway_settings(db, broker)
     with InProcessGateway(settings) as gw:
         url = gw.api_url
-        form = {"username": "duty-a", "password": PASSWORD}
-        staff = httpx.post(f"{url}/auth/token", data=form, timeout=15).json()["access_token"]
+        staff = access_token(url, "duty-a", PASSWORD)
         headers = {"Authorization": f"Bearer {staff}"}
         # The phone call went unanswered: the duty staff sends the community worker.
         sent = httpx.post(f"{url}/visits/door-knock", headers=headers, timeout=15,

@@ -36,6 +36,7 @@ from tests.support import (
     Broker,
     Database,
     InProcessGateway,
+    bearer_client,
     gateway_settings,
     make_site,
     settings_env,
@@ -59,8 +60,7 @@ class Env:
     inc_b: int
 
     def client(self, who: str) -> httpx.Client:
-        headers = {} if who == "anonymous" else {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.Client(base_url=self.gw.api_url, headers=headers, timeout=10)
+        return bearer_client(self.gw.api_url, None if who == "anonymous" else self.tokens[who])
 
 
 def _raise(db: Database, site: str, resident: str, kind: IncidentType) -> int:

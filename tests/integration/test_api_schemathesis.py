@@ -28,6 +28,7 @@ from tests.support import (
     Broker,
     Database,
     InProcessGateway,
+    access_token,
     broker_env,
     gateway_settings,
     make_site,
@@ -67,16 +68,7 @@ def gateway(db: Database, broker: Broker) -> Iterator[tuple[str, dict[str, str]]
         SAFEHOME_API__LOGIN_MAX_FAILURES_PER_ADDRESS="100000",
     )  # fmt: skip
     with InProcessGateway(settings) as gw:
-        import httpx
-
-        tokens = {}
-        for role, name in names.items():
-            resp = httpx.post(
-                f"{gw.api_url}/auth/token", data={"username": name, "password": PASSWORD},
-                timeout=30,
-            )  # fmt: skip
-            assert resp.status_code == 200, resp.text
-            tokens[role] = resp.json()["access_token"]
+        tokens = {role: access_token(gw.api_url, name, PASSWORD) for role, name in names.items()}
         yield gw.api_url, tokens
 
 

@@ -28,7 +28,14 @@ from gateway.storage import people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    gateway_settings,
+    make_site,
+    signed_in_client,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,15 +186,7 @@ def _aliyun_env(fake: FakeAliyun) -> dict[str, str]:
 
 
 def _clients(gw: InProcessGateway, *names: str) -> dict[str, httpx.Client]:
-    out = {}
-    for name in names:
-        form = {"username": name, "password": PASSWORD}
-        resp = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=15)
-        assert resp.status_code == 200, resp.text
-        token = resp.json()["access_token"]
-        out[name] = httpx.Client(base_url=gw.api_url, timeout=15,
-                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-    return out
+    return {name: signed_in_client(gw.api_url, name, PASSWORD) for name in names}
 
 
 def _no_phone_in(text: str) -> None:

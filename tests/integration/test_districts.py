@@ -21,7 +21,16 @@ from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site, run_cli
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    access_token,
+    bearer_client,
+    gateway_settings,
+    make_site,
+    run_cli,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +54,7 @@ class Env:
     ids: dict[str, str]
 
     def client(self, who: str) -> httpx.Client:
-        return httpx.Client(base_url=self.gw.api_url, timeout=30,
-                            headers={"Authorization": f"Bearer {self.tokens[who]}"})  # fmt: skip
+        return bearer_client(self.gw.api_url, self.tokens[who])
 
 
 @pytest.fixture
@@ -61,12 +69,7 @@ def env(db: Database, broker: Broker) -> Iterator[Env]:
         for resident in ("site-a-r0", "site-a-r1", "site-b-r0"):
             visits_store.set_risks(conn, resident, ["living_alone"])  # visits due
     with InProcessGateway(gateway_settings(db, broker)) as gw:
-        tokens = {}
-        for name in USERS:
-            form = {"username": name, "password": PASSWORD}
-            resp = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=15)
-            assert resp.status_code == 200, resp.text
-            tokens[name] = resp.json()["access_token"]
+        tokens = {name: access_token(gw.api_url, name, PASSWORD) for name in USERS}
         yield Env(gw, db, tokens, ids)
 
 

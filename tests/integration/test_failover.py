@@ -34,6 +34,7 @@ from tests.support import (
     Database,
     DeviceClient,
     GatewayProcess,
+    access_token,
     gateway_settings,
     make_site,
     wait_until,
@@ -156,9 +157,7 @@ def _standby_api_acknowledges(db: Database, b: GatewayProcess, site: str) -> Non
     with db.connect() as conn:
         create_user(conn, "duty", "duty_staff", PASSWORD, site_id=site)
     base = f"http://127.0.0.1:{_api_port(b)}"
-    login = httpx.post(f"{base}/auth/token", data={"username": "duty", "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    auth = {"Authorization": f"Bearer {access_token(base, 'duty', PASSWORD)}"}
     incidents = httpx.get(f"{base}/incidents", headers=auth, timeout=10)
     assert incidents.status_code == 200
     (first,) = [i["id"] for i in incidents.json()]

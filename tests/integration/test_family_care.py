@@ -34,6 +34,8 @@ from tests.support import (
     Broker,
     Database,
     InProcessGateway,
+    access_token,
+    bearer_client,
     broker_env,
     gateway_settings,
     make_site,
@@ -63,8 +65,7 @@ class Env:
     ids: dict[str, str]
 
     def client(self, who: str) -> httpx.Client:
-        return httpx.Client(base_url=self.gw.api_url, timeout=15,
-                            headers={"Authorization": f"Bearer {self.tokens[who]}"})  # fmt: skip
+        return bearer_client(self.gw.api_url, self.tokens[who])
 
 
 @pytest.fixture
@@ -87,12 +88,7 @@ def env(db: Database, broker: Broker) -> Iterator[Env]:
         **broker_env(broker),
     )  # fmt: skip
     with InProcessGateway(settings) as gw:
-        tokens = {}
-        for name in USERS:
-            form = {"username": name, "password": PASSWORD}
-            resp = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=15)
-            assert resp.status_code == 200, resp.text
-            tokens[name] = resp.json()["access_token"]
+        tokens = {name: access_token(gw.api_url, name, PASSWORD) for name in USERS}
         yield Env(gw, db, broker, tokens, ids)
 
 

@@ -28,6 +28,7 @@ from tests.support import (
     Broker,
     Database,
     InProcessGateway,
+    access_token,
     gateway_settings,
     make_site,
     wait_until,
@@ -102,8 +103,7 @@ def test_timeline_shows_tiers_pages_and_family_messages_without_personal_data(
             )
             intake.start_escalation(conn, incident.id, "site-a")
         wait_until(lambda: bool(bodies), 20, "the family webhook")
-        token = c.post("/auth/token", data={"username": "nurse-login", "password": PASSWORD})
-        c.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        c.headers["Authorization"] = f"Bearer {access_token(gw.api_url, 'nurse-login', PASSWORD)}"
         assert c.post(f"/incidents/{incident.id}/acknowledge").status_code == 200
         wait_until(
             lambda: db.scalar(

@@ -30,6 +30,8 @@ from tests.support import (
     Database,
     DeviceClient,
     InProcessGateway,
+    access_token,
+    bearer_client,
     broker_env,
     gateway_settings,
     make_site,
@@ -56,8 +58,7 @@ class Inst:
     tokens: dict[str, str]
 
     def client(self, who: str) -> httpx.Client:
-        headers = {} if who == "anonymous" else {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.Client(base_url=self.gw.api_url, headers=headers, timeout=30)
+        return bearer_client(self.gw.api_url, None if who == "anonymous" else self.tokens[who])
 
 
 @pytest.fixture
@@ -350,11 +351,10 @@ def test_register_without_a_managed_broker_is_503_with_a_hint(db: Database, brok
     with db.connect() as conn:
         create_user(conn, "root", "admin", PASSWORD)
     with InProcessGateway(gateway_settings(db, broker)) as gw:
-        token = httpx.post(f"{gw.api_url}/auth/token",
-                           data={"username": "root", "password": PASSWORD}).json()  # fmt: skip
+        token = access_token(gw.api_url, "root", PASSWORD)
         r = httpx.post(f"{gw.api_url}/sites/site-a/devices",
                        json={"kind": "button", "model": "M", "serial": "S1"},
-                       headers={"Authorization": f"Bearer {token['access_token']}"})  # fmt: skip
+                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert r.status_code == 503 and "broker.passwd_path" in r.json()["hint"]
     assert db.scalar("SELECT count(*) FROM devices WHERE serial = 'S1'") == 0
 

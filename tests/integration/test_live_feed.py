@@ -21,7 +21,14 @@ from gateway.api.livefeed import LiveFeed, Subscription
 from gateway.settings import SettingsError, load_settings
 from gateway.workflow.service import Actor, IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType, Role
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    access_token,
+    gateway_settings,
+    make_site,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,10 +100,7 @@ def gateway(db: Database, broker: Broker) -> Iterator[tuple[InProcessGateway, st
         create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
     settings = gateway_settings(db, broker, SAFEHOME_API__JWT_SECRET=SECRET)
     with InProcessGateway(settings) as gw:
-        resp = httpx.post(
-            f"{gw.api_url}/auth/token", data={"username": "duty-a", "password": PASSWORD}
-        )
-        yield gw, resp.json()["access_token"]
+        yield gw, access_token(gw.api_url, "duty-a", PASSWORD)
 
 
 def _raise(db: Database, site: str, resident: str, kind: IncidentType = IncidentType.FALL) -> int:

@@ -65,6 +65,7 @@ from tests.support import (
     Database,
     DeviceClient,
     InProcessGateway,
+    access_token,
     gateway_settings,
     make_site,
     wait_until,
@@ -438,18 +439,9 @@ def test_press_pages_the_on_duty_phone_and_the_message_acknowledges(
             assert line in metrics, line
 
         # The admin manages channels through the API; staff may not.
-        def token(user: str) -> str:
-            form_body = urllib.parse.urlencode({"username": user, "password": PASSWORD}).encode()
-            _, answer = http(
-                "POST",
-                f"{api}/auth/token",
-                form_body,
-                {"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            return str(json.loads(answer)["access_token"])
-
-        admin = {"Authorization": f"Bearer {token('boss')}", "Content-Type": "application/json"}
-        nurse = {"Authorization": f"Bearer {token('nurse-a')}"}
+        boss, nurse_a = access_token(api, "boss", PASSWORD), access_token(api, "nurse-a", PASSWORD)
+        admin = {"Authorization": f"Bearer {boss}", "Content-Type": "application/json"}
+        nurse = {"Authorization": f"Bearer {nurse_a}"}
         status, _ = http("GET", f"{api}/users/nurse-b/channels", headers=nurse)
         assert status == 403
         status, answer = http(

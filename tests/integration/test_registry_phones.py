@@ -24,7 +24,7 @@ from gateway.commissioning import (
 )
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.support import Broker, Database, InProcessGateway, gateway_settings
+from tests.support import Broker, Database, InProcessGateway, gateway_settings, signed_in_client
 
 pytestmark = pytest.mark.integration
 
@@ -101,15 +101,6 @@ def _raise(db: Database, resident: str) -> int:
     return incident.id
 
 
-def _client(gw: InProcessGateway, name: str) -> httpx.Client:
-    form = {"username": name, "password": PASSWORD}
-    resp = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=15)
-    assert resp.status_code == 200, resp.text
-    token = resp.json()["access_token"]
-    return httpx.Client(base_url=gw.api_url, timeout=15,
-                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-
-
 def _no_number_in(text: str) -> None:
     for number in NUMBERS:
         assert number not in text, f"a phone number leaked: …{number[-4:]}"
@@ -150,7 +141,8 @@ def test_site_definition_and_csv_imports_set_the_numbers_click_to_call_dials(
         return out
 
     with InProcessGateway(gateway_settings(db, broker)) as gw:
-        duty, inst = _client(gw, "duty-p"), _client(gw, "inst-p")
+        duty = signed_in_client(gw.api_url, "duty-p", PASSWORD)
+        inst = signed_in_client(gw.api_url, "inst-p", PASSWORD)
         # The site definition: p-r0 has no own phone, so their room's landline; p-r1's own.
         assert masked(duty) == {"p-r0": "021****0199", "p-r1": "138****1234"}
 

@@ -18,7 +18,15 @@ from gateway.api.auth import create_user
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
-from tests.support import Broker, Database, InProcessGateway, gateway_settings, make_site
+from tests.support import (
+    Broker,
+    Database,
+    InProcessGateway,
+    access_token,
+    bearer_client,
+    gateway_settings,
+    make_site,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +51,7 @@ class Env:
     ids: dict[str, str]
 
     def client(self, who: str) -> httpx.Client:
-        return httpx.Client(base_url=self.gw.api_url, timeout=15,
-                            headers={"Authorization": f"Bearer {self.tokens[who]}"})  # fmt: skip
+        return bearer_client(self.gw.api_url, self.tokens[who])
 
 
 @pytest.fixture
@@ -64,12 +71,7 @@ def env(db: Database, broker: Broker) -> Iterator[Env]:
         visits_store.assign_worker(conn, "site-b-r0", ids["worker-b"])
     settings = gateway_settings(db, broker)
     with InProcessGateway(settings) as gw:
-        tokens = {}
-        for name in [*USERS, "fam-a"]:
-            form = {"username": name, "password": PASSWORD}
-            resp = httpx.post(f"{gw.api_url}/auth/token", data=form, timeout=15)
-            assert resp.status_code == 200, resp.text
-            tokens[name] = resp.json()["access_token"]
+        tokens = {name: access_token(gw.api_url, name, PASSWORD) for name in [*USERS, "fam-a"]}
         yield Env(gw, db, tokens, ids)
 
 
