@@ -171,7 +171,11 @@ def test_abnormal_vitals_are_one_detection_and_one_resolution(db: Database, brok
         "SELECT closed_at IS NOT NULL FROM detections WHERE kind = 'vitals_abnormal' "
         "AND NOT resolved"
     )
-    assert db.scalar("SELECT count(*) FROM detections WHERE NOT technical") == 2
+    # Nothing else of the vitals (the bed routine may rightly add "not up" when the test runs
+    # in the site's morning: an elder in bed after 06:30; that is not this test's subject).
+    assert (
+        db.scalar("SELECT count(*) FROM detections WHERE NOT technical AND kind <> 'not_up'") == 2
+    )
 
 
 def test_silent_device_is_one_detection_kept_open_across_a_restart(
