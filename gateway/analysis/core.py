@@ -249,7 +249,7 @@ class AnalysisCore:
             self._store_down_since = None
         self._retry_delay = _RETRY_MIN_S
         self._retry_at = -math.inf
-        duplicates = len(self._pending) - new
+        duplicates = sum(not r.continued for r in self._pending) - new
         if duplicates:
             self._m.duplicates.inc(duplicates)
         self._pending = []
@@ -513,6 +513,8 @@ class AnalysisCore:
         if out is None:
             return
         self._pending.append(out)
+        if out.continued:
+            return  # not a new finding: only its alarm markers go to the intake
         state = "resolved" if out.resolved else "raised"
         self._m.detections.labels(out.kind.value, state).inc()
         if not self._router.quiet:

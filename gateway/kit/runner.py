@@ -5,9 +5,11 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
 
 * smoke and gas ``alarm`` raise ``SMOKE_ALARM`` / ``GAS_ALARM`` (priority 1; the incident
   intake gives them the hazard ladder of ``config/escalation.toml``; their own incident type,
-  so they never merge with care incidents); ``clear`` resolves the detection (the incident
-  stays for staff to resolve); a detector's ``test`` press is recorded (stored event, a log
-  line and a counter), never escalated;
+  so they never merge with care incidents), one condition per detector (:func:`hazard_alarm`):
+  a second detector, or a re-alarm after a ``clear``, joins the open incident at once as a
+  trigger (or raises a new one when it was resolved); ``clear`` resolves the detector's
+  detection (the incident stays for staff to resolve); a detector's ``test`` press is
+  recorded (stored event, a log line and a counter), never escalated;
 * a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), ``dry`` resolves it;
 * ``alarm`` and ``leak`` are alarm events (``devices.protocol.ALARM_EVENT_TYPES``): ingest
   wrote their pending marker, and the detection carries their key (device id, message id) so
@@ -113,7 +115,13 @@ def hazard_alarm(
     data: Mapping[str, Any],
 ) -> Detection:
     """A smoke or gas detector's ``alarm`` at ``t`` (``data``: the event's, a gas ``level``);
-    the live path and the recovery of its pending marker build the same detection."""
+    the live path and the recovery of its pending marker build the same detection.
+
+    The condition is the detector's own (``details["condition"]``: its device id): a second
+    detector of the home alarming while the first still sounds is a new raise, stored and
+    joined to the open incident at once as a trigger (a spreading fire); the same detector's
+    repeated ``alarm`` messages are the continuation of its open condition (nothing new), and
+    its ``clear`` resolves its own condition only."""
     det_kind, zh, en = _HAZARD[kind]
     clock = _clock(t, utc_offset)
     level = data.get("level")
@@ -122,7 +130,7 @@ def hazard_alarm(
         f"{zh}{extra}：{clock} 报警，请立即拨打 119 / {en}{f' ({level})' if extra else ''}"
         f" at {clock}: call 119"
     )
-    details: dict[str, Any] = {"device": device_id, "hazard": True}
+    details: dict[str, Any] = {"device": device_id, "hazard": True, "condition": device_id}
     if isinstance(level, str):
         details["level"] = level
     return Detection(det_kind, subject, t, reason, details, started=t)
@@ -268,9 +276,8 @@ class KitRunner:
             self._emit_home(home, det, info.device_id, ((info.device_id, env.msg_id),))
         elif type_ == "clear":
             reason = f"{zh}已解除 {clock} / {en} cleared at {clock}"
-            det = Detection(
-                det_kind, home.subject, t, reason, {"device": info.device_id}, resolved=True
-            )
+            details = {"device": info.device_id, "condition": info.device_id}
+            det = Detection(det_kind, home.subject, t, reason, details, resolved=True)
             self._emit_home(home, det, info.device_id)
 
     @staticmethod

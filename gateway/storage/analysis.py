@@ -261,10 +261,13 @@ def write_output(
     on_stored: StoredHook | None = None,
 ) -> int:
     """Store detections and day rows in one transaction, ``on_stored`` with the new
-    detections in it; return how many detections were new."""
+    detections in it (and the continuations, :attr:`DetectionRecord.continued`, which are
+    not stored, in their order); return how many detections were new."""
     with conn.transaction():
-        inserted = store_detections(conn, detections)
+        inserted = store_detections(conn, [d for d in detections if not d.continued])
         upsert_day_rows(conn, routine_days, vitals_days)
-        if on_stored is not None and inserted:
-            on_stored(conn, inserted)
+        new = {id(d) for d in inserted}
+        hand = [d for d in detections if d.continued or id(d) in new]
+        if on_stored is not None and hand:
+            on_stored(conn, hand)
     return len(inserted)
