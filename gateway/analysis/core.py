@@ -25,7 +25,7 @@ from analytics.falls import FallDetector, FallParams
 from analytics.routine import DaySummary, RoutineMonitor, RoutineParams
 from analytics.types import Detection, DetectionKind
 from analytics.vitals import HR_BINS, RR_BINS, VitalsMonitor
-from devices.protocol import ACCEL_FS
+from devices.protocol import ACCEL_FS, DeviceKind
 from gateway.analysis.conditions import OpenConditions
 from gateway.analysis.dayrows import DayRows, padded
 from gateway.analysis.metrics import AnalysisMetrics
@@ -44,6 +44,7 @@ from gateway.ingest import StoredMessage
 from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo
 from gateway.settings import AnalysisSettings
+from gateway.settings.kit import KitSettings
 from gateway.visits.sensitivity import Sensitivity, for_categories, tune_routine
 
 log = logging.getLogger("gateway.analysis")
@@ -66,6 +67,7 @@ class AnalysisCore:
         clock: Clock,
         on_cancel: Callable[[str, float, str | None], None] | None,
         sensitivity: Mapping[str, Sensitivity] | None = None,
+        kit: KitSettings | None = None,
     ) -> None:
         self.settings = settings
         # Risk category -> factors on the inactivity rules (config/visits.toml [sensitivity]).
@@ -103,6 +105,8 @@ class AnalysisCore:
             self._emit_health,
             lambda: self._registry.residents,
             sensitivity=self._sensitivity,
+            door_unused_s=(kit or KitSettings()).door_unused_days * 86400.0,
+            door_alive_s=s.deadline_factor * s.heartbeat_kit_s,
         )
         self._router = MessageRouter(
             kit=self._kit,
@@ -299,6 +303,8 @@ class AnalysisCore:
         dev = DeviceState(info, res, detector)
         self._devices[info.device_id] = dev
         restore = self._restore.get(info.device_id)
+        if info.kind is DeviceKind.DOOR_CONTACT:
+            self._kit.restore_door(res, None if restore is None else restore.door_opened)
         self._health.register(
             info.device_id,
             info.kind.value,

@@ -212,6 +212,8 @@ class DeviceRestore:
 
     last_seen: float
     offline: bool = False
+    door_opened: float | None = None
+    """A door contact's last ``open`` event (device time), for "door not opened for days"."""
 
 
 @dataclass(frozen=True, slots=True)

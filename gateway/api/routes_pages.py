@@ -34,6 +34,7 @@ STATIC_FILES: dict[str, str] = {
     "console-calls.js": "text/javascript; charset=utf-8",
     "console-calls.css": "text/css; charset=utf-8",
     "i18n-calls.js": "text/javascript; charset=utf-8",
+    "i18n-kit-door.js": "text/javascript; charset=utf-8",  # "door not opened for days"
 }
 
 SECURITY_HEADERS: dict[str, str] = {

@@ -21,7 +21,12 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
   :class:`analytics.home_activity.HomeActivity` per home (``NO_ACTIVITY``, ``NOT_UP``,
   ``DOOR_OPEN_AT_NIGHT``), fused with the home's bed sensor when it has one; staff-set
   away (the resident's registry status) is applied at each check, and so are the family's
-  away periods (days not learned from).
+  away periods (days not learned from);
+* a home with a door contact also has a :class:`analytics.door_unused.DoorUnused`: no door
+  opening for ``kit.door_unused_days`` while the elder is not away raises the care finding
+  ``DOOR_UNUSED`` (a welfare check; the visits sweep opens a door-knock task when nobody
+  resolves it), resolved when a door opens. The last opening before a restart comes from the
+  store (:meth:`KitRunner.restore_door`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from analytics.door_unused import DoorUnused, DoorUnusedParams
 from analytics.home_activity import HomeActivity, HomeActivityParams
 from analytics.routine import RoutineParams
 from analytics.types import Detection, DetectionKind
@@ -185,12 +191,17 @@ class KitRunner:
         residents: Callable[[], Mapping[str, Resident]],
         *,
         sensitivity: Mapping[str, Sensitivity] | None = None,
+        door_unused_s: float = 3 * 86400.0,
+        door_alive_s: float = 3 * 3600.0,
     ) -> None:
         self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._emit_home = emit_home
         self._emit_device = emit_device
         self._residents = residents
         self._homes: dict[str, tuple[Any, HomeActivity]] = {}
+        self._doors: dict[str, tuple[Any, DoorUnused]] = {}
+        self._door_unused_s = door_unused_s
+        self._door_alive_s = door_alive_s
         self.tests_recorded = 0
 
     def _params(self, home: Home) -> HomeActivityParams:
@@ -218,6 +229,26 @@ class KitRunner:
         self._homes[home.subject] = (home, monitor)
         return monitor
 
+    def _door(self, home: Home) -> DoorUnused:
+        """The home's "door not opened for days" (a home with a door contact)."""
+        entry = self._doors.get(home.subject)
+        if entry is not None and entry[0] is home:
+            return entry[1]
+        if entry is not None:
+            monitor = entry[1]  # the same home, re-bound: keep what it knows
+        else:
+            params = DoorUnusedParams(unused_s=self._door_unused_s, alive_s=self._door_alive_s,
+                                      utc_offset_s=home.utc_offset)  # fmt: skip
+            monitor = DoorUnused(home.subject, params)
+        self._doors[home.subject] = (home, monitor)
+        return monitor
+
+    def restore_door(self, home: Home, last_open: float | None) -> None:
+        """A door contact of ``home`` at start-up, with its last opening from the store."""
+        door = self._door(home)
+        if last_open is not None:
+            door.restore(last_open)
+
     # -- input ------------------------------------------------------------------------------
 
     def on_event(
@@ -235,8 +266,11 @@ class KitRunner:
         ha = self._activity(home)
         if kind is DeviceKind.MOTION_SENSOR:
             self._takes_over(home)
+        if kind is DeviceKind.DOOR_CONTACT:
+            self._door(home).on_alive(t)
         if kind is DeviceKind.DOOR_CONTACT and type_ in ("open", "close"):
             ha.on_door(t, type_ == "open")
+            self._door(home).on_door(t, type_ == "open", device_id)
             home.routine.on_activity(t)
         elif kind is DeviceKind.MOTION_SENSOR and type_ == "motion":
             ha.on_motion(t)
@@ -298,6 +332,8 @@ class KitRunner:
         t = msg.envelope.ts
         if info.kind is DeviceKind.MOTION_SENSOR:
             self._takes_over(home)
+        elif info.kind is DeviceKind.DOOR_CONTACT:
+            self._door(home).on_alive(t)
         if msg.envelope.type == "occupancy" and msg.steps:
             ha.on_motion(t)
             home.routine.on_activity(t)
@@ -327,4 +363,12 @@ class KitRunner:
                 in_bed = bool(home.bed_reported)
                 ha.on_bed(home.bed_reported_at, in_bed, in_bed)
             for det in ha.check(now):
+                self._emit_home(home, det, None)
+        for home, door in self._doors.values():
+            resident = residents.get(home.resident_id or "")
+            away = resident is not None and resident.away
+            if away != door.away_set:
+                door.set_away(now, away)
+            door.set_away_periods(resident.away_periods if resident is not None else ())
+            for det in door.check(now):
                 self._emit_home(home, det, None)
