@@ -269,7 +269,7 @@ class KitRunner:
         if kind is DeviceKind.DOOR_CONTACT:
             self._door(home).on_alive(t)
         if kind is DeviceKind.DOOR_CONTACT and type_ in ("open", "close"):
-            ha.on_door(t, type_ == "open")
+            ha.on_door(t, type_ == "open", device_id)
             self._door(home).on_door(t, type_ == "open", device_id)
             home.routine.on_activity(t)
         elif kind is DeviceKind.MOTION_SENSOR and type_ == "motion":
