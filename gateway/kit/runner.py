@@ -10,7 +10,8 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
   trigger (or raises a new one when it was resolved); ``clear`` resolves the detector's
   detection (the incident stays for staff to resolve); a detector's ``test`` press is
   recorded (stored event, a log line and a counter), never escalated;
-* a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), ``dry`` resolves it;
+* a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), one condition per
+  sensor as for hazards, ``dry`` resolves it;
 * ``alarm`` and ``leak`` are alarm events (``devices.protocol.ALARM_EVENT_TYPES``): ingest
   wrote their pending marker, and the detection carries their key (device id, message id) so
   the intake marks it handled; a marker nobody handled is raised by
@@ -145,7 +146,8 @@ def hazard_alarm(
 def water_leak(
     subject: str, t: float, utc_offset: float, device_id: str, *, resolved: bool
 ) -> Detection:
-    """A water ``leak`` (or, ``resolved``, ``dry`` again) at ``t``."""
+    """A water ``leak`` (or, ``resolved``, ``dry`` again) at ``t``: like a hazard, one
+    condition per sensor (a second sensor's leak is a new trigger of the open incident)."""
     clock = _clock(t, utc_offset)
     reason = (
         f"漏水已消除 {clock} / water leak dry again at {clock}"
@@ -154,8 +156,8 @@ def water_leak(
         f"{clock}: the resident may slip"
     )
     return Detection(
-        DetectionKind.WATER_LEAK, subject, t, reason, {"device": device_id}, started=t,
-        resolved=resolved,
+        DetectionKind.WATER_LEAK, subject, t, reason, {"device": device_id, "condition": device_id},
+        started=t, resolved=resolved,
     )  # fmt: skip
 
 

@@ -122,3 +122,30 @@ def test_a_second_detector_and_a_re_alarm_after_a_clear_are_raised_at_once() -> 
     assert rig.metric("safehome_analysis_detections_total", kind="smoke_alarm",
                       state="raised") == 3.0  # fmt: skip
     assert rig.metric("safehome_analysis_duplicates_total") == 0.0
+
+
+def test_a_second_water_sensor_is_a_new_raise_and_each_dries_on_its_own() -> None:
+    t0 = day(3, 10)
+    reg = kit_registry()
+    devices = dict(reg.devices)
+    devices["leak2"] = DeviceInfo("leak2", SITE, DeviceKind.WATER_LEAK, "home1", None, "r1", None)
+    reg = RegistrySnapshot(devices, reg.residents, reg.utc_offsets)
+    store = HandedStore(reg)
+    rig = make_rig(t0, registry=reg, store=store)
+    s = rig.stream
+    rig.run(
+        t0 + 60,
+        [
+            s.event("leak1", t0 + 5, "leak"),
+            s.event("leak2", t0 + 10, "leak"),
+            s.event("leak1", t0 + 20, "dry"),
+            s.event("leak2", t0 + 25, "leak"),  # still wet: its repeat
+        ],
+    )
+    got = [(r.kind, r.device_id, r.resolved, r.started - t0) for r in store.detections]
+    assert got == [
+        (DetectionKind.WATER_LEAK, "leak1", False, 5.0),
+        (DetectionKind.WATER_LEAK, "leak2", False, 10.0),
+        (DetectionKind.WATER_LEAK, "leak1", True, 5.0),
+    ]
+    assert [(r.device_id, r.continued) for r in store.handed if r.continued] == [("leak2", True)]
