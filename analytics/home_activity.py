@@ -141,7 +141,8 @@ class HomeActivity:
         self._start: float | None = None  # first check: monitoring start
         self._resume: float = -math.inf  # sensor back / away ended / bed left
         self._alive: float | None = None
-        self._door_open_at: float | None = None
+        self._door_open_at: float | None = None  # the earliest of the doors open now
+        self._doors_open: dict[str, float] = {}  # door contact -> opened at (several doors)
         self._door_closed_at: float | None = None
         self._door_close_checked = True
         self._away_auto = False
@@ -184,12 +185,19 @@ class HomeActivity:
                 DetectionKind.DOOR_OPEN_AT_NIGHT, t, "屋内又有活动 / movement inside again"
             )
 
-    def on_door(self, t: float, opened: bool) -> None:
+    def on_door(self, t: float, opened: bool, door: str = "") -> None:
+        """An opening or closing of the door contact ``door`` (a home may have several: a
+        door still open keeps the home's door open when another one closes)."""
         if opened:
-            self._door_open_at = t
+            self._doors_open[door] = t
+            self._door_open_at = min(self._doors_open.values())
             self._activity(t)
             return
         self.on_alive(t)
+        self._doors_open.pop(door, None)
+        if self._doors_open:
+            self._door_open_at = min(self._doors_open.values())
+            return
         self._door_open_at = None
         self._door_closed_at = t
         self._door_close_checked = False

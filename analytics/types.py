@@ -38,6 +38,7 @@ class DetectionKind(StrEnum):
     GAS_ALARM = "gas_alarm"
     WATER_LEAK = "water_leak"  # a care incident of lower priority (the resident may slip)
     DOOR_OPEN_AT_NIGHT = "door_open_at_night"  # opened at night and not closed, or left
+    DOOR_UNUSED = "door_unused"  # an elder living alone has not opened the door for days
     # technical
     DEVICE_OFFLINE = "device_offline"
     HUB_OFFLINE = "hub_offline"  # one home's devices all silent together

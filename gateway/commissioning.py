@@ -210,6 +210,11 @@ def credentials_json(creds: Sequence[DeviceCredential]) -> list[dict[str, Any]]:
 Conn = psycopg.Connection[Any]
 ApplyBroker = Callable[[Conn], object]
 KIND_PREFIX = {"button": "btn", "bed_sensor": "bed", "wearable": "wr", **kit.KIT_PREFIX}
+SEVERAL_PER_HOME = frozenset({"motion_sensor", "door_contact"})
+"""Kinds a bed or resident may have several of (a PIR per room, a front and a back door):
+the home-activity model takes any of them as activity and tracks each door. Every other
+kind stays one per bed and per resident: the analysis keeps one wearable and one bed sensor
+slot per resident, and a second button, hub or detector has not been needed."""
 
 
 def find_device(conn: Conn, device_id: str) -> dict[str, Any]:
@@ -295,7 +300,8 @@ def bind_device(
     resident_id: str | None,
     location_id: str | None,
 ) -> None:
-    """Bind an active device to a bed and/or resident (409 when bound elsewhere or taken)."""
+    """Bind an active device to a bed and/or resident (409 when bound elsewhere, or when the
+    bed or resident already has a device of its kind, except :data:`SEVERAL_PER_HOME`)."""
     _require_active(device)
     dev, kind = device["device_id"], device["kind"]
     if bed_id is None and resident_id is None and location_id is None:
@@ -308,9 +314,10 @@ def bind_device(
     bed_id = bed_id or device["bed_id"]
     resident_id = resident_id or device["resident_id"]
     location_id = location_id or (None if bed_id != device["bed_id"] else device["location_id"])
+    several = kind in SEVERAL_PER_HOME
     with conn.transaction():
         if bed_id is not None:
-            other = repo.holder_of_kind(conn, "bed_id", bed_id, kind, dev)
+            other = None if several else repo.holder_of_kind(conn, "bed_id", bed_id, kind, dev)
             if other is not None:
                 raise ConflictError(
                     f"the bed already has a {kind}: {other}",
@@ -318,7 +325,7 @@ def bind_device(
                     f"replace it (safehome device replace {other} ...)",
                 )
             location_id = location_id or registry_repo.bed_location(conn, bed_id)
-        if resident_id is not None:
+        if resident_id is not None and not several:
             other = repo.holder_of_kind(conn, "resident_id", resident_id, kind, dev)
             if other is not None:
                 raise ConflictError(f"the resident already has a {kind}: {other}",

@@ -72,6 +72,7 @@ INCIDENT_TYPES: Final[dict[Lang, dict[str, str]]] = {
         "water_leak": "漏水",
         "door_open_at_night": "夜间开门",
         "device_tampered": "设备被拆动",
+        "door_unused": "多日未开门",
     },
     "en": {
         "emergency_call": "emergency call",
@@ -93,6 +94,7 @@ INCIDENT_TYPES: Final[dict[Lang, dict[str, str]]] = {
         "water_leak": "water leak",
         "door_open_at_night": "door open at night",
         "device_tampered": "device tampered",
+        "door_unused": "door not opened for days",
     },
 }
 
@@ -495,6 +497,10 @@ REASONS: Final[dict[Lang, dict[str, Reason]]] = {
         "water_leak": lambda _: "漏水：水浸探测器测到漏水",
         "door_open_at_night": lambda _: "夜间开门：夜间家门被打开，住户可能外出",
         "device_tampered": lambda c: f"设备被拆动：{c.kind()}被打开或移动",
+        "door_unused": lambda c: (
+            f"多日未开门：家门已 {c.count('unused_days', '多')} 天未打开"
+            f"（上次开门 {c.clock('last_opened')}），请电话或上门确认老人安好"
+        ),
     },
     "en": {
         "emergency_call": lambda c: (
@@ -559,6 +565,10 @@ REASONS: Final[dict[Lang, dict[str, Reason]]] = {
             "Door open at night: the front door opened at night; the resident may have left"
         ),
         "device_tampered": lambda c: f"Device tampered: the {c.kind()} was opened or moved",
+        "door_unused": lambda c: (
+            f"Door not opened for {c.count('unused_days', 'several')} days (last opened "
+            f"{c.clock('last_opened')}): call or visit to check the resident is well"
+        ),
     },
 }
 

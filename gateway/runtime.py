@@ -261,6 +261,7 @@ class Runtime:
             s.analysis, scoped(store, s.cell),  # a cell: its own sites only (gateway.cellstore)
             metrics_registry=self.metrics.registry, on_cancel=store.cancel,
             sensitivity=visits_cfg.sensitivity,  # risk categories -> inactivity thresholds
+            kit=s.kit,  # "door not opened for days"
         )  # fmt: skip
         await asyncio.to_thread(self.analysis.start)
         self._stack.push_async_callback(asyncio.to_thread, self.analysis.stop)

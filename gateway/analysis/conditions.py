@@ -2,7 +2,9 @@
 
 A condition is ``(kind, subject, condition)`` (:attr:`DetectionRecord.key`). While one is
 open, a second raise of it is its continuation (after a restart the detectors find again what
-was already stored) and is not written; a resolution is written against the open raise (its
+was already stored) and is not written (one that carries alarm events is passed on marked
+:attr:`~DetectionRecord.continued`, for the intake to hand their markers to the open
+incident); a resolution is written against the open raise (its
 ``started``), and a resolution with nothing open is dropped. Instants (:data:`ONE_SHOT`) pass
 through. Conditions restored at start-up that no detector raises again within the grace are
 resolved by :meth:`OpenConditions.reconcile`.
@@ -47,6 +49,8 @@ class OpenConditions:
                 current.confirmed = True  # still going on: the open raise stands
                 if self._on_continued is not None:
                     self._on_continued()
+                if rec.alarms:  # its alarm markers go to the open incident
+                    return replace(rec, started=current.record.started, continued=True)
                 return None
             self._open[key] = _Open(rec, restored=False)
             return rec

@@ -25,7 +25,7 @@ from analytics.falls import FallDetector, FallParams
 from analytics.routine import DaySummary, RoutineMonitor, RoutineParams
 from analytics.types import Detection, DetectionKind
 from analytics.vitals import HR_BINS, RR_BINS, VitalsMonitor
-from devices.protocol import ACCEL_FS
+from devices.protocol import ACCEL_FS, DeviceKind
 from gateway.analysis.conditions import OpenConditions
 from gateway.analysis.dayrows import DayRows, padded
 from gateway.analysis.metrics import AnalysisMetrics
@@ -44,6 +44,7 @@ from gateway.ingest import StoredMessage
 from gateway.kit.runner import KitRunner
 from gateway.registry import DeviceInfo
 from gateway.settings import AnalysisSettings
+from gateway.settings.kit import KitSettings
 from gateway.visits.sensitivity import Sensitivity, for_categories, tune_routine
 
 log = logging.getLogger("gateway.analysis")
@@ -66,6 +67,7 @@ class AnalysisCore:
         clock: Clock,
         on_cancel: Callable[[str, float, str | None], None] | None,
         sensitivity: Mapping[str, Sensitivity] | None = None,
+        kit: KitSettings | None = None,
     ) -> None:
         self.settings = settings
         # Risk category -> factors on the inactivity rules (config/visits.toml [sensitivity]).
@@ -103,6 +105,8 @@ class AnalysisCore:
             self._emit_health,
             lambda: self._registry.residents,
             sensitivity=self._sensitivity,
+            door_unused_s=(kit or KitSettings()).door_unused_days * 86400.0,
+            door_alive_s=s.deadline_factor * s.heartbeat_kit_s,
         )
         self._router = MessageRouter(
             kit=self._kit,
@@ -249,7 +253,7 @@ class AnalysisCore:
             self._store_down_since = None
         self._retry_delay = _RETRY_MIN_S
         self._retry_at = -math.inf
-        duplicates = len(self._pending) - new
+        duplicates = sum(not r.continued for r in self._pending) - new
         if duplicates:
             self._m.duplicates.inc(duplicates)
         self._pending = []
@@ -299,6 +303,8 @@ class AnalysisCore:
         dev = DeviceState(info, res, detector)
         self._devices[info.device_id] = dev
         restore = self._restore.get(info.device_id)
+        if info.kind is DeviceKind.DOOR_CONTACT:
+            self._kit.restore_door(res, None if restore is None else restore.door_opened)
         self._health.register(
             info.device_id,
             info.kind.value,
@@ -513,6 +519,8 @@ class AnalysisCore:
         if out is None:
             return
         self._pending.append(out)
+        if out.continued:
+            return  # not a new finding: only its alarm markers go to the intake
         state = "resolved" if out.resolved else "raised"
         self._m.detections.labels(out.kind.value, state).inc()
         if not self._router.quiet:

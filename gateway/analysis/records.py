@@ -121,6 +121,10 @@ class DetectionRecord:
     """The stored alarm events (device id, message id) this finding accounts for: the
     intake takes their pending markers (``pending_alarms``) in the transaction that raises
     the incident, and raises nothing when another path already took them."""
+    continued: bool = False
+    """A raise of a condition already open, carrying alarm events (a detector's repeated
+    ``alarm`` while it still sounds): not stored as a detection (the open raise stands), but
+    handed to the intake so their markers are taken by the open incident (no new trigger)."""
 
     @classmethod
     def of(
@@ -208,6 +212,8 @@ class DeviceRestore:
 
     last_seen: float
     offline: bool = False
+    door_opened: float | None = None
+    """A door contact's last ``open`` event (device time), for "door not opened for days"."""
 
 
 @dataclass(frozen=True, slots=True)

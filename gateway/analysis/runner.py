@@ -18,6 +18,7 @@ from gateway.analysis.records import AnalysisError, StoreUnavailableError
 from gateway.analysis.store import AnalysisStore
 from gateway.ingest import StoredMessage
 from gateway.settings import AnalysisSettings
+from gateway.settings.kit import KitSettings
 from gateway.visits.sensitivity import Sensitivity
 
 log = logging.getLogger("gateway.analysis")
@@ -40,6 +41,7 @@ class AnalysisRunner(AnalysisCore):
         clock: Clock = time.time,
         on_cancel: Callable[[str, float, str | None], None] | None = None,
         sensitivity: Mapping[str, Sensitivity] | None = None,
+        kit: KitSettings | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -48,6 +50,7 @@ class AnalysisRunner(AnalysisCore):
             clock=clock,
             on_cancel=on_cancel,
             sensitivity=sensitivity,
+            kit=kit,
         )
         self._queue: queue.Queue[Sequence[StoredMessage] | None] = queue.Queue(settings.queue_size)
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)

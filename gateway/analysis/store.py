@@ -111,7 +111,7 @@ class MemoryStore:
         new = 0
         for rec in detections:
             identity = rec.identity
-            if identity in self._identities:
+            if rec.continued or identity in self._identities:
                 continue
             self._identities.add(identity)
             self.detections.append(rec)

@@ -35,6 +35,7 @@ STATIC_FILES: dict[str, str] = {
     "console-calls.css": "text/css; charset=utf-8",
     "i18n-calls.js": "text/javascript; charset=utf-8",
     "i18n-worker-calls.js": "text/javascript; charset=utf-8",  # the worker page's calls
+    "i18n-kit-door.js": "text/javascript; charset=utf-8",  # "door not opened for days"
 }
 
 SECURITY_HEADERS: dict[str, str] = {

@@ -6,6 +6,10 @@ detection is stored if and only if its incident was raised or joined and, for a 
 incident, its escalation timer was started (``incident_escalations``, due at once):
 
 * a raise (care or technical) → :meth:`IncidentService.raise_or_join`;
+* a continuation carrying alarm events (:attr:`DetectionRecord.continued`: a smoke detector
+  repeating its ``alarm`` while it still sounds) → its markers are taken by the open incident
+  (outcome ``already_raised``, no new trigger); with no open incident any more (resolved
+  while the device still sounds) it raises a new one;
 * a resolved technical detection → :meth:`IncidentService.clear` of the open incident of
   that subject and type (when it is still raised or acknowledged);
 * resolved care detections change nothing (a human closes care incidents);
@@ -121,6 +125,15 @@ def take(
             if rec.resolved:
                 _clear(conn, service, rec)
                 return None
+            if rec.continued:
+                if not markers:
+                    return None
+                open_id = _open_incident(conn, rec)
+                if open_id is not None:
+                    note = "continuation: the device's alarm is still going on (no new trigger)"
+                    pending_alarms.handle(conn, markers, by, "already_raised", open_id, note=note)
+                    return "already_raised"
+                # The incident was resolved while the device still sounds: a new one (below).
             if rec.device_id in testing and acceptance.awaited(conn, testing[rec.device_id], rec):
                 acceptance.observe(conn, testing[rec.device_id], rec)
                 pending_alarms.handle(conn, markers, by, "test_observation", None, note=note)
@@ -184,6 +197,17 @@ def _trigger(rec: DetectionRecord, markers: Sequence[Marker], by: str) -> Trigge
         subject=subject,
         details=details,
     )
+
+
+def _open_incident(conn: Conn, rec: DetectionRecord) -> int | None:
+    """The open incident a raise of ``rec`` would join, if any."""
+    trigger = _trigger(rec, (), "analysis")
+    itype = trigger.type.value
+    if trigger.type.technical:
+        return incidents.open_of(conn, itype, subject=trigger.key_subject, technical=True)
+    if trigger.resident_id is not None:
+        return incidents.open_of(conn, itype, resident_id=trigger.resident_id)
+    return incidents.open_of(conn, itype, subject=trigger.key_subject)
 
 
 def _clear(conn: Conn, service: IncidentService, rec: DetectionRecord) -> None:

@@ -38,6 +38,7 @@ SUPPRESSIBLE: Final = frozenset(
         DetectionKind.NO_ACTIVITY,
         DetectionKind.NIGHT_BED_EXIT,
         DetectionKind.NOT_WORN,
+        DetectionKind.DOOR_UNUSED,
     }
 )
 """Routine findings that mean nothing while the elder is away with the family."""

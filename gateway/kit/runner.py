@@ -5,10 +5,13 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
 
 * smoke and gas ``alarm`` raise ``SMOKE_ALARM`` / ``GAS_ALARM`` (priority 1; the incident
   intake gives them the hazard ladder of ``config/escalation.toml``; their own incident type,
-  so they never merge with care incidents); ``clear`` resolves the detection (the incident
-  stays for staff to resolve); a detector's ``test`` press is recorded (stored event, a log
-  line and a counter), never escalated;
-* a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), ``dry`` resolves it;
+  so they never merge with care incidents), one condition per detector (:func:`hazard_alarm`):
+  a second detector, or a re-alarm after a ``clear``, joins the open incident at once as a
+  trigger (or raises a new one when it was resolved); ``clear`` resolves the detector's
+  detection (the incident stays for staff to resolve); a detector's ``test`` press is
+  recorded (stored event, a log line and a counter), never escalated;
+* a water ``leak`` raises ``WATER_LEAK`` (a care incident of priority 3), one condition per
+  sensor as for hazards, ``dry`` resolves it;
 * ``alarm`` and ``leak`` are alarm events (``devices.protocol.ALARM_EVENT_TYPES``): ingest
   wrote their pending marker, and the detection carries their key (device id, message id) so
   the intake marks it handled; a marker nobody handled is raised by
@@ -19,7 +22,12 @@ kind), on its worker thread, with the runner's per-home state (:class:`Home`):
   :class:`analytics.home_activity.HomeActivity` per home (``NO_ACTIVITY``, ``NOT_UP``,
   ``DOOR_OPEN_AT_NIGHT``), fused with the home's bed sensor when it has one; staff-set
   away (the resident's registry status) is applied at each check, and so are the family's
-  away periods (days not learned from).
+  away periods (days not learned from);
+* a home with a door contact also has a :class:`analytics.door_unused.DoorUnused`: no door
+  opening for ``kit.door_unused_days`` while the elder is not away raises the care finding
+  ``DOOR_UNUSED`` (a welfare check; the visits sweep opens a door-knock task when nobody
+  resolves it), resolved when a door opens. The last opening before a restart comes from the
+  store (:meth:`KitRunner.restore_door`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from analytics.door_unused import DoorUnused, DoorUnusedParams
 from analytics.home_activity import HomeActivity, HomeActivityParams
 from analytics.routine import RoutineParams
 from analytics.types import Detection, DetectionKind
@@ -113,7 +122,13 @@ def hazard_alarm(
     data: Mapping[str, Any],
 ) -> Detection:
     """A smoke or gas detector's ``alarm`` at ``t`` (``data``: the event's, a gas ``level``);
-    the live path and the recovery of its pending marker build the same detection."""
+    the live path and the recovery of its pending marker build the same detection.
+
+    The condition is the detector's own (``details["condition"]``: its device id): a second
+    detector of the home alarming while the first still sounds is a new raise, stored and
+    joined to the open incident at once as a trigger (a spreading fire); the same detector's
+    repeated ``alarm`` messages are the continuation of its open condition (nothing new), and
+    its ``clear`` resolves its own condition only."""
     det_kind, zh, en = _HAZARD[kind]
     clock = _clock(t, utc_offset)
     level = data.get("level")
@@ -122,7 +137,7 @@ def hazard_alarm(
         f"{zh}{extra}：{clock} 报警，请立即拨打 119 / {en}{f' ({level})' if extra else ''}"
         f" at {clock}: call 119"
     )
-    details: dict[str, Any] = {"device": device_id, "hazard": True}
+    details: dict[str, Any] = {"device": device_id, "hazard": True, "condition": device_id}
     if isinstance(level, str):
         details["level"] = level
     return Detection(det_kind, subject, t, reason, details, started=t)
@@ -131,7 +146,8 @@ def hazard_alarm(
 def water_leak(
     subject: str, t: float, utc_offset: float, device_id: str, *, resolved: bool
 ) -> Detection:
-    """A water ``leak`` (or, ``resolved``, ``dry`` again) at ``t``."""
+    """A water ``leak`` (or, ``resolved``, ``dry`` again) at ``t``: like a hazard, one
+    condition per sensor (a second sensor's leak is a new trigger of the open incident)."""
     clock = _clock(t, utc_offset)
     reason = (
         f"漏水已消除 {clock} / water leak dry again at {clock}"
@@ -140,8 +156,8 @@ def water_leak(
         f"{clock}: the resident may slip"
     )
     return Detection(
-        DetectionKind.WATER_LEAK, subject, t, reason, {"device": device_id}, started=t,
-        resolved=resolved,
+        DetectionKind.WATER_LEAK, subject, t, reason, {"device": device_id, "condition": device_id},
+        started=t, resolved=resolved,
     )  # fmt: skip
 
 
@@ -177,12 +193,17 @@ class KitRunner:
         residents: Callable[[], Mapping[str, Resident]],
         *,
         sensitivity: Mapping[str, Sensitivity] | None = None,
+        door_unused_s: float = 3 * 86400.0,
+        door_alive_s: float = 3 * 3600.0,
     ) -> None:
         self._sensitivity: Mapping[str, Sensitivity] = sensitivity or {}
         self._emit_home = emit_home
         self._emit_device = emit_device
         self._residents = residents
         self._homes: dict[str, tuple[Any, HomeActivity]] = {}
+        self._doors: dict[str, tuple[Any, DoorUnused]] = {}
+        self._door_unused_s = door_unused_s
+        self._door_alive_s = door_alive_s
         self.tests_recorded = 0
 
     def _params(self, home: Home) -> HomeActivityParams:
@@ -210,6 +231,26 @@ class KitRunner:
         self._homes[home.subject] = (home, monitor)
         return monitor
 
+    def _door(self, home: Home) -> DoorUnused:
+        """The home's "door not opened for days" (a home with a door contact)."""
+        entry = self._doors.get(home.subject)
+        if entry is not None and entry[0] is home:
+            return entry[1]
+        if entry is not None:
+            monitor = entry[1]  # the same home, re-bound: keep what it knows
+        else:
+            params = DoorUnusedParams(unused_s=self._door_unused_s, alive_s=self._door_alive_s,
+                                      utc_offset_s=home.utc_offset)  # fmt: skip
+            monitor = DoorUnused(home.subject, params)
+        self._doors[home.subject] = (home, monitor)
+        return monitor
+
+    def restore_door(self, home: Home, last_open: float | None) -> None:
+        """A door contact of ``home`` at start-up, with its last opening from the store."""
+        door = self._door(home)
+        if last_open is not None:
+            door.restore(last_open)
+
     # -- input ------------------------------------------------------------------------------
 
     def on_event(
@@ -227,8 +268,11 @@ class KitRunner:
         ha = self._activity(home)
         if kind is DeviceKind.MOTION_SENSOR:
             self._takes_over(home)
+        if kind is DeviceKind.DOOR_CONTACT:
+            self._door(home).on_alive(t)
         if kind is DeviceKind.DOOR_CONTACT and type_ in ("open", "close"):
-            ha.on_door(t, type_ == "open")
+            ha.on_door(t, type_ == "open", device_id)
+            self._door(home).on_door(t, type_ == "open", device_id)
             home.routine.on_activity(t)
         elif kind is DeviceKind.MOTION_SENSOR and type_ == "motion":
             ha.on_motion(t)
@@ -268,9 +312,8 @@ class KitRunner:
             self._emit_home(home, det, info.device_id, ((info.device_id, env.msg_id),))
         elif type_ == "clear":
             reason = f"{zh}已解除 {clock} / {en} cleared at {clock}"
-            det = Detection(
-                det_kind, home.subject, t, reason, {"device": info.device_id}, resolved=True
-            )
+            details = {"device": info.device_id, "condition": info.device_id}
+            det = Detection(det_kind, home.subject, t, reason, details, resolved=True)
             self._emit_home(home, det, info.device_id)
 
     @staticmethod
@@ -291,6 +334,8 @@ class KitRunner:
         t = msg.envelope.ts
         if info.kind is DeviceKind.MOTION_SENSOR:
             self._takes_over(home)
+        elif info.kind is DeviceKind.DOOR_CONTACT:
+            self._door(home).on_alive(t)
         if msg.envelope.type == "occupancy" and msg.steps:
             ha.on_motion(t)
             home.routine.on_activity(t)
@@ -320,4 +365,12 @@ class KitRunner:
                 in_bed = bool(home.bed_reported)
                 ha.on_bed(home.bed_reported_at, in_bed, in_bed)
             for det in ha.check(now):
+                self._emit_home(home, det, None)
+        for home, door in self._doors.values():
+            resident = residents.get(home.resident_id or "")
+            away = resident is not None and resident.away
+            if away != door.away_set:
+                door.set_away(now, away)
+            door.set_away_periods(resident.away_periods if resident is not None else ())
+            for det in door.check(now):
                 self._emit_home(home, det, None)

@@ -41,6 +41,7 @@ from gateway.paging.settings import PagingSettings
 from gateway.platform.settings import PlatformSettings
 from gateway.settings.cell import CellSettings
 from gateway.settings.family import FamilySettings
+from gateway.settings.kit import KitSettings
 from gateway.settings.sections import (
     MQTT_PACKET_OVERHEAD,
     PROJECT_ROOT,
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     visits: VisitsSettings = VisitsSettings()
     platform: PlatformSettings = PlatformSettings()
     family: FamilySettings = FamilySettings()  # ratings, away mode (gateway.family)
+    kit: KitSettings = KitSettings()  # the safe-home kit's care findings (gateway.kit)
     telephony: TelephonySettings = TelephonySettings()  # click-to-call (gateway.telephony)
     var_dir: Path = PROJECT_ROOT / "var"
 

@@ -90,7 +90,8 @@ FROM detections WHERE NOT resolved AND closed_at IS NULL
 _LAST_SEEN = """
 SELECT d.device_id,
        extract(epoch FROM greatest(r.received_at, e.received_at, s.received_at)),
-       s.offline AND s.received_at >= greatest(r.received_at, e.received_at, s.received_at)
+       s.offline AND s.received_at >= greatest(r.received_at, e.received_at, s.received_at),
+       extract(epoch FROM o.time)
 FROM devices d
 LEFT JOIN LATERAL (SELECT received_at FROM readings WHERE device_id = d.device_id
                    AND time >= %(since)s ORDER BY time DESC LIMIT 1) r ON true
@@ -99,6 +100,9 @@ LEFT JOIN LATERAL (SELECT received_at FROM device_events WHERE device_id = d.dev
 LEFT JOIN LATERAL (SELECT received_at, NOT online AS offline FROM device_state
                    WHERE device_id = d.device_id AND time >= %(since)s
                    ORDER BY received_at DESC LIMIT 1) s ON true
+LEFT JOIN LATERAL (SELECT time FROM device_events WHERE device_id = d.device_id
+                   AND d.kind = 'door_contact' AND type = 'open' AND time >= %(since)s
+                   ORDER BY time DESC LIMIT 1) o ON true
 WHERE d.active
 """
 
@@ -191,11 +195,11 @@ def load_open_detections(conn: Conn) -> list[DetectionRecord]:
 
 
 def load_last_seen(conn: Conn, since: datetime) -> dict[str, DeviceRestore]:
-    """Each active device's last receive time since ``since`` (readings, events, states) and
-    whether its last state said offline."""
+    """Each active device's last receive time since ``since`` (readings, events, states),
+    whether its last state said offline, and a door contact's last opening."""
     return {
-        str(dev): DeviceRestore(float(seen), bool(offline))
-        for dev, seen, offline in conn.execute(_LAST_SEEN, {"since": since}).fetchall()
+        str(dev): DeviceRestore(float(seen), bool(offline), opt_float(opened))
+        for dev, seen, offline, opened in conn.execute(_LAST_SEEN, {"since": since}).fetchall()
         if seen is not None
     }
 
@@ -261,10 +265,13 @@ def write_output(
     on_stored: StoredHook | None = None,
 ) -> int:
     """Store detections and day rows in one transaction, ``on_stored`` with the new
-    detections in it; return how many detections were new."""
+    detections in it (and the continuations, :attr:`DetectionRecord.continued`, which are
+    not stored, in their order); return how many detections were new."""
     with conn.transaction():
-        inserted = store_detections(conn, detections)
+        inserted = store_detections(conn, [d for d in detections if not d.continued])
         upsert_day_rows(conn, routine_days, vitals_days)
-        if on_stored is not None and inserted:
-            on_stored(conn, inserted)
+        new = {id(d) for d in inserted}
+        hand = [d for d in detections if d.continued or id(d) in new]
+        if on_stored is not None and hand:
+            on_stored(conn, hand)
     return len(inserted)

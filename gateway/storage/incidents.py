@@ -116,6 +116,16 @@ _OPEN_TECHNICAL = b"""
 SELECT id FROM incidents
 WHERE subject = %s AND type = %s AND technical AND state IN ('raised', 'acknowledged')
 """
+# The open incident a trigger would join (the partial unique indexes of migration 0017);
+# the f-string splices constants only.
+_OPEN_OF = {
+    key: f"SELECT id FROM incidents WHERE {col} = %s AND type = %s AND {cond} AND {OPEN_SQL}"  # noqa: S608
+    for key, col, cond in (
+        ("resident", "resident_id", "NOT technical"),
+        ("place", "subject", "resident_id IS NULL AND NOT technical"),
+        ("technical", "subject", "technical"),
+    )
+}
 _STATE = b"SELECT state FROM incidents WHERE id = %s"
 _TIMELINE = (
     b"SELECT time, kind, actor, data FROM incident_events WHERE incident_id = %s ORDER BY id"
@@ -219,6 +229,22 @@ def cancellable(conn: Conn, resident_id: str, types: Sequence[str]) -> int | Non
 def open_technical(conn: Conn, subject: str, incident_type: str) -> int | None:
     """The raised or acknowledged technical incident of ``subject`` and type, if any."""
     row = conn.execute(_OPEN_TECHNICAL, (subject, incident_type)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def open_of(
+    conn: Conn,
+    incident_type: str,
+    *,
+    resident_id: str | None = None,
+    subject: str | None = None,
+    technical: bool = False,
+) -> int | None:
+    """The open incident of ``incident_type`` a new trigger would join: the resident's care
+    incident, else the place's (``subject``), or with ``technical`` the subject's."""
+    key = "resident" if resident_id is not None else "technical" if technical else "place"
+    value = resident_id if resident_id is not None else subject
+    row = conn.execute(_OPEN_OF[key].encode(), (value, incident_type)).fetchone()
     return None if row is None else int(row[0])
 
 

@@ -349,15 +349,15 @@ def silent_home_residents(conn: Conn, sites: Sequence[str] | None = None) -> lis
 
 def unresolved_inactivity(
     conn: Conn, minutes: int, sites: Sequence[str] | None = None
-) -> list[tuple[int, str]]:
-    """(incident, resident) of open no-activity / not-up alerts raised more than ``minutes``
-    ago, of elders with a community worker, with no door-knock task yet (oldest first; of
-    ``sites`` only, when given)."""
+) -> list[tuple[int, str, str]]:
+    """(incident, resident, type) of open no-activity / not-up / door-not-opened-for-days
+    alerts raised more than ``minutes`` ago, of elders with a community worker, with no
+    door-knock task yet (oldest first; of ``sites`` only, when given)."""
     rows = conn.execute(
         """
-        SELECT i.id, i.resident_id FROM incidents i
+        SELECT i.id, i.resident_id, i.type FROM incidents i
         JOIN worker_assignments w ON w.resident_id = i.resident_id
-        WHERE i.type IN ('no_activity', 'not_up') AND NOT i.technical
+        WHERE i.type IN ('no_activity', 'not_up', 'door_unused') AND NOT i.technical
           AND i.state IN ('raised', 'acknowledged', 'dispatched', 'on_scene')
           AND i.raised_at < now() - %(minutes)s * interval '1 minute'
           AND (%(sites)s::text[] IS NULL OR i.site_id = ANY(%(sites)s::text[]))
@@ -366,7 +366,7 @@ def unresolved_inactivity(
         """,
         {"minutes": minutes, "sites": None if sites is None else list(sites)},
     ).fetchall()
-    return [(int(r[0]), str(r[1])) for r in rows]
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 # -- overdue notices -------------------------------------------------------------------

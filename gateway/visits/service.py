@@ -38,7 +38,7 @@ RESULTS = {
     "hospital": "送医",
 }
 REASONS = {"no_activity": "无活动告警电话未解决", "home_silent": "全部设备离线",
-           "unreachable": "电话联系不上"}  # fmt: skip
+           "unreachable": "电话联系不上", "door_unused": "多日未开门告警未解决"}  # fmt: skip
 _RESOLVE_OUTCOME = {"opened_ok": "no_action_needed", "hospital": "hospital_transfer"}
 
 
@@ -398,9 +398,9 @@ def sweep(
 ) -> SweepResult:
     """Tell supervisors of newly overdue visits (once per elder, kind and due date) and
     open door-knock tasks for homes where every device went silent and for inactivity
-    alerts (no activity, not up) nobody resolved within ``door_knock_auto_minutes`` of an
-    elder with a community worker. Idempotent. ``sites``: only those sites' elders (a
-    cell's gateway, :mod:`gateway.cells`)."""
+    alerts (no activity, not up, door not opened for days) nobody resolved within
+    ``door_knock_auto_minutes`` of an elder with a community worker. Idempotent.
+    ``sites``: only those sites' elders (a cell's gateway, :mod:`gateway.cells`)."""
     now = clock()
     noticed = 0
     system = Caller("system", "system")
@@ -422,10 +422,11 @@ def sweep(
                                      clock=clock)  # fmt: skip
         opened += created
     if cfg.door_knock_auto_minutes:
-        for incident_id, resident_id in store.unresolved_inactivity(
+        for incident_id, resident_id, itype in store.unresolved_inactivity(
             conn, cfg.door_knock_auto_minutes, sites
         ):
-            _, created = open_door_knock(conn, cfg, system, resident_id, reason="no_activity",
+            reason = "door_unused" if itype == "door_unused" else "no_activity"
+            _, created = open_door_knock(conn, cfg, system, resident_id, reason=reason,
                                          incident_id=incident_id, clock=clock)  # fmt: skip
             opened += created
     if noticed or opened:

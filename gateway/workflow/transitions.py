@@ -102,6 +102,7 @@ class IncidentType(StrEnum):
     WATER_LEAK = "water_leak"
     DOOR_OPEN_AT_NIGHT = "door_open_at_night"
     DEVICE_TAMPERED = "device_tampered"
+    DOOR_UNUSED = "door_unused"
 
     @property
     def priority(self) -> int:
@@ -144,6 +145,7 @@ PRIORITIES: dict[IncidentType, int] = {
     IncidentType.DOOR_OPEN_AT_NIGHT: 2,
     IncidentType.WATER_LEAK: 3,
     IncidentType.DEVICE_TAMPERED: 3,
+    IncidentType.DOOR_UNUSED: 3,  # a welfare check within the day, below no_activity
 }
 
 RESIDENT_CANCELLABLE = frozenset({IncidentType.EMERGENCY_CALL, IncidentType.FALL})

@@ -21,7 +21,7 @@ def test_alarms_are_never_suppressed() -> None:
     assert not SUPPRESSIBLE & NEVER_SUPPRESSED
     assert {k for k in DetectionKind if suppresses(k)} == {
         DetectionKind.NOT_UP, DetectionKind.NO_ACTIVITY, DetectionKind.NIGHT_BED_EXIT,
-        DetectionKind.NOT_WORN,
+        DetectionKind.NOT_WORN, DetectionKind.DOOR_UNUSED,
     }  # fmt: skip
     assert not suppresses(DetectionKind.NO_ACTIVITY, resolved=True)
 

@@ -43,6 +43,7 @@ DETAILS: dict[str, dict[str, Any]] = {
     "water_leak": {},
     "door_open_at_night": {},
     "device_tampered": {"device_kind": "smoke_detector"},
+    "door_unused": {"unused_days": 3.2, "last_opened": LAST_SEEN},
 }
 HAN = re.compile(r"[\u4e00-\u9fff]")
 

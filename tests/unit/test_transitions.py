@@ -161,7 +161,7 @@ def test_types_and_priorities() -> None:
         "not_up": 2, "no_activity": 2, "motionless_in_bed": 2, "not_worn": 3,
         "site_offline": 2, "hub_offline": 2, "device_offline": 3, "low_battery": 4,
         "device_clock_wrong": 4, "smoke_alarm": 1, "gas_alarm": 1, "door_open_at_night": 2,
-        "water_leak": 3, "device_tampered": 3,
+        "water_leak": 3, "device_tampered": 3, "door_unused": 3,
     }  # fmt: skip
     assert {t.value: t.priority for t in IncidentType} == expected
     for kind in DetectionKind:
