@@ -15,7 +15,12 @@ import httpx
 import psycopg
 
 from gateway.brokerauth import ServiceAccount
-from gateway.commissioning import DeviceCredential, apply_site_definition, device_accounts
+from gateway.commissioning import (
+    DeviceCredential,
+    apply_site_definition,
+    device_accounts,
+    register_device,
+)
 from gateway.localsvc import MosquittoServer, PostgresServer
 from gateway.settings import Settings, load_settings
 
@@ -174,6 +179,16 @@ def _broker_settings_env(settings: Settings) -> dict[str, str]:
     if b.pid_path is not None:
         env["SAFEHOME_BROKER__PID_PATH"] = str(b.pid_path)
     return env
+
+
+def register_kit_device(
+    db: Database, kind: str, serial: str, hub: str | None = None, *, site_id: str = "site-a"
+) -> tuple[str, str]:
+    """Register one device (a home hub, or a kit sensor behind ``hub``): its id and password.
+    The broker is not synced here: the test calls ``broker.sync`` once its devices exist."""
+    with db.connect() as conn:
+        values = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
+        return register_device(conn, site_id, values, lambda _conn: None)
 
 
 def make_site(

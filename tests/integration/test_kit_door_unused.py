@@ -20,6 +20,7 @@ import pytest
 from devices import protocol as p
 from gateway import commissioning as com
 from gateway.api.auth import create_user
+from gateway.l10n import Lang
 from gateway.l10n import reason as reason_sentence
 from gateway.storage import visits as visits_store
 from gateway.storage.analysis import load_last_seen
@@ -33,20 +34,11 @@ from tests.support import (
     InProcessGateway,
     gateway_settings,
     make_site,
+    register_kit_device,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _no_broker(conn: Any) -> None:
-    """The test syncs the broker itself (``broker.sync``)."""
-
-
-def _register(db: Database, kind: str, serial: str, hub: str | None = None) -> tuple[str, str]:
-    with db.connect() as conn:
-        values = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
-        return com.register_device(conn, "site-a", values, _no_broker)
 
 
 def _door_incidents(db: Database) -> list[tuple[Any, ...]]:
@@ -60,8 +52,8 @@ def test_a_door_not_opened_raises_a_welfare_check_and_a_door_knock(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False, buttons=False)
-    hub, hub_pw = _register(db, "home_hub", "HD1")
-    door, _ = _register(db, "door_contact", "DD1", hub=hub)
+    hub, hub_pw = register_kit_device(db, "home_hub", "HD1")
+    door, _ = register_kit_device(db, "door_contact", "DD1", hub=hub)
     with db.connect() as conn:
         com.bind_device(conn, com.find_device(conn, door), None, "site-a-r0", "site-a-l0")
         worker = create_user(conn, "worker-kit", "community_worker", "pw-" + uuid.uuid4().hex)
@@ -87,7 +79,10 @@ def test_a_door_not_opened_raises_a_welfare_check_and_a_door_knock(
         assert (state, priority, technical, resident) == ("raised", 3, False, "site-a-r0")
         assert "多日未开门" in reason and "door not opened for" in reason
         assert abs(details["last_opened"] - opened) < 5
-        for lang, words in (("zh-CN", "请电话或上门确认老人安好"), ("en", "check the resident")):
+        expected: tuple[tuple[Lang, str], ...] = (
+            ("zh-CN", "请电话或上门确认老人安好"), ("en", "check the resident"),
+        )  # fmt: skip
+        for lang, words in expected:
             said = reason_sentence(lang, "door_unused", details, 8 * 3600)
             assert said is not None and words in said
         # Nobody resolved it for longer than door_knock.auto_after_minutes: the sweep sends

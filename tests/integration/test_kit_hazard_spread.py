@@ -27,22 +27,13 @@ from tests.support import (
     InProcessGateway,
     gateway_settings,
     make_site,
+    register_kit_device,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
 STAFF = Actor("staff-kit", Role.DUTY_STAFF)
-
-
-def _no_broker(conn: Any) -> None:
-    """The test syncs the broker itself (``broker.sync``)."""
-
-
-def _register(db: Database, kind: str, serial: str, hub: str | None = None) -> tuple[str, str]:
-    with db.connect() as conn:
-        values = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
-        return com.register_device(conn, "site-a", values, _no_broker)
 
 
 def _event(dev: str, msg_id: str, type_: str) -> bytes:
@@ -76,9 +67,9 @@ def test_a_second_detector_joins_the_open_smoke_incident_at_once(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False, buttons=False)
-    hub, hub_pw = _register(db, "home_hub", "HS1")
-    kitchen, _ = _register(db, "smoke_detector", "SK1", hub=hub)
-    bedroom, _ = _register(db, "smoke_detector", "SB1", hub=hub)
+    hub, hub_pw = register_kit_device(db, "home_hub", "HS1")
+    kitchen, _ = register_kit_device(db, "smoke_detector", "SK1", hub=hub)
+    bedroom, _ = register_kit_device(db, "smoke_detector", "SB1", hub=hub)
     with db.connect() as conn:
         for dev in (kitchen, bedroom):  # the home's, bound to no resident
             com.bind_device(conn, com.find_device(conn, dev), None, None, "site-a-l0")

@@ -33,6 +33,7 @@ from tests.support import (
     InProcessGateway,
     gateway_settings,
     make_site,
+    register_kit_device,
     wait_until,
 )
 
@@ -41,12 +42,6 @@ pytestmark = pytest.mark.integration
 
 def _no_broker(conn: Any) -> None:
     """The test syncs the broker itself (``broker.sync``) after the registry changes."""
-
-
-def _register(db: Database, kind: str, serial: str, hub: str | None = None) -> tuple[str, str]:
-    with db.connect() as conn:
-        values = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
-        return com.register_device(conn, "site-a", values, _no_broker)
 
 
 def _event(dev: str, msg_id: str, type_: str, **data: Any) -> bytes:
@@ -85,9 +80,9 @@ def test_hazard_alarms_acked_then_down_longer_than_catch_up_raise_their_own_inci
     resident's emergency call pressed meanwhile; the detector's test press raises nothing."""
     creds = {c.device_id: c for c in make_site(db, broker, wearables=False)}
     button = creds["site-a-bt0"]
-    hub, hub_pw = _register(db, "home_hub", "H8")
-    smoke, _ = _register(db, "smoke_detector", "S8", hub=hub)
-    gas, _ = _register(db, "gas_detector", "G8", hub=hub)
+    hub, hub_pw = register_kit_device(db, "home_hub", "H8")
+    smoke, _ = register_kit_device(db, "smoke_detector", "S8", hub=hub)
+    gas, _ = register_kit_device(db, "gas_detector", "G8", hub=hub)
     with db.connect() as conn:
         for dev in (smoke, gas):
             com.bind_device(conn, com.find_device(conn, dev), None, "site-a-r0", "site-a-l0")
@@ -166,8 +161,8 @@ def test_a_hub_reports_a_smoke_alarm_that_climbs_the_hazard_ladder(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False)
-    hub, hub_pw = _register(db, "home_hub", "H1")
-    smoke, smoke_pw = _register(db, "smoke_detector", "S1", hub=hub)
+    hub, hub_pw = register_kit_device(db, "home_hub", "H1")
+    smoke, smoke_pw = register_kit_device(db, "smoke_detector", "S1", hub=hub)
     assert (hub, smoke) == ("hub-H1", "smoke-S1")
     with db.connect() as conn:
         com.bind_device(conn, com.find_device(conn, smoke), None, "site-a-r0", "site-a-l0")
@@ -218,8 +213,8 @@ def test_hub_children_are_replaced_and_a_hub_with_children_is_not_retired(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False, buttons=False)
-    hub, _ = _register(db, "home_hub", "H2")
-    door, _ = _register(db, "door_contact", "D2", hub=hub)
+    hub, _ = register_kit_device(db, "home_hub", "H2")
+    door, _ = register_kit_device(db, "door_contact", "D2", hub=hub)
     with db.connect() as conn:
         with pytest.raises(ConflictError, match="not a home_hub"):
             com.register_device(
@@ -240,9 +235,9 @@ def test_kit_sensors_pass_their_acceptance_tests_through_the_hub(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False, buttons=False)
-    hub, hub_pw = _register(db, "home_hub", "H5")
+    hub, hub_pw = register_kit_device(db, "home_hub", "H5")
     kids = {
-        kind: _register(db, kind, f"{kind}-5", hub=hub)[0]
+        kind: register_kit_device(db, kind, f"{kind}-5", hub=hub)[0]
         for kind in ("door_contact", "motion_sensor", "smoke_detector", "water_leak")
     }
     with db.connect() as conn:
@@ -298,8 +293,8 @@ def test_kit_sensors_pass_their_acceptance_tests_through_the_hub(
 
 def test_device_emulate_plays_a_kit_sensor_through_its_hub(db: Database, broker: Broker) -> None:
     make_site(db, broker, wearables=False, buttons=False)
-    hub, hub_pw = _register(db, "home_hub", "H7")
-    pir, pir_pw = _register(db, "motion_sensor", "P7", hub=hub)
+    hub, hub_pw = register_kit_device(db, "home_hub", "H7")
+    pir, pir_pw = register_kit_device(db, "motion_sensor", "P7", hub=hub)
     broker.sync(db)
 
     def config(dev: str, password: str) -> EmulatorConfig:

@@ -9,7 +9,6 @@ home's "door not opened for days" raised while the front door stayed shut.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -24,24 +23,15 @@ from tests.support import (
     InProcessGateway,
     gateway_settings,
     make_site,
+    register_kit_device,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def _no_broker(conn: Any) -> None:
-    """The test syncs the broker itself (``broker.sync``)."""
-
-
 def _register(db: Database, kind: str, serial: str, hub: str | None = None) -> str:
-    return _register_pw(db, kind, serial, hub)[0]
-
-
-def _register_pw(db: Database, kind: str, serial: str, hub: str | None = None) -> tuple[str, str]:
-    with db.connect() as conn:
-        values = {"kind": kind, "model": "KIT1", "serial": serial, "hub_id": hub}
-        return com.register_device(conn, "site-a", values, _no_broker)
+    return register_kit_device(db, kind, serial, hub)[0]
 
 
 def _bind(db: Database, dev: str, *, bed: str | None = None, resident: str | None = None) -> None:
@@ -53,7 +43,7 @@ def test_a_home_binds_several_motion_sensors_and_doors_and_any_door_counts(
     db: Database, broker: Broker
 ) -> None:
     make_site(db, broker, wearables=False)
-    hub, hub_pw = _register_pw(db, "home_hub", "HM1")
+    hub, hub_pw = register_kit_device(db, "home_hub", "HM1")
     pirs = [_register(db, "motion_sensor", f"PM{i}", hub=hub) for i in (1, 2)]
     front, back = (_register(db, "door_contact", f"DM{i}", hub=hub) for i in (1, 2))
     for dev in (*pirs, front, back):
