@@ -179,3 +179,23 @@ def test_every_metric_and_label_of_the_rules_and_dashboard_is_exported(
     assert ref.metric in exported, f"{ref.source}: {ref.metric} is not exported by the gateway"
     missing = set(ref.labels) - TARGET_LABELS - exported[ref.metric]
     assert not missing, f"{ref.source}: {ref.metric} has no label {sorted(missing)}"
+
+
+def test_care_path_counters_are_taken_once_not_once_per_gateway() -> None:
+    """Every gateway reading the database (both of a failover pair) exports the same care-path
+    counts: summed over instances, each alarm would count twice. Quantiles and ratios of
+    them are unaffected; counts must take the max over instances."""
+    carepath = CarePathCollector(_never_connect, cache_s=60, gap_timeout_s=60)
+    counters = {f.name + "_total" for f in carepath.describe() if f.type == "counter"}
+    exprs = [(r["alert"], str(r["expr"])) for r in alert_rules()]
+    exprs += [
+        (f"panel {p['id']}", t["expr"])
+        for p in json.loads(DASHBOARD.read_text())["panels"]
+        for t in p.get("targets", [])
+    ]
+    checked = 0
+    for source, expr in exprs:
+        if any(re.search(rf"\b{c}\b", expr) for c in counters):
+            checked += 1
+            assert expr.lstrip().startswith("max"), f"{source}: {expr}"
+    assert checked >= 5
