@@ -6,26 +6,37 @@ excludes it by ``safehome_failover_active``), but it does reach the database: it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.workflow.service import IncidentService, Trigger
+from gateway.workflow.transitions import IncidentType
 from tests.integration.test_failover import _api_port, _pair
 from tests.support import Broker, Database, GatewayProcess, make_site, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _gauges(gw: GatewayProcess) -> dict[str, float]:
+def _samples(gw: GatewayProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     text = httpx.get(f"http://127.0.0.1:{_api_port(gw)}/metrics", timeout=10).text
     return {
-        s.name: s.value
+        (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if not s.labels
     }
+
+
+def _gauges(gw: GatewayProcess) -> dict[str, float]:
+    return {name: v for (name, labels), v in _samples(gw).items() if not labels}
+
+
+def _raised_falls(gw: GatewayProcess) -> float:
+    labels = frozenset({("event", "raised"), ("type", "fall"), ("priority", "1")})
+    return _samples(gw).get(("safehome_incident_events_total", labels), 0.0)
 
 
 def test_a_healthy_pair_exports_nothing_an_alert_fires_on(
@@ -40,6 +51,15 @@ def test_a_healthy_pair_exports_nothing_an_alert_fires_on(
         assert standby["safehome_failover_active"] == 0.0  # broker_up 0: excluded by the rule
         for gauges in (active, standby):
             assert gauges["safehome_carepath_up"] == 1.0
+        # Both read the care path from the one database: one fall is counted by each, so the
+        # dashboard and the rules take the max over instances (a sum would count it twice).
+        with db.connect() as conn:
+            IncidentService(conn).raise_or_join(
+                Trigger(
+                    IncidentType.FALL, "site-a", datetime.now(UTC), "t", resident_id="site-a-r0"
+                )
+            )
+        wait_until(lambda: _raised_falls(a) == _raised_falls(b) == 1.0, 30, "the fall counted")
 
 
 def test_the_standby_says_when_it_cannot_reach_the_database(
