@@ -74,9 +74,7 @@ def test_the_secrets_paragraph_lists_exactly_the_secret_settings() -> None:
 
 
 def test_every_command_is_in_the_cli_tables() -> None:
-    (commands,) = [
-        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
-    ]
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     text = _section("## CLI", "## Configuration")
     missing = [c for c in commands.choices if not re.search(rf"(safehome |`){c}\b", text)]
     assert missing == []
