@@ -57,8 +57,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
             f"SAFEHOME_VAR_DIR={state} {options.executable} services up   # creates, migrates",
             f"{options.executable} services down   # systemd runs them from now on",
             f"chown -R {user}: {state}/mqtt   # the broker runs as {user}",
-            f"install -d -m 0700 {creds} && cp {state}/secrets/{{db_password,mqtt_password,"
-            f"jwt_secret}} {creds}/",
+            # Every credential the units load: a missing LoadCredential= file fails the start.
+            f"install -d -m 0700 {creds} && cp {state}/secrets/{{"
+            + ",".join(c for c, _ in CREDENTIALS)
+            + f"}} {creds}/",
         ]
     else:
         steps.append(

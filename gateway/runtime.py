@@ -216,7 +216,9 @@ class Runtime:
                 if await self._try_lease():
                     break
                 down = False
+                self.metrics.db_up.set(1)  # no writer here to say so (alert SafehomeDatabaseDown)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.metrics.db_up.set(0)
                 await asyncio.sleep(self.settings.failover.check_interval_s)
                 if not down:
                     down = True

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.service_units import (
+    CREDENTIALS,
     GATEWAY_UNIT,
     MOSQUITTO_UNIT,
     POSTGRES_UNIT,
@@ -141,3 +142,23 @@ def test_cli_writes_units_into_the_target(
     assert (tmp_path / GATEWAY_UNIT).stat().st_mode & 0o777 == 0o644
     assert "systemctl daemon-reload" in capsys.readouterr().out
     assert main(["install-service", "--target", str(tmp_path), "--exec", "relative"]) == 2
+
+
+def test_every_credential_the_units_load_is_provided_by_the_printed_and_documented_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """systemd refuses to start a unit whose LoadCredential= file (an absolute path) is
+    missing (243/CREDENTIALS): the steps must create or copy every one of them."""
+    loaded = {
+        line.split("=", 1)[1].split(":", 1)[0]
+        for line in render_units(UnitOptions(executable=SAFEHOME))[GATEWAY_UNIT].splitlines()
+        if line.startswith("LoadCredential=")
+    }
+    assert loaded == {c for c, _ in CREDENTIALS}
+    assert main(["install-service", "--target", str(tmp_path), "--services", "project",
+                 "--exec", str(SAFEHOME)]) == 0  # fmt: skip
+    (copy,) = [s for s in capsys.readouterr().out.splitlines() if "/secrets/{" in s]
+    assert set(copy.split("{", 1)[1].split("}", 1)[0].split(",")) == loaded
+    steps = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for name in loaded:
+        assert f"> /etc/safehome/credentials/{name}" in steps, name
