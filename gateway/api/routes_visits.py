@@ -198,7 +198,9 @@ class WorkerIn(BaseModel):
 
 class DoorKnockIn(BaseModel):
     resident_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    reason: Literal["no_activity", "unreachable", "home_silent"]
+    # The reasons of gateway.visits.service.REASONS (door_unused: "door not opened for days",
+    # which the sweep also opens by itself; migration 0039 allows it).
+    reason: Literal["no_activity", "unreachable", "home_silent", "door_unused"]
     incident_id: int | None = Field(default=None, ge=1, le=2**62)
 
 

@@ -357,6 +357,34 @@ def test_silent_home_opens_a_door_knock_task(env: Env) -> None:
         assert (out["incident_state"], out["result_label"]) == (None, "送医")
 
 
+def test_staff_open_a_door_not_opened_door_knock_by_hand(env: Env) -> None:
+    """The reason the sweep uses for "door not opened for days" (door_unused) is accepted from
+    staff too; an unknown reason is refused before anything is written."""
+    inc = _raise(env.db, "site-a", "site-a-r0", IncidentType.DOOR_UNUSED)
+    with env.client("duty-a") as c:
+        bad = c.post("/visits/door-knock", json={"resident_id": "site-a-r0",
+                     "reason": "door_broken", "incident_id": inc})  # fmt: skip
+        assert bad.status_code == 422
+        resp = c.post("/visits/door-knock", json={"resident_id": "site-a-r0",
+                      "reason": "door_unused", "incident_id": inc})  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        task_id = resp.json()["task_id"]
+        incident = c.get(f"/incidents/{inc}").json()
+        assert incident["state"] == "acknowledged"
+        assert "door_knock" in [e["kind"] for e in incident["timeline"]]
+    with env.client("sup-a") as c:  # no incident: a supervisor sends the worker all the same
+        alone = c.post("/visits/door-knock",
+                       json={"resident_id": "site-a-r1", "reason": "door_unused"})  # fmt: skip
+        assert alone.status_code == 201, alone.text
+    with env.client("worker-a") as c:
+        tasks = c.get("/visits/tasks").json()
+        assert [(t["id"], t["reason"], t["reason_label"], t["incident_id"]) for t in tasks] == [
+            (task_id, "door_unused", "多日未开门告警未解决", inc)]  # fmt: skip
+    assert env.db.rows(
+        "SELECT data->>'reason' FROM audit_log WHERE action = 'door_knock.open' ORDER BY seq"
+    ) == [("door_unused",), ("door_unused",)]
+
+
 def test_staffing_ratio_and_district_figures(env: Env) -> None:
     today = (datetime.now(UTC) + timedelta(hours=8)).date()  # the sites' local date (UTC+8)
     with env.client("sup-a") as c:
