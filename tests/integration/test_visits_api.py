@@ -129,6 +129,13 @@ def test_roles_and_scope(env: Env) -> None:
                      json={"user_id": env.ids["worker-a"]}).status_code == 200  # fmt: skip
     with env.client("worker-a") as c:
         assert c.get("/visits/residents/site-a-r1").status_code == 200
+        # r1 has no risk category, so no visit plan: listed among her other elders, after
+        # the due list (which is unchanged), so she can still call or visit.
+        listed = c.get("/visits/worklist").json()
+        assert [e["resident_id"] for e in listed["elders"]] == ["site-a-r0"]
+        assert [(e["resident_id"], e["due"]) for e in listed["others"]] == [("site-a-r1", [])]
+    with env.client("duty-a") as c:  # staff: the site's due list only
+        assert c.get("/visits/worklist").json()["others"] == []
     # The registry's lives_alone flag counts as the 独居 category (and sets the visit plan).
     with env.db.connect() as conn:
         conn.execute("UPDATE residents SET lives_alone = true WHERE resident_id = 'site-a-r1'")
@@ -136,6 +143,9 @@ def test_roles_and_scope(env: Env) -> None:
         elder = c.get("/visits/residents/site-a-r1").json()["elder"]
         assert (elder["categories"], elder["category_labels"]) == (["living_alone"], ["独居"])
         assert [d["kind"] for d in elder["due"]] == ["phone", "home"]
+        listed = c.get("/visits/worklist").json()  # now due: it moves to the due list
+        assert sorted(e["resident_id"] for e in listed["elders"]) == ["site-a-r0", "site-a-r1"]
+        assert listed["others"] == []
 
 
 def test_assessments_plans_and_proof_of_presence(env: Env) -> None:
