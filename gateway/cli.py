@@ -282,6 +282,30 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    """``user unlock USER``: clear the sign-in throttle's failures of a user (audited)."""
+    from gateway.api.auth import AuthError, check_jwt_secret
+    from gateway.api.login_throttle import LoginThrottle
+    from gateway.api.throttle import ThrottlePolicy
+    from gateway.storage import auth_sessions, users
+
+    s = _settings(args)
+    try:  # the throttle's keys are HMACs under a key derived from api.jwt_secret
+        throttle = LoginThrottle(ThrottlePolicy.of(s.api), check_jwt_secret(s.api))
+    except AuthError as exc:
+        print(f"safehome: {exc}", file=sys.stderr)
+        return 2
+    with psycopg.connect(s.database.conninfo(), autocommit=True) as conn:
+        user_id = auth_sessions.resolve_user(conn, args.user)
+        found = None if user_id is None else users.sign_in_name(conn, user_id)
+        if user_id is None or found is None:
+            print(f"safehome: no user {args.user!r}", file=sys.stderr)
+            return 2
+        cleared = throttle.unlock(conn, found[0], user_id=user_id, actor="cli")
+    print(f"user {user_id} unlocked ({cleared} failed sign-in(s) cleared)")
+    return 0
+
+
 def _read_new_password() -> str | None:
     """A new password from stdin (piped) or a hidden prompt typed twice; None if they differ."""
     import getpass
@@ -441,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         manage = user.add_parser(name, help=text)
         manage.add_argument("user", help="user id or sign-in name")
         manage.set_defaults(func=cmd_user_manage)
+    unlock = user.add_parser("unlock", help="end a sign-in lockout (failed passwords; audited)")
+    unlock.add_argument("user", help="user id or sign-in name")
+    unlock.set_defaults(func=cmd_user_unlock)
     from gateway.cli_paging import add_channel_commands
 
     add_channel_commands(user)

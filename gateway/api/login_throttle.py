@@ -17,6 +17,11 @@ A key this process saw locked is remembered until its ``Retry-After`` passes
 touching the database. Rows whose failures left the window are pruned by the sign-in path,
 at most once per ``min(60 s, window)`` per process, so the table stays bounded.
 
+A supervisor or an admin unlocks an account (:meth:`LoginThrottle.unlock`, ``POST
+/users/{user_id}/unlock``, ``safehome user unlock``): its user-name row is deleted (the
+address rows stay) and this process forgets the lockout; other processes ask the database
+again within :data:`gateway.api.throttle.RECHECK_S`.
+
 Every method that touches the database raises :class:`psycopg.OperationalError` when it is
 unreachable (the route answers 503: without the database nobody can sign in anyway).
 """
@@ -77,7 +82,21 @@ class LoginThrottle:
         return hmac.new(self._hmac_key, f"{kind}\0{key}".encode(), hashlib.sha256).hexdigest()
 
     def keys(self, username: str, address: str) -> Keys:
-        return Keys(self._hash("user", user_key(username)), self._hash("address", address))
+        return Keys(self.user_hash(username), self._hash("address", address))
+
+    def user_hash(self, username: str) -> str:
+        """The stored key of a user name (case-folded), as :meth:`keys` makes it."""
+        return self._hash("user", user_key(username))
+
+    def unlock(self, conn: psycopg.Connection[Any], username: str, *, user_id: str,
+               actor: str) -> int:  # fmt: skip
+        """Clear the failures of ``username`` (the account ``user_id``), audited; how many."""
+        key = self.user_hash(username)
+        cleared = login_attempts.unlock(conn, key, user_id=user_id, actor=actor)
+        with self._lock:
+            self._lockouts.forget(key)
+        log.info("sign-in unlocked", extra={"key": key[:12], "user_id": user_id, "actor": actor})
+        return cleared
 
     def known_wait(self, keys: Keys, now: float) -> int:
         """Seconds this process already knows the attempt must wait (0: ask the database)."""
@@ -114,7 +133,7 @@ class LoginThrottle:
                 (kind, key, wait)
                 for kind, key, wait in (("user", keys.user, verdict.user_wait),
                                         ("address", keys.address, verdict.address_wait))
-                if wait and self._lockouts.remember(key, now + wait)
+                if wait and self._lockouts.remember(key, now + wait, now)
             ]  # fmt: skip
         for kind, key, wait in locked:
             log.info(

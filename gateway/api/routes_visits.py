@@ -132,12 +132,15 @@ class TaskOut(BaseModel):
 
 
 class WorklistOut(BaseModel):
-    """The due and overdue visits and the open door-knock tasks of the caller."""
+    """The due and overdue visits and the open door-knock tasks of the caller, and (for a
+    community worker) every other elder assigned to them: no visit due, still to be called
+    or visited when needed (其他负责老人)."""
 
     generated_at: datetime
     overdue: int
     elders: list[ElderOut]
     tasks: list[TaskOut]
+    others: list[ElderOut] = Field(default_factory=list)
 
 
 class VisitIn(BaseModel):
@@ -198,7 +201,9 @@ class WorkerIn(BaseModel):
 
 class DoorKnockIn(BaseModel):
     resident_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    reason: Literal["no_activity", "unreachable", "home_silent"]
+    # The reasons of gateway.visits.service.REASONS (door_unused: "door not opened for days",
+    # which the sweep also opens by itself; migration 0039 allows it).
+    reason: Literal["no_activity", "unreachable", "home_silent", "door_unused"]
     incident_id: int | None = Field(default=None, ge=1, le=2**62)
 
 
@@ -278,18 +283,21 @@ def _task(row: dict[str, Any], now: datetime) -> TaskOut:
 
 
 @router.get("/visits/worklist", response_model=WorklistOut,
-            summary="Due and overdue visits and open door-knock tasks (社区工作者)",
+            summary="Due and overdue visits, open door-knock tasks, other assigned elders",
             **allow(*WORKER))  # fmt: skip
 def worklist(cfg: VisitsConfigDep, user: CurrentUser, conn: DbConn) -> WorklistOut:
     now = datetime.now(UTC)
-    elders = [_elder(cfg, c, now) for c in store.resident_cards(conn, **_scope(user))]
-    elders = [e for e in elders if e.due]
-    elders.sort(key=lambda e: min(d.due_on for d in e.due))
+    every = [_elder(cfg, c, now) for c in store.resident_cards(conn, **_scope(user))]
+    elders = sorted((e for e in every if e.due), key=lambda e: min(d.due_on for d in e.due))
+    # A worker's other assigned elders (risk categories without a visit plan, or not due yet);
+    # staff see the site's elders in the console, not here.
+    others = [e for e in every if not e.due] if user.role is UserRole.COMMUNITY_WORKER else []
+    others.sort(key=lambda e: e.elder_code)
     scope = _scope(user)
     rows = store.tasks(conn, worker_id=scope.get("worker_id"), site_id=scope.get("site_id"))
     return WorklistOut(
         generated_at=now, overdue=sum(d.overdue for e in elders for d in e.due),
-        elders=elders, tasks=[_task(r, now) for r in rows],
+        elders=elders, tasks=[_task(r, now) for r in rows], others=others,
     )  # fmt: skip
 
 

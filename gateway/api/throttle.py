@@ -105,35 +105,49 @@ def take_back(failures: Sequence[datetime], at: datetime) -> tuple[datetime, ...
     return tuple(out)
 
 
+RECHECK_S = 10.0
+
+
 class Lockouts:
     """Keys known to be locked, until when (a process's monotonic clock), bounded: at most
-    ``max_keys`` (the oldest forgotten first), whatever an attacker sends."""
+    ``max_keys`` (the oldest forgotten first), whatever an attacker sends.
 
-    def __init__(self, max_keys: int = 10_000) -> None:
+    A key is trusted to be locked for at most ``recheck_s`` after it was noted (then the
+    database is asked again): an account unlocked by a supervisor through another gateway
+    process signs in here again within that time, while a flood on a locked key still costs
+    at most one database trip per key and ``recheck_s``."""
+
+    def __init__(self, max_keys: int = 10_000, recheck_s: float = RECHECK_S) -> None:
         self.max_keys = max_keys
-        self._until: OrderedDict[str, float] = OrderedDict()
+        self.recheck_s = recheck_s
+        self._until: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (until, recheck)
 
     def __len__(self) -> int:
         return len(self._until)
 
     def wait(self, key: str, now: float) -> int:
-        """Seconds ``key`` is still known to be locked (0: not known to be)."""
-        until = self._until.get(key)
-        if until is None:
+        """Seconds ``key`` is still known to be locked (0: not known to be, or time to ask the
+        database again)."""
+        known = self._until.get(key)
+        if known is None:
             return 0
+        until, recheck = known
         if until <= now:
             del self._until[key]
             return 0
+        if recheck <= now:  # ask the database again (kept: a renewal is not a new lockout)
+            return 0
         return max(1, math.ceil(until - now))
 
-    def remember(self, key: str, until: float) -> bool:
-        """Note ``key`` locked until ``until``; whether it was not known to be locked before."""
-        new = key not in self._until
-        self._until[key] = max(until, self._until.get(key, until))
+    def remember(self, key: str, until: float, now: float) -> bool:
+        """Note at ``now`` that ``key`` is locked until ``until``; whether it was not known to
+        be locked before."""
+        known = self._until.get(key)
+        self._until[key] = (max(until, known[0] if known else until), now + self.recheck_s)
         self._until.move_to_end(key)
         while len(self._until) > self.max_keys:
             self._until.popitem(last=False)
-        return new
+        return known is None or known[0] <= now
 
     def forget(self, key: str) -> None:
         self._until.pop(key, None)

@@ -6,6 +6,7 @@ times of its latest failed sign-ins. :func:`lock` creates or locks both rows of 
 in one statement and returns their times with the database's clock (the one clock of every
 gateway process); the caller decides and :func:`store` writes the result in the same
 transaction, so concurrent attempts on a key, from any process, are decided one at a time.
+:func:`unlock` clears one user's row (a supervisor's unlock, audited); address rows stay.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+
+from gateway import audit
 
 Conn = psycopg.Connection[Any]
 
@@ -42,6 +45,11 @@ WHERE (kind, key_hash) IN (('address', %(address)s), ('user', %(user)s))
 """
 
 _CLEAR_USER = b"DELETE FROM login_failures WHERE kind = 'user' AND key_hash = %(user)s"
+
+_UNLOCK = b"""
+DELETE FROM login_failures WHERE kind = 'user' AND key_hash = %(user)s
+RETURNING cardinality(failures)
+"""
 
 # One count of the address at exactly ``at`` removed (array_position: its first occurrence).
 _TAKE_BACK = b"""
@@ -114,3 +122,14 @@ def succeeded(conn: Conn, user: str, address: str, at: datetime) -> None:
 def prune(conn: Conn, window_s: float, batch: int = 10_000) -> int:
     """Delete up to ``batch`` rows without a failure in the last ``window_s``; how many."""
     return conn.execute(_PRUNE, {"window_s": window_s, "batch": batch}).rowcount
+
+
+def unlock(conn: Conn, user: str, *, user_id: str, actor: str) -> int:
+    """Clear the failures of the user name whose key hash is ``user`` (the account ``user_id``)
+    and audit it (``auth.unlocked``: the actor and the user id, never the name); how many
+    failures were cleared (0: it was not locked, still audited). Address rows stay."""
+    with conn.transaction():
+        row = conn.execute(_UNLOCK, {"user": user}).fetchone()
+        cleared = 0 if row is None else int(row[0])
+        audit.append(conn, actor, "auth.unlocked", f"user:{user_id}", {"failures_cleared": cleared})
+    return cleared

@@ -39,5 +39,13 @@ def user_id_of(conn: psycopg.Connection[Any], username: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def sign_in_name(conn: psycopg.Connection[Any], user_id: str) -> tuple[str, str | None] | None:
+    """``(username, site_id)`` of the user ``user_id``, or None."""
+    row = conn.execute(
+        "SELECT username, site_id FROM users WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+
+
 def set_password_hash(conn: psycopg.Connection[Any], user_id: str, password_hash: str) -> None:
     conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))

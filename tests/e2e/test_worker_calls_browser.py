@@ -185,3 +185,84 @@ def test_worker_calls_the_family_records_a_phone_visit_and_calls_from_a_task(
         outcomes = [e["data"]["outcome"] for e in detail["timeline"] if e["kind"] == "call_outcome"]
         assert outcomes == ["no_answer"]
     assert errors == []
+
+
+def test_worker_sees_every_assigned_elder_and_calls_one_with_no_visit_due(
+    db: Database, broker: Broker, browser: Any
+) -> None:
+    """An elder assigned to the worker whose risk categories give no visit plan has a card
+    too, in the quieter "其他负责老人" section after the unchanged due list, with the same
+    actions: call (the elder's own number) and record a visit."""
+    from playwright.sync_api import expect
+
+    make_site(db, broker, site_id="site-a", beds=3, wearables=False)
+    with db.connect() as conn:
+        worker = create_user(conn, "worker-a", "community_worker", PASSWORD)
+        create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
+        conn.execute(
+            "INSERT INTO staff_channels (user_id, position, channel, address)"
+            " VALUES (%s, 0, 'voice', '13955556666')",
+            (worker,),
+        )
+        for resident in ("site-a-r0", "site-a-r1"):
+            visits_store.assign_worker(conn, resident, worker)
+        visits_store.set_risks(conn, "site-a-r0", ["high_risk"])  # a plan: due (overdue)
+        conn.execute("UPDATE residents SET created_at = now() - interval '20 days'")
+        conn.execute("UPDATE residents SET phone = %s WHERE resident_id = 'site-a-r1'",
+                     (ELDER_PHONE,))  # fmt: skip
+    errors: list[str] = []
+    with InProcessGateway(gateway_settings(db, broker)) as gw:
+        page = new_page(browser, errors, width=390, height=844, locale="zh-CN",
+                        is_mobile=True, has_touch=True)  # fmt: skip
+        sign_in(page, f"{gw.api_url}/worker", "worker-a")
+        due = page.locator("#elders article.elder")
+        expect(due).to_have_count(1)
+        expect(due).to_have_attribute("data-resident-id", "site-a-r0")
+        expect(due).to_contain_text("已逾期")
+        section = page.locator("#others-section")
+        expect(section).to_be_visible()
+        expect(section.locator("h2")).to_contain_text("其他负责老人")
+        other = section.locator("article.elder")
+        expect(other).to_have_count(1)  # r2 is not hers
+        expect(other).to_have_attribute("data-resident-id", "site-a-r1")
+        expect(other).to_have_class("card elder quiet")
+        expect(other.locator("li.due")).to_have_count(0)
+        due_box, other_box = due.bounding_box(), other.bounding_box()
+        assert due_box is not None and other_box is not None
+        assert due_box["y"] < other_box["y"]  # the due list first
+        _no_sideways_scroll(page)
+        _accessible(page)
+        shot(page, "worker-other-elders.png")
+
+        # 呼叫 from the quiet card: the elder's own number, masked.
+        other.locator("button.call-open").click()
+        expect(page.locator("#wcall-title")).to_have_text("呼叫 · Resident 1")
+        callees = page.locator("#wcallees li")
+        expect(callees).to_have_count(1)
+        expect(callees.nth(0)).to_contain_text("老人本人 Resident 1 · 021****0199")
+        page.click("#wcall-resident-site-a-r1")
+        expect(page.locator("#wcall-dial")).to_have_attribute("href", "tel:02155550199")
+        _no_sideways_scroll(page)
+        page.click("#wcall-close")
+        expect(page.locator("#work")).to_be_visible()
+
+        # 记录探访 from the quiet card: a phone visit; the elder stays among the others.
+        other.locator("button.record-visit").click()
+        expect(page.locator("#record")).to_be_visible()
+        expect(page.locator("#record-title")).to_have_text("记录探访 · Resident 1")
+        expect(page.locator("#kind")).to_have_value("phone")
+        page.click("#save")
+        expect(page.locator("#notice")).to_contain_text("探访已记录")
+        expect(other).to_have_count(1)
+        expect(due).to_have_count(1)
+        page.context.close()
+
+        # Staff on the same page: the site's due list, no "other elders" section.
+        page = new_page(browser, errors, width=390, height=844, locale="zh-CN")
+        sign_in(page, f"{gw.api_url}/worker", "duty-a")
+        expect(page.locator("#elders article.elder")).to_have_count(1)
+        expect(page.locator("#others-section")).to_be_hidden()
+        page.context.close()
+    visits = db.rows("SELECT resident_id, kind, visitor_id FROM visits")
+    assert visits == [("site-a-r1", "phone", worker)]
+    assert errors == []

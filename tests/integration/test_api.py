@@ -544,6 +544,8 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert spec["paths"]["/incidents"]["get"][ROLES_KEY] == ["admin", "duty_staff", "supervisor"]
     for action in ("deactivate", "reactivate", "password"):  # user management: admins only
         assert spec["paths"][f"/users/{{user_id}}/{action}"]["post"][ROLES_KEY] == ["admin"]
+    unlock = spec["paths"]["/users/{user_id}/unlock"]["post"][ROLES_KEY]
+    assert unlock == ["admin", "supervisor"]  # supervisors: their site's users only
     assert spec["paths"]["/auth/logout"]["post"][ROLES_KEY] == sorted(r.value for r in UserRole)
 
 

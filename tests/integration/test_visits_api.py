@@ -129,6 +129,13 @@ def test_roles_and_scope(env: Env) -> None:
                      json={"user_id": env.ids["worker-a"]}).status_code == 200  # fmt: skip
     with env.client("worker-a") as c:
         assert c.get("/visits/residents/site-a-r1").status_code == 200
+        # r1 has no risk category, so no visit plan: listed among her other elders, after
+        # the due list (which is unchanged), so she can still call or visit.
+        listed = c.get("/visits/worklist").json()
+        assert [e["resident_id"] for e in listed["elders"]] == ["site-a-r0"]
+        assert [(e["resident_id"], e["due"]) for e in listed["others"]] == [("site-a-r1", [])]
+    with env.client("duty-a") as c:  # staff: the site's due list only
+        assert c.get("/visits/worklist").json()["others"] == []
     # The registry's lives_alone flag counts as the 独居 category (and sets the visit plan).
     with env.db.connect() as conn:
         conn.execute("UPDATE residents SET lives_alone = true WHERE resident_id = 'site-a-r1'")
@@ -136,6 +143,9 @@ def test_roles_and_scope(env: Env) -> None:
         elder = c.get("/visits/residents/site-a-r1").json()["elder"]
         assert (elder["categories"], elder["category_labels"]) == (["living_alone"], ["独居"])
         assert [d["kind"] for d in elder["due"]] == ["phone", "home"]
+        listed = c.get("/visits/worklist").json()  # now due: it moves to the due list
+        assert sorted(e["resident_id"] for e in listed["elders"]) == ["site-a-r0", "site-a-r1"]
+        assert listed["others"] == []
 
 
 def test_assessments_plans_and_proof_of_presence(env: Env) -> None:
@@ -355,6 +365,34 @@ def test_silent_home_opens_a_door_knock_task(env: Env) -> None:
                      json={"result": "hospital", "proof_code": "ELD-site-b-0000",
                            "proof_method": "typed"}).json()  # fmt: skip
         assert (out["incident_state"], out["result_label"]) == (None, "送医")
+
+
+def test_staff_open_a_door_not_opened_door_knock_by_hand(env: Env) -> None:
+    """The reason the sweep uses for "door not opened for days" (door_unused) is accepted from
+    staff too; an unknown reason is refused before anything is written."""
+    inc = _raise(env.db, "site-a", "site-a-r0", IncidentType.DOOR_UNUSED)
+    with env.client("duty-a") as c:
+        bad = c.post("/visits/door-knock", json={"resident_id": "site-a-r0",
+                     "reason": "door_broken", "incident_id": inc})  # fmt: skip
+        assert bad.status_code == 422
+        resp = c.post("/visits/door-knock", json={"resident_id": "site-a-r0",
+                      "reason": "door_unused", "incident_id": inc})  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        task_id = resp.json()["task_id"]
+        incident = c.get(f"/incidents/{inc}").json()
+        assert incident["state"] == "acknowledged"
+        assert "door_knock" in [e["kind"] for e in incident["timeline"]]
+    with env.client("sup-a") as c:  # no incident: a supervisor sends the worker all the same
+        alone = c.post("/visits/door-knock",
+                       json={"resident_id": "site-a-r1", "reason": "door_unused"})  # fmt: skip
+        assert alone.status_code == 201, alone.text
+    with env.client("worker-a") as c:
+        tasks = c.get("/visits/tasks").json()
+        assert [(t["id"], t["reason"], t["reason_label"], t["incident_id"]) for t in tasks] == [
+            (task_id, "door_unused", "多日未开门告警未解决", inc)]  # fmt: skip
+    assert env.db.rows(
+        "SELECT data->>'reason' FROM audit_log WHERE action = 'door_knock.open' ORDER BY seq"
+    ) == [("door_unused",), ("door_unused",)]
 
 
 def test_staffing_ratio_and_district_figures(env: Env) -> None:

@@ -105,15 +105,27 @@ def test_policy_comes_from_the_api_settings() -> None:
 def test_lockouts_answer_until_they_pass_and_memory_is_bounded() -> None:
     lock = Lockouts(max_keys=100)
     assert lock.wait("k", 0.0) == 0
-    assert lock.remember("k", 30.5) is True
-    assert lock.remember("k", 20.0) is False  # already known; never shortened
+    assert lock.remember("k", 30.5, 0.0) is True
+    assert lock.remember("k", 20.0, 5.0) is False  # already known; never shortened
     assert lock.wait("k", 10.0) == 21
     assert lock.wait("k", 30.5) == 0 and len(lock) == 0
     for i in range(10_000):
-        lock.remember(f"key-{i}", 1e9)
+        lock.remember(f"key-{i}", 1e9, 0.0)
     assert len(lock) == 100 and lock.wait("key-9999", 0.0) > 0 and lock.wait("key-0", 0.0) == 0
     lock.forget("key-9999")
     assert lock.wait("key-9999", 0.0) == 0
+
+
+def test_lockouts_ask_the_database_again_after_recheck_s() -> None:
+    """A key unlocked through another process is refused from memory for recheck_s at most;
+    the renewal after a recheck is not a new lockout (logged once)."""
+    lock = Lockouts(recheck_s=10.0)
+    assert lock.remember("k", 300.0, 0.0) is True
+    assert lock.wait("k", 9.9) == 291
+    assert lock.wait("k", 10.0) == 0  # the database decides again
+    assert lock.remember("k", 300.0, 10.0) is False
+    assert lock.wait("k", 15.0) == 285
+    assert lock.remember("k", 400.0, 301.0) is True  # the old lock-out had ended: a new one
 
 
 def test_keys_are_hmacs_of_the_folded_name_and_the_address() -> None:

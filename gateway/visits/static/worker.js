@@ -1,4 +1,5 @@
 /* The community worker's phone page (探访关爱): door-knock tasks and due/overdue visits,
+ * then, quieter, her other assigned elders with no visit due (其他负责老人, same actions),
  * and the form that records a visit or a task's result. Proof of presence for a home visit
  * is the elder's or the bed's code: scanned with the camera where the browser has a
  * BarcodeDetector, typed otherwise. Data only from the role-checked API. */
@@ -11,6 +12,7 @@
   const ui = {
     login: $("login"), form: $("login-form"), user: $("username"), pass: $("password"),
     work: $("work"), tasks: $("tasks"), elders: $("elders"), summary: $("summary"),
+    others: $("others"), othersSection: $("others-section"),
     error: $("error"), notice: $("notice"), signOut: $("sign-out"),
     record: $("record"), title: $("record-title"), recordForm: $("record-form"),
     visitFields: $("visit-fields"), resultFields: $("result-fields"), kind: $("kind"),
@@ -42,13 +44,13 @@
         callButton({ residentId: t.resident_id, name: t.display_name, taskId: t.id })));
   }
 
-  function elderCard(e) {
+  function elderCard(e, quiet = false) {
     const late = e.due.some((d) => d.overdue);
-    return el("article", { class: `card elder${late ? " overdue" : ""}`, "data-resident-id": e.resident_id },
+    return el("article", { class: `card elder${late ? " overdue" : ""}${quiet ? " quiet" : ""}`, "data-resident-id": e.resident_id },
       el("h3", { text: `${e.display_name} · ${e.elder_code}` }),
       el("p", {}, ...e.category_labels.map((c) => el("span", { class: "badge" }, c)),
         e.assessment_overdue ? el("span", { class: "badge late" }, "需重新评估 Re-assess") : null),
-      el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
+      e.due.length === 0 ? null : el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
         `${KIND[d.kind]}探访 每${d.interval_days}天 · 应于 ${day(d.due_on)}`,
         d.overdue ? el("span", { class: "badge late" }, " 已逾期 Overdue") : null))),
       el("div", { class: "actions" },
@@ -77,8 +79,11 @@
       ui.summary.textContent = `逾期 ${w.overdue} 项 · 敲门任务 ${w.tasks.length} 项 · overdue ${w.overdue}, tasks ${w.tasks.length}`;
       ui.tasks.replaceChildren(...(w.tasks.length ? w.tasks.map(taskCard)
         : [el("p", { class: "muted", text: "没有敲门任务 · no tasks" })]));
-      ui.elders.replaceChildren(...(w.elders.length ? w.elders.map(elderCard)
+      ui.elders.replaceChildren(...(w.elders.length ? w.elders.map((e) => elderCard(e))
         : [el("p", { class: "muted", text: "没有待探访 · nothing due" })]));
+      const others = w.others || [];
+      ui.othersSection.hidden = !others.length;
+      ui.others.replaceChildren(...others.map((e) => elderCard(e, true)));
       clearError();
     } catch (err) {
       if (err instanceof SHG.ApiError && err.status === 401) { signOut("请重新登录 · Please sign in again"); return; }
