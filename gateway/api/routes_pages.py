@@ -35,6 +35,7 @@ STATIC_FILES: dict[str, str] = {
     "console-calls.css": "text/css; charset=utf-8",
     "i18n-calls.js": "text/javascript; charset=utf-8",
     "i18n-worker-calls.js": "text/javascript; charset=utf-8",  # the worker page's calls
+    "i18n-visits.js": "text/javascript; charset=utf-8",  # 探访关爱 pages and console panel
 }
 
 SECURITY_HEADERS: dict[str, str] = {

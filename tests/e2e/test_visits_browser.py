@@ -7,6 +7,7 @@ figures and a short night shift."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,10 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(page.locator("#visits-overdue-count")).to_have_text("1")
         expect(page.locator(".visits-overdue li")).to_contain_text("ELD-site-a-0000")
         expect(page.locator(".visits-tasks li")).to_contain_text("无活动告警电话未解决")
+        # One language at a time (issue 11 §2): no "Visits"/"none" beside the Chinese.
+        panel = page.locator("#visits-panel")
+        expect(panel).to_contain_text("已通知主管")
+        assert not re.search(r"Visits|Door-knock|none|Supervisor|overdue", panel.inner_text())
         _shot(page, "console-visits.png")
         page.context.close()
 
@@ -88,6 +93,18 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(elder).to_contain_text("已逾期")
         expect(elder).to_contain_text("高风险")
         expect(page.locator("#summary")).to_contain_text("逾期 2 项")
+        # zh-CN only, no doubled English labels; the due day as the API gives it (the site's
+        # calendar day, never shifted by the browser's zone); English on request.
+        english = re.compile(r"Sign out|Record|Visits|Door-knock|overdue|Overdue")
+        assert not english.search(page.inner_text("body"))
+        expect(elder).to_contain_text(re.compile(r"应于 \d{4}-\d{2}-\d{2}"))
+        page.click("#lang")
+        expect(page.locator("#summary")).to_contain_text("2 overdue")
+        expect(task.locator("button.record-task")).to_have_text("Record result")
+        expect(page.locator("h1")).to_have_text("Visiting care")
+        page.click("#lang")
+        expect(page.locator("#summary")).to_contain_text("逾期 2 项")
+        expect(task.locator("button.record-task")).to_have_text("记录敲门结果")
         _shot(page, "worker-list.png")
 
         task.locator("button.record-task").click()
@@ -130,6 +147,12 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(short.first).to_contain_text("夜班")
         expect(short.first).to_contain_text("缺 1 人")
         assert "Resident" not in page.content()
+        assert not re.search(r"Beds served|short|Sign out|Month", page.inner_text("body"))
+        page.click("#lang")
+        expect(short.first).to_contain_text("1 short")
+        expect(page.locator(".figure[data-key=beds_served]")).to_contain_text("Beds served")
+        page.click("#lang")
+        expect(short.first).to_contain_text("缺 1 人")
         with page.expect_download() as download:  # the month's per-bed report (PDF)
             page.get_by_role("button", name="下载按床位月报").click()
         pdf = download.value
