@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway.api.auth import create_user
+from gateway.storage import people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
@@ -41,6 +42,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
     make_site(db, broker, site_id="site-a", beds=2)
     with db.connect() as conn:
         worker = create_user(conn, "worker-a", "community_worker", PASSWORD)
+        people.set_display_name(conn, worker, "林芳", actor="test")
         duty = create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
         dsup = create_user(conn, "dsup-east", "district_supervisor", PASSWORD)
         visits_store.set_site_district(conn, "site-a", "d-east")
@@ -136,6 +138,24 @@ def test_worker_knocks_records_and_the_district_sees_it(
         assert detail["state"] == "resolved"
         knocks = [e for e in detail["timeline"] if e["kind"] == "door_knock_result"]
         assert knocks and knocks[0]["data"]["label"] == "开门，正常"
+
+        # The console's timeline says it in words, by name: who was sent, what they found
+        # (the resolved incident, in the supervisor's list to review and close).
+        with db.connect() as conn:
+            create_user(conn, "sup-a", "supervisor", PASSWORD, site_id="site-a")
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
+        _sign_in(page, f"{url}/", "sup-a")
+        page.click(f"#resolved-rows button[data-incident-id='{incident.id}']")
+        timeline = page.locator("#timeline")
+        expect(timeline.locator("li[data-kind=door_knock]")).to_contain_text(
+            "派社区工作者 林芳上门敲门（无活动告警电话未解决）"
+        )
+        expect(timeline.locator("li[data-kind=door_knock_result]")).to_contain_text(
+            "敲门结果：开门，正常 · 社区工作者 林芳"
+        )
+        assert "door_knock" not in timeline.inner_text()
+        _shot(page, "console-door-knock-timeline.png")
+        page.context.close()
 
         page = new_page(browser, width=1280, height=900, locale="zh-CN")
         _sign_in(page, f"{url}/district", "dsup-east")

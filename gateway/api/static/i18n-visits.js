@@ -95,6 +95,12 @@ Object.assign(SHG_I18N.messages["zh-CN"], {
   "cvisits.task_late": " · 已超时",
   "cvisits.notices": "已通知主管：{n}",
   "cvisits.unavailable": "探访数据不可用（{detail}）",
+  "visits.reason.no_activity": "无活动告警电话未解决",
+  "visits.reason.home_silent": "全部设备离线",
+  "visits.reason.unreachable": "电话联系不上",
+  "tl.door_knock": "派{worker}上门敲门（{reason}），截止 {due}",
+  "tl.door_knock_result": "敲门结果：{result} · {who}",
+  "tl.door_knock_escalated": " · 事件继续升级",
 });
 
 Object.assign(SHG_I18N.messages.en, {
@@ -187,4 +193,10 @@ Object.assign(SHG_I18N.messages.en, {
   "cvisits.task_late": " · overdue",
   "cvisits.notices": "Supervisor notices: {n}",
   "cvisits.unavailable": "Visits unavailable ({detail})",
+  "visits.reason.no_activity": "no-activity alert not resolved by phone",
+  "visits.reason.home_silent": "every device silent",
+  "visits.reason.unreachable": "unreachable by phone",
+  "tl.door_knock": "{worker} sent to knock on the door ({reason}), due {due}",
+  "tl.door_knock_result": "Door-knock result: {result} · {who}",
+  "tl.door_knock_escalated": " · the incident keeps escalating",
 });
