@@ -57,7 +57,8 @@
       el("p", {}, ...e.category_labels.map((c) => el("span", { class: "badge" }, c)),
         e.assessment_overdue ? el("span", { class: "badge late" }, t("worker.reassess")) : null),
       el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
-        t("worker.due_line", { kind: t(`visits.kind.${d.kind}`), days: d.interval_days, day: day(d.due_on) }),
+        t("worker.due_line", { kind: t(`visits.kind.${d.kind}`), days: d.interval_days, day: day(d.due_on) }) +
+          (d.overdue ? " " : ""),
         d.overdue ? el("span", { class: "badge late" }, t("worker.late")) : null))),
       el("div", { class: "actions" },
         el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, t("worker.record_visit")),
