@@ -166,6 +166,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(short).to_have_count(7)
         expect(short.first).to_contain_text("夜班")
         expect(short.first).to_contain_text("缺 1 人")
+        expect(short.first.locator("td").first).to_have_text("Site site-a")  # a name, not an id
         assert "Resident" not in page.content()
         assert not re.search(r"Beds served|short|Sign out|Month", page.inner_text("body"))
         page.click("#lang")

@@ -42,7 +42,7 @@
       }
       const rows = await api("/supervision/staffing?days=7");
       ui.staffing.replaceChildren(...rows.map((r) => el("tr", { class: r.compliant ? "ok" : "short" },
-        el("td", { text: r.site_id }), el("td", { text: r.day }), el("td", { text: r.label }),
+        el("td", { text: r.site_name || r.site_id }), el("td", { text: r.day }), el("td", { text: r.label }),
         el("td", { text: String(r.required) }), el("td", { text: String(r.on_duty) }),
         el("td", { text: r.compliant ? t("district.ok") : t("district.short", { n: r.shortfall }) }))));
     } catch (err) {
