@@ -371,6 +371,13 @@ def _banner(
     )
 
 
+def demo_scenario() -> Scenario:
+    """The scripted scenes, played until the demo is stopped (Ctrl-C or ``--duration``): the
+    scenario's own suggested length (10 minutes) would end the simulation, and with it the
+    whole demo, while the README promises it runs until stopped."""
+    return replace(default_scenario(), duration_s=None)
+
+
 async def _simulate(
     settings: Settings, manifests: list[SiteManifest], duration_s: float | None
 ) -> None:
@@ -383,7 +390,7 @@ async def _simulate(
     sims = [
         asyncio.create_task(
             run_simulation(
-                SimulationConfig(manifest=m, scenario=default_scenario(), seed=i, heartbeat_s=30.0),
+                SimulationConfig(manifest=m, scenario=demo_scenario(), seed=i, heartbeat_s=30.0),
                 stop=stop,
             )
         )

@@ -64,6 +64,7 @@ class DistrictOut(BaseModel):
 
 class ShiftOut(BaseModel):
     site_id: str
+    site_name: str | None = None  # what the page shows (the id is for machines)
     day: date
     shift: str
     label: str
@@ -142,7 +143,13 @@ def staffing(  # noqa: PLR0917 (FastAPI parameters)
     audit.append(conn, user.user_id, "supervision.read", "staffing",
                  {"what": "staffing", "sites": sites, "start": first.isoformat(),
                   "days": days})  # fmt: skip
-    return [ShiftOut.model_validate(c, from_attributes=True) for c in checks]
+    names = supervision_store.site_names(conn, sorted({c.site_id for c in checks}))
+    return [
+        ShiftOut.model_validate(c, from_attributes=True).model_copy(
+            update={"site_name": names[c.site_id][0] if c.site_id in names else None}
+        )
+        for c in checks
+    ]
 
 
 def _page(name: str) -> FileResponse:

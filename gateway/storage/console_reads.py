@@ -73,13 +73,17 @@ def incident_rows(
 
 
 def staff_names(conn: Conn, site_id: str | None) -> list[dict[str, Any]]:
-    """Display names and roles of the users who act on a site's incidents (its staff and
-    the admins): what the console shows instead of user ids."""
+    """Display names and roles of the users who act on a site's incidents (its staff, the
+    admins, and the community workers of its residents, who record door-knock results and
+    call from their tasks): what the console shows instead of user ids."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT user_id, display_name, role FROM users "
-            "WHERE role IN ('duty_staff', 'supervisor', 'admin', 'installer') "
-            "AND (%(site)s::text IS NULL OR site_id = %(site)s OR site_id IS NULL) "
+            "WHERE (role IN ('duty_staff', 'supervisor', 'admin', 'installer') "
+            "AND (%(site)s::text IS NULL OR site_id = %(site)s OR site_id IS NULL)) "
+            "OR (role = 'community_worker' AND user_id IN (SELECT w.user_id "
+            "FROM worker_assignments w JOIN residents r USING (resident_id) "
+            "WHERE %(site)s::text IS NULL OR r.site_id = %(site)s)) "
             "ORDER BY user_id",
             {"site": site_id},
         ).fetchall()

@@ -21,7 +21,7 @@ import psycopg
 from gateway.api.auth import create_user
 from gateway.escalation.intake import start_escalation
 from gateway.escalation.roster import DutyRole, add_shift
-from gateway.storage import auth_sessions
+from gateway.storage import auth_sessions, people
 from gateway.storage import visits as store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
@@ -31,6 +31,8 @@ NO_ACTIVITY_ELDER = "hc-res-02"
 UNANSWERED_FOR_MIN = 40
 WORKER = "worker-hc"
 DISTRICT_SUPERVISOR = "district-demo"
+# Their display names (fictitious), shown instead of login names on timelines and pages.
+NAMES = {WORKER: "林芳", DISTRICT_SUPERVISOR: "周敏"}
 # 1/3 + 2/6 + 3/15: one carer per shift is enough, so only the unstaffed nights are short.
 NH_LEVELS = ("完全失能", "中度失能", "轻度失能", "能力完好", "能力完好", "能力完好")
 
@@ -39,8 +41,11 @@ def _user(conn: psycopg.Connection[Any], name: str, role: str, book: dict[str, s
     password = book.setdefault(name, secrets.token_urlsafe(9))
     row = auth_sessions.find_user(conn, name)
     if row is not None:
-        return row.user_id
-    return create_user(conn, name, role, password, actor="demo")
+        user_id = row.user_id
+    else:
+        user_id = create_user(conn, name, role, password, actor="demo")
+    people.set_display_name(conn, user_id, NAMES[name], actor="demo")
+    return user_id
 
 
 def seed_visits_demo(

@@ -117,6 +117,9 @@ def test_care_and_technical_apart_with_names_and_targets(
         line = fpage.locator("#status-site-a-r0")
         expect(line).to_have_attribute("data-kind", "alerting")
         expect(line).to_contain_text("正在通知工作人员")
+        verdict = fpage.locator("#verdict-site-a-r0")  # nobody has it: not "being handled"
+        expect(verdict).to_contain_text("有事件待响应")
+        expect(verdict).not_to_contain_text("正在处理")
         expect(fpage.locator("#phone-site-a-r0")).to_contain_text("0571-8888 6000")
         header = fpage.locator("header.top").bounding_box()
         assert header is not None and header["height"] < 80  # one line, not wrapped
@@ -134,6 +137,7 @@ def test_care_and_technical_apart_with_names_and_targets(
         fpage.reload()
         expect(line).to_have_attribute("data-kind", "handling")
         expect(line).to_contain_text("正在处理：护工 张丽已接单")
+        expect(verdict).to_contain_text("有事件正在处理")
         fpage.context.close()
         page.click("#lang")
         expect(page.locator("#detail")).to_contain_text("Fall: impact 3.6 g, then lying still")

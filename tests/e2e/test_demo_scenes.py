@@ -48,6 +48,14 @@ def _scaled(scenario: Scenario, k: float) -> Scenario:
     )
 
 
+def test_the_demo_plays_until_stopped() -> None:
+    """The demo runs until Ctrl-C or ``--duration`` (README): its simulation does not end at the
+    scenario's suggested 10 minutes, which stopped the gateway under a nurse's console."""
+    scenario = demo.demo_scenario()
+    assert scenario.duration_s is None
+    assert scenario.incidents == default_scenario().incidents
+
+
 def test_every_scripted_incident_appears_within_ten_minutes(db: Database, broker: Broker) -> None:
     night_tolerance = 120.0 * SCALE  # config/demo.toml's night_exit_tolerance_s, scaled
     settings = gateway_settings(

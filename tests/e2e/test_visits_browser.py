@@ -7,6 +7,7 @@ figures and a short night shift."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from gateway.api.auth import create_user
+from gateway.storage import people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
@@ -40,6 +42,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
     make_site(db, broker, site_id="site-a", beds=2)
     with db.connect() as conn:
         worker = create_user(conn, "worker-a", "community_worker", PASSWORD)
+        people.set_display_name(conn, worker, "林芳", actor="test")
         duty = create_user(conn, "duty-a", "duty_staff", PASSWORD, site_id="site-a")
         dsup = create_user(conn, "dsup-east", "district_supervisor", PASSWORD)
         visits_store.set_site_district(conn, "site-a", "d-east")
@@ -75,6 +78,10 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(page.locator("#visits-overdue-count")).to_have_text("1")
         expect(page.locator(".visits-overdue li")).to_contain_text("ELD-site-a-0000")
         expect(page.locator(".visits-tasks li")).to_contain_text("无活动告警电话未解决")
+        # One language at a time (issue 11 §2): no "Visits"/"none" beside the Chinese.
+        panel = page.locator("#visits-panel")
+        expect(panel).to_contain_text("已通知主管")
+        assert not re.search(r"Visits|Door-knock|none|Supervisor|overdue", panel.inner_text())
         _shot(page, "console-visits.png")
         page.context.close()
 
@@ -88,6 +95,18 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(elder).to_contain_text("已逾期")
         expect(elder).to_contain_text("高风险")
         expect(page.locator("#summary")).to_contain_text("逾期 2 项")
+        # zh-CN only, no doubled English labels; the due day as the API gives it (the site's
+        # calendar day, never shifted by the browser's zone); English on request.
+        english = re.compile(r"Sign out|Record|Visits|Door-knock|overdue|Overdue")
+        assert not english.search(page.inner_text("body"))
+        expect(elder).to_contain_text(re.compile(r"应于 \d{4}-\d{2}-\d{2}"))
+        page.click("#lang")
+        expect(page.locator("#summary")).to_contain_text("2 overdue")
+        expect(task.locator("button.record-task")).to_have_text("Record result")
+        expect(page.locator("h1")).to_have_text("Visiting care")
+        page.click("#lang")
+        expect(page.locator("#summary")).to_contain_text("逾期 2 项")
+        expect(task.locator("button.record-task")).to_have_text("记录敲门结果")
         _shot(page, "worker-list.png")
 
         task.locator("button.record-task").click()
@@ -120,6 +139,24 @@ def test_worker_knocks_records_and_the_district_sees_it(
         knocks = [e for e in detail["timeline"] if e["kind"] == "door_knock_result"]
         assert knocks and knocks[0]["data"]["label"] == "开门，正常"
 
+        # The console's timeline says it in words, by name: who was sent, what they found
+        # (the resolved incident, in the supervisor's list to review and close).
+        with db.connect() as conn:
+            create_user(conn, "sup-a", "supervisor", PASSWORD, site_id="site-a")
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
+        _sign_in(page, f"{url}/", "sup-a")
+        page.click(f"#resolved-rows button[data-incident-id='{incident.id}']")
+        timeline = page.locator("#timeline")
+        expect(timeline.locator("li[data-kind=door_knock]")).to_contain_text(
+            "派社区工作者 林芳上门敲门（无活动告警电话未解决）"
+        )
+        expect(timeline.locator("li[data-kind=door_knock_result]")).to_contain_text(
+            "敲门结果：开门，正常 · 社区工作者 林芳"
+        )
+        assert "door_knock" not in timeline.inner_text()
+        _shot(page, "console-door-knock-timeline.png")
+        page.context.close()
+
         page = new_page(browser, width=1280, height=900, locale="zh-CN")
         _sign_in(page, f"{url}/district", "dsup-east")
         expect(page.locator(".figure[data-key=beds_served] b")).to_have_text("2")
@@ -129,7 +166,14 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(short).to_have_count(7)
         expect(short.first).to_contain_text("夜班")
         expect(short.first).to_contain_text("缺 1 人")
+        expect(short.first.locator("td").first).to_have_text("Site site-a")  # a name, not an id
         assert "Resident" not in page.content()
+        assert not re.search(r"Beds served|short|Sign out|Month", page.inner_text("body"))
+        page.click("#lang")
+        expect(short.first).to_contain_text("1 short")
+        expect(page.locator(".figure[data-key=beds_served]")).to_contain_text("Beds served")
+        page.click("#lang")
+        expect(short.first).to_contain_text("缺 1 人")
         with page.expect_download() as download:  # the month's per-bed report (PDF)
             page.get_by_role("button", name="下载按床位月报").click()
         pdf = download.value

@@ -5,6 +5,7 @@ table and the district supervisor's figures (counts only, audited)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -523,6 +524,14 @@ def test_demo_seed_gives_an_overdue_visit_and_short_nights(db: Database) -> None
         logins = seed_visits_demo(conn, book)
         assert set(logins) == {"worker-hc", "district-demo"}
         seed_visits_demo(conn, book)  # a second run changes nothing that matters
+        # Names, not logins, on the timelines; the demo's people and places read in Chinese.
+        names = dict(conn.execute("SELECT username, display_name FROM users").fetchall())
+        assert names["worker-hc"] == "林芳" and names["district-demo"] == "周敏"
+        shown = conn.execute(
+            "SELECT display_name, relation FROM contacts"
+            " UNION ALL SELECT label, address FROM locations UNION ALL SELECT name, NULL FROM sites"
+        ).fetchall()
+        assert not [r for r in shown if re.search(r"[A-Za-z]{4,}", " ".join(filter(None, r)))]
         cfg = load_visits_config()
         now = datetime.now(UTC)
         worker = visits_store.resident_cards(conn, site_id="demo-hc")

@@ -708,6 +708,28 @@
     }
   }
 
+  /* 探访关爱 on the timeline: who was sent to knock and by when, then what they found (the
+   * result's words as the API recorded them), by name. Null for any other event. */
+  function doorKnockText(e) {
+    const d = e.data || {};
+    if (e.kind === "door_knock") {
+      const reason = t(`visits.reason.${d.reason}`);
+      return t("tl.door_knock", {
+        worker: d.worker_id ? personLabel(d.worker_id, "community_worker") : t("role.community_worker"),
+        due: d.due_at ? SHG.clock(d.due_at, false) : "—",
+        reason: reason === `visits.reason.${d.reason}` ? (d.reason || "") : reason,
+      });
+    }
+    if (e.kind === "door_knock_result") {
+      const result = t(`worker.result.${d.result}`);
+      return t("tl.door_knock_result", {
+        result: result === `worker.result.${d.result}` ? (d.label || d.result || "") : result,
+        who: personLabel(e.actor, "community_worker"),
+      }) + (d.escalated ? t("tl.door_knock_escalated") : "");
+    }
+    return null;
+  }
+
   /* Both lists are in order; merge them by time, keeping each one's own order. */
   function timelineItems(inc) {
     const states = inc.timeline || [];
@@ -721,7 +743,8 @@
       if (takeState) {
         const e = states[i++];
         const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
-        const own = typeof SHG_CALLS !== "undefined" ? SHG_CALLS.eventText(e, personLabel) : null;
+        const own = doorKnockText(e) ||
+          (typeof SHG_CALLS !== "undefined" ? SHG_CALLS.eventText(e, personLabel) : null);
         items.push(el("li", { "data-kind": e.kind },
           `${SHG.clock(e.time, false)} · ${own || `${what} · ${personLabel(e.actor)}`}`));
       } else {

@@ -199,7 +199,7 @@
     } else if (r.safe === false) {
       const inc = r.open_incident;
       card.append(
-        el("p", { class: "verdict alert", id: `verdict-${r.resident_id}` }, t("family.open", { type: SHG.typeLabel(inc.type) })),
+        el("p", { class: "verdict alert", id: `verdict-${r.resident_id}` }, t(inc.state === "raised" ? "family.open_waiting" : "family.open", { type: SHG.typeLabel(inc.type) })),
         el("div", { class: "open" },
           el("p", { text: t("family.state", { state: SHG.stateLabel(inc.state) }) }),
           el("p", { text: t("family.raised", { time: SHG.clock(inc.raised_at) }) }),

@@ -93,3 +93,8 @@ Object.assign(SHG_I18N.messages.en, {
   "family.service.rehabilitation": "Rehabilitation",
   "family.outcome": "Outcome: {outcome}",
 });
+
+// Nobody has taken the incident yet: the headline must not say it is being handled (issue 11:
+// "it says 'being handled' while nobody had answered").
+Object.assign(SHG_I18N.messages["zh-CN"], { "family.open_waiting": "⚠ 有事件待响应：{type}" });
+Object.assign(SHG_I18N.messages.en, { "family.open_waiting": "⚠ Incident awaiting staff: {type}" });

@@ -4,9 +4,8 @@
 "use strict";
 
 (() => {
-  const { api, el } = SHG;
+  const { api, el, t } = SHG;
   const STAFF = ["duty_staff", "supervisor", "admin"];
-  const KIND = { phone: "电话", home: "上门" };
   let panel = null;
   let lastLoad = 0;
 
@@ -31,21 +30,24 @@
       const [over, tasks] = await Promise.all([api("/visits/overdue"), api("/visits/tasks")]);
       const late = over.overdue.map((e) => el("li", { "data-resident-id": e.resident_id },
         `${e.elder_code} · ${e.display_name} · `,
-        e.due.filter((d) => d.overdue).map((d) => `${KIND[d.kind]}探访逾期（应于 ${d.due_on}）`).join("，")));
-      const open = tasks.map((t) => el("li", { "data-task-id": String(t.id), class: t.overdue ? "late" : "" },
-        `${t.elder_code} · ${t.reason_label} · 截止 ${SHG.clock(t.due_at)}${t.overdue ? " · 已超时" : ""}`));
+        e.due.filter((d) => d.overdue)
+          .map((d) => t("cvisits.overdue_item", { kind: t(`visits.kind.${d.kind}`), day: d.due_on })).join("，")));
+      const open = tasks.map((task) => el("li", { "data-task-id": String(task.id), class: task.overdue ? "late" : "" },
+        t("cvisits.task_item", { code: task.elder_code, reason: task.reason_label, time: SHG.clock(task.due_at) }) +
+          (task.overdue ? t("cvisits.task_late") : "")));
       box.replaceChildren(
-        el("h2", {}, "探访关爱 Visits ", el("span", { id: "visits-overdue-count", class: "count" }, String(over.overdue.length))),
-        late.length ? el("ul", { class: "visits-overdue" }, ...late) : el("p", { class: "empty", text: "无逾期探访 · No overdue visits" }),
-        el("h3", { text: `敲门任务 Door-knock tasks (${tasks.length})` }),
-        open.length ? el("ul", { class: "visits-tasks" }, ...open) : el("p", { class: "empty", text: "无 · none" }),
-        el("p", { class: "visits-notices", text: `已通知主管 Supervisor notices: ${over.notices.length}` }));
+        el("h2", {}, `${t("cvisits.title")} `, el("span", { id: "visits-overdue-count", class: "count" }, String(over.overdue.length))),
+        late.length ? el("ul", { class: "visits-overdue" }, ...late) : el("p", { class: "empty", text: t("cvisits.none_overdue") }),
+        el("h3", { text: t("cvisits.tasks", { n: tasks.length }) }),
+        open.length ? el("ul", { class: "visits-tasks" }, ...open) : el("p", { class: "empty", text: t("cvisits.no_tasks") }),
+        el("p", { class: "visits-notices", text: t("cvisits.notices", { n: over.notices.length }) }));
     } catch (err) {
-      box.replaceChildren(el("p", { class: "empty", text: `探访数据不可用 · visits unavailable (${err.status || err.message})` }));
+      box.replaceChildren(el("p", { class: "empty", text: t("cvisits.unavailable", { detail: err.status || err.message }) }));
     }
   }
 
   setInterval(() => load(true), 60000);
+  document.addEventListener("shg:lang", () => load(true)); // the console's language switch
   // Shortly after sign-in (the console shows its board) and whenever it is shown again.
   new MutationObserver(() => load()).observe(document.body, { attributes: true, subtree: true, attributeFilter: ["hidden"] });
   load();

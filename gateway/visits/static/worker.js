@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const { api, el } = SHG;
+  const { api, el, t } = SHG;
   const POLL_MS = 30000;
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -18,9 +18,8 @@
     visitFields: $("visit-fields"), resultFields: $("result-fields"), kind: $("kind"),
     outcome: $("outcome"), concerns: $("concerns"), proof: $("proof"), code: $("proof-code"),
     scan: $("scan"), scanHint: $("scan-hint"), camera: $("camera"), notes: $("notes"),
-    cancel: $("cancel"),
+    cancel: $("cancel"), lang: $("lang"),
   };
-  const KIND = { phone: "电话", home: "上门" };
   const ROLES = ["community_worker", "duty_staff", "supervisor", "admin"];
   let timer = null;
   let current = null; // { type: "visit", residentId } | { type: "task", taskId }
@@ -30,18 +29,27 @@
   const showError = (t) => { ui.error.textContent = t; ui.error.hidden = false; };
   const clearError = () => { ui.error.hidden = true; ui.error.textContent = ""; };
   const tell = (t) => { ui.notice.textContent = t; ui.notice.hidden = false; };
-  const day = (iso) => new Date(iso).toLocaleDateString("zh-CN");
+  // A calendar day as the API sends it (YYYY-MM-DD, the site's day): never through Date,
+  // which would shift it by the browser's zone.
+  const day = (iso) => String(iso).slice(0, 10);
+  /* The static labels in this page's language (placeholders too), then the lists again. */
+  function translate() {
+    SHG.translatePage();
+    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
+      node.placeholder = t(node.dataset.i18nPlaceholder);
+    }
+  }
 
-  function taskCard(t) {
-    return el("article", { class: `card task${t.overdue ? " overdue" : ""}`, "data-task-id": String(t.id) },
-      el("h3", { text: `${t.display_name} · ${t.elder_code}` }),
-      el("p", {}, el("span", { class: "badge" }, t.reason_label),
-        t.overdue ? el("span", { class: "badge late" }, "已超时 Overdue") : null),
-      el("p", { class: "muted", text: `截止 Due ${SHG.clock(t.due_at)}` +
-        (t.incident_id ? ` · 事件 #${t.incident_id}` : "") }),
+  function taskCard(task) {
+    return el("article", { class: `card task${task.overdue ? " overdue" : ""}`, "data-task-id": String(task.id) },
+      el("h3", { text: `${task.display_name} · ${task.elder_code}` }),
+      el("p", {}, el("span", { class: "badge" }, task.reason_label),
+        task.overdue ? el("span", { class: "badge late" }, t("worker.task_late")) : null),
+      el("p", { class: "muted", text: t("worker.due_by", { time: SHG.clock(task.due_at) }) +
+        (task.incident_id ? ` · ${t("worker.incident", { id: task.incident_id })}` : "") }),
       el("div", { class: "actions" },
-        el("button", { type: "button", class: "record-task", onclick: () => openTask(t) }, "记录敲门结果 Record result"),
-        callButton({ residentId: t.resident_id, name: t.display_name, taskId: t.id })));
+        el("button", { type: "button", class: "record-task", onclick: () => openTask(task) }, t("worker.record_result")),
+        callButton({ residentId: task.resident_id, name: task.display_name, taskId: task.id })));
   }
 
   function elderCard(e, quiet = false) {
@@ -49,12 +57,13 @@
     return el("article", { class: `card elder${late ? " overdue" : ""}${quiet ? " quiet" : ""}`, "data-resident-id": e.resident_id },
       el("h3", { text: `${e.display_name} · ${e.elder_code}` }),
       el("p", {}, ...e.category_labels.map((c) => el("span", { class: "badge" }, c)),
-        e.assessment_overdue ? el("span", { class: "badge late" }, "需重新评估 Re-assess") : null),
+        e.assessment_overdue ? el("span", { class: "badge late" }, t("worker.reassess")) : null),
       e.due.length === 0 ? null : el("ul", {}, ...e.due.map((d) => el("li", { class: d.overdue ? "due late" : "due" },
-        `${KIND[d.kind]}探访 每${d.interval_days}天 · 应于 ${day(d.due_on)}`,
-        d.overdue ? el("span", { class: "badge late" }, " 已逾期 Overdue") : null))),
+        t("worker.due_line", { kind: t(`visits.kind.${d.kind}`), days: d.interval_days, day: day(d.due_on) }) +
+          (d.overdue ? " " : ""),
+        d.overdue ? el("span", { class: "badge late" }, t("worker.late")) : null))),
       el("div", { class: "actions" },
-        el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, "记录探访 Record visit"),
+        el("button", { type: "button", class: "record-visit", onclick: () => openVisit(e) }, t("worker.record_visit")),
         callButton({ residentId: e.resident_id, name: e.display_name })));
   }
 
@@ -76,18 +85,18 @@
   async function load() {
     try {
       const w = await api("/visits/worklist");
-      ui.summary.textContent = `逾期 ${w.overdue} 项 · 敲门任务 ${w.tasks.length} 项 · overdue ${w.overdue}, tasks ${w.tasks.length}`;
+      ui.summary.textContent = t("worker.summary", { overdue: w.overdue, tasks: w.tasks.length });
       ui.tasks.replaceChildren(...(w.tasks.length ? w.tasks.map(taskCard)
-        : [el("p", { class: "muted", text: "没有敲门任务 · no tasks" })]));
+        : [el("p", { class: "muted", text: t("worker.no_tasks") })]));
       ui.elders.replaceChildren(...(w.elders.length ? w.elders.map((e) => elderCard(e))
-        : [el("p", { class: "muted", text: "没有待探访 · nothing due" })]));
+        : [el("p", { class: "muted", text: t("worker.nothing_due") })]));
       const others = w.others || [];
       ui.othersSection.hidden = !others.length;
       ui.others.replaceChildren(...others.map((e) => elderCard(e, true)));
       clearError();
     } catch (err) {
-      if (err instanceof SHG.ApiError && err.status === 401) { signOut("请重新登录 · Please sign in again"); return; }
-      showError(`无法更新 Could not update: ${err.message || err}`);
+      if (err instanceof SHG.ApiError && err.status === 401) { signOut(t("worker.sign_in_again")); return; }
+      showError(t("worker.update_failed", { detail: err.message || err }));
     }
   }
 
@@ -103,22 +112,22 @@
     const next = e.due.find((d) => d.overdue) || e.due[0];
     ui.kind.value = next ? next.kind : "phone";
     ui.visitFields.hidden = false; ui.resultFields.hidden = true;
-    openForm(`记录探访 · ${e.display_name}`);
+    openForm(t("worker.visit_title", { name: e.display_name }));
     syncProof();
   }
   function openPhoneVisit(residentId, name, note) {  // after a connected call: prefilled
     current = { type: "visit", residentId };
     ui.kind.value = "phone"; ui.outcome.value = "well";
     ui.visitFields.hidden = false; ui.resultFields.hidden = true;
-    openForm(`记录探访 · ${name}`);
+    openForm(t("worker.visit_title", { name }));
     ui.notes.value = note || "";
     syncProof();
   }
-  function openTask(t) {
-    current = { type: "task", taskId: t.id };
+  function openTask(task) {
+    current = { type: "task", taskId: task.id };
     ui.visitFields.hidden = true; ui.resultFields.hidden = false;
     ui.proof.hidden = false;
-    openForm(`敲门结果 · ${t.display_name}`);
+    openForm(t("worker.task_title", { name: task.display_name }));
   }
   function closeForm() {
     stopCamera();
@@ -131,7 +140,7 @@
   ui.scan.hidden = !canScan;
   ui.scanHint.hidden = Boolean(canScan);
   function stopCamera() {
-    if (stream) stream.getTracks().forEach((t) => t.stop());
+    if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null; ui.camera.hidden = true;
   }
   async function scan() {
@@ -146,7 +155,7 @@
           ui.code.value = found[0].rawValue.trim();
           proofMethod = "scan";
           stopCamera();
-          tell(`已扫码 Scanned: ${ui.code.value}`);
+          tell(t("worker.scanned", { code: ui.code.value }));
           return;
         }
         await new Promise((r) => setTimeout(r, 250));
@@ -154,7 +163,7 @@
     } catch (err) {
       stopCamera();
       ui.scanHint.hidden = false;
-      showError(`无法使用相机，请手动输入 · Camera unavailable: ${err.message || err}`);
+      showError(t("worker.camera_failed", { detail: err.message || err }));
     }
   }
   ui.scan.addEventListener("click", scan);
@@ -173,18 +182,19 @@
           concerns: ui.concerns.value.split(/[,，、]/).map((s) => s.trim()).filter(Boolean) };
         if (body.kind === "home") Object.assign(body, { proof_code: code, proof_method: proofMethod });
         await api(`/visits/residents/${encodeURIComponent(current.residentId)}/visits`, { method: "POST", body });
-        tell("探访已记录 · Visit recorded");
+        tell(t("worker.visit_saved"));
       } else {
         const result = ui.recordForm.querySelector("input[name=result]:checked").value;
         const body = { result, notes };
         if (code) Object.assign(body, { proof_code: code, proof_method: proofMethod });
         const out = await api(`/visits/tasks/${current.taskId}/result`, { method: "POST", body });
-        tell(`已记录：${out.result_label}` + (out.incident_state ? ` · 事件状态 ${SHG.stateLabel(out.incident_state)}` : ""));
+        tell(t("worker.task_saved", { result: out.result_label }) +
+          (out.incident_state ? t("worker.incident_state", { state: SHG.stateLabel(out.incident_state) }) : ""));
       }
       closeForm();
       load();
     } catch (err) {
-      showError(`保存失败 Could not save: ${err.detail || err.message || err}`);
+      showError(t("worker.save_failed", { detail: err.detail || err.message || err }));
     }
   });
 
@@ -208,14 +218,20 @@
       ui.pass.value = "";
       if (!ROLES.includes(tok.role)) {
         SHG.signOut();
-        showError("此页面供社区工作者使用 · For community workers");
+        showError(t("worker.only"));
         return;
       }
       start();
     } catch (err) {
       showError(err instanceof SHG.ApiError && err.status === 401
-        ? "用户名或密码错误 · Incorrect username or password" : `登录失败 Sign-in failed: ${err.message || err}`);
+        ? t("login.bad") : t("login.failed", { detail: err.message || err }));
     }
   });
+  ui.lang.addEventListener("click", () => SHG.toggleLang());
+  document.addEventListener("shg:lang", () => {
+    translate();
+    if (!ui.work.hidden) load();
+  });
+  translate();
   if (SHG.token() && ROLES.includes(SHG.role())) start();
 })();
