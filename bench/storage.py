@@ -32,6 +32,7 @@ sized again. The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import shutil
@@ -56,7 +57,7 @@ from gateway.registry import DeviceInfo
 from gateway.settings import IngestSettings, RetentionSettings
 from gateway.storage.migrate import migrate
 from gateway.storage.timescale import Edition, TimescaleInfo, apply_policies, detect
-from gateway.storage.writer import BatchWriter, Row
+from gateway.storage.writer import BatchWriter, Fresh, Row
 
 PREFIX = "shg"
 SITE = "bench"
@@ -173,7 +174,12 @@ def write_stream(app: str, st: Stream, batch: int) -> None:
         for i in range(0, len(st.rows), batch):
             rows = st.rows[i : i + batch]
             items = [events[id(r)] for r in rows if id(r) in events]
-            writer.write({st.table: rows}, after=lambda c, new, its=items: mark_alarms(c, its, new))
+            writer.write({st.table: rows}, after=functools.partial(_mark, items))
+
+
+def _mark(items: list[Item], conn: psycopg.Connection[tuple[object, ...]], fresh: Fresh) -> None:
+    """The writer's after-hook, as the gateway's: pending markers of alarm events."""
+    mark_alarms(conn, items, fresh)
 
 
 def compressed_size(conn: psycopg.Connection[tuple[object, ...]], table: str) -> Size:
