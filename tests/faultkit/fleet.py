@@ -137,6 +137,12 @@ class _Device:
 
     def link_failed(self, reason: str, *, refused: bool) -> None:
         self.fleet.failures.append(f"{self.spec.device_id}: {reason}")
+        # A lost connection ("lost: …", e.g. the broker restarting) is reported here, not
+        # by link_closed: its publications in flight will never be answered either (telemetry
+        # is not sent again on the next session). Left as tokens, they kept stop_streams
+        # waiting for answers that cannot come whenever a publication was in flight at the
+        # moment of the loss.
+        self.tokens.clear()
         self.fleet.loop.call_later(self.fleet.reconnect_s, self.reconnect)
 
     def link_closed(self) -> None:
