@@ -111,6 +111,7 @@ class ElderOut(BaseModel):
     assessment_overdue: bool
     worker_id: str | None
     due: list[DueVisitOut]
+    utc_offset_s: int = 28800  # the elder's site's zone: the card's times are shown in it
 
 
 class TaskOut(BaseModel):
@@ -129,6 +130,7 @@ class TaskOut(BaseModel):
     state: Literal["open", "done"]
     result: str | None
     done_at: datetime | None
+    utc_offset_s: int = 28800  # the task's site's zone: its deadline is shown in it
 
 
 class WorklistOut(BaseModel):
@@ -268,7 +270,7 @@ def _elder(cfg: VisitsConfig, card: dict[str, Any], now: datetime) -> ElderOut:
         categories=cats, category_labels=[CATEGORY_LABELS.get(c, c) for c in cats],
         level=card["level"], next_assessment=card["next_due"],
         assessment_overdue=assessment_overdue(card["next_due"], service.local_date(now, offset)),
-        worker_id=card["worker_id"], due=due,
+        worker_id=card["worker_id"], due=due, utc_offset_s=offset,
     )  # fmt: skip
 
 

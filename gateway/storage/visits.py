@@ -295,8 +295,9 @@ def tasks(
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            f"SELECT {_TASK_COLUMNS}, r.elder_code, r.display_name FROM door_knock_tasks t "  # noqa: S608
-            "JOIN residents r ON r.resident_id = t.resident_id "
+            f"SELECT {_TASK_COLUMNS}, r.elder_code, r.display_name, s.utc_offset_s "  # noqa: S608
+            "FROM door_knock_tasks t JOIN residents r ON r.resident_id = t.resident_id "
+            "JOIN sites s ON s.site_id = t.site_id "
             "WHERE (%(w)s::text IS NULL OR t.worker_id = %(w)s) "
             "AND (%(s)s::text IS NULL OR t.site_id = %(s)s) "
             "AND (NOT %(o)s OR t.state = 'open') ORDER BY t.due_at, t.id",

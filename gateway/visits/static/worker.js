@@ -45,7 +45,7 @@
       el("h3", { text: `${task.display_name} · ${task.elder_code}` }),
       el("p", {}, el("span", { class: "badge" }, task.reason_label),
         task.overdue ? el("span", { class: "badge late" }, t("worker.task_late")) : null),
-      el("p", { class: "muted", text: t("worker.due_by", { time: SHG.clock(task.due_at) }) +
+      el("p", { class: "muted", text: t("worker.due_by", { time: SHG.clock(task.due_at, true, task.utc_offset_s) }) +
         (task.incident_id ? ` · ${t("worker.incident", { id: task.incident_id })}` : "") }),
       el("div", { class: "actions" },
         el("button", { type: "button", class: "record-task", onclick: () => openTask(task) }, t("worker.record_result")),
@@ -85,6 +85,10 @@
   async function load() {
     try {
       const w = await api("/visits/worklist");
+      // Every time in the site's zone: the one site of her elders and tasks; with several,
+      // each card's times in its own site's zone (the task's utc_offset_s).
+      const zones = new Set([...w.tasks, ...w.elders, ...(w.others || [])].map((x) => x.utc_offset_s));
+      if (zones.size === 1) SHG.setSiteOffset([...zones][0]);
       ui.summary.textContent = t("worker.summary", { overdue: w.overdue, tasks: w.tasks.length });
       ui.tasks.replaceChildren(...(w.tasks.length ? w.tasks.map(taskCard)
         : [el("p", { class: "muted", text: t("worker.no_tasks") })]));
