@@ -112,6 +112,7 @@ class ElderOut(BaseModel):
     worker_id: str | None
     due: list[DueVisitOut]
     utc_offset_s: int = 28800  # the elder's site's zone: the card's times are shown in it
+    demo_clock: bool = False  # the site runs on the demo's clock (shown as 演示时钟)
 
 
 class TaskOut(BaseModel):
@@ -131,6 +132,7 @@ class TaskOut(BaseModel):
     result: str | None
     done_at: datetime | None
     utc_offset_s: int = 28800  # the task's site's zone: its deadline is shown in it
+    demo_clock: bool = False  # the site runs on the demo's clock (shown as 演示时钟)
 
 
 class WorklistOut(BaseModel):
@@ -271,6 +273,7 @@ def _elder(cfg: VisitsConfig, card: dict[str, Any], now: datetime) -> ElderOut:
         level=card["level"], next_assessment=card["next_due"],
         assessment_overdue=assessment_overdue(card["next_due"], service.local_date(now, offset)),
         worker_id=card["worker_id"], due=due, utc_offset_s=offset,
+        demo_clock=bool(card.get("demo_clock")),
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.api.auth import create_user
-from gateway.storage import people
+from gateway.storage import demo_sites, people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
@@ -219,4 +219,28 @@ def test_worker_deadline_in_the_sites_zone_as_on_the_console(
         _sign_in(page, f"{url}/worker", "worker-z")
         expect(page.locator("article.task")).to_contain_text(expected)
         assert "UTC+8" not in page.inner_text("body")
+        page.context.close()
+
+        # The demo's shifted clock (safehome demo) is labelled 演示时钟, not "UTC-1:30".
+        site = httpx.get(f"{url}/console/site", headers=headers, timeout=15).json()
+        assert site["demo_clock"] is False
+        with db.connect() as conn:
+            demo_sites.set_site_clock(conn, "site-z", -5400)
+        site = httpx.get(f"{url}/console/site", headers=headers, timeout=15).json()
+        assert (site["utc_offset_s"], site["demo_clock"]) == (-5400, True)
+        (task,) = httpx.get(f"{url}/visits/tasks", headers=headers, timeout=15).json()
+        assert task["demo_clock"] is True
+        demo_text = f"{due:%H:%M:%S} (演示时钟)"
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
+        _sign_in(page, f"{url}/", "duty-z")
+        expect(page.locator("#site-clock")).to_contain_text("站点时间 演示时钟")
+        expect(page.locator(".visits-tasks li")).to_contain_text(demo_text)
+        assert "UTC-1:30" not in page.inner_text("body")
+        page.context.close()
+        page = new_page(browser, width=390, height=844, locale="zh-CN", is_mobile=True,
+                        has_touch=True)  # fmt: skip
+        _sign_in(page, f"{url}/worker", "worker-z")
+        expect(page.locator("article.task")).to_contain_text(demo_text)
+        page.click("#lang")
+        expect(page.locator("article.task")).to_contain_text(f"{due:%H:%M:%S} (demo clock)")
         page.context.close()

@@ -18,6 +18,7 @@ const SHG = (() => {
   const OUTCOMES = ["false_alarm", "assisted", "hospital_transfer", "no_action_needed",
     "technical_fixed", "condition_cleared", "other"];
   let siteOffsetS = 8 * 3600; // the site's UTC offset: every time is shown in the site's zone
+  let siteDemo = false; // the site runs on the demo's clock: labelled 演示时钟, not "UTC-1:54"
 
   function lang() {
     const l = localStorage.getItem(LANG_KEY);
@@ -45,8 +46,12 @@ const SHG = (() => {
   }
   function toggleLang() { setLang(lang() === "zh-CN" ? "en" : "zh-CN"); }
 
-  function setSiteOffset(s) { if (Number.isFinite(Number(s))) siteOffsetS = Number(s); }
-  function tzName(offsetS = siteOffsetS) {
+  function setSiteOffset(s, demo = false) {
+    if (Number.isFinite(Number(s))) { siteOffsetS = Number(s); siteDemo = Boolean(demo); }
+  }
+  /* The zone's label: "UTC+8", or 演示时钟 for a site on the demo's clock (demo_clock). */
+  function tzName(offsetS = siteOffsetS, demo = offsetS === siteOffsetS && siteDemo) {
+    if (demo) return t("tz.demo");
     const sign = offsetS < 0 ? "-" : "+";
     const a = Math.abs(offsetS);
     const h = Math.floor(a / 3600);
@@ -206,15 +211,15 @@ const SHG = (() => {
   }
   /* A time in the site's zone: "14:02:05" today, "12-03 14:02" otherwise, with the zone
    * once (withZone) — e.g. "14:02:05 (UTC+8)". offsetS: another site's zone (a worker's
-   * elders may live in several sites). */
-  function clock(iso, withZone = true, offsetS = siteOffsetS) {
+   * elders may live in several sites), demo: that site runs on the demo's clock. */
+  function clock(iso, withZone = true, offsetS = siteOffsetS, demo = offsetS === siteOffsetS && siteDemo) {
     if (!iso) return "—";
     const ms = typeof iso === "number" ? iso : Date.parse(iso);
     if (Number.isNaN(ms)) return "—";
     const d = siteDate(ms, offsetS);
     const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
     const text = isToday(ms, offsetS) ? time : `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}`;
-    return withZone ? `${text} (${tzName(offsetS)})` : text;
+    return withZone ? `${text} (${tzName(offsetS, demo)})` : text;
   }
   const typeLabel = (x) => t(`type.${x}`);
   const stateLabel = (x) => t(`state.${x}`);

@@ -266,7 +266,7 @@
   function renderTargets() {
     const site = state.site;
     if (!site) return;
-    SHG.setSiteOffset(site.utc_offset_s);
+    SHG.setSiteOffset(site.utc_offset_s, site.demo_clock);
     const tg = site.targets;
     ui.targets.textContent = t("target.note", {
       care1: SHG.duration(tg.care[1] ?? tg.care["1"]), tech3: SHG.duration(tg.technical[3] ?? tg.technical["3"]),
