@@ -30,7 +30,7 @@ from gateway.errors import (
     SafehomeError,
 )
 from gateway.storage import visits as store
-from gateway.visits import service
+from gateway.visits import messages, service
 from gateway.visits.config import CATEGORIES, CATEGORY_LABELS, VisitsConfig, load_visits_config
 from gateway.visits.plans import assessment_overdue
 
@@ -53,13 +53,13 @@ _STATUS = {NotFoundError: 404, ConflictError: 409, InvalidError: 422, ForbiddenE
 
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
-    """Map the domain errors of :mod:`gateway.errors` to HTTP answers."""
+    """Map the domain errors of :mod:`gateway.errors` to HTTP answers, the Chinese sentence
+    first and the English detail second (:mod:`gateway.visits.messages`)."""
     try:
         yield
     except SafehomeError as exc:
         code = next((c for k, c in _STATUS.items() if isinstance(exc, k)), 503)
-        detail = exc.detail if exc.hint is None else f"{exc.detail}（{exc.hint}）"
-        raise HTTPException(code, detail=detail) from None
+        raise HTTPException(code, detail=messages.detail_text(exc)) from None
 
 
 @functools.cache

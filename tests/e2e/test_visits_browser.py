@@ -114,7 +114,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(page.locator("#scan")).to_be_hidden()
         page.fill("#proof-code", "BED-site-a-0001")  # another elder's bed: refused
         page.click("#save")
-        expect(page.locator("#error")).to_contain_text("not this elder")
+        expect(page.locator("#error")).to_contain_text("编码不属于该老人或其床位")
         page.fill("#proof-code", "BED-site-a-0000")
         page.fill("#notes", "老人在家，午睡未听到电话")
         _shot(page, "worker-result-form.png")
