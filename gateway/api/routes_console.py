@@ -83,6 +83,7 @@ class SiteInfo(BaseModel):
     site_id: str | None
     name: str | None
     utc_offset_s: int
+    demo_clock: bool = False  # the offset is the demo's clock (safehome demo), not a real zone
     care_phone: str | None
     targets: Targets
 
@@ -162,6 +163,7 @@ def console_site(user: CurrentUser, conn: DbConn, site: str | None = None) -> Si
         site_id=site_id,
         name=row["name"] if row else None,
         utc_offset_s=int(row["utc_offset_s"]) if row else 28800,
+        demo_clock=bool(row["demo_clock"]) if row else False,
         care_phone=row["care_phone"] if row else None,
         targets=Targets(
             care=t.care,

@@ -35,6 +35,7 @@ class FamilyStatus(BaseModel):
     rise_at: datetime | None = None
     site_name: str
     utc_offset_s: int
+    demo_clock: bool = False  # the offset is the demo's clock (safehome demo), not a real zone
     care_phone: str | None
 
 
@@ -47,7 +48,8 @@ def resident_status(resident_id: str, user: CurrentUser, conn: DbConn) -> Family
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
     base = FamilyStatus(
         resident_id=resident_id, kind="unknown", site_name=row["site_name"],
-        utc_offset_s=row["utc_offset_s"], care_phone=row["care_phone"],
+        utc_offset_s=row["utc_offset_s"], demo_clock=bool(row["demo_clock"]),
+        care_phone=row["care_phone"],
     )  # fmt: skip
     if row["consent_family_incidents"]:
         inc = family_status.open_care_incident(conn, resident_id)

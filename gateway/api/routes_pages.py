@@ -37,6 +37,7 @@ STATIC_FILES: dict[str, str] = {
     "i18n-worker-calls.js": "text/javascript; charset=utf-8",  # the worker page's calls
     "i18n-kit-door.js": "text/javascript; charset=utf-8",  # "door not opened for days"
     "i18n-visits.js": "text/javascript; charset=utf-8",  # 探访关爱 pages and console panel
+    "i18n-clock.js": "text/javascript; charset=utf-8",  # the demo clock label (演示时钟)
 }
 
 SECURITY_HEADERS: dict[str, str] = {

@@ -30,7 +30,7 @@ from gateway.errors import (
     SafehomeError,
 )
 from gateway.storage import visits as store
-from gateway.visits import service
+from gateway.visits import messages, service
 from gateway.visits.config import CATEGORIES, CATEGORY_LABELS, VisitsConfig, load_visits_config
 from gateway.visits.plans import assessment_overdue
 
@@ -53,13 +53,13 @@ _STATUS = {NotFoundError: 404, ConflictError: 409, InvalidError: 422, ForbiddenE
 
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
-    """Map the domain errors of :mod:`gateway.errors` to HTTP answers."""
+    """Map the domain errors of :mod:`gateway.errors` to HTTP answers, the Chinese sentence
+    first and the English detail second (:mod:`gateway.visits.messages`)."""
     try:
         yield
     except SafehomeError as exc:
         code = next((c for k, c in _STATUS.items() if isinstance(exc, k)), 503)
-        detail = exc.detail if exc.hint is None else f"{exc.detail}（{exc.hint}）"
-        raise HTTPException(code, detail=detail) from None
+        raise HTTPException(code, detail=messages.detail_text(exc)) from None
 
 
 @functools.cache
@@ -111,6 +111,8 @@ class ElderOut(BaseModel):
     assessment_overdue: bool
     worker_id: str | None
     due: list[DueVisitOut]
+    utc_offset_s: int = 28800  # the elder's site's zone: the card's times are shown in it
+    demo_clock: bool = False  # the site runs on the demo's clock (shown as 演示时钟)
 
 
 class TaskOut(BaseModel):
@@ -129,6 +131,8 @@ class TaskOut(BaseModel):
     state: Literal["open", "done"]
     result: str | None
     done_at: datetime | None
+    utc_offset_s: int = 28800  # the task's site's zone: its deadline is shown in it
+    demo_clock: bool = False  # the site runs on the demo's clock (shown as 演示时钟)
 
 
 class WorklistOut(BaseModel):
@@ -268,7 +272,8 @@ def _elder(cfg: VisitsConfig, card: dict[str, Any], now: datetime) -> ElderOut:
         categories=cats, category_labels=[CATEGORY_LABELS.get(c, c) for c in cats],
         level=card["level"], next_assessment=card["next_due"],
         assessment_overdue=assessment_overdue(card["next_due"], service.local_date(now, offset)),
-        worker_id=card["worker_id"], due=due,
+        worker_id=card["worker_id"], due=due, utc_offset_s=offset,
+        demo_clock=bool(card.get("demo_clock")),
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gateway.facts import OPEN_STATES
+from gateway.storage.demo_sites import DEMO_CLOCK_SQL
 from gateway.workflow.service import Incident
 
 Conn = psycopg.Connection[Any]
@@ -93,7 +94,8 @@ def site_clock(conn: Conn, site_id: str) -> dict[str, Any] | None:
     """A site's name, UTC offset (seconds) and care centre phone."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT site_id, name, utc_offset_s, care_phone FROM sites WHERE site_id = %s",
+            f"SELECT site_id, name, utc_offset_s, care_phone, {DEMO_CLOCK_SQL} AS demo_clock "  # noqa: S608
+            "FROM sites s WHERE site_id = %s",
             (site_id,),
         ).fetchone()
 

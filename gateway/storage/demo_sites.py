@@ -20,3 +20,12 @@ def set_site_clock(conn: Conn, site_id: str, utc_offset_s: int, *, actor: str = 
             "UPDATE sites SET utc_offset_s = %s WHERE site_id = %s", (utc_offset_s, site_id)
         )
         audit.append(conn, actor, "site.clock", f"site:{site_id}", {"utc_offset_s": utc_offset_s})
+
+
+# A SQL boolean over ``sites s``: the site runs on the clock the demo set (its offset is the
+# one of a demo ``site.clock``), so pages label it 演示时钟, not an odd zone like UTC-1:54.
+DEMO_CLOCK_SQL = (
+    "EXISTS (SELECT 1 FROM audit_log a "
+    "WHERE a.target = 'site:' || s.site_id AND a.action = 'site.clock' "
+    "AND a.actor = 'demo' AND (a.data->>'utc_offset_s')::int = s.utc_offset_s)"
+)

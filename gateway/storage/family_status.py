@@ -10,16 +10,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from gateway.storage.demo_sites import DEMO_CLOCK_SQL
+
 Conn = psycopg.Connection[Any]
 
 _LINKED_SQL = """
 SELECT r.resident_id, r.bed_id, r.consent_family_incidents, r.consent_family_health,
-       s.site_id, s.name AS site_name, s.utc_offset_s, s.care_phone
+       s.site_id, s.name AS site_name, s.utc_offset_s, s.care_phone,
+       {demo_clock} AS demo_clock
 FROM family_links f
 JOIN residents r ON r.resident_id = f.resident_id
 JOIN sites s ON s.site_id = r.site_id
 WHERE f.user_id = %s AND r.resident_id = %s
-"""
+""".replace("{demo_clock}", DEMO_CLOCK_SQL)
 
 # The newest open care incident; who took it (display name and role); whether the
 # escalation has reached beyond the duty staff (the family tier is being alerted).

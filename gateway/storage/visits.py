@@ -16,6 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from gateway.storage.demo_sites import DEMO_CLOCK_SQL
+
 Conn = psycopg.Connection[Any]
 
 
@@ -151,7 +153,8 @@ def set_risks(conn: Conn, resident_id: str, categories: Iterable[str]) -> None:
 # The registry's flags count as categories too (high_risk, lives_alone → living_alone).
 _CARDS_SQL = """
 SELECT r.resident_id, r.elder_code, r.display_name, r.site_id, r.status, r.high_risk,
-       r.lives_alone, r.created_at, s.utc_offset_s, s.kind AS site_kind, d.district_id,
+       r.lives_alone, r.created_at, s.utc_offset_s, {demo_clock} AS demo_clock,
+       s.kind AS site_kind, d.district_id,
        w.user_id AS worker_id, b.bed_code,
        a.level, a.assessor, a.assessed_on, a.next_due,
        coalesce((SELECT array_agg(DISTINCT c ORDER BY c) FROM (
@@ -182,7 +185,7 @@ WHERE (%(site)s::text IS NULL OR r.site_id = %(site)s)
   AND (%(resident)s::text IS NULL OR r.resident_id = %(resident)s)
   AND (%(sites)s::text[] IS NULL OR r.site_id = ANY(%(sites)s::text[]))
 ORDER BY r.site_id, r.resident_id
-"""
+""".replace("{demo_clock}", DEMO_CLOCK_SQL)
 
 
 def resident_cards(
@@ -295,8 +298,10 @@ def tasks(
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            f"SELECT {_TASK_COLUMNS}, r.elder_code, r.display_name FROM door_knock_tasks t "  # noqa: S608
-            "JOIN residents r ON r.resident_id = t.resident_id "
+            f"SELECT {_TASK_COLUMNS}, r.elder_code, r.display_name, s.utc_offset_s, "  # noqa: S608
+            f"{DEMO_CLOCK_SQL} AS demo_clock "
+            "FROM door_knock_tasks t JOIN residents r ON r.resident_id = t.resident_id "
+            "JOIN sites s ON s.site_id = t.site_id "
             "WHERE (%(w)s::text IS NULL OR t.worker_id = %(w)s) "
             "AND (%(s)s::text IS NULL OR t.site_id = %(s)s) "
             "AND (NOT %(o)s OR t.state = 'open') ORDER BY t.due_at, t.id",

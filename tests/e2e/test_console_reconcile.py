@@ -112,6 +112,11 @@ def test_console_that_missed_the_event_shows_and_sounds_within_the_reconcile_int
             page_line = timeline.locator('li[data-kind="escalation.page"]')
             expect(page_line).to_contain_text("呼叫 → 值班护工 · 值班台")
             expect(timeline).not_to_contain_text("duty-a")  # never the login name
+            # Events and escalation steps in time order (a step once came before an
+            # earlier page): every item's data-time, non-decreasing.
+            times = [int(t) for t in timeline.locator("li").evaluate_all(
+                "(items) => items.map((li) => li.dataset.time)")]  # fmt: skip
+            assert len(times) >= 3 and times == sorted(times), times
         if SCREENSHOTS:
             live.screenshot(path=f"{SCREENSHOTS}/console-reconcile-desktop.png", full_page=True)
             paused.screenshot(path=f"{SCREENSHOTS}/console-reconcile-390.png", full_page=True)

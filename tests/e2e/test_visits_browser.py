@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.api.auth import create_user
-from gateway.storage import people
+from gateway.storage import demo_sites, people
 from gateway.storage import visits as visits_store
 from gateway.workflow.service import IncidentService, Trigger
 from gateway.workflow.transitions import IncidentType
@@ -114,7 +114,7 @@ def test_worker_knocks_records_and_the_district_sees_it(
         expect(page.locator("#scan")).to_be_hidden()
         page.fill("#proof-code", "BED-site-a-0001")  # another elder's bed: refused
         page.click("#save")
-        expect(page.locator("#error")).to_contain_text("not this elder")
+        expect(page.locator("#error")).to_contain_text("编码不属于该老人或其床位")
         page.fill("#proof-code", "BED-site-a-0000")
         page.fill("#notes", "老人在家，午睡未听到电话")
         _shot(page, "worker-result-form.png")
@@ -181,4 +181,66 @@ def test_worker_knocks_records_and_the_district_sees_it(
         with open(pdf.path(), "rb") as fh:
             assert fh.read(5) == b"%PDF-"
         _shot(page, "district.png")
+        page.context.close()
+
+
+def test_worker_deadline_in_the_sites_zone_as_on_the_console(
+    db: Database, broker: Broker, browser: Any
+) -> None:
+    """A site not on UTC+8: the worker's phone shows a door-knock deadline in the site's
+    zone, the same text as the console (it once showed UTC+8 on the phone)."""
+    from playwright.sync_api import expect
+
+    make_site(db, broker, site_id="site-z", beds=1)
+    with db.connect() as conn:
+        worker = create_user(conn, "worker-z", "community_worker", PASSWORD)
+        create_user(conn, "duty-z", "duty_staff", PASSWORD, site_id="site-z")
+        visits_store.assign_worker(conn, "site-z-r0", worker)
+        conn.execute("UPDATE sites SET utc_offset_s = -5400 WHERE site_id = 'site-z'")
+    settings = gateway_settings(db, broker)
+    with InProcessGateway(settings) as gw:
+        url = gw.api_url
+        headers = {"Authorization": f"Bearer {access_token(url, 'duty-z', PASSWORD)}"}
+        sent = httpx.post(f"{url}/visits/door-knock", headers=headers, timeout=15,
+                          json={"resident_id": "site-z-r0", "reason": "unreachable"})  # fmt: skip
+        assert sent.status_code == 201, sent.text
+        (task,) = httpx.get(f"{url}/visits/tasks", headers=headers, timeout=15).json()
+        assert task["utc_offset_s"] == -5400
+        due = datetime.fromisoformat(task["due_at"]) - timedelta(seconds=5400)
+        expected = f"{due:%H:%M:%S} (UTC-1:30)"
+
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
+        _sign_in(page, f"{url}/", "duty-z")
+        expect(page.locator(".visits-tasks li")).to_contain_text(expected)
+        page.context.close()
+
+        page = new_page(browser, width=390, height=844, locale="zh-CN", is_mobile=True,
+                        has_touch=True)  # fmt: skip
+        _sign_in(page, f"{url}/worker", "worker-z")
+        expect(page.locator("article.task")).to_contain_text(expected)
+        assert "UTC+8" not in page.inner_text("body")
+        page.context.close()
+
+        # The demo's shifted clock (safehome demo) is labelled 演示时钟, not "UTC-1:30".
+        site = httpx.get(f"{url}/console/site", headers=headers, timeout=15).json()
+        assert site["demo_clock"] is False
+        with db.connect() as conn:
+            demo_sites.set_site_clock(conn, "site-z", -5400)
+        site = httpx.get(f"{url}/console/site", headers=headers, timeout=15).json()
+        assert (site["utc_offset_s"], site["demo_clock"]) == (-5400, True)
+        (task,) = httpx.get(f"{url}/visits/tasks", headers=headers, timeout=15).json()
+        assert task["demo_clock"] is True
+        demo_text = f"{due:%H:%M:%S} (演示时钟)"
+        page = new_page(browser, width=1280, height=900, locale="zh-CN")
+        _sign_in(page, f"{url}/", "duty-z")
+        expect(page.locator("#site-clock")).to_contain_text("站点时间 演示时钟")
+        expect(page.locator(".visits-tasks li")).to_contain_text(demo_text)
+        assert "UTC-1:30" not in page.inner_text("body")
+        page.context.close()
+        page = new_page(browser, width=390, height=844, locale="zh-CN", is_mobile=True,
+                        has_touch=True)  # fmt: skip
+        _sign_in(page, f"{url}/worker", "worker-z")
+        expect(page.locator("article.task")).to_contain_text(demo_text)
+        page.click("#lang")
+        expect(page.locator("article.task")).to_contain_text(f"{due:%H:%M:%S} (demo clock)")
         page.context.close()

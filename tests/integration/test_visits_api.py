@@ -156,6 +156,9 @@ def test_assessments_plans_and_proof_of_presence(env: Env) -> None:
                      json={"level": "level 9", "assessor": "评估员甲",
                            "assessed_on": today.isoformat()})  # fmt: skip
         assert bad.status_code == 422 and "能力完好" in bad.json()["detail"]
+        # zh-CN first, the English detail second
+        assert bad.json()["detail"].startswith("未知的评估等级：")
+        assert bad.json()["detail"].endswith("（unknown assessment level 'level 9'）")
         old = (today - timedelta(days=800)).isoformat()
         assert c.post("/visits/residents/site-a-r0/assessments",
                       json={"level": "轻度失能", "assessor": "评估员甲",
@@ -193,6 +196,10 @@ def test_assessments_plans_and_proof_of_presence(env: Env) -> None:
         other = {"proof_code": "ELD-site-a-0001", "proof_method": "typed"}  # not this elder
         wrong = c.post("/visits/residents/site-a-r0/visits", json=home | other)
         assert wrong.status_code == 422
+        assert wrong.json()["detail"] == (
+            "编码不属于该老人或其床位：请扫描该老人本人或其床位的二维码"
+            "（the code is not this elder's or their bed's code）"
+        )
         for code, method in (("ELD-site-a-0000", "scan"), ("BED-site-a-0000", "typed")):
             resp = c.post("/visits/residents/site-a-r0/visits",
                           json=home | {"proof_code": code, "proof_method": method})  # fmt: skip

@@ -18,6 +18,7 @@ const SHG = (() => {
   const OUTCOMES = ["false_alarm", "assisted", "hospital_transfer", "no_action_needed",
     "technical_fixed", "condition_cleared", "other"];
   let siteOffsetS = 8 * 3600; // the site's UTC offset: every time is shown in the site's zone
+  let siteDemo = false; // the site runs on the demo's clock: labelled 演示时钟, not "UTC-1:54"
 
   function lang() {
     const l = localStorage.getItem(LANG_KEY);
@@ -45,8 +46,12 @@ const SHG = (() => {
   }
   function toggleLang() { setLang(lang() === "zh-CN" ? "en" : "zh-CN"); }
 
-  function setSiteOffset(s) { if (Number.isFinite(Number(s))) siteOffsetS = Number(s); }
-  function tzName(offsetS = siteOffsetS) {
+  function setSiteOffset(s, demo = false) {
+    if (Number.isFinite(Number(s))) { siteOffsetS = Number(s); siteDemo = Boolean(demo); }
+  }
+  /* The zone's label: "UTC+8", or 演示时钟 for a site on the demo's clock (demo_clock). */
+  function tzName(offsetS = siteOffsetS, demo = offsetS === siteOffsetS && siteDemo) {
+    if (demo) return t("tz.demo");
     const sign = offsetS < 0 ? "-" : "+";
     const a = Math.abs(offsetS);
     const h = Math.floor(a / 3600);
@@ -54,7 +59,7 @@ const SHG = (() => {
     return `UTC${sign}${h}${m ? `:${String(m).padStart(2, "0")}` : ""}`;
   }
   const pad = (n) => String(n).padStart(2, "0");
-  function siteDate(ms) { return new Date(ms + siteOffsetS * 1000); } // read with getUTC*()
+  function siteDate(ms, offsetS = siteOffsetS) { return new Date(ms + offsetS * 1000); } // read with getUTC*()
   /* HH:MM in the site's zone of an ISO time or epoch milliseconds. */
   function hm(value) {
     if (value === null || value === undefined || value === "") return "—";
@@ -63,9 +68,9 @@ const SHG = (() => {
     const d = siteDate(ms);
     return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
   }
-  function isToday(value) {
+  function isToday(value, offsetS = siteOffsetS) {
     const ms = typeof value === "number" ? value : Date.parse(value);
-    return siteDate(ms).toISOString().slice(0, 10) === siteDate(now()).toISOString().slice(0, 10);
+    return siteDate(ms, offsetS).toISOString().slice(0, 10) === siteDate(now(), offsetS).toISOString().slice(0, 10);
   }
 
   class ApiError extends Error {
@@ -205,15 +210,16 @@ const SHG = (() => {
     return t("dur.h", { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
   }
   /* A time in the site's zone: "14:02:05" today, "12-03 14:02" otherwise, with the zone
-   * once (withZone) — e.g. "14:02:05 (UTC+8)". */
-  function clock(iso, withZone = true) {
+   * once (withZone) — e.g. "14:02:05 (UTC+8)". offsetS: another site's zone (a worker's
+   * elders may live in several sites), demo: that site runs on the demo's clock. */
+  function clock(iso, withZone = true, offsetS = siteOffsetS, demo = offsetS === siteOffsetS && siteDemo) {
     if (!iso) return "—";
     const ms = typeof iso === "number" ? iso : Date.parse(iso);
     if (Number.isNaN(ms)) return "—";
-    const d = siteDate(ms);
+    const d = siteDate(ms, offsetS);
     const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
-    const text = isToday(ms) ? time : `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}`;
-    return withZone ? `${text} (${tzName()})` : text;
+    const text = isToday(ms, offsetS) ? time : `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}`;
+    return withZone ? `${text} (${tzName(offsetS, demo)})` : text;
   }
   const typeLabel = (x) => t(`type.${x}`);
   const stateLabel = (x) => t(`state.${x}`);

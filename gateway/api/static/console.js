@@ -266,7 +266,7 @@
   function renderTargets() {
     const site = state.site;
     if (!site) return;
-    SHG.setSiteOffset(site.utc_offset_s);
+    SHG.setSiteOffset(site.utc_offset_s, site.demo_clock);
     const tg = site.targets;
     ui.targets.textContent = t("target.note", {
       care1: SHG.duration(tg.care[1] ?? tg.care["1"]), tech3: SHG.duration(tg.technical[3] ?? tg.technical["3"]),
@@ -731,29 +731,28 @@
   }
 
   /* Both lists are in order; merge them by time, keeping each one's own order. */
+  /* The incident's events and escalation steps in time order (data-time: epoch ms): both
+   * lists merged and sorted by time, stable (for equal times, events before steps, each
+   * list in the API's order) — the events list itself is not always in time order (a page
+   * logged after the escalation step that sent it). */
   function timelineItems(inc) {
-    const states = inc.timeline || [];
-    const steps = inc.escalation || [];
-    const items = [];
-    let i = 0;
-    let j = 0;
-    while (i < states.length || j < steps.length) {
-      const takeState = j >= steps.length ||
-        (i < states.length && Date.parse(states[i].time) <= Date.parse(steps[j].time));
-      if (takeState) {
-        const e = states[i++];
+    const ms = (x) => { const v = Date.parse(x.time); return Number.isNaN(v) ? 0 : v; };
+    const all = [
+      ...(inc.timeline || []).map((e) => ({ e, step: false, at: ms(e) })),
+      ...(inc.escalation || []).map((e) => ({ e, step: true, at: ms(e) })),
+    ].sort((a, b) => a.at - b.at); // Array.prototype.sort is stable
+    return all.map(({ e, step, at }) => {
+      if (!step) {
         const what = t(`tl.${e.kind}`) === `tl.${e.kind}` ? e.kind : t(`tl.${e.kind}`);
         const own = doorKnockText(e) ||
           (typeof SHG_CALLS !== "undefined" ? SHG_CALLS.eventText(e, personLabel) : null);
-        items.push(el("li", { "data-kind": e.kind },
-          `${SHG.clock(e.time, false)} · ${own || `${what} · ${personLabel(e.actor)}`}`));
-      } else {
-        const e = steps[j++];
-        items.push(el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
-          "data-status": e.status || null }, `${SHG.clock(e.time, false)} · ${escalationText(e)}`));
+        return el("li", { "data-kind": e.kind, "data-time": String(at) },
+          `${SHG.clock(e.time, false)} · ${own || `${what} · ${personLabel(e.actor)}`}`);
       }
-    }
-    return items;
+      return el("li", { class: `esc esc-${e.kind}`, "data-kind": `escalation.${e.kind}`,
+        "data-status": e.status || null, "data-time": String(at) },
+      `${SHG.clock(e.time, false)} · ${escalationText(e)}`);
+    });
   }
 
   // -- the shift handover summary (GET /console/handover) -----------------------------------

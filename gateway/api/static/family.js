@@ -189,7 +189,7 @@
   }
 
   function relativeCard({ r, s, visits, services, ratings, away }) {
-    if (s) SHG.setSiteOffset(s.utc_offset_s);
+    if (s) SHG.setSiteOffset(s.utc_offset_s, s.demo_clock);
     const card = el("article", { class: "card", "data-resident-id": r.resident_id },
       el("h2", { text: r.display_name || r.resident_id }),
       awayLine(away, s) || statusLine(s),

@@ -33,7 +33,7 @@
         e.due.filter((d) => d.overdue)
           .map((d) => t("cvisits.overdue_item", { kind: t(`visits.kind.${d.kind}`), day: d.due_on })).join("，")));
       const open = tasks.map((task) => el("li", { "data-task-id": String(task.id), class: task.overdue ? "late" : "" },
-        t("cvisits.task_item", { code: task.elder_code, reason: task.reason_label, time: SHG.clock(task.due_at) }) +
+        t("cvisits.task_item", { code: task.elder_code, reason: task.reason_label, time: SHG.clock(task.due_at, true, task.utc_offset_s, task.demo_clock) }) +
           (task.overdue ? t("cvisits.task_late") : "")));
       box.replaceChildren(
         el("h2", {}, `${t("cvisits.title")} `, el("span", { id: "visits-overdue-count", class: "count" }, String(over.overdue.length))),

@@ -45,7 +45,7 @@
       el("h3", { text: `${task.display_name} · ${task.elder_code}` }),
       el("p", {}, el("span", { class: "badge" }, task.reason_label),
         task.overdue ? el("span", { class: "badge late" }, t("worker.task_late")) : null),
-      el("p", { class: "muted", text: t("worker.due_by", { time: SHG.clock(task.due_at) }) +
+      el("p", { class: "muted", text: t("worker.due_by", { time: SHG.clock(task.due_at, true, task.utc_offset_s, task.demo_clock) }) +
         (task.incident_id ? ` · ${t("worker.incident", { id: task.incident_id })}` : "") }),
       el("div", { class: "actions" },
         el("button", { type: "button", class: "record-task", onclick: () => openTask(task) }, t("worker.record_result")),
@@ -85,6 +85,11 @@
   async function load() {
     try {
       const w = await api("/visits/worklist");
+      // Every time in the site's zone: the one site of her elders and tasks; with several,
+      // each card's times in its own site's zone (the task's utc_offset_s).
+      const all = [...w.tasks, ...w.elders, ...(w.others || [])];
+      const zones = new Set(all.map((x) => `${x.utc_offset_s} ${Boolean(x.demo_clock)}`));
+      if (zones.size === 1) SHG.setSiteOffset(all[0].utc_offset_s, all[0].demo_clock);
       ui.summary.textContent = t("worker.summary", { overdue: w.overdue, tasks: w.tasks.length });
       ui.tasks.replaceChildren(...(w.tasks.length ? w.tasks.map(taskCard)
         : [el("p", { class: "muted", text: t("worker.no_tasks") })]));
