@@ -33,11 +33,13 @@ class CalleeRow:
 
 
 @dataclass(frozen=True, slots=True)
-class CallRow:
-    """One call attempt and the outcome recorded for it (no number)."""
+class CallFields:
+    """What every ``incident_calls`` row holds: the attempt and its outcome (no number).
+    :class:`CallRow` (a console call, about an incident) and
+    :class:`gateway.storage.worker_calls.WorkerCallRow` (a worker's, about an elder) add
+    what they are about."""
 
     id: int
-    incident_id: int
     caller_id: str
     callee_kind: str
     callee_ref: str
@@ -50,6 +52,13 @@ class CallRow:
     outcome_note: str | None
     outcome_by: str | None
     outcome_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow(CallFields):
+    """One call attempt about an incident and the outcome recorded for it (no number)."""
+
+    incident_id: int
 
 
 @dataclass(frozen=True, slots=True)

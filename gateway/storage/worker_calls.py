@@ -16,29 +16,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
+from gateway.storage.incident_calls import CallFields
+
 Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerCallRow:
-    """One call a worker placed and the outcome recorded for it (no number)."""
+class WorkerCallRow(CallFields):
+    """One call a worker placed about an elder (from a door-knock task, and so about its
+    incident, when it came from one) and the outcome recorded for it (no number)."""
 
-    id: int
     resident_id: str
     task_id: int | None
     incident_id: int | None
-    caller_id: str
-    callee_kind: str
-    callee_ref: str
-    channel: str
-    status: str
-    detail: str | None
-    provider_call_id: str | None
-    placed_at: datetime
-    outcome: str | None
-    outcome_note: str | None
-    outcome_by: str | None
-    outcome_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
